@@ -1,0 +1,1 @@
+"""Email Engine: Dagster definitions (assets, checks, sensors, schedules) over a functional core."""

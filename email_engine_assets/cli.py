@@ -1,0 +1,152 @@
+"""``email-engine``: run the main job, import a file, show rejects, start the UI, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from email_engine_resources import settings
+
+
+def _prepare(workspace: str | None) -> None:
+    """Environment shared by every command: workspace, database, Dagster home on PostgreSQL."""
+    if workspace:
+        os.environ[settings.WORKSPACE_ENV] = str(Path(workspace).resolve())
+    from email_engine_resources.database import application_url, dagster_storage_url, get_engine, uses_embedded_server
+    from email_engine_resources.migrations import upgrade
+
+    if uses_embedded_server():
+        # Child processes (dagster dev, run workers) join the server this process started.
+        os.environ[settings.DATABASE_URL_ENV] = application_url()
+    os.environ.setdefault(settings.DAGSTER_URL_ENV, dagster_storage_url())
+    home = settings.engine_home() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    source = settings.PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    upgrade(get_engine())
+
+
+def cmd_db_upgrade(args) -> int:
+    from email_engine_resources.database import get_engine
+    from email_engine_resources.migrations import migration_files, upgrade
+
+    _prepare(args.workspace)
+    applied = upgrade(get_engine())
+    print(f"schema up to date ({len(migration_files())} migrations; applied now: {', '.join(applied) or 'none'})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runner import print_summary, run_main_job
+
+    _prepare(args.workspace)
+    outcome = run_main_job()
+    print_summary(outcome)
+    return 0 if outcome.ok else 1
+
+
+def cmd_import(args) -> int:
+    from .runner import import_one_file
+
+    _prepare(args.workspace)
+    result = import_one_file(Path(args.file), args.tenant, args.source)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>15}: {value}")
+    return 0 if result.get("status") == "imported" or result.get("status") == "skipped" else 1
+
+
+def cmd_rejects(args) -> int:
+    from email_engine_resources.database import get_engine
+
+    from .store.imports import rejected_rows
+
+    _prepare(args.workspace)
+    with get_engine().connect() as conn:
+        rows = rejected_rows(conn, args.tenant, args.source, args.limit)
+    if not rows:
+        print(f"no rejected rows for tenant {args.tenant}" + (f", source {args.source}" if args.source else ""))
+    for r in rows:
+        raw = r["raw_text"].replace("\n", "\\n")
+        print(f"{r['source_id']}/{Path(r['path']).name}:{r['line_no']}: {r['reason']}\n    {raw[:200]}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .runner import check_addresses_now
+
+    _prepare(args.workspace)
+    for row in check_addresses_now(args.emails, smtp=args.smtp):
+        print(json.dumps(row, ensure_ascii=False, default=str))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    _prepare(args.workspace)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    print(f"Dagster UI on http://{args.host}:{args.port} (storage: PostgreSQL, DAGSTER_HOME={os.environ['DAGSTER_HOME']})", flush=True)
+    workspace_yaml = settings.PROJECT_ROOT / "workspace.yaml"
+    cmd = [dagster, "dev", "-w", str(workspace_yaml), "-h", args.host, "-p", str(args.port)]
+    return subprocess.call(cmd, cwd=settings.PROJECT_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="email-engine", description=__doc__)
+    parser.add_argument("--workspace", help="folder with tenants/*.yaml and inbox/ (default: EMAIL_ENGINE_WORKSPACE or examples/workspace)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    add("run", cmd_run, "import every pending file and build the contacts of every tenant")
+    p = add("import", cmd_import, "place FILE in a tenant/source inbox and import it")
+    p.add_argument("file")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--source", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the file's counts")
+    p = add("rejects", cmd_rejects, "show rejected rows with their line numbers and reasons")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--source")
+    p.add_argument("--limit", type=int, default=50)
+    p = add("check", cmd_check, "print the verdict and facets of each address as JSON lines")
+    p.add_argument("emails", nargs="+", metavar="EMAIL")
+    p.add_argument("--smtp", action="store_true", help="also probe the mailbox over SMTP (RCPT TO, no mail sent)")
+    p = add("ui", cmd_ui, "start the Dagster webserver and daemon on the same storage")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="apply pending schema migrations")
+    up.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    up.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not hasattr(args, "workspace"):
+        args.workspace = None
+    from .core.tenant_config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: invalid tenant configuration\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Normalise a chunk of raw rows into staged contact rows and rejected rows.
+
+Pure polars: trim, Unicode NFC, empty -> null; the email key comes from the one syntax rule
+(:mod:`.email_syntax`); tags are split and slugged (:mod:`.tag_slug`); language and country stay raw
+for enrichment. Field sizes, encodings and ragged rows were already handled by the reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from .email_syntax import check_addresses
+from .tag_slug import split_tags_expr
+
+# Text fields of a staged row, in table order (the email key and tags are handled apart).
+TEXT_FIELDS = (
+    "first_name",
+    "last_name",
+    "full_name",
+    "company",
+    "phone",
+    "country",
+    "language",
+    "city",
+    "category",
+    "website",
+)
+STAGED_COLUMNS = ("line_no", "email", "email_raw", *TEXT_FIELDS, "tags")
+REJECT_COLUMNS = ("line_no", "raw_text", "reason")
+MAX_RAW_TEXT = 1000
+
+REASON_NO_ADDRESS = "no email address"
+REASON_BAD_ADDRESS = "invalid email address"
+
+
+@dataclass(frozen=True)
+class NormalisedChunk:
+    accepted: pl.DataFrame  # STAGED_COLUMNS
+    rejects: pl.DataFrame  # REJECT_COLUMNS
+
+
+def clean_text(expr: pl.Expr) -> pl.Expr:
+    """Trim, NFC, and turn empty strings into nulls."""
+    cleaned = expr.cast(pl.String).str.normalize("NFC").str.strip_chars()
+    return pl.when(cleaned == "").then(None).otherwise(cleaned)
+
+
+def normalise_chunk(
+    frame: pl.DataFrame,
+    mapping: Mapping[str, str],
+    *,
+    source_tags: Sequence[str] = (),
+    default_category: str | None = None,
+) -> NormalisedChunk:
+    """``frame`` has ``__line``, ``__raw`` and the file's columns; ``mapping`` is {field: header}."""
+    fields = [
+        (clean_text(pl.col(mapping[f])) if f in mapping else pl.lit(None, pl.String)).alias(f)
+        for f in TEXT_FIELDS
+    ]
+    tags = split_tags_expr(pl.col(mapping["tags"])) if "tags" in mapping else pl.lit([], pl.List(pl.String))
+    if source_tags:
+        tags = pl.concat_list(tags, pl.lit(list(source_tags), pl.List(pl.String))).list.unique(maintain_order=True)
+    rows = frame.select(
+        pl.col("__line").alias("line_no"),
+        pl.col("__raw").str.slice(0, MAX_RAW_TEXT).alias("raw_text"),
+        clean_text(pl.col(mapping["email"])).alias("email_raw"),
+        *fields,
+        tags.alias("tags"),
+    )
+    if default_category:
+        rows = rows.with_columns(pl.col("category").fill_null(default_category))
+    syntax = check_addresses(rows["email_raw"])
+    rows = rows.with_columns(email=syntax["email_key"], syntax_error=syntax["syntax_error"])
+
+    ok = pl.col("email").is_not_null()
+    accepted = rows.filter(ok).select(STAGED_COLUMNS)
+    rejects = rows.filter(~ok).select(
+        "line_no",
+        "raw_text",
+        pl.when(pl.col("email_raw").is_null())
+        .then(pl.lit(REASON_NO_ADDRESS))
+        .otherwise(pl.lit(REASON_BAD_ADDRESS + ": ") + pl.col("syntax_error").fill_null("rejected"))
+        .alias("reason"),
+    )
+    return NormalisedChunk(accepted=accepted, rejects=rejects)

@@ -1,0 +1,47 @@
+"""The code location: every asset, check, sensor, schedule and resource."""
+
+import os
+
+import dagster as dg
+
+from email_engine_resources.database import PostgresResource
+from email_engine_resources.dns import DnsResolverResource
+from email_engine_resources.smtp_probe import SmtpProbeResource
+from email_engine_resources.workspace import WorkspaceResource
+
+from .ingest_assets import contact_imports, contacts
+from .jobs import import_job, recheck_job
+from .quality_assets import contact_enrichment, email_validations, tag_assignments
+from .schedules import daily_recheck_schedule
+from .sensors import inbox_sensor
+
+
+def dns_resource() -> DnsResolverResource:
+    """``EMAIL_ENGINE_DNS_NAMESERVERS`` (comma-separated IPs) and ``EMAIL_ENGINE_DNS_PORT``; default: resolv.conf."""
+    servers = [s.strip() for s in os.environ.get("EMAIL_ENGINE_DNS_NAMESERVERS", "").split(",") if s.strip()]
+    return DnsResolverResource(nameservers=servers, port=int(os.environ.get("EMAIL_ENGINE_DNS_PORT", "53")))
+
+
+def default_resources() -> dict:
+    """Resources from the environment; secrets only ever as ``dg.EnvVar`` (never shown in the UI)."""
+    url = dg.EnvVar("EMAIL_ENGINE_DATABASE_URL") if os.environ.get("EMAIL_ENGINE_DATABASE_URL") else ""
+    return {
+        "db": PostgresResource(url=url),
+        "workspace": WorkspaceResource(),
+        "dns": dns_resource(),
+        "smtp_probe": SmtpProbeResource(),
+    }
+
+
+defs = dg.Definitions(
+    assets=[contact_imports, contacts, email_validations, contact_enrichment, tag_assignments],
+    jobs=[import_job, recheck_job],
+    schedules=[daily_recheck_schedule],
+    sensors=[
+        inbox_sensor,
+        dg.AutomationConditionSensorDefinition(
+            "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
+        ),
+    ],
+    resources=default_resources(),
+)

@@ -1,0 +1,111 @@
+"""Import the files of one (tenant, source): read, normalise, stage, account — file by file.
+
+Each file is its own transaction: a file that fails leaves nothing staged and a ledger row that
+says why; the other files of the partition still import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .core.columns import MissingEmailColumn, map_columns
+from .core.file_readers import FileReadError, iter_chunks, read_header, sniff_format
+from .core.normalise import normalise_chunk
+from .core.tenant_config import SourceConfig, TenantConfig
+from .store import imports as ledger
+
+IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial")
+CHUNK_ROWS = 100_000
+
+
+def is_candidate(path: Path) -> bool:
+    """A file the inbox should consider (not hidden, not a temporary file still being written)."""
+    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES)
+
+
+def inbox_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_candidate(p)) if folder.is_dir() else []
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class FileReport:
+    path: str
+    sha256: str
+    status: str  # imported | skipped (already in the ledger) | failed
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    format: str | None = None
+    encoding: str | None = None
+    seconds: float = 0.0
+
+
+def _reader_hints(source: SourceConfig) -> dict:
+    kind = {"tsv": "csv"}.get(source.format or "", source.format)
+    delimiter = "\t" if source.format == "tsv" else source.delimiter
+    return {"kind": kind, "encoding": source.encoding, "delimiter": delimiter}
+
+
+def import_file(
+    engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, path: Path, *, digest: str | None = None, run_id: str | None = None
+) -> FileReport:
+    started = time.perf_counter()
+    digest = digest or file_digest(path)
+    report = FileReport(path=str(path), sha256=digest, status="skipped")
+    with engine.begin() as conn:
+        file_id = ledger.claim_file(
+            conn, tenant_id=tenant.id, source_id=source.id, path=str(path), sha256=digest,
+            size=path.stat().st_size, priority=source.priority, run_id=run_id,
+        )
+    if file_id is None:
+        return report
+    fmt = None
+    try:
+        fmt = sniff_format(path, **_reader_hints(source))
+        mapping = map_columns(read_header(path, fmt), source.columns)
+        with engine.begin() as conn:
+            ledger.tenant_lock(conn, tenant.id)
+            for raw in iter_chunks(path, fmt, chunk_rows=CHUNK_ROWS):
+                chunk = normalise_chunk(
+                    raw.frame, mapping, source_tags=source.tags, default_category=source.category or tenant.default_category
+                )
+                ledger.stage_chunk(conn, tenant.id, file_id, chunk)
+                ledger.stage_reader_rejects(conn, tenant.id, file_id, raw.rejects)
+            report.counts = ledger.finish_file(conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter)
+        report.status = "imported"
+    except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.DataError) as exc:
+        report.status, report.error = "failed", f"{path.name}: {exc}" if path.name not in str(exc) else str(exc)
+        with engine.begin() as conn:
+            ledger.fail_file(conn, file_id, report.error, fmt=fmt and fmt.kind, encoding=fmt and fmt.encoding)
+    finally:
+        report.seconds = time.perf_counter() - started
+    if fmt is not None:
+        report.format, report.encoding = fmt.kind, fmt.encoding
+    return report
+
+
+def import_source(engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, folder: Path, *, run_id: str | None = None) -> list[FileReport]:
+    """Import every file of the folder whose content is not yet in the ledger."""
+    with engine.connect() as conn:
+        known = ledger.known_digests(conn, tenant.id, source.id)
+    reports = []
+    for path in inbox_files(folder):
+        digest = file_digest(path)
+        if known.get(digest) == "imported":
+            reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
+            continue
+        reports.append(import_file(engine, tenant, source, path, digest=digest, run_id=run_id))
+        known[digest] = reports[-1].status
+    return reports

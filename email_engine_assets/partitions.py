@@ -1,0 +1,29 @@
+"""Partitions: tenants and sources are dynamic; imports are tenant × source."""
+
+import warnings
+
+import dagster as dg
+
+tenant_partitions = dg.DynamicPartitionsDefinition(name="tenant")
+source_partitions = dg.DynamicPartitionsDefinition(name="source")
+
+import_partitions = dg.MultiPartitionsDefinition({"tenant": tenant_partitions, "source": source_partitions})
+
+# contacts[tenant] reads every source of that tenant.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    tenant_of_import = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="tenant")
+
+
+def import_key(tenant_id: str, source_id: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({"tenant": tenant_id, "source": source_id})
+
+
+def partition_requests(instance: dg.DagsterInstance, tenants: set[str], sources: set[str]) -> list:
+    """``AddDynamicPartitionsRequest``s for the keys not registered yet."""
+    requests = []
+    for definition, wanted in ((tenant_partitions, tenants), (source_partitions, sources)):
+        missing = sorted(wanted - set(instance.get_dynamic_partitions(definition.name)))
+        if missing:
+            requests.append(definition.build_add_request(missing))
+    return requests

@@ -1,0 +1,183 @@
+"""The main job as the CLI runs it: real Dagster runs, recorded in the instance (visible in the UI)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from email_engine_resources.database import get_engine
+from email_engine_resources.workspace import WorkspaceResource
+
+from .ingest import file_digest
+from .ingest_assets import contact_imports, contacts
+from .quality_assets import contact_enrichment, email_validations, tag_assignments
+from .partitions import import_key, source_partitions, tenant_partitions
+from .store.imports import register_workspace
+
+TENANT_ASSETS = [contacts, email_validations, contact_enrichment, tag_assignments]
+
+
+@dataclass
+class MainJobOutcome:
+    failures: list[str] = field(default_factory=list)
+    summary: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _resources() -> dict:
+    from .definitions import default_resources
+
+    return default_resources()
+
+
+def _register(instance: dg.DagsterInstance, ws) -> None:
+    for definition, keys in (
+        (tenant_partitions, sorted(ws.tenants)),
+        (source_partitions, sorted({s.id for t in ws.tenants.values() for s in t.sources})),
+    ):
+        missing = [k for k in keys if not instance.has_dynamic_partition(definition.name, k)]
+        if missing:
+            instance.add_dynamic_partitions(definition.name, missing)
+    with get_engine().begin() as conn:
+        register_workspace(conn, ws)
+
+
+def _materialize(assets, partition_key, instance, failures: list[str], label: str) -> dg.ExecuteInProcessResult:
+    result = dg.materialize(
+        assets, partition_key=partition_key, instance=instance, resources=_resources(), raise_on_error=False, tags={"email_engine/cli": "run"}
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                err = event.step_failure_data.error
+                failures.append(f"{label}: {err.message.strip() if err else 'step failed'}")
+        if not any(f.startswith(label) for f in failures):
+            failures.append(f"{label}: run failed")
+    return result
+
+
+def run_main_job(tenant_assets=None) -> MainJobOutcome:
+    """Import every (tenant, source) partition, then materialize each tenant's assets."""
+    outcome = MainJobOutcome()
+    ws = WorkspaceResource().load()
+    with dg.DagsterInstance.get() as instance:
+        _register(instance, ws)
+        for tenant in ws.tenants.values():
+            for source in tenant.sources:
+                _materialize([contact_imports], import_key(tenant.id, source.id), instance, outcome.failures, f"{tenant.id}/{source.id}")
+            _materialize(tenant_assets or TENANT_ASSETS, tenant.id, instance, outcome.failures, tenant.id)
+    outcome.summary = summary_rows(list(ws.tenants))
+    return outcome
+
+
+def import_one_file(path: Path, tenant_id: str, source_id: str) -> dict:
+    """Place ``path`` in the tenant/source inbox, import that partition and merge the tenant's contacts."""
+    ws = WorkspaceResource().load()
+    tenant = ws.tenants.get(tenant_id)
+    if tenant is None:
+        raise SystemExit(f"unknown tenant {tenant_id!r}; known: {', '.join(sorted(ws.tenants))}")
+    if tenant.source(source_id) is None:
+        raise SystemExit(f"unknown source {source_id!r} for tenant {tenant_id}; known: {', '.join(s.id for s in tenant.sources)}")
+    if not path.is_file():
+        raise SystemExit(f"no such file: {path}")
+    folder = ws.source_dir(tenant_id, source_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if path.resolve() != target.resolve():
+        shutil.copyfile(path, target.with_name(target.name + ".part"))
+        target.with_name(target.name + ".part").replace(target)
+    digest = file_digest(target)
+    failures: list[str] = []
+    with dg.DagsterInstance.get() as instance:
+        _register(instance, ws)
+        _materialize([contact_imports], import_key(tenant_id, source_id), instance, failures, f"{tenant_id}/{source_id}")
+        _materialize(TENANT_ASSETS, tenant_id, instance, failures, tenant_id)
+    with get_engine().connect() as conn:
+        row = conn.execute(
+            sa.text(
+                """SELECT status, rows_total, new, merged, duplicates, rejected, error FROM import_files
+                   WHERE tenant_id = :t AND source_id = :s AND content_sha256 = :h"""
+            ),
+            {"t": tenant_id, "s": source_id, "h": digest},
+        ).one()
+        total = conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = :t"), {"t": tenant_id}).scalar_one()
+    result = {"file": str(target), "status": row.status, **{k: int(getattr(row, k)) for k in ("rows_total", "new", "merged", "duplicates", "rejected")}, "contacts_total": int(total)}
+    if row.error:
+        result["error"] = row.error
+    return result
+
+
+def summary_rows(tenant_ids: list[str]) -> list[dict]:
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                """SELECT s.tenant_id, s.source_id,
+                          count(f.file_id) FILTER (WHERE f.status = 'imported') AS files,
+                          count(f.file_id) FILTER (WHERE f.status = 'failed') AS failed,
+                          coalesce(sum(f.rows_total), 0) AS rows, coalesce(sum(f.new), 0) AS new,
+                          coalesce(sum(f.merged), 0) AS merged, coalesce(sum(f.duplicates), 0) AS duplicates,
+                          coalesce(sum(f.rejected), 0) AS rejected,
+                          (SELECT count(*) FROM contacts c WHERE c.tenant_id = s.tenant_id) AS contacts
+                   FROM data_sources s LEFT JOIN import_files f ON f.tenant_id = s.tenant_id AND f.source_id = s.source_id
+                   WHERE s.tenant_id = ANY(:ts)
+                   GROUP BY s.tenant_id, s.source_id ORDER BY s.tenant_id, s.source_id"""
+            ),
+            {"ts": tenant_ids},
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def print_summary(outcome: MainJobOutcome) -> None:
+    cols = ["tenant_id", "source_id", "files", "failed", "rows", "new", "merged", "duplicates", "rejected", "contacts"]
+    heads = ["tenant", "source", "files", "failed", "rows", "new", "merged", "dupes", "rejected", "contacts"]
+    table = [heads] + [[str(r[c]) for c in cols] for r in outcome.summary]
+    widths = [max(len(row[i]) for row in table) for i in range(len(heads))]
+    for i, row in enumerate(table):
+        print("  ".join(v.ljust(w) if j < 2 else v.rjust(w) for j, (v, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    for failure in outcome.failures:
+        print(f"FAILED {failure}")
+
+
+def check_addresses_now(addresses: list[str], *, smtp: bool = False) -> list[dict]:
+    """``email-engine check``: the asset's validation path (same code, same DNS cache) on given addresses."""
+    import polars as pl
+
+    from .core.email_syntax import check_addresses
+    from .core.validation import syntax_and_flags, validate
+    from .store import quality as store
+
+    resources = _resources()
+    keys = check_addresses(pl.Series(addresses, dtype=pl.String))["email_key"]
+    frame = pl.DataFrame({"contact_id": range(len(addresses)), "email": [k or a for k, a in zip(keys, addresses)]},
+                         schema={"contact_id": pl.Int64, "email": pl.String})
+    checked = syntax_and_flags(frame)
+    domains = checked.filter(pl.col("syntax_ok"))["domain"].drop_nulls().unique().to_list()
+    engine = get_engine()
+    with engine.connect() as conn:
+        known = store.fresh_domains(conn, domains)
+    asked = resources["dns"].check_domains([d for d in domains if d not in known])
+    with engine.begin() as conn:
+        store.store_domains(conn, asked)
+    results = {**known, **asked}
+    mailboxes = None
+    if smtp:
+        targets = {
+            r["email"]: list(results[r["domain"]].mx_hosts)
+            for r in checked.filter(pl.col("syntax_ok")).iter_rows(named=True)
+            if results.get(r["domain"]) is not None and results[r["domain"]].accepts_mail
+        }
+        mailboxes = resources["smtp_probe"].probe(targets) if targets else {}
+    out = validate(checked, results, mailboxes).drop("contact_id")
+    return [
+        {"input": given, **row, "dns_cached": row["email"].rsplit("@", 1)[-1] in known}
+        for given, row in zip(addresses, out.iter_rows(named=True))
+    ]

@@ -1,0 +1,196 @@
+"""The import ledger: tenants and sources, one row per file content, staged rows and rejects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import polars as pl
+import sqlalchemy as sa
+
+from ..core.normalise import REJECT_COLUMNS, STAGED_COLUMNS, NormalisedChunk
+from ..core.tenant_config import Workspace
+from .copy import copy_frame, pg_text_array
+
+COUNT_COLUMNS = ("rows_total", "new", "merged", "duplicates", "rejected")
+
+
+def tenant_lock(conn: sa.Connection, tenant_id: str) -> None:
+    """Serialise staging and merging of one tenant (accounting of new vs merged depends on order)."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('email_engine:tenant:' || :t))"), {"t": tenant_id})
+
+
+def register_workspace(conn: sa.Connection, workspace: Workspace) -> None:
+    """Upsert tenants and their sources from the validated YAML files."""
+    for tenant_id, config in workspace.tenants.items():
+        conn.execute(
+            sa.text(
+                """INSERT INTO tenants (tenant_id, name, config_sha256) VALUES (:t, :n, :d)
+                   ON CONFLICT (tenant_id) DO UPDATE SET name = EXCLUDED.name, config_sha256 = EXCLUDED.config_sha256,
+                       updated_at = now() WHERE tenants.config_sha256 <> EXCLUDED.config_sha256"""
+            ),
+            {"t": tenant_id, "n": config.name, "d": workspace.digests[tenant_id]},
+        )
+        for source in config.sources:
+            conn.execute(
+                sa.text(
+                    """INSERT INTO data_sources (tenant_id, source_id, priority, settings)
+                       VALUES (:t, :s, :p, CAST(:j AS jsonb))
+                       ON CONFLICT (tenant_id, source_id) DO UPDATE
+                       SET priority = EXCLUDED.priority, settings = EXCLUDED.settings, updated_at = now()"""
+                ),
+                {"t": tenant_id, "s": source.id, "p": source.priority, "j": json.dumps(source.model_dump())},
+            )
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    file_id: int
+    status: str
+
+
+def known_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> dict[str, str]:
+    """{content_sha256: status} of the files already in the ledger for (tenant, source)."""
+    rows = conn.execute(
+        sa.text("SELECT content_sha256, status FROM import_files WHERE tenant_id = :t AND source_id = :s"),
+        {"t": tenant_id, "s": source_id},
+    )
+    return dict(rows.all())
+
+
+def claim_file(
+    conn: sa.Connection, *, tenant_id: str, source_id: str, path: str, sha256: str, size: int, priority: int, run_id: str | None
+) -> int | None:
+    """Create (or reset, after a failure or a crash) the ledger row of a file; None when already imported."""
+    row = conn.execute(
+        sa.text(
+            """INSERT INTO import_files (tenant_id, source_id, path, content_sha256, size_bytes, status, priority, run_id)
+               VALUES (:t, :s, :p, :h, :z, 'processing', :prio, :run)
+               ON CONFLICT (tenant_id, source_id, content_sha256) DO UPDATE
+               SET status = 'processing', path = EXCLUDED.path, priority = EXCLUDED.priority, run_id = EXCLUDED.run_id,
+                   error = NULL, started_at = now(), finished_at = NULL, duration_ms = NULL,
+                   rows_total = 0, new = 0, merged = 0, duplicates = 0, rejected = 0
+               WHERE import_files.status <> 'imported'
+               RETURNING file_id"""
+        ),
+        {"t": tenant_id, "s": source_id, "p": path, "h": sha256, "z": size, "prio": priority, "run": run_id},
+    ).first()
+    if row is None:
+        return None
+    # A previous attempt that crashed may have left rows behind only if it committed them; clear them.
+    conn.execute(sa.text("DELETE FROM staged_rows WHERE file_id = :f"), {"f": row.file_id})
+    conn.execute(sa.text("DELETE FROM rejected_rows WHERE file_id = :f"), {"f": row.file_id})
+    return row.file_id
+
+
+def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk) -> None:
+    """COPY one normalised chunk into staged_rows and rejected_rows."""
+    accepted = chunk.accepted.with_columns(
+        tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pg_text_array(pl.col("tags"))
+    )
+    copy_frame(conn, "staged_rows", accepted, ["tenant_id", "file_id", *STAGED_COLUMNS])
+    stage_rejects(conn, tenant_id, file_id, chunk.rejects)
+
+
+def stage_reader_rejects(conn: sa.Connection, tenant_id: str, file_id: int, rejects: list) -> None:
+    """Rows the reader could not parse (``RejectedRow`` objects)."""
+    if rejects:
+        frame = pl.DataFrame(
+            {"line_no": [r.line for r in rejects], "raw_text": [r.raw for r in rejects], "reason": [r.reason for r in rejects]},
+            schema={"line_no": pl.Int64, "raw_text": pl.String, "reason": pl.String},
+        )
+        stage_rejects(conn, tenant_id, file_id, frame)
+
+
+def stage_rejects(conn: sa.Connection, tenant_id: str, file_id: int, rejects: pl.DataFrame) -> None:
+    rejects = rejects.with_columns(
+        tenant_id=pl.lit(tenant_id),
+        file_id=pl.lit(file_id, pl.Int64),
+        # PostgreSQL text cannot hold NUL; keep the rest of the raw text as it was.
+        raw_text=pl.col("raw_text").str.replace_all("\x00", "\\x00", literal=True),
+    )
+    copy_frame(conn, "rejected_rows", rejects, ["tenant_id", "file_id", *REJECT_COLUMNS])
+
+
+def finish_file(conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None) -> dict[str, int]:
+    """Flag in-file duplicates, count new vs merged addresses, close the ledger row; returns the counts.
+
+    ``new`` = the tenant never saw the address (not in contacts, not staged by an earlier file
+    still waiting to be merged); ``merged`` = it did. Called under :func:`tenant_lock`.
+    """
+    conn.execute(
+        sa.text(
+            """UPDATE staged_rows s SET is_duplicate = true
+               FROM (SELECT line_no, row_number() OVER (PARTITION BY email ORDER BY line_no) AS rn
+                     FROM staged_rows WHERE file_id = :f) d
+               WHERE s.file_id = :f AND s.line_no = d.line_no AND d.rn > 1"""
+        ),
+        {"f": file_id},
+    )
+    counts = conn.execute(
+        sa.text(
+            """WITH firsts AS (
+                   SELECT s.email,
+                          EXISTS (SELECT 1 FROM contacts c WHERE c.tenant_id = :t AND c.email = s.email)
+                          OR EXISTS (SELECT 1 FROM staged_rows o JOIN import_files f ON f.file_id = o.file_id
+                                     WHERE o.tenant_id = :t AND o.email = s.email AND o.file_id <> :f
+                                       AND f.status = 'imported' AND f.merged_at IS NULL) AS known
+                   FROM staged_rows s WHERE s.file_id = :f AND NOT s.is_duplicate)
+               SELECT (SELECT count(*) FROM staged_rows WHERE file_id = :f AND is_duplicate) AS duplicates,
+                      (SELECT count(*) FROM rejected_rows WHERE file_id = :f) AS rejected,
+                      count(*) FILTER (WHERE NOT known) AS new,
+                      count(*) FILTER (WHERE known) AS merged
+               FROM firsts"""
+        ),
+        {"t": tenant_id, "f": file_id},
+    ).one()._asdict()
+    counts["rows_total"] = counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"]
+    conn.execute(
+        sa.text(
+            """UPDATE import_files SET status = 'imported', format = :fmt, encoding = :enc, delimiter = :dl,
+                   rows_total = :rows_total, new = :new, merged = :merged, duplicates = :duplicates, rejected = :rejected,
+                   finished_at = clock_timestamp(),
+                   duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
+               WHERE file_id = :f"""
+        ),
+        {"f": file_id, "fmt": fmt, "enc": encoding, "dl": delimiter, **counts},
+    )
+    return {k: int(counts[k]) for k in COUNT_COLUMNS}
+
+
+def fail_file(conn: sa.Connection, file_id: int, error: str, *, fmt: str | None = None, encoding: str | None = None) -> None:
+    conn.execute(
+        sa.text(
+            """UPDATE import_files SET status = 'failed', error = :e, format = :fmt, encoding = :enc,
+                   finished_at = clock_timestamp(),
+                   duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
+               WHERE file_id = :f"""
+        ),
+        {"f": file_id, "e": error[:4000], "fmt": fmt, "enc": encoding},
+    )
+
+
+def ledger(conn: sa.Connection, tenant_id: str, source_id: str | None = None) -> list[dict]:
+    rows = conn.execute(
+        sa.text(
+            """SELECT file_id, tenant_id, source_id, path, status, format, encoding, rows_total, new, merged,
+                      duplicates, rejected, error, merged_at IS NOT NULL AS merged_into_contacts
+               FROM import_files WHERE tenant_id = :t AND (CAST(:s AS text) IS NULL OR source_id = :s)
+               ORDER BY file_id"""
+        ),
+        {"t": tenant_id, "s": source_id},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def rejected_rows(conn: sa.Connection, tenant_id: str, source_id: str | None = None, limit: int = 100) -> list[dict]:
+    rows = conn.execute(
+        sa.text(
+            """SELECT f.source_id, f.path, r.line_no, r.reason, r.raw_text
+               FROM rejected_rows r JOIN import_files f ON f.file_id = r.file_id
+               WHERE r.tenant_id = :t AND (CAST(:s AS text) IS NULL OR f.source_id = :s)
+               ORDER BY r.file_id, r.line_no LIMIT :n"""
+        ),
+        {"t": tenant_id, "s": source_id, "n": limit},
+    )
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,259 @@
+"""Email verdicts, the shared DNS cache, enrichment rows and tag assignments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import polars as pl
+import sqlalchemy as sa
+
+from ..core.domain_check import DomainResult
+from .copy import copy_frame
+
+
+def read_frame(conn: sa.Connection, sql: str, params: dict, schema: dict) -> pl.DataFrame:
+    """Run a query into a polars frame with a fixed schema (also when no row comes back)."""
+    rows = conn.execute(sa.text(sql), params).all()
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+# --- validations -------------------------------------------------------------------------------
+
+def contacts_due_for_validation(conn: sa.Connection, tenant_id: str, max_age_days: int) -> pl.DataFrame:
+    """Contacts with no verdict, a verdict older than ``max_age_days``, or one for another address."""
+    return read_frame(
+        conn,
+        """SELECT c.contact_id, c.email FROM contacts c
+           LEFT JOIN email_validations v ON v.contact_id = c.contact_id
+           WHERE c.tenant_id = :t AND (v.contact_id IS NULL OR v.email <> c.email
+                 OR v.checked_at < now() - make_interval(days => :d))
+           ORDER BY c.contact_id""",
+        {"t": tenant_id, "d": max_age_days},
+        {"contact_id": pl.Int64, "email": pl.String},
+    )
+
+
+def fresh_domains(conn: sa.Connection, domains: Iterable[str]) -> dict[str, DomainResult]:
+    rows = conn.execute(
+        sa.text(
+            """SELECT domain, status, mx_hosts, detail, ttl_s FROM dns_cache
+               WHERE domain = ANY(:d) AND expires_at > now()"""
+        ),
+        {"d": list(domains)},
+    )
+    return {r.domain: DomainResult(r.domain, r.status, tuple(r.mx_hosts), r.ttl_s, r.detail) for r in rows}
+
+
+def store_domains(conn: sa.Connection, results: Mapping[str, DomainResult]) -> None:
+    if not results:
+        return
+    frame = pl.DataFrame(
+        {
+            "domain": [r.domain for r in results.values()],
+            "status": [r.status for r in results.values()],
+            "mx_hosts": ["{" + ",".join(f'"{h}"' for h in r.mx_hosts) + "}" for r in results.values()],
+            "detail": [r.detail for r in results.values()],
+            "ttl_s": [r.ttl for r in results.values()],
+        },
+        schema={"domain": pl.String, "status": pl.String, "mx_hosts": pl.String, "detail": pl.String, "ttl_s": pl.Int64},
+    )
+    conn.exec_driver_sql("CREATE TEMP TABLE dns_batch (LIKE dns_cache INCLUDING DEFAULTS) ON COMMIT DROP")
+    conn.exec_driver_sql("ALTER TABLE dns_batch ALTER COLUMN expires_at DROP NOT NULL")
+    copy_frame(conn, "dns_batch", frame, ["domain", "status", "mx_hosts", "detail", "ttl_s"])
+    conn.exec_driver_sql(
+        """INSERT INTO dns_cache (domain, status, mx_hosts, detail, ttl_s, checked_at, expires_at)
+           SELECT domain, status, mx_hosts, detail, ttl_s, now(), now() + make_interval(secs => ttl_s) FROM dns_batch
+           ON CONFLICT (domain) DO UPDATE SET status = EXCLUDED.status, mx_hosts = EXCLUDED.mx_hosts,
+               detail = EXCLUDED.detail, ttl_s = EXCLUDED.ttl_s, checked_at = EXCLUDED.checked_at, expires_at = EXCLUDED.expires_at"""
+    )
+
+
+def _pg_array(expr: pl.Expr) -> pl.Expr:
+    """list[str] -> PostgreSQL array literal with every element quoted and escaped."""
+    quoted = expr.list.eval(
+        pl.lit('"') + pl.element().str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True) + pl.lit('"')
+    )
+    return pl.lit("{") + quoted.list.join(",") + pl.lit("}")
+
+
+def write_validations(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
+    cols = [c for c in frame.columns]
+    batch = frame.with_columns(
+        tenant_id=pl.lit(tenant_id), reasons=_pg_array(pl.col("reasons")), mx_hosts=_pg_array(pl.col("mx_hosts"))
+    )
+    conn.exec_driver_sql("CREATE TEMP TABLE validation_batch (LIKE email_validations INCLUDING DEFAULTS) ON COMMIT DROP")
+    copy_frame(conn, "validation_batch", batch, ["tenant_id", *cols])
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
+    conn.exec_driver_sql(
+        f"""INSERT INTO email_validations (tenant_id, {", ".join(cols)}, checked_at)
+            SELECT tenant_id, {", ".join(cols)}, now() FROM validation_batch
+            ON CONFLICT (contact_id) DO UPDATE SET {updates}, checked_at = now()"""
+    )
+
+
+def record_validation_run(conn: sa.Connection, tenant_id: str, *, checked: int, domains: int, dns_lookups: int) -> dict:
+    """Store this run's verdict counts over the whole tenant; returns them with the previous invalid share."""
+    previous = conn.execute(
+        sa.text("SELECT invalid_share FROM validation_runs WHERE tenant_id = :t ORDER BY run_id DESC LIMIT 1"),
+        {"t": tenant_id},
+    ).scalar()
+    counts = dict(
+        conn.execute(
+            sa.text("SELECT verdict, count(*) FROM email_validations WHERE tenant_id = :t GROUP BY verdict"), {"t": tenant_id}
+        ).all()
+    )
+    total = sum(counts.values())
+    stats = {v: int(counts.get(v, 0)) for v in ("valid", "risky", "invalid", "unknown")}
+    share = stats["invalid"] / total if total else 0.0
+    conn.execute(
+        sa.text(
+            """INSERT INTO validation_runs (tenant_id, checked, domains, dns_lookups, valid, risky, invalid, unknown, invalid_share)
+               VALUES (:t, :checked, :domains, :lookups, :valid, :risky, :invalid, :unknown, :share)"""
+        ),
+        {"t": tenant_id, "checked": checked, "domains": domains, "lookups": dns_lookups, "share": share, **stats},
+    )
+    return {**stats, "invalid_share": share, "previous_invalid_share": previous}
+
+
+def contacts_without_verdict(conn: sa.Connection, tenant_id: str) -> int:
+    return conn.execute(
+        sa.text(
+            """SELECT count(*) FROM contacts c WHERE c.tenant_id = :t AND NOT EXISTS (
+                   SELECT 1 FROM email_validations v WHERE v.contact_id = c.contact_id
+                   AND (v.verdict <> 'unknown' OR cardinality(v.reasons) > 0))"""
+        ),
+        {"t": tenant_id},
+    ).scalar_one()
+
+
+# --- enrichment --------------------------------------------------------------------------------
+
+_ENRICH_INPUTS = "encode(sha256(convert_to(concat_ws('|', c.email, c.language, c.country, c.phone, CAST(:lang AS text)), 'UTF8')), 'hex')"
+
+
+def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_language: str) -> pl.DataFrame:
+    """Contacts never enriched or whose inputs (address, raw language/country/phone, tenant default) changed."""
+    return read_frame(
+        conn,
+        f"""SELECT c.contact_id, c.email AS email_key, c.language AS language_raw, c.country AS country_raw,
+                   c.phone AS phone_raw, {_ENRICH_INPUTS} AS inputs_sha256
+            FROM contacts c LEFT JOIN contact_enrichment e ON e.contact_id = c.contact_id
+            WHERE c.tenant_id = :t AND (e.contact_id IS NULL OR e.inputs_sha256 <> {_ENRICH_INPUTS})
+            ORDER BY c.contact_id""",
+        {"t": tenant_id, "lang": default_language},
+        {"contact_id": pl.Int64, "email_key": pl.String, "language_raw": pl.String, "country_raw": pl.String,
+         "phone_raw": pl.String, "inputs_sha256": pl.String},
+    )
+
+
+def write_enrichment(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
+    cols = list(frame.columns)
+    conn.exec_driver_sql("CREATE TEMP TABLE enrichment_batch (LIKE contact_enrichment INCLUDING DEFAULTS) ON COMMIT DROP")
+    copy_frame(conn, "enrichment_batch", frame.with_columns(tenant_id=pl.lit(tenant_id)), ["tenant_id", *cols])
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
+    conn.exec_driver_sql(
+        f"""INSERT INTO contact_enrichment (tenant_id, {", ".join(cols)}, updated_at)
+            SELECT tenant_id, {", ".join(cols)}, now() FROM enrichment_batch
+            ON CONFLICT (contact_id) DO UPDATE SET {updates}, updated_at = now()"""
+    )
+
+
+# --- tags ----------------------------------------------------------------------------------------
+
+ASSIGNMENT_SCHEMA = {"contact_id": pl.Int64, "tag": pl.String, "provenance": pl.String}
+
+
+def import_tag_assignments(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
+    """Tags carried by imported rows, with provenance ``import:<source>``."""
+    return read_frame(
+        conn,
+        """SELECT DISTINCT c.contact_id, t.tag, 'import:' || f.source_id AS provenance
+           FROM staged_rows s
+           JOIN import_files f ON f.file_id = s.file_id AND f.status = 'imported'
+           JOIN contacts c ON c.tenant_id = s.tenant_id AND c.email = s.email
+           CROSS JOIN LATERAL unnest(s.tags) AS t(tag)
+           WHERE s.tenant_id = :t AND NOT s.is_duplicate""",
+        {"t": tenant_id},
+        ASSIGNMENT_SCHEMA,
+    )
+
+
+def manual_tag_assignments(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
+    return read_frame(
+        conn,
+        "SELECT contact_id, tag, provenance FROM tag_assignments WHERE tenant_id = :t AND provenance = 'manual'",
+        {"t": tenant_id},
+        ASSIGNMENT_SCHEMA,
+    )
+
+
+def contacts_for_rules(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
+    """One row per contact with every field a tag rule may test (enriched values first)."""
+    return read_frame(
+        conn,
+        """SELECT c.contact_id, c.email, split_part(c.email, '@', 2) AS email_domain, c.first_name, c.last_name,
+                  c.full_name, c.company, coalesce(e.phone_e164, c.phone) AS phone, c.city,
+                  coalesce(e.country, c.country) AS country, coalesce(e.language, c.language) AS language,
+                  c.category, c.website, c.sources, v.verdict,
+                  array_remove(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
+                                     CASE WHEN v.role_account THEN 'role_account' END,
+                                     CASE WHEN v.free_mail THEN 'free_mail' END,
+                                     CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL) AS flags
+           FROM contacts c
+           LEFT JOIN email_validations v ON v.contact_id = c.contact_id
+           LEFT JOIN contact_enrichment e ON e.contact_id = c.contact_id
+           WHERE c.tenant_id = :t ORDER BY c.contact_id""",
+        {"t": tenant_id},
+        {"contact_id": pl.Int64, "email": pl.String, "email_domain": pl.String, "first_name": pl.String,
+         "last_name": pl.String, "full_name": pl.String, "company": pl.String, "phone": pl.String, "city": pl.String,
+         "country": pl.String, "language": pl.String, "category": pl.String, "website": pl.String,
+         "sources": pl.List(pl.String), "verdict": pl.String, "flags": pl.List(pl.String)},
+    )
+
+
+def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFrame) -> dict[str, int]:
+    """Make the tenant's import and rule assignments equal ``desired``; manual ones stay.
+
+    Then rewrite ``contacts.tags`` from the assignments where it differs.
+    """
+    conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
+    copy_frame(conn, "desired_tags", desired, ["contact_id", "tag", "provenance"])
+    removed = conn.execute(
+        sa.text(
+            """DELETE FROM tag_assignments a WHERE a.tenant_id = :t AND a.provenance <> 'manual'
+               AND NOT EXISTS (SELECT 1 FROM desired_tags d WHERE d.contact_id = a.contact_id
+                               AND d.tag = a.tag AND d.provenance = a.provenance)"""
+        ),
+        {"t": tenant_id},
+    ).rowcount
+    added = conn.execute(
+        sa.text(
+            """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
+               SELECT DISTINCT contact_id, :t, tag, provenance FROM desired_tags
+               ON CONFLICT DO NOTHING"""
+        ),
+        {"t": tenant_id},
+    ).rowcount
+    changed = conn.execute(
+        sa.text(
+            """UPDATE contacts c SET tags = n.tags, updated_at = now()
+               FROM (SELECT c2.contact_id,
+                            coalesce((SELECT array_agg(DISTINCT a.tag ORDER BY a.tag) FROM tag_assignments a
+                                      WHERE a.contact_id = c2.contact_id), '{}') AS tags
+                     FROM contacts c2 WHERE c2.tenant_id = :t) n
+               WHERE c.contact_id = n.contact_id AND c.tags IS DISTINCT FROM n.tags"""
+        ),
+        {"t": tenant_id},
+    ).rowcount
+    return {"added": added, "removed": removed, "contacts_retagged": changed}
+
+
+def top_tags(conn: sa.Connection, tenant_id: str, limit: int = 5) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        sa.text(
+            """SELECT tag, count(DISTINCT contact_id) AS n FROM tag_assignments WHERE tenant_id = :t
+               GROUP BY tag ORDER BY n DESC, tag LIMIT :n"""
+        ),
+        {"t": tenant_id, "n": limit},
+    )
+    return [(r.tag, r.n) for r in rows]

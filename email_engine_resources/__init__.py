@@ -1,0 +1,1 @@
+"""Dagster resources: PostgreSQL, DNS resolver, SMTP probe, and later the sending transports."""

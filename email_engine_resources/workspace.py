@@ -1,0 +1,23 @@
+"""The workspace folder: tenant YAML files and the inbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from email_engine_assets.core.tenant_config import Workspace, load_workspace
+
+from .settings import workspace_dir
+
+
+class WorkspaceResource(dg.ConfigurableResource):
+    """``path`` empty means ``EMAIL_ENGINE_WORKSPACE`` or the bundled ``examples/workspace``."""
+
+    path: str = ""
+
+    def root(self) -> Path:
+        return Path(self.path).resolve() if self.path else workspace_dir()
+
+    def load(self) -> Workspace:
+        return load_workspace(self.root())
