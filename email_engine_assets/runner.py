@@ -25,6 +25,7 @@ TENANT_ASSETS = [contacts, email_validations, contact_enrichment, tag_assignment
 class MainJobOutcome:
     failures: list[str] = field(default_factory=list)
     summary: list[dict] = field(default_factory=list)
+    quality: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -51,7 +52,14 @@ def _register(instance: dg.DagsterInstance, ws) -> None:
 
 def _materialize(assets, partition_key, instance, failures: list[str], label: str) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
-        assets, partition_key=partition_key, instance=instance, resources=_resources(), raise_on_error=False, tags={"email_engine/cli": "run"}
+        assets,
+        partition_key=partition_key,
+        instance=instance,
+        resources=_resources(),
+        raise_on_error=False,
+        tags={"email_engine/cli": "run"},
+        # the full event log is in the instance (Dagster UI); the terminal gets warnings and the summary
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     if not result.success:
         for event in result.all_events:
@@ -74,6 +82,7 @@ def run_main_job(tenant_assets=None) -> MainJobOutcome:
                 _materialize([contact_imports], import_key(tenant.id, source.id), instance, outcome.failures, f"{tenant.id}/{source.id}")
             _materialize(tenant_assets or TENANT_ASSETS, tenant.id, instance, outcome.failures, tenant.id)
     outcome.summary = summary_rows(list(ws.tenants))
+    outcome.quality = quality_rows(list(ws.tenants))
     return outcome
 
 
@@ -121,9 +130,9 @@ def summary_rows(tenant_ids: list[str]) -> list[dict]:
                 """SELECT s.tenant_id, s.source_id,
                           count(f.file_id) FILTER (WHERE f.status = 'imported') AS files,
                           count(f.file_id) FILTER (WHERE f.status = 'failed') AS failed,
-                          coalesce(sum(f.rows_total), 0) AS rows, coalesce(sum(f.new), 0) AS new,
-                          coalesce(sum(f.merged), 0) AS merged, coalesce(sum(f.duplicates), 0) AS duplicates,
-                          coalesce(sum(f.rejected), 0) AS rejected,
+                          coalesce(sum(f.rows_total), 0)::bigint AS rows, coalesce(sum(f.new), 0)::bigint AS new,
+                          coalesce(sum(f.merged), 0)::bigint AS merged, coalesce(sum(f.duplicates), 0)::bigint AS duplicates,
+                          coalesce(sum(f.rejected), 0)::bigint AS rejected,
                           (SELECT count(*) FROM contacts c WHERE c.tenant_id = s.tenant_id) AS contacts
                    FROM data_sources s LEFT JOIN import_files f ON f.tenant_id = s.tenant_id AND f.source_id = s.source_id
                    WHERE s.tenant_id = ANY(:ts)
@@ -134,15 +143,46 @@ def summary_rows(tenant_ids: list[str]) -> list[dict]:
         return [dict(r._mapping) for r in rows]
 
 
+def quality_rows(tenant_ids: list[str]) -> list[dict]:
+    """Per tenant: verdict counts, languages and the most used tags."""
+    out = []
+    with get_engine().connect() as conn:
+        for tenant_id in tenant_ids:
+            verdicts = dict(conn.execute(sa.text("SELECT verdict, count(*) FROM email_validations WHERE tenant_id = :t GROUP BY 1"), {"t": tenant_id}).all())
+            languages = conn.execute(sa.text("SELECT language, count(*) FROM contact_enrichment WHERE tenant_id = :t GROUP BY 1 ORDER BY 2 DESC, 1"), {"t": tenant_id}).all()
+            tags = conn.execute(
+                sa.text("SELECT tag, count(DISTINCT contact_id) FROM tag_assignments WHERE tenant_id = :t GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5"), {"t": tenant_id}
+            ).all()
+            out.append(
+                {
+                    "tenant": tenant_id,
+                    **{v: int(verdicts.get(v, 0)) for v in ("valid", "risky", "invalid", "unknown")},
+                    "languages": " ".join(f"{lang}:{n}" for lang, n in languages),
+                    "top tags": " ".join(f"{tag}:{n}" for tag, n in tags),
+                }
+            )
+    return out
+
+
+def _print_table(rows: list[dict], columns: list[str], heads: list[str]) -> None:
+    """Plain text table; numbers right-aligned."""
+    table = [heads] + [[str(r[c]) for c in columns] for r in rows]
+    numeric = [all(isinstance(r[c], int) for r in rows) for c in columns]
+    widths = [max(len(row[i]) for row in table) for i in range(len(heads))]
+    for i, row in enumerate(table):
+        print("  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(row, widths, numeric)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def print_summary(outcome: MainJobOutcome) -> None:
     cols = ["tenant_id", "source_id", "files", "failed", "rows", "new", "merged", "duplicates", "rejected", "contacts"]
     heads = ["tenant", "source", "files", "failed", "rows", "new", "merged", "dupes", "rejected", "contacts"]
-    table = [heads] + [[str(r[c]) for c in cols] for r in outcome.summary]
-    widths = [max(len(row[i]) for row in table) for i in range(len(heads))]
-    for i, row in enumerate(table):
-        print("  ".join(v.ljust(w) if j < 2 else v.rjust(w) for j, (v, w) in enumerate(zip(row, widths))))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    _print_table(outcome.summary, cols, heads)
+    if outcome.quality:
+        print()
+        cols = ["tenant", "valid", "risky", "invalid", "unknown", "languages", "top tags"]
+        _print_table(outcome.quality, cols, cols)
     for failure in outcome.failures:
         print(f"FAILED {failure}")
 

@@ -72,9 +72,10 @@ def sqlalchemy_url(url: str) -> str:
     return urlunsplit(("postgresql+psycopg",) + tuple(parts[1:]))
 
 
-def libpq_url(url: str) -> str:
+def dagster_driver_url(url: str) -> str:
+    """dagster-postgres is written for psycopg2 (SQLAlchemy 2.1 would otherwise pick psycopg 3)."""
     parts = urlsplit(url)
-    return urlunsplit(("postgresql",) + tuple(parts[1:]))
+    return urlunsplit(("postgresql+psycopg2",) + tuple(parts[1:]))
 
 
 def ensure_database(url: str) -> None:
@@ -109,8 +110,8 @@ def dagster_storage_url() -> str:
     if uses_embedded_server():
         url = with_database(embedded_server_url(), DAGSTER_DATABASE)
         ensure_database(url)
-        return libpq_url(url)
-    return libpq_url(server_url())
+        return dagster_driver_url(url)
+    return dagster_driver_url(server_url())
 
 
 @functools.cache

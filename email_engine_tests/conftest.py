@@ -18,7 +18,10 @@ from email_engine_resources import database
 from email_engine_resources.migrations import upgrade
 
 TEST_URL_ENV = "EMAIL_ENGINE_TEST_DATABASE_URL"
-APP_TABLES = ("tenants", "data_sources", "import_files", "rejected_rows", "staged_rows", "contacts")
+APP_TABLES = (
+    "tenants", "data_sources", "import_files", "rejected_rows", "staged_rows", "contacts",
+    "dns_cache", "email_validations", "validation_runs", "contact_enrichment", "tag_assignments",
+)
 
 
 def _server_url() -> str:
@@ -55,9 +58,7 @@ def engine(db_url) -> sa.Engine:
     """The test database, emptied of application rows before each test (the shared DNS cache too)."""
     eng = database.get_engine(db_url)
     with eng.begin() as conn:
-        tables = [t for t in conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")).scalars()]
-        if tables:
-            conn.exec_driver_sql("TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql("TRUNCATE " + ", ".join(APP_TABLES) + " RESTART IDENTITY CASCADE")
     return eng
 
 
