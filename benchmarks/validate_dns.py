@@ -107,7 +107,9 @@ def run_dns_benchmark(
         client_cpu = time.process_time() - cpu_before
         stats = server.stats
         server.reset_stats()
-        reference = reference_email_validator(server.port, reference_sample, contacts, domains) if reference_sample else None
+        reference = None
+        if reference_sample:
+            reference = reference_email_validator(server.port, reference_sample, contacts, domains)
     wall = finished - started
     return {
         "contacts": contacts,

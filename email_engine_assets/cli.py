@@ -13,7 +13,7 @@ from pathlib import Path
 from email_engine_resources import settings
 
 
-def _prepare(workspace: str | None) -> None:
+def _prepare(workspace: str | None) -> list[str]:
     """Environment shared by every command: workspace, database, Dagster home on PostgreSQL."""
     if workspace:
         os.environ[settings.WORKSPACE_ENV] = str(Path(workspace).resolve())
@@ -31,15 +31,13 @@ def _prepare(workspace: str | None) -> None:
     if not target.exists() or target.read_bytes() != source.read_bytes():
         shutil.copyfile(source, target)
     os.environ["DAGSTER_HOME"] = str(home)
-    upgrade(get_engine())
+    return upgrade(get_engine())
 
 
 def cmd_db_upgrade(args) -> int:
-    from email_engine_resources.database import get_engine
-    from email_engine_resources.migrations import migration_files, upgrade
+    from email_engine_resources.migrations import migration_files
 
-    _prepare(args.workspace)
-    applied = upgrade(get_engine())
+    applied = _prepare(args.workspace)
     print(f"schema up to date ({len(migration_files())} migrations; applied now: {', '.join(applied) or 'none'})")
     return 0
 
@@ -91,6 +89,13 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_dagster(args) -> int:
+    """Any ``dagster`` CLI command with this project's storage and database environment."""
+    _prepare(args.workspace)
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    return subprocess.call([dagster, *args.dagster_args], cwd=settings.PROJECT_ROOT)
+
+
 def cmd_ui(args) -> int:
     _prepare(args.workspace)
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
@@ -127,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ui", cmd_ui, "start the Dagster webserver and daemon on the same storage")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
+    p = add("dagster", cmd_dagster, "run a dagster CLI command on this project's storage (e.g. definitions validate -w workspace.yaml)")
+    p.add_argument("dagster_args", nargs=argparse.REMAINDER)
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply pending schema migrations")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from pathlib import Path
 
@@ -26,13 +25,23 @@ def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
     return files
 
 
+_UP_TO_DATE: set[tuple[str, Path]] = set()
+
+
 def upgrade(engine: sa.Engine, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply pending migrations; returns the names applied. Idempotent and safe to call concurrently."""
-    return _upgrade_once(engine, sql_dir) if engine.url.database else []
+    """Apply pending migrations; returns the names applied by this call.
+
+    Idempotent and safe to call concurrently (advisory lock); a process checks each database once.
+    """
+    key = (engine.url.render_as_string(hide_password=True), sql_dir)
+    if key in _UP_TO_DATE:
+        return []
+    applied = _apply(engine, sql_dir)
+    _UP_TO_DATE.add(key)
+    return applied
 
 
-@functools.cache
-def _upgrade_once(engine: sa.Engine, sql_dir: Path) -> list[str]:
+def _apply(engine: sa.Engine, sql_dir: Path) -> list[str]:
     applied: list[str] = []
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})

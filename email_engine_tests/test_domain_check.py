@@ -257,6 +257,11 @@ def test_result_keys_are_the_texts_given(server):
     assert server.stats.count("mx-ok.test", "MX") == 1
 
 
+def test_nothing_to_check_sends_nothing(server):
+    assert check_domains([], config_for(server)) == {}
+    assert server.stats.total == 0
+
+
 def test_bad_config_is_refused_with_every_problem_named():
     with pytest.raises(ValueError) as error:
         ResolverConfig(nameservers=("dns.example",), timeout_s=0, concurrency=0, min_ttl_s=10, max_ttl_s=5)

@@ -245,7 +245,7 @@ class _Client:
     async def probe(self) -> tuple[str, ...]:
         """Nameservers that answer a root query at all (any rcode), asked in parallel."""
         alive = await asyncio.gather(*(self._probe_one(ns) for ns in self.nameservers))
-        return tuple(ns for ns, ok in zip(self.nameservers, alive) if ok)
+        return tuple(ns for ns, ok in zip(self.nameservers, alive, strict=True) if ok)
 
     async def _probe_one(self, where: str) -> bool:
         sockets = _UdpSockets(self.config.port)  # connected: a refusal (ICMP) shows at once
@@ -396,9 +396,10 @@ def _mx_result(domain: str, mx: _Outcome, config: ResolverConfig) -> DomainResul
 def system_nameservers() -> tuple[str, ...]:
     """Nameservers from the system resolver configuration (empty when there is none)."""
     try:
-        return tuple(dns.resolver.Resolver(configure=True).nameservers)
+        configured = dns.resolver.Resolver(configure=True).nameservers
     except dns.resolver.NoResolverConfiguration:
         return ()
+    return tuple(ns for ns in configured if isinstance(ns, str) and dns.inet.is_address(ns))
 
 
 def _unknown(domain: str, detail: str, config: ResolverConfig) -> DomainResult:
@@ -440,22 +441,25 @@ async def check_domains_async(domains: Iterable[str], config: ResolverConfig) ->
     and ``"xn--bcher-kva.test"`` share one lookup. Text that cannot be a DNS name (for
     example a 300-character label) is not sent: it gets ``no_mail`` with the reason.
     """
-    inputs = list(dict.fromkeys(domains))
-    ascii_of: dict[str, str] = {}
-    results: dict[str, DomainResult] = {}
-    by_ascii: dict[str, DomainResult] = {}
-    for raw in inputs:
-        try:
-            ascii_of[raw] = normalize_domain(raw)
-        except InvalidDomainName as exc:
-            text = raw.strip().lower() if isinstance(raw, str) else repr(raw)
-            results[raw] = DomainResult(text, "no_mail", (), config.max_ttl_s, f"not a DNS name: {exc}")
-    distinct = list(dict.fromkeys(ascii_of.values()))
-    if distinct:
-        by_ascii = await _resolve_distinct(distinct, config)
-    for raw, ascii_name in ascii_of.items():
-        results[raw] = by_ascii[ascii_name]
-    return results
+    ascii_of: dict[str, str | InvalidDomainName] = {}
+    for raw in domains:
+        if raw not in ascii_of:
+            try:
+                ascii_of[raw] = normalize_domain(raw)
+            except InvalidDomainName as exc:
+                ascii_of[raw] = exc
+    distinct = list(dict.fromkeys(name for name in ascii_of.values() if isinstance(name, str)))
+    by_ascii = await _resolve_distinct(distinct, config) if distinct else {}
+    return {
+        raw: by_ascii[name] if isinstance(name, str) else _not_a_name(raw, name, config)
+        for raw, name in ascii_of.items()
+    }
+
+
+def _not_a_name(raw: str, error: InvalidDomainName, config: ResolverConfig) -> DomainResult:
+    """A text that cannot be a DNS name: no query, and the verdict never changes."""
+    text = raw.strip().lower() if isinstance(raw, str) else repr(raw)
+    return DomainResult(text, "no_mail", (), config.max_ttl_s, f"not a DNS name: {error}")
 
 
 async def _resolve_distinct(domains: list[str], config: ResolverConfig) -> dict[str, DomainResult]:

@@ -1,0 +1,159 @@
+"""End to end: the ``email-engine`` commands on the bundled example workspace, Dagster storage on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from email_engine_assets import cli
+from email_engine_resources import database
+from email_engine_resources.settings import DEFAULT_WORKSPACE, PROJECT_ROOT
+from email_engine_tests.dns_server import LoopbackDnsServer, TestZone
+from email_engine_tests.smtp_server import free_port
+
+
+@pytest.fixture
+def dagster_db(db_url):
+    url = database.with_database(db_url, database.make_url(database.sqlalchemy_url(db_url)).database + "_dagster")
+    database.ensure_database(url)
+    yield url
+    database.get_engine(url).dispose()
+    admin = sa.create_engine(database.sqlalchemy_url(database.with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database.make_url(database.sqlalchemy_url(url)).database}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def example_workspace(tmp_path) -> Path:
+    target = tmp_path / "workspace"
+    shutil.copytree(DEFAULT_WORKSPACE, target)
+    return target
+
+
+@pytest.fixture
+def cli_env(engine, dagster_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMAIL_ENGINE_DAGSTER_DATABASE_URL", database.dagster_driver_url(dagster_db))
+    monkeypatch.setenv("EMAIL_ENGINE_DNS_NAMESERVERS", "127.0.0.1")
+    monkeypatch.setenv("EMAIL_ENGINE_DNS_PORT", str(free_port("127.0.0.1")))  # nothing answers there
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return dict(os.environ)
+
+
+def test_main_command_ingests_the_examples_and_records_dagster_runs(cli_env, example_workspace, dagster_db, engine):
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "email-engine"), "--workspace", str(example_workspace), "run"],
+        env=cli_env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT,
+    )
+    elapsed = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("tenant  source"))
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in lines[header + 2 : header + 6]}
+    assert set(rows) == {("acme", "crm"), ("acme", "salon"), ("globex", "events"), ("globex", "scraper")}
+    with engine.connect() as conn:
+        for (tenant, source), cells in rows.items():
+            files, failed, total, new, merged, dupes, rejected, contacts = map(int, cells)
+            assert total == new + merged + dupes + rejected and files == 1 and failed == 0
+            stored = conn.execute(
+                sa.text("SELECT sum(rows_total) FROM import_files WHERE tenant_id = :t AND source_id = :s"), {"t": tenant, "s": source}
+            ).scalar_one()
+            assert stored == total
+        verdicts = dict(conn.execute(sa.text("SELECT verdict, count(*) FROM email_validations GROUP BY 1")).all())
+        domain_facets = set(conn.execute(sa.text("SELECT DISTINCT domain_status, domain_detail FROM email_validations")).all())
+    # no DNS server answers: nothing is called invalid (or valid) for it, and the run stays fast
+    assert set(verdicts) <= {"unknown", "risky"} and verdicts["unknown"] >= 10
+    assert domain_facets == {("unknown", "resolver unreachable")}
+    assert elapsed < 120
+    assert "valid  risky  invalid  unknown  languages" in proc.stdout
+    dagster = sa.create_engine(database.sqlalchemy_url(dagster_db))
+    with dagster.connect() as conn:
+        runs = conn.execute(sa.text("SELECT status, count(*) FROM runs GROUP BY status")).all()
+    dagster.dispose()
+    assert dict(runs) == {"SUCCESS": 6}  # 4 import partitions + 2 tenants
+
+
+def test_import_json_rejects_and_rerun(cli_env, example_workspace, tmp_path, capsys):
+    drop = tmp_path / "new-leads.csv"
+    drop.write_text("email,first_name\nnew@example.org,New\njean.dupont@example.fr,Jean\nnew@example.org,Again\nbroken,\n", encoding="utf-8")
+    args = ["--workspace", str(example_workspace), "import", str(drop), "--tenant", "acme", "--source", "crm", "--json"]
+    assert cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {k: out[k] for k in ("rows_total", "new", "merged", "duplicates", "rejected")} == {
+        "rows_total": 4, "new": 1, "merged": 1, "duplicates": 1, "rejected": 1,
+    }
+    # the partition run imported the example crm file first (name order), so jean.dupont merges
+    assert out["contacts_total"] >= 7
+    assert (example_workspace / "inbox/acme/crm/new-leads.csv").exists()
+    # the same content under another name is not imported twice
+    again = tmp_path / "renamed.csv"
+    again.write_bytes(drop.read_bytes())
+    assert cli.main(["--workspace", str(example_workspace), "import", str(again), "--tenant", "acme", "--source", "crm", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["status"] == "imported" and second["contacts_total"] == out["contacts_total"]
+    assert cli.main(["--workspace", str(example_workspace), "rejects", "--tenant", "acme", "--source", "crm"]) == 0
+    shown = capsys.readouterr().out
+    assert "new-leads.csv:5: invalid email address: no @" in shown
+    assert "crm-2026-11-01.csv:7:" in shown
+
+
+def test_check_prints_json_lines_with_verdicts(cli_env, example_workspace, capsys, monkeypatch):
+    zone = TestZone(mx={"good.example": [(10, "mx.good.example")], "nomail.example": [(0, ".")]})
+    with LoopbackDnsServer(zone) as server:
+        monkeypatch.setenv("EMAIL_ENGINE_DNS_PORT", str(server.port))
+        assert cli.main(["--workspace", str(example_workspace), "check", "Ann@Good.example", "bob@nomail.example", "not an address"]) == 0
+        first = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+        queries = server.stats.total
+        assert cli.main(["--workspace", str(example_workspace), "check", "ann@good.example"]) == 0
+        again = json.loads(capsys.readouterr().out.strip())
+        assert server.stats.total == queries  # answered from the shared cache
+    assert [r["verdict"] for r in first] == ["valid", "invalid", "invalid"]
+    assert first[0]["email"] == "ann@good.example" and first[0]["input"] == "Ann@Good.example"
+    assert again["dns_cached"] is True and again["verdict"] == "valid"
+
+
+def test_invalid_tenant_file_exits_with_a_clear_message(cli_env, example_workspace, capsys):
+    (example_workspace / "tenants" / "acme.yaml").write_text("id: acme\nname: Acme\nsources:\n  - id: crm\n    priority: high\n")
+    assert cli.main(["--workspace", str(example_workspace), "run"]) == 2
+    err = capsys.readouterr().err
+    assert "acme.yaml" in err and "sources[0].priority" in err and "'high'" in err
+
+
+def test_db_upgrade_is_idempotent(cli_env, engine, capsys):
+    from email_engine_resources import migrations
+
+    migrations._UP_TO_DATE.clear()  # as a new process would
+    assert cli.main(["db", "upgrade"]) == 0
+    assert "applied now: none" in capsys.readouterr().out
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_migrations ORDER BY version")).scalars().all()
+    assert versions == [p.name.split("_", 1)[0] for p in migrations.migration_files()]
+
+
+def test_migrations_apply_to_an_empty_database(db_url):
+    from email_engine_resources import migrations
+
+    url = database.with_database(db_url, database.make_url(database.sqlalchemy_url(db_url)).database + "_empty")
+    database.ensure_database(url)
+    engine = sa.create_engine(database.sqlalchemy_url(url))
+    try:
+        applied = migrations.upgrade(engine)
+        assert applied == [p.name for p in migrations.migration_files()]
+        migrations._UP_TO_DATE.clear()
+        assert migrations.upgrade(engine) == []
+    finally:
+        engine.dispose()
+        admin = sa.create_engine(database.sqlalchemy_url(database.with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{engine.url.database}" WITH (FORCE)')
+        admin.dispose()
