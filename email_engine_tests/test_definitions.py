@@ -47,7 +47,7 @@ def test_database_url_is_an_env_var_never_a_literal(monkeypatch):
 
     db = default_resources()["db"]
     # the UI and run config show the variable's name; the value is read at run time only
-    assert isinstance(db.url, dg.EnvVar) and str(db.url) == "EMAIL_ENGINE_DATABASE_URL"
+    assert isinstance(db.url, dg.EnvVar) and db.url.env_var_name == "EMAIL_ENGINE_DATABASE_URL"
 
 
 def test_dagster_cli_validates_the_workspace(db_url):
