@@ -96,6 +96,24 @@ def ensure_database(url: str) -> None:
         admin.dispose()
 
 
+def drop_database(url: str) -> None:
+    """Drop the database named in ``url`` (scratch databases of tests and benchmarks).
+
+    ``WITH (FORCE)`` ends open sessions; pooled engines reconnect (``pool_pre_ping``).
+    """
+    target = make_url(sqlalchemy_url(url))
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+def database_name(url: str) -> str:
+    return make_url(sqlalchemy_url(url)).database or ""
+
+
 def application_url() -> str:
     """URL of the application database, created on the embedded server when needed."""
     if uses_embedded_server():

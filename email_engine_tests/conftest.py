@@ -42,15 +42,20 @@ def db_url() -> str:
     os.environ[database.DATABASE_URL_ENV] = url
     upgrade(database.get_engine(url))
     yield url
-    database.get_engine(url).dispose()
-    admin = sa.create_engine(database.sqlalchemy_url(database.with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    database.drop_database(url)
     if previous is None:
         os.environ.pop(database.DATABASE_URL_ENV, None)
     else:
         os.environ[database.DATABASE_URL_ENV] = previous
+
+
+@pytest.fixture
+def scratch_database(db_url):
+    """Another empty database on the same server, dropped after the test."""
+    url = database.with_database(db_url, f"{database.database_name(db_url)}_{uuid.uuid4().hex[:6]}")
+    database.ensure_database(url)
+    yield url
+    database.drop_database(url)
 
 
 @pytest.fixture

@@ -21,15 +21,8 @@ from email_engine_tests.smtp_server import free_port
 
 
 @pytest.fixture
-def dagster_db(db_url):
-    url = database.with_database(db_url, database.make_url(database.sqlalchemy_url(db_url)).database + "_dagster")
-    database.ensure_database(url)
-    yield url
-    database.get_engine(url).dispose()
-    admin = sa.create_engine(database.sqlalchemy_url(database.with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database.make_url(database.sqlalchemy_url(url)).database}" WITH (FORCE)')
-    admin.dispose()
+def dagster_db(scratch_database):
+    return scratch_database
 
 
 @pytest.fixture
@@ -140,20 +133,17 @@ def test_db_upgrade_is_idempotent(cli_env, engine, capsys):
     assert versions == [p.name.split("_", 1)[0] for p in migrations.migration_files()]
 
 
-def test_migrations_apply_to_an_empty_database(db_url):
+def test_migrations_apply_to_an_empty_database(scratch_database):
     from email_engine_resources import migrations
 
-    url = database.with_database(db_url, database.make_url(database.sqlalchemy_url(db_url)).database + "_empty")
-    database.ensure_database(url)
-    engine = sa.create_engine(database.sqlalchemy_url(url))
+    engine = sa.create_engine(database.sqlalchemy_url(scratch_database))
     try:
         applied = migrations.upgrade(engine)
         assert applied == [p.name for p in migrations.migration_files()]
         migrations._UP_TO_DATE.clear()
         assert migrations.upgrade(engine) == []
+        with engine.connect() as conn:
+            tables = set(conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
+        assert {"contacts", "import_files", "rejected_rows", "staged_rows", "dns_cache", "tag_assignments"} <= tables
     finally:
         engine.dispose()
-        admin = sa.create_engine(database.sqlalchemy_url(database.with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{engine.url.database}" WITH (FORCE)')
-        admin.dispose()
