@@ -74,10 +74,12 @@ def import_file(
     fmt = None
     try:
         fmt = sniff_format(path, **_reader_hints(source))
-        mapping = map_columns(read_header(path, fmt), source.columns)
+        header = read_header(path, fmt)
+        # An empty file (no header at all) is a valid import of zero rows, not a missing email column.
+        mapping = map_columns(header, source.columns) if header else None
         with engine.begin() as conn:
             ledger.tenant_lock(conn, tenant.id)
-            for raw in iter_chunks(path, fmt, chunk_rows=CHUNK_ROWS):
+            for raw in iter_chunks(path, fmt, chunk_rows=CHUNK_ROWS) if mapping else ():
                 chunk = normalise_chunk(
                     raw.frame, mapping, source_tags=source.tags, default_category=source.category or tenant.default_category
                 )

@@ -183,3 +183,39 @@ def test_source_not_of_this_tenant_is_a_no_op(engine, workspace, instance):
     result = materialize(instance, [contact_imports], import_key("acme", "scraper"))
     assert result.asset_materializations_for_node("contact_imports")[0].metadata["files_imported"].value == 0
     assert ledger(engine, "acme") == []
+
+
+BIG = "x" * 2_000_000
+BAD_FILES = {
+    # name: (bytes, expected (rows_total, accepted (new), rejected), reason fragment of the first reject or None)
+    "empty.csv": (b"", (0, 0, 0), None),
+    "header-only.csv": (b"email,first_name\r\n", (0, 0, 0), None),
+    "utf16.csv": ("email,first_name\nzoé@example.com,Zoé\n".encode("utf-16"), (1, 1, 0), None),
+    "bom.csv": ("\ufeffemail,first_name\nbom@example.com,Bom\n".encode("utf-8"), (1, 1, 0), None),
+    "dup-header.csv": (b"email,email,first_name\na@example.com,b@example.com,Ann\n", (1, 1, 0), None),
+    "ragged.csv": (b"email,first_name\na@example.com,Ann,extra\nb@example.com\nc@example.com,Cy\n", (3, 1, 2), "expected 2 fields"),
+    "nul.csv": (b"email,first_name\na@exam\x00ple.com,Ann\nb@example.com,Bo\n", (2, 1, 1), "NUL"),
+    "big-field.csv": (f"email,first_name\na@example.com,{BIG}\nb@example.com,Bo\n".encode(), (2, 1, 1), "over the limit"),
+    "injection.csv": (b'email,first_name\nx@example.com,"=HYPERLINK(""http://evil.example"",""click"")"\n', (1, 1, 0), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_awkward_files_are_accounted_row_by_row(engine, workspace, instance, name):
+    content, (rows_total, new, rejected), reason = BAD_FILES[name]
+    workspace.tenant("acme", sources=("crm",))
+    workspace.file("acme", "crm", name, content)
+    import_and_merge(instance, "acme", "crm")
+    (entry,) = ledger(engine, "acme")
+    assert entry["status"] == "imported", entry["error"]
+    assert (entry["rows_total"], entry["new"], entry["rejected"]) == (rows_total, new, rejected)
+    assert entry["rows_total"] == entry["new"] + entry["merged"] + entry["duplicates"] + entry["rejected"]
+    if reason:
+        with engine.connect() as conn:
+            first = conn.execute(sa.text("SELECT reason, length(raw_text) AS n FROM rejected_rows ORDER BY line_no")).first()
+        assert reason in first.reason and first.n <= 1000
+    if name == "injection.csv":
+        assert contact(engine, "acme", "x@example.com")["first_name"] == '=HYPERLINK("http://evil.example","click")'
+    if name == "utf16.csv":
+        assert contact(engine, "acme", "zoé@example.com")["first_name"] == "Zoé"
+        assert entry["encoding"].startswith("utf-16")

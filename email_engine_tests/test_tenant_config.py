@@ -64,3 +64,21 @@ def test_yaml_syntax_error_is_reported(workspace):
     workspace.tenant("acme", "id: acme\nsources: [\n")
     with pytest.raises(ConfigError, match=r"acme.yaml: not valid YAML"):
         load_workspace(workspace.root)
+
+
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("  - name: r1\n    tag: x\n    all: [{field: shoe_size, equals: '42'}]\n", ["tag_rules[0].all[0]", "shoe_size"]),
+        ("  - name: r1\n    tag: x\n    all: [{field: email, regex: '(unclosed'}]\n", ["tag_rules[0].all[0].regex", "r1", "(unclosed"]),
+        ("  - name: r1\n    tag: x\n    colour: red\n    all: [{field: email, exists: true}]\n", ["tag_rules[0].colour", "unknown key"]),
+    ],
+)
+def test_invalid_tag_rules_are_named(workspace, rule, expected):
+    workspace.tenant("acme", GOOD + "tag_rules:\n" + rule)
+    with pytest.raises(ConfigError) as err:
+        load_workspace(workspace.root)
+    message = str(err.value)
+    assert "acme.yaml" in message
+    for part in expected:
+        assert part in message
