@@ -8,8 +8,9 @@ and line breaks; columns Email, First Name, Last Name, Company, Phone, Country, 
 in a scratch database ``email_engine_bench`` that is dropped at the end, then times:
 
 * **floor**: ``COPY`` of the raw file into an unindexed table, then one
-  ``INSERT … SELECT DISTINCT ON (lower(trim(email))) … ON CONFLICT DO UPDATE`` into a table
-  built ``LIKE contacts INCLUDING ALL`` (unique (tenant_id, email), GIN on tags);
+  ``INSERT … SELECT DISTINCT ON (lower(trim(email))) … ON CONFLICT DO UPDATE`` into the
+  ``contacts`` table itself (same indexes: unique (tenant_id, email), GIN on tags; same foreign
+  key to ``tenants``), for a tenant of its own; the table is emptied afterwards;
 * **ours**: ``import_file`` then ``merge_staged`` on a fresh tenant, in a child process whose
   peak RSS is reported;
 * **pandas**: ``read_csv`` in chunks + ``to_sql`` (the naive reference).
@@ -40,6 +41,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from email_engine_resources import database  # noqa: E402
+from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench"
@@ -105,7 +107,7 @@ def generate_frame(rows: int, seed: int) -> pl.DataFrame:
     return frame.with_columns(
         pl.Series("Email", emails),
         first_name.alias("First Name"),
-        pl.when(rng.random(rows) < 0.05).then(decomposed.gather(rng.integers(0, len(FIRST), rows)))
+        pl.when(pl.Series(rng.random(rows) < 0.05)).then(decomposed.gather(rng.integers(0, len(FIRST), rows)))
         .otherwise(pl.col("last").str.to_titlecase()).alias("Last Name"),
         _pick(rng, COMPANIES, rows).alias("Company"),
         pl.Series("Phone", [f"+33 6 {n // 10000:04d} {n % 10000:04d}" for n in rng.integers(0, 10**8, rows).tolist()]),
@@ -132,25 +134,11 @@ def server_url(given: str | None) -> str:
     return (given or os.environ.get(DATABASE_URL_ENV, "").strip()) or database.embedded_server_url()
 
 
-def admin_engine(url: str) -> sa.Engine:
-    return sa.create_engine(database.sqlalchemy_url(database.with_database(url, "postgres")), isolation_level="AUTOCOMMIT")
-
-
 def recreate_database(url: str) -> str:
     bench_url = database.with_database(url, BENCH_DATABASE)
-    admin = admin_engine(url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{BENCH_DATABASE}"')
-    admin.dispose()
+    database.drop_database(bench_url)
+    database.ensure_database(bench_url)
     return bench_url
-
-
-def drop_database(url: str) -> None:
-    admin = admin_engine(url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-    admin.dispose()
 
 
 def checkpoint(engine: sa.Engine) -> None:
@@ -162,11 +150,11 @@ def checkpoint(engine: sa.Engine) -> None:
 FLOOR_TABLES = """
 CREATE TABLE floor_raw (email text, first_name text, last_name text, company text, phone text,
                         country text, language text, tags text);
-CREATE TABLE floor_contacts (LIKE contacts INCLUDING ALL);
+INSERT INTO tenants (tenant_id, name, config_sha256) VALUES ('floor', 'Floor', '-');
 """
 
 FLOOR_MERGE = """
-INSERT INTO floor_contacts AS c (tenant_id, email, first_name, last_name, company, phone, country, language, tags, sources)
+INSERT INTO contacts AS c (tenant_id, email, first_name, last_name, company, phone, country, language, tags, sources)
 SELECT DISTINCT ON (lower(trim(email))) 'floor', lower(trim(email)), nullif(trim(first_name), ''),
        nullif(trim(last_name), ''), nullif(trim(company), ''), nullif(trim(phone), ''),
        nullif(trim(country), ''), nullif(trim(language), ''),
@@ -194,7 +182,9 @@ def run_floor(engine: sa.Engine, path: Path) -> dict:
         inserted = conn.exec_driver_sql(FLOOR_MERGE).rowcount
     done = time.perf_counter()
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE floor_raw, floor_contacts")
+        conn.exec_driver_sql("DROP TABLE floor_raw")
+        conn.exec_driver_sql("TRUNCATE contacts CASCADE")
+        conn.exec_driver_sql("DELETE FROM tenants WHERE tenant_id = 'floor'")
     return {"seconds": done - started, "copy_seconds": copied - started, "merge_seconds": done - copied, "contacts": inserted}
 
 
@@ -206,9 +196,23 @@ def run_ours(url: str, path: Path, profile: Path | None) -> dict:
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"ours failed:\n{completed.stderr}")
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
-    report["children_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return report
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process since it started running its own program.
+
+    ``VmHWM`` (Linux) rather than ``ru_maxrss``: the latter keeps, across ``exec``, the peak of the
+    parent that spawned the child (here the file generator), which would hide the child's own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def ours_child(path: Path, url: str, profile: Path | None) -> None:
@@ -216,7 +220,6 @@ def ours_child(path: Path, url: str, profile: Path | None) -> None:
     from email_engine_assets.ingest import import_file
     from email_engine_assets.store.contacts import merge_staged
     from email_engine_assets.store.imports import register_workspace
-    from email_engine_resources.migrations import upgrade
 
     engine = database.get_engine(url)
     upgrade(engine)
@@ -247,7 +250,7 @@ def ours_child(path: Path, url: str, profile: Path | None) -> None:
     print(json.dumps({
         "seconds": done - started, "import_seconds": imported - started, "merge_seconds": done - imported,
         "counts": report.counts, "merge": merged, "contacts": contacts,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss_bytes(),
     }))
 
 
@@ -319,8 +322,6 @@ def main() -> None:
             write_file(path, args.rows, args.seed)
             records = data_rows(path)
             engine = database.get_engine(bench_url)
-            from email_engine_resources.migrations import upgrade
-
             upgrade(engine)
             floor = run_floor(engine, path)
             ours = run_ours(bench_url, path, args.profile)
@@ -328,7 +329,7 @@ def main() -> None:
             engine.dispose()
             balanced = print_report(args.rows, records, floor, ours, pandas)
     finally:
-        drop_database(url)
+        database.drop_database(database.with_database(url, BENCH_DATABASE))
     if not balanced:
         raise SystemExit(1)
 

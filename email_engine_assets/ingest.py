@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 
 from .core.columns import MissingEmailColumn, map_columns
-from .core.file_readers import FileReadError, iter_chunks, read_header, sniff_format
-from .core.normalise import normalise_chunk
+from .core.file_readers import FileFormat, FileReadError, RejectedRow, iter_chunks, read_header, sniff_format
+from .core.normalise import NormalisedChunk, normalise_chunk
 from .core.tenant_config import SourceConfig, TenantConfig
 from .store import imports as ledger
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial")
 CHUNK_ROWS = 100_000
+
+T = TypeVar("T")
+_END = object()
 
 
 def is_candidate(path: Path) -> bool:
@@ -58,6 +64,28 @@ def _reader_hints(source: SourceConfig) -> dict:
     return {"kind": kind, "encoding": source.encoding, "delimiter": delimiter}
 
 
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
+    """Yield ``items``, producing the next one in a worker thread while the caller uses the current one.
+
+    Reading and normalising a chunk (Python and polars) then overlaps with the database loading
+    the previous one. Errors of the producer are raised in the caller; at most two items are alive.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, items, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, items, _END)
+            yield item  # type: ignore[misc]
+
+
+def normalised_chunks(
+    path: Path, fmt: FileFormat, mapping: dict[str, str], tenant: TenantConfig, source: SourceConfig
+) -> Iterator[tuple[NormalisedChunk, list[RejectedRow]]]:
+    """The file's chunks, normalised, each with the records the reader rejected."""
+    category = source.category or tenant.default_category
+    for raw in iter_chunks(path, fmt, chunk_rows=CHUNK_ROWS):
+        yield normalise_chunk(raw.frame, mapping, source_tags=source.tags, default_category=category), raw.rejects
+
+
 def import_file(
     engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, path: Path, *, digest: str | None = None, run_id: str | None = None
 ) -> FileReport:
@@ -79,12 +107,12 @@ def import_file(
         mapping = map_columns(header, source.columns) if header else None
         with engine.begin() as conn:
             ledger.tenant_lock(conn, tenant.id)
-            for raw in iter_chunks(path, fmt, chunk_rows=CHUNK_ROWS) if mapping else ():
-                chunk = normalise_chunk(
-                    raw.frame, mapping, source_tags=source.tags, default_category=source.category or tenant.default_category
-                )
+            if not ledger.still_processing(conn, file_id):
+                return report  # another run claimed the same content and imported it meanwhile
+            chunks = read_ahead(normalised_chunks(path, fmt, mapping, tenant, source)) if mapping else ()
+            for chunk, reader_rejects in chunks:
                 ledger.stage_chunk(conn, tenant.id, file_id, chunk)
-                ledger.stage_reader_rejects(conn, tenant.id, file_id, raw.rejects)
+                ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
             report.counts = ledger.finish_file(conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter)
         report.status = "imported"
     except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.DataError) as exc:

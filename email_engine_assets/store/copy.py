@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import polars as pl
 import sqlalchemy as sa
+
+COPY_SLICE_ROWS = 20_000
 
 
 def pg_text_array(expr: pl.Expr) -> pl.Expr:
@@ -14,13 +17,18 @@ def pg_text_array(expr: pl.Expr) -> pl.Expr:
 
 
 def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame, columns: Sequence[str]) -> int:
-    """COPY ``frame[columns]`` into ``table`` inside the caller's transaction; returns the row count."""
+    """COPY ``frame[columns]`` into ``table`` inside the caller's transaction; returns the row count.
+
+    One COPY statement, fed in slices: the CSV text of a whole chunk is never held at once.
+    """
     if frame.height == 0:
         return 0
-    data = frame.select(columns).write_csv(include_header=False, null_value="").encode("utf-8")
     cols = ", ".join(columns)
     driver = conn.connection.driver_connection
     with driver.cursor() as cur:
         with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(data)
+            for part in frame.select(columns).iter_slices(COPY_SLICE_ROWS):
+                buffer = io.BytesIO()
+                part.write_csv(buffer, include_header=False, null_value="")
+                copy.write(buffer.getbuffer())
     return frame.height

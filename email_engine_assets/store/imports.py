@@ -13,6 +13,7 @@ from ..core.tenant_config import Workspace
 from .copy import copy_frame, pg_text_array
 
 COUNT_COLUMNS = ("rows_total", "new", "merged", "duplicates", "rejected")
+FINISH_WORK_MEM = "256MB"
 
 
 def tenant_lock(conn: sa.Connection, tenant_id: str) -> None:
@@ -83,10 +84,21 @@ def claim_file(
     return row.file_id
 
 
+def still_processing(conn: sa.Connection, file_id: int) -> bool:
+    """Whether the claimed ledger row still waits for its rows (call under :func:`tenant_lock`).
+
+    Two runs may claim the same content at once; the second one to get the tenant lock finds it
+    imported and stages nothing.
+    """
+    status = conn.execute(sa.text("SELECT status FROM import_files WHERE file_id = :f"), {"f": file_id}).scalar_one()
+    return status == "processing"
+
+
 def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk) -> None:
     """COPY one normalised chunk into staged_rows and rejected_rows."""
+    # Tags are stored sorted: the merge then takes a single row's tags as they are.
     accepted = chunk.accepted.with_columns(
-        tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pg_text_array(pl.col("tags"))
+        tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pg_text_array(pl.col("tags").list.sort())
     )
     copy_frame(conn, "staged_rows", accepted, ["tenant_id", "file_id", *STAGED_COLUMNS])
     stage_rejects(conn, tenant_id, file_id, chunk.rejects)
@@ -112,38 +124,45 @@ def stage_rejects(conn: sa.Connection, tenant_id: str, file_id: int, rejects: pl
     copy_frame(conn, "rejected_rows", rejects, ["tenant_id", "file_id", *REJECT_COLUMNS])
 
 
+# Per address of the file: its first line and how many rows carry it. A hash aggregate over the
+# file's rows: no sort, and the duplicates are then flagged by a join on the few repeated addresses.
+_FILE_ADDRESSES = """
+    CREATE TEMPORARY TABLE file_addresses ON COMMIT DROP AS
+    SELECT email, min(line_no) AS first_line, count(*) AS n FROM staged_rows WHERE file_id = :f GROUP BY email
+"""
+_FLAG_DUPLICATES = """
+    UPDATE staged_rows s SET is_duplicate = true
+    FROM file_addresses a
+    WHERE a.n > 1 AND s.file_id = :f AND s.email = a.email AND s.line_no <> a.first_line
+"""
+# Addresses of the file the tenant already has: in contacts, or staged by another file not merged yet.
+_COUNT_KNOWN = """
+    SELECT count(*) FROM (
+        SELECT a.email FROM file_addresses a JOIN contacts c ON c.tenant_id = :t AND c.email = a.email
+        UNION
+        SELECT a.email FROM file_addresses a
+        JOIN staged_rows o ON o.tenant_id = :t AND o.email = a.email
+        JOIN import_files f ON f.file_id = o.file_id
+        WHERE o.file_id <> :f AND f.status = 'imported' AND f.merged_at IS NULL
+    ) k
+"""
+
+
 def finish_file(conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None) -> dict[str, int]:
     """Flag in-file duplicates, count new vs merged addresses, close the ledger row; returns the counts.
 
-    ``new`` = the tenant never saw the address (not in contacts, not staged by an earlier file
-    still waiting to be merged); ``merged`` = it did. Called under :func:`tenant_lock`.
+    The first row of an address in the file is kept, later ones are duplicates. ``new`` = the
+    tenant never saw the address (not in contacts, not staged by an earlier file still waiting to
+    be merged); ``merged`` = it did. Called under :func:`tenant_lock`.
     """
-    conn.execute(
-        sa.text(
-            """UPDATE staged_rows s SET is_duplicate = true
-               FROM (SELECT line_no, row_number() OVER (PARTITION BY email ORDER BY line_no) AS rn
-                     FROM staged_rows WHERE file_id = :f) d
-               WHERE s.file_id = :f AND s.line_no = d.line_no AND d.rn > 1"""
-        ),
-        {"f": file_id},
-    )
-    counts = conn.execute(
-        sa.text(
-            """WITH firsts AS (
-                   SELECT s.email,
-                          EXISTS (SELECT 1 FROM contacts c WHERE c.tenant_id = :t AND c.email = s.email)
-                          OR EXISTS (SELECT 1 FROM staged_rows o JOIN import_files f ON f.file_id = o.file_id
-                                     WHERE o.tenant_id = :t AND o.email = s.email AND o.file_id <> :f
-                                       AND f.status = 'imported' AND f.merged_at IS NULL) AS known
-                   FROM staged_rows s WHERE s.file_id = :f AND NOT s.is_duplicate)
-               SELECT (SELECT count(*) FROM staged_rows WHERE file_id = :f AND is_duplicate) AS duplicates,
-                      (SELECT count(*) FROM rejected_rows WHERE file_id = :f) AS rejected,
-                      count(*) FILTER (WHERE NOT known) AS new,
-                      count(*) FILTER (WHERE known) AS merged
-               FROM firsts"""
-        ),
-        {"t": tenant_id, "f": file_id},
-    ).one()._asdict()
+    conn.execute(sa.text(f"SET LOCAL work_mem = '{FINISH_WORK_MEM}'"))
+    addresses = conn.execute(sa.text(_FILE_ADDRESSES), {"f": file_id}).rowcount
+    conn.execute(sa.text("ANALYZE file_addresses"))
+    counts = {"duplicates": conn.execute(sa.text(_FLAG_DUPLICATES), {"f": file_id}).rowcount}
+    counts["merged"] = conn.execute(sa.text(_COUNT_KNOWN), {"t": tenant_id, "f": file_id}).scalar_one()
+    counts["new"] = addresses - counts["merged"]
+    conn.execute(sa.text("DROP TABLE file_addresses"))
+    counts["rejected"] = conn.execute(sa.text("SELECT count(*) FROM rejected_rows WHERE file_id = :f"), {"f": file_id}).scalar_one()
     counts["rows_total"] = counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"]
     conn.execute(
         sa.text(

@@ -1,0 +1,160 @@
+"""Staging, in-file duplicates and the two merge paths (single staged row / aggregated) on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from email_engine_assets.core.normalise import normalise_chunk
+from email_engine_assets.core.tenant_config import SourceConfig, TenantConfig, Workspace
+from email_engine_assets.ingest import import_file, read_ahead
+from email_engine_assets.store import imports as ledger
+from email_engine_assets.store.contacts import merge_staged, unbalanced_imports
+
+CRM = SourceConfig(id="crm", priority=20)
+EVENTS = SourceConfig(id="events", priority=10)
+TENANT = TenantConfig(id="acme", name="Acme", sources=[CRM, EVENTS])
+COLUMNS = "email, first_name, last_name, company, phone, tags, sources, field_sources"
+
+FILES = [
+    (CRM, "crm1.csv", "email,first_name,last_name,company,tags\n"
+                      "a@example.com,Ann,Lee,,vip;b2b\nb@example.com,Bob,,Bobco,\nc@example.com,,Cy,,lead\n"),
+    (EVENTS, "ev1.csv", "email,first_name,company,phone,tags\n"
+                        "b@example.com,Robert,Events Inc,+33 1,Salon Été\nd@example.com,Dee,,,\n"
+                        "a@example.com,Anna,Annco,,vip\n"),
+    (CRM, "crm2.csv", "email,first_name,company\nc@example.com,Cyril,\nb@example.com,,Bob Ltd\n"),
+]
+
+
+@pytest.fixture
+def tenant(engine):
+    with engine.begin() as conn:
+        ledger.register_workspace(conn, Workspace(root=Path("."), tenants={"acme": TENANT}, digests={"acme": "x"}))
+    return TENANT
+
+
+def _import(engine, tmp_path: Path, source: SourceConfig, name: str, text: str) -> dict:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    report = import_file(engine, TENANT, source, path)
+    assert report.status == "imported", report.error
+    return report.counts
+
+
+def _merge(engine, **kwargs) -> dict:
+    with engine.begin() as conn:
+        return merge_staged(conn, "acme", **kwargs)
+
+
+def _contacts(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT {COLUMNS} FROM contacts WHERE tenant_id = 'acme' ORDER BY email")).all()
+
+
+def _forget_imports(engine) -> None:
+    """Back to a tenant with no import (ids restart, so provenance compares equal)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE import_files, staged_rows, rejected_rows, contacts RESTART IDENTITY CASCADE")
+
+
+def test_read_ahead_yields_every_item_in_order_from_another_thread():
+    producers: set[int] = set()
+
+    def items():
+        for i in range(5):
+            producers.add(threading.get_ident())
+            yield i
+
+    assert list(read_ahead(items())) == [0, 1, 2, 3, 4]
+    assert producers and threading.get_ident() not in producers
+
+
+def test_read_ahead_raises_the_producers_error_in_the_caller():
+    def items():
+        yield 1
+        raise ValueError("line 7: broken record")
+
+    seen = []
+    with pytest.raises(ValueError, match="line 7"):
+        for item in read_ahead(items()):
+            seen.append(item)
+    assert seen == [1]
+
+
+def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant):
+    with engine.begin() as conn:
+        file_id = ledger.claim_file(conn, tenant_id="acme", source_id="crm", path="x.csv", sha256="d1", size=1, priority=20, run_id=None)
+        ledger.tenant_lock(conn, "acme")
+        chunks = [
+            ([2, 3, 4], ["a@example.com", "B@example.com", "a@example.com"]),
+            ([5, 6, 7], ["b@example.com", "c@example.com", "not an address"]),
+        ]
+        for lines, emails in chunks:
+            raw = pl.DataFrame({"__line": lines, "__raw": emails, "email": emails}, schema_overrides={"__line": pl.Int64})
+            ledger.stage_chunk(conn, "acme", file_id, normalise_chunk(raw, {"email": "email"}))
+        counts = ledger.finish_file(conn, "acme", file_id, fmt="csv", encoding="utf-8", delimiter=",")
+        flags = conn.execute(sa.text("SELECT line_no, is_duplicate FROM staged_rows WHERE file_id = :f ORDER BY line_no"), {"f": file_id}).all()
+    assert counts == {"rows_total": 6, "new": 3, "merged": 0, "duplicates": 2, "rejected": 1}
+    assert [tuple(f) for f in flags] == [(2, False), (3, False), (4, True), (5, True), (6, False)]
+
+
+def test_known_addresses_count_as_merged_only_within_the_tenant(engine, tenant, tmp_path):
+    _import(engine, tmp_path, CRM, "one.csv", "email\na@example.com\nb@example.com\n")
+    pending = _import(engine, tmp_path, EVENTS, "two.csv", "email\nb@example.com\nc@example.com\n")
+    assert (pending["new"], pending["merged"]) == (1, 1)  # b is staged by a file not merged yet
+    _merge(engine)
+    after = _import(engine, tmp_path, CRM, "three.csv", "email\nc@example.com\nd@example.com\nd@example.com\n")
+    assert (after["new"], after["merged"], after["duplicates"]) == (1, 1, 1)  # c is now a contact
+
+
+def test_a_contact_from_one_row_records_each_filled_field(engine, tenant, tmp_path):
+    _import(engine, tmp_path, CRM, "crm.csv", "email,first_name,last_name,tags\nZed@Example.com,Zed,,zulu;alpha;mike\n")
+    assert _merge(engine) == {"files": 1, "inserted": 1, "updated": 0, "removed": 0}
+    (row,) = _contacts(engine)
+    assert row.email == "zed@example.com" and row.first_name == "Zed" and row.last_name is None
+    assert row.tags == ["alpha", "mike", "zulu"] and row.sources == ["crm"]
+    assert row.field_sources == {"first_name": {"source": "crm", "file_id": 1, "line": 2, "priority": 20}}
+
+
+def test_batch_merge_file_by_file_merge_and_rebuild_agree(engine, tenant, tmp_path):
+    for source, name, text in FILES:
+        _import(engine, tmp_path, source, name, text)
+    batch = _merge(engine)
+    assert batch["files"] == 3 and batch["inserted"] == 4
+    together = _contacts(engine)
+
+    _forget_imports(engine)
+    for source, name, text in FILES:
+        _import(engine, tmp_path, source, name, text)
+        _merge(engine)
+    one_by_one = _contacts(engine)
+    _merge(engine, rebuild=True)
+    rebuilt = _contacts(engine)
+
+    assert together == one_by_one == rebuilt
+    by_email = {r.email: r for r in together}
+    bob = by_email["b@example.com"]
+    assert bob.first_name == "Bob"  # crm (priority 20) outranks events
+    assert bob.company == "Bob Ltd"  # the newer crm file wins the tie on priority
+    assert bob.phone == "+33 1" and bob.field_sources["phone"]["source"] == "events"
+    assert bob.field_sources["company"] == {"source": "crm", "file_id": 3, "line": 3, "priority": 20}
+    assert bob.tags == ["salon_ete"] and bob.sources == ["crm", "events"]
+    assert by_email["a@example.com"].tags == ["b2b", "vip"]
+    assert by_email["c@example.com"].first_name == "Cyril" and by_email["c@example.com"].last_name == "Cy"
+    with engine.connect() as conn:
+        assert unbalanced_imports(conn, "acme") == []
+
+
+def test_rebuild_removes_contacts_without_staged_rows_and_restores_overwritten_fields(engine, tenant, tmp_path):
+    _import(engine, tmp_path, CRM, "crm.csv", "email,first_name\na@example.com,Ann\n")
+    _merge(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE contacts SET first_name = 'Changed' WHERE email = 'a@example.com'"))
+        conn.execute(sa.text("INSERT INTO contacts (tenant_id, email) VALUES ('acme', 'ghost@example.com')"))
+    result = _merge(engine, rebuild=True)
+    assert (result["updated"], result["inserted"], result["removed"]) == (1, 0, 1)
+    assert [(r.email, r.first_name) for r in _contacts(engine)] == [("a@example.com", "Ann")]
