@@ -20,6 +20,15 @@ sources:
 """
 
 
+def assert_error_names(workspace, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_workspace(workspace.root)
+    message = str(err.value)
+    assert "acme.yaml" in message
+    for part in expected:
+        assert part in message
+
+
 def test_valid_file_loads_with_normalised_tags(workspace):
     workspace.tenant("acme", GOOD)
     ws = load_workspace(workspace.root)
@@ -42,12 +51,7 @@ def test_valid_file_loads_with_normalised_tags(workspace):
 )
 def test_errors_name_file_path_value_and_expectation(workspace, change, expected):
     workspace.tenant("acme", GOOD.replace(*change))
-    with pytest.raises(ConfigError) as err:
-        load_workspace(workspace.root)
-    message = str(err.value)
-    assert "acme.yaml" in message
-    for part in expected:
-        assert part in message
+    assert_error_names(workspace, expected)
 
 
 def test_duplicate_source_ids_and_id_mismatch(workspace):
@@ -76,9 +80,4 @@ def test_yaml_syntax_error_is_reported(workspace):
 )
 def test_invalid_tag_rules_are_named(workspace, rule, expected):
     workspace.tenant("acme", GOOD + "tag_rules:\n" + rule)
-    with pytest.raises(ConfigError) as err:
-        load_workspace(workspace.root)
-    message = str(err.value)
-    assert "acme.yaml" in message
-    for part in expected:
-        assert part in message
+    assert_error_names(workspace, expected)
