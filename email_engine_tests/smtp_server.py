@@ -76,6 +76,7 @@ class ServerSession:
 
     opened_at: float
     closed_at: float | None = None
+    quit_at: float | None = None  # when QUIT arrived: the client is done; the socket close is seen later
     commands: list[tuple[str, str | None]] = field(default_factory=list)
 
     def verbs(self) -> list[str]:
@@ -110,6 +111,8 @@ class SessionLog:
     def command(self, session: ServerSession, verb: str, arg: str | None) -> None:
         with self._lock:
             session.commands.append((verb, arg))
+            if verb == "QUIT":
+                session.quit_at = time.monotonic()
 
     @property
     def open_now(self) -> int:

@@ -64,9 +64,13 @@ def config(port: int, **overrides: object) -> ProbeConfig:
 
 
 def max_overlap(sessions: list[ServerSession]) -> int:
-    """Largest number of sessions open at the same moment."""
+    """Largest number of sessions open at the same moment.
+
+    A session ends when its QUIT arrives: the client frees its slot on the reply, and the server
+    may only notice the socket close after the client's next connection has opened.
+    """
     opens = [(s.opened_at, 1) for s in sessions]
-    closes = [(s.closed_at or float("inf"), -1) for s in sessions]
+    closes = [(s.quit_at or s.closed_at or float("inf"), -1) for s in sessions]
     edges = sorted(opens + closes)  # a close sorts before an open at the same instant
     open_now = peak = 0
     for _, step in edges:
