@@ -11,10 +11,10 @@ from email_engine_resources.workspace import WorkspaceResource
 
 from .core.enrichment import enrich_contacts
 from .core.tag_rules import evaluate_tag_rules
-from .core.validation import syntax_and_flags, validate
 from .ingest_assets import contacts
 from .partitions import tenant_partitions
 from .store import quality as store
+from .validation_run import validate_batch
 
 QUALITY = "quality"
 VALIDATION_BATCH = 100_000
@@ -54,29 +54,15 @@ def email_validations(
         due = store.contacts_due_for_validation(conn, tenant.id, tenant.validation.recheck_age_days)
     checked_total = lookups = distinct_domains = probed = 0
     for start in range(0, due.height, VALIDATION_BATCH):
-        checked = syntax_and_flags(due.slice(start, VALIDATION_BATCH))
-        domains = checked.filter(pl.col("syntax_ok"))["domain"].drop_nulls().unique().to_list()
-        with engine.connect() as conn:
-            known = store.fresh_domains(conn, domains)
-        asked = dns.check_domains([d for d in domains if d not in known])
+        batch = validate_batch(
+            engine, due.slice(start, VALIDATION_BATCH), dns, smtp_probe if tenant.validation.smtp_probe else None
+        )
         with engine.begin() as conn:
-            store.store_domains(conn, asked)
-        results = {**known, **asked}
-        mailboxes = None
-        if tenant.validation.smtp_probe:
-            targets = {
-                row["email"]: list(results[row["domain"]].mx_hosts)
-                for row in checked.filter(pl.col("syntax_ok")).select("email", "domain").iter_rows(named=True)
-                if results.get(row["domain"]) is not None and results[row["domain"]].accepts_mail
-            }
-            mailboxes = smtp_probe.probe(targets) if targets else {}
-            probed += len(targets)
-        frame = validate(checked, results, mailboxes)
-        with engine.begin() as conn:
-            store.write_validations(conn, tenant.id, frame)
-        checked_total += frame.height
-        lookups += len(asked)
-        distinct_domains += len(domains)
+            store.write_validations(conn, tenant.id, batch.frame)
+        checked_total += batch.frame.height
+        lookups += batch.dns_lookups
+        distinct_domains += batch.domains
+        probed += batch.probed
     with engine.begin() as conn:
         stats = store.record_validation_run(conn, tenant.id, checked=checked_total, domains=distinct_domains, dns_lookups=lookups)
         missing = store.contacts_without_verdict(conn, tenant.id)

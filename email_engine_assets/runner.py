@@ -192,32 +192,14 @@ def check_addresses_now(addresses: list[str], *, smtp: bool = False) -> list[dic
     import polars as pl
 
     from .core.email_syntax import check_addresses
-    from .core.validation import syntax_and_flags, validate
-    from .store import quality as store
+    from .validation_run import validate_batch
 
     resources = _resources()
     keys = check_addresses(pl.Series(addresses, dtype=pl.String))["email_key"]
     frame = pl.DataFrame({"contact_id": range(len(addresses)), "email": [k or a for k, a in zip(keys, addresses)]},
                          schema={"contact_id": pl.Int64, "email": pl.String})
-    checked = syntax_and_flags(frame)
-    domains = checked.filter(pl.col("syntax_ok"))["domain"].drop_nulls().unique().to_list()
-    engine = get_engine()
-    with engine.connect() as conn:
-        known = store.fresh_domains(conn, domains)
-    asked = resources["dns"].check_domains([d for d in domains if d not in known])
-    with engine.begin() as conn:
-        store.store_domains(conn, asked)
-    results = {**known, **asked}
-    mailboxes = None
-    if smtp:
-        targets = {
-            r["email"]: list(results[r["domain"]].mx_hosts)
-            for r in checked.filter(pl.col("syntax_ok")).iter_rows(named=True)
-            if results.get(r["domain"]) is not None and results[r["domain"]].accepts_mail
-        }
-        mailboxes = resources["smtp_probe"].probe(targets) if targets else {}
-    out = validate(checked, results, mailboxes).drop("contact_id")
+    batch = validate_batch(get_engine(), frame, resources["dns"], resources["smtp_probe"] if smtp else None)
     return [
-        {"input": given, **row, "dns_cached": row["email"].rsplit("@", 1)[-1] in known}
-        for given, row in zip(addresses, out.iter_rows(named=True))
+        {"input": given, **row, "dns_cached": row["email"].rsplit("@", 1)[-1] in batch.cached_domains}
+        for given, row in zip(addresses, batch.frame.drop("contact_id").iter_rows(named=True))
     ]
