@@ -40,7 +40,7 @@ import sqlalchemy as sa
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from email_engine_resources import database  # noqa: E402
+from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
@@ -216,10 +216,10 @@ def peak_rss_bytes() -> int:
 
 
 def ours_child(path: Path, url: str, profile: Path | None) -> None:
-    from email_engine_assets.core.tenant_config import SourceConfig, TenantConfig, Workspace
-    from email_engine_assets.ingest import import_file
-    from email_engine_assets.store.contacts import merge_staged
-    from email_engine_assets.store.imports import register_workspace
+    from email_engine_assets.contacts.importer import import_file
+    from email_engine_assets.contacts.merge_store import merge_staged
+    from email_engine_assets.contacts.store import register_workspace
+    from email_engine_assets.tenancy.config import SourceConfig, TenantConfig, Workspace
 
     engine = database.get_engine(url)
     upgrade(engine)

@@ -31,7 +31,11 @@ import polars as pl
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from email_engine_assets.core.domain_check import DomainResult, ResolverConfig, check_domains  # noqa: E402
+from email_engine_resources.dns_client import (  # noqa: E402
+    DomainResult,
+    ResolverConfig,
+    check_domains,
+)
 from email_engine_tests.dns_server import BENCH_SUFFIX, DnsServerProcess, bench_zone  # noqa: E402
 
 

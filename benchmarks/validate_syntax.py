@@ -4,7 +4,7 @@
 
 Generates seeded realistic addresses (mostly valid; ~5% broken in varied ways; some upper
 case, accented local parts and internationalised domains), times
-``email_engine_assets.core.email_syntax.check_addresses`` and
+``email_engine_assets.quality.syntax.check_addresses`` and
 ``email_validator.validate_email(strict=True, check_deliverability=False)``, and counts the
 addresses on which the two disagree (validity or email key).
 """
@@ -18,7 +18,7 @@ import time
 import email_validator
 import polars as pl
 
-from email_engine_assets.core.email_syntax import check_addresses
+from email_engine_assets.quality.syntax import check_addresses
 
 FIRST = ["john", "marie", "li", "ahmed", "olga", "pierre", "anna", "jose", "wei", "fatima",
          "lucas", "emma", "noah", "chloe", "ivan", "sara", "tom", "yuki", "omar", "nina"]

@@ -17,8 +17,13 @@ def _prepare(workspace: str | None) -> list[str]:
     """Environment shared by every command: workspace, database, Dagster home on PostgreSQL."""
     if workspace:
         os.environ[settings.WORKSPACE_ENV] = str(Path(workspace).resolve())
-    from email_engine_resources.database import application_url, dagster_storage_url, get_engine, uses_embedded_server
     from email_engine_resources.migrations import upgrade
+    from email_engine_resources.postgres import (
+        application_url,
+        dagster_storage_url,
+        get_engine,
+        uses_embedded_server,
+    )
 
     if uses_embedded_server():
         # Child processes (dagster dev, run workers) join the server this process started.
@@ -43,7 +48,7 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .runner import print_summary, run_main_job
+    from email_engine_assets.main_job import print_summary, run_main_job
 
     _prepare(args.workspace)
     outcome = run_main_job()
@@ -52,7 +57,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .runner import import_one_file
+    from email_engine_assets.main_job import import_one_file
 
     _prepare(args.workspace)
     result = import_one_file(Path(args.file), args.tenant, args.source)
@@ -65,9 +70,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_rejects(args) -> int:
-    from email_engine_resources.database import get_engine
-
-    from .store.imports import rejected_rows
+    from email_engine_assets.contacts.store import rejected_rows
+    from email_engine_resources.postgres import get_engine
 
     _prepare(args.workspace)
     with get_engine().connect() as conn:
@@ -81,7 +85,7 @@ def cmd_rejects(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .runner import check_addresses_now
+    from email_engine_assets.main_job import check_addresses_now
 
     _prepare(args.workspace)
     for row in check_addresses_now(args.emails, smtp=args.smtp):
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not hasattr(args, "workspace"):
         args.workspace = None
-    from .core.tenant_config import ConfigError
+    from email_engine_assets.tenancy.config import ConfigError
 
     try:
         return args.func(args)

@@ -4,17 +4,15 @@ import os
 
 import dagster as dg
 
-from email_engine_resources.database import PostgresResource
+from email_engine_assets.audiences.definitions import defs as audiences_defs
+from email_engine_assets.contacts.definitions import defs as contacts_defs
+from email_engine_assets.quality.definitions import defs as quality_defs
 from email_engine_resources.dns import DnsResolverResource
+from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_resources.workspace import WorkspaceResource
 
-from .ingest_assets import contact_imports, contacts
-from .jobs import import_job, recheck_job
-from .quality_assets import contact_enrichment, email_validations, tag_assignments
-from .schedules import daily_recheck_schedule
-from .sensors import inbox_sensor
-
+DOMAINS = (contacts_defs, quality_defs, audiences_defs)
 
 def dns_resource() -> DnsResolverResource:
     """``EMAIL_ENGINE_DNS_NAMESERVERS`` (comma-separated IPs) and ``EMAIL_ENGINE_DNS_PORT``; default: resolv.conf."""
@@ -33,15 +31,14 @@ def default_resources() -> dict:
     }
 
 
-defs = dg.Definitions(
-    assets=[contact_imports, contacts, email_validations, contact_enrichment, tag_assignments],
-    jobs=[import_job, recheck_job],
-    schedules=[daily_recheck_schedule],
-    sensors=[
-        inbox_sensor,
-        dg.AutomationConditionSensorDefinition(
-            "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
-        ),
-    ],
-    resources=default_resources(),
+defs = dg.Definitions.merge(
+    *DOMAINS,
+    dg.Definitions(
+        sensors=[
+            dg.AutomationConditionSensorDefinition(
+                "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
+            ),
+        ],
+        resources=default_resources(),
+    ),
 )

@@ -11,7 +11,11 @@ from collections.abc import Iterable
 import dagster as dg
 from pydantic import Field
 
-from email_engine_assets.core.domain_check import DomainResult, ResolverConfig, check_domains
+from email_engine_resources.dns_client import (
+    DomainResult,
+    ResolverConfig,
+    check_domains,
+)
 
 
 class DnsResolverResource(dg.ConfigurableResource):

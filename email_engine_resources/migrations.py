@@ -7,7 +7,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .settings import SQL_DIR
+from email_engine_resources.settings import SQL_DIR
 
 # Arbitrary constant: every process that migrates takes the same lock.
 MIGRATION_LOCK_ID = 0x454D41494C  # "EMAIL"

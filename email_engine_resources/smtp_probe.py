@@ -2,7 +2,7 @@
 
 The probe is optional and off by default: an asset calls :meth:`SmtpProbeResource.probe` only
 for tenants whose configuration turns the mailbox check on. The fields mirror
-:class:`email_engine_assets.core.mailbox_probe.ProbeConfig` and are checked by it.
+:class:`email_engine_resources.smtp_probe_client.ProbeConfig` and are checked by it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,11 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
-from email_engine_assets.core.mailbox_probe import MailboxResult, ProbeConfig, probe_mailboxes
+from email_engine_resources.smtp_probe_client import (
+    MailboxResult,
+    ProbeConfig,
+    probe_mailboxes,
+)
 
 
 class SmtpProbeResource(dg.ConfigurableResource):

@@ -1,4 +1,4 @@
-"""The workspace folder: tenant YAML files and the inbox."""
+"""The workspace folder: tenant YAML files and the inbox (read by ``tenancy.config.load_workspace``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from email_engine_assets.core.tenant_config import Workspace, load_workspace
-
-from .settings import workspace_dir
+from email_engine_resources.settings import workspace_dir
 
 
 class WorkspaceResource(dg.ConfigurableResource):
@@ -19,5 +17,3 @@ class WorkspaceResource(dg.ConfigurableResource):
     def root(self) -> Path:
         return Path(self.path).resolve() if self.path else workspace_dir()
 
-    def load(self) -> Workspace:
-        return load_workspace(self.root())

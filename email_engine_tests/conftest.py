@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from email_engine_resources import database
+from email_engine_resources import postgres as database
 from email_engine_resources.migrations import upgrade
 
 TEST_URL_ENV = "EMAIL_ENGINE_TEST_DATABASE_URL"

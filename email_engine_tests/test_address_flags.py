@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from email_engine_assets.core.address_flags import (
+from email_engine_assets.quality.flags import (
     FREE_MAIL_DOMAINS,
     address_flags,
     is_disposable,

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from email_engine_assets import cli
-from email_engine_resources import database
+from email_engine_resources import postgres as database
 from email_engine_resources.settings import DEFAULT_WORKSPACE, PROJECT_ROOT
 from email_engine_tests.dns_server import LoopbackDnsServer, TestZone
 from email_engine_tests.smtp_server import free_port

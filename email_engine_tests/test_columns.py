@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from email_engine_assets.core.columns import (
+from email_engine_assets.contacts.columns import (
     CANONICAL_FIELDS,
     MissingEmailColumn,
     header_key,

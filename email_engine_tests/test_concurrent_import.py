@@ -6,9 +6,9 @@ import threading
 
 import sqlalchemy as sa
 
-from email_engine_assets.core.tenant_config import load_workspace
-from email_engine_assets.ingest import import_file
-from email_engine_assets.store.imports import register_workspace
+from email_engine_assets.contacts.importer import import_file
+from email_engine_assets.contacts.store import register_workspace
+from email_engine_assets.tenancy.config import load_workspace
 
 
 def test_concurrent_imports_of_one_file_import_it_once(engine, workspace):

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from email_engine_assets.definitions import defs
-from email_engine_assets.schedules import daily_recheck_schedule
+from email_engine_assets.quality.schedules import daily_recheck_schedule
 from email_engine_resources.settings import PROJECT_ROOT
 
 

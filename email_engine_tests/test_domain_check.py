@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from email_engine_assets.core.domain_check import (
+from email_engine_resources.dns import DnsResolverResource
+from email_engine_resources.dns_client import (
     RESOLVER_UNREACHABLE,
     DomainResult,
     ResolverConfig,
@@ -17,7 +18,6 @@ from email_engine_assets.core.domain_check import (
     check_domains_async,
     normalize_domain,
 )
-from email_engine_resources.dns import DnsResolverResource
 from email_engine_tests.dns_server import (
     LoopbackDnsServer,
     long_mx_hosts,

@@ -10,7 +10,7 @@ import email_validator
 import polars as pl
 import pytest
 
-from email_engine_assets.core.email_syntax import (
+from email_engine_assets.quality.syntax import (
     SyntaxVerdict,
     check_address,
     check_addresses,

@@ -10,7 +10,7 @@ import psutil
 
 HOLD = """
 import sys
-from email_engine_resources.database import _embedded_server, application_url, get_engine, engine_home
+from email_engine_resources.postgres import _embedded_server, application_url, get_engine, engine_home
 import sqlalchemy as sa
 url = application_url()
 server = _embedded_server(engine_home() / "pgdata")
@@ -21,7 +21,7 @@ with get_engine().connect() as conn:
 """
 
 JOIN = """
-from email_engine_resources.database import _embedded_server, application_url, get_engine, engine_home
+from email_engine_resources.postgres import _embedded_server, application_url, get_engine, engine_home
 import sqlalchemy as sa
 application_url()
 server = _embedded_server(engine_home() / "pgdata")

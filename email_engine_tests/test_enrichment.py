@@ -5,15 +5,15 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from email_engine_assets.core.countries import country_from_tld, parse_country
-from email_engine_assets.core.enrichment import (
+from email_engine_assets.quality.countries import country_from_tld, parse_country
+from email_engine_assets.quality.enrichment import (
     OUTPUT_COLUMNS,
     PhoneResult,
     country_from_phone,
     enrich_contacts,
     normalise_phone,
 )
-from email_engine_assets.core.languages import (
+from email_engine_assets.tenancy.languages import (
     FALLBACK_LANGUAGE,
     SUPPORTED_LANGUAGES,
     language_for_country,

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from email_engine_assets.core.file_readers import (
+from email_engine_assets.contacts.readers import (
     FileFormat,
     FileReadError,
     RawChunk,

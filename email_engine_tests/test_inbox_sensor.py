@@ -8,8 +8,8 @@ import time
 import dagster as dg
 import pytest
 
-from email_engine_assets import sensors
-from email_engine_assets.sensors import inbox_sensor
+from email_engine_assets.contacts import sensors
+from email_engine_assets.contacts.sensors import inbox_sensor
 from email_engine_resources.workspace import WorkspaceResource
 
 

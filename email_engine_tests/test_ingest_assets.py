@@ -6,9 +6,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from email_engine_assets.ingest_assets import contact_imports, contacts
-from email_engine_assets.partitions import import_key
-from email_engine_resources.database import PostgresResource
+from email_engine_assets.contacts.assets import contact_imports, contacts
+from email_engine_assets.tenancy.partitions import import_key
+from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 CRM = (

@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from email_engine_assets.core.normalise import normalise_chunk
-from email_engine_assets.core.tenant_config import SourceConfig, TenantConfig, Workspace
-from email_engine_assets.ingest import import_file, read_ahead
-from email_engine_assets.store import imports as ledger
-from email_engine_assets.store.contacts import merge_staged, unbalanced_imports
+from email_engine_assets.contacts import store as ledger
+from email_engine_assets.contacts.importer import import_file, read_ahead
+from email_engine_assets.contacts.merge_store import merge_staged, unbalanced_imports
+from email_engine_assets.contacts.normalise import normalise_chunk
+from email_engine_assets.tenancy.config import SourceConfig, TenantConfig, Workspace
 
 CRM = SourceConfig(id="crm", priority=20)
 EVENTS = SourceConfig(id="events", priority=10)

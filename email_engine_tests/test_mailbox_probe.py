@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from email_engine_assets.core.mailbox_probe import (
+from email_engine_resources.smtp_probe import SmtpProbeResource
+from email_engine_resources.smtp_probe_client import (
     CATCH_ALL,
     DELIVERABLE,
     DISABLED,
@@ -28,7 +29,6 @@ from email_engine_assets.core.mailbox_probe import (
     probe_mailboxes,
     probe_mailboxes_async,
 )
-from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_tests.smtp_server import (
     LoopbackSmtpServer,
     MailboxRules,

@@ -8,11 +8,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from email_engine_assets.ingest_assets import contact_imports, contacts
-from email_engine_assets.partitions import import_key
-from email_engine_assets.quality_assets import contact_enrichment, email_validations, tag_assignments
-from email_engine_resources.database import PostgresResource
+from email_engine_assets.audiences.assets import tag_assignments
+from email_engine_assets.contacts.assets import contact_imports, contacts
+from email_engine_assets.quality.assets import contact_enrichment, email_validations
+from email_engine_assets.tenancy.partitions import import_key
 from email_engine_resources.dns import DnsResolverResource
+from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.dns_server import LoopbackDnsServer, TestZone

@@ -11,8 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from email_engine_assets.core.tag_matcher import (
-    CONTACT_FIELDS,
+from email_engine_assets.audiences.matcher import (
     condition_expr,
     fold_contact_fields,
     match_expr,
@@ -20,15 +19,15 @@ from email_engine_assets.core.tag_matcher import (
     tags_match_expr,
     with_contact_fields,
 )
-from email_engine_assets.core.tag_rules import (
-    Condition,
+from email_engine_assets.audiences.selection import CONTACT_FIELDS, Condition
+from email_engine_assets.audiences.tag_rules import (
     DuplicateRuleName,
     TagRule,
     evaluate_tag_rules,
     parse_tag_rules,
     validate_rule_names,
 )
-from email_engine_assets.core.tag_slug import tag_slug
+from email_engine_assets.tenancy.tag_slug import tag_slug
 
 BRIEF_YAML = r"""
 tag_rules:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from email_engine_assets.core.tenant_config import ConfigError, load_workspace
+from email_engine_assets.tenancy.config import ConfigError, load_workspace
 
 GOOD = """\
 id: acme

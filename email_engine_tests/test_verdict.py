@@ -7,7 +7,7 @@ import itertools
 import polars as pl
 import pytest
 
-from email_engine_assets.core.verdict import (
+from email_engine_assets.quality.verdict import (
     DOMAIN_STATUSES,
     MAILBOX_STATUSES,
     VERDICTS,

@@ -7,17 +7,9 @@ from collections.abc import Iterable, Mapping
 import polars as pl
 import sqlalchemy as sa
 
-from ..core.domain_check import DomainResult
-from .copy import copy_frame
+from email_engine_resources.dns_client import DomainResult
+from email_engine_resources.frames import copy_frame, read_frame
 
-
-def read_frame(conn: sa.Connection, sql: str, params: dict, schema: dict) -> pl.DataFrame:
-    """Run a query into a polars frame with a fixed schema (also when no row comes back)."""
-    rows = conn.execute(sa.text(sql), params).all()
-    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
-
-
-# --- validations -------------------------------------------------------------------------------
 
 def contacts_due_for_validation(conn: sa.Connection, tenant_id: str, max_age_days: int) -> pl.DataFrame:
     """Contacts with no verdict, a verdict older than ``max_age_days``, or one for another address."""
@@ -158,102 +150,3 @@ def write_enrichment(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -
     )
 
 
-# --- tags ----------------------------------------------------------------------------------------
-
-ASSIGNMENT_SCHEMA = {"contact_id": pl.Int64, "tag": pl.String, "provenance": pl.String}
-
-
-def import_tag_assignments(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
-    """Tags carried by imported rows, with provenance ``import:<source>``."""
-    return read_frame(
-        conn,
-        """SELECT DISTINCT c.contact_id, t.tag, 'import:' || f.source_id AS provenance
-           FROM staged_rows s
-           JOIN import_files f ON f.file_id = s.file_id AND f.status = 'imported'
-           JOIN contacts c ON c.tenant_id = s.tenant_id AND c.email = s.email
-           CROSS JOIN LATERAL unnest(s.tags) AS t(tag)
-           WHERE s.tenant_id = :t AND NOT s.is_duplicate""",
-        {"t": tenant_id},
-        ASSIGNMENT_SCHEMA,
-    )
-
-
-def manual_tag_assignments(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
-    return read_frame(
-        conn,
-        "SELECT contact_id, tag, provenance FROM tag_assignments WHERE tenant_id = :t AND provenance = 'manual'",
-        {"t": tenant_id},
-        ASSIGNMENT_SCHEMA,
-    )
-
-
-def contacts_for_rules(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
-    """One row per contact with every field a tag rule may test (enriched values first)."""
-    return read_frame(
-        conn,
-        """SELECT c.contact_id, c.email, split_part(c.email, '@', 2) AS email_domain, c.first_name, c.last_name,
-                  c.full_name, c.company, coalesce(e.phone_e164, c.phone) AS phone, c.city,
-                  coalesce(e.country, c.country) AS country, coalesce(e.language, c.language) AS language,
-                  c.category, c.website, c.sources, v.verdict,
-                  array_remove(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
-                                     CASE WHEN v.role_account THEN 'role_account' END,
-                                     CASE WHEN v.free_mail THEN 'free_mail' END,
-                                     CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL) AS flags
-           FROM contacts c
-           LEFT JOIN email_validations v ON v.contact_id = c.contact_id
-           LEFT JOIN contact_enrichment e ON e.contact_id = c.contact_id
-           WHERE c.tenant_id = :t ORDER BY c.contact_id""",
-        {"t": tenant_id},
-        {"contact_id": pl.Int64, "email": pl.String, "email_domain": pl.String, "first_name": pl.String,
-         "last_name": pl.String, "full_name": pl.String, "company": pl.String, "phone": pl.String, "city": pl.String,
-         "country": pl.String, "language": pl.String, "category": pl.String, "website": pl.String,
-         "sources": pl.List(pl.String), "verdict": pl.String, "flags": pl.List(pl.String)},
-    )
-
-
-def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFrame) -> dict[str, int]:
-    """Make the tenant's import and rule assignments equal ``desired``; manual ones stay.
-
-    Then rewrite ``contacts.tags`` from the assignments where it differs.
-    """
-    conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
-    copy_frame(conn, "desired_tags", desired, ["contact_id", "tag", "provenance"])
-    removed = conn.execute(
-        sa.text(
-            """DELETE FROM tag_assignments a WHERE a.tenant_id = :t AND a.provenance <> 'manual'
-               AND NOT EXISTS (SELECT 1 FROM desired_tags d WHERE d.contact_id = a.contact_id
-                               AND d.tag = a.tag AND d.provenance = a.provenance)"""
-        ),
-        {"t": tenant_id},
-    ).rowcount
-    added = conn.execute(
-        sa.text(
-            """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
-               SELECT DISTINCT contact_id, :t, tag, provenance FROM desired_tags
-               ON CONFLICT DO NOTHING"""
-        ),
-        {"t": tenant_id},
-    ).rowcount
-    changed = conn.execute(
-        sa.text(
-            """UPDATE contacts c SET tags = n.tags, updated_at = now()
-               FROM (SELECT c2.contact_id,
-                            coalesce((SELECT array_agg(DISTINCT a.tag ORDER BY a.tag) FROM tag_assignments a
-                                      WHERE a.contact_id = c2.contact_id), '{}') AS tags
-                     FROM contacts c2 WHERE c2.tenant_id = :t) n
-               WHERE c.contact_id = n.contact_id AND c.tags IS DISTINCT FROM n.tags"""
-        ),
-        {"t": tenant_id},
-    ).rowcount
-    return {"added": added, "removed": removed, "contacts_retagged": changed}
-
-
-def top_tags(conn: sa.Connection, tenant_id: str, limit: int = 5) -> list[tuple[str, int]]:
-    rows = conn.execute(
-        sa.text(
-            """SELECT tag, count(DISTINCT contact_id) AS n FROM tag_assignments WHERE tenant_id = :t
-               GROUP BY tag ORDER BY n DESC, tag LIMIT :n"""
-        ),
-        {"t": tenant_id, "n": limit},
-    )
-    return [(r.tag, r.n) for r in rows]

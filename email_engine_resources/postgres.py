@@ -19,7 +19,7 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from .settings import DATABASE_URL_ENV, engine_home
+from email_engine_resources.settings import DATABASE_URL_ENV, engine_home
 
 APP_DATABASE = "email_engine"
 DAGSTER_DATABASE = "dagster"
@@ -151,7 +151,7 @@ class PostgresResource(dg.ConfigurableResource):
     url: str = ""
 
     def engine(self) -> sa.Engine:
-        from .migrations import upgrade
+        from email_engine_resources.migrations import upgrade
 
         engine = get_engine(self.url or None)
         upgrade(engine)

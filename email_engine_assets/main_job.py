@@ -9,14 +9,19 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from email_engine_resources.database import get_engine
+from email_engine_assets.audiences.assets import tag_assignments
+from email_engine_assets.contacts.assets import contact_imports, contacts
+from email_engine_assets.contacts.importer import file_digest
+from email_engine_assets.contacts.store import register_workspace
+from email_engine_assets.quality.assets import contact_enrichment, email_validations
+from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.partitions import (
+    import_key,
+    source_partitions,
+    tenant_partitions,
+)
+from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
-
-from .ingest import file_digest
-from .ingest_assets import contact_imports, contacts
-from .quality_assets import contact_enrichment, email_validations, tag_assignments
-from .partitions import import_key, source_partitions, tenant_partitions
-from .store.imports import register_workspace
 
 TENANT_ASSETS = [contacts, email_validations, contact_enrichment, tag_assignments]
 
@@ -33,7 +38,7 @@ class MainJobOutcome:
 
 
 def _resources() -> dict:
-    from .definitions import default_resources
+    from email_engine_assets.definitions import default_resources
 
     return default_resources()
 
@@ -74,7 +79,7 @@ def _materialize(assets, partition_key, instance, failures: list[str], label: st
 def run_main_job(tenant_assets=None) -> MainJobOutcome:
     """Import every (tenant, source) partition, then materialize each tenant's assets."""
     outcome = MainJobOutcome()
-    ws = WorkspaceResource().load()
+    ws = load_workspace(WorkspaceResource().root())
     with dg.DagsterInstance.get() as instance:
         _register(instance, ws)
         for tenant in ws.tenants.values():
@@ -88,7 +93,7 @@ def run_main_job(tenant_assets=None) -> MainJobOutcome:
 
 def import_one_file(path: Path, tenant_id: str, source_id: str) -> dict:
     """Place ``path`` in the tenant/source inbox, import that partition and merge the tenant's contacts."""
-    ws = WorkspaceResource().load()
+    ws = load_workspace(WorkspaceResource().root())
     tenant = ws.tenants.get(tenant_id)
     if tenant is None:
         raise SystemExit(f"unknown tenant {tenant_id!r}; known: {', '.join(sorted(ws.tenants))}")
@@ -191,8 +196,8 @@ def check_addresses_now(addresses: list[str], *, smtp: bool = False) -> list[dic
     """``email-engine check``: the asset's validation path (same code, same DNS cache) on given addresses."""
     import polars as pl
 
-    from .core.email_syntax import check_addresses
-    from .validation_run import validate_batch
+    from email_engine_assets.quality.syntax import check_addresses
+    from email_engine_assets.quality.validation_run import validate_batch
 
     resources = _resources()
     keys = check_addresses(pl.Series(addresses, dtype=pl.String))["email_key"]

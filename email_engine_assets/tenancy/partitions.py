@@ -4,6 +4,8 @@ import warnings
 
 import dagster as dg
 
+from email_engine_assets.tenancy.config import load_workspace
+
 tenant_partitions = dg.DynamicPartitionsDefinition(name="tenant")
 source_partitions = dg.DynamicPartitionsDefinition(name="source")
 
@@ -27,3 +29,12 @@ def partition_requests(instance: dg.DagsterInstance, tenants: set[str], sources:
         if missing:
             requests.append(definition.build_add_request(missing))
     return requests
+
+
+def tenant_config(context: dg.AssetExecutionContext, workspace):
+    """The tenant of the run's partition, from the workspace resource; a missing tenant file fails the step."""
+    ws = load_workspace(workspace.root())
+    tenant = ws.tenants.get(context.partition_key)
+    if tenant is None:
+        raise dg.Failure(f"tenant {context.partition_key!r} has no tenants/{context.partition_key}.yaml in {ws.root}")
+    return tenant

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 
+from email_engine_assets.quality import store as store
+from email_engine_assets.quality.validation import syntax_and_flags, validate
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
-
-from .core.validation import syntax_and_flags, validate
-from .store import quality as store
 
 
 @dataclass

@@ -32,3 +32,12 @@ def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame, columns: Se
                 part.write_csv(buffer, include_header=False, null_value="")
                 copy.write(buffer.getbuffer())
     return frame.height
+
+
+def read_frame(conn: sa.Connection, sql: str, params: dict, schema: dict) -> pl.DataFrame:
+    """Run a query into a polars frame with a fixed schema (also when no row comes back)."""
+    rows = conn.execute(sa.text(sql), params).all()
+    return pl.DataFrame([tuple(r) for r in rows], schema=schema, orient="row")
+
+
+# --- validations -------------------------------------------------------------------------------

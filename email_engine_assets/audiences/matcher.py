@@ -7,7 +7,7 @@ semantics (``TagMatcher``, ``find_by_tags``):
 * ANY: at least one condition holds (an empty list holds for everyone);
 * EXCLUDE: no condition holds (an empty list excludes nobody).
 
-A condition (:class:`~email_engine_assets.core.tag_rules.Condition`) is a contact field
+A condition (:class:`~email_engine_assets.audiences.tag_rules.Condition`) is a contact field
 and exactly one operator. Its expression runs on a frame prepared by
 :func:`with_contact_fields`, which gives every field a column of the expected type:
 
@@ -25,7 +25,7 @@ and exactly one operator. Its expression runs on a frame prepared by
 
 For many conditions over one frame, fold it once with :func:`fold_contact_fields` and
 build the expressions with ``folded=True`` (what :func:`evaluate_tag_rules
-<email_engine_assets.core.tag_rules.evaluate_tag_rules>` does).
+<email_engine_assets.audiences.tag_rules.evaluate_tag_rules>` does).
 
 Null handling: a condition on a null (or missing) field is false, except ``exists:
 false``, which is true. So EXCLUDE never drops a contact for a value it lacks.
@@ -38,33 +38,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 
-from email_engine_assets.core.tag_slug import tag_slug
+from email_engine_assets.audiences.selection import (
+    LIST_FIELDS,
+    SCALAR_FIELDS,
+    SOURCE_FIELD,
+)
+from email_engine_assets.tenancy.tag_slug import tag_slug
 
 if TYPE_CHECKING:
-    from email_engine_assets.core.tag_rules import Condition
+    from email_engine_assets.audiences.selection import Condition
 
-SCALAR_FIELDS: tuple[str, ...] = (
-    "email",
-    "email_domain",
-    "first_name",
-    "last_name",
-    "full_name",
-    "company",
-    "phone",
-    "city",
-    "country",
-    "language",
-    "category",
-    "verdict",
-    "website",
-)
-LIST_FIELDS: tuple[str, ...] = ("tags", "flags", "sources")
-SOURCE_FIELD = "source"
-CONTACT_FIELDS: tuple[str, ...] = (*SCALAR_FIELDS, SOURCE_FIELD, *LIST_FIELDS)
-
-SCALAR_OPERATORS: tuple[str, ...] = ("equals", "in", "regex")
-LIST_OPERATORS: tuple[str, ...] = ("contains", "contains_any", "contains_all")
-OPERATORS: tuple[str, ...] = (*SCALAR_OPERATORS, "exists", *LIST_OPERATORS)
 
 _CASE_INSENSITIVE = "(?i)"
 _EMAIL_DOMAIN = r"@([^@]+)$"

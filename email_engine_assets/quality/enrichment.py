@@ -19,8 +19,8 @@ from typing import Callable
 import phonenumbers
 import polars as pl
 
-from email_engine_assets.core.countries import country_from_tld, parse_country
-from email_engine_assets.core.languages import (
+from email_engine_assets.quality.countries import country_from_tld, parse_country
+from email_engine_assets.tenancy.languages import (
     language_for_country,
     parse_language,
     resolve_default_language,

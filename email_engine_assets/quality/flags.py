@@ -16,7 +16,7 @@ from publicsuffixlist import PublicSuffixList
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
 
-from email_engine_assets.core.enrichment import map_distinct
+from email_engine_assets.quality.enrichment import map_distinct
 
 # Mailboxes of a function, not a person. Matched on the whole local part, case-insensitive,
 # with "+tag" sub-addresses removed and "-", "_", "." ignored ("no_reply" = "noreply").

@@ -16,7 +16,7 @@ import idna
 import pycountry
 from publicsuffixlist import PublicSuffixList
 
-from email_engine_assets.core.languages import name_key
+from email_engine_assets.tenancy.languages import name_key
 
 # Languages whose country names are read, besides English.
 NAME_LOCALES: tuple[str, ...] = ("fr", "de", "es", "it", "pt", "pt_BR", "nl", "ru", "zh_CN",

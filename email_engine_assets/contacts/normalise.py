@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .email_syntax import check_addresses
-from .tag_slug import split_tags_expr
+from email_engine_assets.quality.syntax import check_addresses
+from email_engine_assets.tenancy.tag_slug import split_tags_expr
 
 # Text fields of a staged row, in table order (the email key and tags are handled apart).
 TEXT_FIELDS = (

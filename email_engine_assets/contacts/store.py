@@ -8,9 +8,13 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 
-from ..core.normalise import REJECT_COLUMNS, STAGED_COLUMNS, NormalisedChunk
-from ..core.tenant_config import Workspace
-from .copy import copy_frame, pg_text_array
+from email_engine_assets.contacts.normalise import (
+    REJECT_COLUMNS,
+    STAGED_COLUMNS,
+    NormalisedChunk,
+)
+from email_engine_assets.tenancy.config import Workspace
+from email_engine_resources.frames import copy_frame, pg_text_array
 
 COUNT_COLUMNS = ("rows_total", "new", "merged", "duplicates", "rejected")
 FINISH_WORK_MEM = "256MB"

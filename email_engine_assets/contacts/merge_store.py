@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from ..core.normalise import TEXT_FIELDS
-from .imports import tenant_lock
+from email_engine_assets.contacts.normalise import TEXT_FIELDS
+from email_engine_assets.contacts.store import tenant_lock
 
 MERGE_WORK_MEM = "256MB"
 _RANK = "priority DESC, file_id DESC, line_no DESC"

@@ -3,8 +3,10 @@
 
 import dagster as dg
 
-from .jobs import recheck_job
-from .partitions import tenant_partitions
+from email_engine_assets.tenancy.partitions import tenant_partitions
+
+# Re-checks stale verdicts; enrichment and tags follow by declarative automation.
+recheck_job = dg.define_asset_job("recheck_job", selection=["email_validations"])
 
 
 @dg.schedule(job=recheck_job, cron_schedule="0 3 * * *", execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)

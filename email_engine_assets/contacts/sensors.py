@@ -13,12 +13,11 @@ from collections import defaultdict
 
 import dagster as dg
 
+from email_engine_assets.contacts.importer import file_digest, inbox_files
+from email_engine_assets.contacts.jobs import import_job
+from email_engine_assets.tenancy.config import ConfigError, load_workspace
+from email_engine_assets.tenancy.partitions import import_key, partition_requests
 from email_engine_resources.workspace import WorkspaceResource
-
-from .core.tenant_config import ConfigError
-from .ingest import file_digest, inbox_files
-from .jobs import import_job
-from .partitions import import_key, partition_requests
 
 SETTLED_AFTER_S = 60.0
 MAX_HASH_BYTES_PER_TICK = 2 << 30
@@ -72,7 +71,7 @@ def _scan(ws, previous: dict, now: float):
 @dg.sensor(job=import_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def inbox_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource) -> dg.SensorResult:
     try:
-        ws = workspace.load()
+        ws = load_workspace(workspace.root())
     except ConfigError as exc:
         return dg.SensorResult(skip_reason=f"tenant configuration is invalid:\n{exc}")
     previous = json.loads(context.cursor) if context.cursor else {}

@@ -3,13 +3,17 @@
 
 import dagster as dg
 
-from email_engine_resources.database import PostgresResource
+from email_engine_assets.contacts import merge_store as contacts_store
+from email_engine_assets.contacts import store as ledger
+from email_engine_assets.contacts.importer import import_source
+from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.partitions import (
+    import_partitions,
+    tenant_of_import,
+    tenant_partitions,
+)
+from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
-
-from .ingest import import_source
-from .partitions import import_partitions, tenant_of_import, tenant_partitions
-from .store import contacts as contacts_store
-from .store import imports as ledger
 
 INGEST = "ingest"
 
@@ -23,7 +27,7 @@ INGEST = "ingest"
 def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
     keys = context.partition_key.keys_by_dimension
     tenant_id, source_id = keys["tenant"], keys["source"]
-    ws = workspace.load()
+    ws = load_workspace(workspace.root())
     tenant = ws.tenants.get(tenant_id)
     source = tenant.source(source_id) if tenant else None
     if source is None:

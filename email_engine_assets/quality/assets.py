@@ -2,38 +2,29 @@
 
 
 import dagster as dg
-import polars as pl
 
-from email_engine_resources.database import PostgresResource
+from email_engine_assets.quality import store as store
+from email_engine_assets.quality.enrichment import enrich_contacts
+from email_engine_assets.quality.validation_run import validate_batch
+from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.dns import DnsResolverResource
+from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_resources.workspace import WorkspaceResource
-
-from .core.enrichment import enrich_contacts
-from .core.tag_rules import evaluate_tag_rules
-from .ingest_assets import contacts
-from .partitions import tenant_partitions
-from .store import quality as store
-from .validation_run import validate_batch
 
 QUALITY = "quality"
 VALIDATION_BATCH = 100_000
 EAGER = dg.AutomationCondition.eager()
 
-
-def _tenant(context: dg.AssetExecutionContext, workspace: WorkspaceResource):
-    ws = workspace.load()
-    tenant = ws.tenants.get(context.partition_key)
-    if tenant is None:
-        raise dg.Failure(f"tenant {context.partition_key!r} has no tenants/{context.partition_key}.yaml in {ws.root}")
-    return tenant
+# The golden records of the contacts domain, named by key: quality reads the table, not the module.
+CONTACTS = dg.AssetKey("contacts")
 
 
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name=QUALITY,
     kinds={"postgres", "dns"},
-    deps=[contacts],
+    deps=[CONTACTS],
     automation_condition=EAGER,
     check_specs=[
         dg.AssetCheckSpec("every_contact_has_verdict", asset="email_validations"),
@@ -48,7 +39,7 @@ def email_validations(
     dns: DnsResolverResource,
     smtp_probe: SmtpProbeResource,
 ) -> dg.MaterializeResult:
-    tenant = _tenant(context, workspace)
+    tenant = tenant_config(context, workspace)
     engine = db.engine()
     with engine.connect() as conn:
         due = store.contacts_due_for_validation(conn, tenant.id, tenant.validation.recheck_age_days)
@@ -99,12 +90,12 @@ def email_validations(
     partitions_def=tenant_partitions,
     group_name=QUALITY,
     kinds={"postgres", "polars"},
-    deps=[contacts],
+    deps=[CONTACTS],
     automation_condition=EAGER,
     description="Language (9 + fallback en), ISO country and E.164 phone per contact, each with the rule that decided it.",
 )
 def contact_enrichment(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
-    tenant = _tenant(context, workspace)
+    tenant = tenant_config(context, workspace)
     engine = db.engine()
     with engine.connect() as conn:
         due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language)
@@ -121,42 +112,5 @@ def contact_enrichment(context: dg.AssetExecutionContext, db: PostgresResource, 
             "language_rules": dg.MetadataValue.json(dict(enriched["language_rule"].value_counts().rows())) if enriched.height else {},
             "countries_found": int(enriched["country"].is_not_null().sum()) if enriched.height else 0,
             "invalid_phones": int((enriched["phone_valid"] == False).sum()) if enriched.height else 0,  # noqa: E712
-        }
-    )
-
-
-@dg.asset(
-    partitions_def=tenant_partitions,
-    group_name=QUALITY,
-    kinds={"postgres", "polars"},
-    deps=[contacts, email_validations, contact_enrichment],
-    automation_condition=EAGER,
-    description="Tags from import columns (import:<source>) and the tenant's rules (rule:<name>); manual tags kept.",
-)
-def tag_assignments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
-    tenant = _tenant(context, workspace)
-    engine = db.engine()
-    with engine.connect() as conn:
-        imported = store.import_tag_assignments(conn, tenant.id)
-        manual = store.manual_tag_assignments(conn, tenant.id)
-        fields = store.contacts_for_rules(conn, tenant.id)
-    # Rules see import and manual tags, never other rules' tags: no rule depends on rule order.
-    base_tags = pl.concat([imported, manual]).group_by("contact_id").agg(tags=pl.col("tag").unique().sort())
-    fields = fields.join(base_tags, on="contact_id", how="left").with_columns(pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))))
-    ruled = evaluate_tag_rules(fields, tenant.tag_rules).select(
-        "contact_id", "tag", provenance=pl.lit("rule:") + pl.col("rule")
-    )
-    desired = pl.concat([imported, ruled.cast(store.ASSIGNMENT_SCHEMA)]).unique()
-    with engine.begin() as conn:
-        changes = store.sync_tag_assignments(conn, tenant.id, desired)
-        top = store.top_tags(conn, tenant.id, 10)
-    per_rule = dict(ruled.group_by("provenance").len().rows()) if ruled.height else {}
-    return dg.MaterializeResult(
-        metadata={
-            **changes,
-            "import_assignments": imported.height,
-            "rule_assignments": ruled.height,
-            "per_rule": dg.MetadataValue.json(per_rule),
-            "top_tags": dg.MetadataValue.json(dict(top)),
         }
     )

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 
 import polars as pl
 
-from .address_flags import address_flags
-from .domain_check import DomainResult
-from .email_syntax import check_addresses
-from .mailbox_probe import MailboxResult
-from .verdict import summarize_frame
+from email_engine_assets.quality.flags import address_flags
+from email_engine_assets.quality.syntax import check_addresses
+from email_engine_assets.quality.verdict import summarize_frame
+from email_engine_resources.dns_client import DomainResult
+from email_engine_resources.smtp_probe_client import MailboxResult
 
 VALIDATION_COLUMNS = (
     "contact_id", "email", "verdict", "reasons", "syntax_ok", "syntax_error", "domain_status", "domain_detail",

@@ -16,11 +16,18 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from .core.columns import MissingEmailColumn, map_columns
-from .core.file_readers import FileFormat, FileReadError, RejectedRow, iter_chunks, read_header, sniff_format
-from .core.normalise import NormalisedChunk, normalise_chunk
-from .core.tenant_config import SourceConfig, TenantConfig
-from .store import imports as ledger
+from email_engine_assets.contacts import store as ledger
+from email_engine_assets.contacts.columns import MissingEmailColumn, map_columns
+from email_engine_assets.contacts.normalise import NormalisedChunk, normalise_chunk
+from email_engine_assets.contacts.readers import (
+    FileFormat,
+    FileReadError,
+    RejectedRow,
+    iter_chunks,
+    read_header,
+    sniff_format,
+)
+from email_engine_assets.tenancy.config import SourceConfig, TenantConfig
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial")
 CHUNK_ROWS = 100_000

@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .columns import CANONICAL_FIELDS
-from .languages import SUPPORTED_LANGUAGES
-from .tag_rules import TagRuleList
-from .tag_slug import tag_slug
+from email_engine_assets.audiences.tag_rules import TagRuleList
+from email_engine_assets.contacts.columns import CANONICAL_FIELDS
+from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
+from email_engine_assets.tenancy.tag_slug import tag_slug
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _SLUG = re.compile(SLUG_PATTERN)

@@ -1,0 +1,54 @@
+"""Audience assets per tenant: tag_assignments (segments join here)."""
+
+import dagster as dg
+import polars as pl
+
+from email_engine_assets.audiences import store
+from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
+from email_engine_assets.quality.assets import (
+    EAGER,
+    contact_enrichment,
+    email_validations,
+)
+from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.workspace import WorkspaceResource
+
+AUDIENCES = "audiences"
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name=AUDIENCES,
+    kinds={"postgres", "polars"},
+    deps=[CONTACTS, email_validations, contact_enrichment],
+    automation_condition=EAGER,
+    description="Tags from import columns (import:<source>) and the tenant's rules (rule:<name>); manual tags kept.",
+)
+def tag_assignments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    tenant = tenant_config(context, workspace)
+    engine = db.engine()
+    with engine.connect() as conn:
+        imported = store.import_tag_assignments(conn, tenant.id)
+        manual = store.manual_tag_assignments(conn, tenant.id)
+        fields = store.contacts_for_rules(conn, tenant.id)
+    # Rules see import and manual tags, never other rules' tags: no rule depends on rule order.
+    base_tags = pl.concat([imported, manual]).group_by("contact_id").agg(tags=pl.col("tag").unique().sort())
+    fields = fields.join(base_tags, on="contact_id", how="left").with_columns(pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))))
+    ruled = evaluate_tag_rules(fields, tenant.tag_rules).select(
+        "contact_id", "tag", provenance=pl.lit("rule:") + pl.col("rule")
+    )
+    desired = pl.concat([imported, ruled.cast(store.ASSIGNMENT_SCHEMA)]).unique()
+    with engine.begin() as conn:
+        changes = store.sync_tag_assignments(conn, tenant.id, desired)
+        top = store.top_tags(conn, tenant.id, 10)
+    per_rule = dict(ruled.group_by("provenance").len().rows()) if ruled.height else {}
+    return dg.MaterializeResult(
+        metadata={
+            **changes,
+            "import_assignments": imported.height,
+            "rule_assignments": ruled.height,
+            "per_rule": dg.MetadataValue.json(per_rule),
+            "top_tags": dg.MetadataValue.json(dict(top)),
+        }
+    )
