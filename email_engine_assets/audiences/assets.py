@@ -6,6 +6,7 @@ import polars as pl
 from email_engine_assets.audiences import store
 from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
 from email_engine_assets.quality.assets import (
+    CONTACTS,
     EAGER,
     contact_enrichment,
     email_validations,
