@@ -44,13 +44,13 @@ from email_engine_assets.audiences.selection import (
     SOURCE_FIELD,
 )
 from email_engine_assets.tenancy.tag_slug import tag_slug
+from email_engine_resources.email_domain import email_domain_expr
 
 if TYPE_CHECKING:
     from email_engine_assets.audiences.selection import Condition
 
 
 _CASE_INSENSITIVE = "(?i)"
-_EMAIL_DOMAIN = r"@([^@]+)$"
 _UNNESTABLE = (pl.List, pl.Array, pl.Struct, pl.Object)
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -70,7 +70,7 @@ def with_contact_fields(contacts: Frame) -> Frame:
     schema = contacts.collect_schema()
     derived: list[pl.Expr] = []
     if "email_domain" not in schema and "email" in schema:
-        derived.append(_as_string("email", schema["email"]).str.extract(_EMAIL_DOMAIN, 1).alias("email_domain"))
+        derived.append(email_domain_expr(_as_string("email", schema["email"])).alias("email_domain"))
     if "sources" not in schema and SOURCE_FIELD in schema:
         source = _as_string(SOURCE_FIELD, schema[SOURCE_FIELD])
         derived.append(pl.when(source.is_null()).then(None).otherwise(pl.concat_list(source)).alias("sources"))
