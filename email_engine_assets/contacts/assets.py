@@ -80,7 +80,7 @@ def _files_table(reports) -> str:
         dg.AssetCheckSpec("contacts_have_provenance", asset="contacts", description="every contact has at least one staged row"),
     ],
     config_schema={"rebuild": dg.Field(bool, default_value=False, description="recompute every golden record from all staged rows")},
-    description="Golden records per tenant: staged rows merged with per-field survivorship, tags unioned.",
+    description="Golden records per tenant: staged rows merged with per-field survivorship, sources unioned.",
 )
 def contacts(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
     tenant_id = context.partition_key
