@@ -36,6 +36,7 @@ from email_engine_resources.dns_client import (  # noqa: E402
     ResolverConfig,
     check_domains,
 )
+from email_engine_resources.email_domain import email_domain_expr  # noqa: E402
 from email_engine_tests.dns_server import BENCH_SUFFIX, DnsServerProcess, bench_zone  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def build_contacts(contacts: int, domains: int) -> pl.DataFrame:
 
 def distinct_domains(contacts: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
     """Contacts with their ``domain`` column, and the distinct domains to look up."""
-    with_domain = contacts.with_columns(pl.col("email").str.split("@").list.last().alias("domain"))
+    with_domain = contacts.with_columns(email_domain_expr(pl.col("email")).alias("domain"))
     return with_domain, with_domain.get_column("domain").unique(maintain_order=True).to_list()
 
 

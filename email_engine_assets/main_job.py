@@ -14,12 +14,14 @@ from email_engine_assets.contacts.assets import contact_imports, contacts
 from email_engine_assets.contacts.importer import file_digest
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.quality.assets import contact_enrichment, email_validations
+from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.config import load_workspace
 from email_engine_assets.tenancy.partitions import (
     import_key,
     source_partitions,
     tenant_partitions,
 )
+from email_engine_resources.email_domain import email_domain
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -161,7 +163,7 @@ def quality_rows(tenant_ids: list[str]) -> list[dict]:
             out.append(
                 {
                     "tenant": tenant_id,
-                    **{v: int(verdicts.get(v, 0)) for v in ("valid", "risky", "invalid", "unknown")},
+                    **{v: int(verdicts.get(v, 0)) for v in VERDICTS},
                     "languages": " ".join(f"{lang}:{n}" for lang, n in languages),
                     "top tags": " ".join(f"{tag}:{n}" for tag, n in tags),
                 }
@@ -186,7 +188,7 @@ def print_summary(outcome: MainJobOutcome) -> None:
     _print_table(outcome.summary, cols, heads)
     if outcome.quality:
         print()
-        cols = ["tenant", "valid", "risky", "invalid", "unknown", "languages", "top tags"]
+        cols = ["tenant", *VERDICTS, "languages", "top tags"]
         _print_table(outcome.quality, cols, cols)
     for failure in outcome.failures:
         print(f"FAILED {failure}")
@@ -205,6 +207,6 @@ def check_addresses_now(addresses: list[str], *, smtp: bool = False) -> list[dic
                          schema={"contact_id": pl.Int64, "email": pl.String})
     batch = validate_batch(get_engine(), frame, resources["dns"], resources["smtp_probe"] if smtp else None)
     return [
-        {"input": given, **row, "dns_cached": row["email"].rsplit("@", 1)[-1] in batch.cached_domains}
+        {"input": given, **row, "dns_cached": email_domain(row["email"]) in batch.cached_domains}
         for given, row in zip(addresses, batch.frame.drop("contact_id").iter_rows(named=True))
     ]

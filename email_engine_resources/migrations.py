@@ -17,6 +17,10 @@ class MigrationError(RuntimeError):
     pass
 
 
+class SchemaNotCurrent(MigrationError):
+    """The database lacks migrations this code needs; ``email-engine db upgrade`` applies them."""
+
+
 def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
     files = sorted(p for p in sql_dir.glob("*.sql") if p.name[:3].isdigit())
     versions = [p.name.split("_", 1)[0] for p in files]
@@ -41,6 +45,38 @@ def upgrade(engine: sa.Engine, sql_dir: Path = SQL_DIR) -> list[str]:
     return applied
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_text(encoding="utf-8").encode()).hexdigest()
+
+
+def check_current(engine: sa.Engine, sql_dir: Path = SQL_DIR) -> None:
+    """Raise :class:`SchemaNotCurrent` unless every migration file is applied, unchanged.
+
+    Reads ``schema_migrations`` only: runs and sensors check, they never change the schema.
+    """
+    key = (engine.url.render_as_string(hide_password=True), sql_dir)
+    if key in _UP_TO_DATE:
+        return
+    with engine.connect() as conn:
+        has_table = conn.execute(sa.text("SELECT to_regclass('schema_migrations') IS NOT NULL")).scalar_one()
+        done = dict(conn.execute(sa.text("SELECT version, sha256 FROM schema_migrations")).all()) if has_table else {}
+    missing, changed = [], []
+    for path in migration_files(sql_dir):
+        version = path.name.split("_", 1)[0]
+        if version not in done:
+            missing.append(path.name)
+        elif done[version] != _digest(path):
+            changed.append(path.name)
+    if changed:
+        raise MigrationError(f"{', '.join(changed)} changed after it was applied; add a new migration instead")
+    if missing:
+        where = engine.url.render_as_string(hide_password=True)
+        raise SchemaNotCurrent(
+            f"database {where} lacks migration(s) {', '.join(missing)}: run `email-engine db upgrade`"
+        )
+    _UP_TO_DATE.add(key)
+
+
 def _apply(engine: sa.Engine, sql_dir: Path) -> list[str]:
     applied: list[str] = []
     with engine.begin() as conn:
@@ -56,7 +92,7 @@ def _apply(engine: sa.Engine, sql_dir: Path) -> list[str]:
         for path in migration_files(sql_dir):
             version = path.name.split("_", 1)[0]
             body = path.read_text(encoding="utf-8")
-            digest = hashlib.sha256(body.encode()).hexdigest()
+            digest = _digest(path)
             if version in done:
                 if done[version] != digest:
                     raise MigrationError(

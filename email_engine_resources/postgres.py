@@ -19,6 +19,7 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from email_engine_resources.migrations import check_current
 from email_engine_resources.settings import DATABASE_URL_ENV, engine_home
 
 APP_DATABASE = "email_engine"
@@ -150,9 +151,9 @@ class PostgresResource(dg.ConfigurableResource):
 
     url: str = ""
 
-    def engine(self) -> sa.Engine:
-        from email_engine_resources.migrations import upgrade
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Fail a run (or sensor tick) on an out-of-date schema; migrating is ``email-engine db upgrade``'s job."""
+        check_current(self.engine())
 
-        engine = get_engine(self.url or None)
-        upgrade(engine)
-        return engine
+    def engine(self) -> sa.Engine:
+        return get_engine(self.url or None)

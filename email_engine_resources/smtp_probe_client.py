@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 import aiosmtplib
 import idna
 
+from email_engine_resources.email_domain import split_address
+
 DELIVERABLE = "deliverable"
 UNDELIVERABLE = "undeliverable"
 CATCH_ALL = "catch_all"
@@ -211,8 +213,8 @@ class _BadAddress(ValueError):
 def _target(address: str) -> _Target:
     if not isinstance(address, str):
         raise _BadAddress(f"address must be a string, got {type(address).__name__}")
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
+    local, domain = split_address(address)
+    if not local or not domain:
         raise _BadAddress("not an email address: needs a local part, '@' and a domain")
     if _UNSAFE_ADDRESS_CHARS.search(address):
         raise _BadAddress("address contains spaces, control characters or '<>'")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from email_engine_assets.contacts.columns import (
-    CANONICAL_FIELDS,
     MissingEmailColumn,
     header_key,
     map_columns,
 )
+from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 
 SYNONYM_CASES = [
     # (header as found in a file, canonical field)

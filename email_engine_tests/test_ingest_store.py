@@ -9,6 +9,10 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from email_engine_assets.audiences.store import (
+    import_tag_assignments,
+    sync_tag_assignments,
+)
 from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.importer import import_file, read_ahead
 from email_engine_assets.contacts.merge_store import merge_staged, unbalanced_imports
@@ -53,6 +57,13 @@ def _merge(engine, **kwargs) -> dict:
 def _contacts(engine) -> list[tuple]:
     with engine.connect() as conn:
         return conn.execute(sa.text(f"SELECT {COLUMNS} FROM contacts WHERE tenant_id = 'acme' ORDER BY email")).all()
+
+
+def _synced_tags(engine) -> dict[str, list[str]]:
+    """``contacts.tags`` after its one writer, the tag-assignment sync, took the import tags."""
+    with engine.begin() as conn:
+        sync_tag_assignments(conn, "acme", import_tag_assignments(conn, "acme"))
+        return dict(conn.execute(sa.text("SELECT email, tags FROM contacts WHERE tenant_id = 'acme'")).all())
 
 
 def _forget_imports(engine) -> None:
@@ -116,7 +127,8 @@ def test_a_contact_from_one_row_records_each_filled_field(engine, tenant, tmp_pa
     assert _merge(engine) == {"files": 1, "inserted": 1, "updated": 0, "removed": 0}
     (row,) = _contacts(engine)
     assert row.email == "zed@example.com" and row.first_name == "Zed" and row.last_name is None
-    assert row.tags == ["alpha", "mike", "zulu"] and row.sources == ["crm"]
+    assert row.tags == [] and row.sources == ["crm"]  # the merge never writes tags
+    assert _synced_tags(engine) == {"zed@example.com": ["alpha", "mike", "zulu"]}
     assert row.field_sources == {"first_name": {"source": "crm", "file_id": 1, "line": 2, "priority": 20}}
 
 
@@ -142,8 +154,9 @@ def test_batch_merge_file_by_file_merge_and_rebuild_agree(engine, tenant, tmp_pa
     assert bob.company == "Bob Ltd"  # the newer crm file wins the tie on priority
     assert bob.phone == "+33 1" and bob.field_sources["phone"]["source"] == "events"
     assert bob.field_sources["company"] == {"source": "crm", "file_id": 3, "line": 3, "priority": 20}
-    assert bob.tags == ["salon_ete"] and bob.sources == ["crm", "events"]
-    assert by_email["a@example.com"].tags == ["b2b", "vip"]
+    assert bob.sources == ["crm", "events"]
+    tags = _synced_tags(engine)
+    assert tags["b@example.com"] == ["salon_ete"] and tags["a@example.com"] == ["b2b", "vip"]
     assert by_email["c@example.com"].first_name == "Cyril" and by_email["c@example.com"].last_name == "Cy"
     with engine.connect() as conn:
         assert unbalanced_imports(conn, "acme") == []
@@ -158,3 +171,17 @@ def test_rebuild_removes_contacts_without_staged_rows_and_restores_overwritten_f
     result = _merge(engine, rebuild=True)
     assert (result["updated"], result["inserted"], result["removed"]) == (1, 0, 1)
     assert [(r.email, r.first_name) for r in _contacts(engine)] == [("a@example.com", "Ann")]
+
+
+def test_merge_and_rebuild_leave_tags_to_their_one_writer(engine, tenant, tmp_path):
+    _import(engine, tmp_path, CRM, "crm.csv", "email,tags\na@example.com,vip\n")
+    _merge(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tag_assignments (tenant_id, contact_id, tag, provenance)"
+                             " SELECT 'acme', contact_id, 'hand_picked', 'manual' FROM contacts"))
+    assert _synced_tags(engine) == {"a@example.com": ["hand_picked", "vip"]}
+    _import(engine, tmp_path, EVENTS, "ev.csv", "email,first_name,tags\na@example.com,Ann,lead\n")
+    _merge(engine)
+    _merge(engine, rebuild=True)
+    assert [r.tags for r in _contacts(engine)] == [["hand_picked", "vip"]]  # neither merge touched them
+    assert _synced_tags(engine) == {"a@example.com": ["hand_picked", "lead", "vip"]}

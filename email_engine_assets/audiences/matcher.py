@@ -33,7 +33,7 @@ false``, which is true. So EXCLUDE never drops a contact for a value it lacks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
@@ -43,14 +43,13 @@ from email_engine_assets.audiences.selection import (
     SCALAR_FIELDS,
     SOURCE_FIELD,
 )
-from email_engine_assets.tenancy.tag_slug import tag_slug
+from email_engine_resources.email_domain import email_domain_expr
 
 if TYPE_CHECKING:
     from email_engine_assets.audiences.selection import Condition
 
 
 _CASE_INSENSITIVE = "(?i)"
-_EMAIL_DOMAIN = r"@([^@]+)$"
 _UNNESTABLE = (pl.List, pl.Array, pl.Struct, pl.Object)
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -70,7 +69,7 @@ def with_contact_fields(contacts: Frame) -> Frame:
     schema = contacts.collect_schema()
     derived: list[pl.Expr] = []
     if "email_domain" not in schema and "email" in schema:
-        derived.append(_as_string("email", schema["email"]).str.extract(_EMAIL_DOMAIN, 1).alias("email_domain"))
+        derived.append(email_domain_expr(_as_string("email", schema["email"])).alias("email_domain"))
     if "sources" not in schema and SOURCE_FIELD in schema:
         source = _as_string(SOURCE_FIELD, schema[SOURCE_FIELD])
         derived.append(pl.when(source.is_null()).then(None).otherwise(pl.concat_list(source)).alias("sources"))
@@ -195,23 +194,6 @@ def match_expr(
     )
 
 
-def tags_match_expr(
-    all: Iterable[str] = (),  # noqa: A002
-    any: Iterable[str] = (),  # noqa: A002
-    exclude: Iterable[str] = (),
-    *,
-    column: str = "tags",
-    folded: bool = False,
-) -> pl.Expr:
-    """Vectorised :func:`match_tags` over a ``List(String)`` column of tag slugs."""
-    elements = _elements(column, folded)
-
-    def has(tags: Iterable[str], role: str) -> list[pl.Expr]:
-        return [_has(elements, tag).fill_null(False) for tag in sorted(_criteria_slugs(tags, role))]
-
-    return _combine(has(all, "all"), has(any, "any"), has(exclude, "exclude"))
-
-
 def _combine(required: list[pl.Expr], alternatives: list[pl.Expr], excluded: list[pl.Expr]) -> pl.Expr:
     terms = []
     if required:
@@ -223,42 +205,3 @@ def _combine(required: list[pl.Expr], alternatives: list[pl.Expr], excluded: lis
     if not terms:
         return pl.repeat(True, pl.len())  # one value per row, also in a bare select
     return pl.all_horizontal(terms)
-
-
-def match_tags(
-    contact_tags: Iterable[str],
-    *,
-    all: Iterable[str] = (),  # noqa: A002
-    any: Iterable[str] = (),  # noqa: A002
-    exclude: Iterable[str] = (),
-) -> bool:
-    """The seed's tag semantics on one contact; every tag is compared as its slug.
-
-    >>> match_tags(["VIP", "Salon Été"], all=["vip"], any=["salon_ete", "b2b"], exclude=["competitor"])
-    True
-    """
-    have = {slug for slug in map(tag_slug, _tag_list(contact_tags, "contact_tags")) if slug}
-    required = _criteria_slugs(all, "all")
-    alternatives = _criteria_slugs(any, "any")
-    excluded = _criteria_slugs(exclude, "exclude")
-    return required <= have and (not alternatives or bool(alternatives & have)) and not excluded & have
-
-
-def _criteria_slugs(tags: Iterable[str], role: str) -> set[str]:
-    slugs = set()
-    for tag in _tag_list(tags, role):
-        slug = tag_slug(tag)
-        if not slug:
-            raise ValueError(f"{role}: tag {tag!r} has no usable characters (its slug is empty)")
-        slugs.add(slug)
-    return slugs
-
-
-def _tag_list(tags: Iterable[str], role: str) -> list[str]:
-    if isinstance(tags, str):
-        raise TypeError(f"{role} must be a list of tags, got the string {tags!r}")
-    items = list(tags)
-    for tag in items:
-        if not isinstance(tag, str):
-            raise TypeError(f"{role}: tags must be strings, got {tag!r}")
-    return items

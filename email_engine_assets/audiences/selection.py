@@ -23,23 +23,11 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from email_engine_assets.contacts.fields import TEXT_FIELDS
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
-SCALAR_FIELDS: tuple[str, ...] = (
-    "email",
-    "email_domain",
-    "first_name",
-    "last_name",
-    "full_name",
-    "company",
-    "phone",
-    "city",
-    "country",
-    "language",
-    "category",
-    "verdict",
-    "website",
-)
+# Fields of the golden record, the address's domain and the verdict of its latest check.
+SCALAR_FIELDS: tuple[str, ...] = ("email", "email_domain", *TEXT_FIELDS, "verdict")
 LIST_FIELDS: tuple[str, ...] = ("tags", "flags", "sources")
 SOURCE_FIELD = "source"
 CONTACT_FIELDS: tuple[str, ...] = (*SCALAR_FIELDS, SOURCE_FIELD, *LIST_FIELDS)

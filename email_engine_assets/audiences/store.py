@@ -35,10 +35,13 @@ def manual_tag_assignments(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
 
 
 def contacts_for_rules(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
-    """One row per contact with every field a tag rule may test (enriched values first)."""
+    """One row per contact with the stored fields a tag rule may test (enriched values first).
+
+    ``email_domain`` is not read here: the matcher derives it from ``email`` with the one domain rule.
+    """
     return read_frame(
         conn,
-        """SELECT c.contact_id, c.email, split_part(c.email, '@', 2) AS email_domain, c.first_name, c.last_name,
+        """SELECT c.contact_id, c.email, c.first_name, c.last_name,
                   c.full_name, c.company, coalesce(e.phone_e164, c.phone) AS phone, c.city,
                   coalesce(e.country, c.country) AS country, coalesce(e.language, c.language) AS language,
                   c.category, c.website, c.sources, v.verdict,
@@ -47,11 +50,11 @@ def contacts_for_rules(conn: sa.Connection, tenant_id: str) -> pl.DataFrame:
                                      CASE WHEN v.free_mail THEN 'free_mail' END,
                                      CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL) AS flags
            FROM contacts c
-           LEFT JOIN email_validations v ON v.contact_id = c.contact_id
-           LEFT JOIN contact_enrichment e ON e.contact_id = c.contact_id
+           LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+           LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
            WHERE c.tenant_id = :t ORDER BY c.contact_id""",
         {"t": tenant_id},
-        {"contact_id": pl.Int64, "email": pl.String, "email_domain": pl.String, "first_name": pl.String,
+        {"contact_id": pl.Int64, "email": pl.String, "first_name": pl.String,
          "last_name": pl.String, "full_name": pl.String, "company": pl.String, "phone": pl.String, "city": pl.String,
          "country": pl.String, "language": pl.String, "category": pl.String, "website": pl.String,
          "sources": pl.List(pl.String), "verdict": pl.String, "flags": pl.List(pl.String)},
@@ -77,7 +80,7 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
         sa.text(
             """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
                SELECT DISTINCT contact_id, :t, tag, provenance FROM desired_tags
-               ON CONFLICT DO NOTHING"""
+               ON CONFLICT (tenant_id, contact_id, tag, provenance) DO NOTHING"""
         ),
         {"t": tenant_id},
     ).rowcount
@@ -86,9 +89,9 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
             """UPDATE contacts c SET tags = n.tags, updated_at = now()
                FROM (SELECT c2.contact_id,
                             coalesce((SELECT array_agg(DISTINCT a.tag ORDER BY a.tag) FROM tag_assignments a
-                                      WHERE a.contact_id = c2.contact_id), '{}') AS tags
+                                      WHERE a.tenant_id = c2.tenant_id AND a.contact_id = c2.contact_id), '{}') AS tags
                      FROM contacts c2 WHERE c2.tenant_id = :t) n
-               WHERE c.contact_id = n.contact_id AND c.tags IS DISTINCT FROM n.tags"""
+               WHERE c.tenant_id = :t AND c.contact_id = n.contact_id AND c.tags IS DISTINCT FROM n.tags"""
         ),
         {"t": tenant_id},
     ).rowcount

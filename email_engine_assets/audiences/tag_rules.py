@@ -149,22 +149,6 @@ TagRuleList = Annotated[list[TagRule], AfterValidator(_unique_names)]
 """The type of a tenant config's ``tag_rules:`` key (unique names)."""
 
 
-class TagRulesConfig(BaseModel):
-    """The ``tag_rules:`` section alone, so errors carry the same ``loc`` as in the tenant file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tag_rules: TagRuleList = []
-
-
-def parse_tag_rules(data: Any) -> list[TagRule]:
-    """Validate the raw ``tag_rules:`` value (a list of mappings, or ``None``) from YAML.
-
-    Raises ``pydantic.ValidationError`` whose ``loc`` reads ``('tag_rules', <position>, ...)``.
-    """
-    return TagRulesConfig.model_validate({"tag_rules": [] if data is None else data}).tag_rules
-
-
 def evaluate_tag_rules(contacts: pl.DataFrame, rules: Sequence[TagRule]) -> pl.DataFrame:
     """Tags every contact selected by each rule.
 

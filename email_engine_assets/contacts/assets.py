@@ -2,6 +2,7 @@
 
 
 import dagster as dg
+from pydantic import Field
 
 from email_engine_assets.contacts import merge_store as contacts_store
 from email_engine_assets.contacts import store as ledger
@@ -68,6 +69,10 @@ def _files_table(reports) -> str:
     return "\n".join(lines)
 
 
+class ContactsConfig(dg.Config):
+    rebuild: bool = Field(default=False, description="recompute every golden record from all staged rows")
+
+
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name=INGEST,
@@ -79,14 +84,13 @@ def _files_table(reports) -> str:
         dg.AssetCheckSpec("imports_balanced", asset="contacts", description="rows_total = new + merged + duplicates + rejected, and the stored rows agree"),
         dg.AssetCheckSpec("contacts_have_provenance", asset="contacts", description="every contact has at least one staged row"),
     ],
-    config_schema={"rebuild": dg.Field(bool, default_value=False, description="recompute every golden record from all staged rows")},
-    description="Golden records per tenant: staged rows merged with per-field survivorship, tags unioned.",
+    description="Golden records per tenant: staged rows merged with per-field survivorship, sources unioned.",
 )
-def contacts(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+def contacts(context: dg.AssetExecutionContext, config: ContactsConfig, db: PostgresResource) -> dg.MaterializeResult:
     tenant_id = context.partition_key
     engine = db.engine()
     with engine.begin() as conn:
-        merged = contacts_store.merge_staged(conn, tenant_id, rebuild=context.op_execution_context.op_config["rebuild"])
+        merged = contacts_store.merge_staged(conn, tenant_id, rebuild=config.rebuild)
     with engine.connect() as conn:
         total = contacts_store.contact_counts(conn, tenant_id)
         unbalanced = contacts_store.unbalanced_imports(conn, tenant_id)

@@ -12,10 +12,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
-CANONICAL_FIELDS = (
-    "email", "first_name", "last_name", "full_name", "company", "phone", "country",
-    "language", "city", "category", "tags", "website",
-)
+from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "email": (

@@ -53,6 +53,10 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+# import_files.status: claimed and being read, staged with exact counts, or failed with its error.
+LEDGER_STATUSES = ("processing", "imported", "failed")
+
+
 @dataclass
 class FileReport:
     path: str

@@ -11,6 +11,10 @@ duplicates), and such a row wins every field it fills: those rows go straight fr
 batch are aggregated, in a temporary table. Existing contacts are updated, new ones inserted in
 email order (the unique index is then filled sequentially; byte order, which is the order of the
 ``C.UTF-8`` and ``C`` collations and sorts much faster than a libc collation).
+
+``contacts.tags`` is not written here: its one writer is the tag-assignment sync
+(:func:`email_engine_assets.audiences.store.sync_tag_assignments`), which unions import, rule
+and manual tags.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from email_engine_assets.contacts.normalise import TEXT_FIELDS
+from email_engine_assets.contacts.fields import TEXT_FIELDS
 from email_engine_assets.contacts.store import tenant_lock
 
 MERGE_WORK_MEM = "256MB"
@@ -77,7 +81,6 @@ def _single_field_sources() -> str:
     return f"('{{' || concat_ws(',', {entries}) || '}}')::jsonb"
 
 
-# Repeating a row once per tag does not change "the first value by rank", so one GROUP BY serves all.
 _AGGREGATE_SQL = f"""
     CREATE TEMPORARY TABLE merge_multi ON COMMIT DROP AS
     WITH several AS (
@@ -87,11 +90,10 @@ _AGGREGATE_SQL = f"""
     )
     SELECT r.email,
            {", ".join(f"(array_agg(r.{f} ORDER BY {_RANK}) FILTER (WHERE r.{f} IS NOT NULL))[1] AS {f}" for f in TEXT_FIELDS)},
-           coalesce(array_agg(DISTINCT t.tag ORDER BY t.tag) FILTER (WHERE t.tag IS NOT NULL), '{{}}') AS tags,
            array_agg(DISTINCT r.source_id ORDER BY r.source_id) AS sources,
            {_field_sources(lambda f: f"(array_agg(r.p ORDER BY {_RANK}) FILTER (WHERE r.{f} IS NOT NULL))[1]")}
                AS field_sources
-    FROM repeated r LEFT JOIN LATERAL unnest(r.tags) AS t(tag) ON true
+    FROM repeated r
     GROUP BY r.email
 """
 
@@ -100,10 +102,10 @@ _AGGREGATE_SQL = f"""
 # New addresses: INSERT in email order
 
 
-def _insert(source: str, tags: str, sources: str, field_sources: str) -> str:
+def _insert(source: str, sources: str, field_sources: str) -> str:
     return f"""
-        INSERT INTO contacts (tenant_id, email, {_COLUMNS}, tags, sources, field_sources)
-        SELECT :t, x.email, {", ".join("x." + f for f in TEXT_FIELDS)}, {tags}, {sources}, {field_sources}
+        INSERT INTO contacts (tenant_id, email, {_COLUMNS}, sources, field_sources)
+        SELECT :t, x.email, {", ".join("x." + f for f in TEXT_FIELDS)}, {sources}, {field_sources}
         FROM ({source}) x"""
 
 
@@ -116,7 +118,7 @@ def _insert_singles(aggregated: bool) -> str:
             WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.tenant_id = :t AND c.email = b.email)
             ORDER BY b.email COLLATE "C" OFFSET 0
         ) y OFFSET 0"""
-    return _insert(source, "x.tags", "ARRAY[x.source_id]", _single_field_sources())
+    return _insert(source, "ARRAY[x.source_id]", _single_field_sources())
 
 
 _INSERT_AGGREGATED = _insert(
@@ -124,7 +126,7 @@ _INSERT_AGGREGATED = _insert(
        WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.tenant_id = :t AND c.email = m.email)
        ORDER BY m.email COLLATE "C"
     """,
-    "x.tags", "x.sources", "x.field_sources",
+    "x.sources", "x.field_sources",
 )
 
 
@@ -148,7 +150,6 @@ class _Incoming:
     source: str  # rows joined to the contact they update (column contact_id)
     rank: Callable[[str], Sequence[str]]  # field -> (priority, file id, line) of the incoming value
     entry: Callable[[str], str]  # field -> its field_sources entry
-    tags: str
     sources: str
     field_sources: str
 
@@ -156,7 +157,7 @@ class _Incoming:
 def _update(incoming: _Incoming, rebuild: bool) -> str:
     if rebuild:
         sets = [f"{f} = x.{f}" for f in TEXT_FIELDS]
-        sets += [f"tags = {incoming.tags}", f"sources = {incoming.sources}", f"field_sources = {incoming.field_sources}"]
+        sets += [f"sources = {incoming.sources}", f"field_sources = {incoming.field_sources}"]
     else:
         wins = {f: _beats(f, incoming.rank(f)) for f in TEXT_FIELDS}
         sets = [f"{f} = CASE WHEN {wins[f]} THEN x.{f} ELSE c.{f} END" for f in TEXT_FIELDS]
@@ -165,7 +166,6 @@ def _update(incoming: _Incoming, rebuild: bool) -> str:
             for f in TEXT_FIELDS
         )
         sets += [
-            f"tags = ARRAY(SELECT DISTINCT t FROM unnest(c.tags || {incoming.tags}) t ORDER BY t)",
             f"sources = ARRAY(SELECT DISTINCT s FROM unnest(c.sources || {incoming.sources}) s ORDER BY s)",
             f"field_sources = c.field_sources || {kept}",
         ]
@@ -185,7 +185,6 @@ def _update_singles(aggregated: bool, rebuild: bool) -> str:
             source=source,
             rank=lambda f: ("x.priority", "x.file_id", "x.line_no"),
             entry=lambda f: "x.pt::jsonb",
-            tags="x.tags",
             sources="ARRAY[x.source_id]",
             field_sources=_single_field_sources(),
         ),
@@ -204,7 +203,6 @@ def _update_aggregated(rebuild: bool) -> str:
             source="SELECT m.*, k.contact_id FROM merge_multi m JOIN contacts k ON k.tenant_id = :t AND k.email = m.email",
             rank=_aggregated_rank,
             entry=lambda f: f"x.field_sources->'{f}'",
-            tags="x.tags",
             sources="x.sources",
             field_sources="x.field_sources",
         ),

@@ -12,22 +12,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from email_engine_assets.contacts.fields import TEXT_FIELDS
 from email_engine_assets.quality.syntax import check_addresses
 from email_engine_assets.tenancy.tag_slug import split_tags_expr
 
-# Text fields of a staged row, in table order (the email key and tags are handled apart).
-TEXT_FIELDS = (
-    "first_name",
-    "last_name",
-    "full_name",
-    "company",
-    "phone",
-    "country",
-    "language",
-    "city",
-    "category",
-    "website",
-)
 STAGED_COLUMNS = ("line_no", "email", "email_raw", *TEXT_FIELDS, "tags")
 REJECT_COLUMNS = ("line_no", "raw_text", "reason")
 MAX_RAW_TEXT = 1000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import polars as pl
 import sqlalchemy as sa
@@ -46,12 +45,6 @@ def register_workspace(conn: sa.Connection, workspace: Workspace) -> None:
                 ),
                 {"t": tenant_id, "s": source.id, "p": source.priority, "j": json.dumps(source.model_dump())},
             )
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    file_id: int
-    status: str
 
 
 def known_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> dict[str, str]:

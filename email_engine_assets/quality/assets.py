@@ -6,6 +6,7 @@ import dagster as dg
 from email_engine_assets.quality import store as store
 from email_engine_assets.quality.enrichment import enrich_contacts
 from email_engine_assets.quality.validation_run import validate_batch
+from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
@@ -66,7 +67,7 @@ def email_validations(
             "dns_lookups": lookups,
             "dns_cache_hits": distinct_domains - lookups,
             "smtp_probed": probed,
-            **{v: stats[v] for v in ("valid", "risky", "invalid", "unknown")},
+            **{v: stats[v] for v in VERDICTS},
             "invalid_share": round(stats["invalid_share"], 4),
         },
         check_results=[

@@ -25,6 +25,7 @@ from email_engine_assets.tenancy.languages import (
     parse_language,
     resolve_default_language,
 )
+from email_engine_resources.email_domain import email_domain_expr
 
 INPUT_COLUMNS = ("contact_id", "email_key", "language_raw", "country_raw", "phone_raw")
 OUTPUT_COLUMNS = ("contact_id", "language", "language_rule", "country", "country_rule",
@@ -168,7 +169,7 @@ def enrich_contacts(contacts: pl.DataFrame, default_language: str) -> pl.DataFra
     """
     _check_input(contacts)
     contacts = contacts.with_columns(pl.col(name).cast(pl.String) for name in INPUT_COLUMNS[1:])
-    domain = contacts.get_column("email_key").str.extract(r"@([^@]*)$", 1)
+    domain = contacts.select(email_domain_expr(pl.col("email_key"))).to_series()
     tld_country = map_distinct(domain, country_from_tld, pl.String)
     countries = _resolve_countries(contacts, tld_country)
     country = countries.get_column("country")

@@ -17,6 +17,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
 
 from email_engine_assets.quality.enrichment import map_distinct
+from email_engine_resources.email_domain import email_domain_expr
 
 # Mailboxes of a function, not a person. Matched on the whole local part, case-insensitive,
 # with "+tag" sub-addresses removed and "-", "_", "." ignored ("no_reply" = "noreply").
@@ -182,8 +183,7 @@ def address_flags(contacts: pl.DataFrame) -> pl.DataFrame:
     has_at = email.str.contains("@", literal=True)
     split = contacts.select(
         local=pl.when(has_at).then(email.str.extract(r"^(.*)@", 1)).otherwise(email),
-        domain=pl.when(has_at).then(email.str.extract(r"@([^@]*)$", 1))
-        .when(email.is_not_null()).then(pl.lit("")),
+        domain=pl.when(email.is_not_null()).then(email_domain_expr(email).fill_null("")),
     )
     local, domain = split.get_column("local"), split.get_column("domain")
     suggested = map_distinct(domain, typo_suggestion, pl.String)

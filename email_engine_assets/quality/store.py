@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 import polars as pl
 import sqlalchemy as sa
 
+from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_resources.dns_client import DomainResult
 from email_engine_resources.frames import copy_frame, read_frame
 
@@ -16,7 +17,7 @@ def contacts_due_for_validation(conn: sa.Connection, tenant_id: str, max_age_day
     return read_frame(
         conn,
         """SELECT c.contact_id, c.email FROM contacts c
-           LEFT JOIN email_validations v ON v.contact_id = c.contact_id
+           LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
            WHERE c.tenant_id = :t AND (v.contact_id IS NULL OR v.email <> c.email
                  OR v.checked_at < now() - make_interval(days => :d))
            ORDER BY c.contact_id""",
@@ -79,7 +80,7 @@ def write_validations(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) 
     conn.exec_driver_sql(
         f"""INSERT INTO email_validations (tenant_id, {", ".join(cols)}, checked_at)
             SELECT tenant_id, {", ".join(cols)}, now() FROM validation_batch
-            ON CONFLICT (contact_id) DO UPDATE SET {updates}, checked_at = now()"""
+            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, checked_at = now()"""
     )
 
 
@@ -95,7 +96,7 @@ def record_validation_run(conn: sa.Connection, tenant_id: str, *, checked: int, 
         ).all()
     )
     total = sum(counts.values())
-    stats = {v: int(counts.get(v, 0)) for v in ("valid", "risky", "invalid", "unknown")}
+    stats = {v: int(counts.get(v, 0)) for v in VERDICTS}
     share = stats["invalid"] / total if total else 0.0
     conn.execute(
         sa.text(
@@ -111,7 +112,7 @@ def contacts_without_verdict(conn: sa.Connection, tenant_id: str) -> int:
     return conn.execute(
         sa.text(
             """SELECT count(*) FROM contacts c WHERE c.tenant_id = :t AND NOT EXISTS (
-                   SELECT 1 FROM email_validations v WHERE v.contact_id = c.contact_id
+                   SELECT 1 FROM email_validations v WHERE v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
                    AND (v.verdict <> 'unknown' OR cardinality(v.reasons) > 0))"""
         ),
         {"t": tenant_id},
@@ -129,7 +130,7 @@ def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_lan
         conn,
         f"""SELECT c.contact_id, c.email AS email_key, c.language AS language_raw, c.country AS country_raw,
                    c.phone AS phone_raw, {_ENRICH_INPUTS} AS inputs_sha256
-            FROM contacts c LEFT JOIN contact_enrichment e ON e.contact_id = c.contact_id
+            FROM contacts c LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
             WHERE c.tenant_id = :t AND (e.contact_id IS NULL OR e.inputs_sha256 <> {_ENRICH_INPUTS})
             ORDER BY c.contact_id""",
         {"t": tenant_id, "lang": default_language},
@@ -146,7 +147,7 @@ def write_enrichment(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -
     conn.exec_driver_sql(
         f"""INSERT INTO contact_enrichment (tenant_id, {", ".join(cols)}, updated_at)
             SELECT tenant_id, {", ".join(cols)}, now() FROM enrichment_batch
-            ON CONFLICT (contact_id) DO UPDATE SET {updates}, updated_at = now()"""
+            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, updated_at = now()"""
     )
 
 

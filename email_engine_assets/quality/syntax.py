@@ -37,6 +37,8 @@ from email_validator.rfc_constants import (
     LOCAL_PART_MAX_LENGTH,
 )
 
+from email_engine_resources.email_domain import email_domain, split_address
+
 # RFC 5322 atext as a (Rust and Python) regex class body.
 _ATEXT = r"A-Za-z0-9!#$%\&'*+\-/=?\^_`{|}\~"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
@@ -395,7 +397,7 @@ def _short_reason(message: str, address: str) -> str:
     """Translate an email-validator message into this module's short reason vocabulary."""
     message = message.removeprefix("After Unicode normalization: ")
     if "two periods in a row" in message:
-        local = address.partition("@")[0]
+        local = split_address(address)[0]
         return "consecutive dots in " + ("local part" if ".." in local else "domain")
     if "special-use or reserved name" in message:
         return _special_use_reason(address)
@@ -407,7 +409,7 @@ def _short_reason(message: str, address: str) -> str:
 
 
 def _special_use_reason(address: str) -> str:
-    domain = address.rpartition("@")[2].lower()
+    domain = (email_domain(address) or "").lower()
     for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
         if re.search(rf"(?:^|[.．。｡]){re.escape(name)}$", domain):
             return f"special-use domain '{name}'"

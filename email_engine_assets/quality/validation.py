@@ -15,17 +15,13 @@ from email_engine_assets.quality.flags import address_flags
 from email_engine_assets.quality.syntax import check_addresses
 from email_engine_assets.quality.verdict import summarize_frame
 from email_engine_resources.dns_client import DomainResult
+from email_engine_resources.email_domain import email_domain_expr
 from email_engine_resources.smtp_probe_client import MailboxResult
 
 VALIDATION_COLUMNS = (
     "contact_id", "email", "verdict", "reasons", "syntax_ok", "syntax_error", "domain_status", "domain_detail",
     "mx_hosts", "mailbox_status", "smtp_code", "smtp_message", "disposable", "role_account", "free_mail", "typo_suggestion",
 )
-
-
-def email_domains(emails: pl.Series) -> pl.Series:
-    """The part after the last ``@`` (keys are already IDNA lower case)."""
-    return emails.str.extract(r"@([^@]+)$", 1).alias("domain")
 
 
 def domain_frame(results: Mapping[str, DomainResult]) -> pl.DataFrame:
@@ -58,7 +54,7 @@ def syntax_and_flags(contacts: pl.DataFrame) -> pl.DataFrame:
     frame = contacts.with_columns(
         syntax_ok=syntax["syntax_error"].is_null(),
         syntax_error=syntax["syntax_error"],
-        domain=email_domains(contacts["email"]),
+        domain=email_domain_expr(pl.col("email")),
     )
     flags = address_flags(frame.select(email_key=pl.col("email")))
     return frame.with_columns(flags.select("disposable", "role_account", "free_mail", "typo_suggestion"))

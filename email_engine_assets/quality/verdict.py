@@ -13,16 +13,28 @@ A likely typo (``gmail.co``) is risky: a typo domain that accepts mail is often 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import polars as pl
 
-VERDICTS = ("valid", "risky", "invalid", "unknown")
-DOMAIN_STATUSES = ("mx", "a_fallback", "null_mx", "nxdomain", "no_mail", "unknown")
-MAILBOX_STATUSES = ("deliverable", "undeliverable", "catch_all", "full_inbox", "disabled",
-                    "unknown")
+from email_engine_resources.dns_client import ACCEPTS_MAIL
+from email_engine_resources.dns_client import STATUSES as DOMAIN_STATUSES
+from email_engine_resources.smtp_probe_client import (
+    CATCH_ALL,
+    DELIVERABLE,
+    DISABLED,
+    FULL_INBOX,
+    UNDELIVERABLE,
+)
+from email_engine_resources.smtp_probe_client import STATUSES as MAILBOX_STATUSES
 
-INVALID_DOMAIN = frozenset({"null_mx", "nxdomain", "no_mail"})
-INVALID_MAILBOX = frozenset({"undeliverable", "disabled"})
-RISKY_MAILBOX = frozenset({"catch_all", "full_inbox"})
+Verdict = Literal["valid", "risky", "invalid", "unknown"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+# Domain and mailbox statuses are defined by the clients that return them; the verdict groups them.
+MAIL_DOMAIN = tuple(s for s, accepts in ACCEPTS_MAIL.items() if accepts)
+INVALID_DOMAIN = frozenset(s for s, accepts in ACCEPTS_MAIL.items() if accepts is False)
+INVALID_MAILBOX = frozenset({UNDELIVERABLE, DISABLED})
+RISKY_MAILBOX = frozenset({CATCH_ALL, FULL_INBOX})
 DOMAIN_NOT_CHECKED = "domain: not_checked"
 
 _REASON_PREFIXES_BY_VERDICT = {
@@ -71,7 +83,7 @@ def summarize(*, syntax_ok: bool, syntax_error: str | None, domain_status: str |
     if domain_status is None:
         if syntax_ok:
             reasons.append(DOMAIN_NOT_CHECKED)
-    elif domain_status not in ("mx", "a_fallback"):
+    elif domain_status not in MAIL_DOMAIN:
         reasons.append(_with_detail(f"domain: {domain_status}", domain_detail))
     if disposable:
         reasons.append("disposable")
@@ -79,7 +91,7 @@ def summarize(*, syntax_ok: bool, syntax_error: str | None, domain_status: str |
         reasons.append("role_account")
     if typo_suggestion:
         reasons.append(f"typo_suggestion: {typo_suggestion}")
-    if mailbox_status is not None and mailbox_status != "deliverable":
+    if mailbox_status is not None and mailbox_status != DELIVERABLE:
         reasons.append(_with_detail(f"mailbox: {mailbox_status}", mailbox_detail))
     return verdict_from_reasons(reasons), reasons
 
@@ -132,12 +144,12 @@ def summarize_frame(df: pl.DataFrame) -> pl.DataFrame:
                                           pl.coalesce(pl.col("syntax_error").replace("", None),
                                                       pl.lit("invalid")))),
         _reason(domain.is_null() & syntax_ok, DOMAIN_NOT_CHECKED),
-        _reason(domain.is_not_null() & ~domain.is_in(["mx", "a_fallback"]),
+        _reason(domain.is_not_null() & ~domain.is_in(list(MAIL_DOMAIN)),
                 _detailed("domain: ", "domain_status", "domain_detail")),
         _reason(pl.col("disposable").fill_null(False), "disposable"),
         _reason(pl.col("role_account").fill_null(False), "role_account"),
         _reason(typo.is_not_null() & (typo != ""), pl.concat_str(pl.lit("typo_suggestion: "), typo)),
-        _reason(mailbox.is_not_null() & (mailbox != "deliverable"),
+        _reason(mailbox.is_not_null() & (mailbox != DELIVERABLE),
                 _detailed("mailbox: ", "mailbox_status", "mailbox_detail")),
     ]
     reasons = pl.concat_list(parts).list.drop_nulls()

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from email_engine_assets.audiences.tag_rules import TagRuleList
-from email_engine_assets.contacts.columns import CANONICAL_FIELDS
+from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
 from email_engine_assets.tenancy.tag_slug import tag_slug
 

@@ -11,7 +11,7 @@ import unicodedata
 
 import polars as pl
 
-TAG_SEPARATORS = re.compile(r"[;,|]")
+TAG_SEPARATORS = r"[;,|]"  # between tags in one raw cell
 _SPACE_OR_HYPHEN = re.compile(r"[\s\-]+")
 _NOT_SLUG = re.compile(r"[^a-z0-9_]")
 _UNDERSCORES = re.compile(r"_+")
@@ -24,18 +24,6 @@ def tag_slug(value: str) -> str:
     slug = _SPACE_OR_HYPHEN.sub("_", folded.strip().lower())
     slug = _UNDERSCORES.sub("_", _NOT_SLUG.sub("", slug)).strip("_")
     return slug[:MAX_TAG_LENGTH].rstrip("_")
-
-
-def split_tags(value: str | None) -> list[str]:
-    """Split a raw tags cell on ``;`` ``,`` ``|`` and return distinct slugs in order."""
-    if not value:
-        return []
-    seen: dict[str, None] = {}
-    for part in TAG_SEPARATORS.split(value):
-        slug = tag_slug(part)
-        if slug:
-            seen.setdefault(slug, None)
-    return list(seen)
 
 
 def tag_slug_expr(expr: pl.Expr) -> pl.Expr:
@@ -55,11 +43,11 @@ def tag_slug_expr(expr: pl.Expr) -> pl.Expr:
 
 
 def split_tags_expr(column: str | pl.Expr) -> pl.Expr:
-    """Vectorised :func:`split_tags` for a polars string column -> ``list[str]`` (never null)."""
+    """Split raw tags cells on ``;`` ``,`` ``|`` into distinct slugs, in order -> ``list[str]`` (never null)."""
     expr = pl.col(column) if isinstance(column, str) else column
     return (
         expr.fill_null("")
-        .str.replace_all(r"[;,|]", ";")
+        .str.replace_all(TAG_SEPARATORS, ";")
         .str.split(";")
         .list.eval(tag_slug_expr(pl.element()))
         .list.eval(pl.element().filter(pl.element() != ""))
