@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import sqlalchemy as sa
 
 from email_engine_assets.contacts import store as ledger
@@ -154,8 +155,8 @@ def unexpected_failure(path: Path, exc: Exception) -> str:
         detail = "out of memory while reading"
     elif type(exc) is LookupError:
         detail = str(exc)[:200]
-    elif isinstance(exc, sa.exc.DBAPIError):
-        kind, detail = type(exc.orig).__name__, "database error while staging"
+    elif isinstance(exc, (sa.exc.DBAPIError, psycopg.Error)):
+        kind, detail = type(getattr(exc, "orig", None) or exc).__name__, "database error"
     else:
         detail = "unexpected error while importing"
     return f"{path.name}: {detail} ({kind})"
