@@ -82,6 +82,7 @@ def run_main_job(tenant_assets=None) -> MainJobOutcome:
     """Import every (tenant, source) partition, then materialize each tenant's assets."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
+    outcome.failures += [f"tenant {t} not run, invalid tenant file: {e}" for t, e in ws.errors.items()]
     with dg.DagsterInstance.get() as instance:
         _register(instance, ws)
         for tenant in ws.tenants.values():
@@ -96,6 +97,8 @@ def run_main_job(tenant_assets=None) -> MainJobOutcome:
 def import_one_file(path: Path, tenant_id: str, source_id: str) -> dict:
     """Place ``path`` in the tenant/source inbox, import that partition and merge the tenant's contacts."""
     ws = load_workspace(WorkspaceResource().root())
+    if tenant_id in ws.errors:
+        raise SystemExit(f"tenant {tenant_id!r} has an invalid tenant file:\n{ws.errors[tenant_id]}")
     tenant = ws.tenants.get(tenant_id)
     if tenant is None:
         raise SystemExit(f"unknown tenant {tenant_id!r}; known: {', '.join(sorted(ws.tenants))}")

@@ -115,11 +115,14 @@ def test_check_prints_json_lines_with_verdicts(cli_env, example_workspace, capsy
     assert again["dns_cached"] is True and again["verdict"] == "valid"
 
 
-def test_invalid_tenant_file_exits_with_a_clear_message(cli_env, example_workspace, capsys):
+def test_an_invalid_tenant_file_fails_the_run_but_not_the_other_tenants(cli_env, example_workspace, capsys, engine):
     (example_workspace / "tenants" / "acme.yaml").write_text("id: acme\nname: Acme\nsources:\n  - id: crm\n    priority: high\n")
-    assert cli.main(["--workspace", str(example_workspace), "run"]) == 2
-    err = capsys.readouterr().err
-    assert "acme.yaml" in err and "sources[0].priority" in err and "'high'" in err
+    assert cli.main(["--workspace", str(example_workspace), "run"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED tenant acme not run, invalid tenant file:" in out and "acme.yaml: sources[0].priority = 'high'" in out
+    with engine.connect() as conn:
+        imported = conn.execute(sa.text("SELECT DISTINCT tenant_id FROM import_files WHERE status = 'imported'")).scalars().all()
+    assert imported == ["globex"]
 
 
 def test_db_upgrade_is_idempotent(cli_env, engine, capsys):

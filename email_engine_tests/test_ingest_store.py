@@ -97,7 +97,7 @@ def test_read_ahead_raises_the_producers_error_in_the_caller():
 
 
 def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant):
-    with engine.begin() as conn:
+    with ledger.file_session(engine) as conn, conn.begin():
         file_id = ledger.claim_file(conn, tenant_id="acme", source_id="crm", path="x.csv", sha256="d1", size=1, priority=20, run_id=None)
         ledger.tenant_lock(conn, "acme")
         chunks = [

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+import time
 
-from email_engine_assets.tenancy.config import ConfigError, load_workspace
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from email_engine_assets.audiences.assets import tag_assignments
+from email_engine_assets.contacts.assets import contact_imports
+from email_engine_assets.contacts.sensors import inbox_sensor
+from email_engine_assets.tenancy.config import (
+    MAX_PROBLEMS,
+    PROBLEM_MAX_CHARS,
+    TENANT_FILE_MAX_BYTES,
+    ConfigError,
+    load_workspace,
+)
+from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.workspace import WorkspaceResource
 
 GOOD = """\
 id: acme
@@ -20,10 +36,15 @@ sources:
 """
 
 
+def tenant_errors(workspace) -> dict[str, str]:
+    """The errors of the broken tenant files; a broken file never loads as a tenant."""
+    ws = load_workspace(workspace.root)
+    assert ws.errors and not set(ws.errors) & set(ws.tenants)
+    return ws.errors
+
+
 def assert_error_names(workspace, expected: list[str]) -> None:
-    with pytest.raises(ConfigError) as err:
-        load_workspace(workspace.root)
-    message = str(err.value)
+    message = tenant_errors(workspace)["acme"]
     assert "acme.yaml" in message
     for part in expected:
         assert part in message
@@ -42,6 +63,7 @@ def test_valid_file_loads_with_normalised_tags(workspace):
         (("priority: 20", "priority: high"), ["sources[0].priority", "'high'", "integer"]),
         (("priority: 20", "priority: 20\n    colour: red"), ["sources[0].colour", "unknown key"]),
         (("encoding: cp1252", "encoding: klingon"), ["sources[0].encoding", "'klingon'", "unknown text encoding"]),
+        (("encoding: cp1252", "encoding: rot13"), ["sources[0].encoding", "'rot13'", "not a text encoding"]),
         (("delimiter: \";\"", "delimiter: \";;\""), ["sources[0].delimiter", "single character"]),
         (("{\"Adresse mail\": email}", "{\"Adresse mail\": mailbox}"), ["sources[0].columns", "unknown field 'mailbox'"]),
         (("default_language: fr", "default_language: it"), ["default_language", "'it'", "expected one of"]),
@@ -57,17 +79,19 @@ def test_errors_name_file_path_value_and_expectation(workspace, change, expected
 def test_duplicate_source_ids_and_id_mismatch(workspace):
     workspace.tenant("acme", GOOD + "  - id: crm\n")
     workspace.tenant("globex", GOOD)
-    with pytest.raises(ConfigError) as err:
-        load_workspace(workspace.root)
-    message = str(err.value)
-    assert "duplicate source id: crm" in message
-    assert "globex.yaml" in message and "must equal the file name 'globex'" in message
+    errors = tenant_errors(workspace)
+    assert "duplicate source id: crm" in errors["acme"]
+    assert "globex.yaml" in errors["globex"] and "must equal the file name 'globex'" in errors["globex"]
 
 
 def test_yaml_syntax_error_is_reported(workspace):
     workspace.tenant("acme", "id: acme\nsources: [\n")
-    with pytest.raises(ConfigError, match=r"acme.yaml: not valid YAML"):
-        load_workspace(workspace.root)
+    assert "acme.yaml: not valid YAML at line 3, column 1: expected" in tenant_errors(workspace)["acme"]
+
+
+def test_a_workspace_without_tenant_folder_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no tenants/ folder"):
+        load_workspace(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +105,80 @@ def test_yaml_syntax_error_is_reported(workspace):
 def test_invalid_tag_rules_are_named(workspace, rule, expected):
     workspace.tenant("acme", GOOD + "tag_rules:\n" + rule)
     assert_error_names(workspace, expected)
+
+
+# Nine levels of nine aliases: 9**9 (387 million) strings once expanded, from 450 bytes of text.
+ALIAS_BOMB = "id: acme\nname:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"  {n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
+) + "sources: [{id: crm}]\n"
+
+
+def test_an_alias_bomb_is_refused_at_once_naming_file_and_line(workspace):
+    assert 400 <= len(ALIAS_BOMB.encode()) <= 500
+    workspace.tenant("acme", ALIAS_BOMB)
+    started = time.perf_counter()
+    message = tenant_errors(workspace)["acme"]
+    assert time.perf_counter() - started < 5  # expanding it took minutes and gigabytes
+    assert "acme.yaml: not valid YAML at line 3, column 6: anchors and aliases (&name, *name) are not allowed" in message
+
+
+def test_an_anchor_alone_is_refused_too(workspace):
+    workspace.tenant("acme", GOOD.replace("name: Acme", "name: &n Acme"))
+    assert "line 2, column 7: anchors and aliases" in tenant_errors(workspace)["acme"]
+
+
+def test_an_oversize_tenant_file_is_refused_naming_its_size_and_the_cap(workspace):
+    size = TENANT_FILE_MAX_BYTES + 10
+    path = workspace.tenant("acme", GOOD)
+    path.write_bytes(GOOD.encode() + b"#" * (size - len(GOOD.encode()) - 1) + b"\n")
+    assert f"acme.yaml: file is {size} bytes; a tenant file may hold at most {TENANT_FILE_MAX_BYTES} bytes" in tenant_errors(workspace)["acme"]
+
+
+def test_deeply_nested_yaml_is_a_clear_error(workspace):
+    workspace.tenant("acme", "id: acme\nname: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert "acme.yaml: not valid YAML: values nested too deeply" in tenant_errors(workspace)["acme"]
+
+
+def test_an_error_quoting_long_input_shows_a_short_escaped_excerpt(workspace):
+    tag = "\\x1b" + "!" * 200_000  # YAML escape: the value holds a real ESC character; no letter or digit
+    workspace.tenant("acme", GOOD.replace('tags: ["Salon Été"]', f'tags: ["{tag}"]'))
+    message = tenant_errors(workspace)["acme"]
+    assert "sources[0].tags" in message and "more characters" in message
+    assert len(message) < PROBLEM_MAX_CHARS + 200 and "\x1b" not in message and "\\x1b" in message
+
+
+def test_a_file_with_thousands_of_problems_reports_a_bounded_list(workspace):
+    sources = "".join(f"  - id: s{i}\n    priority: high\n" for i in range(1_000))
+    workspace.tenant("acme", "id: acme\nname: Acme\nsources:\n" + sources)
+    lines = tenant_errors(workspace)["acme"].splitlines()
+    assert len(lines) == MAX_PROBLEMS + 1 and lines[-1].endswith(f"and {1_000 - MAX_PROBLEMS} more problems")
+
+
+def test_one_broken_tenant_file_stops_only_that_tenant(engine, workspace, capsys):
+    workspace.tenant("acme", GOOD.replace("priority: 20", "priority: high"))
+    workspace.tenant("globex")
+    settled = time.time() - 3600
+    for tenant in ("acme", "globex"):
+        os.utime(workspace.file(tenant, "crm", "a.csv", "email\na@example.com\n"), (settled, settled))
+    resources = {"db": PostgresResource(), "workspace": WorkspaceResource()}
+    with dg.instance_for_test() as instance:
+        tick = inbox_sensor(dg.build_sensor_context(instance=instance, resources={"workspace": WorkspaceResource()}))
+        assert [r.tags["tenant"] for r in tick.run_requests] == ["globex"]
+        logged = capsys.readouterr().err
+        assert "tenant file not loaded" in logged and "acme.yaml: sources[0].priority" in logged
+        for request in tick.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        instance.add_dynamic_partitions("tenant", ["acme"])
+        imported = dg.materialize([contact_imports], partition_key=tick.run_requests[0].partition_key, instance=instance, resources=resources)
+        assert imported.asset_materializations_for_node("contact_imports")[0].metadata["files_imported"].value == 1
+        broken = dg.materialize(
+            [contact_imports], partition_key=dg.MultiPartitionKey({"tenant": "acme", "source": "crm"}),
+            instance=instance, resources=resources, raise_on_error=False,
+        )
+        tags = dg.materialize([tag_assignments], partition_key="acme", instance=instance, resources=resources, raise_on_error=False)
+    for result in (broken, tags):
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.error.message
+        assert "tenant 'acme' has an invalid tenant file" in message and "acme.yaml: sources[0].priority = 'high'" in message
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT tenant_id, status FROM import_files")).all() == [("globex", "imported")]

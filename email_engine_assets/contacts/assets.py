@@ -9,6 +9,7 @@ from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.importer import import_source
 from email_engine_assets.tenancy.config import load_workspace
 from email_engine_assets.tenancy.partitions import (
+    fail_if_broken,
     import_partitions,
     tenant_of_import,
     tenant_partitions,
@@ -29,6 +30,7 @@ def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, wor
     keys = context.partition_key.keys_by_dimension
     tenant_id, source_id = keys["tenant"], keys["source"]
     ws = load_workspace(workspace.root())
+    fail_if_broken(ws, tenant_id)
     tenant = ws.tenants.get(tenant_id)
     source = tenant.source(source_id) if tenant else None
     if source is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import sqlalchemy as sa
 
 from email_engine_assets.contacts import store as ledger
@@ -100,41 +101,69 @@ def normalised_chunks(
 def import_file(
     engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, path: Path, *, digest: str | None = None, run_id: str | None = None
 ) -> FileReport:
+    """Import one file; whatever goes wrong, its ledger row ends 'imported' or 'failed', never 'processing'.
+
+    Only a process that dies leaves a row 'processing'; the lock its session held dies with it, and
+    the next import of the content claims the row again (see :func:`ledger.claim_file`).
+    """
     started = time.perf_counter()
     digest = digest or file_digest(path)
     report = FileReport(path=str(path), sha256=digest, status="skipped")
-    with engine.begin() as conn:
-        file_id = ledger.claim_file(
-            conn, tenant_id=tenant.id, source_id=source.id, path=str(path), sha256=digest,
-            size=path.stat().st_size, priority=source.priority, run_id=run_id,
-        )
-    if file_id is None:
-        return report
-    fmt = None
-    try:
-        fmt = sniff_format(path, **_reader_hints(source))
-        header = read_header(path, fmt)
-        # An empty file (no header at all) is a valid import of zero rows, not a missing email column.
-        mapping = map_columns(header, source.columns) if header else None
-        with engine.begin() as conn:
-            ledger.tenant_lock(conn, tenant.id)
-            if not ledger.still_processing(conn, file_id):
-                return report  # another run claimed the same content and imported it meanwhile
-            chunks = read_ahead(normalised_chunks(path, fmt, mapping, tenant, source)) if mapping else ()
-            for chunk, reader_rejects in chunks:
-                ledger.stage_chunk(conn, tenant.id, file_id, chunk)
-                ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
-            report.counts = ledger.finish_file(conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter)
-        report.status = "imported"
-    except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.DataError) as exc:
-        report.status, report.error = "failed", f"{path.name}: {exc}" if path.name not in str(exc) else str(exc)
-        with engine.begin() as conn:
-            ledger.fail_file(conn, file_id, report.error, fmt=fmt and fmt.kind, encoding=fmt and fmt.encoding)
-    finally:
-        report.seconds = time.perf_counter() - started
+    with ledger.file_session(engine) as conn:
+        with conn.begin():
+            file_id = ledger.claim_file(
+                conn, tenant_id=tenant.id, source_id=source.id, path=str(path), sha256=digest,
+                size=path.stat().st_size, priority=source.priority, run_id=run_id,
+            )
+        if file_id is None:
+            return report  # imported already, or being imported by a live session
+        fmt = None
+        try:
+            fmt = sniff_format(path, **_reader_hints(source))
+            header = read_header(path, fmt)
+            # An empty file (no header at all) is a valid import of zero rows, not a missing email column.
+            mapping = map_columns(header, source.columns) if header else None
+            # Rows, rejects and the final status commit together: a crash anywhere leaves nothing staged.
+            with conn.begin():
+                ledger.tenant_lock(conn, tenant.id)
+                chunks = read_ahead(normalised_chunks(path, fmt, mapping, tenant, source)) if mapping else ()
+                for chunk, reader_rejects in chunks:
+                    ledger.stage_chunk(conn, tenant.id, file_id, chunk)
+                    ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
+                report.counts = ledger.finish_file(conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter)
+            report.status = "imported"
+        except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.DataError) as exc:
+            report.status, report.error = "failed", f"{path.name}: {exc}" if path.name not in str(exc) else str(exc)
+        except Exception as exc:  # anything else still closes the ledger row; the next files go on
+            report.status, report.error = "failed", unexpected_failure(path, exc)
+        if report.status == "failed":
+            # On a connection of its own: the error may have broken this session's.
+            with engine.begin() as other:
+                ledger.fail_file(other, file_id, report.error, fmt=fmt and fmt.kind, encoding=fmt and fmt.encoding)
+    report.seconds = time.perf_counter() - started
     if fmt is not None:
         report.format, report.encoding = fmt.kind, fmt.encoding
     return report
+
+
+def unexpected_failure(path: Path, exc: Exception) -> str:
+    """The ledger error for an exception no reader rule anticipated: the file and the kind of failure.
+
+    Never the exception's text, which may quote the file's content; only a codec lookup's own
+    message (it names the configured encoding) is kept.
+    """
+    kind = type(exc).__name__
+    if isinstance(exc, RecursionError):
+        detail = "values nested too deeply to read"
+    elif isinstance(exc, MemoryError):
+        detail = "out of memory while reading"
+    elif type(exc) is LookupError:
+        detail = str(exc)[:200]
+    elif isinstance(exc, (sa.exc.DBAPIError, psycopg.Error)):
+        kind, detail = type(getattr(exc, "orig", None) or exc).__name__, "database error"
+    else:
+        detail = "unexpected error while importing"
+    return f"{path.name}: {detail} ({kind})"
 
 
 def import_source(engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, folder: Path, *, run_id: str | None = None) -> list[FileReport]:
@@ -143,7 +172,11 @@ def import_source(engine: sa.Engine, tenant: TenantConfig, source: SourceConfig,
         known = ledger.known_digests(conn, tenant.id, source.id)
     reports = []
     for path in inbox_files(folder):
-        digest = file_digest(path)
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            reports.append(FileReport(path=str(path), sha256="", status="failed", error=f"{path.name}: cannot read: {exc.strerror or type(exc).__name__}"))
+            continue
         if known.get(digest) == "imported":
             reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
             continue

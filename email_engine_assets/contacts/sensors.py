@@ -34,7 +34,7 @@ def _scan(ws, previous: dict, now: float):
     for tenant_dir in sorted(p for p in ws.inbox.iterdir() if p.is_dir()):
         tenant = ws.tenants.get(tenant_dir.name)
         if tenant is None:
-            notes.append(f"unknown tenant folder inbox/{tenant_dir.name} (no tenants/{tenant_dir.name}.yaml)")
+            notes.append(f"unknown tenant folder inbox/{tenant_dir.name} (no valid tenants/{tenant_dir.name}.yaml)")
             continue
         for source_dir in sorted(p for p in tenant_dir.iterdir() if p.is_dir()):
             if tenant.source(source_dir.name) is None:
@@ -76,6 +76,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResour
         return dg.SensorResult(skip_reason=f"tenant configuration is invalid:\n{exc}")
     previous = json.loads(context.cursor) if context.cursor else {}
     state, ready, notes = _scan(ws, previous, time.time())
+    notes = [f"tenant file not loaded (its tenant is skipped): {e}" for e in ws.errors.values()] + notes
     tenants = set(ws.tenants)
     sources = {s.id for t in ws.tenants.values() for s in t.sources}
     run_requests = []

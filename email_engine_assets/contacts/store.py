@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import polars as pl
 import sqlalchemy as sa
@@ -56,39 +58,85 @@ def known_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> dict[s
     return dict(rows.all())
 
 
+def imported_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> set[str]:
+    """Content digests of (tenant, source) the ledger holds as imported: a run for them would only skip."""
+    rows = conn.execute(
+        sa.text("SELECT content_sha256 FROM import_files WHERE tenant_id = :t AND source_id = :s AND status = 'imported'"),
+        {"t": tenant_id, "s": source_id},
+    )
+    return set(rows.scalars())
+
+
+# The session importing a file holds this lock (keyed on the ledger row) until it is done with the
+# file. A 'processing' row whose lock nobody holds was left by a process that died: its staging
+# transaction died with it, and the row may be claimed again.
+_FILE_LOCK = "hashtext('email_engine:import_file'), (CAST(:f AS bigint) % 2147483648)::int"
+
+
+@contextmanager
+def file_session(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One connection for the whole import of a file: it holds the file lock :func:`claim_file` takes.
+
+    The lock is released when the import ends. A broken connection is discarded instead: the
+    server ends its session, and the lock with it.
+    """
+    with engine.connect() as conn:
+        try:
+            yield conn
+        finally:
+            try:
+                conn.rollback()
+                conn.execute(sa.text("SELECT pg_advisory_unlock_all()"))
+                conn.commit()
+            except sa.exc.SQLAlchemyError:
+                conn.invalidate()
+
+
 def claim_file(
     conn: sa.Connection, *, tenant_id: str, source_id: str, path: str, sha256: str, size: int, priority: int, run_id: str | None
 ) -> int | None:
-    """Create (or reset, after a failure or a crash) the ledger row of a file; None when already imported."""
-    row = conn.execute(
+    """Claim a file for this session: its ledger row set to 'processing' and its lock held by ``conn``.
+
+    Returns the file id, or None when the content is imported already or a live session is
+    importing it. A row left 'failed', or left 'processing' by a session that died, is claimed
+    again. Call inside a transaction on a connection from :func:`file_session`.
+    """
+    key = {"t": tenant_id, "s": source_id, "h": sha256}
+    conn.execute(
         sa.text(
             """INSERT INTO import_files (tenant_id, source_id, path, content_sha256, size_bytes, status, priority, run_id)
                VALUES (:t, :s, :p, :h, :z, 'processing', :prio, :run)
-               ON CONFLICT (tenant_id, source_id, content_sha256) DO UPDATE
-               SET status = 'processing', path = EXCLUDED.path, priority = EXCLUDED.priority, run_id = EXCLUDED.run_id,
-                   error = NULL, started_at = now(), finished_at = NULL, duration_ms = NULL,
-                   rows_total = 0, new = 0, merged = 0, duplicates = 0, rejected = 0
-               WHERE import_files.status <> 'imported'
-               RETURNING file_id"""
+               ON CONFLICT (tenant_id, source_id, content_sha256) DO NOTHING"""
         ),
-        {"t": tenant_id, "s": source_id, "p": path, "h": sha256, "z": size, "prio": priority, "run": run_id},
-    ).first()
-    if row is None:
+        {**key, "p": path, "z": size, "prio": priority, "run": run_id},
+    )
+    # The row lock makes claimers of one content take turns; the file lock tells a live importer from a dead one.
+    row = conn.execute(
+        sa.text(
+            """SELECT file_id, status FROM import_files
+               WHERE tenant_id = :t AND source_id = :s AND content_sha256 = :h FOR UPDATE"""
+        ),
+        key,
+    ).one()
+    if row.status == "imported":
         return None
-    # A previous attempt that crashed may have left rows behind only if it committed them; clear them.
+    if not conn.execute(sa.text(f"SELECT pg_try_advisory_lock({_FILE_LOCK})"), {"f": row.file_id}).scalar_one():
+        return None
+    conn.execute(
+        sa.text(
+            """UPDATE import_files SET status = 'processing', path = :p, size_bytes = :z, priority = :prio, run_id = :run,
+                   error = NULL, format = NULL, encoding = NULL, delimiter = NULL,
+                   started_at = now(), finished_at = NULL, duration_ms = NULL,
+                   rows_total = 0, new = 0, merged = 0, duplicates = 0, rejected = 0
+               WHERE file_id = :f"""
+        ),
+        {"f": row.file_id, "p": path, "z": size, "prio": priority, "run": run_id},
+    )
+    # Staging and the final status commit together, so a dead attempt staged nothing; delete
+    # defensively all the same: a row must never count twice.
     conn.execute(sa.text("DELETE FROM staged_rows WHERE file_id = :f"), {"f": row.file_id})
     conn.execute(sa.text("DELETE FROM rejected_rows WHERE file_id = :f"), {"f": row.file_id})
     return row.file_id
-
-
-def still_processing(conn: sa.Connection, file_id: int) -> bool:
-    """Whether the claimed ledger row still waits for its rows (call under :func:`tenant_lock`).
-
-    Two runs may claim the same content at once; the second one to get the tenant lock finds it
-    imported and stages nothing.
-    """
-    status = conn.execute(sa.text("SELECT status FROM import_files WHERE file_id = :f"), {"f": file_id}).scalar_one()
-    return status == "processing"
 
 
 def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk) -> None:
@@ -175,12 +223,13 @@ def finish_file(conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, 
 
 
 def fail_file(conn: sa.Connection, file_id: int, error: str, *, fmt: str | None = None, encoding: str | None = None) -> None:
+    """Close a claimed ledger row as failed (never one that has been imported)."""
     conn.execute(
         sa.text(
             """UPDATE import_files SET status = 'failed', error = :e, format = :fmt, encoding = :enc,
                    finished_at = clock_timestamp(),
                    duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
-               WHERE file_id = :f"""
+               WHERE file_id = :f AND status = 'processing'"""
         ),
         {"f": file_id, "e": error[:4000], "fmt": fmt, "enc": encoding},
     )

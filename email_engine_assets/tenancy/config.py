@@ -2,14 +2,20 @@
 
 Unknown keys are errors. Every error names the file, the path inside it, the bad value and what
 is expected, e.g. ``tenants/acme.yaml: sources[1].priority = 'high': Input should be a valid integer``.
+
+The files are read as hostile input: at most ``TENANT_FILE_MAX_BYTES``, no YAML anchors or aliases
+(an alias bomb of a few hundred bytes expands to gigabytes), and an error quotes the input only in
+a short, escaped excerpt. A broken file stops its own tenant only (:attr:`Workspace.errors`).
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import re
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +34,10 @@ from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
 from email_engine_assets.tenancy.tag_slug import tag_slug
+
+TENANT_FILE_MAX_BYTES = 1 << 20
+PROBLEM_MAX_CHARS = 300
+MAX_PROBLEMS = 20
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
@@ -64,9 +74,12 @@ class SourceConfig(_Strict):
     def _known_codec(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                codecs.lookup(value)
+                codec = codecs.lookup(value)
             except LookupError:
                 raise ValueError("unknown text encoding; expected e.g. utf-8, utf-16, cp1252, latin-1") from None
+            # rot13, hex, zlib, ...: codecs that bytes.decode() refuses.
+            if not getattr(codec, "_is_text_encoding", True):
+                raise ValueError("a codec but not a text encoding; expected e.g. utf-8, utf-16, cp1252, latin-1")
         return value
 
     @field_validator("delimiter")
@@ -129,13 +142,26 @@ class TenantConfig(_Strict):
         return next((s for s in self.sources if s.id == source_id), None)
 
 
+def excerpt(text: str, limit: int = PROBLEM_MAX_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, control characters escaped: safe to print and to log."""
+    cut = text[:limit]
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return shown + (f"... ({len(text) - limit} more characters)" if len(text) > limit else "")
+
+
 class ConfigError(ValueError):
-    """A tenant file that cannot be used; ``str()`` names the file, the path and the problem."""
+    """A tenant file that cannot be used; ``str()`` names the file, the path and the problem.
+
+    Each problem is cut to a short excerpt and at most ``MAX_PROBLEMS`` are kept: a crafted file
+    must not turn its error into a flood.
+    """
 
     def __init__(self, path: Path, problems: list[str]):
         self.path = path
-        self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+        self.problems = [excerpt(p) for p in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            self.problems.append(f"... and {len(problems) - MAX_PROBLEMS} more problems")
+        super().__init__("\n".join(f"{path}: {p}" for p in self.problems))
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -155,12 +181,55 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where} = {error.get('input')!r:.120}: {msg}"
 
 
-def parse_tenant(path: Path, text: str | None = None) -> TenantConfig:
-    text = path.read_text(encoding="utf-8") if text is None else text
+class _TenantLoader(yaml.SafeLoader):
+    """The safe loader without anchors and aliases: a node is never shared, so the data is no
+    larger than the text."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(
+                problem="anchors and aliases (&name, *name) are not allowed in tenant files", problem_mark=event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without the YAML library's quote of the offending line."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return f"not valid YAML: {exc}"
+
+
+def read_tenant_text(path: Path) -> str:
+    """The text of a tenant file: a regular file of at most ``TENANT_FILE_MAX_BYTES``, in UTF-8."""
     try:
-        data = yaml.safe_load(text)
+        with path.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(path, ["not a regular file"])
+            data = fh.read(TENANT_FILE_MAX_BYTES + 1)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror or type(exc).__name__}"]) from None
+    if len(data) > TENANT_FILE_MAX_BYTES:
+        raise ConfigError(path, [f"file is {max(size, len(data))} bytes; a tenant file may hold at most {TENANT_FILE_MAX_BYTES} bytes"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text: {exc}"]) from None
+
+
+def parse_tenant(path: Path, text: str | None = None) -> TenantConfig:
+    text = read_tenant_text(path) if text is None else text
+    if len(text) > TENANT_FILE_MAX_BYTES:
+        raise ConfigError(path, [f"text is {len(text)} characters; a tenant file may hold at most {TENANT_FILE_MAX_BYTES} bytes"])
+    try:
+        data = yaml.load(text, Loader=_TenantLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
+        raise ConfigError(path, [_yaml_problem(exc)]) from None
+    except RecursionError:
+        raise ConfigError(path, ["not valid YAML: values nested too deeply"]) from None
     if not isinstance(data, dict):
         raise ConfigError(path, [f"expected a mapping at the top level, got {type(data).__name__}"])
     try:
@@ -174,9 +243,12 @@ def parse_tenant(path: Path, text: str | None = None) -> TenantConfig:
 
 @dataclass(frozen=True)
 class Workspace:
+    """The valid tenants, and the error of each tenant file that could not be used (by file stem)."""
+
     root: Path
     tenants: dict[str, TenantConfig]
     digests: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def inbox(self) -> Path:
@@ -187,23 +259,24 @@ class Workspace:
 
 
 def load_workspace(root: Path) -> Workspace:
-    """Load and validate every ``tenants/*.yaml``; all problems of all files are reported at once."""
+    """Load and validate every ``tenants/*.yaml``.
+
+    A broken file stops its own tenant only: the others load, and its error (naming the file, the
+    path inside it and the problem) is in ``errors`` for the sensor, the assets and the CLI to show.
+    Only a workspace without a ``tenants/`` folder raises.
+    """
     root = Path(root)
     tenant_dir = root / "tenants"
     if not tenant_dir.is_dir():
         raise ConfigError(root, [f"no tenants/ folder (expected {tenant_dir})"])
     tenants: dict[str, TenantConfig] = {}
     digests: dict[str, str] = {}
-    problems: list[ConfigError] = []
+    errors: dict[str, str] = {}
     for path in sorted(tenant_dir.glob("*.y*ml")):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_tenant_text(path)
             tenants[path.stem] = parse_tenant(path, text)
             digests[path.stem] = hashlib.sha256(text.encode()).hexdigest()
-        except UnicodeDecodeError as exc:
-            problems.append(ConfigError(path, [f"not UTF-8 text: {exc}"]))
         except ConfigError as exc:
-            problems.append(exc)
-    if problems:
-        raise ConfigError(tenant_dir, [str(p) for p in problems])
-    return Workspace(root=root, tenants=tenants, digests=digests)
+            errors[path.stem] = str(exc)
+    return Workspace(root=root, tenants=tenants, digests=digests, errors=errors)

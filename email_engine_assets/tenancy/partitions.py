@@ -31,9 +31,16 @@ def partition_requests(instance: dg.DagsterInstance, tenants: set[str], sources:
     return requests
 
 
+def fail_if_broken(ws, tenant_id: str) -> None:
+    """A tenant whose file is invalid fails the step with that file's error; the other tenants run on."""
+    if tenant_id in ws.errors:
+        raise dg.Failure(description=f"tenant {tenant_id!r} has an invalid tenant file:\n{ws.errors[tenant_id]}")
+
+
 def tenant_config(context: dg.AssetExecutionContext, workspace):
-    """The tenant of the run's partition, from the workspace resource; a missing tenant file fails the step."""
+    """The tenant of the run's partition, from the workspace resource; a missing or invalid tenant file fails the step."""
     ws = load_workspace(workspace.root())
+    fail_if_broken(ws, context.partition_key)
     tenant = ws.tenants.get(context.partition_key)
     if tenant is None:
         raise dg.Failure(f"tenant {context.partition_key!r} has no tenants/{context.partition_key}.yaml in {ws.root}")
