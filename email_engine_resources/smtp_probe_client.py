@@ -458,21 +458,24 @@ def _candidates(host: str, addresses: Mapping[str, Sequence[str]]) -> tuple[tupl
         return (), f"MX host {host} was not resolved"
 
 
-async def _probe_chunk(
-    domain: str,
-    hosts: tuple[str, ...],
-    targets: list[_Target],
-    config: ProbeConfig,
-    limits: _Limits,
-    addresses: Mapping[str, Sequence[str]],
-) -> dict[str, MailboxResult]:
+@dataclass(frozen=True)
+class _Run:
+    """What every session of one probe call shares."""
+
+    config: ProbeConfig
+    limits: _Limits
+    addresses: Mapping[str, Sequence[str]]  # MX host name -> IP addresses
+
+
+async def _probe_chunk(run: _Run, domain: str, hosts: tuple[str, ...], targets: list[_Target]) -> dict[str, MailboxResult]:
     """Try the MX hosts (each of their public addresses) in order until every address has a verdict."""
+    config, limits = run.config, run.limits
     results: dict[str, MailboxResult] = {}
     pending = targets
     failure: _Failure | None = None
     refused: _Failure | None = None
     for host in hosts:
-        ips, missing = _candidates(host, addresses)
+        ips, missing = _candidates(host, run.addresses)
         if missing:
             failure = _Failure(None, missing, host)
         for ip in ips:
@@ -502,18 +505,11 @@ async def _probe_chunk(
     return results
 
 
-async def _probe_domain(
-    domain: str,
-    hosts: tuple[str, ...],
-    targets: list[_Target],
-    config: ProbeConfig,
-    limits: _Limits,
-    addresses: Mapping[str, Sequence[str]],
-) -> dict[str, MailboxResult]:
+async def _probe_domain(run: _Run, domain: str, hosts: tuple[str, ...], targets: list[_Target]) -> dict[str, MailboxResult]:
     """The addresses of one domain in sessions of at most ``max_recipients_per_session``."""
-    size = config.max_recipients_per_session
+    size = run.config.max_recipients_per_session
     chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
-    found = await asyncio.gather(*(_probe_chunk(domain, hosts, c, config, limits, addresses) for c in chunks))
+    found = await asyncio.gather(*(_probe_chunk(run, domain, hosts, chunk) for chunk in chunks))
     return {address: result for part in found for address, result in part.items()}
 
 
@@ -554,10 +550,9 @@ async def probe_mailboxes_async(
     if not isinstance(config, ProbeConfig):
         raise TypeError(f"config must be a ProbeConfig, got {type(config).__name__}")
     groups, results = _group(targets)
-    limits = _Limits(config, take_slot)
-    known = addresses or {}
+    run = _Run(config, _Limits(config, take_slot), addresses or {})
     found = await asyncio.gather(
-        *(_probe_domain(domain, hosts, group, config, limits, known) for (domain, hosts), group in groups.items())
+        *(_probe_domain(run, domain, hosts, group) for (domain, hosts), group in groups.items())
     )
     for part in found:
         results.update(part)
