@@ -129,6 +129,7 @@ def test_unreachable_resolver_gives_unknown_promptly(engine, workspace, instance
     assert elapsed < 30
 
 
+ONE_WINDOW = 10**9  # seconds: windows are aligned on the epoch; a test never straddles two
 PROBING_TENANT = "id: acme\nname: A\nsources:\n  - id: crm\nvalidation:\n  smtp_probe: true\n"
 
 
@@ -162,7 +163,7 @@ def test_probe_limit_per_ip_is_shared_across_runs(engine, workspace, instance, d
     workspace.file("acme", "crm", "c.csv", "email\nreal@probe.example\nany@catchall.example\n")
     rules = MailboxRules(mailboxes={"real@probe.example"}, catch_all_domains={"catchall.example"})
     with LoopbackSmtpServer(rules) as smtp:
-        limited = resources(dns_server.port, smtp.port, smtp={"per_ip_sessions": 1, "per_ip_window_s": 3600})
+        limited = resources(dns_server.port, smtp.port, smtp={"per_ip_sessions": 1, "per_ip_window_s": ONE_WINDOW})
         run_all(instance, "acme", limited)
         assert len(smtp.sessions) == 1  # two domains, two sessions wanted, one slot for 127.0.0.1
         first = verdicts(engine)
