@@ -29,8 +29,7 @@ def _prepare(workspace: str | None) -> list[str]:
         # Child processes (dagster dev, run workers) join the server this process started.
         os.environ[settings.DATABASE_URL_ENV] = application_url()
     os.environ.setdefault(settings.DAGSTER_URL_ENV, dagster_storage_url())
-    home = settings.engine_home() / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
+    home = settings.make_private_dir(settings.engine_home() / "dagster_home")
     source = settings.PROJECT_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != source.read_bytes():

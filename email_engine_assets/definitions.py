@@ -14,6 +14,7 @@ from email_engine_resources.workspace import WorkspaceResource
 
 DOMAINS = (contacts_defs, quality_defs, audiences_defs)
 
+
 def dns_resource() -> DnsResolverResource:
     """``EMAIL_ENGINE_DNS_NAMESERVERS`` (comma-separated IPs) and ``EMAIL_ENGINE_DNS_PORT``; default: resolv.conf."""
     servers = [s.strip() for s in os.environ.get("EMAIL_ENGINE_DNS_NAMESERVERS", "").split(",") if s.strip()]
@@ -21,13 +22,31 @@ def dns_resource() -> DnsResolverResource:
 
 
 def default_resources() -> dict:
-    """Resources from the environment; secrets only ever as ``dg.EnvVar`` (never shown in the UI)."""
-    url = dg.EnvVar("EMAIL_ENGINE_DATABASE_URL") if os.environ.get("EMAIL_ENGINE_DATABASE_URL") else ""
+    """Resources from the environment; the database URL is read from ``EMAIL_ENGINE_DATABASE_URL``
+    when a run opens its engine, so it never appears in config, the UI or metadata."""
     return {
-        "db": PostgresResource(url=url),
+        "db": PostgresResource(),
         "workspace": WorkspaceResource(),
         "dns": dns_resource(),
         "smtp_probe": SmtpProbeResource(),
+    }
+
+
+def fixed_at_launch(resources: dict[str, dg.ConfigurableResource]) -> dict[str, dg.ResourceDefinition]:
+    """The deployment's resources, each with an empty run config schema.
+
+    These settings decide where data goes (database, nameservers, SMTP port and HELO name): a
+    run config that sets any of them (the Launchpad's ``resources: {db: {config: {url: ...}}}``)
+    fails config validation, so the run never starts. They change only with the deployment's
+    environment.
+    """
+    return {
+        key: dg.ResourceDefinition(
+            resource_fn=lambda _context, resource=resource: resource,
+            config_schema={},
+            description=f"{type(resource).__name__}, set by the deployment's environment; not configurable per run",
+        )
+        for key, resource in resources.items()
     }
 
 
@@ -39,6 +58,6 @@ defs = dg.Definitions.merge(
                 "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING
             ),
         ],
-        resources=default_resources(),
+        resources=fixed_at_launch(default_resources()),
     ),
 )

@@ -13,8 +13,10 @@ from pydantic import Field
 
 from email_engine_resources.dns_client import (
     DomainResult,
+    HostAddresses,
     ResolverConfig,
     check_domains,
+    resolve_hosts,
 )
 
 
@@ -46,3 +48,7 @@ class DnsResolverResource(dg.ConfigurableResource):
     def check_domains(self, domains: Iterable[str]) -> dict[str, DomainResult]:
         """Ask DNS about every distinct domain; keys are the texts given."""
         return check_domains(domains, self.config())
+
+    def resolve_hosts(self, hosts: Iterable[str]) -> dict[str, HostAddresses]:
+        """A and AAAA addresses of mail hosts, from the same nameservers as the domain checks."""
+        return resolve_hosts(hosts, self.config())

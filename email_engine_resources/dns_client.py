@@ -15,7 +15,9 @@ and are asked again over TCP when the answer comes back truncated (over 512 byte
 and encoding and parsing the OPT record is a quarter of the client's CPU per query.
 
 Every distinct domain is looked up once, by ``concurrency`` workers on one asyncio loop, so
-at most ``concurrency`` queries are in flight. Before the fan-out one probe query for the
+at most ``concurrency`` queries are in flight. Each query goes out on a fresh UDP socket, so
+each has its own random source port (chosen by the kernel) besides its random id: an answer
+forged off-path has to guess both. Before the fan-out one probe query for the
 root (``. NS``) checks that a nameserver answers at all; if none does, every domain is
 ``unknown`` with detail ``"resolver unreachable"`` at once instead of timing out one by one.
 During the run, ``breaker_failures`` consecutive queries without any answer trigger the same
@@ -24,6 +26,9 @@ probe again, and a failed probe stops the run the same way.
 Results carry a TTL for caching: the smallest TTL of the records used (for negative answers
 the SOA minimum, RFC 2308), clamped to ``[min_ttl_s, max_ttl_s]``; ``unknown`` results get
 ``unknown_ttl_s``. ``check_domains`` only asks the network; caching is the caller's job.
+
+``resolve_hosts`` gives the A and AAAA addresses of mail hosts through the same nameservers,
+so that a client can check an address (:mod:`.network_policy`) and connect to that address.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ import concurrent.futures
 import itertools
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -54,6 +60,7 @@ RESOLVER_UNREACHABLE = "resolver unreachable"
 EDNS_PAYLOAD = 1232
 MAX_CNAME_QUERIES = 8
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -182,36 +189,6 @@ class _Health:
         return False
 
 
-class _UdpSockets:
-    """One connected UDP socket per nameserver, reused by one worker for its queries in turn.
-
-    Opening and closing a socket per query costs more than the query itself; answers that
-    arrive late for an earlier query are skipped because their id or question differ.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._open: dict[str, dns.asyncbackend.DatagramSocket] = {}
-
-    async def get(self, where: str) -> dns.asyncbackend.DatagramSocket:
-        sock = self._open.get(where)
-        if sock is None:
-            backend = dns.asyncbackend.get_default_backend()
-            af = dns.inet.af_for_address(where)
-            sock = await backend.make_socket(af, socket.SOCK_DGRAM, 0, None, (where, self.port))
-            self._open[where] = sock
-        return sock
-
-    async def discard(self, where: str) -> None:
-        sock = self._open.pop(where, None)
-        if sock is not None:
-            await sock.close()
-
-    async def close(self) -> None:
-        for where in list(self._open):
-            await self.discard(where)
-
-
 class _Client:
     """Sends queries with retries, nameserver rotation and the circuit breaker."""
 
@@ -222,11 +199,15 @@ class _Client:
         self._rotation = itertools.count()
         self._probe_task: asyncio.Task | None = None
 
-    async def send(
-        self, query: dns.message.Message, where: str, sockets: _UdpSockets | None = None
-    ) -> dns.message.Message:
-        """Over UDP, again over TCP when truncated; ``sockets`` reuses a worker's UDP socket."""
-        udp_sock = await sockets.get(where) if sockets else None
+    async def send(self, query: dns.message.Message, where: str) -> dns.message.Message:
+        """Over UDP, again over TCP when truncated.
+
+        The UDP socket is new for every query (a new random source port) and connected, so a
+        refusal (ICMP port unreachable) shows at once; stray datagrams are skipped.
+        """
+        backend = dns.asyncbackend.get_default_backend()
+        af = dns.inet.af_for_address(where)
+        udp_sock = await backend.make_socket(af, socket.SOCK_DGRAM, 0, None, (where, self.config.port))
         try:
             response, _used_tcp = await dns.asyncquery.udp_with_fallback(
                 query,
@@ -234,12 +215,10 @@ class _Client:
                 timeout=self.config.timeout_s,
                 port=self.config.port,
                 udp_sock=udp_sock,
-                ignore_errors=udp_sock is not None,
+                ignore_errors=True,
             )
-        except OSError:
-            if sockets:
-                await sockets.discard(where)
-            raise
+        finally:
+            await udp_sock.close()
         return response
 
     async def probe(self) -> tuple[str, ...]:
@@ -248,20 +227,16 @@ class _Client:
         return tuple(ns for ns, ok in zip(self.nameservers, alive, strict=True) if ok)
 
     async def _probe_one(self, where: str) -> bool:
-        sockets = _UdpSockets(self.config.port)  # connected: a refusal (ICMP) shows at once
-        try:
-            for _ in range(self.config.tries):
-                try:
-                    query = dns.message.make_query(dns.name.root, dns.rdatatype.NS)
-                    await self.send(query, where, sockets)
-                    return True
-                except (dns.exception.Timeout, OSError):
-                    continue
-                except dns.exception.DNSException:
-                    return True  # something answered, even if oddly
-            return False
-        finally:
-            await sockets.close()
+        for _ in range(self.config.tries):
+            try:
+                query = dns.message.make_query(dns.name.root, dns.rdatatype.NS)
+                await self.send(query, where)
+                return True
+            except (dns.exception.Timeout, OSError):
+                continue
+            except dns.exception.DNSException:
+                return True  # something answered, even if oddly
+        return False
 
     async def _reprobe(self) -> None:
         alive = await self.probe()
@@ -287,9 +262,7 @@ class _Client:
             return dns.message.make_query(name, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
         return dns.message.make_query(name, rdtype)
 
-    async def ask(
-        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, sockets: _UdpSockets | None = None
-    ) -> dns.message.Message:
+    async def ask(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
         """A NOERROR or NXDOMAIN response; raises ``_Unknown`` after the last try."""
         start = next(self._rotation)
         reasons: list[str] = []
@@ -298,7 +271,7 @@ class _Client:
             where = self.nameservers[(start + attempt) % len(self.nameservers)]
             query = self._make_query(name, rdtype)
             try:
-                response = await self.send(query, where, sockets)
+                response = await self.send(query, where)
             except dns.exception.Timeout:
                 reasons.append("timeout")
                 self._note_silence()
@@ -330,13 +303,11 @@ def _has_soa(response: dns.message.Message) -> bool:
     return any(rrset.rdtype == dns.rdatatype.SOA for rrset in response.authority)
 
 
-async def _lookup(
-    client: _Client, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, sockets: _UdpSockets
-) -> _Outcome:
+async def _lookup(client: _Client, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Outcome:
     """Answer for ``name``/``rdtype``, asking again for a CNAME target left unanswered."""
     ttl = 2**31 - 1
     for _ in range(MAX_CNAME_QUERIES):
-        response = await client.ask(name, rdtype, sockets)
+        response = await client.ask(name, rdtype)
         try:
             chain = response.resolve_chaining()
         except dns.message.ChainTooLong:
@@ -361,18 +332,18 @@ def _host(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
 
-async def _check_domain(client: _Client, domain: str, sockets: _UdpSockets) -> DomainResult:
+async def _check_domain(client: _Client, domain: str) -> DomainResult:
     config = client.config
     name = dns.name.from_text(domain)
     try:
-        mx = await _lookup(client, name, dns.rdatatype.MX, sockets)
+        mx = await _lookup(client, name, dns.rdatatype.MX)
         if mx.kind == "answer":
             return _mx_result(domain, mx, config)
         if mx.kind == "nxdomain":
             return DomainResult(domain, "nxdomain", (), config.clamp_ttl(mx.ttl), "NXDOMAIN")
         ttl = mx.ttl
         for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            address = await _lookup(client, name, rdtype, sockets)
+            address = await _lookup(client, name, rdtype)
             ttl = min(ttl, address.ttl)
             if address.kind == "answer":
                 return DomainResult(domain, "a_fallback", (domain,), config.clamp_ttl(ttl))
@@ -406,21 +377,23 @@ def _unknown(domain: str, detail: str, config: ResolverConfig) -> DomainResult:
     return DomainResult(domain, "unknown", (), config.unknown_ttl_s, detail)
 
 
-async def _run_all(client: _Client, domains: list[str], results: dict[str, DomainResult]) -> None:
+async def _run_all(
+    client: _Client,
+    names: list[str],
+    results: dict[str, _R],
+    check: Callable[[_Client, str], Awaitable[_R]],
+) -> None:
     """Fill ``results`` with ``concurrency`` workers; stop early when the resolver is down."""
-    pending = iter(domains)
+    pending = iter(names)
 
     async def worker() -> None:
-        sockets = _UdpSockets(client.config.port)
         try:
-            for domain in pending:
-                results[domain] = await _check_domain(client, domain, sockets)
+            for name in pending:
+                results[name] = await check(client, name)
         except _ResolverDown:
             client.health.down.set()
-        finally:
-            await sockets.close()
 
-    count = min(client.config.concurrency, len(domains))
+    count = min(client.config.concurrency, len(names))
     workers = [asyncio.ensure_future(worker()) for _ in range(count)]
     all_done = asyncio.gather(*workers)
     down = asyncio.ensure_future(client.health.down.wait())
@@ -462,27 +435,92 @@ def _not_a_name(raw: str, error: InvalidDomainName, config: ResolverConfig) -> D
     return DomainResult(text, "no_mail", (), config.max_ttl_s, f"not a DNS name: {error}")
 
 
-async def _resolve_distinct(domains: list[str], config: ResolverConfig) -> dict[str, DomainResult]:
+async def _resolve_all(
+    names: list[str],
+    config: ResolverConfig,
+    check: Callable[[_Client, str], Awaitable[_R]],
+    failed: Callable[[str, str], _R],
+) -> dict[str, _R]:
+    """``check`` every name; ``failed(name, reason)`` for those left without an answer."""
     nameservers = config.nameservers or system_nameservers()
     if not nameservers:
-        return {d: _unknown(d, "no nameserver configured", config) for d in domains}
+        return {name: failed(name, "no nameserver configured") for name in names}
     client = _Client(config, nameservers)
     alive = await client.probe()
-    results: dict[str, DomainResult] = {}
+    results: dict[str, _R] = {}
     if alive:
         client.nameservers = alive
-        await _run_all(client, domains, results)
-    for domain in domains:
-        results.setdefault(domain, _unknown(domain, RESOLVER_UNREACHABLE, config))
+        await _run_all(client, names, results, check)
+    for name in names:
+        if name not in results:
+            results[name] = failed(name, RESOLVER_UNREACHABLE)
     return results
+
+
+async def _resolve_distinct(domains: list[str], config: ResolverConfig) -> dict[str, DomainResult]:
+    return await _resolve_all(domains, config, _check_domain, lambda d, why: _unknown(d, why, config))
+
+
+def _blocking(run: Callable[[], Awaitable[_R]]) -> _R:
+    """Run a coroutine to completion; in its own thread when an event loop is already running."""
+    async def main() -> _R:
+        return await run()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
 
 
 def check_domains(domains: Iterable[str], config: ResolverConfig) -> dict[str, DomainResult]:
     """Blocking form of ``check_domains_async``; safe inside a running event loop (own thread)."""
     items = list(domains)
+    return _blocking(lambda: check_domains_async(items, config))
+
+
+# --- addresses of mail hosts --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostAddresses:
+    """The IP addresses of one host name (A first, then AAAA); ``detail`` says why there are none."""
+
+    host: str
+    addresses: tuple[str, ...] = ()
+    detail: str | None = None
+
+
+async def _host_addresses(client: _Client, host: str) -> HostAddresses:
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(check_domains_async(items, config))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, check_domains_async(items, config)).result()
+        name = dns.name.from_text(normalize_domain(host))
+    except (InvalidDomainName, dns.exception.DNSException) as exc:
+        return HostAddresses(host, (), f"not a host name: {exc}")
+    found: list[str] = []
+    try:
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            outcome = await _lookup(client, name, rdtype)
+            if outcome.kind == "nxdomain":
+                return HostAddresses(host, (), "NXDOMAIN")
+            if outcome.rrset is not None:
+                found += [rdata.address for rdata in outcome.rrset]
+    except _Unknown as exc:
+        if not found:
+            return HostAddresses(host, (), str(exc))
+    return HostAddresses(host, tuple(dict.fromkeys(found)), None if found else "no A or AAAA record")
+
+
+async def resolve_hosts_async(hosts: Iterable[str], config: ResolverConfig) -> dict[str, HostAddresses]:
+    """A and AAAA addresses of every distinct host; an IP address given as a host is its own answer."""
+    names = list(dict.fromkeys(hosts))
+    literal = {h: HostAddresses(h, (h,)) for h in names if dns.inet.is_address(h)}
+    asked = [h for h in names if h not in literal]
+    found = await _resolve_all(asked, config, _host_addresses, lambda h, why: HostAddresses(h, (), why)) if asked else {}
+    return {**literal, **found}
+
+
+def resolve_hosts(hosts: Iterable[str], config: ResolverConfig) -> dict[str, HostAddresses]:
+    """Blocking form of :func:`resolve_hosts_async`."""
+    items = list(hosts)
+    return _blocking(lambda: resolve_hosts_async(items, config))

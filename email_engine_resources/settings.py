@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DATABASE_URL_ENV = "EMAIL_ENGINE_DATABASE_URL"
@@ -23,3 +25,23 @@ def engine_home() -> Path:
 def workspace_dir() -> Path:
     """Folder holding ``tenants/*.yaml`` and ``inbox/<tenant>/<source>/``."""
     return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE).resolve()
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders created inside the block are for this user only (umask 077).
+
+    The umask is per process: other threads creating files meanwhile get the stricter mode too.
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` and its missing parents with umask 077 (mode 0700)."""
+    with private_umask():
+        path.mkdir(parents=True, exist_ok=True)
+    return path

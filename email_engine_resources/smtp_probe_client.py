@@ -14,23 +14,37 @@ Statuses (REFERENCE.md, "Email address checks"):
 * ``full_inbox``: ``452``/``552``, enhanced ``4.2.2``/``5.2.2``, or a reply about quota / a full
   mailbox;
 * ``disabled``: enhanced ``5.2.1`` or a 5xx that says disabled / inactive;
+* ``refused_private_target``: every address of every MX host is loopback, private, link-local
+  or otherwise not public (:mod:`.network_policy`), and the configuration does not allow
+  private targets: nothing was connected to;
 * ``unknown``: everything else: no connection, timeouts, ``421``, greylisting and other 4xx,
-  policy refusals (``5.7.x``, block lists), protocol errors, input that cannot be probed.
+  policy refusals (``5.7.x``, block lists), protocol errors, input that cannot be probed, a
+  session refused by the shared per-IP limit (``take_slot``).
 
-Connections are bounded per MX host (``per_mx_concurrency`` open at once, connection starts
-spaced by ``1 / per_mx_rate_per_s``) and overall (``total_concurrency``), because providers
-block clients that open many sessions.
+The client never resolves a host name itself: the MX host names come with their addresses
+(``addresses``, resolved by the caller through the configured nameservers); each address is
+checked by :func:`.network_policy.target_refusal` and the connection goes to that address, so
+the answer checked is the answer used. An MX "host" that is an IP address is its own address.
+
+Limits: connections per destination IP in this process (``per_mx_concurrency`` open at once,
+starts spaced by ``1 / per_mx_rate_per_s``) and overall (``total_concurrency``); sessions per
+IP across processes through ``take_slot``, a callable the caller backs with shared state (the
+database), asked before every connection; at most ``max_recipients_per_session`` addresses per
+session (the catch-all probe comes on top); and a ``session_deadline_s`` for a whole session,
+besides the per-command timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import re
 import secrets
+import socket
 import string
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +52,7 @@ import aiosmtplib
 import idna
 
 from email_engine_resources.email_domain import split_address
+from email_engine_resources.network_policy import target_refusal
 
 DELIVERABLE = "deliverable"
 UNDELIVERABLE = "undeliverable"
@@ -45,7 +60,8 @@ CATCH_ALL = "catch_all"
 FULL_INBOX = "full_inbox"
 DISABLED = "disabled"
 UNKNOWN = "unknown"
-STATUSES = (DELIVERABLE, UNDELIVERABLE, CATCH_ALL, FULL_INBOX, DISABLED, UNKNOWN)
+REFUSED_PRIVATE_TARGET = "refused_private_target"
+STATUSES = (DELIVERABLE, UNDELIVERABLE, CATCH_ALL, FULL_INBOX, DISABLED, UNKNOWN, REFUSED_PRIVATE_TARGET)
 
 MAX_MESSAGE_CHARS = 300
 RANDOM_LOCAL_PART_LENGTH = 20
@@ -75,19 +91,28 @@ _HELO_NAME = re.compile(r"[A-Za-z0-9.\-\[\]:]+")
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """How to probe; ``mail_from=""`` sends the null reverse-path ``<>``."""
+    """How to probe; ``mail_from=""`` sends the null reverse-path ``<>``.
 
-    helo_name: str = "probe.email-engine.local"
+    ``helo_name=""`` means the machine's fully qualified name (``socket.getfqdn()``): receivers
+    check that the EHLO name is a real name of the connecting host.
+    """
+
+    helo_name: str = ""
     mail_from: str = ""
     port: int = 25
     connect_timeout_s: float = 10.0
     command_timeout_s: float = 10.0
+    session_deadline_s: float = 60.0
+    max_recipients_per_session: int = 50
     per_mx_concurrency: int = 2
     per_mx_rate_per_s: float = 5.0
     total_concurrency: int = 50
     detect_catch_all: bool = True
+    allow_private_targets: bool = False
 
     def __post_init__(self) -> None:
+        if self.helo_name == "":
+            object.__setattr__(self, "helo_name", socket.getfqdn())
         if not isinstance(self.helo_name, str) or not _HELO_NAME.fullmatch(self.helo_name):
             raise ValueError(
                 f"ProbeConfig.helo_name must be a host name (letters, digits, '.', '-'), got {self.helo_name!r}"
@@ -103,7 +128,8 @@ class ProbeConfig:
         _require_int("port", self.port, 1, 65535)
         _require_int("per_mx_concurrency", self.per_mx_concurrency, 1)
         _require_int("total_concurrency", self.total_concurrency, 1)
-        for name in ("connect_timeout_s", "command_timeout_s", "per_mx_rate_per_s"):
+        _require_int("max_recipients_per_session", self.max_recipients_per_session, 1)
+        for name in ("connect_timeout_s", "command_timeout_s", "session_deadline_s", "per_mx_rate_per_s"):
             _require_positive(name, getattr(self, name))
 
 
@@ -257,21 +283,31 @@ class _HostGate:
             await asyncio.sleep(start - now)
 
 
+TakeSlot = Callable[[str], bool]
+"""``take_slot(ip)``: True when one more session to ``ip`` may start now (a shared, cross-process
+count); False refuses this session. Blocking; the client calls it from a worker thread."""
+
+
 class _Limits:
-    def __init__(self, config: ProbeConfig) -> None:
+    """In-process limits per destination IP and overall, then the shared per-IP slot."""
+
+    def __init__(self, config: ProbeConfig, take_slot: TakeSlot | None) -> None:
         self._config = config
+        self._take_slot = take_slot
         self._total = asyncio.Semaphore(config.total_concurrency)
         self._gates: dict[str, _HostGate] = {}
 
     @asynccontextmanager
-    async def connection(self, host: str) -> AsyncIterator[None]:
-        gate = self._gates.get(host)
+    async def connection(self, ip: str) -> AsyncIterator[bool]:
+        """Yields whether the session may go ahead (False: the shared per-IP limit is reached)."""
+        gate = self._gates.get(ip)
         if gate is None:
             gate = _HostGate(self._config.per_mx_concurrency, self._config.per_mx_rate_per_s)
-            self._gates[host] = gate
+            self._gates[ip] = gate
         async with gate.slots, self._total:
             await gate.wait_turn()
-            yield
+            allowed = self._take_slot is None or await asyncio.to_thread(self._take_slot, ip)
+            yield allowed
 
 
 # --- one SMTP session -------------------------------------------------------------------------
@@ -304,14 +340,14 @@ def _random_local_part() -> str:
 
 
 class _Session:
-    """One connection to one MX host, probing the addresses of one domain."""
+    """One connection to one address of one MX host, probing the addresses of one domain."""
 
-    def __init__(self, host: str, domain: str, config: ProbeConfig) -> None:
+    def __init__(self, host: str, ip: str, domain: str, config: ProbeConfig) -> None:
         self.host = host
         self.domain = domain
         self.config = config
         self.smtp = aiosmtplib.SMTP(
-            hostname=host,
+            hostname=ip,  # the checked address, never the name again
             port=config.port,
             local_hostname=config.helo_name,
             timeout=config.command_timeout_s,
@@ -321,6 +357,18 @@ class _Session:
         self.smtputf8 = False
 
     async def run(self, targets: list[_Target], outcome: _Outcome) -> None:
+        """Probe ``targets``; the session ends by ``session_deadline_s`` whatever the server does."""
+        deadline = self.config.session_deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                await self._exchange(targets, outcome)
+        except TimeoutError:
+            outcome.failure = _Failure(None, f"session deadline of {deadline:g} s passed", self.host)
+            self.smtp.close()  # no polite QUIT: the deadline bounds the whole session
+        finally:
+            await self._close()
+
+    async def _exchange(self, targets: list[_Target], outcome: _Outcome) -> None:
         try:
             await self._open(needs_smtputf8=any(t.needs_smtputf8 for t in targets))
             catch_all = await self._domain_is_catch_all()
@@ -332,8 +380,6 @@ class _Session:
             outcome.failure = _Failure(exc.code, exc.message, self.host)
         except (aiosmtplib.SMTPException, OSError, ValueError, UnicodeError) as exc:
             outcome.failure = _Failure(None, f"{type(exc).__name__}: {exc}", self.host)
-        finally:
-            await self._close()
 
     async def _open(self, needs_smtputf8: bool) -> None:
         await self.smtp.connect(timeout=self.config.connect_timeout_s)
@@ -402,27 +448,70 @@ class _Session:
 # --- domains and the batch --------------------------------------------------------------------
 
 
-async def _probe_domain(
-    domain: str, hosts: tuple[str, ...], targets: list[_Target], config: ProbeConfig, limits: _Limits
-) -> dict[str, MailboxResult]:
-    """Try the MX hosts in order until every address has a verdict or the hosts run out."""
+def _candidates(host: str, addresses: Mapping[str, Sequence[str]]) -> tuple[tuple[str, ...], str | None]:
+    """The addresses to try for ``host`` and, when there are none, why."""
+    if host in addresses:
+        found = tuple(addresses[host])
+        return found, None if found else f"MX host {host}: no address"
+    try:
+        return (str(ipaddress.ip_address(host)),), None
+    except ValueError:
+        return (), f"MX host {host} was not resolved"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every session of one probe call shares."""
+
+    config: ProbeConfig
+    limits: _Limits
+    addresses: Mapping[str, Sequence[str]]  # MX host name -> IP addresses
+
+
+async def _probe_chunk(run: _Run, domain: str, hosts: tuple[str, ...], targets: list[_Target]) -> dict[str, MailboxResult]:
+    """Try the MX hosts (each of their public addresses) in order until every address has a verdict."""
+    config, limits = run.config, run.limits
     results: dict[str, MailboxResult] = {}
     pending = targets
-    failure = _Failure(None, "no MX host given", None)
+    failure: _Failure | None = None
+    refused: _Failure | None = None
     for host in hosts:
-        outcome = _Outcome()
-        async with limits.connection(host):
-            await _Session(host, domain, config).run(pending, outcome)
-        results.update(outcome.results)
-        pending = [t for t in pending if t.address not in outcome.results]
-        failure = outcome.failure or failure
-        if not pending:
-            break
+        ips, missing = _candidates(host, run.addresses)
+        if missing:
+            failure = _Failure(None, missing, host)
+        for ip in ips:
+            refusal = target_refusal(ip, allow_private=config.allow_private_targets)
+            if refusal:
+                refused = refused or _Failure(None, f"not probed: MX host {host}: {refusal}", host)
+                continue
+            outcome = _Outcome()
+            async with limits.connection(ip) as allowed:
+                if allowed:
+                    await _Session(host, ip, domain, config).run(pending, outcome)
+                else:
+                    outcome.failure = _Failure(None, f"deferred: probe limit for {ip} reached", host)
+            results.update(outcome.results)
+            pending = [t for t in pending if t.address not in outcome.results]
+            failure = outcome.failure or failure
+            if not pending:
+                return results
+    status = UNKNOWN
+    if failure is None and refused is not None:
+        status, failure = REFUSED_PRIVATE_TARGET, refused
+    failure = failure or _Failure(None, "no MX host given", None)
     for target in pending:
         results[target.address] = MailboxResult(
-            target.address, UNKNOWN, failure.code, bounded(failure.message), failure.host
+            target.address, status, failure.code, bounded(failure.message), failure.host
         )
     return results
+
+
+async def _probe_domain(run: _Run, domain: str, hosts: tuple[str, ...], targets: list[_Target]) -> dict[str, MailboxResult]:
+    """The addresses of one domain in sessions of at most ``max_recipients_per_session``."""
+    size = run.config.max_recipients_per_session
+    chunks = [targets[i : i + size] for i in range(0, len(targets), size)]
+    found = await asyncio.gather(*(_probe_chunk(run, domain, hosts, chunk) for chunk in chunks))
+    return {address: result for part in found for address, result in part.items()}
 
 
 def _group(
@@ -445,30 +534,44 @@ def _group(
 
 
 async def probe_mailboxes_async(
-    targets: Mapping[str, Sequence[str]], config: ProbeConfig
+    targets: Mapping[str, Sequence[str]],
+    config: ProbeConfig,
+    *,
+    addresses: Mapping[str, Sequence[str]] | None = None,
+    take_slot: TakeSlot | None = None,
 ) -> dict[str, MailboxResult]:
     """Probe every address; ``targets`` maps address -> MX hosts in preference order.
 
-    Returns a result for every address given (same keys). Raises ``TypeError`` only when the
-    arguments have the wrong shape; bad addresses come back ``unknown`` with the reason.
+    ``addresses`` maps each MX host name to its IP addresses (from the configured resolver); a
+    host missing there is tried only when it is itself an IP address. ``take_slot`` is asked
+    before every connection (see :data:`TakeSlot`). Returns a result for every address given
+    (same keys). Raises ``TypeError`` only when the arguments have the wrong shape; bad
+    addresses come back ``unknown`` with the reason.
     """
     if not isinstance(config, ProbeConfig):
         raise TypeError(f"config must be a ProbeConfig, got {type(config).__name__}")
     groups, results = _group(targets)
-    limits = _Limits(config)
+    run = _Run(config, _Limits(config, take_slot), addresses or {})
     found = await asyncio.gather(
-        *(_probe_domain(domain, hosts, group, config, limits) for (domain, hosts), group in groups.items())
+        *(_probe_domain(run, domain, hosts, group) for (domain, hosts), group in groups.items())
     )
     for part in found:
         results.update(part)
     return {address: results[address] for address in targets}
 
 
-def probe_mailboxes(targets: Mapping[str, Sequence[str]], config: ProbeConfig) -> dict[str, MailboxResult]:
+def probe_mailboxes(
+    targets: Mapping[str, Sequence[str]],
+    config: ProbeConfig,
+    *,
+    addresses: Mapping[str, Sequence[str]] | None = None,
+    take_slot: TakeSlot | None = None,
+) -> dict[str, MailboxResult]:
     """Blocking :func:`probe_mailboxes_async`; runs in a fresh thread when a loop is already running."""
+    probe = probe_mailboxes_async(targets, config, addresses=addresses, take_slot=take_slot)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(probe_mailboxes_async(targets, config))
+        return asyncio.run(probe)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, probe_mailboxes_async(targets, config)).result()
+        return pool.submit(asyncio.run, probe).result()

@@ -21,6 +21,7 @@ TEST_URL_ENV = "EMAIL_ENGINE_TEST_DATABASE_URL"
 APP_TABLES = (
     "tenants", "data_sources", "import_files", "rejected_rows", "staged_rows", "contacts",
     "dns_cache", "email_validations", "validation_runs", "contact_enrichment", "tag_assignments",
+    "probe_slots",
 )
 
 

@@ -16,9 +16,9 @@ thread that runs its own asyncio loop, so hundreds of delayed answers can be pen
 Answers larger than the client's UDP limit (512 bytes, or the EDNS payload it offers) are sent
 truncated with the TC bit, so the client has to ask again over TCP.
 
-The server counts what it receives (total, UDP, TCP, per ``(name, type)``) and the largest
-number of queries received but not yet answered (``max_outstanding``), which shows the
-client's concurrency bound from outside.
+The server counts what it receives (total, UDP, TCP, per ``(name, type)``, per UDP source
+port) and the largest number of queries received but not yet answered (``max_outstanding``),
+which shows the client's concurrency bound from outside.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class ServerStats:
     outstanding: int = 0
     max_outstanding: int = 0
     by_query: Counter[tuple[str, str]] = field(default_factory=Counter)
+    source_ports: Counter[int] = field(default_factory=Counter)  # UDP queries per client source port
 
     def count(self, name: str, rdtype: str) -> int:
         return self.by_query[(name, rdtype)]
@@ -306,6 +307,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         transport = self.transport
         assert transport is not None
+        self.handler.stats.source_ports[addr[1]] += 1
+
         def send(wire: bytes) -> None:
             if not transport.is_closing():
                 transport.sendto(wire, addr)

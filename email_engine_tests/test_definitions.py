@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
+import sqlalchemy as sa
 
 from email_engine_assets.definitions import defs
+from email_engine_assets.quality.assets import email_validations
 from email_engine_assets.quality.schedules import daily_recheck_schedule
+from email_engine_resources.postgres import get_engine
 from email_engine_resources.settings import PROJECT_ROOT
 
 
@@ -41,13 +45,48 @@ def test_schedule_yields_one_run_per_tenant():
     ]
 
 
-def test_database_url_is_an_env_var_never_a_literal(monkeypatch):
+def test_database_url_is_read_from_the_environment_never_from_config(monkeypatch):
     monkeypatch.setenv("EMAIL_ENGINE_DATABASE_URL", "postgresql://user:s3cret@db.example/app")
-    from email_engine_assets.definitions import default_resources
+    from email_engine_assets.definitions import default_resources, fixed_at_launch
 
     db = default_resources()["db"]
-    # the UI and run config show the variable's name; the value is read at run time only
-    assert isinstance(db.url, dg.EnvVar) and db.url.env_var_name == "EMAIL_ENGINE_DATABASE_URL"
+    assert db.url == ""  # the engine reads EMAIL_ENGINE_DATABASE_URL when a run opens it
+    definition = fixed_at_launch({"db": db})["db"]
+    assert definition.config_schema.as_field().config_type.fields == {}  # nothing for the UI to show
+
+
+OVERRIDES = [
+    ("db", {"url": "postgresql://attacker@db.example/elsewhere"}),
+    ("dns", {"nameservers": ["203.0.113.53"]}),
+    ("dns", {"port": 5353}),
+    ("smtp_probe", {"port": 2525}),
+    ("smtp_probe", {"helo_name": "mx.someone-else.example"}),
+]
+
+
+@pytest.mark.parametrize(("resource", "config"), OVERRIDES, ids=[f"{r}.{next(iter(c))}" for r, c in OVERRIDES])
+def test_launchpad_run_config_cannot_change_where_data_goes(resource, config):
+    job = defs.resolve_job_def("recheck_job")
+    field = next(iter(config))
+    with pytest.raises(dg.DagsterInvalidConfigError, match=f'unexpected config entry "{field}" at path root:resources:{resource}:config'):
+        dg.validate_run_config(job, {"resources": {resource: {"config": config}}})
+
+
+def test_an_asset_run_pointed_at_another_database_is_refused_and_writes_nothing(db_url, scratch_database, workspace):
+    workspace.tenant("acme")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["acme"])
+        with pytest.raises(dg.DagsterInvalidConfigError, match="root:resources:db:config"):
+            dg.materialize(
+                [email_validations], partition_key="acme", instance=instance, resources=defs.resources,
+                run_config={"resources": {"db": {"config": {"url": scratch_database}}}},
+            )
+        assert instance.get_runs() == []  # refused before any run was created
+    engine = get_engine(scratch_database)
+    with engine.connect() as conn:
+        tables = conn.execute(sa.text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")).scalar_one()
+    engine.dispose()
+    assert tables == 0
 
 
 def test_dagster_cli_validates_the_workspace(db_url):

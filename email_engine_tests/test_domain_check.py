@@ -17,6 +17,7 @@ from email_engine_resources.dns_client import (
     check_domains,
     check_domains_async,
     normalize_domain,
+    resolve_hosts,
 )
 from email_engine_tests.dns_server import (
     LoopbackDnsServer,
@@ -117,6 +118,32 @@ def test_each_distinct_domain_costs_one_query_plus_one_probe(server):
     assert {r.status for r in results.values()} == {"mx"}
     assert server.stats.total == 50 + 1
     assert server.stats.count(".", "NS") == 1
+
+
+def test_every_query_leaves_from_its_own_random_source_port(server):
+    domains = [f"d{i}.gen.test" for i in range(200)]
+    check_domains(domains, config_for(server, concurrency=4))  # 4 workers, 50 queries each
+    server.sync()
+    ports = server.stats.source_ports
+    assert sum(ports.values()) == 200 + 1
+    assert len(ports) >= 195  # a reused socket would show 4 ports; the kernel may reuse one now and then
+    assert max(ports) - min(ports) > 1000  # spread over the ephemeral range, not counting up from one
+
+
+def test_mail_hosts_resolve_to_their_addresses_through_the_same_nameservers():
+    zone = standard_zone()
+    zone.a.update({"mx1.mx-ok.test": ["192.0.2.1", "192.0.2.2"], "v6.mx-ok.test": []})
+    zone.aaaa.update({"mx1.mx-ok.test": ["2001:db8::1"], "v6.mx-ok.test": ["2001:db8::6"]})
+    with running_dns_server(zone) as server:
+        found = resolve_hosts(["mx1.mx-ok.test", "v6.mx-ok.test", "nowhere.test", "servfail.test", "10.0.0.1"], config_for(server))
+
+    addresses = found["mx1.mx-ok.test"].addresses
+    assert set(addresses[:2]) == {"192.0.2.1", "192.0.2.2"} and addresses[2:] == ("2001:db8::1",)  # A first
+    assert found["v6.mx-ok.test"].addresses == ("2001:db8::6",)
+    assert (found["nowhere.test"].addresses, found["nowhere.test"].detail) == ((), "NXDOMAIN")
+    assert (found["servfail.test"].addresses, found["servfail.test"].detail) == ((), "SERVFAIL")
+    assert found["10.0.0.1"].addresses == ("10.0.0.1",)  # an address is its own answer, no query
+    assert server.stats.count("10.0.0.1", "A") == 0
 
 
 def test_concurrency_is_bounded_and_used():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +22,7 @@ from email_engine_resources.smtp_probe_client import (
     DISABLED,
     FULL_INBOX,
     MAX_MESSAGE_CHARS,
+    REFUSED_PRIVATE_TARGET,
     UNDELIVERABLE,
     UNKNOWN,
     MailboxResult,
@@ -58,6 +61,7 @@ def config(port: int, **overrides: object) -> ProbeConfig:
         "connect_timeout_s": 1.0,
         "command_timeout_s": 1.0,
         "per_mx_rate_per_s": 1000.0,
+        "allow_private_targets": True,  # the servers listen on loopback
     }
     settings.update(overrides)
     return ProbeConfig(**settings)  # type: ignore[arg-type]
@@ -302,6 +306,8 @@ def test_bad_addresses_are_not_probed(server: LoopbackSmtpServer) -> None:
         ("total_concurrency", -1),
         ("per_mx_rate_per_s", 0),
         ("connect_timeout_s", -1.0),
+        ("session_deadline_s", 0),
+        ("max_recipients_per_session", 0),
         ("helo_name", "two words"),
         ("mail_from", "a b@x.test"),
         ("mail_from", "no-at-sign"),
@@ -333,13 +339,98 @@ def test_sync_wrapper_works_inside_a_running_loop(server: LoopbackSmtpServer) ->
 def test_resource_probes_with_its_settings(server: LoopbackSmtpServer) -> None:
     settings = {"port": server.port, "connect_timeout_s": 1.0, "command_timeout_s": 1.0, "helo_name": "mx.sender.test"}
     resource = SmtpProbeResource(**settings)
-    results = resource.probe({"ann@example.test": [MX], "full@example.test": [MX]})
+    results = resource.probe({"ann@example.test": [MX], "full@example.test": [MX]}, allow_private_targets=True)
 
-    assert resource.config() == ProbeConfig(**settings)  # type: ignore[arg-type]
+    assert resource.config(allow_private_targets=True) == ProbeConfig(**settings, allow_private_targets=True)  # type: ignore[arg-type]
     assert [results[a].status for a in ("ann@example.test", "full@example.test")] == [DELIVERABLE, FULL_INBOX]
     assert server.sessions[0].args("EHLO") == ["mx.sender.test"]
     with pytest.raises(ValueError, match="per_mx_concurrency"):
         SmtpProbeResource(per_mx_concurrency=0).config()
+
+
+# --- network safety -----------------------------------------------------------------------------
+
+
+def test_private_targets_are_refused_without_connecting(server: LoopbackSmtpServer) -> None:
+    targets = {"ann@example.test": [MX, "mx.example.test"], "bob@example.test": ["::ffff:127.0.0.1"]}
+    addresses = {"mx.example.test": ["10.1.2.3", "169.254.169.254"]}
+    results = probe_mailboxes(targets, config(server.port, allow_private_targets=False), addresses=addresses)
+
+    assert {a: r.status for a, r in results.items()} == {a: REFUSED_PRIVATE_TARGET for a in targets}
+    assert "127.0.0.1 is a loopback address" in (results["ann@example.test"].smtp_message or "")
+    assert "carries 127.0.0.1" in (results["bob@example.test"].smtp_message or "")
+    assert results["ann@example.test"].mx_host == MX
+    assert server.sessions == []
+
+
+def test_a_host_name_is_reached_only_at_the_address_given_for_it(server: LoopbackSmtpServer) -> None:
+    targets = {"ann@example.test": ["mx.example.test"], "bob@example.test": ["localhost"]}
+    results = probe_mailboxes(targets, config(server.port), addresses={"mx.example.test": [MX]})
+
+    assert (results["ann@example.test"].status, results["ann@example.test"].mx_host) == (DELIVERABLE, "mx.example.test")
+    # "localhost" was not resolved by the caller: the client never asks the system resolver
+    assert results["bob@example.test"].status == UNKNOWN
+    assert results["bob@example.test"].smtp_message == "MX host localhost was not resolved"
+    assert server.rcpt_addresses()[1:] == ["ann@example.test"]
+
+
+def test_a_session_refused_by_the_shared_limit_is_deferred(server: LoopbackSmtpServer) -> None:
+    asked: list[str] = []
+
+    def take_slot(ip: str) -> bool:
+        asked.append(ip)
+        return False
+
+    results = probe_mailboxes({"ann@example.test": [MX]}, config(server.port), take_slot=take_slot)
+
+    assert results["ann@example.test"].status == UNKNOWN
+    assert results["ann@example.test"].smtp_message == f"deferred: probe limit for {MX} reached"
+    assert asked == [MX]
+    assert server.sessions == []
+
+
+def test_take_slot_is_asked_once_per_session(server: LoopbackSmtpServer) -> None:
+    asked: list[str] = []
+    lock = threading.Lock()
+
+    def take_slot(ip: str) -> bool:
+        with lock:
+            asked.append(ip)
+        return True
+
+    targets = {f"u{i}@anything.test": [MX] for i in range(5)}
+    cfg = config(server.port, max_recipients_per_session=2, detect_catch_all=False)
+    results = probe_mailboxes(targets, cfg, take_slot=take_slot)
+
+    assert {r.status for r in results.values()} == {DELIVERABLE}
+    assert len(server.sessions) == 3  # 2 + 2 + 1 addresses
+    assert sorted(s.verbs().count("RCPT") for s in server.sessions) == [1, 2, 2]
+    assert asked == [MX, MX, MX]
+
+
+def test_session_deadline_bounds_a_slow_server() -> None:
+    slow = MailboxRules(catch_all_domains={"slow.test"}, rcpt_delay_s=0.3)
+    with LoopbackSmtpServer(slow, host=MX) as server:
+        targets = {f"u{i}@slow.test": [MX] for i in range(10)}
+        cfg = config(server.port, command_timeout_s=5.0, session_deadline_s=1.0, detect_catch_all=False)
+        started = time.monotonic()
+        results = probe_mailboxes(targets, cfg)
+        elapsed = time.monotonic() - started
+
+    statuses = [results[a].status for a in targets]
+    assert 1 <= statuses.count(DELIVERABLE) <= 4
+    assert statuses.count(UNKNOWN) == 10 - statuses.count(DELIVERABLE)
+    late = [r for r in results.values() if r.status == UNKNOWN]
+    assert all(r.smtp_message == "session deadline of 1 s passed" for r in late)
+    assert elapsed < 2.0  # one command timeout alone would allow 10 x 0.3 s
+
+
+def test_helo_name_defaults_to_the_machine_fqdn(server: LoopbackSmtpServer) -> None:
+    assert ProbeConfig().helo_name == socket.getfqdn()
+    assert SmtpProbeResource().config().helo_name == socket.getfqdn()
+    probe_mailboxes({"ann@example.test": [MX]}, config(server.port))
+
+    assert server.sessions[0].args("EHLO") == [socket.getfqdn()]
 
 
 # --- reply classification ---------------------------------------------------------------------

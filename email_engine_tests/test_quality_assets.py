@@ -28,7 +28,7 @@ ZONE = TestZone(
         "probe.example": [(10, "localhost")],
         "catchall.example": [(10, "localhost")],
     },
-    a={"aonly.example": ["192.0.2.1"]},
+    a={"aonly.example": ["192.0.2.1"], "localhost": ["127.0.0.1"]},
     servfail={"broken.example"},
     generated_mx_suffixes=("gen.example",),
 )
@@ -57,12 +57,14 @@ def dns_server():
         yield server
 
 
-def resources(dns_port: int, smtp_port: int = 25, **dns):
+def resources(dns_port: int, smtp_port: int = 25, smtp: dict | None = None, **dns):
     return {
         "db": PostgresResource(),
         "workspace": WorkspaceResource(),
         "dns": DnsResolverResource(nameservers=["127.0.0.1"], port=dns_port, timeout_s=0.3, retries=0, **dns),
-        "smtp_probe": SmtpProbeResource(port=smtp_port, connect_timeout_s=2, command_timeout_s=2, per_mx_rate_per_s=100),
+        "smtp_probe": SmtpProbeResource(
+            port=smtp_port, connect_timeout_s=2, command_timeout_s=2, per_mx_rate_per_s=100, **(smtp or {})
+        ),
     }
 
 
@@ -127,9 +129,13 @@ def test_unreachable_resolver_gives_unknown_promptly(engine, workspace, instance
     assert elapsed < 30
 
 
+ONE_WINDOW = 10**9  # seconds: windows are aligned on the epoch; a test never straddles two
+PROBING_TENANT = "id: acme\nname: A\nsources:\n  - id: crm\nvalidation:\n  smtp_probe: true\n"
+
+
 def test_smtp_probe_runs_only_when_the_tenant_enables_it(engine, workspace, instance, dns_server):
     rules = MailboxRules(mailboxes={"real@probe.example"}, full={"full@probe.example"}, catch_all_domains={"catchall.example"})
-    workspace.tenant("acme", "id: acme\nname: A\nsources:\n  - id: crm\nvalidation:\n  smtp_probe: true\n")
+    workspace.tenant("acme", PROBING_TENANT + "  allow_private_targets: true\n")  # the server is on loopback
     workspace.file("acme", "crm", "c.csv", "email\nreal@probe.example\nghost@probe.example\nfull@probe.example\nany@catchall.example\n")
     with LoopbackSmtpServer(rules) as smtp:
         run_all(instance, "acme", resources(dns_server.port, smtp.port))
@@ -139,6 +145,59 @@ def test_smtp_probe_runs_only_when_the_tenant_enables_it(engine, workspace, inst
     assert (v["ghost@probe.example"].verdict, v["ghost@probe.example"].mailbox_status) == ("invalid", "undeliverable")
     assert (v["full@probe.example"].verdict, v["full@probe.example"].mailbox_status) == ("risky", "full_inbox")
     assert (v["any@catchall.example"].verdict, v["any@catchall.example"].mailbox_status) == ("risky", "catch_all")
+
+
+def test_probe_refuses_mail_hosts_on_private_addresses_unless_the_tenant_allows(engine, workspace, instance, dns_server):
+    workspace.tenant("acme", PROBING_TENANT)  # probe on, private targets not allowed (the default)
+    workspace.file("acme", "crm", "c.csv", "email\nreal@probe.example\n")
+    with LoopbackSmtpServer(MailboxRules(mailboxes={"real@probe.example"})) as smtp:
+        run_all(instance, "acme", resources(dns_server.port, smtp.port))
+        assert smtp.sessions == []  # "localhost" resolved to 127.0.0.1 through the test nameserver: refused
+    row = verdicts(engine)["real@probe.example"]
+    assert (row.verdict, row.mailbox_status) == ("unknown", "refused_private_target")
+    assert any("127.0.0.1 is a loopback address" in reason for reason in row.reasons)
+
+
+def test_probe_limit_per_ip_is_shared_across_runs(engine, workspace, instance, dns_server):
+    workspace.tenant("acme", PROBING_TENANT + "  allow_private_targets: true\n")
+    workspace.file("acme", "crm", "c.csv", "email\nreal@probe.example\nany@catchall.example\n")
+    rules = MailboxRules(mailboxes={"real@probe.example"}, catch_all_domains={"catchall.example"})
+    with LoopbackSmtpServer(rules) as smtp:
+        limited = resources(dns_server.port, smtp.port, smtp={"per_ip_sessions": 1, "per_ip_window_s": ONE_WINDOW})
+        run_all(instance, "acme", limited)
+        assert len(smtp.sessions) == 1  # two domains, two sessions wanted, one slot for 127.0.0.1
+        first = verdicts(engine)
+        deferred = [email for email, row in first.items() if row.verdict == "unknown"]
+        assert len(deferred) == 1
+        assert any("deferred: probe limit for 127.0.0.1 reached" in r for r in first[deferred[0]].reasons)
+
+        # an hour later the unknown verdict is due again; the window is still full for every run
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE email_validations SET checked_at = now() - interval '2 hours' WHERE verdict = 'unknown'"))
+        again = dg.materialize([email_validations], partition_key="acme", instance=instance, resources=limited)
+        assert again.asset_materializations_for_node("email_validations")[0].metadata["checked"].value == 1
+        assert len(smtp.sessions) == 1
+    assert verdicts(engine)[deferred[0]].mailbox_status == "unknown"
+
+
+def test_unknown_verdicts_are_rechecked_after_the_short_age(engine, workspace, instance, dns_server):
+    workspace.tenant("acme")
+    workspace.file("acme", "crm", "c.csv", "email\nann@good.example\neve@broken.example\n")
+    res = resources(dns_server.port)
+    run_all(instance, "acme", res)
+    assert {e: r.verdict for e, r in verdicts(engine).items()} == {"ann@good.example": "valid", "eve@broken.example": "unknown"}
+
+    def checked_after(age: str) -> int:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE email_validations SET checked_at = now() - CAST(:age AS interval)"), {"age": age})
+        result = dg.materialize([email_validations], partition_key="acme", instance=instance, resources=res)
+        return result.asset_materializations_for_node("email_validations")[0].metadata["checked"].value
+
+    assert checked_after("30 minutes") == 0
+    assert checked_after("2 hours") == 1  # only the unknown one, not the valid one (30 days)
+    workspace.tenant("acme", "id: acme\nname: A\nsources:\n  - id: crm\nvalidation:\n  unknown_recheck_age_hours: 3\n")
+    assert checked_after("2 hours") == 0
+    assert checked_after("31 days") == 2
 
 
 def test_probe_off_by_default_never_connects(engine, workspace, instance, dns_server):

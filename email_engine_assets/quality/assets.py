@@ -43,11 +43,14 @@ def email_validations(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with engine.connect() as conn:
-        due = store.contacts_due_for_validation(conn, tenant.id, tenant.validation.recheck_age_days)
+        due = store.contacts_due_for_validation(
+            conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours
+        )
     checked_total = lookups = distinct_domains = probed = 0
     for start in range(0, due.height, VALIDATION_BATCH):
         batch = validate_batch(
-            engine, due.slice(start, VALIDATION_BATCH), dns, smtp_probe if tenant.validation.smtp_probe else None
+            engine, due.slice(start, VALIDATION_BATCH), dns, smtp_probe if tenant.validation.smtp_probe else None,
+            allow_private_targets=tenant.validation.allow_private_targets,
         )
         with engine.begin() as conn:
             store.write_validations(conn, tenant.id, batch.frame)

@@ -12,16 +12,20 @@ from email_engine_resources.dns_client import DomainResult
 from email_engine_resources.frames import copy_frame, read_frame
 
 
-def contacts_due_for_validation(conn: sa.Connection, tenant_id: str, max_age_days: int) -> pl.DataFrame:
-    """Contacts with no verdict, a verdict older than ``max_age_days``, or one for another address."""
+def contacts_due_for_validation(
+    conn: sa.Connection, tenant_id: str, max_age_days: int, unknown_age_hours: int = 1
+) -> pl.DataFrame:
+    """Contacts with no verdict, one for another address, a verdict older than ``max_age_days``,
+    or an ``unknown`` verdict (resolver down, timeouts, probe deferred) older than ``unknown_age_hours``."""
     return read_frame(
         conn,
         """SELECT c.contact_id, c.email FROM contacts c
            LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
            WHERE c.tenant_id = :t AND (v.contact_id IS NULL OR v.email <> c.email
-                 OR v.checked_at < now() - make_interval(days => :d))
+                 OR v.checked_at < now() - make_interval(days => :d)
+                 OR (v.verdict = 'unknown' AND v.checked_at < now() - make_interval(hours => :h)))
            ORDER BY c.contact_id""",
-        {"t": tenant_id, "d": max_age_days},
+        {"t": tenant_id, "d": max_age_days, "h": unknown_age_hours},
         {"contact_id": pl.Int64, "email": pl.String},
     )
 
@@ -151,3 +155,29 @@ def write_enrichment(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -
     )
 
 
+
+
+# --- SMTP probe limits ---------------------------------------------------------------------------
+
+
+def take_probe_slot(conn: sa.Connection, ip: str, *, max_sessions: int, window_s: int) -> bool:
+    """Count one SMTP session towards ``ip`` in the current window; False when the window is full.
+
+    Windows are fixed (``window_s`` seconds from the epoch) and shared by every process through
+    ``probe_slots``; the conditional upsert is atomic, so concurrent callers never exceed
+    ``max_sessions``. Older windows of the same IP are removed on the way.
+    """
+    window = conn.execute(
+        sa.text("SELECT to_timestamp(floor(extract(epoch FROM clock_timestamp()) / :w) * :w)"), {"w": window_s}
+    ).scalar_one()
+    conn.execute(sa.text("DELETE FROM probe_slots WHERE ip = CAST(:ip AS inet) AND window_start < :win"), {"ip": ip, "win": window})
+    taken = conn.execute(
+        sa.text(
+            """INSERT INTO probe_slots (ip, window_start, sessions) VALUES (CAST(:ip AS inet), :win, 1)
+               ON CONFLICT (ip, window_start) DO UPDATE SET sessions = probe_slots.sessions + 1
+               WHERE probe_slots.sessions < :max
+               RETURNING sessions"""
+        ),
+        {"ip": ip, "win": window, "max": max_sessions},
+    ).first()
+    return taken is not None

@@ -4,7 +4,8 @@
              a mailbox that is undeliverable or disabled;
 ``risky``    disposable domain, role account, catch-all domain, full inbox, likely typo;
 ``unknown``  the domain could not be checked (timeout, SERVFAIL, or not checked yet), or the
-             mailbox probe ran and could not tell;
+             mailbox probe ran and could not tell, or refused to connect because every mail
+             host of the domain has a private address (``refused_private_target``);
 ``valid``    none of the above (the mailbox probe off counts as no finding).
 
 The first matching class wins; ``reasons`` lists every finding, not just the deciding one.
@@ -24,7 +25,9 @@ from email_engine_resources.smtp_probe_client import (
     DELIVERABLE,
     DISABLED,
     FULL_INBOX,
+    REFUSED_PRIVATE_TARGET,
     UNDELIVERABLE,
+    UNKNOWN,
 )
 from email_engine_resources.smtp_probe_client import STATUSES as MAILBOX_STATUSES
 
@@ -35,6 +38,7 @@ MAIL_DOMAIN = tuple(s for s, accepts in ACCEPTS_MAIL.items() if accepts)
 INVALID_DOMAIN = frozenset(s for s, accepts in ACCEPTS_MAIL.items() if accepts is False)
 INVALID_MAILBOX = frozenset({UNDELIVERABLE, DISABLED})
 RISKY_MAILBOX = frozenset({CATCH_ALL, FULL_INBOX})
+UNKNOWN_MAILBOX = frozenset({UNKNOWN, REFUSED_PRIVATE_TARGET})
 DOMAIN_NOT_CHECKED = "domain: not_checked"
 
 _REASON_PREFIXES_BY_VERDICT = {
@@ -42,7 +46,7 @@ _REASON_PREFIXES_BY_VERDICT = {
                 *(f"mailbox: {s}" for s in INVALID_MAILBOX)),
     "risky": ("disposable", "role_account", "typo_suggestion:",
               *(f"mailbox: {s}" for s in RISKY_MAILBOX)),
-    "unknown": ("domain: unknown", DOMAIN_NOT_CHECKED, "mailbox: unknown"),
+    "unknown": ("domain: unknown", DOMAIN_NOT_CHECKED, *(f"mailbox: {s}" for s in UNKNOWN_MAILBOX)),
 }
 
 
@@ -159,7 +163,7 @@ def summarize_frame(df: pl.DataFrame) -> pl.DataFrame:
         .when(pl.col("disposable").fill_null(False) | pl.col("role_account").fill_null(False)
               | (typo.is_not_null() & (typo != "")) | mailbox.is_in(list(RISKY_MAILBOX)))
         .then(pl.lit("risky"))
-        .when(domain.is_null() | (domain == "unknown") | (mailbox == "unknown"))
+        .when(domain.is_null() | (domain == "unknown") | mailbox.is_in(list(UNKNOWN_MAILBOX)))
         .then(pl.lit("unknown"))
         .otherwise(pl.lit("valid"))
     )

@@ -110,7 +110,11 @@ class SourceConfig(_Strict):
 
 class ValidationSettings(_Strict):
     recheck_age_days: int = Field(default=30, ge=1)
+    unknown_recheck_age_hours: int = Field(default=1, ge=1, description="re-check 'unknown' verdicts this soon")
     smtp_probe: bool = False
+    allow_private_targets: bool = Field(
+        default=False, description="let the SMTP probe connect to loopback / private / link-local addresses"
+    )
     invalid_share_jump: float = Field(default=0.10, gt=0, le=1, description="warn when the invalid share rises by more")
 
 
