@@ -26,14 +26,21 @@ def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame, columns: Se
     if frame.height == 0:
         return 0
     driver = conn.connection.driver_connection
-    frame = frame.select(columns)
+    try:
+        return _copy(driver, table, frame.select(columns))
+    except psycopg.Error as exc:
+        # The driver's own error, raised like any SQLAlchemy statement's (callers catch those).
+        raise sa.exc.DBAPIError.instance(f"COPY {table}", None, exc, psycopg.Error, hide_parameters=True) from exc
+
+
+def _copy(driver: psycopg.Connection, table: str, frame: pl.DataFrame) -> int:
     lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.List)]
     distinct = {name: frame.select(pl.col(name).unique().drop_nulls()) for name in lists}
     if any(d.height > frame.height * MANY_DISTINCT_LISTS for d in distinct.values()):
         return _copy_rows(driver, table, frame)
     frame = _with_array_literals(driver, frame, distinct)
     with driver.cursor() as cur:
-        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy:
+        with cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN (FORMAT csv)") as copy:
             for part in frame.iter_slices(COPY_SLICE_ROWS):
                 buffer = io.BytesIO()
                 part.write_csv(buffer, include_header=False, null_value="")

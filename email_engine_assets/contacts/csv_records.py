@@ -176,12 +176,12 @@ def csv_chunks(path: Path, stream: TextIO, fmt: FileFormat, limits: ReadLimits) 
         with gc_paused():
             while not records.exhausted and not limits.full(chunk.records, chunk.chars, width):
                 checks.add(records.read(_batch_size(chunk, limits, width, average_chars)), chunk)
+            if chunk.records:
+                average_chars = chunk.chars / chunk.records
             columns = list(zip(*chunk.rows)) if chunk.rows else [()] * len(names)
             frame = chunk.frame(names, columns)
             del columns
             chunk.release()
-        if chunk.records:
-            average_chars = chunk.chars / chunk.records
         if first or frame.height or chunk.rejects:
             yield RawChunk(frame, chunk.rejects)
         first = False
