@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,11 @@ import sqlalchemy as sa
 from email_engine_assets.audiences.assets import tag_assignments
 from email_engine_assets.contacts.assets import contact_imports, contacts
 from email_engine_assets.contacts.importer import file_digest
+from email_engine_assets.contacts.inbox import (
+    RefusedFile,
+    place_file,
+    real_source_folder,
+)
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.quality.assets import contact_enrichment, email_validations
 from email_engine_assets.quality.verdict import VERDICTS
@@ -108,10 +112,10 @@ def import_one_file(path: Path, tenant_id: str, source_id: str) -> dict:
         raise SystemExit(f"no such file: {path}")
     folder = ws.source_dir(tenant_id, source_id)
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    if path.resolve() != target.resolve():
-        shutil.copyfile(path, target.with_name(target.name + ".part"))
-        target.with_name(target.name + ".part").replace(target)
+    try:
+        target = place_file(path, real_source_folder(folder))
+    except RefusedFile as exc:
+        raise SystemExit(f"cannot place {path.name!r} in inbox/{tenant_id}/{source_id}: {exc.why}") from None
     digest = file_digest(target)
     failures: list[str] = []
     with dg.DagsterInstance.get() as instance:

@@ -6,31 +6,85 @@ import io
 from collections.abc import Sequence
 
 import polars as pl
+import psycopg
 import sqlalchemy as sa
+from psycopg.adapt import PyFormat, Transformer
 
 COPY_SLICE_ROWS = 20_000
-
-
-def pg_text_array(expr: pl.Expr) -> pl.Expr:
-    """Render a ``list[str]`` of slugs (``[a-z0-9_]`` only) as a PostgreSQL array literal."""
-    return pl.lit("{") + expr.list.join(",") + pl.lit("}")
+# Above this share of distinct lists in a list column, rows are adapted one by one (binary COPY).
+MANY_DISTINCT_LISTS = 0.25
+_LITERAL = "__array_literal"
 
 
 def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame, columns: Sequence[str]) -> int:
     """COPY ``frame[columns]`` into ``table`` inside the caller's transaction; returns the row count.
 
     One COPY statement, fed in slices: the CSV text of a whole chunk is never held at once.
+    List columns become PostgreSQL arrays adapted by psycopg (a null list is NULL; an element
+    ``"null"`` stays the text ``null``), see :func:`_with_array_literals`.
     """
     if frame.height == 0:
         return 0
-    cols = ", ".join(columns)
     driver = conn.connection.driver_connection
+    try:
+        return _copy(driver, table, frame.select(columns))
+    except psycopg.Error as exc:
+        # The driver's own error, raised like any SQLAlchemy statement's (callers catch those).
+        raise sa.exc.DBAPIError.instance(f"COPY {table}", None, exc, psycopg.Error, hide_parameters=True) from exc
+
+
+def _copy(driver: psycopg.Connection, table: str, frame: pl.DataFrame) -> int:
+    lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.List)]
+    distinct = {name: frame.select(pl.col(name).unique().drop_nulls()) for name in lists}
+    if any(d.height > frame.height * MANY_DISTINCT_LISTS for d in distinct.values()):
+        return _copy_rows(driver, table, frame)
+    frame = _with_array_literals(driver, frame, distinct)
     with driver.cursor() as cur:
-        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-            for part in frame.select(columns).iter_slices(COPY_SLICE_ROWS):
+        with cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN (FORMAT csv)") as copy:
+            for part in frame.iter_slices(COPY_SLICE_ROWS):
                 buffer = io.BytesIO()
                 part.write_csv(buffer, include_header=False, null_value="")
                 copy.write(buffer.getbuffer())
+    return frame.height
+
+
+def _with_array_literals(driver: psycopg.Connection, frame: pl.DataFrame, distinct: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Each list column replaced by its array literals, as psycopg's own list dumper writes them.
+
+    COPY's CSV path needs the text form of an array. The dumper runs once per distinct list (a
+    tags column holds few distinct combinations) and a join spreads the literals over the rows.
+    """
+    transformer = Transformer(driver)
+    for name, values in distinct.items():
+        lists = values[name].to_list()
+        # One dumper per column, chosen for its first non-empty list (an empty one gives no element type).
+        dumper = transformer.get_dumper(next((v for v in lists if v), []), PyFormat.TEXT)
+        literals = [bytes(dumper.dump(value)).decode() for value in lists]
+        mapping = values.with_columns(pl.Series(_LITERAL, literals, pl.String))
+        frame = (
+            frame.join(mapping, on=name, how="left", maintain_order="left")
+            .with_columns(pl.col(_LITERAL).alias(name))
+            .drop(_LITERAL)
+        )
+    return frame
+
+
+def _copy_rows(driver: psycopg.Connection, table: str, frame: pl.DataFrame) -> int:
+    """Binary COPY with psycopg adapting every row: for frames whose lists are mostly distinct,
+    where dumping each list to text costs more than this."""
+    types = dict(
+        driver.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table],
+        ).fetchall()
+    )
+    with driver.cursor() as cur:
+        with cur.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN (FORMAT binary)") as copy:
+            copy.set_types([types[name] for name in frame.columns])
+            for part in frame.iter_slices(COPY_SLICE_ROWS):
+                for row in part.iter_rows():
+                    copy.write_row(row)
     return frame.height
 
 

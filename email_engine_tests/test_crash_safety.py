@@ -257,7 +257,7 @@ def test_a_database_session_killed_mid_copy_fails_the_file_and_the_next_file_imp
     assert [r.status for r in reports] == ["failed", "imported"]
     (name, status, error), after = _outcome(engine)
     assert (name, status) == ("a_big.csv", "failed")
-    assert error.startswith("a_big.csv: database error (") and "example.com" not in error
+    assert error.startswith("a_big.csv: database error") and "example.com" not in error
     assert after == ("b_next.csv", "imported", None)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT DISTINCT email FROM staged_rows")).scalars().all() == ["next@example.com"]

@@ -334,7 +334,7 @@ def test_bad_overrides_are_refused(tmp_path: Path) -> None:
 # --- JSON -------------------------------------------------------------------------------
 
 
-def test_json_array_values_and_line_numbers(tmp_path: Path) -> None:
+def test_json_array_values_and_item_numbers(tmp_path: Path) -> None:
     data = (
         '[\n'
         '  {"email": "a@x.io", "age": 42, "score": 1.50, "vip": true, "tags": ["b2b", "fr"],\n'
@@ -350,15 +350,15 @@ def test_json_array_values_and_line_numbers(tmp_path: Path) -> None:
     assert fmt == FileFormat("json", "utf-8", None)
     frame, rejects, _ = read_all(path, fmt)
     first = frame.row(0, named=True)
-    assert first["__line"] == 2
+    assert first["__line"] == 1  # a JSON array's records are numbered by their position in the array
     assert (first["age"], first["score"], first["vip"], first["tags"]) == ("42", "1.50", "true", "b2b;fr")
     assert json.loads(first["address"]) == {"city": "Lyon", "zip": 69001}
     assert first["address"] == '{"city":"Lyon","zip":69001}'
     assert first["phone"] is None
     second = frame.row(1, named=True)
-    assert (second["__line"], second["email"], second["formula"]) == (5, "b@x.io", '=HYPERLINK("http://x","y")')
+    assert (second["__line"], second["email"], second["formula"]) == (3, "b@x.io", '=HYPERLINK("http://x","y")')
     assert second["age"] is None
-    assert rejects == [RejectedRow(4, '"not an object"', "array item is not an object (found string)")]
+    assert rejects == [RejectedRow(2, '"not an object"', "array item is not an object (found string)")]
 
 
 def test_json_keys_first_seen_later_become_columns(tmp_path: Path) -> None:
@@ -386,12 +386,12 @@ def test_json_syntax_error_inside_array_names_line(tmp_path: Path) -> None:
 
 def test_json_array_with_large_item_and_small_blocks(tmp_path: Path) -> None:
     records = [{"email": f"u{i}@x.io", "notes": "n" * (i * 1000)} for i in range(40)]
-    records.append({"email": "huge@x.io", "notes": "h" * 2_000_000})
+    records.append({"email": "huge@x.io", "notes": "h" * 1_000_000})  # under the record cap, over the field cap
     records.append({"email": "after@x.io"})
     path = write(tmp_path, "large.json", json.dumps(records, indent=1).encode())
     frame, rejects, _ = read_all(path)
     assert frame["email"].to_list() == [f"u{i}@x.io" for i in range(40)] + ["after@x.io"]
-    assert [r.reason for r in rejects] == ["field 'notes' has 2000000 characters, over the limit of 65536"]
+    assert [r.reason for r in rejects] == ["field 'notes' has 1000000 characters, over the limit of 65536"]
     assert len(rejects[0].raw) == 1000
 
 

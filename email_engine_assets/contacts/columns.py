@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
+from email_engine_assets.contacts.sniffing import excerpt
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "email": (
@@ -53,12 +54,23 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 _IGNORED = re.compile(r"[\s\-_]+")
 
 
+_LISTED_COLUMNS = 10
+_LISTED_NAME_CHARS = 40
+
+
 class MissingEmailColumn(ValueError):
-    """No header maps to ``email``; ``columns`` holds the headers that were found."""
+    """No header maps to ``email``; ``columns`` holds the headers that were found.
+
+    The message lists a few of them, each cut short and escaped like ``repr``: the header is file
+    content, and a file that is not a contact list (``/proc/self/environ``) must not end up in logs.
+    """
 
     def __init__(self, columns: Sequence[str]) -> None:
-        listed = ", ".join(repr(name) for name in columns) or "none"
-        super().__init__(f"no email column found (columns found: {listed})")
+        shown = [excerpt(name, _LISTED_NAME_CHARS) for name in columns[:_LISTED_COLUMNS]]
+        if len(columns) > _LISTED_COLUMNS:
+            shown.append(f"and {len(columns) - _LISTED_COLUMNS} more")
+        listed = ", ".join(shown) or "none"
+        super().__init__(f"no email column found ({len(columns)} columns found: {listed})")
         self.columns = list(columns)
 
 

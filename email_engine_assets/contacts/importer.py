@@ -19,6 +19,12 @@ import sqlalchemy as sa
 
 from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.columns import MissingEmailColumn, map_columns
+from email_engine_assets.contacts.inbox import (
+    RefusedFile,
+    list_source_folder,
+    open_regular_file,
+    real_source_folder,
+)
 from email_engine_assets.contacts.normalise import NormalisedChunk, normalise_chunk
 from email_engine_assets.contacts.readers import (
     FileFormat,
@@ -28,27 +34,18 @@ from email_engine_assets.contacts.readers import (
     read_header,
     sniff_format,
 )
+from email_engine_assets.contacts.sniffing import shown_name
 from email_engine_assets.tenancy.config import SourceConfig, TenantConfig
 
-IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial")
 CHUNK_ROWS = 100_000
 
 T = TypeVar("T")
 _END = object()
 
 
-def is_candidate(path: Path) -> bool:
-    """A file the inbox should consider (not hidden, not a temporary file still being written)."""
-    return path.is_file() and not path.name.startswith(".") and not path.name.endswith(IGNORED_SUFFIXES)
-
-
-def inbox_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_candidate(p)) if folder.is_dir() else []
-
-
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_regular_file(path) as fh:
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
@@ -62,7 +59,7 @@ LEDGER_STATUSES = ("processing", "imported", "failed")
 class FileReport:
     path: str
     sha256: str
-    status: str  # imported | skipped (already in the ledger) | failed
+    status: str  # imported | skipped (already in the ledger) | failed (also: refused, never read)
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     format: str | None = None
@@ -132,8 +129,8 @@ def import_file(
                     ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
                 report.counts = ledger.finish_file(conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter)
             report.status = "imported"
-        except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.DataError) as exc:
-            report.status, report.error = "failed", f"{path.name}: {exc}" if path.name not in str(exc) else str(exc)
+        except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.SQLAlchemyError) as exc:
+            report.status, report.error = "failed", _error_text(path, exc)
         except Exception as exc:  # anything else still closes the ledger row; the next files go on
             report.status, report.error = "failed", unexpected_failure(path, exc)
         if report.status == "failed":
@@ -166,16 +163,44 @@ def unexpected_failure(path: Path, exc: Exception) -> str:
     return f"{path.name}: {detail} ({kind})"
 
 
+def _error_text(path: Path, exc: BaseException) -> str:
+    """The ledger's error for a failed file: names it, says what is wrong, never echoes content
+    (a database error keeps only its first line: its detail may quote row values)."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        first_line = (str(exc.orig).strip().splitlines() or [""])[0][:300]
+        text = f"database error while staging the file ({type(exc.orig).__name__}): {first_line}"
+    elif isinstance(exc, sa.exc.SQLAlchemyError):
+        text = f"database error while staging the file ({type(exc).__name__})"
+    elif isinstance(exc, RefusedFile):
+        text = f"refused, {exc.why}"
+    else:
+        text = str(exc)
+    name = shown_name(path.name)
+    return text if name in text else f"{name}: {text}"
+
+
+def _refused(path: Path, exc: OSError) -> FileReport:
+    return FileReport(path=shown_name(str(path)), sha256="", status="failed", error=_error_text(path, exc))
+
+
 def import_source(engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, folder: Path, *, run_id: str | None = None) -> list[FileReport]:
-    """Import every file of the folder whose content is not yet in the ledger."""
+    """Import every file of the folder whose content is not yet in the ledger.
+
+    Links, special files and a linked folder are never read: each is a failed report saying why.
+    """
+    try:
+        folder = real_source_folder(folder)
+    except RefusedFile as exc:
+        return [_refused(folder, exc)]
     with engine.connect() as conn:
         known = ledger.known_digests(conn, tenant.id, source.id)
-    reports = []
-    for path in inbox_files(folder):
+    listing = list_source_folder(folder)
+    reports = [_refused(path, RefusedFile(path, why)) for path, why in listing.refused]
+    for path in listing.files:
         try:
             digest = file_digest(path)
         except OSError as exc:
-            reports.append(FileReport(path=str(path), sha256="", status="failed", error=f"{path.name}: cannot read: {exc.strerror or type(exc).__name__}"))
+            reports.append(_refused(path, exc))
             continue
         if known.get(digest) == "imported":
             reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))

@@ -13,7 +13,12 @@ from collections import defaultdict
 
 import dagster as dg
 
-from email_engine_assets.contacts.importer import file_digest, inbox_files
+from email_engine_assets.contacts.importer import file_digest
+from email_engine_assets.contacts.inbox import (
+    RefusedFile,
+    list_source_folder,
+    real_source_folder,
+)
 from email_engine_assets.contacts.jobs import import_job
 from email_engine_assets.tenancy.config import ConfigError, load_workspace
 from email_engine_assets.tenancy.partitions import import_key, partition_requests
@@ -40,7 +45,14 @@ def _scan(ws, previous: dict, now: float):
             if tenant.source(source_dir.name) is None:
                 notes.append(f"unknown source folder inbox/{tenant.id}/{source_dir.name} (not in tenants/{tenant.id}.yaml)")
                 continue
-            for path in inbox_files(source_dir):
+            try:
+                listing = list_source_folder(real_source_folder(source_dir))
+            except RefusedFile as exc:
+                notes.append(f"refused folder inbox/{tenant.id}/{source_dir.name}: {exc.why}")
+                continue
+            for path, why in listing.refused:
+                notes.append(f"refused inbox/{tenant.id}/{source_dir.name}/{path.name!r}: {why}")
+            for path in listing.files:
                 rel = f"{tenant.id}/{source_dir.name}/{path.name}"
                 try:
                     st = path.stat()

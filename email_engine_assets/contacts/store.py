@@ -15,7 +15,7 @@ from email_engine_assets.contacts.normalise import (
     NormalisedChunk,
 )
 from email_engine_assets.tenancy.config import Workspace
-from email_engine_resources.frames import copy_frame, pg_text_array
+from email_engine_resources.frames import copy_frame
 
 COUNT_COLUMNS = ("rows_total", "new", "merged", "duplicates", "rejected")
 FINISH_WORK_MEM = "256MB"
@@ -143,7 +143,7 @@ def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: Normal
     """COPY one normalised chunk into staged_rows and rejected_rows."""
     # Tags are stored sorted: the merge then takes a single row's tags as they are.
     accepted = chunk.accepted.with_columns(
-        tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pg_text_array(pl.col("tags").list.sort())
+        tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pl.col("tags").list.sort()
     )
     copy_frame(conn, "staged_rows", accepted, ["tenant_id", "file_id", *STAGED_COLUMNS])
     stage_rejects(conn, tenant_id, file_id, chunk.rejects)

@@ -48,11 +48,11 @@ def store_domains(conn: sa.Connection, results: Mapping[str, DomainResult]) -> N
         {
             "domain": [r.domain for r in results.values()],
             "status": [r.status for r in results.values()],
-            "mx_hosts": ["{" + ",".join(f'"{h}"' for h in r.mx_hosts) + "}" for r in results.values()],
+            "mx_hosts": [list(r.mx_hosts) for r in results.values()],
             "detail": [r.detail for r in results.values()],
             "ttl_s": [r.ttl for r in results.values()],
         },
-        schema={"domain": pl.String, "status": pl.String, "mx_hosts": pl.String, "detail": pl.String, "ttl_s": pl.Int64},
+        schema={"domain": pl.String, "status": pl.String, "mx_hosts": pl.List(pl.String), "detail": pl.String, "ttl_s": pl.Int64},
     )
     conn.exec_driver_sql("CREATE TEMP TABLE dns_batch (LIKE dns_cache INCLUDING DEFAULTS) ON COMMIT DROP")
     conn.exec_driver_sql("ALTER TABLE dns_batch ALTER COLUMN expires_at DROP NOT NULL")
@@ -65,19 +65,9 @@ def store_domains(conn: sa.Connection, results: Mapping[str, DomainResult]) -> N
     )
 
 
-def _pg_array(expr: pl.Expr) -> pl.Expr:
-    """list[str] -> PostgreSQL array literal with every element quoted and escaped."""
-    quoted = expr.list.eval(
-        pl.lit('"') + pl.element().str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True) + pl.lit('"')
-    )
-    return pl.lit("{") + quoted.list.join(",") + pl.lit("}")
-
-
 def write_validations(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
     cols = [c for c in frame.columns]
-    batch = frame.with_columns(
-        tenant_id=pl.lit(tenant_id), reasons=_pg_array(pl.col("reasons")), mx_hosts=_pg_array(pl.col("mx_hosts"))
-    )
+    batch = frame.with_columns(tenant_id=pl.lit(tenant_id))
     conn.exec_driver_sql("CREATE TEMP TABLE validation_batch (LIKE email_validations INCLUDING DEFAULTS) ON COMMIT DROP")
     copy_frame(conn, "validation_batch", batch, ["tenant_id", *cols])
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
