@@ -11,18 +11,23 @@ import sqlalchemy as sa
 
 from email_engine_assets.audiences.store import (
     import_tag_assignments,
+    stage_import_tags,
     sync_tag_assignments,
 )
 from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.importer import import_file, read_ahead
-from email_engine_assets.contacts.merge_store import merge_staged, unbalanced_imports
+from email_engine_assets.contacts.merge_store import (
+    field_sources,
+    merge_staged,
+    unbalanced_imports,
+)
 from email_engine_assets.contacts.normalise import normalise_chunk
 from email_engine_assets.tenancy.config import SourceConfig, TenantConfig, Workspace
 
 CRM = SourceConfig(id="crm", priority=20)
 EVENTS = SourceConfig(id="events", priority=10)
 TENANT = TenantConfig(id="acme", name="Acme", sources=[CRM, EVENTS])
-COLUMNS = "email, first_name, last_name, company, phone, tags, sources, field_sources"
+COLUMNS = "email, first_name, last_name, company, phone, tags, sources, field_sources, primary_priority, primary_file_id, primary_line_no"
 
 FILES = [
     (CRM, "crm1.csv", "email,first_name,last_name,company,tags\n"
@@ -62,7 +67,9 @@ def _contacts(engine) -> list[tuple]:
 def _synced_tags(engine) -> dict[str, list[str]]:
     """``contacts.tags`` after its one writer, the tag-assignment sync, took the import tags."""
     with engine.begin() as conn:
-        sync_tag_assignments(conn, "acme", import_tag_assignments(conn, "acme"))
+        every_contact = (0, 2**62)
+        stage_import_tags(conn, "acme")
+        sync_tag_assignments(conn, "acme", import_tag_assignments(conn, every_contact), every_contact)
         return dict(conn.execute(sa.text("SELECT email, tags FROM contacts WHERE tenant_id = 'acme'")).all())
 
 
@@ -129,7 +136,10 @@ def test_a_contact_from_one_row_records_each_filled_field(engine, tenant, tmp_pa
     assert row.email == "zed@example.com" and row.first_name == "Zed" and row.last_name is None
     assert row.tags == [] and row.sources == ["crm"]  # the merge never writes tags
     assert _synced_tags(engine) == {"zed@example.com": ["alpha", "mike", "zulu"]}
-    assert row.field_sources == {"first_name": {"source": "crm", "file_id": 1, "line": 2, "priority": 20}}
+    # one row provides everything: it is the primary row and no field needs an entry of its own
+    assert (row.primary_priority, row.primary_file_id, row.primary_line_no) == (20, 1, 2) and row.field_sources == {}
+    with engine.connect() as conn:
+        assert field_sources(conn, "acme") == {"zed@example.com": {"first_name": {"source": "crm", "file_id": 1, "line": 2, "priority": 20}}}
 
 
 def test_batch_merge_file_by_file_merge_and_rebuild_agree(engine, tenant, tmp_path):
@@ -152,8 +162,13 @@ def test_batch_merge_file_by_file_merge_and_rebuild_agree(engine, tenant, tmp_pa
     bob = by_email["b@example.com"]
     assert bob.first_name == "Bob"  # crm (priority 20) outranks events
     assert bob.company == "Bob Ltd"  # the newer crm file wins the tie on priority
-    assert bob.phone == "+33 1" and bob.field_sources["phone"]["source"] == "events"
-    assert bob.field_sources["company"] == {"source": "crm", "file_id": 3, "line": 3, "priority": 20}
+    with engine.connect() as conn:
+        provenance = field_sources(conn, "acme")["b@example.com"]
+    assert bob.phone == "+33 1" and provenance["phone"]["source"] == "events"
+    assert provenance["company"] == {"source": "crm", "file_id": 3, "line": 3, "priority": 20}
+    # the primary row is bob's highest-ranked row (crm2, line 3); only the fields it lacks have entries
+    assert (bob.primary_file_id, bob.primary_line_no) == (3, 3)
+    assert set(bob.field_sources) == {"first_name", "phone"}
     assert bob.sources == ["crm", "events"]
     tags = _synced_tags(engine)
     assert tags["b@example.com"] == ["salon_ete"] and tags["a@example.com"] == ["b2b", "vip"]
@@ -185,3 +200,26 @@ def test_merge_and_rebuild_leave_tags_to_their_one_writer(engine, tenant, tmp_pa
     _merge(engine, rebuild=True)
     assert [r.tags for r in _contacts(engine)] == [["hand_picked", "vip"]]  # neither merge touched them
     assert _synced_tags(engine) == {"a@example.com": ["hand_picked", "lead", "vip"]}
+
+
+def test_deleting_a_ledger_row_deletes_its_staged_rows_and_rejects(engine, tenant, tmp_path):
+    _import(engine, tmp_path, CRM, "one.csv", "email\na@example.com\nbad\n")
+    _import(engine, tmp_path, EVENTS, "two.csv", "email\nb@example.com\n")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM import_files WHERE path LIKE '%one.csv'"))
+        staged = conn.execute(sa.text("SELECT email FROM staged_rows")).scalars().all()
+        rejects = conn.execute(sa.text("SELECT count(*) FROM rejected_rows")).scalar_one()
+    assert staged == ["b@example.com"] and rejects == 0
+
+
+def test_a_newer_row_becomes_primary_and_keeps_the_older_winners_as_entries(engine, tenant, tmp_path):
+    _import(engine, tmp_path, EVENTS, "ev.csv", "email,first_name,company\na@example.com,Ann,Annco\n")
+    _merge(engine)
+    _import(engine, tmp_path, CRM, "crm.csv", "email,first_name,phone\na@example.com,Anna,+33 1\n")
+    _merge(engine)
+    (row,) = _contacts(engine)
+    assert (row.first_name, row.company, row.phone) == ("Anna", "Annco", "+33 1")
+    assert (row.primary_priority, row.primary_file_id, row.primary_line_no) == (20, 2, 2)
+    assert row.field_sources == {"company": {"priority": 10, "file_id": 1, "line": 2}}
+    _merge(engine, rebuild=True)
+    assert _contacts(engine) == [row]

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from email_engine_assets.audiences.assets import tag_assignments
 from email_engine_assets.contacts.assets import contact_imports, contacts
 from email_engine_assets.quality.assets import contact_enrichment, email_validations
+from email_engine_assets.quality.store import contact_ranges
 from email_engine_assets.tenancy.partitions import import_key
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
@@ -68,11 +69,20 @@ def resources(dns_port: int, smtp_port: int = 25, smtp: dict | None = None, **dn
     }
 
 
-def run_all(instance, tenant, res, assets=None):
+def chunks_of(size: int | None, assets=QUALITY) -> dict:
+    """Run config giving the quality ``assets`` ``size`` contacts per chunk (None: their default)."""
+    if size is None:
+        return {}
+    return {"ops": {a.op.name: {"config": {"contacts_per_chunk": size}} for a in assets}}
+
+
+def run_all(instance, tenant, res, assets=None, chunk=None):
     instance.add_dynamic_partitions("tenant", [tenant])
     instance.add_dynamic_partitions("source", ["crm"])
     dg.materialize([contact_imports], partition_key=import_key(tenant, "crm"), instance=instance, resources=res)
-    return dg.materialize(assets or [contacts, *QUALITY], partition_key=tenant, instance=instance, resources=res)
+    return dg.materialize(
+        assets or [contacts, *QUALITY], partition_key=tenant, instance=instance, resources=res, run_config=chunks_of(chunk)
+    )
 
 
 def verdicts(engine, tenant="acme"):
@@ -256,11 +266,14 @@ def tags_of(engine):
     return contacts_tags, assignments
 
 
-def test_rule_changes_add_and_remove_exactly_the_expected_tags(engine, workspace, instance, dns_server):
+@pytest.mark.parametrize("chunk", [None, 3], ids=["one-chunk", "chunks-of-3"])
+def test_rule_changes_add_and_remove_exactly_the_expected_tags(engine, workspace, instance, dns_server, chunk):
     workspace.tenant("acme", RULES_V1)
     workspace.file("acme", "crm", "c.csv", CONTACTS)
     res = resources(dns_server.port)
-    run_all(instance, "acme", res)
+    result = run_all(instance, "acme", res, chunk=chunk)
+    assert len(verdicts(engine)) == 8
+    assert result.asset_materializations_for_node("contact_enrichment")[0].metadata["enriched"].value == 8
     contact_tags, assignments = tags_of(engine)
     assert ("ann@good.example", "marche_fr", "rule:french") in assignments
     assert ("ann@good.example", "vip", "import:crm") in assignments
@@ -274,7 +287,7 @@ def test_rule_changes_add_and_remove_exactly_the_expected_tags(engine, workspace
             sa.text("INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance) SELECT contact_id, 'acme', 'hand_picked', 'manual' FROM contacts WHERE email = 'dee@aonly.example'")
         )
     # again with the same rules: nothing changes
-    again = dg.materialize([tag_assignments], partition_key="acme", instance=instance, resources=res)
+    again = dg.materialize([tag_assignments], partition_key="acme", instance=instance, resources=res, run_config=chunks_of(chunk, [tag_assignments]))
     meta = again.asset_materializations_for_node("tag_assignments")[0].metadata
     assert (meta["added"].value, meta["removed"].value) == (0, 0)
 
@@ -282,7 +295,7 @@ def test_rule_changes_add_and_remove_exactly_the_expected_tags(engine, workspace
     workspace.tenant("acme", RULES_V1.replace("equals: FR", "equals: DE").split("  - name: companies")[0]
                      + "  - name: bad_addresses" + RULES_V1.split("  - name: bad_addresses")[1])
     before = assignments | {("dee@aonly.example", "hand_picked", "manual")}
-    result = dg.materialize([tag_assignments], partition_key="acme", instance=instance, resources=res)
+    result = dg.materialize([tag_assignments], partition_key="acme", instance=instance, resources=res, run_config=chunks_of(chunk, [tag_assignments]))
     contact_tags, after = tags_of(engine)
     removed, added = before - after, after - before
     assert removed == {
@@ -308,3 +321,18 @@ def test_invalid_share_jump_warns(engine, workspace, instance, dns_server):
     check = {c.check_name: c for c in second.get_asset_check_evaluations()}["invalid_share_stable"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["invalid_share"].value == 0.6
+
+
+def test_contact_ranges_cover_each_contact_of_the_tenant_once(engine):
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES ('acme', 'A', '-'), ('beta', 'B', '-')"))
+        # ids of the two tenants interleave
+        conn.execute(sa.text(
+            "INSERT INTO contacts (tenant_id, email) SELECT CASE WHEN i % 3 = 0 THEN 'beta' ELSE 'acme' END, 'u' || i || '@x.example'"
+            " FROM generate_series(1, 20) i"
+        ))
+        ranges = contact_ranges(conn, "acme", 5)
+        ids = conn.execute(sa.text("SELECT contact_id FROM contacts WHERE tenant_id = 'acme' ORDER BY contact_id")).scalars().all()
+        assert contact_ranges(conn, "nobody", 5) == []
+    covered = [[i for i in ids if first <= i <= last] for first, last in ranges]
+    assert [len(c) for c in covered] == [5, 5, 4] and sum(covered, []) == ids

@@ -1,5 +1,7 @@
 """Audience assets per tenant: tag_assignments (segments join here)."""
 
+from collections import Counter
+
 import dagster as dg
 import polars as pl
 
@@ -8,9 +10,11 @@ from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
 from email_engine_assets.quality.assets import (
     CONTACTS,
     EAGER,
+    ChunkConfig,
     contact_enrichment,
     email_validations,
 )
+from email_engine_assets.quality.store import contact_ranges
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -26,13 +30,41 @@ AUDIENCES = "audiences"
     automation_condition=EAGER,
     description="Tags from import columns (import:<source>) and the tenant's rules (rule:<name>); manual tags kept.",
 )
-def tag_assignments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def tag_assignments(
+    context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource
+) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
-    engine = db.engine()
-    with engine.connect() as conn:
-        imported = store.import_tag_assignments(conn, tenant.id)
-        manual = store.manual_tag_assignments(conn, tenant.id)
-        fields = store.contacts_for_rules(conn, tenant.id)
+    totals: Counter[str] = Counter()
+    per_rule: Counter[str] = Counter()
+    with db.engine().connect() as conn:
+        ranges = contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+        store.stage_import_tags(conn, tenant.id)
+        conn.commit()
+        try:
+            for ids in ranges:
+                changes, imported, ruled = _sync_range(conn, tenant, ids)
+                conn.commit()
+                totals.update({**changes, "import_assignments": imported.height, "rule_assignments": ruled.height})
+                per_rule.update(dict(ruled.group_by("provenance").len().rows()))
+        finally:
+            conn.rollback()
+            store.drop_import_tags(conn)
+            conn.commit()
+        top = store.top_tags(conn, tenant.id, 10)
+    return dg.MaterializeResult(
+        metadata={
+            **{k: totals[k] for k in ("added", "removed", "contacts_retagged", "import_assignments", "rule_assignments")},
+            "per_rule": dg.MetadataValue.json(dict(per_rule)),
+            "top_tags": dg.MetadataValue.json(dict(top)),
+        }
+    )
+
+
+def _sync_range(conn, tenant, ids) -> tuple[dict[str, int], pl.DataFrame, pl.DataFrame]:
+    """Tag the contacts of one id range: import tags, rule tags; returns the changes and both frames."""
+    imported = store.import_tag_assignments(conn, ids)
+    manual = store.manual_tag_assignments(conn, tenant.id, ids)
+    fields = store.contacts_for_rules(conn, tenant.id, ids)
     # Rules see import and manual tags, never other rules' tags: no rule depends on rule order.
     base_tags = pl.concat([imported, manual]).group_by("contact_id").agg(tags=pl.col("tag").unique().sort())
     fields = fields.join(base_tags, on="contact_id", how="left").with_columns(pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))))
@@ -40,16 +72,4 @@ def tag_assignments(context: dg.AssetExecutionContext, db: PostgresResource, wor
         "contact_id", "tag", provenance=pl.lit("rule:") + pl.col("rule")
     )
     desired = pl.concat([imported, ruled.cast(store.ASSIGNMENT_SCHEMA)]).unique()
-    with engine.begin() as conn:
-        changes = store.sync_tag_assignments(conn, tenant.id, desired)
-        top = store.top_tags(conn, tenant.id, 10)
-    per_rule = dict(ruled.group_by("provenance").len().rows()) if ruled.height else {}
-    return dg.MaterializeResult(
-        metadata={
-            **changes,
-            "import_assignments": imported.height,
-            "rule_assignments": ruled.height,
-            "per_rule": dg.MetadataValue.json(per_rule),
-            "top_tags": dg.MetadataValue.json(dict(top)),
-        }
-    )
+    return store.sync_tag_assignments(conn, tenant.id, desired, ids), imported, ruled

@@ -31,9 +31,15 @@ class NormalisedChunk:
 
 
 def clean_text(expr: pl.Expr) -> pl.Expr:
-    """Trim, NFC, and turn empty strings into nulls."""
-    cleaned = expr.cast(pl.String).str.normalize("NFC").str.strip_chars()
-    return pl.when(cleaned == "").then(None).otherwise(cleaned)
+    """NFC, trim, and turn empty strings into nulls.
+
+    ASCII text (as many bytes as characters) is already NFC and skips the normalisation, the most
+    expensive step of a chunk; each expression refers to its input once (an eager ``select`` does
+    not share repeated sub-expressions).
+    """
+    text = expr.cast(pl.String)
+    nfc = pl.when(text.str.len_bytes() == text.str.len_chars()).then(text).otherwise(text.str.normalize("NFC"))
+    return nfc.str.strip_chars().replace("", None)
 
 
 def normalise_chunk(

@@ -180,16 +180,18 @@ _FLAG_DUPLICATES = """
     FROM file_addresses a
     WHERE a.n > 1 AND s.file_id = :f AND s.email = a.email AND s.line_no <> a.first_line
 """
-# Addresses of the file the tenant already has: in contacts, or staged by another file not merged yet.
+# Addresses of the file the tenant already has: in contacts, or staged by another file not merged yet
+# (``:pending``, the ids of those files: staged_rows is indexed by file only).
 _COUNT_KNOWN = """
     SELECT count(*) FROM (
         SELECT a.email FROM file_addresses a JOIN contacts c ON c.tenant_id = :t AND c.email = a.email
         UNION
-        SELECT a.email FROM file_addresses a
-        JOIN staged_rows o ON o.tenant_id = :t AND o.email = a.email
-        JOIN import_files f ON f.file_id = o.file_id
-        WHERE o.file_id <> :f AND f.status = 'imported' AND f.merged_at IS NULL
+        SELECT a.email FROM file_addresses a JOIN staged_rows o ON o.email = a.email WHERE o.file_id = ANY(:pending)
     ) k
+"""
+_PENDING_FILES = """
+    SELECT file_id FROM import_files
+    WHERE tenant_id = :t AND status = 'imported' AND merged_at IS NULL AND file_id <> :f
 """
 
 
@@ -204,7 +206,8 @@ def finish_file(conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, 
     addresses = conn.execute(sa.text(_FILE_ADDRESSES), {"f": file_id}).rowcount
     conn.execute(sa.text("ANALYZE file_addresses"))
     counts = {"duplicates": conn.execute(sa.text(_FLAG_DUPLICATES), {"f": file_id}).rowcount}
-    counts["merged"] = conn.execute(sa.text(_COUNT_KNOWN), {"t": tenant_id, "f": file_id}).scalar_one()
+    pending = list(conn.execute(sa.text(_PENDING_FILES), {"t": tenant_id, "f": file_id}).scalars())
+    counts["merged"] = conn.execute(sa.text(_COUNT_KNOWN), {"t": tenant_id, "pending": pending}).scalar_one()
     counts["new"] = addresses - counts["merged"]
     conn.execute(sa.text("DROP TABLE file_addresses"))
     counts["rejected"] = conn.execute(sa.text("SELECT count(*) FROM rejected_rows WHERE file_id = :f"), {"f": file_id}).scalar_one()

@@ -1,7 +1,10 @@
 """Quality assets per tenant: email_validations, contact_enrichment, tag_assignments."""
 
 
+from collections import Counter
+
 import dagster as dg
+from pydantic import Field
 
 from email_engine_assets.quality import store as store
 from email_engine_assets.quality.enrichment import enrich_contacts
@@ -14,8 +17,13 @@ from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_resources.workspace import WorkspaceResource
 
 QUALITY = "quality"
-VALIDATION_BATCH = 100_000
 EAGER = dg.AutomationCondition.eager()
+
+
+class ChunkConfig(dg.Config):
+    """How many contacts a tenant-level asset reads, computes and writes at a time (memory follows it)."""
+
+    contacts_per_chunk: int = Field(default=store.CONTACTS_PER_CHUNK, ge=1)
 
 # The golden records of the contacts domain, named by key: quality reads the table, not the module.
 CONTACTS = dg.AssetKey("contacts")
@@ -35,6 +43,7 @@ CONTACTS = dg.AssetKey("contacts")
 )
 def email_validations(
     context: dg.AssetExecutionContext,
+    config: ChunkConfig,
     db: PostgresResource,
     workspace: WorkspaceResource,
     dns: DnsResolverResource,
@@ -43,13 +52,17 @@ def email_validations(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with engine.connect() as conn:
-        due = store.contacts_due_for_validation(
-            conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours
-        )
+        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
     checked_total = lookups = distinct_domains = probed = 0
-    for start in range(0, due.height, VALIDATION_BATCH):
+    for ids in ranges:
+        with engine.connect() as conn:
+            due = store.contacts_due_for_validation(
+                conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours, ids
+            )
+        if due.height == 0:
+            continue
         batch = validate_batch(
-            engine, due.slice(start, VALIDATION_BATCH), dns, smtp_probe if tenant.validation.smtp_probe else None,
+            engine, due, dns, smtp_probe if tenant.validation.smtp_probe else None,
             allow_private_targets=tenant.validation.allow_private_targets,
         )
         with engine.begin() as conn:
@@ -98,23 +111,37 @@ def email_validations(
     automation_condition=EAGER,
     description="Language (9 + fallback en), ISO country and E.164 phone per contact, each with the rule that decided it.",
 )
-def contact_enrichment(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def contact_enrichment(
+    context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource
+) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with engine.connect() as conn:
-        due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language)
-    enriched = enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
-        inputs_sha256=due["inputs_sha256"]
-    )
-    with engine.begin() as conn:
-        store.write_enrichment(conn, tenant.id, enriched)
-    languages = enriched["language"].value_counts(sort=True).rows() if enriched.height else []
+        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+    enriched_total = countries_found = invalid_phones = 0
+    languages: Counter[str] = Counter()
+    language_rules: Counter[str] = Counter()
+    for ids in ranges:
+        with engine.connect() as conn:
+            due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language, ids)
+        if due.height == 0:
+            continue
+        enriched = enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
+            inputs_sha256=due["inputs_sha256"]
+        )
+        with engine.begin() as conn:
+            store.write_enrichment(conn, tenant.id, enriched)
+        enriched_total += enriched.height
+        languages.update(dict(enriched["language"].value_counts().rows()))
+        language_rules.update(dict(enriched["language_rule"].value_counts().rows()))
+        countries_found += int(enriched["country"].is_not_null().sum())
+        invalid_phones += int((enriched["phone_valid"] == False).sum())  # noqa: E712
     return dg.MaterializeResult(
         metadata={
-            "enriched": enriched.height,
-            "languages": dg.MetadataValue.json(dict(languages)),
-            "language_rules": dg.MetadataValue.json(dict(enriched["language_rule"].value_counts().rows())) if enriched.height else {},
-            "countries_found": int(enriched["country"].is_not_null().sum()) if enriched.height else 0,
-            "invalid_phones": int((enriched["phone_valid"] == False).sum()) if enriched.height else 0,  # noqa: E712
+            "enriched": enriched_total,
+            "languages": dg.MetadataValue.json(dict(languages.most_common())),
+            "language_rules": dg.MetadataValue.json(dict(language_rules)),
+            "countries_found": countries_found,
+            "invalid_phones": invalid_phones,
         }
     )

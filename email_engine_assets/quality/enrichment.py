@@ -12,6 +12,7 @@ follows the number of distinct values, not of contacts.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -44,19 +45,28 @@ class PhoneResult:
     raw: str
 
 
-def _parse_phone(raw: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+def _parse_key(raw: str, region: str | None) -> tuple[str, str | None]:
     text = raw.strip()
     if text.startswith("00"):  # the international prefix of most of the world, written out
         text = "+" + text[2:]
+    # A number in international form reads the same in every region: one parse serves all.
+    return text, None if text.startswith("+") else region
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _parsed(text: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | None, bool]:
+    """(number, valid) of a phone; cached because the country rule and the E.164 rule both parse
+    each phone, and parsing is most of the cost of enrichment. The numbers are never modified."""
     try:
-        return phonenumbers.parse(text, region)
+        number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        return None
+        return None, False
+    return number, phonenumbers.is_valid_number(number)
 
 
 def _valid_number(raw: str, region: str | None) -> phonenumbers.PhoneNumber | None:
-    number = _parse_phone(raw, region.upper() if region else None)
-    return number if number is not None and phonenumbers.is_valid_number(number) else None
+    number, valid = _parsed(*_parse_key(raw, region.upper() if region else None))
+    return number if valid else None
 
 
 def _e164(number: phonenumbers.PhoneNumber) -> str:
@@ -85,10 +95,10 @@ def country_from_phone(raw: str | None) -> str | None:
     """
     if not raw or not _INTERNATIONAL.match(raw):
         return None
-    number = _parse_phone(raw, None)
+    number, valid = _parsed(*_parse_key(raw, None))
     if number is None:
         return None
-    if phonenumbers.is_valid_number(number):
+    if valid:
         region = phonenumbers.region_code_for_number(number)
     else:
         region = phonenumbers.region_code_for_country_code(number.country_code)

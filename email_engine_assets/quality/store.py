@@ -11,21 +11,46 @@ from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_resources.dns_client import DomainResult
 from email_engine_resources.frames import copy_frame, read_frame
 
+CONTACTS_PER_CHUNK = 100_000
+
+ContactRange = tuple[int, int]  # first and last contact id, inclusive
+
+
+def contact_ranges(conn: sa.Connection, tenant_id: str, size: int = CONTACTS_PER_CHUNK) -> list[ContactRange]:
+    """The tenant's contacts cut into id ranges of ``size`` contacts each, in id order.
+
+    One ordered pass over the tenant's ids; the tenant-level assets then read, compute and write
+    one range at a time, so their memory follows ``size``, not the tenant. Contacts created after
+    this call fall outside every range and wait for the next run.
+    """
+    rows = conn.execute(
+        sa.text(
+            """SELECT min(contact_id), max(contact_id) FROM (
+                   SELECT contact_id, (row_number() OVER (ORDER BY contact_id) - 1) / :n AS chunk
+                   FROM contacts WHERE tenant_id = :t) numbered
+               GROUP BY chunk ORDER BY chunk"""
+        ),
+        {"t": tenant_id, "n": size},
+    )
+    return [(first, last) for first, last in rows]
+
 
 def contacts_due_for_validation(
-    conn: sa.Connection, tenant_id: str, max_age_days: int, unknown_age_hours: int = 1
+    conn: sa.Connection, tenant_id: str, max_age_days: int, unknown_age_hours: int, ids: ContactRange
 ) -> pl.DataFrame:
-    """Contacts with no verdict, one for another address, a verdict older than ``max_age_days``,
-    or an ``unknown`` verdict (resolver down, timeouts, probe deferred) older than ``unknown_age_hours``."""
+    """Contacts of the range with no verdict, one for another address, a verdict older than
+    ``max_age_days``, or an ``unknown`` verdict (resolver down, timeouts, probe deferred) older than
+    ``unknown_age_hours``."""
     return read_frame(
         conn,
         """SELECT c.contact_id, c.email FROM contacts c
            LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
-           WHERE c.tenant_id = :t AND (v.contact_id IS NULL OR v.email <> c.email
-                 OR v.checked_at < now() - make_interval(days => :d)
-                 OR (v.verdict = 'unknown' AND v.checked_at < now() - make_interval(hours => :h)))
+           WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last
+                 AND (v.contact_id IS NULL OR v.email <> c.email
+                      OR v.checked_at < now() - make_interval(days => :d)
+                      OR (v.verdict = 'unknown' AND v.checked_at < now() - make_interval(hours => :h)))
            ORDER BY c.contact_id""",
-        {"t": tenant_id, "d": max_age_days, "h": unknown_age_hours},
+        {"t": tenant_id, "d": max_age_days, "h": unknown_age_hours, "first": ids[0], "last": ids[1]},
         {"contact_id": pl.Int64, "email": pl.String},
     )
 
@@ -118,16 +143,17 @@ def contacts_without_verdict(conn: sa.Connection, tenant_id: str) -> int:
 _ENRICH_INPUTS = "encode(sha256(convert_to(concat_ws('|', c.email, c.language, c.country, c.phone, CAST(:lang AS text)), 'UTF8')), 'hex')"
 
 
-def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_language: str) -> pl.DataFrame:
-    """Contacts never enriched or whose inputs (address, raw language/country/phone, tenant default) changed."""
+def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_language: str, ids: ContactRange) -> pl.DataFrame:
+    """Contacts of the range never enriched or whose inputs (address, raw language/country/phone, tenant default) changed."""
     return read_frame(
         conn,
         f"""SELECT c.contact_id, c.email AS email_key, c.language AS language_raw, c.country AS country_raw,
                    c.phone AS phone_raw, {_ENRICH_INPUTS} AS inputs_sha256
             FROM contacts c LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
-            WHERE c.tenant_id = :t AND (e.contact_id IS NULL OR e.inputs_sha256 <> {_ENRICH_INPUTS})
+            WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last
+                  AND (e.contact_id IS NULL OR e.inputs_sha256 <> {_ENRICH_INPUTS})
             ORDER BY c.contact_id""",
-        {"t": tenant_id, "lang": default_language},
+        {"t": tenant_id, "lang": default_language, "first": ids[0], "last": ids[1]},
         {"contact_id": pl.Int64, "email_key": pl.String, "language_raw": pl.String, "country_raw": pl.String,
          "phone_raw": pl.String, "inputs_sha256": pl.String},
     )
