@@ -11,6 +11,7 @@ from email_engine_assets.quality.assets import (
     contact_enrichment,
     email_validations,
 )
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -29,6 +30,11 @@ AUDIENCES = "audiences"
 def tag_assignments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
+    with tenant_work_lock(engine, "tag_assignments", tenant.id):
+        return _assign_tags(tenant, engine)
+
+
+def _assign_tags(tenant, engine) -> dg.MaterializeResult:
     with engine.connect() as conn:
         imported = store.import_tag_assignments(conn, tenant.id)
         manual = store.manual_tag_assignments(conn, tenant.id)

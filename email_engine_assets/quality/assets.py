@@ -6,6 +6,7 @@ import dagster as dg
 from email_engine_assets.quality import store as store
 from email_engine_assets.quality.enrichment import enrich_contacts
 from email_engine_assets.quality.validation_run import validate_batch
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
@@ -41,6 +42,11 @@ def email_validations(
 ) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
+    with tenant_work_lock(engine, "email_validations", tenant.id):
+        return _validate_tenant(tenant, engine, dns, smtp_probe)
+
+
+def _validate_tenant(tenant, engine, dns: DnsResolverResource, smtp_probe: SmtpProbeResource) -> dg.MaterializeResult:
     with engine.connect() as conn:
         due = store.contacts_due_for_validation(conn, tenant.id, tenant.validation.recheck_age_days)
     checked_total = lookups = distinct_domains = probed = 0
@@ -97,6 +103,11 @@ def email_validations(
 def contact_enrichment(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
+    with tenant_work_lock(engine, "contact_enrichment", tenant.id):
+        return _enrich_tenant(tenant, engine)
+
+
+def _enrich_tenant(tenant, engine) -> dg.MaterializeResult:
     with engine.connect() as conn:
         due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language)
     enriched = enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
