@@ -11,7 +11,11 @@ import pytest
 
 from email_engine_assets.contacts import sensors
 from email_engine_assets.contacts.sensors import inbox_sensor
-from email_engine_assets.tenancy.partitions import RANGE_END_TAG, RANGE_START_TAG, source_ranges
+from email_engine_assets.tenancy.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    source_ranges,
+)
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
