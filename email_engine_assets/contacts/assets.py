@@ -1,6 +1,5 @@
 """Ingestion assets: contact_imports[tenant × source] -> contacts[tenant]."""
 
-import dataclasses
 import warnings
 
 import dagster as dg
@@ -8,7 +7,7 @@ import dagster as dg
 from email_engine_assets.contacts import merge_store as contacts_store
 from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.importer import import_source
-from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import (
     import_partitions,
     tenant_and_source,
@@ -32,13 +31,12 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
     description="Every file of inbox/<tenant>/<source>/ not yet in the ledger: read, normalised, staged with its rejects.",
 )
 def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
-    ws = load_workspace(workspace.root())
     keys = [tenant_and_source(key) for key in context.partition_keys]
-    # Only the tenants of this run: a run of one tenant does not rewrite a thousand tenant rows.
-    run_tenants = {t: ws.tenants[t] for t, _ in keys if t in ws.tenants}
+    # Only the tenants of this run: a run of one tenant neither parses nor registers a thousand tenants.
+    ws = load_tenants(workspace.root(), {t for t, _ in keys})
     engine = db.engine()
     with engine.begin() as conn:
-        ledger.register_workspace(conn, dataclasses.replace(ws, tenants=run_tenants))
+        ledger.register_workspace(conn, ws)
     reports, not_sources = [], []
     for tenant_id, source_id in keys:
         tenant = ws.tenants.get(tenant_id)

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.config import load_tenants
 
 tenant_partitions = dg.DynamicPartitionsDefinition(name="tenant")
 source_partitions = dg.DynamicPartitionsDefinition(name="source")
@@ -52,7 +52,7 @@ def sources_by_tenant(ws) -> list[str]:
 
 def tenant_config(context: dg.AssetExecutionContext, workspace):
     """The tenant of the run's partition, from the workspace resource; a missing tenant file fails the step."""
-    ws = load_workspace(workspace.root())
+    ws = load_tenants(workspace.root(), [context.partition_key])
     tenant = ws.tenants.get(context.partition_key)
     if tenant is None:
         raise dg.Failure(f"tenant {context.partition_key!r} has no tenants/{context.partition_key}.yaml in {ws.root}")
