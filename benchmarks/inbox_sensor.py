@@ -54,7 +54,8 @@ def build_workspace(root: Path, tenants: int, sources: int) -> None:
             folder.mkdir(parents=True)
             path = folder / "contacts.csv"
             path.write_text(f"email,first_name\nu{s}a@{tenant}.example,A\nu{s}b@{tenant}.example,B\nshared@example.org,S\n")
-            os.utime(path, (old, old))
+            # files arrive at different times: each has its own (size, mtime) signature in the cursor
+            os.utime(path, (old - t * sources - s, old - t * sources - s))
 
 
 def tick(instance, cursor):
