@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 from email_engine_resources import settings
@@ -59,13 +60,39 @@ def cmd_import(args) -> int:
     from email_engine_assets.main_job import import_one_file
 
     _prepare(args.workspace)
-    result = import_one_file(Path(args.file), args.tenant, args.source)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>15}: {value}")
-    return 0 if result.get("status") == "imported" or result.get("status") == "skipped" else 1
+
+    def show_counts(counts: dict) -> None:
+        if args.json:
+            print(json.dumps(counts), flush=True)
+        else:
+            for key, value in counts.items():
+                print(f"{key:>15}: {terminal_safe(str(value))}", flush=True)
+
+    outcome = import_one_file(
+        Path(args.file), args.tenant, args.source, quality=not args.no_quality,
+        on_counts=show_counts, progress=lambda message: print(terminal_safe(message), file=sys.stderr, flush=True),
+    )
+    for failure in outcome.failures:
+        print(f"FAILED {terminal_safe(failure)}", file=sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every control, format and separator character shown as an escape (``\\x1b``, ``\\u202e``).
+
+    Raw rows come from files anyone may have written: an ANSI/OSC sequence or a bidi override must
+    not drive the operator's terminal or disguise what a row holds.
+    """
+    return "".join(_visible(ch) if unicodedata.category(ch) in _HIDDEN else ch for ch in text)
+
+
+_HIDDEN = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    return _NAMED.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 def cmd_rejects(args) -> int:
@@ -78,16 +105,32 @@ def cmd_rejects(args) -> int:
     if not rows:
         print(f"no rejected rows for tenant {args.tenant}" + (f", source {args.source}" if args.source else ""))
     for r in rows:
-        raw = r["raw_text"].replace("\n", "\\n")
-        print(f"{r['source_id']}/{Path(r['path']).name}:{r['line_no']}: {r['reason']}\n    {raw[:200]}")
+        where = terminal_safe(f"{r['source_id']}/{Path(r['path']).name}:{r['line_no']}: {r['reason']}")
+        print(f"{where}\n    {terminal_safe(r['raw_text'][:200])}")
     return 0
+
+
+def read_addresses(given: list[str], stdin) -> list[str]:
+    """The addresses of ``check``: ``-`` stands for one address per line of standard input."""
+    addresses = []
+    for item in given:
+        if item == "-":
+            addresses += [line.strip() for line in stdin if line.strip()]
+        else:
+            addresses.append(item)
+    return addresses
 
 
 def cmd_check(args) -> int:
     from email_engine_assets.main_job import check_addresses_now
 
-    _prepare(args.workspace)
-    for row in check_addresses_now(args.emails, smtp=args.smtp):
+    addresses = read_addresses(args.emails, sys.stdin)
+    if not addresses:
+        print("error: no address given", file=sys.stderr)
+        return 2
+    if not args.no_dns:
+        _prepare(args.workspace)
+    for row in check_addresses_now(addresses, smtp=args.smtp, dns=not args.no_dns):
         print(json.dumps(row, ensure_ascii=False, default=str))
     return 0
 
@@ -124,14 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--tenant", required=True)
     p.add_argument("--source", required=True)
-    p.add_argument("--json", action="store_true", help="print one JSON object with the file's counts")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the file's counts (progress goes to stderr)")
+    p.add_argument("--no-quality", action="store_true", help="stop after the merge (no verdicts, enrichment or tags)")
     p = add("rejects", cmd_rejects, "show rejected rows with their line numbers and reasons")
     p.add_argument("--tenant", required=True)
     p.add_argument("--source")
     p.add_argument("--limit", type=int, default=50)
     p = add("check", cmd_check, "print the verdict and facets of each address as JSON lines")
-    p.add_argument("emails", nargs="+", metavar="EMAIL")
+    p.add_argument("emails", nargs="+", metavar="EMAIL", help="addresses; - reads one per line from stdin; put addresses starting with - after --")
     p.add_argument("--smtp", action="store_true", help="also probe the mailbox over SMTP (RCPT TO, no mail sent)")
+    p.add_argument("--no-dns", action="store_true", help="offline verdict: syntax and flags only, no network")
     p = add("ui", cmd_ui, "start the Dagster webserver and daemon on the same storage")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)

@@ -6,6 +6,7 @@ import dagster as dg
 
 from email_engine_assets.audiences.definitions import defs as audiences_defs
 from email_engine_assets.contacts.definitions import defs as contacts_defs
+from email_engine_assets.jobs import tenant_job
 from email_engine_assets.quality.definitions import defs as quality_defs
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
@@ -53,6 +54,7 @@ def fixed_at_launch(resources: dict[str, dg.ConfigurableResource]) -> dict[str, 
 defs = dg.Definitions.merge(
     *DOMAINS,
     dg.Definitions(
+        jobs=[tenant_job],
         sensors=[
             dg.AutomationConditionSensorDefinition(
                 "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING

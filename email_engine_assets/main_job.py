@@ -1,35 +1,43 @@
-"""The main job as the CLI runs it: real Dagster runs, recorded in the instance (visible in the UI)."""
+"""The operator's commands as real Dagster runs of the named jobs the UI shows, recorded in the instance."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import sqlalchemy as sa
 
-from email_engine_assets.audiences.assets import tag_assignments
-from email_engine_assets.contacts.assets import contact_imports, contacts
+from email_engine_assets.audiences import store as audiences_store
+from email_engine_assets.contacts import merge_store
+from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.importer import file_digest
 from email_engine_assets.contacts.inbox import (
     RefusedFile,
     place_file,
     real_source_folder,
 )
-from email_engine_assets.contacts.store import register_workspace
-from email_engine_assets.quality.assets import contact_enrichment, email_validations
+from email_engine_assets.quality import store as quality_store
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.config import load_workspace
 from email_engine_assets.tenancy.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
     import_key,
     source_partitions,
+    source_ranges,
+    sources_by_tenant,
     tenant_partitions,
 )
 from email_engine_resources.email_domain import email_domain
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
-TENANT_ASSETS = [contacts, email_validations, contact_enrichment, tag_assignments]
+MERGE_ASSETS = [dg.AssetKey("contacts")]
+QUALITY_ASSETS = [dg.AssetKey(k) for k in ("email_validations", "contact_enrichment", "tag_assignments")]
+# the full event log is in the instance (Dagster UI); the terminal gets warnings and the summary
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+CLI_TAG = "email_engine/cli"
 
 
 @dataclass
@@ -43,6 +51,22 @@ class MainJobOutcome:
         return not self.failures
 
 
+@dataclass
+class ImportOutcome:
+    counts: dict
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.counts.get("status") in ("imported", "already_imported") and not self.failures
+
+
+def _definitions() -> dg.Definitions:
+    from email_engine_assets.definitions import defs
+
+    return defs
+
+
 def _resources() -> dict:
     from email_engine_assets.definitions import default_resources
 
@@ -50,56 +74,74 @@ def _resources() -> dict:
 
 
 def _register(instance: dg.DagsterInstance, ws) -> None:
-    for definition, keys in (
-        (tenant_partitions, sorted(ws.tenants)),
-        (source_partitions, sorted({s.id for t in ws.tenants.values() for s in t.sources})),
-    ):
-        missing = [k for k in keys if not instance.has_dynamic_partition(definition.name, k)]
+    for definition, keys in ((tenant_partitions, sorted(ws.tenants)), (source_partitions, sources_by_tenant(ws))):
+        existing = set(instance.get_dynamic_partitions(definition.name))
+        missing = [k for k in keys if k not in existing]
         if missing:
             instance.add_dynamic_partitions(definition.name, missing)
     with get_engine().begin() as conn:
-        register_workspace(conn, ws)
+        ledger.register_workspace(conn, ws)
 
 
-def _materialize(assets, partition_key, instance, failures: list[str], label: str) -> dg.ExecuteInProcessResult:
-    result = dg.materialize(
-        assets,
-        partition_key=partition_key,
-        instance=instance,
-        resources=_resources(),
-        raise_on_error=False,
-        tags={"email_engine/cli": "run"},
-        # the full event log is in the instance (Dagster UI); the terminal gets warnings and the summary
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+def execute_job(
+    job_name: str, instance: dg.DagsterInstance, failures: list[str], label: str, *,
+    partition_key: str | None = None, tags: dict[str, str] | None = None, asset_selection: list[dg.AssetKey] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One run of a job of the code location, as the UI would launch it; failed steps are added to ``failures``."""
+    job = _definitions().resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=instance, partition_key=partition_key, asset_selection=asset_selection,
+        tags={CLI_TAG: "true", **(tags or {})}, run_config=QUIET, raise_on_error=False,
     )
     if not result.success:
+        before = len(failures)
         for event in result.all_events:
             if event.is_step_failure:
                 err = event.step_failure_data.error
-                failures.append(f"{label}: {err.message.strip() if err else 'step failed'}")
-        if not any(f.startswith(label) for f in failures):
-            failures.append(f"{label}: run failed")
+                failures.append(f"{label}: {event.step_key}: {err.message.strip() if err else 'step failed'}")
+        if len(failures) == before:
+            failures.append(f"{label}: run {result.run_id} failed")
     return result
 
 
-def run_main_job(tenant_assets=None) -> MainJobOutcome:
-    """Import every (tenant, source) partition, then materialize each tenant's assets."""
+def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: set[str], failures: list[str]) -> None:
+    """``import_job`` over ``source_ids`` of the tenant: one run per range of its sources (see ``source_ranges``)."""
+    order = list(instance.get_dynamic_partitions(source_partitions.name))
+    tenant_sources = {s.id for s in ws.tenants[tenant_id].sources}
+    for first, last in source_ranges(tenant_sources, order, source_ids):
+        label = f"{tenant_id}/{first}" + (f"..{last}" if last != first else "")
+        if first == last:
+            execute_job("import_job", instance, failures, label, partition_key=import_key(tenant_id, first), tags={"tenant": tenant_id})
+        else:
+            tags = {"tenant": tenant_id, RANGE_START_TAG: import_key(tenant_id, first), RANGE_END_TAG: import_key(tenant_id, last)}
+            execute_job("import_job", instance, failures, label, tags=tags)
+
+
+def run_main_job() -> MainJobOutcome:
+    """Per tenant: ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags)."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
     outcome.failures += [f"tenant {t} not run, invalid tenant file: {e}" for t, e in ws.errors.items()]
     with dg.DagsterInstance.get() as instance:
         _register(instance, ws)
         for tenant in ws.tenants.values():
-            for source in tenant.sources:
-                _materialize([contact_imports], import_key(tenant.id, source.id), instance, outcome.failures, f"{tenant.id}/{source.id}")
-            _materialize(tenant_assets or TENANT_ASSETS, tenant.id, instance, outcome.failures, tenant.id)
+            import_tenant(instance, ws, tenant.id, {s.id for s in tenant.sources}, outcome.failures)
+            execute_job("tenant_job", instance, outcome.failures, tenant.id, partition_key=tenant.id, tags={"tenant": tenant.id})
     outcome.summary = summary_rows(list(ws.tenants))
     outcome.quality = quality_rows(list(ws.tenants))
     return outcome
 
 
-def import_one_file(path: Path, tenant_id: str, source_id: str) -> dict:
-    """Place ``path`` in the tenant/source inbox, import that partition and merge the tenant's contacts."""
+def import_one_file(
+    path: Path, tenant_id: str, source_id: str, *, quality: bool = True,
+    on_counts: Callable[[dict], None] = lambda counts: None, progress: Callable[[str], None] = lambda message: None,
+) -> ImportOutcome:
+    """Place ``path`` in the tenant/source inbox, import it and merge the tenant's contacts.
+
+    ``on_counts`` gets the file's counts as soon as the merge has committed; the quality assets
+    (verdicts, enrichment, tags) run after, unless ``quality`` is false. Content the ledger already
+    holds as imported is neither copied nor imported again.
+    """
     ws = load_workspace(WorkspaceResource().root())
     if tenant_id in ws.errors:
         raise SystemExit(f"tenant {tenant_id!r} has an invalid tenant file:\n{ws.errors[tenant_id]}")
@@ -110,51 +152,48 @@ def import_one_file(path: Path, tenant_id: str, source_id: str) -> dict:
         raise SystemExit(f"unknown source {source_id!r} for tenant {tenant_id}; known: {', '.join(s.id for s in tenant.sources)}")
     if not path.is_file():
         raise SystemExit(f"no such file: {path}")
+    digest = file_digest(path)
+    engine = get_engine()
+    with engine.connect() as conn:
+        known = ledger.file_outcome(conn, tenant_id, source_id, digest)
+    if known and known["status"] == "imported":
+        counts = {"file": known["path"], "status": "already_imported", **{k: 0 for k in ledger.COUNT_COLUMNS}}
+        on_counts(counts)
+        return ImportOutcome(counts)
     folder = ws.source_dir(tenant_id, source_id)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         target = place_file(path, real_source_folder(folder))
     except RefusedFile as exc:
         raise SystemExit(f"cannot place {path.name!r} in inbox/{tenant_id}/{source_id}: {exc.why}") from None
-    digest = file_digest(target)
-    failures: list[str] = []
+    outcome = ImportOutcome(counts={})
     with dg.DagsterInstance.get() as instance:
         _register(instance, ws)
-        _materialize([contact_imports], import_key(tenant_id, source_id), instance, failures, f"{tenant_id}/{source_id}")
-        _materialize(TENANT_ASSETS, tenant_id, instance, failures, tenant_id)
-    with get_engine().connect() as conn:
-        row = conn.execute(
-            sa.text(
-                """SELECT status, rows_total, new, merged, duplicates, rejected, error FROM import_files
-                   WHERE tenant_id = :t AND source_id = :s AND content_sha256 = :h"""
-            ),
-            {"t": tenant_id, "s": source_id, "h": digest},
-        ).one()
-        total = conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = :t"), {"t": tenant_id}).scalar_one()
-    result = {"file": str(target), "status": row.status, **{k: int(getattr(row, k)) for k in ("rows_total", "new", "merged", "duplicates", "rejected")}, "contacts_total": int(total)}
-    if row.error:
-        result["error"] = row.error
-    return result
+        progress(f"importing {target} ...")
+        execute_job("import_job", instance, outcome.failures, f"{tenant_id}/{source_id}",
+                    partition_key=import_key(tenant_id, source_id), tags={"tenant": tenant_id, "source": source_id})
+        progress(f"merging into the contacts of {tenant_id} ...")
+        execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
+                    tags={"tenant": tenant_id}, asset_selection=MERGE_ASSETS)
+        with engine.connect() as conn:
+            row = ledger.file_outcome(conn, tenant_id, source_id, digest)
+            total = merge_store.contact_counts(conn, tenant_id)
+        if row is None:
+            outcome.counts = {"file": str(target), "status": "failed", "error": "the import run left no ledger row"}
+        else:
+            outcome.counts = {"file": str(target), "status": row["status"], **{k: int(row[k]) for k in ledger.COUNT_COLUMNS},
+                              "contacts_total": total, **({"error": row["error"]} if row["error"] else {})}
+        on_counts(outcome.counts)
+        if quality and outcome.counts["status"] == "imported":
+            progress(f"validating, enriching and tagging the contacts of {tenant_id} ...")
+            execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
+                        tags={"tenant": tenant_id}, asset_selection=QUALITY_ASSETS)
+    return outcome
 
 
 def summary_rows(tenant_ids: list[str]) -> list[dict]:
     with get_engine().connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                """SELECT s.tenant_id, s.source_id,
-                          count(f.file_id) FILTER (WHERE f.status = 'imported') AS files,
-                          count(f.file_id) FILTER (WHERE f.status = 'failed') AS failed,
-                          coalesce(sum(f.rows_total), 0)::bigint AS rows, coalesce(sum(f.new), 0)::bigint AS new,
-                          coalesce(sum(f.merged), 0)::bigint AS merged, coalesce(sum(f.duplicates), 0)::bigint AS duplicates,
-                          coalesce(sum(f.rejected), 0)::bigint AS rejected,
-                          (SELECT count(*) FROM contacts c WHERE c.tenant_id = s.tenant_id) AS contacts
-                   FROM data_sources s LEFT JOIN import_files f ON f.tenant_id = s.tenant_id AND f.source_id = s.source_id
-                   WHERE s.tenant_id = ANY(:ts)
-                   GROUP BY s.tenant_id, s.source_id ORDER BY s.tenant_id, s.source_id"""
-            ),
-            {"ts": tenant_ids},
-        )
-        return [dict(r._mapping) for r in rows]
+        return ledger.source_summaries(conn, tenant_ids)
 
 
 def quality_rows(tenant_ids: list[str]) -> list[dict]:
@@ -162,11 +201,9 @@ def quality_rows(tenant_ids: list[str]) -> list[dict]:
     out = []
     with get_engine().connect() as conn:
         for tenant_id in tenant_ids:
-            verdicts = dict(conn.execute(sa.text("SELECT verdict, count(*) FROM email_validations WHERE tenant_id = :t GROUP BY 1"), {"t": tenant_id}).all())
-            languages = conn.execute(sa.text("SELECT language, count(*) FROM contact_enrichment WHERE tenant_id = :t GROUP BY 1 ORDER BY 2 DESC, 1"), {"t": tenant_id}).all()
-            tags = conn.execute(
-                sa.text("SELECT tag, count(DISTINCT contact_id) FROM tag_assignments WHERE tenant_id = :t GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5"), {"t": tenant_id}
-            ).all()
+            verdicts = quality_store.verdict_counts(conn, tenant_id)
+            languages = quality_store.language_counts(conn, tenant_id)
+            tags = audiences_store.top_tags(conn, tenant_id, 5)
             out.append(
                 {
                     "tenant": tenant_id,
@@ -201,17 +238,24 @@ def print_summary(outcome: MainJobOutcome) -> None:
         print(f"FAILED {failure}")
 
 
-def check_addresses_now(addresses: list[str], *, smtp: bool = False) -> list[dict]:
-    """``email-engine check``: the asset's validation path (same code, same DNS cache) on given addresses."""
+def check_addresses_now(addresses: list[str], *, smtp: bool = False, dns: bool = True) -> list[dict]:
+    """``email-engine check``: the asset's validation path (same code, same DNS cache) on given addresses.
+
+    Without ``dns``, the offline verdict: syntax and flags only, no network and no database.
+    """
     import polars as pl
 
     from email_engine_assets.quality.syntax import check_addresses
+    from email_engine_assets.quality.validation import syntax_and_flags, validate
     from email_engine_assets.quality.validation_run import validate_batch
 
-    resources = _resources()
     keys = check_addresses(pl.Series(addresses, dtype=pl.String))["email_key"]
     frame = pl.DataFrame({"contact_id": range(len(addresses)), "email": [k or a for k, a in zip(keys, addresses)]},
                          schema={"contact_id": pl.Int64, "email": pl.String})
+    if not dns:
+        rows = validate(syntax_and_flags(frame), {}).drop("contact_id").iter_rows(named=True)
+        return [{"input": given, **row} for given, row in zip(addresses, rows)]
+    resources = _resources()
     batch = validate_batch(get_engine(), frame, resources["dns"], resources["smtp_probe"] if smtp else None)
     return [
         {"input": given, **row, "dns_cached": email_domain(row["email"]) in batch.cached_domains}

@@ -12,6 +12,8 @@ import functools
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -169,6 +171,19 @@ def _engine(url: str) -> sa.Engine:
 def get_engine(url: str | None = None) -> sa.Engine:
     """A pooled engine for ``url`` (default: the application database)."""
     return _engine(url or application_url())
+
+
+@contextmanager
+def advisory_lock(engine: sa.Engine, name: str) -> Iterator[None]:
+    """Hold the PostgreSQL advisory lock ``name`` for the block: one holder at a time, across processes.
+
+    The lock belongs to a transaction on a connection of its own, so an error, a crash or a lost
+    connection releases it. Code inside the block must not wait for the same name on another
+    connection: it would wait for itself.
+    """
+    with engine.connect() as conn, conn.begin():
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": name})
+        yield
 
 
 class PostgresResource(dg.ConfigurableResource):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -71,9 +72,10 @@ def test_main_command_ingests_the_examples_and_records_dagster_runs(cli_env, exa
     assert "valid  risky  invalid  unknown  languages" in proc.stdout
     dagster = sa.create_engine(database.sqlalchemy_url(dagster_db))
     with dagster.connect() as conn:
-        runs = conn.execute(sa.text("SELECT status, count(*) FROM runs GROUP BY status")).all()
+        runs = conn.execute(sa.text("SELECT pipeline_name, status, count(*) FROM runs GROUP BY 1, 2")).all()
     dagster.dispose()
-    assert dict(runs) == {"SUCCESS": 6}  # 4 import partitions + 2 tenants
+    # the named jobs of the code location: one import run per tenant (its sources side by side), one tenant run
+    assert sorted(map(tuple, runs)) == [("import_job", "SUCCESS", 2), ("tenant_job", "SUCCESS", 2)]
 
 
 def test_import_json_rejects_and_rerun(cli_env, example_workspace, tmp_path, capsys):
@@ -88,12 +90,13 @@ def test_import_json_rejects_and_rerun(cli_env, example_workspace, tmp_path, cap
     # the partition run imported the example crm file first (name order), so jean.dupont merges
     assert out["contacts_total"] >= 7
     assert (example_workspace / "inbox/acme/crm/new-leads.csv").exists()
-    # the same content under another name is not imported twice
+    # the same content under another name is not imported twice, nor copied into the inbox
     again = tmp_path / "renamed.csv"
     again.write_bytes(drop.read_bytes())
     assert cli.main(["--workspace", str(example_workspace), "import", str(again), "--tenant", "acme", "--source", "crm", "--json"]) == 0
-    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert second["status"] == "imported" and second["contacts_total"] == out["contacts_total"]
+    second = json.loads(capsys.readouterr().out)
+    assert second == {"file": out["file"], "status": "already_imported", "rows_total": 0, "new": 0, "merged": 0, "duplicates": 0, "rejected": 0}
+    assert not (example_workspace / "inbox/acme/crm/renamed.csv").exists()
     assert cli.main(["--workspace", str(example_workspace), "rejects", "--tenant", "acme", "--source", "crm"]) == 0
     shown = capsys.readouterr().out
     assert "new-leads.csv:5: invalid email address: no @" in shown
@@ -150,3 +153,115 @@ def test_migrations_apply_to_an_empty_database(scratch_database):
         assert {"contacts", "import_files", "rejected_rows", "staged_rows", "dns_cache", "tag_assignments"} <= tables
     finally:
         engine.dispose()
+
+
+def email_engine(args: list[str], env: dict, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "email-engine"), *args], env=env, capture_output=True, text=True, timeout=300,
+        cwd=PROJECT_ROOT, **kwargs,
+    )
+
+
+def test_rejects_neutralise_terminal_escape_sequences(cli_env, example_workspace, tmp_path, capsys):
+    hostile = "\x1b[2J\x1b]0;owned\x07\x1b]8;;http://evil.example\x07click\x1b]8;;\x07 \x9b31m nai\u202egpj.exe \x00\x7f"
+    drop = tmp_path / "hostile.csv"
+    drop.write_text(f"email,first_name\n{hostile},x\nok@example.org,Ok\n", encoding="utf-8")
+    assert cli.main(["--workspace", str(example_workspace), "import", str(drop), "--tenant", "acme", "--source", "crm", "--no-quality"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--workspace", str(example_workspace), "rejects", "--tenant", "acme", "--source", "crm"]) == 0
+    shown = capsys.readouterr().out
+    assert "hostile.csv:2:" in shown
+    assert not any(ch in shown for ch in "\x1b\x07\x9b\u202e\x00\x7f")
+    assert "\\x1b[2J\\x1b]0;owned\\x07" in shown and "\\x9b31m" in shown and "nai\\u202egpj.exe" in shown
+
+
+def test_terminal_safe_keeps_text_and_escapes_controls():
+    assert cli.terminal_safe("Zoë <zoe@exämple.fr>;\tok") == "Zoë <zoe@exämple.fr>;\\tok"
+    assert cli.terminal_safe("a\u2028b\u2066c\u200fd\U000e0001") == "a\\u2028b\\u2066c\\u200fd\\U000e0001"
+
+
+@pytest.mark.parametrize("planted", ["leads.csv.part", "leads.csv"])
+def test_import_copy_never_follows_a_planted_link(cli_env, example_workspace, tmp_path, planted):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("do not overwrite\n")
+    (example_workspace / "inbox/acme/crm" / planted).symlink_to(victim)
+    drop = tmp_path / "leads.csv"
+    drop.write_text("email\nnew@example.org\n")
+    status = cli.main(["--workspace", str(example_workspace), "import", str(drop), "--tenant", "acme", "--source", "crm"])
+    assert status == 0
+    assert victim.read_text() == "do not overwrite\n"  # the planted link was replaced, never written through
+    placed = example_workspace / "inbox/acme/crm/leads.csv"
+    assert not placed.is_symlink() and placed.read_text() == "email\nnew@example.org\n"
+
+
+def test_import_json_prints_one_object_and_no_quality_stops_after_the_merge(cli_env, example_workspace, tmp_path, engine):
+    drop = tmp_path / "leads.csv"
+    drop.write_text("email,first_name\nann@example.org,Ann\nbob@example.org,Bob\n")
+    proc = email_engine(["--workspace", str(example_workspace), "import", str(drop), "--tenant", "acme", "--source", "crm", "--json", "--no-quality"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout)  # exactly one JSON object, nothing else on stdout
+    assert counts["status"] == "imported" and counts["new"] == 2 and counts["rows_total"] == 2
+    assert "importing" in proc.stderr and "merging" in proc.stderr
+    with engine.connect() as conn:
+        contacts = conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = 'acme'")).scalar_one()
+        verdicts = conn.execute(sa.text("SELECT count(*) FROM email_validations")).scalar_one()
+    assert contacts == counts["contacts_total"] >= 2 and verdicts == 0
+
+
+def test_import_shows_counts_before_the_quality_assets_run(cli_env, example_workspace, tmp_path, engine, monkeypatch):
+    drop = tmp_path / "leads.csv"
+    drop.write_text("email\nann@example.org\n")
+    seen = []
+
+    class Watch:
+        """stdout that records, at the moment the counts are written, whether any verdict exists yet."""
+
+        def write(self, text):
+            if text.strip():
+                with engine.connect() as conn:
+                    verdicts = conn.execute(sa.text("SELECT count(*) FROM email_validations")).scalar_one()
+                seen.append((json.loads(text)["status"], verdicts))
+            return len(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Watch())
+    assert cli.main(["--workspace", str(example_workspace), "import", str(drop), "--tenant", "acme", "--source", "crm", "--json"]) == 0
+    monkeypatch.undo()
+    assert seen == [("imported", 0)]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM email_validations")).scalar_one() >= 1
+
+
+def test_import_exits_non_zero_when_an_asset_fails(cli_env, example_workspace, tmp_path, engine, capsys):
+    drop = tmp_path / "leads.csv"
+    drop.write_text("email\nann@example.org\n")
+    with engine.begin() as conn:  # the database refuses every tag assignment
+        conn.execute(sa.text("ALTER TABLE tag_assignments ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"))
+    try:
+        code = cli.main(["--workspace", str(example_workspace), "import", str(drop), "--tenant", "acme", "--source", "crm", "--json"])
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE tag_assignments DROP CONSTRAINT refuse_all"))
+    captured = capsys.readouterr()
+    assert code == 1
+    assert json.loads(captured.out)["status"] == "imported"  # the counts, then the failure
+    assert "FAILED acme: tag_assignments" in captured.err and "refuse_all" in captured.err
+
+
+def test_check_reads_stdin_takes_dash_addresses_and_answers_offline(cli_env, example_workspace, capsys, monkeypatch):
+    zone = TestZone(mx={"good.example": [(10, "mx.good.example")]})
+    with LoopbackDnsServer(zone) as server:
+        monkeypatch.setenv("EMAIL_ENGINE_DNS_PORT", str(server.port))
+        monkeypatch.setattr(sys, "stdin", io.StringIO("info@good.example\n\nnot an address\n"))
+        args = ["--workspace", str(example_workspace), "check", "--no-dns", "ann@good.example", "-", "--", "-lead@good.example"]
+        assert cli.main(args) == 0
+        assert server.stats.total == 0  # offline: not one DNS query
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["input"] for r in rows] == ["ann@good.example", "info@good.example", "not an address", "-lead@good.example"]
+    verdicts = {r["input"]: r["verdict"] for r in rows}
+    assert verdicts["ann@good.example"] == "unknown" and "domain: not_checked" in rows[0]["reasons"]
+    assert verdicts["info@good.example"] == "risky" and "role_account" in rows[1]["reasons"]
+    assert verdicts["not an address"] == "invalid"
+    assert rows[3]["syntax_ok"] in (True, False) and rows[3]["domain_status"] is None

@@ -267,19 +267,49 @@ def test_a_database_session_killed_mid_copy_fails_the_file_and_the_next_file_imp
     assert {k: reports[0].counts[k] for k in BIG_COUNTS} == BIG_COUNTS
 
 
-def test_imported_digests_lists_only_imported_content(engine, workspace, acme):
-    workspace.file("acme", "crm", "a.csv", GOOD)
-    workspace.file("acme", "crm", "b.json", "[" * 100_000)
-    reports = import_source(engine, acme, acme.source("crm"), workspace.root / "inbox/acme/crm")
-    assert [r.status for r in reports] == ["imported", "failed"]
-    with engine.connect() as conn:
-        assert ledger.imported_digests(conn, "acme", "crm") == {reports[0].sha256}
-        assert ledger.imported_digests(conn, "acme", "other") == set()
-
-
 def test_a_second_import_of_imported_content_claims_nothing(engine, workspace, acme):
     path = workspace.file("acme", "crm", "a.csv", GOOD)
     assert import_file(engine, acme, acme.source("crm"), path).status == "imported"
     assert import_file(engine, acme, acme.source("crm"), path).status == "skipped"
     assert [(r["status"], r["rows_total"]) for r in _ledger(engine)] == [("imported", 1)]
     assert not _file_lock_held(engine)
+
+
+def test_the_sensor_requests_a_run_for_a_file_whose_importer_died(engine, workspace, acme):
+    """The cursor marks a requested file handled; the ledger, not the cursor, tells that its run died."""
+    path = workspace.file("acme", "crm", "a.csv", "email\na@example.com\n")
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    with dg.instance_for_test() as instance:
+        first = inbox_sensor_with_cursor(instance, None)
+        assert len(first.run_requests) == 1
+        cursor = first.cursor
+        with ledger.file_session(engine) as holder:
+            with holder.begin():
+                ledger.claim_file(holder, tenant_id="acme", source_id="crm", path=str(path), sha256=_digest(workspace), size=1, priority=0, run_id=None)
+            # While its importer lives, the file is nobody's to take.
+            live = inbox_sensor_with_cursor(instance, cursor)
+            assert live.run_requests == []
+            holder.invalidate()  # the importer dies between claim and staging
+        _wait_for(lambda: not _file_lock_held(engine), "the dead session's lock to go")
+        dead = inbox_sensor_with_cursor(instance, cursor)
+        (request,) = dead.run_requests
+        assert request.partition_key == import_key("acme", "crm") and request.run_key.startswith("reclaim:")
+        for dimension, key in (("tenant", "acme"), ("source", "crm")):  # what the daemon does with the tick's requests
+            instance.add_dynamic_partitions(dimension, [key])
+        result = dg.materialize(
+            [contact_imports], partition_key=request.partition_key, instance=instance,
+            resources={"db": PostgresResource(), "workspace": WorkspaceResource()},
+        )
+        assert result.success
+        assert [r["status"] for r in _ledger(engine)] == ["imported"]
+        assert inbox_sensor_with_cursor(instance, dead.cursor).run_requests == []
+
+
+def inbox_sensor_with_cursor(instance, cursor: str | None) -> dg.SensorResult:
+    from email_engine_assets.contacts.sensors import inbox_sensor
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"workspace": WorkspaceResource(), "db": PostgresResource()}
+    )
+    return inbox_sensor(context)

@@ -93,7 +93,7 @@ def emails(engine, tenant: str) -> list[str]:
 
 
 def tick(instance) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources={"workspace": WorkspaceResource()})
+    context = dg.build_sensor_context(instance=instance, resources={"workspace": WorkspaceResource(), "db": PostgresResource()})
     return inbox_sensor(context)
 
 
@@ -143,7 +143,7 @@ def test_tenant_folder_linked_elsewhere_is_refused(tmp_path, workspace):
         real_source_folder(workspace.root / "inbox" / "acme" / "crm")
 
 
-def test_sensor_names_each_refused_entry_and_why(workspace, instance):
+def test_sensor_names_each_refused_entry_and_why(engine, workspace, instance):
     workspace.tenant("acme", sources=("crm", "events"))
     folder = workspace.root / "inbox/acme/crm"
     (folder / "env.csv").symlink_to("/proc/self/environ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -10,18 +11,30 @@ import pytest
 
 from email_engine_assets.contacts import sensors
 from email_engine_assets.contacts.sensors import inbox_sensor
+from email_engine_assets.tenancy.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    source_ranges,
+)
+from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 
 @pytest.fixture
-def instance():
+def instance(engine):
+    """A Dagster instance, and an empty ledger: the sensor skips content the ledger holds."""
     with dg.instance_for_test() as inst:
         yield inst
 
 
 def tick(instance, cursor=None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"workspace": WorkspaceResource()})
-    return inbox_sensor(context)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"workspace": WorkspaceResource(), "db": PostgresResource()}
+    )
+    result = inbox_sensor(context)
+    for request in result.dynamic_partitions_requests:  # as the daemon does before launching the runs
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
 
 
 def age(path, seconds=3600):
@@ -99,3 +112,80 @@ def test_thousands_of_unchanged_files_are_not_rehashed(workspace, instance, monk
     second = tick(instance, first.cursor)
     assert second.run_requests == [] and calls == []
     assert time.perf_counter() - started < 5
+
+
+def requested_tenants(result) -> list[str]:
+    return [r.tags["tenant"] for r in result.run_requests]
+
+
+def test_ticks_are_bounded_and_the_cursor_carries_the_rest(workspace, instance, monkeypatch):
+    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 20)
+    monkeypatch.setattr(sensors, "TENANTS_PER_BATCH", 10)
+    sources = ("crm", "shop", "events", "web")
+    tenants = [f"t{i:02}" for i in range(50)]
+    for t in tenants:
+        workspace.tenant(t, sources=sources)
+        for s in sources:
+            age(workspace.file(t, s, "contacts.csv", f"email\n{s}@{t}.example\n"))
+    seen, cursor, sizes = [], None, []
+    for _ in range(3):
+        result = tick(instance, cursor)
+        sizes.append(len(result.run_requests))
+        seen += requested_tenants(result)
+        cursor = result.cursor
+        # one run per tenant covers its four sources: a range of the source dimension
+        for request in result.run_requests:
+            t = request.tags["tenant"]
+            assert request.partition_key is None
+            assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (f"crm|{t}", f"web|{t}")
+    assert sizes == [20, 20, 10]
+    assert sorted(seen) == tenants  # each tenant once, none lost between ticks
+    last = tick(instance, cursor)
+    assert last.run_requests == [] and "no new files" in last.skip_reason.skip_message
+    # a new file of a tenant the first tick handled is found on the next tick
+    age(workspace.file("t03", "shop", "more.csv", "email\nnew@t03.example\n"))
+    after = tick(instance, last.cursor)
+    assert [(r.tags["tenant"], r.partition_key) for r in after.run_requests] == [
+        ("t03", dg.MultiPartitionKey({"tenant": "t03", "source": "shop"}))
+    ]
+
+
+def test_content_the_ledger_holds_requests_nothing(workspace, instance, engine):
+    from email_engine_assets.contacts.importer import import_source
+    from email_engine_assets.contacts.store import register_workspace
+    from email_engine_assets.tenancy.config import load_workspace
+
+    workspace.tenant("acme", sources=("crm", "salon"))
+    age(workspace.file("acme", "crm", "a.csv", "email\na@example.com\n"))
+    age(workspace.file("acme", "salon", "b.csv", "email\nb@example.com\n"))
+    ws = load_workspace(workspace.root)
+    with engine.begin() as conn:
+        register_workspace(conn, ws)
+    tenant = ws.tenants["acme"]
+    # as `email-engine import` or `run` would have done before the UI started
+    import_source(engine, tenant, tenant.source("crm"), ws.source_dir("acme", "crm"))
+    result = tick(instance)
+    assert [r.partition_key for r in result.run_requests] == [dg.MultiPartitionKey({"tenant": "acme", "source": "salon"})]
+    import_source(engine, tenant, tenant.source("salon"), ws.source_dir("acme", "salon"))
+    assert tick(instance).run_requests == []  # a fresh cursor: the ledger alone answers
+
+
+def test_a_range_never_covers_a_source_of_another_tenant():
+    order = ["crm", "events", "salon", "shop", "web"]
+    acme = {"crm", "salon", "shop"}
+    assert source_ranges(acme, order, {"crm", "salon", "shop"}) == [("crm", "crm"), ("salon", "shop")]
+    # a source of the tenant with nothing new may sit inside a range; it imports nothing
+    assert source_ranges(acme | {"web"}, order, {"salon", "web"}) == [("salon", "web")]
+    assert source_ranges(acme, order, set()) == []
+
+
+def _sig(*parts) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=5).hexdigest()
+
+
+def test_cursor_of_twenty_thousand_files_stays_small():
+    files = {f"tenant{t:04}": {f"source{s:02}": {"contacts-2026-01-01.csv": _sig(t, s)} for s in range(20)} for t in range(1000)}
+    cursor = sensors.encode_cursor({"files": files, "next": None})
+    assert len(cursor) < 400_000
+    assert sensors.decode_cursor(cursor)["files"] == files
+    assert sensors.decode_cursor('{"acme/crm/a.csv": [1, 2, "x"]}') == {}  # an older cursor starts afresh

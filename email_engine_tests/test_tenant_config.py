@@ -162,7 +162,7 @@ def test_one_broken_tenant_file_stops_only_that_tenant(engine, workspace, capsys
         os.utime(workspace.file(tenant, "crm", "a.csv", "email\na@example.com\n"), (settled, settled))
     resources = {"db": PostgresResource(), "workspace": WorkspaceResource()}
     with dg.instance_for_test() as instance:
-        tick = inbox_sensor(dg.build_sensor_context(instance=instance, resources={"workspace": WorkspaceResource()}))
+        tick = inbox_sensor(dg.build_sensor_context(instance=instance, resources={"workspace": WorkspaceResource(), "db": PostgresResource()}))
         assert [r.tags["tenant"] for r in tick.run_requests] == ["globex"]
         logged = capsys.readouterr().err
         assert "tenant file not loaded" in logged and "acme.yaml: sources[0].priority" in logged

@@ -15,6 +15,7 @@ from email_engine_assets.quality.assets import (
     email_validations,
 )
 from email_engine_assets.quality.store import contact_ranges
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -34,10 +35,16 @@ def tag_assignments(
     context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource
 ) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
+    engine = db.engine()
+    with tenant_work_lock(engine, "tag_assignments", tenant.id):
+        return _assign_tags(tenant, engine, config.contacts_per_chunk)
+
+
+def _assign_tags(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResult:
     totals: Counter[str] = Counter()
     per_rule: Counter[str] = Counter()
-    with db.engine().connect() as conn:
-        ranges = contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+    with engine.connect() as conn:
+        ranges = contact_ranges(conn, tenant.id, contacts_per_chunk)
         store.stage_import_tags(conn, tenant.id)
         conn.commit()
         try:

@@ -1,5 +1,6 @@
 """Ingestion assets: contact_imports[tenant × source] -> contacts[tenant]."""
 
+import warnings
 
 import dagster as dg
 from pydantic import Field
@@ -7,10 +8,11 @@ from pydantic import Field
 from email_engine_assets.contacts import merge_store as contacts_store
 from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.importer import import_source
-from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import (
-    fail_if_broken,
+    broken_tenant_message,
     import_partitions,
+    tenant_and_source,
     tenant_of_import,
     tenant_partitions,
 )
@@ -18,43 +20,58 @@ from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 INGEST = "ingest"
+# backfill_policy is beta in Dagster 1.13; the single-run policy is what the inbox sensor relies on.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 @dg.asset(
     partitions_def=import_partitions,
     group_name=INGEST,
     kinds={"postgres", "polars"},
+    # A backfill (or the inbox sensor) imports many (tenant, source) partitions in one run.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description="Every file of inbox/<tenant>/<source>/ not yet in the ledger: read, normalised, staged with its rejects.",
 )
 def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
-    keys = context.partition_key.keys_by_dimension
-    tenant_id, source_id = keys["tenant"], keys["source"]
-    ws = load_workspace(workspace.root())
-    fail_if_broken(ws, tenant_id)
-    tenant = ws.tenants.get(tenant_id)
-    source = tenant.source(source_id) if tenant else None
-    if source is None:
-        context.log.info(f"{source_id!r} is not a source of tenant {tenant_id!r}: nothing to import")
-        return dg.MaterializeResult(metadata={"files_imported": 0, "note": "not a source of this tenant"})
+    keys = [tenant_and_source(key) for key in context.partition_keys]
+    # Only the tenants of this run: a run of one tenant neither parses nor registers a thousand tenants.
+    ws = load_tenants(workspace.root(), {t for t, _ in keys})
     engine = db.engine()
     with engine.begin() as conn:
         ledger.register_workspace(conn, ws)
-    reports = import_source(engine, tenant, source, ws.source_dir(tenant_id, source_id), run_id=context.run.run_id)
+    reports, not_sources = [], []
+    for tenant_id, source_id in keys:
+        if tenant_id in ws.errors:
+            continue  # reported below: a broken tenant file stops only its tenant
+        tenant = ws.tenants.get(tenant_id)
+        source = tenant.source(source_id) if tenant else None
+        if source is None:
+            not_sources.append(f"{tenant_id}/{source_id}")
+            continue
+        reports += import_source(engine, tenant, source, ws.source_dir(tenant_id, source_id), run_id=context.run.run_id)
+    if not_sources:
+        context.log.info(f"not a source of the tenant, nothing to import: {', '.join(not_sources)}")
     totals = {k: sum(r.counts.get(k, 0) for r in reports) for k in ledger.COUNT_COLUMNS}
     imported = [r for r in reports if r.status == "imported"]
     failed = [r for r in reports if r.status == "failed"]
     for r in imported:
         context.log.info(f"{r.path}: {r.counts} ({r.format}, {r.encoding}, {r.seconds:.2f}s)")
     metadata = {
+        "partitions": len(keys),
         "files_imported": len(imported),
         "files_skipped": sum(r.status == "skipped" for r in reports),
         "files_failed": len(failed),
         **totals,
         "files": dg.MetadataValue.md(_files_table(reports)) if reports else "no files",
     }
-    if failed:
+    if not_sources:
+        metadata["note"] = f"not a source of the tenant: {', '.join(not_sources[:20])}"
+    broken = sorted({t for t, _ in keys} & set(ws.errors))
+    if failed or broken:
+        for tenant_id in broken:
+            context.log.error(f"tenant {tenant_id!r} has an invalid tenant file; nothing of it imported")
         raise dg.Failure(
-            description="; ".join(r.error or r.path for r in failed),
+            description="; ".join([r.error or r.path for r in failed] + [broken_tenant_message(ws, t) for t in broken]),
             metadata=metadata,
         )
     return dg.MaterializeResult(metadata=metadata)

@@ -58,15 +58,6 @@ def known_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> dict[s
     return dict(rows.all())
 
 
-def imported_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> set[str]:
-    """Content digests of (tenant, source) the ledger holds as imported: a run for them would only skip."""
-    rows = conn.execute(
-        sa.text("SELECT content_sha256 FROM import_files WHERE tenant_id = :t AND source_id = :s AND status = 'imported'"),
-        {"t": tenant_id, "s": source_id},
-    )
-    return set(rows.scalars())
-
-
 # The session importing a file holds this lock (keyed on the ledger row) until it is done with the
 # file. A 'processing' row whose lock nobody holds was left by a process that died: its staging
 # transaction died with it, and the row may be claimed again.
@@ -260,5 +251,75 @@ def rejected_rows(conn: sa.Connection, tenant_id: str, source_id: str | None = N
                ORDER BY r.file_id, r.line_no LIMIT :n"""
         ),
         {"t": tenant_id, "s": source_id, "n": limit},
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def file_outcome(conn: sa.Connection, tenant_id: str, source_id: str, sha256: str) -> dict | None:
+    """The ledger row of one content of (tenant, source): status, counts and error; None when unknown."""
+    row = conn.execute(
+        sa.text(
+            """SELECT path, status, rows_total, new, merged, duplicates, rejected, error FROM import_files
+               WHERE tenant_id = :t AND source_id = :s AND content_sha256 = :h"""
+        ),
+        {"t": tenant_id, "s": source_id, "h": sha256},
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def imported_contents(conn: sa.Connection, wanted: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """The (tenant, source, sha256) of ``wanted`` that the ledger holds as imported (one indexed query)."""
+    if not wanted:
+        return set()
+    tenants, sources, digests = (list(column) for column in zip(*wanted))
+    rows = conn.execute(
+        sa.text(
+            """SELECT f.tenant_id, f.source_id, f.content_sha256 FROM import_files f
+               JOIN unnest(CAST(:ts AS text[]), CAST(:ss AS text[]), CAST(:hs AS text[])) AS w(t, s, h)
+                 ON f.tenant_id = w.t AND f.source_id = w.s AND f.content_sha256 = w.h
+               WHERE f.status = 'imported'"""
+        ),
+        {"ts": tenants, "ss": sources, "hs": digests},
+    )
+    return {tuple(r) for r in rows}
+
+
+def abandoned_files(conn: sa.Connection, limit: int = 100) -> list[dict]:
+    """Ledger rows left 'processing' by an importer that died: no live session holds their file lock.
+
+    Each candidate's lock is tried and released at once; a live importer holds it for as long as it
+    works on the file, so a row whose lock is free has nobody working on it.
+    """
+    rows = conn.execute(
+        sa.text(
+            """SELECT file_id, tenant_id, source_id, content_sha256, extract(epoch FROM started_at)::bigint AS started
+               FROM import_files WHERE status = 'processing' ORDER BY file_id LIMIT :n"""
+        ),
+        {"n": limit},
+    ).all()
+    abandoned = []
+    for row in rows:
+        if conn.execute(sa.text(f"SELECT pg_try_advisory_lock({_FILE_LOCK})"), {"f": row.file_id}).scalar_one():
+            conn.execute(sa.text(f"SELECT pg_advisory_unlock({_FILE_LOCK})"), {"f": row.file_id})
+            abandoned.append(dict(row._mapping))
+    return abandoned
+
+
+def source_summaries(conn: sa.Connection, tenant_ids: list[str]) -> list[dict]:
+    """Per (tenant, source): files imported and failed, summed counts, and the tenant's contacts."""
+    rows = conn.execute(
+        sa.text(
+            """SELECT s.tenant_id, s.source_id,
+                      count(f.file_id) FILTER (WHERE f.status = 'imported') AS files,
+                      count(f.file_id) FILTER (WHERE f.status = 'failed') AS failed,
+                      coalesce(sum(f.rows_total), 0)::bigint AS rows, coalesce(sum(f.new), 0)::bigint AS new,
+                      coalesce(sum(f.merged), 0)::bigint AS merged, coalesce(sum(f.duplicates), 0)::bigint AS duplicates,
+                      coalesce(sum(f.rejected), 0)::bigint AS rejected,
+                      (SELECT count(*) FROM contacts c WHERE c.tenant_id = s.tenant_id) AS contacts
+               FROM data_sources s LEFT JOIN import_files f ON f.tenant_id = s.tenant_id AND f.source_id = s.source_id
+               WHERE s.tenant_id = ANY(:ts)
+               GROUP BY s.tenant_id, s.source_id ORDER BY s.tenant_id, s.source_id"""
+        ),
+        {"ts": tenant_ids},
     )
     return [dict(r._mapping) for r in rows]

@@ -10,6 +10,7 @@ from email_engine_assets.quality import store as store
 from email_engine_assets.quality.enrichment import enrich_contacts
 from email_engine_assets.quality.validation_run import validate_batch
 from email_engine_assets.quality.verdict import VERDICTS
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
@@ -51,8 +52,15 @@ def email_validations(
 ) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
+    with tenant_work_lock(engine, "email_validations", tenant.id):
+        return _validate_tenant(tenant, engine, dns, smtp_probe, config.contacts_per_chunk)
+
+
+def _validate_tenant(
+    tenant, engine, dns: DnsResolverResource, smtp_probe: SmtpProbeResource, contacts_per_chunk: int
+) -> dg.MaterializeResult:
     with engine.connect() as conn:
-        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+        ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
     checked_total = lookups = distinct_domains = probed = 0
     for ids in ranges:
         with engine.connect() as conn:
@@ -116,8 +124,13 @@ def contact_enrichment(
 ) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
+    with tenant_work_lock(engine, "contact_enrichment", tenant.id):
+        return _enrich_tenant(tenant, engine, config.contacts_per_chunk)
+
+
+def _enrich_tenant(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResult:
     with engine.connect() as conn:
-        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+        ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
     enriched_total = countries_found = invalid_phones = 0
     languages: Counter[str] = Counter()
     language_rules: Counter[str] = Counter()

@@ -197,3 +197,17 @@ def take_probe_slot(conn: sa.Connection, ip: str, *, max_sessions: int, window_s
         {"ip": ip, "win": window, "max": max_sessions},
     ).first()
     return taken is not None
+
+
+def verdict_counts(conn: sa.Connection, tenant_id: str) -> dict[str, int]:
+    rows = conn.execute(sa.text("SELECT verdict, count(*) FROM email_validations WHERE tenant_id = :t GROUP BY 1"), {"t": tenant_id})
+    return {verdict: int(n) for verdict, n in rows}
+
+
+def language_counts(conn: sa.Connection, tenant_id: str) -> list[tuple[str, int]]:
+    """Contacts per language, most frequent first."""
+    rows = conn.execute(
+        sa.text("SELECT language, count(*) FROM contact_enrichment WHERE tenant_id = :t GROUP BY 1 ORDER BY 2 DESC, 1"),
+        {"t": tenant_id},
+    )
+    return [(language, int(n)) for language, n in rows]

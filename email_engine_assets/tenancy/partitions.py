@@ -1,10 +1,11 @@
 """Partitions: tenants and sources are dynamic; imports are tenant × source."""
 
 import warnings
+from collections.abc import Iterable
 
 import dagster as dg
 
-from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.config import load_tenants
 
 tenant_partitions = dg.DynamicPartitionsDefinition(name="tenant")
 source_partitions = dg.DynamicPartitionsDefinition(name="source")
@@ -17,31 +18,85 @@ with warnings.catch_warnings():
     tenant_of_import = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="tenant")
 
 
+# Tags of a run over a range of partitions (what a single-run backfill carries); Dagster does not export them.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 def import_key(tenant_id: str, source_id: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"tenant": tenant_id, "source": source_id})
 
 
-def partition_requests(instance: dg.DagsterInstance, tenants: set[str], sources: set[str]) -> list:
-    """``AddDynamicPartitionsRequest``s for the keys not registered yet."""
+def tenant_and_source(key: str) -> tuple[str, str]:
+    """(tenant, source) of an import partition key (a ``MultiPartitionKey`` or its ``"<source>|<tenant>"`` string)."""
+    dims = import_partitions.get_partition_key_from_str(str(key)).keys_by_dimension
+    return dims["tenant"], dims["source"]
+
+
+def partition_requests(instance: dg.DagsterInstance, tenants: Iterable[str], sources: Iterable[str]) -> list:
+    """``AddDynamicPartitionsRequest``s for the keys not registered yet, in the order given."""
     requests = []
     for definition, wanted in ((tenant_partitions, tenants), (source_partitions, sources)):
-        missing = sorted(wanted - set(instance.get_dynamic_partitions(definition.name)))
+        existing = set(instance.get_dynamic_partitions(definition.name))
+        missing = [k for k in dict.fromkeys(wanted) if k not in existing]
         if missing:
             requests.append(definition.build_add_request(missing))
     return requests
 
 
+def broken_tenant_message(ws, tenant_id: str) -> str:
+    return f"tenant {tenant_id!r} has an invalid tenant file:\n{ws.errors[tenant_id]}"
+
+
 def fail_if_broken(ws, tenant_id: str) -> None:
     """A tenant whose file is invalid fails the step with that file's error; the other tenants run on."""
     if tenant_id in ws.errors:
-        raise dg.Failure(description=f"tenant {tenant_id!r} has an invalid tenant file:\n{ws.errors[tenant_id]}")
+        raise dg.Failure(description=broken_tenant_message(ws, tenant_id))
+
+
+def sources_by_tenant(ws) -> list[str]:
+    """Source ids tenant by tenant, each tenant's in its config order: registered in this order, the
+    sources of a tenant sit side by side in the source dimension, so one run can import a range of them."""
+    return list(dict.fromkeys(s.id for tenant_id in sorted(ws.tenants) for s in ws.tenants[tenant_id].sources))
 
 
 def tenant_config(context: dg.AssetExecutionContext, workspace):
     """The tenant of the run's partition, from the workspace resource; a missing or invalid tenant file fails the step."""
-    ws = load_workspace(workspace.root())
+    ws = load_tenants(workspace.root(), [context.partition_key])
     fail_if_broken(ws, context.partition_key)
     tenant = ws.tenants.get(context.partition_key)
     if tenant is None:
         raise dg.Failure(f"tenant {context.partition_key!r} has no tenants/{context.partition_key}.yaml in {ws.root}")
     return tenant
+
+
+def source_ranges(tenant_sources: set[str], source_order: list[str], ready: set[str]) -> list[tuple[str, str]]:
+    """(first, last) ranges of the source dimension covering ``ready``, each holding only the tenant's sources.
+
+    A run over a range of a multi-partition covers tenant × [first..last] in the source dimension's
+    order (the order the sources were registered), so a source of another tenant inside a range
+    would be recorded as imported for this tenant: a range stops before it. Sources of the tenant
+    that have nothing new may sit inside a range; their import finds no new file.
+    """
+    ranges: list[tuple[str, str]] = []
+    current: tuple[str, str] | None = None
+    for source in source_order:
+        if source not in tenant_sources:
+            if current:
+                ranges.append(current)
+            current = None
+        elif source in ready:
+            current = (current[0], source) if current else (source, source)
+    if current:
+        ranges.append(current)
+    return ranges
+
+
+def import_run_request(tenant_id: str, first: str, last: str, *, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
+    """One run importing the sources ``first``..``last`` of a tenant (one partition, or a range in one run)."""
+    if first == last:
+        return dg.RunRequest(run_key=run_key, partition_key=import_key(tenant_id, first), tags={**tags, "source": first})
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={**tags, RANGE_START_TAG: import_key(tenant_id, first), RANGE_END_TAG: import_key(tenant_id, last)},
+    )
