@@ -18,6 +18,20 @@ from email_engine_resources import postgres as database
 from email_engine_resources.migrations import upgrade
 
 TEST_URL_ENV = "EMAIL_ENGINE_TEST_DATABASE_URL"
+
+
+@pytest.fixture(autouse=True)
+def _no_instance_left_current():
+    """Each test starts with no current Dagster instance storage.
+
+    ``DagsterInstance.__enter__`` makes the instance's definitions-state storage the current one and
+    its ``__exit__`` does not undo that (dagster 1.13): a later test that loads definitions would then
+    reach a disposed instance, depending on test order.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
 APP_TABLES = (
     "tenants", "data_sources", "import_files", "rejected_rows", "staged_rows", "contacts",
     "dns_cache", "email_validations", "validation_runs", "contact_enrichment", "tag_assignments",
