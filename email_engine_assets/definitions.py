@@ -41,14 +41,19 @@ def fixed_at_launch(resources: dict[str, dg.ConfigurableResource]) -> dict[str, 
     fails config validation, so the run never starts. They change only with the deployment's
     environment.
     """
-    return {
-        key: dg.ResourceDefinition(
-            resource_fn=lambda _context, resource=resource: resource,
-            config_schema={},
-            description=f"{type(resource).__name__}, set by the deployment's environment; not configurable per run",
-        )
-        for key, resource in resources.items()
-    }
+    return {key: _fixed(resource) for key, resource in resources.items()}
+
+
+def _fixed(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
+    def provide(context: dg.InitResourceContext) -> dg.ConfigurableResource:
+        resource.setup_for_execution(context)  # e.g. the database refuses a run on an out-of-date schema
+        return resource
+
+    return dg.ResourceDefinition(
+        resource_fn=provide,
+        config_schema={},
+        description=f"{type(resource).__name__}, set by the deployment's environment; not configurable per run",
+    )
 
 
 defs = dg.Definitions.merge(

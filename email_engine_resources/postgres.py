@@ -187,9 +187,8 @@ def advisory_lock(engine: sa.Engine, name: str) -> Iterator[None]:
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """The application database. ``url`` empty means: ``EMAIL_ENGINE_DATABASE_URL`` or the embedded server.
-
-    Pass the URL as ``dg.EnvVar("EMAIL_ENGINE_DATABASE_URL")`` so a password never shows in the UI.
+    """The application database. ``url`` empty means: ``EMAIL_ENGINE_DATABASE_URL`` (read when the
+    engine is built, so a password never reaches config, the UI or metadata) or the embedded server.
     """
 
     url: str = ""

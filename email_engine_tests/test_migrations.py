@@ -38,6 +38,17 @@ def test_a_run_on_an_unmigrated_database_fails_naming_the_upgrade_command(scratc
     assert result.output_for_node("contact_count") == 0
 
 
+def test_the_code_locations_database_resource_checks_the_schema_too(scratch_database, monkeypatch):
+    from email_engine_assets.definitions import fixed_at_launch
+
+    monkeypatch.setenv(database.DATABASE_URL_ENV, scratch_database)
+    resources = fixed_at_launch({"db": PostgresResource()})
+    result = dg.materialize([contact_count], resources=resources, raise_on_error=False)
+    assert not result.success and "email-engine db upgrade" in _failure(result)
+    migrations.upgrade(database.get_engine(scratch_database))
+    assert dg.materialize([contact_count], resources=resources).output_for_node("contact_count") == 0
+
+
 def test_building_an_engine_does_not_migrate(scratch_database):
     PostgresResource(url=scratch_database).engine()
     assert "schema_migrations" not in _tables(scratch_database)
