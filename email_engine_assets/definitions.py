@@ -22,6 +22,15 @@ def dns_resource() -> DnsResolverResource:
     return DnsResolverResource(nameservers=servers, port=int(os.environ.get("EMAIL_ENGINE_DNS_PORT", "53")))
 
 
+def smtp_probe_resource() -> SmtpProbeResource:
+    """``EMAIL_ENGINE_SMTP_HELO`` (default: this machine's FQDN), ``EMAIL_ENGINE_SMTP_MAIL_FROM`` and ``EMAIL_ENGINE_SMTP_PORT``."""
+    return SmtpProbeResource(
+        helo_name=os.environ.get("EMAIL_ENGINE_SMTP_HELO", ""),
+        mail_from=os.environ.get("EMAIL_ENGINE_SMTP_MAIL_FROM", ""),
+        port=int(os.environ.get("EMAIL_ENGINE_SMTP_PORT", "25")),
+    )
+
+
 def default_resources() -> dict:
     """Resources from the environment; the database URL is read from ``EMAIL_ENGINE_DATABASE_URL``
     when a run opens its engine, so it never appears in config, the UI or metadata."""
@@ -29,7 +38,7 @@ def default_resources() -> dict:
         "db": PostgresResource(),
         "workspace": WorkspaceResource(),
         "dns": dns_resource(),
-        "smtp_probe": SmtpProbeResource(),
+        "smtp_probe": smtp_probe_resource(),
     }
 
 

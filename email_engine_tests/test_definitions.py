@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,14 @@ def test_dagster_cli_validates_the_workspace(db_url):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "All code locations passed validation" in proc.stderr + proc.stdout
+
+
+def test_probe_settings_come_from_the_deployments_environment(monkeypatch):
+    from email_engine_assets.definitions import smtp_probe_resource
+
+    monkeypatch.setenv("EMAIL_ENGINE_SMTP_HELO", "probe.example.net")
+    monkeypatch.setenv("EMAIL_ENGINE_SMTP_PORT", "2525")
+    probe = smtp_probe_resource().config()
+    assert (probe.helo_name, probe.port) == ("probe.example.net", 2525)
+    monkeypatch.delenv("EMAIL_ENGINE_SMTP_HELO")
+    assert smtp_probe_resource().config().helo_name == socket.getfqdn()
