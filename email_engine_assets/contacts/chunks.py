@@ -27,8 +27,8 @@ class ReadLimits:
     text is longer is rejected (with its record number) without being parsed, and reading goes on.
     ``max_columns``: a file with more columns fails. A chunk ends at ``chunk_rows`` records, or
     once its raw text reaches ``chunk_chars`` or its cells ``chunk_cells`` (a wide file gets
-    shorter chunks, so memory stays bounded whatever the width). ``block_bytes``: the size of
-    the blocks the CSV fast path hands to polars (:mod:`.csv_blocks`).
+    shorter chunks, so memory stays bounded whatever the width). ``block_bytes``: the largest
+    block the CSV fast path hands to polars (:mod:`.csv_blocks`).
     """
 
     chunk_rows: int = 50_000

@@ -36,6 +36,8 @@ from email_engine_assets.contacts.chunks import (
 )
 
 FAST_ENCODINGS = frozenset({"utf-8", "utf-8-sig"})
+_FIRST_BLOCK_BYTES = 1 << 20
+_MIN_BLOCK_BYTES = 64 << 10
 # Line breaks tried, from the end of a block back, for one outside quotes.
 _CUT_TRIES = 64
 _QUOTE = b'"'
@@ -96,7 +98,8 @@ def block_chunks(
     first = True
     eof = False
     per_chunk = max(1, min(limits.chunk_rows, limits.chunk_cells // max(len(names), 1)))
-    size = min(limits.block_bytes, limits.chunk_chars)
+    most = min(limits.block_bytes, limits.chunk_chars)
+    size = min(_FIRST_BLOCK_BYTES, most)  # then about one chunk's worth of records per block
     while True:
         if not eof:
             data = buffer.read(size)
@@ -126,6 +129,7 @@ def block_chunks(
         else:
             for start in range(0, outcome.height, per_chunk):
                 yield RawChunk(outcome.slice(start, per_chunk))
+            size = min(most, max(_MIN_BLOCK_BYTES, int(len(block) / outcome.height * per_chunk * 0.95)))
         line += _line_breaks(block) + (not block.endswith((b"\n", b"\r")))
         offset += len(block)
         first = False
