@@ -138,7 +138,6 @@ def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: Normal
     accepted = (
         chunk.accepted.join(distinct, on="tags", how="left", maintain_order="left")
         .with_columns(tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pl.col("sorted_tags"))
-        .drop("sorted_tags")
     )
     copy_frame(conn, "staged_rows", accepted, ["tenant_id", "file_id", *STAGED_COLUMNS])
     stage_rejects(conn, tenant_id, file_id, chunk.rejects)
