@@ -18,6 +18,7 @@ not a record end for it, or its handling does not stop at block ends.
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import re
 from collections.abc import Callable, Iterator
@@ -195,27 +196,28 @@ def _quotes_well_formed(block: bytes, delimiter: bytes) -> bool:
 
 def parse_block(block: bytes, first_line: int, names: list[str], delimiter: str, limits: ReadLimits) -> pl.DataFrame | Careful:
     """The block's rows as a chunk frame (``__line``, ``__raw``, one column per name), or which
-    careful reading it needs."""
-    quoted = _QUOTE in block  # else no value holds a delimiter or a line break
-    if b"\x00" in block or _lone_returns(block) or (quoted and not _quotes_well_formed(block, delimiter.encode())):
+    careful reading it needs.
+
+    Quotes are checked on the records polars found (one regex per record, in Rust); a block
+    refused for another reason has them checked on its bytes (:func:`_careful_reading`).
+    """
+    if b"\x00" in block or _lone_returns(block):
         return Careful.REST
     if "\ufffd".encode() in block:
-        return Careful.BLOCK
+        return _careful_reading(block, delimiter)
     try:
         text = block.decode("utf-8")
-    except UnicodeDecodeError:
-        return Careful.BLOCK
-    try:
         frame = pl.read_csv(
             block, has_header=False, schema=dict.fromkeys(names, pl.String), separator=delimiter, quote_char='"',
             infer_schema=False, empty_string_is_null=False, truncate_ragged_lines=True, raise_if_empty=False,
             missing_columns="insert", extra_columns="ignore",
         )
-    except pl.exceptions.PolarsError:
-        return Careful.REST
+    except (UnicodeDecodeError, pl.exceptions.PolarsError):
+        return _careful_reading(block, delimiter)
     lines = pl.Series(RAW_COLUMN, [text]).str.split("\n").explode()
     if text.endswith("\n"):
         lines = lines.head(len(lines) - 1)
+    quoted = _QUOTE in block  # else no value holds a delimiter or a line break
     columns = [pl.col(name) for name in names]
     stats = frame.select(
         (pl.sum_horizontal(c.str.count_matches("\n", literal=True) for c in columns) if quoted else pl.lit(0))
@@ -226,21 +228,41 @@ def parse_block(block: bytes, first_line: int, names: list[str], delimiter: str,
     )
     spans = stats["breaks"] + 1
     if frame.height == 0 or stats["missing"].any() or spans.sum() != len(lines):
-        return Careful.BLOCK
+        return _careful_reading(block, delimiter)
     raws = _record_texts(lines, spans) if len(lines) != frame.height else lines
+    raw = pl.col(RAW_COLUMN)
     checks = pl.DataFrame([raws, stats["inner"]]).select(
-        blank=(pl.col(RAW_COLUMN).str.strip_chars_end("\r") == "").any(),
-        ragged=(pl.col(RAW_COLUMN).str.count_matches(delimiter, literal=True) != pl.col("inner") + len(names) - 1).any(),
-        longest=pl.col(RAW_COLUMN).str.len_chars().max(),
+        stray_quotes=(~raw.str.contains(_record_pattern(delimiter))).any() if quoted else pl.lit(False),
+        blank=(raw.str.strip_chars_end("\r") == "").any(),
+        ragged=(raw.str.count_matches(delimiter, literal=True) != pl.col("inner") + len(names) - 1).any(),
+        longest=raw.str.len_chars().max(),
     ).row(0, named=True)
+    if checks["stray_quotes"]:
+        return Careful.REST
     if checks["blank"] or checks["ragged"] or checks["longest"] + 2 > limits.max_record_chars:
-        return Careful.BLOCK
+        return _careful_reading(block, delimiter)
     if checks["longest"] > limits.max_field_chars:
         longest_field = frame.select(pl.max_horizontal(c.str.len_chars().max() for c in columns)).item()
         if longest_field > limits.max_field_chars:
             return Careful.REST
     line_numbers = (spans.cum_sum() - spans + first_line).alias(LINE_COLUMN)
     return ChunkBuilder.framed(line_numbers, raws, frame)
+
+
+def _careful_reading(block: bytes, delimiter: str) -> Careful:
+    """A block the fast path refuses is read carefully alone only when its quotes let its end be
+    a record end for the careful reader too."""
+    if _QUOTE in block and not _quotes_well_formed(block, delimiter.encode()):
+        return Careful.REST
+    return Careful.BLOCK
+
+
+@functools.lru_cache(maxsize=8)
+def _record_pattern(delimiter: str) -> str:
+    """A record whose every quote opens or closes a whole field, or is doubled inside one."""
+    separator = f"\\x{{{ord(delimiter):X}}}"
+    field = f'(?:"[^"]*(?:""[^"]*)*"|[^"\\r\\n{separator}]*)'
+    return f"^{field}(?:{separator}{field})*\\r?$"
 
 
 def _record_texts(lines: pl.Series, spans: pl.Series) -> pl.Series:
