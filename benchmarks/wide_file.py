@@ -35,7 +35,7 @@ from email_engine_resources.migrations import upgrade  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench_wide"  # not ingest.py's: both may run on one server
 TENANT, SOURCE = "wide", "crm"
-ROWS_ONLY = {"chunk_chars": 1 << 60, "chunk_cells": 1 << 60}
+ROWS_ONLY = {"chunk_chars": 1 << 60, "chunk_cells": 1 << 60, "block_bytes": 1 << 60}
 
 
 def write_wide(path: Path, rows: int, columns: int) -> None:

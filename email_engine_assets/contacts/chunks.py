@@ -27,7 +27,8 @@ class ReadLimits:
     text is longer is rejected (with its record number) without being parsed, and reading goes on.
     ``max_columns``: a file with more columns fails. A chunk ends at ``chunk_rows`` records, or
     once its raw text reaches ``chunk_chars`` or its cells ``chunk_cells`` (a wide file gets
-    shorter chunks, so memory stays bounded whatever the width).
+    shorter chunks, so memory stays bounded whatever the width). ``block_bytes``: the largest
+    block the CSV fast path hands to polars (:mod:`.csv_blocks`).
     """
 
     chunk_rows: int = 50_000
@@ -36,6 +37,7 @@ class ReadLimits:
     max_field_chars: int = 65_536
     max_record_chars: int = 1 << 20
     max_columns: int = 1_000
+    block_bytes: int = 16 << 20
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -147,10 +149,15 @@ class ChunkBuilder:
         self.rejects.append(RejectedRow(line, bounded(raw), reason))
 
     def frame(self, names: list[str], columns: list[Sequence[str | None]]) -> pl.DataFrame:
-        raw = pl.Series(RAW_COLUMN, self.raws, dtype=pl.String)
-        series = [
+        return self.framed(
             pl.Series(LINE_COLUMN, self.lines, dtype=pl.Int64),
-            raw.str.strip_chars_end("\r\n").str.slice(0, MAX_RAW_CHARS),
-            *(pl.Series(name, column, dtype=pl.String) for name, column in zip(names, columns)),
-        ]
-        return pl.DataFrame(series)
+            pl.Series(RAW_COLUMN, self.raws, dtype=pl.String),
+            pl.DataFrame([pl.Series(name, column, dtype=pl.String) for name, column in zip(names, columns)]),
+        )
+
+    @staticmethod
+    def framed(lines: pl.Series, raws: pl.Series, cells: pl.DataFrame) -> pl.DataFrame:
+        """A chunk frame from record line numbers, raw record texts and the cells (one String
+        column per header name)."""
+        raw = raws.str.strip_chars_end("\r\n").str.slice(0, MAX_RAW_CHARS)
+        return pl.DataFrame([lines.cast(pl.Int64).alias(LINE_COLUMN), raw.alias(RAW_COLUMN)]).hstack(cells)

@@ -22,6 +22,12 @@ from email_engine_assets.contacts.chunks import (
     ReadLimits,
     gc_paused,
 )
+from email_engine_assets.contacts.csv_blocks import (
+    Careful,
+    block_chunks,
+    data_offset,
+    fast_path_applies,
+)
 from email_engine_assets.contacts.sniffing import (
     BLOCK_CHARS,
     FileFormat,
@@ -57,10 +63,11 @@ class _CsvRecords:
     case) line numbers and raw text come from slices, with no per-record Python work.
     """
 
-    def __init__(self, stream: TextIO, dialect: dict[str, Any], path: Path) -> None:
+    def __init__(self, stream: TextIO, dialect: dict[str, Any], path: Path, first_line: int = 1) -> None:
         self._stream = stream
         self._dialect = dialect
         self._path = path
+        self._line0 = first_line - 1  # the stream's first line is the file's line ``first_line``
         self._window: list[str] = []
         self._window_first = 1
         self._skipped = 0
@@ -74,7 +81,8 @@ class _CsvRecords:
             yield block
 
     @property
-    def _consumed(self) -> int:
+    def consumed(self) -> int:
+        """Physical lines of the stream read so far (records turned into rows or refused)."""
         return self._reader.line_num + self._skipped
 
     def header(self) -> list[str] | None:
@@ -88,24 +96,24 @@ class _CsvRecords:
         return None
 
     def read(self, limit: int) -> _Segment:
-        before = self._consumed
+        before = self.consumed
         rows: list[list[str]] = []
         failed = False
         try:
             rows.extend(islice(self._reader, limit))
         except csv.Error:
             failed = True
-        after = self._consumed
+        after = self.consumed
         offset = 1 - self._window_first
         lines = self._window[before + offset : after + offset]
         if not failed and len(rows) == len(lines):
-            segment = _Segment(rows, range(before + 1, after + 1), lines)
+            segment = _Segment(rows, range(self._line0 + before + 1, self._line0 + after + 1), lines)
         else:
-            segment = self._reparse(lines, before + 1)
+            segment = self._reparse(lines, self._line0 + before + 1)
             if segment.broken:
                 segment.broken = self._skip_rest(*segment.broken)
         self.exhausted = not failed and len(rows) < limit
-        self._release(self._consumed)
+        self._release(self.consumed)
         return segment
 
     def _reparse(self, lines: list[str], first_line: int) -> _Segment:
@@ -140,7 +148,7 @@ class _CsvRecords:
             if len(raw) <= MAX_RAW_CHARS:
                 raw += next_line[: MAX_RAW_CHARS + 2]
             if self._skipped % 4096 == 0:
-                self._release(self._consumed)
+                self._release(self.consumed)
         return line, raw
 
     def _release(self, upto: int) -> None:
@@ -162,29 +170,61 @@ def _header_names(path: Path, records: _CsvRecords, limits: ReadLimits) -> Colum
     return ColumnNames(header, limits.max_columns)
 
 
-def csv_chunks(path: Path, stream: TextIO, fmt: FileFormat, limits: ReadLimits) -> Iterator[RawChunk]:
+def csv_chunks(path: Path, stream: TextIO, fmt: FileFormat, limits: ReadLimits, *, fast: bool = True) -> Iterator[RawChunk]:
+    """The file's chunks after its header. Blocks of a UTF-8 file are parsed by polars where they
+    are well-formed (:mod:`.csv_blocks`, unless ``fast`` is false); everything else by the careful
+    record reader, which gives the same rows, line numbers and rejects."""
     if csv.field_size_limit() <= limits.max_field_chars:
         csv.field_size_limit(limits.max_field_chars + 1)  # raised only: the csv module's limit is global
     records = _CsvRecords(stream, dialect(fmt), path)
     names = _header_names(path, records, limits).names
     checks = _CsvChecks(names, limits, fmt.encoding)
-    width = len(names)
+    delimiter = dialect(fmt)["delimiter"]
+
+    def careful(text: TextIO, first_line: int) -> Iterator[RawChunk]:
+        return _careful_chunks(_CsvRecords(text, dialect(fmt), path, first_line), checks, limits, len(names))
+
+    chunks: Iterator[RawChunk | Careful] | None = None
+    if fast and names and not records.exhausted and fast_path_applies(fmt.encoding, delimiter):
+        buffer = stream.buffer
+        resume = buffer.tell()  # where this reader's text stream reads on
+        offset = data_offset(buffer, records.consumed)
+        if offset is not None:
+            chunks = block_chunks(buffer, offset, records.consumed + 1, names, delimiter, limits, careful)
+        else:
+            buffer.seek(resume)
+    empty = True
+    for chunk in chunks or ():
+        if chunk is Careful.REST:  # at the first block: this reader goes on as if it were alone
+            buffer.seek(resume)
+            chunks = None
+            break
+        empty = False
+        yield chunk
+    if chunks is None:
+        for chunk in _careful_chunks(records, checks, limits, len(names)):
+            empty = False
+            yield chunk
+    if empty:
+        yield RawChunk(ChunkBuilder().frame(names, [()] * len(names)))
+
+
+def _careful_chunks(records: _CsvRecords, checks: _CsvChecks, limits: ReadLimits, width: int) -> Iterator[RawChunk]:
+    """Chunks of the records after the header, record by record in Python; never an empty one."""
     average_chars = 0.0
-    first = True
-    while first or not records.exhausted:
+    while not records.exhausted:
         chunk = ChunkBuilder()
         with gc_paused():
             while not records.exhausted and not limits.full(chunk.records, chunk.chars, width):
                 checks.add(records.read(_batch_size(chunk, limits, width, average_chars)), chunk)
             if chunk.records:
                 average_chars = chunk.chars / chunk.records
-            columns = list(zip(*chunk.rows)) if chunk.rows else [()] * len(names)
-            frame = chunk.frame(names, columns)
+            columns = list(zip(*chunk.rows)) if chunk.rows else [()] * len(checks.names)
+            frame = chunk.frame(checks.names, columns)
             del columns
             chunk.release()
-        if first or frame.height or chunk.rejects:
+        if frame.height or chunk.rejects:
             yield RawChunk(frame, chunk.rejects)
-        first = False
 
 
 def _batch_size(chunk: ChunkBuilder, limits: ReadLimits, width: int, average_chars: float) -> int:
@@ -202,7 +242,7 @@ class _CsvChecks:
     with C-level passes over the whole segment."""
 
     def __init__(self, names: list[str], limits: ReadLimits, encoding: str) -> None:
-        self._names = names
+        self.names = names
         self._width = len(names)
         self._max = limits.max_field_chars
         self._max_record = limits.max_record_chars
@@ -262,7 +302,7 @@ class _CsvChecks:
         longest = max(sizes, default=0)
         if longest <= self._max:
             return None
-        name = self._names[sizes.index(longest)]
+        name = self.names[sizes.index(longest)]
         return f"field {excerpt(name)} has {longest} characters, over the limit of {self._max}"
 
 

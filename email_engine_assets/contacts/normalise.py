@@ -42,6 +42,20 @@ def clean_text(expr: pl.Expr) -> pl.Expr:
     return nfc.str.strip_chars().replace("", None)
 
 
+def row_tags(cells: pl.Series | None, height: int, source_tags: Sequence[str]) -> pl.Series:
+    """Each row's tag slugs (its cell's, then the source's, each once) -> ``list[str]``.
+
+    A file holds few distinct tags cells: each is split once and joined back to its rows (list
+    operations row by row cost seconds per million rows).
+    """
+    cells = pl.Series("cell", [None] * height if cells is None else cells, dtype=pl.String)
+    tags = split_tags_expr(pl.col("cell"))
+    if source_tags:
+        tags = pl.concat_list(tags, pl.lit(list(source_tags), pl.List(pl.String))).list.unique(maintain_order=True)
+    distinct = cells.unique().to_frame().with_columns(tags=tags)
+    return cells.to_frame().join(distinct, on="cell", how="left", maintain_order="left", nulls_equal=True)["tags"]
+
+
 def normalise_chunk(
     frame: pl.DataFrame,
     mapping: Mapping[str, str],
@@ -54,16 +68,12 @@ def normalise_chunk(
         (clean_text(pl.col(mapping[f])) if f in mapping else pl.lit(None, pl.String)).alias(f)
         for f in TEXT_FIELDS
     ]
-    tags = split_tags_expr(pl.col(mapping["tags"])) if "tags" in mapping else pl.lit([], pl.List(pl.String))
-    if source_tags:
-        tags = pl.concat_list(tags, pl.lit(list(source_tags), pl.List(pl.String))).list.unique(maintain_order=True)
     rows = frame.select(
         pl.col("__line").alias("line_no"),
         pl.col("__raw").str.slice(0, MAX_RAW_TEXT).alias("raw_text"),
         clean_text(pl.col(mapping["email"])).alias("email_raw"),
         *fields,
-        tags.alias("tags"),
-    )
+    ).with_columns(tags=row_tags(frame[mapping["tags"]] if "tags" in mapping else None, frame.height, source_tags))
     if default_category:
         rows = rows.with_columns(pl.col("category").fill_null(default_category))
     syntax = check_addresses(rows["email_raw"])

@@ -132,9 +132,12 @@ def claim_file(
 
 def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk) -> None:
     """COPY one normalised chunk into staged_rows and rejected_rows."""
-    # Tags are stored sorted: the merge then takes a single row's tags as they are.
-    accepted = chunk.accepted.with_columns(
-        tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pl.col("tags").list.sort()
+    # Tags are stored sorted: the merge then takes a single row's tags as they are. A chunk holds
+    # few distinct tag lists: each is sorted once and joined back.
+    distinct = chunk.accepted.select(pl.col("tags").unique()).with_columns(sorted_tags=pl.col("tags").list.sort())
+    accepted = (
+        chunk.accepted.join(distinct, on="tags", how="left", maintain_order="left")
+        .with_columns(tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pl.col("sorted_tags"))
     )
     copy_frame(conn, "staged_rows", accepted, ["tenant_id", "file_id", *STAGED_COLUMNS])
     stage_rejects(conn, tenant_id, file_id, chunk.rejects)

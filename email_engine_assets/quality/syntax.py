@@ -244,70 +244,85 @@ def _reference_verdicts(addresses: pl.Series, allow_smtputf8: bool) -> tuple[pl.
     """Key and reason from email-validator for the rows the fast path cannot decide.
 
     email-validator checks the local part and the domain independently, then the lengths of
-    the whole address. So when one part has the plain ASCII shape, only the other part goes
-    to the library (once per distinct part, cached) and the lengths are checked here; other
-    addresses go to the library whole.
-    """
-    local, domain = pl.col("local"), pl.col("domain")
-    parts = pl.DataFrame({"address": addresses.unique()})
-    split = parts["address"].str.splitn("@", 2).struct.rename_fields(["local", "domain"]).struct.unnest()
-    parts = pl.concat([parts, split], how="horizontal").with_columns(
-        plain_local=local.str.contains(_PLAIN_LOCAL) & (local.str.len_bytes() <= LOCAL_PART_MAX_LENGTH),
-        plain_domain=(
-            domain.str.contains(_PLAIN_DOMAIN)
-            & ~domain.str.contains(_RESERVED_LDH_LABEL)
-            & ~domain.str.contains(_SPECIAL_USE_SUFFIX)
-            & ~domain.str.contains(_PUNYCODE)
-        ),
-        simple_local=~local.str.contains('["<]'),
-    )
-    verdicts = {
-        row[0]: _part_wise_verdict(*row, allow_smtputf8=allow_smtputf8)
-        for row in parts.iter_rows()
-    }
-    pairs = [verdicts[address] for address in addresses.to_list()]
-    keys = pl.Series("email_key", [key for key, _ in pairs], dtype=pl.String)
-    reasons = pl.Series("syntax_error", [reason for _, reason in pairs], dtype=pl.String)
-    return keys, reasons
-
-
-def _part_wise_verdict(
-    address: str,
-    local: str,
-    domain: str | None,
-    plain_local: bool | None,
-    plain_domain: bool | None,
-    simple_local: bool | None,
-    *,
-    allow_smtputf8: bool,
-) -> tuple[str | None, str | None]:
-    """One distinct address, checking with email-validator only the part that needs it.
+    the whole address. So when one part has the plain ASCII shape, only the other part goes to
+    the library, once per distinct part (cached), and the verdicts are spread over the addresses
+    and their lengths checked here, on whole columns; other addresses go to the library whole.
 
     A plain local part is split off at the first ``@`` exactly as email-validator splits it
     (it has no quote or ``<``), so the domain can be checked behind ``a@`` instead; likewise a
     local part without quote or ``<`` in front of ``a.b``. Those stand-ins are the shortest
     valid parts, so they can only pass a length limit the real address fails, never the
     reverse; the three lengths email-validator measures (as given, normalised, ASCII domain)
-    are then checked here on the real parts.
+    are then checked on the real parts.
     """
-    if domain is None or len(address.encode("utf-8")) > EMAIL_MAX_LENGTH:
-        return _reference_verdict(address, allow_smtputf8=allow_smtputf8)
-    if plain_local and not plain_domain:
-        ascii_domain, unicode_domain, reason = _domain_verdict(domain)
-        if reason is not None:
-            return None, reason
-        longest = max(_octets(f"{local}@{unicode_domain}"), _octets(f"{local}@{ascii_domain}"))
-    elif plain_domain and simple_local:
-        normalized_local, reason = _local_verdict(local, allow_smtputf8)
-        if reason is not None:
-            return None, reason
-        local, ascii_domain = normalized_local, domain.lower()
-        longest = _octets(f"{local}@{ascii_domain}")
-    else:
-        return _reference_verdict(address, allow_smtputf8=allow_smtputf8)
-    if longest > EMAIL_MAX_LENGTH:
-        return None, f"address longer than {EMAIL_MAX_LENGTH} octets"
-    return f"{local.lower()}@{ascii_domain}", None
+    address, local, domain = pl.col("address"), pl.col("local"), pl.col("domain")
+    parts = pl.DataFrame({"address": addresses.unique()})
+    split = parts["address"].str.splitn("@", 2).struct.rename_fields(["local", "domain"]).struct.unnest()
+    plain_local = local.str.contains(_PLAIN_LOCAL) & (local.str.len_bytes() <= LOCAL_PART_MAX_LENGTH)
+    plain_domain = (
+        domain.str.contains(_PLAIN_DOMAIN)
+        & ~domain.str.contains(_RESERVED_LDH_LABEL)
+        & ~domain.str.contains(_SPECIAL_USE_SUFFIX)
+        & ~domain.str.contains(_PUNYCODE)
+    )
+    partwise = domain.is_not_null() & (address.str.len_bytes() <= EMAIL_MAX_LENGTH)
+    parts = pl.concat([parts, split], how="horizontal").with_columns(
+        route=pl.when(partwise & plain_local & ~plain_domain).then(pl.lit("domain"))
+        .when(partwise & plain_domain & ~local.str.contains('["<]')).then(pl.lit("local"))
+        .otherwise(pl.lit("whole"))
+    )
+    by_domain = _domain_verdicts(parts.filter(pl.col("route") == "domain"))
+    by_local = _local_verdicts(parts.filter(pl.col("route") == "local"), allow_smtputf8)
+    whole = parts.filter(pl.col("route") == "whole")["address"]
+    by_address = pl.DataFrame(
+        [_reference_verdict(text, allow_smtputf8=allow_smtputf8) for text in whole.to_list()],
+        schema={"email_key": pl.String, "syntax_error": pl.String}, orient="row",
+    ).with_columns(whole)
+    verdicts = pl.concat([by_domain, by_local, by_address.select(by_domain.columns)])
+    spread = pl.DataFrame({"address": addresses}).join(verdicts, on="address", how="left", maintain_order="left")
+    return spread["email_key"], spread["syntax_error"]
+
+
+def _domain_verdicts(parts: pl.DataFrame) -> pl.DataFrame:
+    """Addresses with a plain local part: the domain checked once per distinct domain."""
+    domains = parts["domain"].unique().to_list()
+    checked = pl.DataFrame(
+        [(name, *_domain_verdict(name)) for name in domains],
+        schema={"domain": pl.String, "ascii_domain": pl.String, "unicode_domain": pl.String, "reason": pl.String},
+        orient="row",
+    )
+    local = pl.col("local")
+    longest = local.str.len_bytes() + 1 + pl.max_horizontal(
+        pl.col("unicode_domain").str.len_bytes(), pl.col("ascii_domain").str.len_bytes()
+    )
+    return _verdicts(parts.join(checked, on="domain", how="left"), longest, local.str.to_lowercase() + "@" + pl.col("ascii_domain"))
+
+
+def _local_verdicts(parts: pl.DataFrame, allow_smtputf8: bool) -> pl.DataFrame:
+    """Addresses with a plain domain: the local part checked once per distinct local part."""
+    rows = []
+    for name in parts["local"].unique().to_list():
+        normalized, reason = _local_verdict(name, allow_smtputf8)
+        rows.append((name, normalized, normalized.lower(), reason))
+    checked = pl.DataFrame(
+        rows, schema={"local": pl.String, "normalized_local": pl.String, "lowered_local": pl.String, "reason": pl.String},
+        orient="row",
+    )
+    domain = pl.col("domain").str.to_lowercase()
+    longest = pl.col("normalized_local").str.len_bytes() + 1 + domain.str.len_bytes()
+    return _verdicts(parts.join(checked, on="local", how="left"), longest, pl.col("lowered_local") + "@" + domain)
+
+
+def _verdicts(parts: pl.DataFrame, longest: pl.Expr, key: pl.Expr) -> pl.DataFrame:
+    """``address``, ``email_key``, ``syntax_error`` from a part's reason, the address's longest
+    measured length and its key."""
+    too_long = f"address longer than {EMAIL_MAX_LENGTH} octets"
+    reason = pl.col("reason")
+    return parts.select(
+        "address",
+        pl.when(reason.is_null() & (longest <= EMAIL_MAX_LENGTH)).then(key).alias("email_key"),
+        pl.when(reason.is_not_null()).then(reason).when(longest > EMAIL_MAX_LENGTH).then(pl.lit(too_long)).alias("syntax_error"),
+    )
 
 
 @functools.lru_cache(maxsize=65_536)
