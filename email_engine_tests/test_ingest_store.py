@@ -120,6 +120,26 @@ def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant):
     assert [tuple(f) for f in flags] == [(2, False), (3, False), (4, True), (5, True), (6, False)]
 
 
+def _sources_as_stored(engine) -> dict[str, tuple]:
+    """(priority, row version) per source: ``xmin`` changes whenever the row is written."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT source_id, priority, xmin::text FROM data_sources WHERE tenant_id = 'acme'"))
+        return {source_id: (priority, version) for source_id, priority, version in rows}
+
+
+def test_registering_the_same_sources_again_writes_nothing_and_a_change_is_written(engine, tenant):
+    before = _sources_as_stored(engine)
+    assert {s: p for s, (p, _) in before.items()} == {"crm": 20, "events": 10}
+    with engine.begin() as conn:
+        ledger.register_workspace(conn, Workspace(root=Path("."), tenants={"acme": TENANT}, digests={"acme": "x"}))
+    assert _sources_as_stored(engine) == before  # every import run registers its tenants: no rewrite each time
+    changed = TenantConfig(id="acme", name="Acme", sources=[CRM, EVENTS.model_copy(update={"priority": 30})])
+    with engine.begin() as conn:
+        ledger.register_workspace(conn, Workspace(root=Path("."), tenants={"acme": changed}, digests={"acme": "y"}))
+    after = _sources_as_stored(engine)
+    assert after["crm"] == before["crm"] and after["events"][0] == 30
+
+
 def _stage_and_finish(engine, sha256: str, lines_and_emails: list[tuple[int, str]], staged: int | None) -> tuple[dict, list]:
     """Claim a file, stage its rows, finish it telling ``staged`` (None: the caller does not know)."""
     with ledger.file_session(engine) as conn, conn.begin():
