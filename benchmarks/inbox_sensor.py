@@ -13,6 +13,7 @@ the end) and a temporary Dagster instance. Then:
   the first ``--import-tenants`` tenants (all by default), and, as the reference, one run per
   (tenant, source) partition (what the sensor asked for before) for a few tenants; prints files
   per second of both and the ratio;
+* the fixed cost of a run: a tenant's run again when the ledger holds all its files;
 * a last tick after the imports, from an empty cursor: the ledger alone must make it request nothing.
 
 Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server.
@@ -141,6 +142,14 @@ def run(instance, args, files: int) -> int:
     print(f"reference, one run per source: {reference_files} runs, {reference_files} files in {reference_s:.1f}s = {reference_rate:.1f} files/s")
     print(f"per-tenant runs / per-source runs: {ours_rate / reference_rate:.1f}x files/s; "
           f"all {files} files at this rate: {files / ours_rate / 60:.1f} min (per-source runs: {files / reference_rate / 60:.1f} min, in process)")
+
+    # The fixed cost of a run: the same tenant's run again, every file of it already in the ledger.
+    if chosen:
+        started = time.perf_counter()
+        assert job.execute_in_process(instance=instance, partition_key=chosen[0].partition_key, tags=chosen[0].tags).success
+        fixed_s = time.perf_counter() - started
+        print(f"fixed cost of a run of {args.sources} partitions with nothing new: {fixed_s:.2f}s "
+              f"({fixed_s / (ours_s / len(chosen)):.0%} of a run that imports them), in process")
 
     if args.import_tenants is None:
         after, seconds = tick(instance, None)

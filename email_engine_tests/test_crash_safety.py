@@ -17,7 +17,11 @@ import sqlalchemy as sa
 
 from email_engine_assets.contacts import store as ledger
 from email_engine_assets.contacts.assets import contact_imports
-from email_engine_assets.contacts.importer import import_file, import_source
+from email_engine_assets.contacts.importer import (
+    file_digest,
+    import_file,
+    import_source,
+)
 from email_engine_assets.tenancy.config import SourceConfig, load_workspace
 from email_engine_assets.tenancy.partitions import import_key
 from email_engine_resources.postgres import PostgresResource
@@ -146,6 +150,56 @@ def test_a_claim_left_by_a_dead_session_is_taken_again_and_a_live_one_is_not(eng
     (report,) = import_source(engine, acme, acme.source("crm"), workspace.root / "inbox/acme/crm")
     assert report.status == "imported" and report.counts["new"] == 2
     assert [(r["file_id"], r["status"]) for r in _ledger(engine)] == [(file_id, "imported")]
+
+
+def _waiting_claimer(engine) -> int | None:
+    """The backend pid of a session waiting for a ledger row another transaction locks, if any."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                """SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%FROM import_files%FOR UPDATE%'"""
+            )
+        ).scalar()
+
+
+def _advisory_locks_of(engine, pid: int) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT count(*) FROM pg_locks WHERE pid = :p AND locktype = 'advisory' AND granted"), {"p": pid}
+        ).scalar_one()
+
+
+def test_the_session_a_run_shares_gives_back_each_files_lock_once_the_file_is_done(engine, workspace, acme):
+    """One connection imports the run's files; a file done is nobody's, so nothing finished looks live or dead."""
+    workspace.file("acme", "crm", "a.csv", "email\na@example.com\n")
+    second = workspace.file("acme", "crm", "b.csv", "email\nb@example.com\n")
+    reports: list = []
+    with engine.connect() as other:
+        # b.csv failed in an earlier run; this transaction holds its ledger row, so the run waits at b's claim.
+        other.execute(
+            sa.text(
+                """INSERT INTO import_files (tenant_id, source_id, path, content_sha256, size_bytes, status)
+                   VALUES ('acme', 'crm', 'b.csv', :h, 1, 'failed')"""
+            ),
+            {"h": file_digest(second)},
+        )
+        other.commit()
+        other.execute(sa.text("SELECT 1 FROM import_files WHERE path = 'b.csv' FOR UPDATE"))
+        run = threading.Thread(target=lambda: reports.extend(import_source(engine, acme, acme.source("crm"), workspace.root / "inbox/acme/crm")))
+        run.start()
+        try:
+            importer = _wait_for(lambda: _waiting_claimer(engine), "the run to reach b.csv")
+            assert [(Path(r["path"]).name, r["status"]) for r in _ledger(engine)] == [("a.csv", "imported"), ("b.csv", "failed")]
+            assert _advisory_locks_of(engine, importer) == 0  # a.csv's lock went back with its row closed
+            with engine.connect() as conn:
+                assert ledger.abandoned_files(conn) == []
+        finally:
+            other.rollback()
+            run.join(60)
+    assert [r.status for r in reports] == ["imported", "imported"]
+    assert [r["status"] for r in _ledger(engine)] == ["imported", "imported"]
+    assert not _file_lock_held(engine)
 
 
 def test_reclaiming_deletes_rows_left_staged_under_the_file(engine, workspace, acme):

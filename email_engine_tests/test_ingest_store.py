@@ -120,6 +120,57 @@ def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant):
     assert [tuple(f) for f in flags] == [(2, False), (3, False), (4, True), (5, True), (6, False)]
 
 
+def _sources_as_stored(engine) -> dict[str, tuple]:
+    """(priority, row version) per source: ``xmin`` changes whenever the row is written."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT source_id, priority, xmin::text FROM data_sources WHERE tenant_id = 'acme'"))
+        return {source_id: (priority, version) for source_id, priority, version in rows}
+
+
+def test_registering_the_same_sources_again_writes_nothing_and_a_change_is_written(engine, tenant):
+    before = _sources_as_stored(engine)
+    assert {s: p for s, (p, _) in before.items()} == {"crm": 20, "events": 10}
+    with engine.begin() as conn:
+        ledger.register_workspace(conn, Workspace(root=Path("."), tenants={"acme": TENANT}, digests={"acme": "x"}))
+    assert _sources_as_stored(engine) == before  # every import run registers its tenants: no rewrite each time
+    changed = TenantConfig(id="acme", name="Acme", sources=[CRM, EVENTS.model_copy(update={"priority": 30})])
+    with engine.begin() as conn:
+        ledger.register_workspace(conn, Workspace(root=Path("."), tenants={"acme": changed}, digests={"acme": "y"}))
+    after = _sources_as_stored(engine)
+    assert after["crm"] == before["crm"] and after["events"][0] == 30
+
+
+def _stage_and_finish(engine, sha256: str, lines_and_emails: list[tuple[int, str]], staged: int | None) -> tuple[dict, list]:
+    """Claim a file, stage its rows, finish it telling ``staged`` (None: the caller does not know)."""
+    with ledger.file_session(engine) as conn, conn.begin():
+        file_id = ledger.claim_file(conn, tenant_id="acme", source_id="crm", path=f"{sha256}.csv", sha256=sha256, size=1, priority=20, run_id=None)
+        ledger.tenant_lock(conn, "acme")
+        lines, emails = zip(*lines_and_emails)
+        raw = pl.DataFrame({"__line": lines, "__raw": emails, "email": emails}, schema_overrides={"__line": pl.Int64})
+        ledger.stage_chunk(conn, "acme", file_id, normalise_chunk(raw, {"email": "email"}))
+        counts = ledger.finish_file(conn, "acme", file_id, fmt="csv", encoding="utf-8", delimiter=",", staged=staged)
+        flags = conn.execute(sa.text("SELECT line_no, is_duplicate FROM staged_rows WHERE file_id = :f ORDER BY line_no"), {"f": file_id}).all()
+        ledger_row = conn.execute(
+            sa.text("SELECT status, rows_total, new, merged, duplicates, rejected FROM import_files WHERE file_id = :f"), {"f": file_id}
+        ).one()
+    assert dict(ledger_row._mapping) == {"status": "imported", **counts}
+    return counts, [tuple(f) for f in flags]
+
+
+@pytest.mark.parametrize("staged", [5, None], ids=["one statement (small file)", "temporary table (large file)"])
+def test_both_ways_of_finishing_a_file_flag_and_count_alike(engine, tenant, tmp_path, staged):
+    _import(engine, tmp_path, CRM, "known.csv", "email\nin-contacts@example.com\n")
+    _merge(engine)
+    _import(engine, tmp_path, EVENTS, "pending.csv", "email\nstaged-elsewhere@example.com\n")  # not merged yet
+    rows = [
+        (2, "in-contacts@example.com"), (3, "staged-elsewhere@example.com"), (4, "fresh@example.com"),
+        (5, "FRESH@example.com"), (6, "not an address"), (7, "in-contacts@example.com"), (8, "fresh@example.com"),
+    ]
+    counts, flags = _stage_and_finish(engine, "both-ways", rows, staged)
+    assert counts == {"rows_total": 7, "new": 1, "merged": 2, "duplicates": 3, "rejected": 1}
+    assert flags == [(2, False), (3, False), (4, False), (5, True), (7, True), (8, True)]
+
+
 def test_known_addresses_count_as_merged_only_within_the_tenant(engine, tenant, tmp_path):
     _import(engine, tmp_path, CRM, "one.csv", "email\na@example.com\nb@example.com\n")
     pending = _import(engine, tmp_path, EVENTS, "two.csv", "email\nb@example.com\nc@example.com\n")

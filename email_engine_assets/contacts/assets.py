@@ -7,7 +7,7 @@ from pydantic import Field
 
 from email_engine_assets.contacts import merge_store as contacts_store
 from email_engine_assets.contacts import store as ledger
-from email_engine_assets.contacts.importer import import_source
+from email_engine_assets.contacts.importer import import_sources
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import (
     broken_tenant_message,
@@ -39,7 +39,8 @@ def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, wor
     engine = db.engine()
     with engine.begin() as conn:
         ledger.register_workspace(conn, ws)
-    reports, not_sources = [], []
+    not_sources: list[str] = []
+    by_tenant: dict[str, list] = {}
     for tenant_id, source_id in keys:
         if tenant_id in ws.errors:
             continue  # reported below: a broken tenant file stops only its tenant
@@ -48,14 +49,17 @@ def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, wor
         if source is None:
             not_sources.append(f"{tenant_id}/{source_id}")
             continue
-        reports += import_source(engine, tenant, source, ws.source_dir(tenant_id, source_id), run_id=context.run.run_id)
+        by_tenant.setdefault(tenant_id, []).append((source, ws.source_dir(tenant_id, source_id)))
+    reports = []
+    for tenant_id, sources in by_tenant.items():
+        reports += import_sources(engine, ws.tenants[tenant_id], sources, run_id=context.run.run_id)
     if not_sources:
         context.log.info(f"not a source of the tenant, nothing to import: {', '.join(not_sources)}")
     totals = {k: sum(r.counts.get(k, 0) for r in reports) for k in ledger.COUNT_COLUMNS}
     imported = [r for r in reports if r.status == "imported"]
     failed = [r for r in reports if r.status == "failed"]
-    for r in imported:
-        context.log.info(f"{r.path}: {r.counts} ({r.format}, {r.encoding}, {r.seconds:.2f}s)")
+    if imported:  # one event for the run's files: each log line is a write to the event log
+        context.log.info("\n".join(f"{r.path}: {r.counts} ({r.format}, {r.encoding}, {r.seconds:.2f}s)" for r in imported))
     metadata = {
         "partitions": len(keys),
         "files_imported": len(imported),

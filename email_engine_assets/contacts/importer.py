@@ -38,6 +38,8 @@ from email_engine_assets.contacts.sniffing import shown_name
 from email_engine_assets.tenancy.config import SourceConfig, TenantConfig
 
 CHUNK_ROWS = 100_000
+# A file this small is read in the importing thread: a worker thread would have nothing to overlap.
+READ_AHEAD_BYTES = 1 << 20
 
 T = TypeVar("T")
 _END = object()
@@ -96,51 +98,76 @@ def normalised_chunks(
 
 
 def import_file(
-    engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, path: Path, *, digest: str | None = None, run_id: str | None = None
+    engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, path: Path, *,
+    digest: str | None = None, run_id: str | None = None, session: sa.Connection | None = None,
 ) -> FileReport:
     """Import one file; whatever goes wrong, its ledger row ends 'imported' or 'failed', never 'processing'.
 
-    Only a process that dies leaves a row 'processing'; the lock its session held dies with it, and
-    the next import of the content claims the row again (see :func:`ledger.claim_file`).
+    ``session``: a connection from :func:`ledger.file_session` shared by the files of a run (one is
+    opened for this file otherwise). Only a process that dies leaves a row 'processing'; the lock
+    its session held dies with it, and the next import of the content claims the row again (see
+    :func:`ledger.claim_file`).
     """
+    if session is None:
+        with ledger.file_session(engine) as conn:
+            return import_file(engine, tenant, source, path, digest=digest, run_id=run_id, session=conn)
+    conn = session
     started = time.perf_counter()
     digest = digest or file_digest(path)
     report = FileReport(path=str(path), sha256=digest, status="skipped")
-    with ledger.file_session(engine) as conn:
+    size = path.stat().st_size
+    with conn.begin():
+        file_id = ledger.claim_file(
+            conn, tenant_id=tenant.id, source_id=source.id, path=str(path), sha256=digest,
+            size=size, priority=source.priority, run_id=run_id,
+        )
+    if file_id is None:
+        return report  # imported already, or being imported by a live session
+    fmt = None
+    try:
+        fmt = sniff_format(path, **_reader_hints(source))
+        header = read_header(path, fmt)
+        # An empty file (no header at all) is a valid import of zero rows, not a missing email column.
+        mapping = map_columns(header, source.columns) if header else None
+        # Rows, rejects and the final status commit together: a crash anywhere leaves nothing staged.
         with conn.begin():
-            file_id = ledger.claim_file(
-                conn, tenant_id=tenant.id, source_id=source.id, path=str(path), sha256=digest,
-                size=path.stat().st_size, priority=source.priority, run_id=run_id,
+            ledger.tenant_lock(conn, tenant.id)
+            chunks = normalised_chunks(path, fmt, mapping, tenant, source) if mapping else ()
+            staged = 0
+            for chunk, reader_rejects in read_ahead(chunks) if mapping and size > READ_AHEAD_BYTES else chunks:
+                ledger.stage_chunk(conn, tenant.id, file_id, chunk)
+                ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
+                staged += chunk.accepted.height
+            report.counts = ledger.finish_file(
+                conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter, staged=staged
             )
-        if file_id is None:
-            return report  # imported already, or being imported by a live session
-        fmt = None
-        try:
-            fmt = sniff_format(path, **_reader_hints(source))
-            header = read_header(path, fmt)
-            # An empty file (no header at all) is a valid import of zero rows, not a missing email column.
-            mapping = map_columns(header, source.columns) if header else None
-            # Rows, rejects and the final status commit together: a crash anywhere leaves nothing staged.
-            with conn.begin():
-                ledger.tenant_lock(conn, tenant.id)
-                chunks = read_ahead(normalised_chunks(path, fmt, mapping, tenant, source)) if mapping else ()
-                for chunk, reader_rejects in chunks:
-                    ledger.stage_chunk(conn, tenant.id, file_id, chunk)
-                    ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
-                report.counts = ledger.finish_file(conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter)
-            report.status = "imported"
-        except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.SQLAlchemyError) as exc:
-            report.status, report.error = "failed", _error_text(path, exc)
-        except Exception as exc:  # anything else still closes the ledger row; the next files go on
-            report.status, report.error = "failed", unexpected_failure(path, exc)
-        if report.status == "failed":
-            # On a connection of its own: the error may have broken this session's.
-            with engine.begin() as other:
-                ledger.fail_file(other, file_id, report.error, fmt=fmt and fmt.kind, encoding=fmt and fmt.encoding)
+        report.status = "imported"
+    except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.SQLAlchemyError) as exc:
+        report.status, report.error = "failed", _error_text(path, exc)
+    except Exception as exc:  # anything else still closes the ledger row; the next files go on
+        report.status, report.error = "failed", unexpected_failure(path, exc)
+    if report.status == "failed":
+        # On a connection of its own: the error may have broken this session's.
+        with engine.begin() as other:
+            ledger.fail_file(other, file_id, report.error, fmt=fmt and fmt.kind, encoding=fmt and fmt.encoding)
+    _release(conn, file_id)
     report.seconds = time.perf_counter() - started
     if fmt is not None:
         report.format, report.encoding = fmt.kind, fmt.encoding
     return report
+
+
+def _release(conn: sa.Connection, file_id: int) -> None:
+    """The file's lock back, so the session can go on with the next file.
+
+    A connection the error broke is replaced: the server ended its session, and the lock with it.
+    """
+    try:
+        conn.rollback()
+        ledger.release_file(conn, file_id)
+    except sa.exc.SQLAlchemyError:
+        conn.invalidate()
+        conn.rollback()
 
 
 def unexpected_failure(path: Path, exc: Exception) -> str:
@@ -184,27 +211,39 @@ def _refused(path: Path, exc: OSError) -> FileReport:
 
 
 def import_source(engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, folder: Path, *, run_id: str | None = None) -> list[FileReport]:
-    """Import every file of the folder whose content is not yet in the ledger.
+    """Import every file of the folder whose content is not yet in the ledger (see :func:`import_sources`)."""
+    return import_sources(engine, tenant, [(source, folder)], run_id=run_id)
 
-    Links, special files and a linked folder are never read: each is a failed report saying why.
+
+def import_sources(
+    engine: sa.Engine, tenant: TenantConfig, sources: list[tuple[SourceConfig, Path]], *, run_id: str | None = None
+) -> list[FileReport]:
+    """Import every file of the sources' folders whose content is not yet in the ledger.
+
+    One database session serves all the files, each file still claimed, staged and committed on
+    its own. Links, special files and a linked folder are never read: each is a failed report saying why.
     """
-    try:
-        folder = real_source_folder(folder)
-    except RefusedFile as exc:
-        return [_refused(folder, exc)]
-    with engine.connect() as conn:
-        known = ledger.known_digests(conn, tenant.id, source.id)
-    listing = list_source_folder(folder)
-    reports = [_refused(path, RefusedFile(path, why)) for path, why in listing.refused]
-    for path in listing.files:
-        try:
-            digest = file_digest(path)
-        except OSError as exc:
-            reports.append(_refused(path, exc))
-            continue
-        if known.get(digest) == "imported":
-            reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
-            continue
-        reports.append(import_file(engine, tenant, source, path, digest=digest, run_id=run_id))
-        known[digest] = reports[-1].status
+    reports: list[FileReport] = []
+    with ledger.file_session(engine) as session:
+        known = ledger.known_digests(session, tenant.id, [source.id for source, _ in sources])
+        session.commit()
+        for source, folder in sources:
+            try:
+                folder = real_source_folder(folder)
+            except RefusedFile as exc:
+                reports.append(_refused(folder, exc))
+                continue
+            listing = list_source_folder(folder)
+            reports += [_refused(path, RefusedFile(path, why)) for path, why in listing.refused]
+            for path in listing.files:
+                try:
+                    digest = file_digest(path)
+                except OSError as exc:
+                    reports.append(_refused(path, exc))
+                    continue
+                if known.get((source.id, digest)) == "imported":
+                    reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
+                    continue
+                reports.append(import_file(engine, tenant, source, path, digest=digest, run_id=run_id, session=session))
+                known[(source.id, digest)] = reports[-1].status
     return reports

@@ -27,7 +27,11 @@ def tenant_lock(conn: sa.Connection, tenant_id: str) -> None:
 
 
 def register_workspace(conn: sa.Connection, workspace: Workspace) -> None:
-    """Upsert tenants and their sources from the validated YAML files."""
+    """Upsert tenants and their sources from the validated YAML files.
+
+    Rows that already say the same are left as they are (every import run registers its tenants);
+    the sources go in one batch.
+    """
     for tenant_id, config in workspace.tenants.items():
         conn.execute(
             sa.text(
@@ -37,39 +41,46 @@ def register_workspace(conn: sa.Connection, workspace: Workspace) -> None:
             ),
             {"t": tenant_id, "n": config.name, "d": workspace.digests[tenant_id]},
         )
-        for source in config.sources:
+        sources = [
+            {"t": tenant_id, "s": source.id, "p": source.priority, "j": json.dumps(source.model_dump())}
+            for source in config.sources
+        ]
+        if sources:
             conn.execute(
                 sa.text(
                     """INSERT INTO data_sources (tenant_id, source_id, priority, settings)
                        VALUES (:t, :s, :p, CAST(:j AS jsonb))
                        ON CONFLICT (tenant_id, source_id) DO UPDATE
-                       SET priority = EXCLUDED.priority, settings = EXCLUDED.settings, updated_at = now()"""
+                       SET priority = EXCLUDED.priority, settings = EXCLUDED.settings, updated_at = now()
+                       WHERE (data_sources.priority, data_sources.settings) IS DISTINCT FROM (EXCLUDED.priority, EXCLUDED.settings)"""
                 ),
-                {"t": tenant_id, "s": source.id, "p": source.priority, "j": json.dumps(source.model_dump())},
+                sources,
             )
 
 
-def known_digests(conn: sa.Connection, tenant_id: str, source_id: str) -> dict[str, str]:
-    """{content_sha256: status} of the files already in the ledger for (tenant, source)."""
+def known_digests(conn: sa.Connection, tenant_id: str, source_ids: list[str]) -> dict[tuple[str, str], str]:
+    """{(source_id, content_sha256): status} of the files already in the ledger for these sources of the tenant."""
     rows = conn.execute(
-        sa.text("SELECT content_sha256, status FROM import_files WHERE tenant_id = :t AND source_id = :s"),
-        {"t": tenant_id, "s": source_id},
+        sa.text("SELECT source_id, content_sha256, status FROM import_files WHERE tenant_id = :t AND source_id = ANY(:s)"),
+        {"t": tenant_id, "s": list(source_ids)},
     )
-    return dict(rows.all())
+    return {(source_id, digest): status for source_id, digest, status in rows}
 
 
 # The session importing a file holds this lock (keyed on the ledger row) until it is done with the
 # file. A 'processing' row whose lock nobody holds was left by a process that died: its staging
 # transaction died with it, and the row may be claimed again.
-_FILE_LOCK = "hashtext('email_engine:import_file'), (CAST(:f AS bigint) % 2147483648)::int"
+_FILE_LOCK_OF = "hashtext('email_engine:import_file'), (CAST({file_id} AS bigint) % 2147483648)::int"
+_FILE_LOCK = _FILE_LOCK_OF.format(file_id=":f")
 
 
 @contextmanager
 def file_session(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """One connection for the whole import of a file: it holds the file lock :func:`claim_file` takes.
+    """One connection for the import of a run's files: it holds the lock of the file it works on.
 
-    The lock is released when the import ends. A broken connection is discarded instead: the
-    server ends its session, and the lock with it.
+    :func:`claim_file` takes a file's lock, :func:`release_file` gives it back once the file is done;
+    whatever is still held is released when the session ends. A broken connection is discarded
+    instead: the server ends its session, and the locks with it.
     """
     with engine.connect() as conn:
         try:
@@ -93,14 +104,19 @@ def claim_file(
     again. Call inside a transaction on a connection from :func:`file_session`.
     """
     key = {"t": tenant_id, "s": source_id, "h": sha256}
-    conn.execute(
+    # Content the ledger has never seen (the usual case): one statement inserts the row and takes
+    # its lock; a new file id has nothing staged under it.
+    new = conn.execute(
         sa.text(
-            """INSERT INTO import_files (tenant_id, source_id, path, content_sha256, size_bytes, status, priority, run_id)
+            f"""INSERT INTO import_files (tenant_id, source_id, path, content_sha256, size_bytes, status, priority, run_id)
                VALUES (:t, :s, :p, :h, :z, 'processing', :prio, :run)
-               ON CONFLICT (tenant_id, source_id, content_sha256) DO NOTHING"""
+               ON CONFLICT (tenant_id, source_id, content_sha256) DO NOTHING
+               RETURNING file_id, pg_try_advisory_lock({_FILE_LOCK_OF.format(file_id="file_id")}) AS locked"""
         ),
         {**key, "p": path, "z": size, "prio": priority, "run": run_id},
-    )
+    ).first()
+    if new is not None and new.locked:
+        return new.file_id
     # The row lock makes claimers of one content take turns; the file lock tells a live importer from a dead one.
     row = conn.execute(
         sa.text(
@@ -128,6 +144,12 @@ def claim_file(
     conn.execute(sa.text("DELETE FROM staged_rows WHERE file_id = :f"), {"f": row.file_id})
     conn.execute(sa.text("DELETE FROM rejected_rows WHERE file_id = :f"), {"f": row.file_id})
     return row.file_id
+
+
+def release_file(conn: sa.Connection, file_id: int) -> None:
+    """Give back the lock :func:`claim_file` took, once the file's ledger row is closed (committed)."""
+    conn.execute(sa.text(f"SELECT pg_advisory_unlock({_FILE_LOCK})"), {"f": file_id})
+    conn.commit()
 
 
 def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk) -> None:
@@ -163,6 +185,10 @@ def stage_rejects(conn: sa.Connection, tenant_id: str, file_id: int, rejects: pl
     copy_frame(conn, "rejected_rows", rejects, ["tenant_id", "file_id", *REJECT_COLUMNS])
 
 
+# Files of at most this many staged rows are finished by one statement (:data:`_FINISH_SMALL_FILE`);
+# larger ones go through a temporary table the planner has statistics on.
+SMALL_FILE_ROWS = 10_000
+
 # Per address of the file: its first line and how many rows carry it. A hash aggregate over the
 # file's rows: no sort, and the duplicates are then flagged by a join on the few repeated addresses.
 _FILE_ADDRESSES = """
@@ -187,15 +213,59 @@ _PENDING_FILES = """
     SELECT file_id FROM import_files
     WHERE tenant_id = :t AND status = 'imported' AND merged_at IS NULL AND file_id <> :f
 """
+_CLOSE_IMPORTED = """
+    UPDATE import_files SET status = 'imported', format = :fmt, encoding = :enc, delimiter = :dl,
+        rows_total = :rows_total, new = :new, merged = :merged, duplicates = :duplicates, rejected = :rejected,
+        finished_at = clock_timestamp(),
+        duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
+    WHERE file_id = :f
+"""
+# The same rules as the statements above, in one round trip: a data-modifying WITH runs to completion
+# once, and every part reads the snapshot taken after the file's rows were staged.
+_FINISH_SMALL_FILE = """
+    WITH addresses AS MATERIALIZED (
+        SELECT email, min(line_no) AS first_line, count(*) AS n FROM staged_rows WHERE file_id = :f GROUP BY email
+    ), flagged AS (
+        UPDATE staged_rows s SET is_duplicate = true
+        FROM addresses a
+        WHERE a.n > 1 AND s.file_id = :f AND s.email = a.email AND s.line_no <> a.first_line
+        RETURNING 1
+    ), known AS (
+        SELECT a.email FROM addresses a JOIN contacts c ON c.tenant_id = :t AND c.email = a.email
+        UNION
+        SELECT a.email FROM addresses a JOIN staged_rows o ON o.email = a.email
+        WHERE o.file_id IN (""" + _PENDING_FILES + """)
+    ), counts AS (
+        SELECT (SELECT count(*) FROM flagged) AS duplicates,
+               (SELECT count(*) FROM known) AS merged,
+               (SELECT count(*) FROM addresses) - (SELECT count(*) FROM known) AS new,
+               (SELECT count(*) FROM rejected_rows WHERE file_id = :f) AS rejected
+    )
+    UPDATE import_files f SET status = 'imported', format = :fmt, encoding = :enc, delimiter = :dl,
+        rows_total = c.new + c.merged + c.duplicates + c.rejected,
+        new = c.new, merged = c.merged, duplicates = c.duplicates, rejected = c.rejected,
+        finished_at = clock_timestamp(),
+        duration_ms = (extract(epoch FROM clock_timestamp() - f.started_at) * 1000)::bigint
+    FROM counts c
+    WHERE f.file_id = :f
+    RETURNING f.rows_total, f.new, f.merged, f.duplicates, f.rejected
+"""
 
 
-def finish_file(conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None) -> dict[str, int]:
+def finish_file(
+    conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None, staged: int | None = None
+) -> dict[str, int]:
     """Flag in-file duplicates, count new vs merged addresses, close the ledger row; returns the counts.
 
     The first row of an address in the file is kept, later ones are duplicates. ``new`` = the
     tenant never saw the address (not in contacts, not staged by an earlier file still waiting to
-    be merged); ``merged`` = it did. Called under :func:`tenant_lock`.
+    be merged); ``merged`` = it did. ``staged``: the rows staged for the file, when the caller
+    knows; up to :data:`SMALL_FILE_ROWS` one statement does it all. Called under :func:`tenant_lock`.
     """
+    params = {"t": tenant_id, "f": file_id, "fmt": fmt, "enc": encoding, "dl": delimiter}
+    if staged is not None and staged <= SMALL_FILE_ROWS:
+        row = conn.execute(sa.text(_FINISH_SMALL_FILE), params).one()
+        return {k: int(getattr(row, k)) for k in COUNT_COLUMNS}
     conn.execute(sa.text(f"SET LOCAL work_mem = '{FINISH_WORK_MEM}'"))
     addresses = conn.execute(sa.text(_FILE_ADDRESSES), {"f": file_id}).rowcount
     conn.execute(sa.text("ANALYZE file_addresses"))
@@ -206,16 +276,7 @@ def finish_file(conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, 
     conn.execute(sa.text("DROP TABLE file_addresses"))
     counts["rejected"] = conn.execute(sa.text("SELECT count(*) FROM rejected_rows WHERE file_id = :f"), {"f": file_id}).scalar_one()
     counts["rows_total"] = counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"]
-    conn.execute(
-        sa.text(
-            """UPDATE import_files SET status = 'imported', format = :fmt, encoding = :enc, delimiter = :dl,
-                   rows_total = :rows_total, new = :new, merged = :merged, duplicates = :duplicates, rejected = :rejected,
-                   finished_at = clock_timestamp(),
-                   duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::bigint
-               WHERE file_id = :f"""
-        ),
-        {"f": file_id, "fmt": fmt, "enc": encoding, "dl": delimiter, **counts},
-    )
+    conn.execute(sa.text(_CLOSE_IMPORTED), {**params, **counts})
     return {k: int(counts[k]) for k in COUNT_COLUMNS}
 
 
