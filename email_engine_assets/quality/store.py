@@ -91,15 +91,34 @@ def store_domains(conn: sa.Connection, results: Mapping[str, DomainResult]) -> N
 
 
 def write_validations(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
-    cols = [c for c in frame.columns]
-    batch = frame.with_columns(tenant_id=pl.lit(tenant_id))
-    conn.exec_driver_sql("CREATE TEMP TABLE validation_batch (LIKE email_validations INCLUDING DEFAULTS) ON COMMIT DROP")
-    copy_frame(conn, "validation_batch", batch, ["tenant_id", *cols])
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
+    """Store the verdicts of ``frame`` (caller holds the tenant's ``email_validations`` lock)."""
+    _write_per_contact(conn, "email_validations", "checked_at", tenant_id, frame)
+
+
+def _write_per_contact(conn: sa.Connection, table: str, stamp: str, tenant_id: str, frame: pl.DataFrame) -> None:
+    """Upsert ``frame`` (``contact_id`` and columns of ``table``) into ``table`` keyed on
+    (tenant_id, contact_id), setting ``stamp`` to now().
+
+    Two set-based statements, an UPDATE of the contacts already there and an INSERT of the others
+    (an anti-join), rather than ``ON CONFLICT``: a first run inserts every contact, and a
+    speculative insertion per row costs about a quarter of the insert. The caller holds the
+    tenant's work lock for ``table``, so no other writer adds rows in between.
+    """
+    cols = list(frame.columns)
+    batch = f"{table}_batch"
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {batch} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+    copy_frame(conn, batch, frame.with_columns(tenant_id=pl.lit(tenant_id)), ["tenant_id", *cols])
+    conn.exec_driver_sql(f"ANALYZE {batch}")
+    updates = ", ".join(f"{c} = b.{c}" for c in cols if c != "contact_id")
     conn.exec_driver_sql(
-        f"""INSERT INTO email_validations (tenant_id, {", ".join(cols)}, checked_at)
-            SELECT tenant_id, {", ".join(cols)}, now() FROM validation_batch
-            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, checked_at = now()"""
+        f"""UPDATE {table} t SET {updates}, {stamp} = now() FROM {batch} b
+            WHERE t.tenant_id = b.tenant_id AND t.contact_id = b.contact_id"""
+    )
+    conn.exec_driver_sql(
+        f"""INSERT INTO {table} (tenant_id, {", ".join(cols)}, {stamp})
+            SELECT b.tenant_id, {", ".join(f"b.{c}" for c in cols)}, now() FROM {batch} b
+            WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.tenant_id = b.tenant_id AND t.contact_id = b.contact_id)
+            ORDER BY b.contact_id"""
     )
 
 
@@ -160,17 +179,8 @@ def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_lan
 
 
 def write_enrichment(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
-    cols = list(frame.columns)
-    conn.exec_driver_sql("CREATE TEMP TABLE enrichment_batch (LIKE contact_enrichment INCLUDING DEFAULTS) ON COMMIT DROP")
-    copy_frame(conn, "enrichment_batch", frame.with_columns(tenant_id=pl.lit(tenant_id)), ["tenant_id", *cols])
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
-    conn.exec_driver_sql(
-        f"""INSERT INTO contact_enrichment (tenant_id, {", ".join(cols)}, updated_at)
-            SELECT tenant_id, {", ".join(cols)}, now() FROM enrichment_batch
-            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, updated_at = now()"""
-    )
-
-
+    """Store the enrichment of ``frame`` (caller holds the tenant's ``contact_enrichment`` lock)."""
+    _write_per_contact(conn, "contact_enrichment", "updated_at", tenant_id, frame)
 
 
 # --- SMTP probe limits ---------------------------------------------------------------------------
