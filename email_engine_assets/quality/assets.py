@@ -10,6 +10,7 @@ from email_engine_assets.quality import store as store
 from email_engine_assets.quality.enrichment import enrich_contacts
 from email_engine_assets.quality.validation_run import validate_batch
 from email_engine_assets.quality.verdict import VERDICTS
+from email_engine_assets.quality.write_behind import written_behind
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.dns import DnsResolverResource
@@ -61,20 +62,25 @@ def _validate_tenant(
 ) -> dg.MaterializeResult:
     with engine.connect() as conn:
         ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
-    checked_total = lookups = distinct_domains = probed = 0
-    for ids in ranges:
-        with engine.connect() as conn:
-            due = store.contacts_due_for_validation(
-                conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours, ids
-            )
-        if due.height == 0:
-            continue
-        batch = validate_batch(
-            engine, due, dns, smtp_probe if tenant.validation.smtp_probe else None,
-            allow_private_targets=tenant.validation.allow_private_targets,
-        )
+
+    def batches():
+        for ids in ranges:
+            with engine.connect() as conn:
+                due = store.contacts_due_for_validation(
+                    conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours, ids
+                )
+            if due.height:
+                yield validate_batch(
+                    engine, due, dns, smtp_probe if tenant.validation.smtp_probe else None,
+                    allow_private_targets=tenant.validation.allow_private_targets,
+                )
+
+    def write(batch) -> None:
         with engine.begin() as conn:
             store.write_validations(conn, tenant.id, batch.frame)
+
+    checked_total = lookups = distinct_domains = probed = 0
+    for batch in written_behind(batches(), write):
         checked_total += batch.frame.height
         lookups += batch.dns_lookups
         distinct_domains += batch.domains
@@ -131,19 +137,24 @@ def contact_enrichment(
 def _enrich_tenant(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResult:
     with engine.connect() as conn:
         ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
+
+    def enriched_chunks():
+        for ids in ranges:
+            with engine.connect() as conn:
+                due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language, ids)
+            if due.height:
+                yield enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
+                    inputs_sha256=due["inputs_sha256"]
+                )
+
+    def write(enriched) -> None:
+        with engine.begin() as conn:
+            store.write_enrichment(conn, tenant.id, enriched)
+
     enriched_total = countries_found = invalid_phones = 0
     languages: Counter[str] = Counter()
     language_rules: Counter[str] = Counter()
-    for ids in ranges:
-        with engine.connect() as conn:
-            due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language, ids)
-        if due.height == 0:
-            continue
-        enriched = enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
-            inputs_sha256=due["inputs_sha256"]
-        )
-        with engine.begin() as conn:
-            store.write_enrichment(conn, tenant.id, enriched)
+    for enriched in written_behind(enriched_chunks(), write):
         enriched_total += enriched.height
         languages.update(dict(enriched["language"].value_counts().rows()))
         language_rules.update(dict(enriched["language_rule"].value_counts().rows()))
