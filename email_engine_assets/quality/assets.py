@@ -26,6 +26,10 @@ class ChunkConfig(dg.Config):
     """How many contacts a tenant-level asset reads, computes and writes at a time (memory follows it)."""
 
     contacts_per_chunk: int = Field(default=store.CONTACTS_PER_CHUNK, ge=1)
+    chunk_writers: int = Field(
+        default=2, ge=1, le=8,
+        description="Chunks written at once, each on its own connection, while the next one is read and computed.",
+    )
 
 # The golden records of the contacts domain, named by key: quality reads the table, not the module.
 CONTACTS = dg.AssetKey("contacts")
@@ -54,14 +58,14 @@ def email_validations(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "email_validations", tenant.id):
-        return _validate_tenant(tenant, engine, dns, smtp_probe, config.contacts_per_chunk)
+        return _validate_tenant(tenant, engine, dns, smtp_probe, config)
 
 
 def _validate_tenant(
-    tenant, engine, dns: DnsResolverResource, smtp_probe: SmtpProbeResource, contacts_per_chunk: int
+    tenant, engine, dns: DnsResolverResource, smtp_probe: SmtpProbeResource, config: ChunkConfig
 ) -> dg.MaterializeResult:
     with engine.connect() as conn:
-        ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
+        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
 
     def batches():
         for ids in ranges:
@@ -80,7 +84,7 @@ def _validate_tenant(
             store.write_validations(conn, tenant.id, batch.frame)
 
     checked_total = lookups = distinct_domains = probed = 0
-    for batch in written_behind(batches(), write):
+    for batch in written_behind(batches(), write, config.chunk_writers):
         checked_total += batch.frame.height
         lookups += batch.dns_lookups
         distinct_domains += batch.domains
@@ -131,12 +135,12 @@ def contact_enrichment(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "contact_enrichment", tenant.id):
-        return _enrich_tenant(tenant, engine, config.contacts_per_chunk)
+        return _enrich_tenant(tenant, engine, config)
 
 
-def _enrich_tenant(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResult:
+def _enrich_tenant(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
     with engine.connect() as conn:
-        ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
+        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
 
     def enriched_chunks():
         for ids in ranges:
@@ -154,7 +158,7 @@ def _enrich_tenant(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeRes
     enriched_total = countries_found = invalid_phones = 0
     languages: Counter[str] = Counter()
     language_rules: Counter[str] = Counter()
-    for enriched in written_behind(enriched_chunks(), write):
+    for enriched in written_behind(enriched_chunks(), write, config.chunk_writers):
         enriched_total += enriched.height
         languages.update(dict(enriched["language"].value_counts().rows()))
         language_rules.update(dict(enriched["language_rule"].value_counts().rows()))
