@@ -98,8 +98,10 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
     assignment), and the range's new tag lists come from one GROUP BY, written only where they differ.
     """
     conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
-    copy_frame(conn, "desired_tags", desired.unique(), ["contact_id", "tag", "provenance"])
+    # In primary-key order: the inserts below walk the index instead of jumping around it.
+    copy_frame(conn, "desired_tags", desired.unique().sort("contact_id", "tag", "provenance"), ["contact_id", "tag", "provenance"])
     conn.exec_driver_sql("ANALYZE desired_tags")
+    conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")  # the range's GROUP BY sorts in memory
     params = {"t": tenant_id, "first": ids[0], "last": ids[1]}
     removed = conn.execute(
         sa.text(
@@ -117,8 +119,7 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
                WHERE d.contact_id BETWEEN :first AND :last
                      AND NOT EXISTS (SELECT 1 FROM tag_assignments a
                                      WHERE a.tenant_id = :t AND a.contact_id = d.contact_id
-                                           AND a.tag = d.tag AND a.provenance = d.provenance)
-               ORDER BY d.contact_id, d.tag, d.provenance"""
+                                           AND a.tag = d.tag AND a.provenance = d.provenance)"""
         ),
         params,
     ).rowcount
