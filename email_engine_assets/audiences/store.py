@@ -93,15 +93,17 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
 
     Then rewrite ``contacts.tags`` of the range from the assignments where it differs. Exact per
     range: an assignment of the range that ``desired`` lacks is removed, whatever rule made it.
-    Set-based and sized by the changes: only missing assignments are inserted (an anti-join, not a
-    conflict per row: the caller holds the tenant's tag lock and ``desired`` holds no manual
-    assignment), and the range's new tag lists come from one GROUP BY, written only where they differ.
+    Set-based and robust to stale statistics: ``desired`` is copied once in key order and inserted
+    with no join against ``tag_assignments`` (whose statistics may still say it is empty: a join
+    then picks a nested loop and turns quadratic); each contact's tag list is read through the
+    primary key, and only the range's contacts whose list differs are written.
     """
     conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
     # In primary-key order: the inserts below walk the index instead of jumping around it.
     copy_frame(conn, "desired_tags", desired.unique().sort("contact_id", "tag", "provenance"), ["contact_id", "tag", "provenance"])
+    # Indexed, so the anti-join of the DELETE stays a lookup per row whatever plan stale statistics pick.
+    conn.exec_driver_sql("CREATE INDEX ON desired_tags (contact_id, tag, provenance)")
     conn.exec_driver_sql("ANALYZE desired_tags")
-    conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")  # the range's GROUP BY sorts in memory
     params = {"t": tenant_id, "first": ids[0], "last": ids[1]}
     removed = conn.execute(
         sa.text(
@@ -115,23 +117,19 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
     added = conn.execute(
         sa.text(
             """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
-               SELECT d.contact_id, :t, d.tag, d.provenance FROM desired_tags d
-               WHERE d.contact_id BETWEEN :first AND :last
-                     AND NOT EXISTS (SELECT 1 FROM tag_assignments a
-                                     WHERE a.tenant_id = :t AND a.contact_id = d.contact_id
-                                           AND a.tag = d.tag AND a.provenance = d.provenance)"""
+               SELECT contact_id, :t, tag, provenance FROM desired_tags
+               WHERE contact_id BETWEEN :first AND :last
+               ON CONFLICT (tenant_id, contact_id, tag, provenance) DO NOTHING"""
         ),
         params,
     ).rowcount
     changed = conn.execute(
         sa.text(
             """UPDATE contacts c SET tags = n.tags, updated_at = now()
-               FROM (SELECT r.contact_id, coalesce(a.tags, '{}') AS tags
-                     FROM contacts r
-                     LEFT JOIN (SELECT contact_id, array_agg(DISTINCT tag ORDER BY tag) AS tags FROM tag_assignments
-                                WHERE tenant_id = :t AND contact_id BETWEEN :first AND :last
-                                GROUP BY contact_id) a ON a.contact_id = r.contact_id
-                     WHERE r.tenant_id = :t AND r.contact_id BETWEEN :first AND :last) n
+               FROM (SELECT r.contact_id,
+                            coalesce((SELECT array_agg(DISTINCT a.tag ORDER BY a.tag) FROM tag_assignments a
+                                      WHERE a.tenant_id = r.tenant_id AND a.contact_id = r.contact_id), '{}') AS tags
+                     FROM contacts r WHERE r.tenant_id = :t AND r.contact_id BETWEEN :first AND :last) n
                WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last AND c.contact_id = n.contact_id
                      AND c.tags IS DISTINCT FROM n.tags"""
         ),

@@ -99,26 +99,18 @@ def _write_per_contact(conn: sa.Connection, table: str, stamp: str, tenant_id: s
     """Upsert ``frame`` (``contact_id`` and columns of ``table``) into ``table`` keyed on
     (tenant_id, contact_id), setting ``stamp`` to now().
 
-    Two set-based statements, an UPDATE of the contacts already there and an INSERT of the others
-    (an anti-join), rather than ``ON CONFLICT``: a first run inserts every contact, and a
-    speculative insertion per row costs about a quarter of the insert. The caller holds the
-    tenant's work lock for ``table``, so no other writer adds rows in between.
+    One ``INSERT … ON CONFLICT`` from a COPY-filled batch table: no join against ``table``, whose
+    statistics may still say it is empty on a first run (a join then turns into a quadratic nested loop).
     """
     cols = list(frame.columns)
     batch = f"{table}_batch"
     conn.exec_driver_sql(f"CREATE TEMP TABLE {batch} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
     copy_frame(conn, batch, frame.with_columns(tenant_id=pl.lit(tenant_id)), ["tenant_id", *cols])
-    conn.exec_driver_sql(f"ANALYZE {batch}")
-    updates = ", ".join(f"{c} = b.{c}" for c in cols if c != "contact_id")
-    conn.exec_driver_sql(
-        f"""UPDATE {table} t SET {updates}, {stamp} = now() FROM {batch} b
-            WHERE t.tenant_id = b.tenant_id AND t.contact_id = b.contact_id"""
-    )
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
     conn.exec_driver_sql(
         f"""INSERT INTO {table} (tenant_id, {", ".join(cols)}, {stamp})
-            SELECT b.tenant_id, {", ".join(f"b.{c}" for c in cols)}, now() FROM {batch} b
-            WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.tenant_id = b.tenant_id AND t.contact_id = b.contact_id)
-            ORDER BY b.contact_id"""
+            SELECT tenant_id, {", ".join(cols)}, now() FROM {batch}
+            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, {stamp} = now()"""
     )
 
 
