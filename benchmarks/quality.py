@@ -1,6 +1,6 @@
 """Quality assets on a large tenant: chunked by contact id against the same work on the whole tenant at once.
 
-    python benchmarks/quality.py --contacts 1000000 [--chunk 100000] [--database-url URL] [--skip-reference]
+    python benchmarks/quality.py --contacts 1000000 [--chunk 100000] [--writers 2] [--database-url URL] [--skip-reference]
 
 Builds a tenant through the real import path (the messy file of ``benchmarks/ingest.py``,
 ``import_file`` + ``merge_staged``) in a scratch database ``email_engine_bench_quality`` that is
@@ -8,7 +8,7 @@ dropped at the end, warms the shared ``dns_cache`` with every domain of the tena
 points at a closed port: a cache miss would show as ``unknown``), then materializes
 ``email_validations``, ``contact_enrichment`` and ``tag_assignments`` with ``dg.materialize``:
 
-* **ours**: ``contacts_per_chunk`` = ``--chunk``;
+* **ours**: ``contacts_per_chunk`` = ``--chunk``, ``chunk_writers`` = ``--writers`` (chunks written at once);
 * **reference**: one chunk holding the whole tenant (the work as it was done before chunking).
 
 Each side starts from no verdict, enrichment or tag and runs in a child process whose peak RSS is
@@ -93,7 +93,7 @@ def build_tenant(engine: sa.Engine, workspace: Path, contacts: int, seed: int) -
         return conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = :t"), {"t": TENANT}).scalar_one()
 
 
-def run_side(url: str, workspace: Path, chunk: int) -> dict:
+def run_side(url: str, workspace: Path, chunk: int, writers: int) -> dict:
     """One side in a child process (its own peak RSS)."""
     engine = database.get_engine(url)
     with engine.begin() as conn:
@@ -102,14 +102,15 @@ def run_side(url: str, workspace: Path, chunk: int) -> dict:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE contacts")
         conn.exec_driver_sql("CHECKPOINT")
-    command = [sys.executable, __file__, "--side-child", str(workspace), "--database-url", url, "--chunk", str(chunk)]
+    command = [sys.executable, __file__, "--side-child", str(workspace), "--database-url", url, "--chunk", str(chunk),
+               "--writers", str(writers)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"side failed:\n{completed.stderr[-5000:]}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def side_child(workspace: Path, url: str, chunk: int) -> None:
+def side_child(workspace: Path, url: str, chunk: int, writers: int) -> None:
     import dagster as dg
 
     from email_engine_assets.audiences.assets import tag_assignments
@@ -134,7 +135,7 @@ def side_child(workspace: Path, url: str, chunk: int) -> None:
             started = time.perf_counter()
             result = dg.materialize(
                 [asset], partition_key=TENANT, instance=instance, resources=resources,
-                run_config={"ops": {name: {"config": {"contacts_per_chunk": chunk}}},
+                run_config={"ops": {name: {"config": {"contacts_per_chunk": chunk, "chunk_writers": writers}}},
                             "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
             seconds[name] = time.perf_counter() - started
@@ -153,13 +154,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=1_000_000, help="rows of the generated file (about 93%% become contacts)")
     parser.add_argument("--chunk", type=int, default=100_000, help="contacts per chunk of ours")
+    parser.add_argument("--writers", type=int, default=2, help="chunks of ours written at once")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--database-url", default=None, help=f"server URL (default: ${DATABASE_URL_ENV}, else embedded)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--side-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side_child:
-        side_child(args.side_child, args.database_url, args.chunk)
+        side_child(args.side_child, args.database_url, args.chunk, args.writers)
         return
     url = server_url(args.database_url)
     bench_url = database.with_database(url, BENCH_DATABASE)
@@ -173,13 +175,13 @@ def main() -> None:
             started = time.perf_counter()
             contacts = build_tenant(engine, workspace, args.contacts, args.seed)
             print(f"tenant               {contacts:,} contacts (built in {time.perf_counter() - started:.0f} s)")
-            ours = run_side(bench_url, workspace, args.chunk)
-            reference = None if args.skip_reference else run_side(bench_url, workspace, max(contacts, 1))
+            ours = run_side(bench_url, workspace, args.chunk, args.writers)
+            reference = None if args.skip_reference else run_side(bench_url, workspace, max(contacts, 1), 1)
             engine.dispose()
     finally:
         database.drop_database(bench_url)
     total = sum(ours["seconds"].values())
-    print_side(f"ours (chunk {args.chunk:,})", ours)
+    print_side(f"ours (chunk {args.chunk:,} x{args.writers})", ours)
     if reference:
         print_side("reference (1 chunk)", reference)
         print(f"reference / ours     {sum(reference['seconds'].values()) / total:8.2f}   "

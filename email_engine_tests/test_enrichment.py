@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import phonenumbers
 import polars as pl
 import pytest
 
@@ -13,6 +16,7 @@ from email_engine_assets.quality.enrichment import (
     enrich_contacts,
     normalise_phone,
 )
+from email_engine_assets.quality.international_phones import read_international
 from email_engine_assets.tenancy.languages import (
     FALLBACK_LANGUAGE,
     SUPPORTED_LANGUAGES,
@@ -233,3 +237,74 @@ def test_enrich_contacts_all_null_columns():
     assert result.rows() == [(1, "fr", "default", None, None, None, None, None),
                              (2, "fr", "default", None, None, None, None, None)]
     assert result.schema["phone_valid"] == pl.Boolean
+
+
+# --- phones in international form read in bulk, against phonenumbers one by one ------------------
+
+
+def _random_phones(count: int, seed: int) -> list[str]:
+    """Phones of every calling code: phonenumbers' example numbers, the same with one digit
+    changed, and random digit strings of 0-18 digits; written with ``+`` or ``00``, spaces, dots
+    and dashes, national prefixes and brackets (some the bulk reader handles, some it leaves)."""
+    rng = random.Random(seed)
+    phones = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE,
+                     phonenumbers.PhoneNumberType.TOLL_FREE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            nsn = phonenumbers.national_significant_number(example)
+            phones.append(f"+{example.country_code} {nsn}")
+            digits = list(nsn)
+            digits[rng.randrange(len(digits))] = str(rng.randrange(10))
+            phones.append(f"00{example.country_code}{''.join(digits)}")
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    while len(phones) < count:
+        number = str(rng.choice(codes)) + "".join(str(rng.randrange(10)) for _ in range(rng.randint(0, 18)))
+        number = number[0] + "".join((rng.choice(" -.") if rng.random() < 0.2 else "") + c for c in number[1:])
+        prefix = rng.choice(["+", "+", "+", "00", " +", "+ ", "00 ", "+0", "(+", "+(0)"])
+        phones.append(prefix + number + rng.choice(["", "", "", "", " ", "-", " x12", "\t"]))
+    return phones
+
+
+def test_international_phones_read_in_bulk_as_phonenumbers_reads_them():
+    phones = _random_phones(30_000, seed=6)
+    read = read_international(pl.Series(phones, dtype=pl.String))
+    handled = read.filter(pl.col("handled"))
+    assert read.height == len(phones)
+    # Enough of each kind for the comparison to mean something: valid, invalid, and left to phonenumbers.
+    assert handled.height > 10_000 and handled["phone_valid"].sum() > 800 and (~handled["phone_valid"]).sum() > 5_000
+    assert read.height - handled.height > 5_000
+    mismatches = []
+    for raw, (is_handled, valid, e164, country) in zip(phones, read.iter_rows()):
+        if not is_handled:
+            continue
+        one = normalise_phone(raw, None)
+        if (valid, e164, country) != (one.valid, one.e164, country_from_phone(raw)):
+            mismatches.append((raw, (valid, e164, country), (one.valid, one.e164, country_from_phone(raw))))
+    assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "handled"),
+    [
+        ("+33 6 12 34 56 78", True), ("0033.6.12.34.56.78", True), ("  +1-416-555-0199 ", True),
+        ("+800 1234 5678", True), ("+33 1", False),  # national number too short: phonenumbers refuses it
+        ("+33 06 12 34 56 78", False),  # a national prefix phonenumbers may strip
+        ("+33 (0)6 12 34 56 78", False), ("06 12 34 56 78", False), ("+0033 6 12", False),
+        ("+33 6 12 34 56 78 x12", False), ("\t+33 6 12 34 56 78", False), ("", False), (None, False),
+    ],
+)
+def test_international_phones_handle_only_the_clean_form(raw, handled):
+    assert read_international(pl.Series([raw], dtype=pl.String))["handled"].to_list() == [handled]
+
+
+def test_enrich_contacts_same_phones_with_the_bulk_reader():
+    """Whole rows (country from the phone, then the phone read with that country) agree with the scalars."""
+    phones = _random_phones(4_000, seed=7) + ["06 12 34 56 78", "030 123456", "garbage", "", None]
+    rows = [(i, "x@acme.com", None, None, phone) for i, phone in enumerate(phones)]
+    result = enrich_contacts(_contacts(rows), "fr")
+    got = result.select("language", "country", "phone_e164", "phone_valid").rows()
+    assert got == [_expected_row(*row[1:], "fr") for row in rows]
+    assert result["phone_valid"].sum() > 100

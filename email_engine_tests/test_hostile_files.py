@@ -41,7 +41,7 @@ from email_engine_assets.contacts.sensors import inbox_sensor
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.tenancy.config import load_workspace
 from email_engine_assets.tenancy.partitions import import_key
-from email_engine_resources.frames import copy_frame
+from email_engine_resources.frames import copy_frame, read_frame
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -305,6 +305,28 @@ def test_copy_frame_keeps_any_text_in_arrays(engine):
         stored = dict(conn.exec_driver_sql("SELECT id, items FROM arrays").all())
     assert [stored[i] for i in (1, 2, 3, 4)] == values
     assert stored[15] == ["NULL5", "null"]
+
+
+def test_read_frame_keeps_any_text_nulls_and_types(engine):
+    texts = ["", None, "NULL", "\\N", '"', 'a,"b"', "line\nbreak\r\n", "  spaced  ", "é中😀", "t", "{x,y}"]
+    lists = [["NULL", None, "", ",", '"q"', "{", "back\\slash"], [], None, ["plain"]]
+    rows = [(i, texts[i % len(texts)], [True, False, None][i % 3], lists[i % len(lists)], 2**62 + i)
+            for i in range(len(texts) * len(lists))]
+    schema = {"id": pl.Int64, "text": pl.String, "flag": pl.Boolean, "items": pl.List(pl.String), "big": pl.Int64}
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TEMP TABLE tricky (id bigint, text text, flag boolean, items text[], big bigint) ON COMMIT DROP")
+        copy_frame(conn, "tricky", pl.DataFrame(rows, schema=schema, orient="row"), list(schema))
+        sql = "SELECT id, text, flag, items, big FROM tricky WHERE id = ANY(:ids) AND text IS DISTINCT FROM :not ORDER BY id"
+        read = read_frame(conn, sql, {"ids": [r[0] for r in rows], "not": "%(x)s"}, schema)
+        nothing = read_frame(conn, "SELECT id, items FROM tricky WHERE id < :n", {"n": 0}, {"id": pl.Int64, "items": pl.List(pl.String)})
+    assert read.schema == pl.Schema(schema)
+    assert read.rows() == rows
+    assert nothing.height == 0 and nothing.schema == pl.Schema({"id": pl.Int64, "items": pl.List(pl.String)})
+
+
+def test_read_frame_errors_are_database_errors(engine):
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="no_such_table"):
+        read_frame(conn, "SELECT id FROM no_such_table WHERE id = :id", {"id": 1}, {"id": pl.Int64})
 
 
 # --- resource bombs ----------------------------------------------------------------------------

@@ -210,6 +210,41 @@ def test_unknown_verdicts_are_rechecked_after_the_short_age(engine, workspace, i
     assert checked_after("31 days") == 2
 
 
+def test_due_contacts_are_written_over_their_old_rows(engine, workspace, instance, dns_server):
+    """A stale verdict and an enrichment whose inputs changed are rewritten in place, the others kept."""
+    workspace.tenant("acme")
+    workspace.file("acme", "crm", "c.csv", CONTACTS)
+    res = resources(dns_server.port)
+    run_all(instance, "acme", res, chunk=3)
+    first = {email: row.verdict for email, row in verdicts(engine).items()}
+    assert first["ann@good.example"] == "valid" and first["cy@missing.example"] == "invalid"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            """UPDATE email_validations SET verdict = 'risky', checked_at = now() - interval '31 days'
+               WHERE email IN ('ann@good.example', 'gus@good.fr')"""
+        )
+        conn.exec_driver_sql("UPDATE email_validations SET verdict = 'risky' WHERE email = 'cy@missing.example'")
+        conn.exec_driver_sql("UPDATE contacts SET country = 'DE' WHERE email = 'gus@good.fr'")
+        before = dict(conn.exec_driver_sql("SELECT contact_id, updated_at FROM contact_enrichment").all())
+    run_config = chunks_of(3, [email_validations, contact_enrichment])
+    dg.materialize([email_validations, contact_enrichment], partition_key="acme", instance=instance, resources=res,
+                   run_config=run_config)
+    stored = verdicts(engine)
+    assert (stored["ann@good.example"].verdict, stored["gus@good.fr"].verdict) == ("valid", first["gus@good.fr"])
+    assert stored["cy@missing.example"].verdict == "risky"  # not due: left as it was
+    with engine.connect() as conn:
+        fresh = conn.exec_driver_sql(
+            "SELECT count(*) FROM email_validations WHERE checked_at > now() - interval '1 hour'").scalar_one()
+        enriched = {r.email: r for r in conn.exec_driver_sql(
+            "SELECT c.email, e.contact_id, e.country, e.country_rule, e.language, e.updated_at"
+            " FROM contact_enrichment e JOIN contacts c USING (tenant_id, contact_id)")}
+    assert len(stored) == len(CONTACTS.splitlines()) - 1 and fresh == len(stored)
+    gus = enriched.pop("gus@good.fr")
+    assert (gus.country, gus.country_rule, gus.language) == ("DE", "field", "de")
+    assert gus.updated_at > before[gus.contact_id]
+    assert all(r.updated_at == before[r.contact_id] for r in enriched.values())
+
+
 def test_probe_off_by_default_never_connects(engine, workspace, instance, dns_server):
     workspace.tenant("acme")
     workspace.file("acme", "crm", "c.csv", "email\nreal@probe.example\n")

@@ -15,6 +15,7 @@ from email_engine_assets.quality.assets import (
     email_validations,
 )
 from email_engine_assets.quality.store import contact_ranges
+from email_engine_assets.quality.write_behind import written_behind
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
@@ -37,26 +38,39 @@ def tag_assignments(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "tag_assignments", tenant.id):
-        return _assign_tags(tenant, engine, config.contacts_per_chunk)
+        return _assign_tags(tenant, engine, config)
 
 
-def _assign_tags(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResult:
+def _assign_tags(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
     totals: Counter[str] = Counter()
     per_rule: Counter[str] = Counter()
+    changes: list[dict[str, int]] = []
+
+    def write(chunk) -> None:
+        ids, desired = chunk[0], chunk[3]
+        with engine.begin() as conn:
+            changes.append(store.sync_tag_assignments(conn, tenant.id, desired, ids))
+
     with engine.connect() as conn:
-        ranges = contact_ranges(conn, tenant.id, contacts_per_chunk)
+        ranges = contact_ranges(conn, tenant.id, config.contacts_per_chunk)
         store.stage_import_tags(conn, tenant.id)
         conn.commit()
-        try:
+
+        def desired_ranges():
             for ids in ranges:
-                changes, imported, ruled = _sync_range(conn, tenant, ids)
+                yield ids, *_desired_tags(conn, tenant, ids)
                 conn.commit()
-                totals.update({**changes, "import_assignments": imported.height, "rule_assignments": ruled.height})
+
+        try:
+            for _, imported, ruled, _ in written_behind(desired_ranges(), write, config.chunk_writers):
+                totals.update({"import_assignments": imported.height, "rule_assignments": ruled.height})
                 per_rule.update(dict(ruled.group_by("provenance").len().rows()))
         finally:
             conn.rollback()
             store.drop_import_tags(conn)
             conn.commit()
+        for change in changes:
+            totals.update(change)
         top = store.top_tags(conn, tenant.id, 10)
     return dg.MaterializeResult(
         metadata={
@@ -67,8 +81,11 @@ def _assign_tags(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResul
     )
 
 
-def _sync_range(conn, tenant, ids) -> tuple[dict[str, int], pl.DataFrame, pl.DataFrame]:
-    """Tag the contacts of one id range: import tags, rule tags; returns the changes and both frames."""
+def _desired_tags(conn, tenant, ids) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The import tags, rule tags and all desired (import + rule) assignments of one id range.
+
+    Read on the caller's connection (it holds the staged import tags); the sync is written on another.
+    """
     imported = store.import_tag_assignments(conn, ids)
     manual = store.manual_tag_assignments(conn, tenant.id, ids)
     fields = store.contacts_for_rules(conn, tenant.id, ids)
@@ -79,4 +96,4 @@ def _sync_range(conn, tenant, ids) -> tuple[dict[str, int], pl.DataFrame, pl.Dat
         "contact_id", "tag", provenance=pl.lit("rule:") + pl.col("rule")
     )
     desired = pl.concat([imported, ruled.cast(store.ASSIGNMENT_SCHEMA)]).unique()
-    return store.sync_tag_assignments(conn, tenant.id, desired, ids), imported, ruled
+    return imported, ruled, desired

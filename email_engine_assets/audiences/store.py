@@ -93,9 +93,17 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
 
     Then rewrite ``contacts.tags`` of the range from the assignments where it differs. Exact per
     range: an assignment of the range that ``desired`` lacks is removed, whatever rule made it.
+    Set-based and robust to stale statistics: ``desired`` is copied once in key order and inserted
+    with no join against ``tag_assignments`` (whose statistics may still say it is empty: a join
+    then picks a nested loop and turns quadratic); each contact's tag list is read through the
+    primary key, and only the range's contacts whose list differs are written.
     """
     conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
-    copy_frame(conn, "desired_tags", desired, ["contact_id", "tag", "provenance"])
+    # In primary-key order: the inserts below walk the index instead of jumping around it.
+    copy_frame(conn, "desired_tags", desired.unique().sort("contact_id", "tag", "provenance"), ["contact_id", "tag", "provenance"])
+    # Indexed, so the anti-join of the DELETE stays a lookup per row whatever plan stale statistics pick.
+    conn.exec_driver_sql("CREATE INDEX ON desired_tags (contact_id, tag, provenance)")
+    conn.exec_driver_sql("ANALYZE desired_tags")
     params = {"t": tenant_id, "first": ids[0], "last": ids[1]}
     removed = conn.execute(
         sa.text(
@@ -109,7 +117,7 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
     added = conn.execute(
         sa.text(
             """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
-               SELECT DISTINCT contact_id, :t, tag, provenance FROM desired_tags
+               SELECT contact_id, :t, tag, provenance FROM desired_tags
                WHERE contact_id BETWEEN :first AND :last
                ON CONFLICT (tenant_id, contact_id, tag, provenance) DO NOTHING"""
         ),
@@ -118,11 +126,12 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
     changed = conn.execute(
         sa.text(
             """UPDATE contacts c SET tags = n.tags, updated_at = now()
-               FROM (SELECT c2.contact_id,
+               FROM (SELECT r.contact_id,
                             coalesce((SELECT array_agg(DISTINCT a.tag ORDER BY a.tag) FROM tag_assignments a
-                                      WHERE a.tenant_id = c2.tenant_id AND a.contact_id = c2.contact_id), '{}') AS tags
-                     FROM contacts c2 WHERE c2.tenant_id = :t AND c2.contact_id BETWEEN :first AND :last) n
-               WHERE c.tenant_id = :t AND c.contact_id = n.contact_id AND c.tags IS DISTINCT FROM n.tags"""
+                                      WHERE a.tenant_id = r.tenant_id AND a.contact_id = r.contact_id), '{}') AS tags
+                     FROM contacts r WHERE r.tenant_id = :t AND r.contact_id BETWEEN :first AND :last) n
+               WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last AND c.contact_id = n.contact_id
+                     AND c.tags IS DISTINCT FROM n.tags"""
         ),
         params,
     ).rowcount

@@ -10,6 +10,7 @@ from email_engine_assets.quality import store as store
 from email_engine_assets.quality.enrichment import enrich_contacts
 from email_engine_assets.quality.validation_run import validate_batch
 from email_engine_assets.quality.verdict import VERDICTS
+from email_engine_assets.quality.write_behind import written_behind
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.dns import DnsResolverResource
@@ -25,6 +26,10 @@ class ChunkConfig(dg.Config):
     """How many contacts a tenant-level asset reads, computes and writes at a time (memory follows it)."""
 
     contacts_per_chunk: int = Field(default=store.CONTACTS_PER_CHUNK, ge=1)
+    chunk_writers: int = Field(
+        default=2, ge=1, le=8,
+        description="Chunks written at once, each on its own connection, while the next one is read and computed.",
+    )
 
 # The golden records of the contacts domain, named by key: quality reads the table, not the module.
 CONTACTS = dg.AssetKey("contacts")
@@ -53,28 +58,33 @@ def email_validations(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "email_validations", tenant.id):
-        return _validate_tenant(tenant, engine, dns, smtp_probe, config.contacts_per_chunk)
+        return _validate_tenant(tenant, engine, dns, smtp_probe, config)
 
 
 def _validate_tenant(
-    tenant, engine, dns: DnsResolverResource, smtp_probe: SmtpProbeResource, contacts_per_chunk: int
+    tenant, engine, dns: DnsResolverResource, smtp_probe: SmtpProbeResource, config: ChunkConfig
 ) -> dg.MaterializeResult:
     with engine.connect() as conn:
-        ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
-    checked_total = lookups = distinct_domains = probed = 0
-    for ids in ranges:
-        with engine.connect() as conn:
-            due = store.contacts_due_for_validation(
-                conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours, ids
-            )
-        if due.height == 0:
-            continue
-        batch = validate_batch(
-            engine, due, dns, smtp_probe if tenant.validation.smtp_probe else None,
-            allow_private_targets=tenant.validation.allow_private_targets,
-        )
+        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+
+    def batches():
+        for ids in ranges:
+            with engine.connect() as conn:
+                due = store.contacts_due_for_validation(
+                    conn, tenant.id, tenant.validation.recheck_age_days, tenant.validation.unknown_recheck_age_hours, ids
+                )
+            if due.height:
+                yield validate_batch(
+                    engine, due, dns, smtp_probe if tenant.validation.smtp_probe else None,
+                    allow_private_targets=tenant.validation.allow_private_targets,
+                )
+
+    def write(batch) -> None:
         with engine.begin() as conn:
             store.write_validations(conn, tenant.id, batch.frame)
+
+    checked_total = lookups = distinct_domains = probed = 0
+    for batch in written_behind(batches(), write, config.chunk_writers):
         checked_total += batch.frame.height
         lookups += batch.dns_lookups
         distinct_domains += batch.domains
@@ -125,25 +135,30 @@ def contact_enrichment(
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "contact_enrichment", tenant.id):
-        return _enrich_tenant(tenant, engine, config.contacts_per_chunk)
+        return _enrich_tenant(tenant, engine, config)
 
 
-def _enrich_tenant(tenant, engine, contacts_per_chunk: int) -> dg.MaterializeResult:
+def _enrich_tenant(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
     with engine.connect() as conn:
-        ranges = store.contact_ranges(conn, tenant.id, contacts_per_chunk)
+        ranges = store.contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+
+    def enriched_chunks():
+        for ids in ranges:
+            with engine.connect() as conn:
+                due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language, ids)
+            if due.height:
+                yield enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
+                    inputs_sha256=due["inputs_sha256"]
+                )
+
+    def write(enriched) -> None:
+        with engine.begin() as conn:
+            store.write_enrichment(conn, tenant.id, enriched)
+
     enriched_total = countries_found = invalid_phones = 0
     languages: Counter[str] = Counter()
     language_rules: Counter[str] = Counter()
-    for ids in ranges:
-        with engine.connect() as conn:
-            due = store.contacts_due_for_enrichment(conn, tenant.id, tenant.default_language, ids)
-        if due.height == 0:
-            continue
-        enriched = enrich_contacts(due.drop("inputs_sha256"), tenant.default_language).with_columns(
-            inputs_sha256=due["inputs_sha256"]
-        )
-        with engine.begin() as conn:
-            store.write_enrichment(conn, tenant.id, enriched)
+    for enriched in written_behind(enriched_chunks(), write, config.chunk_writers):
         enriched_total += enriched.height
         languages.update(dict(enriched["language"].value_counts().rows()))
         language_rules.update(dict(enriched["language_rule"].value_counts().rows()))

@@ -7,7 +7,9 @@ Language <- the language field, else the resolved country's main language, else 
 Phone    <- parsed with ``phonenumbers``, the resolved country as region hint.
 
 Every rule runs once per distinct raw value and is mapped back onto the rows, so the cost
-follows the number of distinct values, not of contacts.
+follows the number of distinct values, not of contacts. Phones in clean international form are
+read in bulk by :mod:`~email_engine_assets.quality.international_phones` (same results); only the
+others are parsed one by one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import phonenumbers
 import polars as pl
 
 from email_engine_assets.quality.countries import country_from_tld, parse_country
+from email_engine_assets.quality.international_phones import (
+    NON_GEOGRAPHIC,
+    read_international,
+)
 from email_engine_assets.tenancy.languages import (
     language_for_country,
     parse_language,
@@ -32,7 +38,6 @@ INPUT_COLUMNS = ("contact_id", "email_key", "language_raw", "country_raw", "phon
 OUTPUT_COLUMNS = ("contact_id", "language", "language_rule", "country", "country_rule",
                   "phone_e164", "phone_valid", "phone_raw")
 _INTERNATIONAL = re.compile(r"^\s*(?:\+|00)")
-_NON_GEOGRAPHIC = {"001", "ZZ"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ def normalise_phone(raw: str, region: str | None) -> PhoneResult:
         return PhoneResult(e164=None, country=None, valid=False, raw=raw)
     country = phonenumbers.region_code_for_number(number)
     return PhoneResult(e164=_e164(number), valid=True, raw=raw,
-                       country=None if country in _NON_GEOGRAPHIC else country)
+                       country=None if country in NON_GEOGRAPHIC else country)
 
 
 def country_from_phone(raw: str | None) -> str | None:
@@ -102,7 +107,7 @@ def country_from_phone(raw: str | None) -> str | None:
         region = phonenumbers.region_code_for_number(number)
     else:
         region = phonenumbers.region_code_for_country_code(number.country_code)
-    return None if region in _NON_GEOGRAPHIC else region
+    return None if region in NON_GEOGRAPHIC else region
 
 
 def map_distinct(column: pl.Series, function: Callable, dtype: pl.DataType) -> pl.Series:
@@ -136,9 +141,15 @@ def _check_input(contacts: pl.DataFrame) -> None:
             raise ValueError(f"enrich_contacts: column {name!r} must be String, got {dtype}")
 
 
-def _resolve_countries(contacts: pl.DataFrame, tld_country: pl.Series) -> pl.DataFrame:
+def _slow_phones(phone_raw: pl.Series, international: pl.DataFrame) -> pl.Series:
+    """The phones the bulk reader did not handle (the others null): those ``phonenumbers`` parses."""
+    return international.select(pl.when(~pl.col("handled")).then(phone_raw).alias(phone_raw.name)).to_series()
+
+
+def _resolve_countries(contacts: pl.DataFrame, tld_country: pl.Series, international: pl.DataFrame) -> pl.DataFrame:
     field = map_distinct(contacts.get_column("country_raw"), parse_country, pl.String)
-    phone = map_distinct(contacts.get_column("phone_raw"), country_from_phone, pl.String)
+    slow = map_distinct(_slow_phones(contacts.get_column("phone_raw"), international), country_from_phone, pl.String)
+    phone = international.select(pl.when(pl.col("handled")).then(pl.col("phone_country")).otherwise(slow)).to_series()
     return _first_rule({"field": field, "phone": phone, "tld": tld_country},
                        "country", "country_rule")
 
@@ -153,9 +164,11 @@ def _resolve_languages(contacts: pl.DataFrame, country: pl.Series, tld_country: 
                         "default": fallback}, "language", "language_rule")
 
 
-def _phones(phone_raw: pl.Series, country: pl.Series) -> pl.DataFrame:
-    """Parse each distinct (phone, region) pair once; blank phones count as no phone."""
-    pairs = pl.DataFrame({"phone_raw": phone_raw, "region": country}).with_row_index("_row")
+def _phones(phone_raw: pl.Series, country: pl.Series, international: pl.DataFrame) -> pl.DataFrame:
+    """Phones the bulk reader handled as it read them; the others parsed once per distinct
+    (phone, region) pair. Blank phones count as no phone."""
+    slow = _slow_phones(phone_raw, international)
+    pairs = pl.DataFrame({"phone_raw": slow, "region": country}).with_row_index("_row")
     present = pairs.filter(pl.col("phone_raw").str.strip_chars() != "")
     distinct = present.select("phone_raw", "region").unique()
     numbers = [_valid_number(raw, region) for raw, region in distinct.iter_rows()]
@@ -165,7 +178,11 @@ def _phones(phone_raw: pl.Series, country: pl.Series) -> pl.DataFrame:
     )
     joined = pairs.join(parsed, on=["phone_raw", "region"], how="left", nulls_equal=True,
                         maintain_order="left")
-    return joined.sort("_row").select("phone_e164", "phone_valid")
+    parsed = joined.sort("_row")
+    return international.select(
+        pl.when(pl.col("handled")).then(pl.col(name)).otherwise(parsed[name]).alias(name)
+        for name in ("phone_e164", "phone_valid")
+    )
 
 
 def enrich_contacts(contacts: pl.DataFrame, default_language: str) -> pl.DataFrame:
@@ -181,11 +198,12 @@ def enrich_contacts(contacts: pl.DataFrame, default_language: str) -> pl.DataFra
     contacts = contacts.with_columns(pl.col(name).cast(pl.String) for name in INPUT_COLUMNS[1:])
     domain = contacts.select(email_domain_expr(pl.col("email_key"))).to_series()
     tld_country = map_distinct(domain, country_from_tld, pl.String)
-    countries = _resolve_countries(contacts, tld_country)
+    international = read_international(contacts.get_column("phone_raw"))
+    countries = _resolve_countries(contacts, tld_country, international)
     country = countries.get_column("country")
     languages = _resolve_languages(contacts, country, tld_country,
                                    resolve_default_language(default_language))
-    phones = _phones(contacts.get_column("phone_raw"), country)
+    phones = _phones(contacts.get_column("phone_raw"), country, international)
     return pl.concat(
         [contacts.select("contact_id"), languages, countries, phones,
          contacts.select("phone_raw")],

@@ -91,15 +91,26 @@ def store_domains(conn: sa.Connection, results: Mapping[str, DomainResult]) -> N
 
 
 def write_validations(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
-    cols = [c for c in frame.columns]
-    batch = frame.with_columns(tenant_id=pl.lit(tenant_id))
-    conn.exec_driver_sql("CREATE TEMP TABLE validation_batch (LIKE email_validations INCLUDING DEFAULTS) ON COMMIT DROP")
-    copy_frame(conn, "validation_batch", batch, ["tenant_id", *cols])
+    """Store the verdicts of ``frame`` (caller holds the tenant's ``email_validations`` lock)."""
+    _write_per_contact(conn, "email_validations", "checked_at", tenant_id, frame)
+
+
+def _write_per_contact(conn: sa.Connection, table: str, stamp: str, tenant_id: str, frame: pl.DataFrame) -> None:
+    """Upsert ``frame`` (``contact_id`` and columns of ``table``) into ``table`` keyed on
+    (tenant_id, contact_id), setting ``stamp`` to now().
+
+    One ``INSERT … ON CONFLICT`` from a COPY-filled batch table: no join against ``table``, whose
+    statistics may still say it is empty on a first run (a join then turns into a quadratic nested loop).
+    """
+    cols = list(frame.columns)
+    batch = f"{table}_batch"
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {batch} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+    copy_frame(conn, batch, frame.with_columns(tenant_id=pl.lit(tenant_id)), ["tenant_id", *cols])
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
     conn.exec_driver_sql(
-        f"""INSERT INTO email_validations (tenant_id, {", ".join(cols)}, checked_at)
-            SELECT tenant_id, {", ".join(cols)}, now() FROM validation_batch
-            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, checked_at = now()"""
+        f"""INSERT INTO {table} (tenant_id, {", ".join(cols)}, {stamp})
+            SELECT tenant_id, {", ".join(cols)}, now() FROM {batch}
+            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, {stamp} = now()"""
     )
 
 
@@ -160,17 +171,8 @@ def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_lan
 
 
 def write_enrichment(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> None:
-    cols = list(frame.columns)
-    conn.exec_driver_sql("CREATE TEMP TABLE enrichment_batch (LIKE contact_enrichment INCLUDING DEFAULTS) ON COMMIT DROP")
-    copy_frame(conn, "enrichment_batch", frame.with_columns(tenant_id=pl.lit(tenant_id)), ["tenant_id", *cols])
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols if c != "contact_id")
-    conn.exec_driver_sql(
-        f"""INSERT INTO contact_enrichment (tenant_id, {", ".join(cols)}, updated_at)
-            SELECT tenant_id, {", ".join(cols)}, now() FROM enrichment_batch
-            ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {updates}, updated_at = now()"""
-    )
-
-
+    """Store the enrichment of ``frame`` (caller holds the tenant's ``contact_enrichment`` lock)."""
+    _write_per_contact(conn, "contact_enrichment", "updated_at", tenant_id, frame)
 
 
 # --- SMTP probe limits ---------------------------------------------------------------------------
