@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from email_engine_assets.audiences.selection import SCALAR_FIELDS
+from email_engine_assets.audiences.suppressions import SUPPRESSION_REASONS
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS, TEXT_FIELDS
 from email_engine_assets.contacts.importer import LEDGER_STATUSES
 from email_engine_assets.quality.verdict import (
@@ -24,6 +25,7 @@ CHECKED = {
     ("email_validations", "mailbox_status"): smtp_probe_client.STATUSES,
     ("dns_cache", "status"): dns_client.STATUSES,
     ("import_files", "status"): LEDGER_STATUSES,
+    ("suppressions", "reason"): SUPPRESSION_REASONS,
 }
 
 

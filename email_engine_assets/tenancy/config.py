@@ -18,13 +18,10 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -34,30 +31,21 @@ from pydantic import (
 from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
+from email_engine_assets.tenancy.sending import (
+    OUTBOX,
+    DkimSettings,
+    OutboxTransport,
+    TransportConfig,
+    UnsubscribeSettings,
+)
+from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 TENANT_FILE_MAX_BYTES = 1 << 20
 PROBLEM_MAX_CHARS = 300
 MAX_PROBLEMS = 20
 
-SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-_SLUG = re.compile(SLUG_PATTERN)
-
-
-def _check_slug(value: str) -> str:
-    if not _SLUG.match(value):
-        raise ValueError(f"must be a slug matching {SLUG_PATTERN} (lower case, digits, '_' or '-')")
-    return value
-
-
-Slug = Annotated[str, Field(max_length=64), AfterValidator(_check_slug)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SourceConfig(_Strict):
+class SourceConfig(Strict):
     """One data source of a tenant: a folder ``inbox/<tenant>/<id>/``."""
 
     id: Slug
@@ -109,7 +97,7 @@ class SourceConfig(_Strict):
         return slugs
 
 
-class ValidationSettings(_Strict):
+class ValidationSettings(Strict):
     recheck_age_days: int = Field(default=30, ge=1)
     unknown_recheck_age_hours: int = Field(default=1, ge=1, description="re-check 'unknown' verdicts this soon")
     smtp_probe: bool = False
@@ -119,7 +107,7 @@ class ValidationSettings(_Strict):
     invalid_share_jump: float = Field(default=0.10, gt=0, le=1, description="warn when the invalid share rises by more")
 
 
-class TenantConfig(_Strict):
+class TenantConfig(Strict):
     id: Slug
     name: str
     default_language: str = "en"
@@ -127,6 +115,9 @@ class TenantConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     validation: ValidationSettings = ValidationSettings()
     tag_rules: TagRuleList = Field(default_factory=list)
+    transports: list[TransportConfig] = Field(default_factory=list, description="the implicit 'outbox' is always there")
+    unsubscribe: UnsubscribeSettings | None = None
+    dkim: DkimSettings | None = None
 
     @field_validator("default_language")
     @classmethod
@@ -137,7 +128,7 @@ class TenantConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "TenantConfig":
-        for label, ids in (("source id", [s.id for s in self.sources]),):
+        for label, ids in (("source id", [s.id for s in self.sources]), ("transport name", [t.name for t in self.transports])):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {label}: {', '.join(dupes)}")
@@ -145,6 +136,11 @@ class TenantConfig(_Strict):
 
     def source(self, source_id: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.id == source_id), None)
+
+    def transport(self, name: str) -> TransportConfig | None:
+        """The transport called ``name``; ``outbox`` exists even when the file declares none."""
+        found = next((t for t in self.transports if t.name == name), None)
+        return OutboxTransport() if found is None and name == OUTBOX else found
 
 
 def excerpt(text: str, limit: int = PROBLEM_MAX_CHARS) -> str:

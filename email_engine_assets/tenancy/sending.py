@@ -1,0 +1,124 @@
+"""Sending settings of a tenant file: transports, the unsubscribe endpoint, DKIM.
+
+Secrets are never written in a tenant file: a key is named as ``{env: VARIABLE}`` and read from
+the environment only when a transport is built (:meth:`EnvSecret.read`); the model holds the
+variable's name, never the value, so a config printed in an error, a log or the UI shows no secret.
+
+Every network transport refuses non-public destination addresses
+(:mod:`email_engine_resources.network_policy`) unless it says ``allow_private: true`` (loopback
+tests, an on-premise MTA).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from email_engine_assets.tenancy.strict import Slug, Strict
+
+OUTBOX = "outbox"
+TRANSPORT_KINDS: tuple[str, ...] = ("outbox", "powermta", "mailwizz")
+
+
+class EnvSecret(Strict):
+    """``{env: NAME}``: a secret taken from the environment variable ``NAME`` when needed."""
+
+    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
+
+    def read(self) -> str:
+        value = os.environ.get(self.env)
+        if not value:
+            raise LookupError(f"environment variable {self.env} is not set (it holds a secret this tenant file names)")
+        return value
+
+
+def _loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _https_or_loopback_http(value: str) -> str:
+    """An https URL; plain http only towards a loopback host (tests, a local reverse proxy)."""
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and _loopback_host(parts.hostname):
+        return value
+    raise ValueError("must be an https:// URL (http:// only for a loopback host such as 127.0.0.1)")
+
+
+class OutboxTransport(Strict):
+    """RFC 5322 files under ``$EMAIL_ENGINE_HOME/outbox/<tenant>/<campaign>/``: the embedded default."""
+
+    name: Slug = OUTBOX
+    kind: Literal["outbox"] = "outbox"
+
+
+class PowerMtaTransport(Strict):
+    """SMTP injection into PowerMTA (``x-job``, ``x-virtual-mta``, ENVID)."""
+
+    name: Slug
+    kind: Literal["powermta"]
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    virtual_mta: str | None = None
+    bounce_address: str
+    connections: int = Field(default=4, ge=1, le=64)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    retries: int = Field(default=3, ge=0, le=10, description="4xx replies retried this often, with backoff")
+    allow_private: bool = False
+    config_file: str | None = Field(default=None, description="PowerMTA's config file (virtual MTAs, accounting)")
+    accounting_dir: str | None = None
+
+
+class MailwizzTransport(Strict):
+    """A MailWizz instance's REST API; MailWizz does the sending."""
+
+    name: Slug
+    kind: Literal["mailwizz"]
+    base_url: str
+    api_key: EnvSecret
+    api_version: Literal["2", "1"] = "2"
+    private_key: EnvSecret | None = Field(default=None, description="1.x signed auth: the private key")
+    timezone: str = Field(default="UTC", description="the MailWizz customer's time zone (send_at is local to it)")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    retries: int = Field(default=4, ge=0, le=10)
+    allow_private: bool = False
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _https_or_loopback_http(value)
+
+
+TransportConfig = Annotated[OutboxTransport | PowerMtaTransport | MailwizzTransport, Field(discriminator="kind")]
+
+
+class UnsubscribeSettings(Strict):
+    """Where a message's ``List-Unsubscribe`` points: ``<base_url>/u/<token>`` and an optional mailto."""
+
+    base_url: str
+    mailto: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _https_or_loopback_http(value).rstrip("/")
+
+
+class DkimSettings(Strict):
+    """DKIM signing of outbox and SMTP messages (dkimpy); the PEM key comes from the environment."""
+
+    domain: str
+    selector: str
+    private_key: EnvSecret
