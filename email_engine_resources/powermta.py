@@ -1,0 +1,52 @@
+"""PowerMTA as a :class:`~email_engine_resources.delivery.MessageTransport` (SMTP injection).
+
+Built from plain values; the campaigns code maps a tenant's ``transports:`` entry
+(``kind: powermta``) onto the constructor, since resources never import the tenant model.
+The SMTP work and what each status means are in :mod:`.powermta_client`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from email_engine_resources.delivery import DeliveryResult, OutgoingMessage
+from email_engine_resources.powermta_client import InjectionConfig, inject
+
+
+@dataclass(frozen=True)
+class PowerMtaSmtpTransport:
+    """Injects messages into PowerMTA over ``connections`` reused SMTP sessions."""
+
+    name: str
+    host: str
+    bounce_address: str
+    port: int = 25
+    virtual_mta: str | None = None
+    connections: int = 4
+    timeout_seconds: float = 30.0
+    retries: int = 3
+    retry_backoff_seconds: float = 1.0
+    allow_private: bool = False
+    helo_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.config()  # a bad value fails here, naming the field
+
+    def config(self) -> InjectionConfig:
+        return InjectionConfig(
+            host=self.host,
+            bounce_address=self.bounce_address,
+            port=self.port,
+            virtual_mta=self.virtual_mta,
+            connections=self.connections,
+            timeout_s=self.timeout_seconds,
+            retries=self.retries,
+            retry_backoff_s=self.retry_backoff_seconds,
+            allow_private=self.allow_private,
+            helo_name=self.helo_name,
+        )
+
+    def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        """One result per message: ``sent``, ``failed`` (with the reply) or ``unknown``."""
+        return inject(messages, self.config())

@@ -1,0 +1,526 @@
+"""SMTP injection into PowerMTA: several connections, each reused for many messages.
+
+One call (:func:`inject`) delivers a batch. ``connections`` workers each open one SMTP session
+(banner, ``EHLO``) and then run one transaction per message on it: ``MAIL FROM``, ``RCPT TO``,
+``DATA``, sent together when the server offers ``PIPELINING``. The client is written on asyncio
+streams rather than aiosmtplib because the boundary that decides ``unknown`` must be exact (the
+moment the message data starts to go out), replies must be capped, and aiosmtplib reads one reply
+per command (no pipelining).
+
+What PowerMTA needs to map its accounting lines back to a ledger row (REFERENCE.md, "PowerMTA"):
+``x-job: <tenant>.<campaign>`` and ``x-virtual-mta`` headers added at the top of the message, and
+the ledger token as ``ENVID`` on ``MAIL FROM`` when the server offers ``DSN`` (with ``RET=HDRS``
+and, per recipient, ``NOTIFY=FAILURE`` and ``ORCPT``), else as an ``x-envid`` header. The token is
+sent with its case kept.
+
+Outcomes, per message:
+
+* ``sent``: ``250`` to the end of the data;
+* ``failed``: a 5xx to ``MAIL``, ``RCPT``, ``DATA`` or the data; or a 4xx (or a connection that
+  could not be opened or was lost before the data went out) still there after ``retries`` tries
+  with exponential backoff; or a message that cannot be sent as given (bad token, header
+  injection, too large, a non-ASCII local part without ``SMTPUTF8``);
+* ``unknown``: the connection was lost or timed out once the message data had started to go out:
+  the server may have accepted it, so it is never retried.
+
+A destination that :func:`.network_policy.target_refusal` refuses is never connected to: the host
+is resolved once, every address is checked, and the connection goes to a checked address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import idna
+
+from email_engine_resources.delivery import DeliveryResult, OutgoingMessage
+from email_engine_resources.network_policy import target_refusal
+
+SENT, FAILED, UNKNOWN = "sent", "failed", "unknown"
+
+MAX_DETAIL_CHARS = 300
+MAX_REPLY_LINE_BYTES = 2048  # RFC 5321 allows 512; a longer line is a protocol error
+MAX_REPLY_LINES = 100
+MAX_ENVID_CHARS = 100  # RFC 3461
+MAX_BACKOFF_S = 60.0
+
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_ENVID = re.compile(r"[!-~]{1,%d}" % MAX_ENVID_CHARS)  # printable ASCII, no space
+_JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_VMTA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
+_HELO_NAME = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,255}")
+_HEADER_NAME = re.compile(rb"(?im)^(x-job|x-virtual-mta|x-envid)\s*:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class InjectionConfig:
+    """Where and how to inject; ``helo_name=""`` means this machine's fully qualified name."""
+
+    host: str
+    bounce_address: str
+    port: int = 25
+    virtual_mta: str | None = None
+    connections: int = 4
+    timeout_s: float = 30.0
+    retries: int = 3
+    retry_backoff_s: float = 1.0
+    allow_private: bool = False
+    helo_name: str = ""
+    max_message_bytes: int = 50 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.helo_name == "":
+            object.__setattr__(self, "helo_name", socket.getfqdn())
+        if not isinstance(self.helo_name, str) or not _HELO_NAME.fullmatch(self.helo_name):
+            raise ValueError(f"powermta helo_name must be a host name, got {_excerpt(str(self.helo_name))!r}")
+        if not isinstance(self.host, str) or not self.host.strip() or _UNSAFE_ADDRESS.search(self.host):
+            raise ValueError(f"powermta host must be a host name or IP address, got {_excerpt(str(self.host))!r}")
+        if not isinstance(self.bounce_address, str) or _UNSAFE_ADDRESS.search(self.bounce_address) or (
+            "@" not in self.bounce_address
+        ):
+            raise ValueError(
+                f"powermta bounce_address must be an address without spaces or '<>', got {_excerpt(str(self.bounce_address))!r}"
+            )
+        if self.virtual_mta is not None and not (isinstance(self.virtual_mta, str) and _VMTA.fullmatch(self.virtual_mta)):
+            raise ValueError(
+                f"powermta virtual_mta must be a name of letters, digits, '.', '_', '-', got {_excerpt(str(self.virtual_mta))!r}"
+            )
+        _require_int("port", self.port, 1, 65535)
+        _require_int("connections", self.connections, 1, 64)
+        _require_int("retries", self.retries, 0, 10)
+        _require_int("max_message_bytes", self.max_message_bytes, 1)
+        for name in ("timeout_s", "retry_backoff_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"powermta {name} must be a number >= 0, got {value!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"powermta timeout_s must be > 0, got {self.timeout_s!r}")
+
+
+def _require_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and low <= value and (high is None or value <= high)
+    if not ok:
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ValueError(f"powermta {name} must be an integer {bound}, got {value!r}")
+
+
+def _excerpt(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """One line, control characters escaped, at most ``limit`` characters."""
+    text = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: ``+``, ``=`` and characters outside ``!``..``~`` as ``+XX``."""
+    out = []
+    for char in value:
+        code = ord(char)
+        out.append(char if 33 <= code <= 126 and char not in "+=" else f"+{code:02X}")
+    return "".join(out)
+
+
+# --- the message as it goes on the wire -------------------------------------------------------
+
+
+class _Unsendable(ValueError):
+    """The message cannot be sent as given; it fails without being retried."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    message: OutgoingMessage
+    local: str
+    domain: str  # as given (may be non-ASCII)
+    ascii_domain: str  # IDNA A-label
+    body: bytes  # normalised to CRLF, dot-stuffed, terminated by ".\r\n"
+    eight_bit: bool
+
+
+def _prepare(message: OutgoingMessage, config: InjectionConfig) -> _Prepared:
+    if not isinstance(message.job, str) or not _JOB.fullmatch(message.job):
+        raise _Unsendable(f"x-job {_excerpt(str(message.job), 60)!r} is not a name of letters, digits, '.', '_', '-'")
+    if not isinstance(message.envelope_id, str) or not _ENVID.fullmatch(message.envelope_id):
+        raise _Unsendable(f"envelope id must be 1..{MAX_ENVID_CHARS} printable ASCII characters without spaces")
+    recipient = message.recipient
+    local, _, domain = recipient.rpartition("@") if isinstance(recipient, str) else ("", "", "")
+    if not local or not domain or _UNSAFE_ADDRESS.search(recipient):
+        raise _Unsendable(f"recipient {_excerpt(str(recipient), 80)!r} is not an address without spaces or '<>'")
+    try:
+        ascii_domain = idna.encode(domain.rstrip("."), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        raise _Unsendable(f"recipient domain {_excerpt(domain, 80)!r} is not a valid IDNA name") from None
+    data = message.message
+    if not isinstance(data, bytes) or not data:
+        raise _Unsendable("message is empty or not bytes")
+    if len(data) > config.max_message_bytes:
+        raise _Unsendable(f"message is {len(data)} bytes, over the limit of {config.max_message_bytes}")
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    if _HEADER_NAME.search(head):
+        raise _Unsendable("message already carries an x-job, x-virtual-mta or x-envid header")
+    data = _LINE_ENDINGS.sub(b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    body = _LEADING_DOT.sub(b"..", data) + b".\r\n"
+    return _Prepared(message, local, domain, ascii_domain, body, not data.isascii())
+
+
+# --- SMTP replies and one connection ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return _excerpt(f"{self.code} {self.text}")
+
+
+class _Lost(Exception):
+    """The connection is gone, timed out or spoke something that is not SMTP."""
+
+
+class _Connection:
+    """One SMTP session on one checked address."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.timeout = timeout
+        self.extensions: set[str] = set()
+        self.used = False  # a transaction already ran on it
+
+    @classmethod
+    async def open(cls, ip: str, config: InjectionConfig) -> _Connection:
+        try:
+            async with asyncio.timeout(config.timeout_s):
+                reader, writer = await asyncio.open_connection(ip, config.port, limit=MAX_REPLY_LINE_BYTES)
+        except (OSError, TimeoutError) as exc:
+            raise _Lost(f"cannot connect to {ip} port {config.port}: {type(exc).__name__}: {exc}") from None
+        conn = cls(reader, writer, config.timeout_s)
+        try:
+            banner = await conn.reply()
+            if banner.code != 220:
+                raise _Lost(f"server refused the session: {banner}")
+            conn.send(f"EHLO {config.helo_name}".encode("ascii"))
+            ehlo = await conn.reply()
+            if ehlo.code == 250:
+                conn.extensions = {line.split(" ", 1)[0].upper() for line in ehlo.text.split("\n")[1:] if line}
+            else:
+                conn.send(f"HELO {config.helo_name}".encode("ascii"))
+                helo = await conn.reply()
+                if helo.code != 250:
+                    raise _Lost(f"server refused HELO: {helo}")
+        except _Lost:
+            conn.close()
+            raise
+        return conn
+
+    def offers(self, extension: str) -> bool:
+        return extension in self.extensions
+
+    def send(self, *lines: bytes) -> None:
+        try:
+            self.writer.write(b"".join(line + b"\r\n" for line in lines))
+        except (OSError, RuntimeError) as exc:
+            raise _Lost(f"connection lost: {type(exc).__name__}") from None
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            raise _Lost(f"connection lost while writing: {type(exc).__name__}") from None
+
+    async def reply(self) -> Reply:
+        """One (possibly multi-line) reply; over ``MAX_REPLY_LINES`` lines or a bad line is ``_Lost``."""
+        lines: list[str] = []
+        code = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    raw = await self.reader.readline()
+                    if not raw.endswith(b"\n"):
+                        raise _Lost("connection closed by the server")
+                    line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+                    if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+                        raise _Lost(f"not an SMTP reply: {_excerpt(line, 60)!r}")
+                    if code is not None and int(line[:3]) != code:
+                        raise _Lost("multi-line reply changes its code")
+                    code = int(line[:3])
+                    lines.append(line[4:])
+                    if len(lines) > MAX_REPLY_LINES:
+                        raise _Lost(f"reply longer than {MAX_REPLY_LINES} lines")
+                    if line[3:4] != "-":
+                        return Reply(code, "\n".join(lines))
+        except TimeoutError:
+            raise _Lost(f"no reply within {self.timeout:g} s") from None
+        except ValueError:  # readline over the stream limit
+            raise _Lost(f"reply line longer than {MAX_REPLY_LINE_BYTES} bytes") from None
+        except OSError as exc:
+            raise _Lost(f"connection lost: {type(exc).__name__}") from None
+
+    async def quit(self) -> None:
+        try:
+            self.send(b"QUIT")
+            async with asyncio.timeout(min(self.timeout, 2.0)):
+                await self.writer.drain()
+                await self.reply()
+        except (_Lost, OSError, TimeoutError):
+            pass
+        self.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# --- one transaction --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # SENT, FAILED, UNKNOWN, or RETRY (a transient refusal before the data was taken)
+    detail: str
+    keep_connection: bool = True
+    before_any_reply: bool = False  # a reused connection that was already gone
+
+
+RETRY = "retry"
+
+
+def _classify(stage: str, reply: Reply) -> _Outcome:
+    detail = f"{stage}: {reply}"
+    if reply.code == 421:
+        return _Outcome(RETRY, detail, keep_connection=False)
+    if 400 <= reply.code < 500:
+        return _Outcome(RETRY, detail)
+    return _Outcome(FAILED, detail)
+
+
+def _envelope(conn: _Connection, item: _Prepared, config: InjectionConfig) -> tuple[bytes, bytes, bytes] | str:
+    """``MAIL``, ``RCPT`` lines and the header lines to put on top; or why it cannot be sent."""
+    message = item.message
+    utf8 = not (item.local.isascii() and item.domain.isascii() and config.bounce_address.isascii())
+    if utf8 and not conn.offers("SMTPUTF8"):
+        if not (item.local.isascii() and config.bounce_address.isascii()):
+            return "server does not offer SMTPUTF8 for a non-ASCII address"
+        utf8 = False
+    domain = item.domain if utf8 else item.ascii_domain
+    recipient = f"{item.local}@{domain}"
+    mail = [f"MAIL FROM:<{config.bounce_address}>"]
+    rcpt = [f"RCPT TO:<{recipient}>"]
+    headers = [f"x-job: {message.job}"]
+    if config.virtual_mta:
+        headers.append(f"x-virtual-mta: {config.virtual_mta}")
+    if item.eight_bit and conn.offers("8BITMIME"):
+        mail.append("BODY=8BITMIME")
+    if utf8:
+        mail.append("SMTPUTF8")
+    if conn.offers("DSN"):
+        mail += [f"ENVID={xtext(message.envelope_id)}", "RET=HDRS"]
+        rcpt.append("NOTIFY=FAILURE")
+        if recipient.isascii():
+            rcpt.append(f"ORCPT=rfc822;{xtext(recipient)}")
+    else:
+        headers.append(f"x-envid: {message.envelope_id}")
+    top = "".join(f"{line}\r\n" for line in headers).encode("ascii")
+    return " ".join(mail).encode("utf-8"), " ".join(rcpt).encode("utf-8"), top
+
+
+async def _transaction(conn: _Connection, item: _Prepared, config: InjectionConfig) -> _Outcome:
+    envelope = _envelope(conn, item, config)
+    if isinstance(envelope, str):
+        return _Outcome(FAILED, envelope)
+    mail, rcpt, top = envelope
+    reused = conn.used
+    conn.used = True
+    replies: list[Reply] = []
+    try:
+        if conn.offers("PIPELINING"):
+            conn.send(mail, rcpt, b"DATA")
+            for _ in range(3):
+                replies.append(await conn.reply())
+        else:
+            for line, expected in ((mail, 250), (rcpt, 250), (b"DATA", 354)):
+                conn.send(line)
+                replies.append(await conn.reply())
+                if replies[-1].code != expected and not (expected == 250 and replies[-1].code == 251):
+                    break
+    except _Lost as exc:
+        return _Outcome(RETRY, f"before DATA: {exc}", keep_connection=False, before_any_reply=reused and not replies)
+    for stage, reply in zip(("MAIL FROM", "RCPT TO"), replies):
+        if reply.code not in (250, 251):
+            return await _abandon(conn, replies, _classify(stage, reply))
+    if replies[2].code != 354:
+        return await _abandon(conn, replies, _classify("DATA", replies[2]))
+    # From here on the server may take the message: a lost connection is ``unknown``.
+    try:
+        await conn.write(top + item.body)
+        final = await conn.reply()
+    except _Lost as exc:
+        return _Outcome(UNKNOWN, f"after the message data went out: {exc}", keep_connection=False)
+    if final.code == 250:
+        return _Outcome(SENT, str(final))
+    return _classify("end of DATA", final)
+
+
+async def _abandon(conn: _Connection, replies: list[Reply], outcome: _Outcome) -> _Outcome:
+    """After a refusal: end a DATA the server opened anyway, then ``RSET`` for the next message."""
+    if not outcome.keep_connection:
+        return outcome
+    try:
+        if len(replies) == 3 and replies[2].code == 354:
+            await conn.write(b".\r\n")  # an empty message; RCPT was refused, so it goes nowhere
+            await conn.reply()
+        conn.send(b"RSET")
+        if (await conn.reply()).code != 250:
+            return _Outcome(outcome.status, outcome.detail, keep_connection=False)
+    except _Lost:
+        return _Outcome(outcome.status, outcome.detail, keep_connection=False)
+    return outcome
+
+
+# --- the batch --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    prepared: _Prepared
+    attempts: int = 0
+    reconnected: bool = False
+
+
+class _Batch:
+    def __init__(self, items: list[_Item], ips: list[str], config: InjectionConfig) -> None:
+        self.config = config
+        self.ips = ips
+        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self.results: list[DeliveryResult] = []
+        self.remaining = len(items)
+        self.workers = min(config.connections, len(items))
+        self.timers: set[asyncio.Task[None]] = set()
+        for item in items:
+            self.queue.put_nowait(item)
+
+    def resolve(self, item: _Item, status: str, detail: str) -> None:
+        self.results.append(DeliveryResult(item.prepared.message.row_id, status, _excerpt(detail)))
+        self.remaining -= 1
+        if self.remaining == 0:
+            for _ in range(self.workers):
+                self.queue.put_nowait(None)
+
+    def retry_later(self, item: _Item, detail: str) -> None:
+        item.attempts += 1
+        if item.attempts > self.config.retries:
+            tries = "try" if item.attempts == 1 else "tries"
+            self.resolve(item, FAILED, f"{detail} (after {item.attempts} {tries})")
+            return
+        delay = min(self.config.retry_backoff_s * 2 ** (item.attempts - 1), MAX_BACKOFF_S)
+        task = asyncio.create_task(self._requeue(item, delay))
+        self.timers.add(task)
+        task.add_done_callback(self.timers.discard)
+
+    async def _requeue(self, item: _Item, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.queue.put_nowait(item)
+
+    async def open(self) -> _Connection:
+        failure = "no address"
+        for ip in self.ips:
+            try:
+                return await _Connection.open(ip, self.config)
+            except _Lost as exc:
+                failure = str(exc)
+        raise _Lost(failure)
+
+    async def worker(self) -> None:
+        conn: _Connection | None = None
+        try:
+            while (item := await self.queue.get()) is not None:
+                if conn is None:
+                    try:
+                        conn = await self.open()
+                    except _Lost as exc:
+                        self.retry_later(item, str(exc))
+                        continue
+                try:
+                    outcome = await _transaction(conn, item.prepared, self.config)
+                except Exception as exc:  # a fault of ours must not stop the batch; the data may have gone
+                    outcome = _Outcome(UNKNOWN, f"client error: {type(exc).__name__}", keep_connection=False)
+                if not outcome.keep_connection:
+                    conn.close()
+                    conn = None
+                if outcome.status == RETRY and outcome.before_any_reply and not item.reconnected:
+                    item.reconnected = True  # an idle connection the server had closed: not a try
+                    self.queue.put_nowait(item)
+                elif outcome.status == RETRY:
+                    self.retry_later(item, outcome.detail)
+                else:
+                    self.resolve(item, outcome.status, outcome.detail)
+        finally:
+            if conn is not None:
+                await conn.quit()
+
+
+async def _addresses(config: InjectionConfig) -> tuple[list[str], str | None]:
+    """The checked addresses to connect to, or why there are none (nothing was connected to)."""
+    host = config.host.strip()
+    try:
+        ips = [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, config.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            return [], f"cannot resolve powermta host {_excerpt(host, 80)!r}: {exc}"
+        ips = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    allowed = [ip for ip in ips if target_refusal(ip, allow_private=config.allow_private) is None]
+    if not allowed:
+        refusal = target_refusal(ips[0], allow_private=config.allow_private) if ips else "no address"
+        return [], f"not sent: powermta host {_excerpt(host, 80)!r}: {refusal}"
+    return allowed, None
+
+
+async def inject_async(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:
+    """One :class:`DeliveryResult` per message (in completion order); never raises for one message."""
+    if not isinstance(config, InjectionConfig):
+        raise TypeError(f"config must be an InjectionConfig, got {type(config).__name__}")
+    results: list[DeliveryResult] = []
+    items: list[_Item] = []
+    for message in messages:
+        try:
+            items.append(_Item(_prepare(message, config)))
+        except _Unsendable as exc:
+            results.append(DeliveryResult(message.row_id, FAILED, f"not sent: {exc}"))
+    if not items:
+        return results
+    ips, refusal = await _addresses(config)
+    if refusal:
+        return results + [DeliveryResult(item.prepared.message.row_id, FAILED, refusal) for item in items]
+    batch = _Batch(items, ips, config)
+    try:
+        await asyncio.gather(*(batch.worker() for _ in range(batch.workers)))
+    finally:
+        for timer in batch.timers:
+            timer.cancel()
+    return results + batch.results
+
+
+def inject(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:
+    """Blocking :func:`inject_async`; runs in a fresh thread when a loop is already running."""
+    work = inject_async(messages, config)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, work).result()
