@@ -114,8 +114,8 @@ def _require_int(name: str, value: object, low: int, high: int | None = None) ->
 
 
 def _excerpt(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
-    """One line, control characters escaped, at most ``limit`` characters."""
-    text = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), " ".join(text.split()))
+    """One line, control characters escaped (``\\r``, ``\\x1b``), at most ``limit`` characters."""
+    text = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -182,7 +182,7 @@ class Reply:
     text: str
 
     def __str__(self) -> str:
-        return _excerpt(f"{self.code} {self.text}")
+        return _excerpt(f"{self.code} {' '.join(self.text.splitlines())}")
 
 
 class _Lost(Exception):

@@ -5,13 +5,14 @@ speaks to an injecting client (REFERENCE.md, "PowerMTA"): ``EHLO`` advertises ``
 ``PIPELINING``, ``8BITMIME`` and ``SMTPUTF8``; ``MAIL FROM`` takes ``ENVID`` (its case kept),
 ``RET``, ``BODY``, ``SIZE`` and ``SMTPUTF8``; ``RCPT TO`` takes ``NOTIFY`` and ``ORCPT``. Other
 parameters get ``555`` as aiosmtpd answers them. ``dsn=False`` drops ``DSN`` from ``EHLO`` and
-refuses its parameters, like a listener without it.
+refuses its parameters, like a listener without it; ``smtputf8=False`` drops ``SMTPUTF8``.
 
 Every accepted message is recorded as a :class:`ReceivedMessage` (session, envelope, parameters,
 headers, bytes). Failures on demand (:meth:`PowerMtaStandIn.fail`): a reply to ``RCPT`` or to the
 end of ``DATA`` (``4xx``/``5xx``), or a dropped connection once the data has arrived, for one
 recipient or for any, for the next ``times`` matches or always. ``command_delay_s`` holds every
-reply (``EHLO``, ``MAIL``, ``RCPT``, ``DATA``, the end of the data, ``RSET``, ``QUIT``) for a while.
+reply (``EHLO``, ``MAIL``, ``RCPT``, ``DATA``, the end of the data, ``RSET``, ``QUIT``) for a
+while; ``delays`` sets it per verb (``"END"`` is the reply to the end of the data).
 Sessions are counted through :class:`email_engine_tests.smtp_server.SessionLog`.
 """
 
@@ -96,9 +97,13 @@ class ReceivedMessage:
 class _State:
     dsn: bool = True
     command_delay_s: float = 0.0
+    delays: dict[str, float] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     received: list[ReceivedMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def delay(self, verb: str) -> float:
+        return self.delays.get(verb, self.command_delay_s)
 
     def failure(self, stage: str, recipients: list[str]) -> Failure | None:
         with self.lock:
@@ -124,8 +129,6 @@ class _Handler:
         return "250 2.1.5 ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.state.command_delay_s:
-            await asyncio.sleep(self.state.command_delay_s)
         failure = self.state.failure("data", list(envelope.rcpt_tos))
         if failure is not None and failure.reply is DROP:
             server.transport.abort()
@@ -145,7 +148,9 @@ class _Handler:
             headers=[(k, str(v)) for k, v in parsed.items()],
         )
         with self.state.lock:
-            self.state.received.append(record)
+            self.state.received.append(record)  # spooled: a slow reply below does not undo it
+        if self.state.delay("END"):
+            await asyncio.sleep(self.state.delay("END"))
         return "250 2.6.0 message received"
 
 
@@ -165,14 +170,15 @@ class PowerMtaSMTP(RecordingSMTP):
         recorded = super()._recorded(verb, method)
 
         async def run(arg: str | None) -> None:
-            if self._state.command_delay_s and verb != "DATA":  # DATA waits in handle_DATA
-                await asyncio.sleep(self._state.command_delay_s)
+            if self._state.delay(verb):
+                await asyncio.sleep(self._state.delay(verb))
             await recorded(arg)
 
         return run
 
     def _allowed(self, known: tuple[str, ...]) -> tuple[str, ...]:
-        return known if self._state.dsn else tuple(k for k in known if k not in DSN_PARAMETERS)
+        off = (() if self._state.dsn else DSN_PARAMETERS) + (() if self.enable_SMTPUTF8 else ("SMTPUTF8",))
+        return tuple(k for k in known if k not in off)
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
@@ -228,11 +234,19 @@ class _Controller(Controller):
 class PowerMtaStandIn:
     """``with PowerMtaStandIn() as mta:`` listens on ``mta.host``:``mta.port``."""
 
-    def __init__(self, *, dsn: bool = True, command_delay_s: float = 0.0, host: str = LOOPBACK) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: bool = True,
+        smtputf8: bool = True,
+        command_delay_s: float = 0.0,
+        delays: dict[str, float] | None = None,
+        host: str = LOOPBACK,
+    ) -> None:
         self.host = host
         self.port = free_port(host)
         self.log = SessionLog()
-        self.state = _State(dsn=dsn, command_delay_s=command_delay_s)
+        self.state = _State(dsn=dsn, command_delay_s=command_delay_s, delays=dict(delays or {}))
         self._controller = _Controller(
             _Handler(self.state, self.log),
             self.log,
@@ -240,7 +254,7 @@ class PowerMtaStandIn:
             hostname=host,
             port=self.port,
             server_hostname="pmta.test.local",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=smtputf8,
             ready_timeout=5.0,
         )
 
