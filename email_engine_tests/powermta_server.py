@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -136,7 +135,7 @@ class _Handler:
         if failure is not None:
             return failure.reply
         data = envelope.original_content or b""
-        parsed = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(data)
+        parsed = BytesHeaderParser().parsebytes(data)  # compat32: plain strings, cheap
         mail_parameters = _parameters(" ".join(envelope.mail_options)) or {}
         record = ReceivedMessage(
             session=server.session_index,
@@ -161,10 +160,9 @@ class PowerMtaSMTP(RecordingSMTP):
         self._state = state
         super().__init__(handler, log, **kwargs)
 
-    @property
-    def session_index(self) -> int:
-        sessions, _ = self._log.snapshot()
-        return next(i for i, s in enumerate(sessions) if s is self._record)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.session_index = len(self._log.snapshot()[0]) - 1  # this connection's place in ``sessions``
 
     def _recorded(self, verb: str, method: Any) -> Any:
         recorded = super()._recorded(verb, method)
