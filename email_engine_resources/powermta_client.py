@@ -447,6 +447,9 @@ class _Batch:
         conn: _Connection | None = None
         try:
             while (item := await self.queue.get()) is not None:
+                if conn is not None and conn.reader.at_eof():  # the server closed it while idle
+                    conn.close()
+                    conn = None
                 if conn is None:
                     try:
                         conn = await self.open()

@@ -13,6 +13,7 @@ end of ``DATA`` (``4xx``/``5xx``), or a dropped connection once the data has arr
 recipient or for any, for the next ``times`` matches or always. ``command_delay_s`` holds every
 reply (``EHLO``, ``MAIL``, ``RCPT``, ``DATA``, the end of the data, ``RSET``, ``QUIT``) for a
 while; ``delays`` sets it per verb (``"END"`` is the reply to the end of the data).
+``idle_timeout_s`` closes a connection that stays idle that long.
 Sessions are counted through :class:`email_engine_tests.smtp_server.SessionLog`.
 """
 
@@ -239,6 +240,7 @@ class PowerMtaStandIn:
         smtputf8: bool = True,
         command_delay_s: float = 0.0,
         delays: dict[str, float] | None = None,
+        idle_timeout_s: float = 300.0,
         host: str = LOOPBACK,
     ) -> None:
         self.host = host
@@ -253,6 +255,7 @@ class PowerMtaStandIn:
             port=self.port,
             server_hostname="pmta.test.local",
             enable_SMTPUTF8=smtputf8,
+            timeout=idle_timeout_s,  # aiosmtpd closes a connection idle this long, as PowerMTA does
             ready_timeout=5.0,
         )
 

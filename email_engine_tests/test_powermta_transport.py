@@ -306,3 +306,12 @@ def test_a_421_closes_the_connection_and_the_message_is_retried_on_a_new_one():
         results = by_row(transport(mta, connections=1).deliver([message(1), message(2)]))
         assert len(mta.sessions) == 2
     assert {r.status for r in results.values()} == {"sent"}
+
+
+def test_a_connection_the_server_closed_while_idle_is_reopened_without_costing_a_try():
+    with PowerMtaStandIn(idle_timeout_s=0.1) as mta:
+        mta.fail("rcpt", "451 4.7.1 try again", recipient="user1@example.com", times=1)
+        pmta = transport(mta, connections=1, retries=1, retry_backoff_seconds=0.4)
+        results = by_row(pmta.deliver([message(1)]))
+        assert len(mta.sessions) == 2  # the first one timed out during the backoff
+    assert results[1].status == "sent"
