@@ -5,7 +5,8 @@ speaks to an injecting client (REFERENCE.md, "PowerMTA"): ``EHLO`` advertises ``
 ``PIPELINING``, ``8BITMIME`` and ``SMTPUTF8``; ``MAIL FROM`` takes ``ENVID`` (its case kept),
 ``RET``, ``BODY``, ``SIZE`` and ``SMTPUTF8``; ``RCPT TO`` takes ``NOTIFY`` and ``ORCPT``. Other
 parameters get ``555`` as aiosmtpd answers them. ``dsn=False`` drops ``DSN`` from ``EHLO`` and
-refuses its parameters, like a listener without it; ``smtputf8=False`` drops ``SMTPUTF8``.
+refuses its parameters, like a listener without it; ``smtputf8=False`` drops ``SMTPUTF8`` and
+``pipelining=False`` drops ``PIPELINING``.
 
 Every accepted message is recorded as a :class:`ReceivedMessage` (session, envelope, parameters,
 headers, bytes). Failures on demand (:meth:`PowerMtaStandIn.fail`): a reply to ``RCPT`` or to the
@@ -96,6 +97,7 @@ class ReceivedMessage:
 @dataclass
 class _State:
     dsn: bool = True
+    pipelining: bool = True
     command_delay_s: float = 0.0
     delays: dict[str, float] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
@@ -117,7 +119,8 @@ class _Handler:
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
-        extra = ["250-PIPELINING"] + (["250-DSN"] if self.state.dsn else []) + ["250-XACK", "250-VERP"]
+        extra = (["250-PIPELINING"] if self.state.pipelining else []) + (["250-DSN"] if self.state.dsn else [])
+        extra += ["250-XACK", "250-VERP"]
         return responses[:-1] + extra + responses[-1:]
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
@@ -238,6 +241,7 @@ class PowerMtaStandIn:
         *,
         dsn: bool = True,
         smtputf8: bool = True,
+        pipelining: bool = True,
         command_delay_s: float = 0.0,
         delays: dict[str, float] | None = None,
         idle_timeout_s: float = 300.0,
@@ -246,7 +250,7 @@ class PowerMtaStandIn:
         self.host = host
         self.port = free_port(host)
         self.log = SessionLog()
-        self.state = _State(dsn=dsn, command_delay_s=command_delay_s, delays=dict(delays or {}))
+        self.state = _State(dsn=dsn, pipelining=pipelining, command_delay_s=command_delay_s, delays=dict(delays or {}))
         self._controller = _Controller(
             _Handler(self.state, self.log),
             self.log,

@@ -315,3 +315,26 @@ def test_a_connection_the_server_closed_while_idle_is_reopened_without_costing_a
         results = by_row(pmta.deliver([message(1)]))
         assert len(mta.sessions) == 2  # the first one timed out during the backoff
     assert results[1].status == "sent"
+
+
+def test_without_pipelining_each_command_waits_for_its_reply():
+    with PowerMtaStandIn(pipelining=False) as mta:
+        mta.fail("rcpt", "550 5.1.1 user unknown", recipient="user2@example.com", times=None)
+        mta.fail("rcpt", "451 4.7.1 try again", recipient="user3@example.com", times=1)
+        results = by_row(transport(mta, connections=1).deliver([message(i) for i in range(1, 5)]))
+        [session] = mta.sessions
+    assert [results[i].status for i in range(1, 5)] == ["sent", "failed", "sent", "sent"]
+    verbs = session.verbs()
+    assert verbs[:4] == ["EHLO", "MAIL", "RCPT", "DATA"]
+    assert verbs.count("DATA") == 3  # never after a refused RCPT
+    assert verbs.count("RSET") == 2
+
+
+def test_the_next_n_messages_can_be_deferred_at_the_end_of_data():
+    with PowerMtaStandIn() as mta:
+        mta.fail("data", "451 4.3.0 queue full, try later", times=3)
+        results = by_row(transport(mta, connections=1).deliver([message(i) for i in range(1, 6)]))
+        [session] = mta.sessions
+        assert len(mta.received) == 5
+    assert {r.status for r in results.values()} == {"sent"}
+    assert session.verbs().count("DATA") == 8
