@@ -298,6 +298,11 @@ class _Outcome:
 RETRY = "retry"
 
 
+def _accepted(reply: Reply, expected: int) -> bool:
+    """``MAIL``/``RCPT`` take any 2xx (``250``, ``251``); ``DATA`` must open with ``354``."""
+    return reply.code == 354 if expected == 354 else 200 <= reply.code < 300
+
+
 def _classify(stage: str, reply: Reply) -> _Outcome:
     detail = f"{stage}: {reply}"
     if reply.code == 421:
@@ -354,12 +359,12 @@ async def _transaction(conn: _Connection, item: _Prepared, config: InjectionConf
             for line, expected in ((mail, 250), (rcpt, 250), (b"DATA", 354)):
                 conn.send(line)
                 replies.append(await conn.reply())
-                if replies[-1].code != expected and not (expected == 250 and replies[-1].code == 251):
+                if not _accepted(replies[-1], expected):
                     break
     except _Lost as exc:
         return _Outcome(RETRY, f"before DATA: {exc}", keep_connection=False, before_any_reply=reused and not replies)
     for stage, reply in zip(("MAIL FROM", "RCPT TO"), replies):
-        if reply.code not in (250, 251):
+        if not _accepted(reply, 250):
             return await _abandon(conn, replies, _classify(stage, reply))
     if replies[2].code != 354:
         return await _abandon(conn, replies, _classify("DATA", replies[2]))
@@ -369,8 +374,10 @@ async def _transaction(conn: _Connection, item: _Prepared, config: InjectionConf
         final = await conn.reply()
     except _Lost as exc:
         return _Outcome(UNKNOWN, f"after the message data went out: {exc}", keep_connection=False)
-    if final.code == 250:
+    if 200 <= final.code < 300:
         return _Outcome(SENT, str(final))
+    if not 400 <= final.code < 600:  # neither taken nor refused: the fate is not known
+        return _Outcome(UNKNOWN, f"end of DATA: unexpected reply {final}", keep_connection=False)
     return _classify("end of DATA", final)
 
 
