@@ -15,13 +15,14 @@ sent with its case kept.
 
 Outcomes, per message:
 
-* ``sent``: ``250`` to the end of the data;
+* ``sent``: a 2xx (``250``) to the end of the data;
 * ``failed``: a 5xx to ``MAIL``, ``RCPT``, ``DATA`` or the data; or a 4xx (or a connection that
   could not be opened or was lost before the data went out) still there after ``retries`` tries
   with exponential backoff; or a message that cannot be sent as given (bad token, header
   injection, too large, a non-ASCII local part without ``SMTPUTF8``);
 * ``unknown``: the connection was lost or timed out once the message data had started to go out:
-  the server may have accepted it, so it is never retried.
+  the server may have accepted it, so it is never retried; so is a reply to the data that is
+  neither 2xx, 4xx nor 5xx.
 
 A destination that :func:`.network_policy.target_refusal` refuses is never connected to: the host
 is resolved once, every address is checked, and the connection goes to a checked address.

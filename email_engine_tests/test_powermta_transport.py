@@ -338,3 +338,11 @@ def test_the_next_n_messages_can_be_deferred_at_the_end_of_data():
         assert len(mta.received) == 5
     assert {r.status for r in results.values()} == {"sent"}
     assert session.verbs().count("DATA") == 8
+
+
+def test_an_unexpected_reply_after_the_data_is_unknown_not_failed():
+    with PowerMtaStandIn() as mta:
+        mta.fail("data", "354 what now", recipient="user1@example.com")
+        results = by_row(transport(mta).deliver([message(1), message(2)]))
+    assert results[1].status == "unknown" and "unexpected reply 354" in results[1].detail
+    assert results[2].status == "sent"
