@@ -6,7 +6,8 @@ the success / create / error envelopes, 201 on create, 409 on an existing subscr
 validation (campaign content without ``[UNSUBSCRIBE_URL]`` included), pagination with a string
 ``count``, per-record ``errors`` from the bulk call (never a 409), and the pause-unpause toggle.
 Test knobs: ``latency`` per call, ``fail_next(n)`` 500s, ``throttle_next(n, retry_after)`` 429s,
-``blacklist`` of emails, and ``calls`` recording (method, path) of every request.
+``blacklist`` of emails, ``canned`` raw answers (malformed replies), and ``calls`` recording
+(method, path) of every request.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 SIGNATURE_MAX_AGE_S = 900
@@ -68,6 +69,7 @@ class MailwizzState:
     failing: tuple[str, str] | None = None  # (method, path) the next failures apply to; None: any call
     throttles: int = 0
     retry_after: str = "0"
+    canned: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # (method, path) -> raw answer
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_next(self, n: int = 1, only: tuple[str, str] | None = None) -> None:
@@ -150,6 +152,9 @@ def build_app(state: MailwizzState) -> Starlette:
                 state.calls.append((request.method, request.url.path))
             if state.latency:
                 await anyio.sleep(state.latency)
+            canned = state.canned.get((request.method, request.url.path))
+            if canned:
+                return Response(canned[1], status_code=canned[0], media_type="application/json")
             refusal = _check_auth(state, request, form_pairs)
             if refusal:
                 return _error(400, refusal)

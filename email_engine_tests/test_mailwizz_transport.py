@@ -229,3 +229,63 @@ def test_an_oversized_answer_is_refused():
                     client.get("lists")
         finally:
             mailwizz_client.MAX_RESPONSE_BYTES = old
+
+
+def test_a_signature_older_than_900_seconds_is_refused(mailwizz):
+    import httpx
+
+    from email_engine_resources.mailwizz_client import signature
+
+    url, state = mailwizz
+    stamp = str(int(time.time()) - 1000)
+    special = {"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": stamp, "X-MW-REMOTE-ADDR": ""}
+    sign = signature(state.private_key, "GET", f"{url}/lists", [], special, [])
+    answer = httpx.get(f"{url}/lists", headers={"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": stamp, "X-MW-SIGNATURE": sign})
+    assert answer.status_code == 400 and "expired" in answer.json()["error"]
+    fresh = str(int(time.time()))
+    sign = signature(state.private_key, "GET", f"{url}/lists", [], {**special, "X-MW-TIMESTAMP": fresh}, [])
+    assert httpx.get(f"{url}/lists", headers={"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": fresh, "X-MW-SIGNATURE": sign}).status_code == 200
+
+
+def test_an_unanswered_campaign_create_is_unknown_and_a_rerun_completes_it(mailwizz):
+    url, state = mailwizz
+    state.fail_next(1, only=("POST", "/api/campaigns"))
+    with instance(url) as mw:
+        results = mw.hand_off(handoff(people(2)))
+    assert {r.status for r in results} == {"unknown"} and state.campaigns == {}
+    with instance(url) as mw:
+        assert {r.status for r in mw.hand_off(handoff(people(2)))} == {"handed_off"}
+    assert len(state.campaigns) == 1 and len(state.lists) == 1
+
+
+def test_a_list_the_instance_cannot_take_raises_before_any_campaign_exists(mailwizz):
+    url, state = mailwizz
+    with instance(url, retries=1) as mw:
+        uid = mw.ensure_list("acme.spring.promo-en", from_name="a", from_email="a@b.example", reply_to="")
+        state.fail_next(10, only=("POST", f"/api/lists/{uid}/subscribers/bulk"))
+        with pytest.raises(MailwizzError, match="500"):
+            mw.hand_off(handoff(people(2)))
+    assert state.campaigns == {}  # nothing will be sent: the campaign comes last
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"<html>oops</html>", "not JSON"),
+    (b'{"status": "success", "data": {"records": "x", "total_pages": 1}}', "records"),
+    (b'{"status": "success", "data": {"records": [], "total_pages": "many"}}', "total_pages"),
+    (b"[" * 100000, "not JSON"),
+])
+def test_malformed_answers_are_clear_errors(mailwizz, body, problem):
+    url, state = mailwizz
+    state.canned[("GET", "/api/lists")] = (200, body)
+    with MailwizzClient(url, KEY, allow_private=True) as client, pytest.raises(MailwizzError, match=problem) as caught:
+        list(client.pages("lists"))
+    assert len(str(caught.value)) < 400
+
+
+def test_tenant_file_refuses_an_unknown_time_zone():
+    from pydantic import ValidationError
+
+    from email_engine_assets.tenancy.sending import MailwizzTransport
+
+    with pytest.raises(ValidationError, match="time zone"):
+        MailwizzTransport(name="mw", kind="mailwizz", base_url="https://mw.example/api", api_key={"env": "K"}, timezone="Mars/Olympus")
