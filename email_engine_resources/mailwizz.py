@@ -96,6 +96,8 @@ class MailwizzInstance:
         backoff_initial: float = 0.5,
     ):
         ZoneInfo(timezone)  # an unknown zone fails here, not at the first send
+        if not 1 <= bulk_size <= 10_000:
+            raise ValueError("bulk_size must be between 1 and 10000")
         self.timezone = timezone
         self.bulk_size = bulk_size
         self.client = MailwizzClient(

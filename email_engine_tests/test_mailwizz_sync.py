@@ -230,3 +230,52 @@ def test_the_plan_is_a_pure_diff():
     plan = plan_sync(named, state)
     assert plan.counts() == {"add": 1, "update": 0, "unsubscribe": 1, "remove": 1}
     assert plan.add["contact_id"].to_list() == [1] and plan.remove["contact_id"].to_list() == [3]
+
+
+def test_every_synced_instance_of_the_tenant_gets_its_own_lists_and_state(engine, workspace, instance, mailwizz):
+    url, state = mailwizz
+    with running_mailwizz(MailwizzState()) as (url2, state2):
+        block = "    sync:\n      from_name: Acme\n      from_email: news@acme.example\n"
+        workspace.tenant("acme", f"""\
+id: acme
+name: Acme
+sources:
+  - id: crm
+transports:
+  - {{name: mw-eu, kind: mailwizz, base_url: "{url}", api_key: {{env: {KEY_ENV}}}, allow_private: true}}
+  - name: mw-us
+    kind: mailwizz
+    base_url: "{url2}"
+    api_key: {{env: {KEY_ENV}}}
+    allow_private: true
+{block}""")
+        seed(engine)
+        sync(instance)
+        assert state.calls == []  # mw-eu has no sync block
+        assert sum(len(v) for v in members(state2).values()) == 3
+        workspace.tenant("acme", f"""\
+id: acme
+name: Acme
+sources:
+  - id: crm
+transports:
+  - name: mw-eu
+    kind: mailwizz
+    base_url: "{url}"
+    api_key: {{env: {KEY_ENV}}}
+    allow_private: true
+    sync: {{from_name: Acme, from_email: news@acme.example, list_prefix: "eu-"}}
+  - name: mw-us
+    kind: mailwizz
+    base_url: "{url2}"
+    api_key: {{env: {KEY_ENV}}}
+    allow_private: true
+{block}""")
+        state2.calls.clear()
+        meta = sync(instance).asset_materializations_for_node("mailwizz_subscribers")[0].metadata
+        assert meta["per_instance"].value["mw-eu"]["added"] == 3 and "added" not in meta["per_instance"].value["mw-us"]
+        assert set(members(state)) == {"eu-acme.shoes.fr", "eu-acme.general.en"}
+        assert state2.calls == []
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text("SELECT instance, count(*) FROM mailwizz_subscribers GROUP BY instance")).all())
+    assert rows == {"mw-eu": 3, "mw-us": 3}

@@ -289,3 +289,19 @@ def test_tenant_file_refuses_an_unknown_time_zone():
 
     with pytest.raises(ValidationError, match="time zone"):
         MailwizzTransport(name="mw", kind="mailwizz", base_url="https://mw.example/api", api_key={"env": "K"}, timezone="Mars/Olympus")
+
+
+def test_an_error_that_echoes_the_key_is_redacted(mailwizz):
+    url, state = mailwizz
+    state.canned[("GET", "/api/lists")] = (422, f'{{"status": "error", "error": "bad key {KEY}"}}'.encode())
+    with MailwizzClient(url, KEY, allow_private=True) as client, pytest.raises(MailwizzError) as caught:
+        client.get("lists")
+    assert KEY not in str(caught.value) and "[key]" in str(caught.value)
+
+
+def test_retry_after_is_capped():
+    from email_engine_resources.mailwizz_client import MAX_RETRY_AFTER_S, _retry_after
+
+    assert _retry_after("99999") == MAX_RETRY_AFTER_S
+    assert _retry_after("-5") == 0.0
+    assert _retry_after("Wed, 21 Oct 2026 07:28:00 GMT") is None  # the regular backoff applies
