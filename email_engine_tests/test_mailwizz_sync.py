@@ -279,3 +279,32 @@ transports:
     with engine.connect() as conn:
         rows = dict(conn.execute(sa.text("SELECT instance, count(*) FROM mailwizz_subscribers GROUP BY instance")).all())
     assert rows == {"mw-eu": 3, "mw-us": 3}
+
+
+def test_an_unreachable_instance_fails_the_run_after_the_others_are_synced(engine, workspace, instance, mailwizz):
+    url, state = mailwizz
+    workspace.tenant("acme", f"""\
+id: acme
+name: Acme
+sources:
+  - id: crm
+transports:
+  - name: down
+    kind: mailwizz
+    base_url: "http://127.0.0.1:9/api"
+    api_key: {{env: {KEY_ENV}}}
+    allow_private: true
+    retries: 0
+    sync: {{from_name: Acme, from_email: news@acme.example}}
+  - name: up
+    kind: mailwizz
+    base_url: "{url}"
+    api_key: {{env: {KEY_ENV}}}
+    allow_private: true
+    sync: {{from_name: Acme, from_email: news@acme.example}}
+""")
+    seed(engine)
+    with pytest.raises(dg.Failure, match="'down'.*cannot connect") as caught:
+        sync(instance)
+    assert "test-public-key" not in str(caught.value)
+    assert sum(len(v) for v in members(state).values()) == 3

@@ -46,20 +46,23 @@ def mailwizz_subscribers(
     engine = db.engine()
     per_instance: dict[str, dict[str, int]] = {}
     with tenant_work_lock(engine, "mailwizz_subscribers", tenant.id):
-        with engine.connect() as conn:
-            ranges = contact_ranges(conn, tenant.id, config.contacts_per_chunk)
-        for transport in transports:
+        ranges = []
+        if transports:
+            with engine.connect() as conn:
+                ranges = contact_ranges(conn, tenant.id, config.contacts_per_chunk)
+        failures = []
+        for transport in transports:  # one instance down does not hold the others back
             try:
-                mw = mailwizz_instance(transport, bulk_size=config.bulk_size)
-            except LookupError as exc:
-                raise dg.Failure(f"mailwizz transport {transport.name!r}: {exc}") from None
-            with mw:
-                try:
+                with mailwizz_instance(transport, bulk_size=config.bulk_size) as mw:
                     totals = sync_instance(engine, tenant, transport, mw, ranges)
-                except MailwizzError as exc:
-                    raise dg.Failure(f"mailwizz transport {transport.name!r}: {exc}") from None
-                totals["api_calls"] = mw.client.calls
+                    totals["api_calls"] = mw.client.calls
+            except (LookupError, MailwizzError) as exc:
+                failures.append(f"mailwizz transport {transport.name!r}: {exc}")
+                continue
             per_instance[transport.name] = dict(totals)
+    if failures:
+        # What was pushed before the error is in the state table: the next run goes on from there.
+        raise dg.Failure("\n".join(failures), metadata={"synced": dg.MetadataValue.json(per_instance)})
     overall: Counter[str] = Counter()
     for totals in per_instance.values():
         overall.update({k: v for k, v in totals.items() if k != "sendable"})
