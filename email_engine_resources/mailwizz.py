@@ -11,7 +11,8 @@ any point) never makes a second list, subscriber or campaign:
    any other case is ``failed`` with the reason;
 4. last, the campaign named ``delivery.name`` on that list (found by name, or created with the
    base64 HTML and ``send_at`` in the instance's time zone). It comes last so that MailWizz never
-   starts on a half-filled list.
+   starts on a half-filled list. A subscriber newly added to the list of a campaign that is
+   already sent is ``failed``: MailWizz mails nobody new for it.
 
 Content without ``[UNSUBSCRIBE_URL]`` is refused before any call. A refused campaign create
 marks every recipient ``failed``; a create whose answer was lost and whose campaign cannot be
@@ -43,6 +44,8 @@ DEFAULT_FIELDS: dict[str, str] = {"EMAIL": "email", "FNAME": "first_name", "LNAM
 HANDED_OFF_STATUSES = frozenset({"confirmed"})
 BULK_SIZE = 100
 PAUSABLE = frozenset({"pending-sending", "sending", "processing"})
+# A campaign in these states mails nobody new: a subscriber added now is not handed off.
+FINISHED = frozenset({"sent", "pending-delete", "blocked"})
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -306,12 +309,16 @@ class MailwizzInstance:
         tags = {**DEFAULT_FIELDS, **delivery.custom_fields}
         subscribers = [Subscriber(r.email, {tag: r.fields.get(f) for tag, f in tags.items() if tag != "EMAIL"})
                        for r in delivery.recipients]
+        finished = self.status(delivery.name) if self.find_campaign(delivery.name) else ""
+        finished = finished if finished in FINISHED else ""
         pushed = self.push_subscribers(list_uid, subscribers)
         campaign_refusal = self._ensure_campaign(delivery, list_uid)
         results = []
         for recipient, push in zip(delivery.recipients, pushed, strict=True):
             if campaign_refusal is not None:
                 results.append(DeliveryResult(recipient.row_id, *campaign_refusal))
+            elif finished and not push.existed:
+                results.append(DeliveryResult(recipient.row_id, "failed", f"the MailWizz campaign is already {finished}"))
             elif push.subscriber_uid and push.status in HANDED_OFF_STATUSES:
                 results.append(DeliveryResult(recipient.row_id, "handed_off"))
             elif push.subscriber_uid:

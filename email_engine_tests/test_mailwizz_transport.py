@@ -305,3 +305,14 @@ def test_retry_after_is_capped():
     assert _retry_after("99999") == MAX_RETRY_AFTER_S
     assert _retry_after("-5") == 0.0
     assert _retry_after("Wed, 21 Oct 2026 07:28:00 GMT") is None  # the regular backoff applies
+
+
+def test_recipients_added_after_the_campaign_was_sent_are_not_handed_off(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        mw.hand_off(handoff(people(2)))
+    next(iter(state.campaigns.values()))["status"] = "sent"
+    with instance(url) as mw:
+        results = {r.row_id: r for r in mw.hand_off(handoff(people(3)))}
+    assert [results[i].status for i in range(2)] == ["handed_off", "handed_off"]
+    assert results[2].status == "failed" and "already sent" in results[2].detail
