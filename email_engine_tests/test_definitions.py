@@ -24,11 +24,12 @@ def test_definitions_load_with_both_partition_dimensions():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments"}
+    assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments",
+                    "mailwizz_subscribers"}
     imports = graph.get(dg.AssetKey("contact_imports")).partitions_def
     assert isinstance(imports, dg.MultiPartitionsDefinition)
     assert {d.name for d in imports.partitions_defs} == {"tenant", "source"}
-    for key in ("contacts", "email_validations", "contact_enrichment", "tag_assignments"):
+    for key in ("contacts", "email_validations", "contact_enrichment", "tag_assignments", "mailwizz_subscribers"):
         node = graph.get(dg.AssetKey(key))
         assert node.partitions_def.name == "tenant"
         assert node.automation_condition is not None  # follows upstream by declarative automation

@@ -136,7 +136,7 @@ def test_sensor_import_then_automation_builds_contacts_and_verdicts(engine, work
     automated = automation.until_quiet()
     # one run per tenant: contacts, and the quality assets after it in the same run (eager requests
     # the downstream assets of what it requests)
-    everything = ["contact_enrichment", "contacts", "email_validations", "tag_assignments"]
+    everything = ["contact_enrichment", "contacts", "email_validations", "mailwizz_subscribers", "tag_assignments"]
     assert sorted((run.tags["dagster/partition"], selection) for selection, run in automated) == [
         ("acme", everything), ("globex", everything),
     ]

@@ -16,6 +16,7 @@ from email_engine_assets.quality.verdict import (
     MAILBOX_STATUSES,
     VERDICTS,
 )
+from email_engine_assets.sync.diff import SYNC_STATES
 from email_engine_resources import dns_client, smtp_probe_client
 
 # (table, column) -> the Python vocabulary its CHECK constraint must list
@@ -26,6 +27,7 @@ CHECKED = {
     ("dns_cache", "status"): dns_client.STATUSES,
     ("import_files", "status"): LEDGER_STATUSES,
     ("suppressions", "reason"): SUPPRESSION_REASONS,
+    ("mailwizz_subscribers", "state"): SYNC_STATES,
 }
 
 

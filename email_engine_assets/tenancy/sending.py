@@ -15,6 +15,7 @@ import ipaddress
 import os
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -81,8 +82,25 @@ class PowerMtaTransport(Strict):
     accounting_dir: str | None = None
 
 
+class MailwizzSyncSettings(Strict):
+    """``sync:`` on a mailwizz transport: ``mailwizz_subscribers`` keeps the instance's standing lists.
+
+    One list per (category, language) of the tenant's sendable contacts; a list is created with
+    these sender defaults (MailWizz requires them on every list).
+    """
+
+    from_name: Annotated[str, Field(min_length=1, max_length=200)]
+    from_email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    reply_to: str | None = None
+    list_prefix: Annotated[str, Field(max_length=60)] = ""
+
+
 class MailwizzTransport(Strict):
-    """A MailWizz instance's REST API; MailWizz does the sending."""
+    """A MailWizz instance's REST API; MailWizz does the sending.
+
+    With ``sync`` set, the instance also receives the tenant's sendable contacts
+    (``mailwizz_subscribers``); without it the instance only gets campaign lists.
+    """
 
     name: Slug
     kind: Literal["mailwizz"]
@@ -94,6 +112,16 @@ class MailwizzTransport(Strict):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retries: int = Field(default=4, ge=0, le=10)
     allow_private: bool = False
+    sync: MailwizzSyncSettings | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; expected an IANA name such as UTC or Europe/Paris") from None
+        return value
 
     @field_validator("base_url")
     @classmethod

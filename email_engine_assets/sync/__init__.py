@@ -1,0 +1,1 @@
+"""Sync: the tenant's sendable contacts kept in the standing lists of its MailWizz instances."""

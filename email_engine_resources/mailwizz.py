@@ -1,0 +1,346 @@
+"""MailWizz as a transport: the ledger hands a list over, MailWizz sends (REFERENCE.md, MailWizz).
+
+:meth:`MailwizzInstance.hand_off` takes a :class:`~.delivery.ListHandOff` (one per our campaign and
+chosen template) and, every step found before it is created, so that a re-run (after a crash at
+any point) never makes a second list, subscriber or campaign:
+
+1. the list named ``delivery.name`` (found by name, or created with the sender defaults);
+2. the custom list fields the content needs (``custom_fields``: tag -> contact field);
+3. the subscribers, in bulk calls; a per-record error (an existing subscriber, a blacklisted
+   address) is followed by a search-by-email: an existing confirmed subscriber is handed off,
+   any other case is ``failed`` with the reason;
+4. last, the campaign named ``delivery.name`` on that list (found by name, or created with the
+   base64 HTML and ``send_at`` in the instance's time zone). It comes last so that MailWizz never
+   starts on a half-filled list. A subscriber newly added to the list of a campaign that is
+   already sent is ``failed``: MailWizz mails nobody new for it.
+
+Content without ``[UNSUBSCRIBE_URL]`` is refused before any call. A refused campaign create
+marks every recipient ``failed``; a create whose answer was lost and whose campaign cannot be
+found marks them ``unknown`` (the ledger does not resend those on its own). :meth:`pause` and
+:meth:`resume` read the status first, because MailWizz's ``pause-unpause`` toggles.
+
+Built from plain values (the tenant file's secrets are read by the caller when it builds one):
+this module never imports the Dagster definitions.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from email_engine_resources.delivery import DeliveryResult, ListHandOff, ListRecipient
+from email_engine_resources.mailwizz_client import (
+    MailwizzClient,
+    MailwizzError,
+    excerpt,
+)
+
+UNSUBSCRIBE_TAG = "[UNSUBSCRIBE_URL]"
+# Contact fields behind MailWizz's default list fields; other fields need custom list fields.
+DEFAULT_FIELDS: dict[str, str] = {"EMAIL": "email", "FNAME": "first_name", "LNAME": "last_name"}
+HANDED_OFF_STATUSES = frozenset({"confirmed"})
+BULK_SIZE = 100
+PAUSABLE = frozenset({"pending-sending", "sending", "processing"})
+# A campaign in these states mails nobody new: a subscriber added now is not handed off.
+FINISHED = frozenset({"sent", "pending-delete", "blocked"})
+SEND_AT_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A subscriber to push: its email and list field values (by tag)."""
+
+    email: str
+    fields: Mapping[str, str | None]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Where a pushed subscriber ended up: its uid and MailWizz status, or the reason it was refused."""
+
+    email: str
+    subscriber_uid: str | None
+    status: str | None
+    error: str = ""
+    existed: bool = False
+
+
+def send_at_text(when: datetime | None, timezone: str) -> str:
+    """``Y-m-d H:i:s`` in the instance's time zone (naive datetimes are taken as UTC); now when ``None``."""
+    moment = when or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo(timezone)).strftime(SEND_AT_FORMAT)
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start: start + size]
+
+
+class MailwizzInstance:
+    """One MailWizz instance (one customer's API keys). ``repr`` shows the URL, never a key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        api_version: str = "2",
+        private_key: str | None = None,
+        timezone: str = "UTC",
+        timeout: float = 30.0,
+        retries: int = 4,
+        allow_private: bool = False,
+        bulk_size: int = BULK_SIZE,
+        backoff_initial: float = 0.5,
+    ):
+        ZoneInfo(timezone)  # an unknown zone fails here, not at the first send
+        if not 1 <= bulk_size <= 10_000:
+            raise ValueError("bulk_size must be between 1 and 10000")
+        self.timezone = timezone
+        self.bulk_size = bulk_size
+        self.client = MailwizzClient(
+            base_url, api_key, api_version=api_version, private_key=private_key, timeout=timeout,
+            retries=retries, allow_private=allow_private, backoff_initial=backoff_initial,
+        )
+        self._lists: dict[str, str] = {}
+        self._campaigns: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"MailwizzInstance({self.client.base_url!r}, timezone={self.timezone!r})"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> MailwizzInstance:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- lists and fields --------------------------------------------------------------------
+
+    def find_list(self, name: str) -> str | None:
+        if name in self._lists:
+            return self._lists[name]
+        for record in self.client.pages("lists"):
+            general = record.get("general") if isinstance(record.get("general"), dict) else record
+            if general.get("name") == name and general.get("list_uid"):
+                self._lists[name] = str(general["list_uid"])
+                return self._lists[name]
+        return None
+
+    def ensure_list(self, name: str, *, from_name: str, from_email: str, reply_to: str, subject: str = "") -> str:
+        """The uid of the list called ``name``, created if there is none."""
+        found = self.find_list(name)
+        if found:
+            return found
+        data = {
+            "general": {"name": name, "description": name, "opt_in": "single", "opt_out": "single"},
+            "defaults": {"from_name": from_name, "from_email": from_email, "reply_to": reply_to or from_email,
+                         "subject": subject},
+        }
+        try:
+            uid = self.client.post("lists", data).get("list_uid")
+        except MailwizzError as exc:
+            if exc.definitive:
+                raise
+            uid = self.find_list(name)  # the create may have gone through before the answer was lost
+            if not uid:
+                raise
+        if not uid:
+            raise MailwizzError(201, "POST lists: the answer holds no list_uid")
+        self._lists[name] = str(uid)
+        return self._lists[name]
+
+    def ensure_fields(self, list_uid: str, tags: Iterable[str]) -> list[str]:
+        """Create the text fields among ``tags`` the list lacks; returns the tags created."""
+        wanted = [t for t in dict.fromkeys(tags) if t not in DEFAULT_FIELDS]
+        if not wanted:
+            return []
+        data = self.client.get(f"lists/{list_uid}/fields").get("data") or {}
+        have = {str(r.get("tag")) for r in data.get("records") or [] if isinstance(r, dict)}
+        created = []
+        for tag in wanted:
+            if tag in have:
+                continue
+            try:
+                self.client.post(f"lists/{list_uid}/fields",
+                                 {"type": "text", "label": tag.replace("_", " ").title(), "tag": tag,
+                                  "required": "no", "visibility": "visible"}, idempotent=True)
+            except MailwizzError as exc:
+                if not (exc.status == 422 and "taken" in exc.message):  # made by an earlier, interrupted run
+                    raise
+            created.append(tag)
+        return created
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def push_subscribers(self, list_uid: str, subscribers: Sequence[Subscriber]) -> list[PushResult]:
+        """Add ``subscribers`` in bulk calls; one result per subscriber, in order.
+
+        An address the list already holds comes back as a per-record error and is then looked up
+        by email (``existed=True``); its values are not changed here (:meth:`update_subscriber`).
+        """
+        results: list[PushResult] = []
+        for chunk in _chunks(list(subscribers), self.bulk_size):
+            body = {"subscribers": [{**{k: v for k, v in s.fields.items() if v is not None}, "EMAIL": s.email} for s in chunk]}
+            data = self.client.post(f"lists/{list_uid}/subscribers/bulk", body, idempotent=True).get("data") or {}
+            records = data.get("records") if isinstance(data, dict) else None
+            if not isinstance(records, list) or len(records) != len(chunk):
+                raise MailwizzError(201, f"POST lists/{list_uid}/subscribers/bulk: expected {len(chunk)} records in the answer")
+            for sub, record in zip(chunk, records, strict=True):
+                results.append(self._bulk_result(list_uid, sub, record if isinstance(record, dict) else {}))
+        return results
+
+    def _bulk_result(self, list_uid: str, sub: Subscriber, record: dict) -> PushResult:
+        errors = record.get("errors")
+        data = record.get("data") if isinstance(record.get("data"), dict) else {}
+        if not errors and data.get("subscriber_uid"):
+            return PushResult(sub.email, str(data["subscriber_uid"]), str(data.get("status") or "confirmed"))
+        reason = "; ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else str(errors or "no uid")
+        found = self.find_subscriber(list_uid, sub.email)
+        if found:
+            return PushResult(sub.email, found[0], found[1], existed=True)
+        return PushResult(sub.email, None, None, error=excerpt(reason, 200))
+
+    def find_subscriber(self, list_uid: str, email: str) -> tuple[str, str] | None:
+        """(subscriber_uid, status) of ``email`` in the list, or ``None``."""
+        try:
+            data = self.client.get(f"lists/{list_uid}/subscribers/search-by-email", {"EMAIL": email}).get("data") or {}
+        except MailwizzError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        uid = data.get("subscriber_uid") if isinstance(data, dict) else None
+        return (str(uid), str(data.get("status") or "")) if uid else None
+
+    def update_subscriber(self, list_uid: str, subscriber_uid: str, fields: Mapping[str, str | None]) -> None:
+        self.client.put(f"lists/{list_uid}/subscribers/{subscriber_uid}", {k: v or "" for k, v in fields.items()})
+
+    def unsubscribe(self, list_uid: str, subscriber_uid: str) -> None:
+        """Unsubscribe (idempotent; a subscriber MailWizz no longer has counts as done)."""
+        try:
+            self.client.put(f"lists/{list_uid}/subscribers/{subscriber_uid}/unsubscribe")
+        except MailwizzError as exc:
+            if exc.status != 404:
+                raise
+
+    def remove(self, list_uid: str, subscriber_uid: str) -> None:
+        try:
+            self.client.delete(f"lists/{list_uid}/subscribers/{subscriber_uid}")
+        except MailwizzError as exc:
+            if exc.status != 404:
+                raise
+
+    # -- campaigns -----------------------------------------------------------------------------
+
+    def find_campaign(self, name: str) -> str | None:
+        if name in self._campaigns:
+            return self._campaigns[name]
+        for record in self.client.pages("campaigns"):
+            if record.get("name") == name and record.get("campaign_uid"):
+                self._campaigns[name] = str(record["campaign_uid"])
+                return self._campaigns[name]
+        return None
+
+    def status(self, name: str) -> str:
+        """The MailWizz status of the campaign called ``name`` (``MailwizzError`` 404 when there is none)."""
+        uid = self._campaign_uid(name)
+        record = (self.client.get(f"campaigns/{uid}").get("data") or {}).get("record") or {}
+        return str(record.get("status") or "")
+
+    def pause(self, name: str) -> str:
+        return self._toggle(name, pause=True)
+
+    def resume(self, name: str) -> str:
+        return self._toggle(name, pause=False)
+
+    def _toggle(self, name: str, *, pause: bool) -> str:
+        current = self.status(name)
+        if (pause and current == "paused") or (not pause and current != "paused"):
+            return current  # already where asked: a second toggle would undo it
+        if pause and current not in PAUSABLE:
+            raise MailwizzError(422, f"campaign {excerpt(name, 80)} is {current}: it cannot be paused")
+        try:
+            self.client.put(f"campaigns/{self._campaign_uid(name)}/pause-unpause", idempotent=False)
+        except MailwizzError as exc:
+            if exc.definitive:
+                raise
+        return self.status(name)  # read back: a lost answer may still have toggled
+
+    def _campaign_uid(self, name: str) -> str:
+        uid = self.find_campaign(name)
+        if uid is None:
+            raise MailwizzError(404, f"no MailWizz campaign is called {excerpt(name, 80)}")
+        return uid
+
+    def _create_campaign(self, delivery: ListHandOff, list_uid: str) -> str:
+        template = {"content": base64.b64encode(delivery.html.encode()).decode(), "inline_css": "no"}
+        if delivery.text:
+            template["plain_text"] = base64.b64encode(delivery.text.encode()).decode()
+        else:
+            template["auto_plain_text"] = "yes"
+        data = {"campaign": {
+            "name": delivery.name, "type": "regular", "from_name": delivery.from_name, "from_email": delivery.from_email,
+            "subject": delivery.subject, "reply_to": delivery.reply_to or delivery.from_email,
+            "send_at": send_at_text(delivery.send_at, self.timezone), "list_uid": list_uid,
+            "options": {"url_tracking": "yes", "open_tracking": "yes"}, "template": template,
+        }}
+        uid = self.client.post("campaigns", data).get("campaign_uid")
+        if not uid:
+            raise MailwizzError(201, "POST campaigns: the answer holds no campaign_uid")
+        self._campaigns[delivery.name] = str(uid)
+        return self._campaigns[delivery.name]
+
+    # -- the ledger's call ---------------------------------------------------------------------
+
+    def hand_off(self, delivery: ListHandOff) -> list[DeliveryResult]:
+        """One result per recipient: ``handed_off``, or ``failed`` / ``unknown`` with the reason."""
+        if UNSUBSCRIBE_TAG not in delivery.html:
+            return _all(delivery.recipients, "failed", f"the content lacks {UNSUBSCRIBE_TAG}: MailWizz refuses it")
+        list_uid = self.ensure_list(delivery.name, from_name=delivery.from_name, from_email=delivery.from_email,
+                                    reply_to=delivery.reply_to, subject=delivery.subject)
+        self.ensure_fields(list_uid, delivery.custom_fields)
+        tags = {**DEFAULT_FIELDS, **delivery.custom_fields}
+        subscribers = [Subscriber(r.email, {tag: r.fields.get(f) for tag, f in tags.items() if tag != "EMAIL"})
+                       for r in delivery.recipients]
+        finished = self.status(delivery.name) if self.find_campaign(delivery.name) else ""
+        finished = finished if finished in FINISHED else ""
+        pushed = self.push_subscribers(list_uid, subscribers)
+        campaign_refusal = self._ensure_campaign(delivery, list_uid)
+        results = []
+        for recipient, push in zip(delivery.recipients, pushed, strict=True):
+            if campaign_refusal is not None:
+                results.append(DeliveryResult(recipient.row_id, *campaign_refusal))
+            elif finished and not push.existed:
+                results.append(DeliveryResult(recipient.row_id, "failed", f"the MailWizz campaign is already {finished}"))
+            elif push.subscriber_uid and push.status in HANDED_OFF_STATUSES:
+                results.append(DeliveryResult(recipient.row_id, "handed_off"))
+            elif push.subscriber_uid:
+                results.append(DeliveryResult(recipient.row_id, "failed", f"MailWizz subscriber status is {push.status}"))
+            else:
+                results.append(DeliveryResult(recipient.row_id, "failed", push.error or "refused by MailWizz"))
+        return results
+
+    def _ensure_campaign(self, delivery: ListHandOff, list_uid: str) -> tuple[str, str] | None:
+        """``None`` when the campaign exists or was created; else (status, detail) for every recipient."""
+        if self.find_campaign(delivery.name):
+            return None
+        try:
+            self._create_campaign(delivery, list_uid)
+            return None
+        except MailwizzError as exc:
+            if exc.definitive:
+                return "failed", f"campaign refused: {exc}"
+            if self.find_campaign(delivery.name):
+                return None
+            return "unknown", f"campaign create unconfirmed: {exc}"
+
+
+def _all(recipients: Sequence[ListRecipient], status: str, detail: str) -> list[DeliveryResult]:
+    return [DeliveryResult(r.row_id, status, detail) for r in recipients]

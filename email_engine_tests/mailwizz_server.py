@@ -1,0 +1,372 @@
+"""A MailWizz stand-in on loopback (Starlette on uvicorn) that follows REFERENCE.md's API contract.
+
+What it holds to: form-encoded bodies with PHP nesting (a JSON body is not read), 400 on bad auth
+(the 2.x ``X-Api-Key`` and the 1.x signature, with its 900 s timestamp window, are both checked),
+the success / create / error envelopes, 201 on create, 409 on an existing subscriber, 422 on
+validation (campaign content without ``[UNSUBSCRIBE_URL]`` included), pagination with a string
+``count``, per-record ``errors`` from the bulk call (never a 409), and the pause-unpause toggle.
+Test knobs: ``latency`` per call, ``fail_next(n)`` 500s, ``throttle_next(n, retry_after)`` 429s,
+``blacklist`` of emails, ``canned`` raw answers (malformed replies), and ``calls`` recording
+(method, path) of every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+SIGNATURE_MAX_AGE_S = 900
+
+
+def parse_php_form(pairs: list[tuple[str, str]]) -> dict:
+    """``a[b][0]=x`` -> ``{"a": {"b": {"0": "x"}}}`` (PHP arrays: keys stay strings)."""
+    out: dict = {}
+    for name, value in pairs:
+        parts = re.findall(r"[^\[\]]+|\[\]", name)
+        if not parts:
+            continue
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = node[part] = {}
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:13]
+
+
+@dataclass
+class MailwizzState:
+    api_key: str = "test-public-key"
+    private_key: str = "test-private-key"
+    latency: float = 0.0
+    lists: dict[str, dict] = field(default_factory=dict)
+    campaigns: dict[str, dict] = field(default_factory=dict)
+    blacklist: set[str] = field(default_factory=set)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    failures: int = 0
+    failing: tuple[str, str] | None = None  # (method, path) the next failures apply to; None: any call
+    throttles: int = 0
+    retry_after: str = "0"
+    canned: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # (method, path) -> raw answer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_next(self, n: int = 1, only: tuple[str, str] | None = None) -> None:
+        self.failures, self.failing = n, only
+
+    def throttle_next(self, n: int = 1, retry_after: str = "0") -> None:
+        self.throttles, self.retry_after = n, retry_after
+
+    def subscribers(self, list_uid: str) -> dict[str, dict]:
+        return self.lists[list_uid]["subscribers"]
+
+    def list_by_name(self, name: str) -> dict | None:
+        return next((v for v in self.lists.values() if v["name"] == name), None)
+
+    def campaign_by_name(self, name: str) -> dict | None:
+        return next((v for v in self.campaigns.values() if v["name"] == name), None)
+
+
+def _error(status: int, error) -> JSONResponse:
+    return JSONResponse({"status": "error", "error": error}, status_code=status)
+
+
+def _ok(data: dict, status: int = 200) -> JSONResponse:
+    return JSONResponse({"status": "success", "data": data}, status_code=status)
+
+
+def _page(request: Request, records: list[dict]) -> JSONResponse:
+    try:
+        page = max(int(request.query_params.get("page", "1")), 1)
+        per_page = min(max(int(request.query_params.get("per_page", "10")), 10), 50)
+    except ValueError:
+        return _error(422, "page and per_page must be numbers")
+    total_pages = (len(records) + per_page - 1) // per_page
+    chunk = records[(page - 1) * per_page: page * per_page]
+    return _ok({
+        "count": str(len(records)), "total_pages": total_pages, "current_page": page,
+        "next_page": page + 1 if page < total_pages else None, "prev_page": page - 1 if page > 1 else None,
+        "records": chunk,
+    })
+
+
+def _check_auth(state: MailwizzState, request: Request, body_pairs: list[tuple[str, str]]) -> str | None:
+    headers = request.headers
+    if "x-mw-signature" in headers:
+        public = headers.get("x-mw-public-key", "")
+        try:
+            stamp = int(headers.get("x-mw-timestamp", ""))
+        except ValueError:
+            return "Invalid API request timestamp."
+        if public != state.api_key:
+            return "Invalid API key."
+        if abs(time.time() - stamp) > SIGNATURE_MAX_AGE_S:
+            return "Your request expired."
+        special = {k: headers.get(k.lower(), "") for k in ("X-MW-PUBLIC-KEY", "X-MW-TIMESTAMP", "X-MW-REMOTE-ADDR")}
+        params = sorted([(k, v) for k, v in special.items() if v] + body_pairs, key=lambda p: p[0].split("[", 1)[0])
+        query = sorted(parse_qsl(request.url.query, keep_blank_values=True), key=lambda p: p[0].split("[", 1)[0])
+        url = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+        if query:
+            url += "?" + urlencode(query)
+        separator = "&" if request.method == "GET" and query else "?"
+        text = f"{request.method} {url}{separator}{urlencode(params)}"
+        expected = hmac.new(state.private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
+        if not hmac.compare_digest(expected, headers["x-mw-signature"]):
+            return "Invalid API request signature."
+        return None
+    key = headers.get("x-api-key") or headers.get("x-mw-public-key")
+    if key != state.api_key:
+        return "Invalid API key."
+    return None
+
+
+def build_app(state: MailwizzState) -> Starlette:
+    def endpoint(handler):
+        async def wrapped(request: Request):
+            raw = await request.body()
+            form_pairs = []
+            if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+                form_pairs = parse_qsl(raw.decode(), keep_blank_values=True)
+            with state.lock:
+                state.calls.append((request.method, request.url.path))
+            if state.latency:
+                await anyio.sleep(state.latency)
+            canned = state.canned.get((request.method, request.url.path))
+            if canned:
+                return Response(canned[1], status_code=canned[0], media_type="application/json")
+            refusal = _check_auth(state, request, form_pairs)
+            if refusal:
+                return _error(400, refusal)
+            with state.lock:
+                if state.throttles:
+                    state.throttles -= 1
+                    return JSONResponse({"status": "error", "error": "Too many requests"}, status_code=429,
+                                        headers={"Retry-After": state.retry_after})
+                if state.failures and state.failing in (None, (request.method, request.url.path)):
+                    state.failures -= 1
+                    return _error(500, "Internal server error")
+                return handler(request, parse_php_form(form_pairs), **request.path_params)
+
+        return wrapped
+
+    def lists_index(request, form):
+        return _page(request, [{"general": {"list_uid": uid, "name": v["name"]}} for uid, v in state.lists.items()])
+
+    def lists_create(request, form):
+        general, defaults = form.get("general") or {}, form.get("defaults") or {}
+        problems = {k: f"{k} cannot be blank." for k, v in (("name", general.get("name")), ("from_email", defaults.get("from_email")),
+                                                             ("from_name", defaults.get("from_name"))) if not v}
+        if problems:
+            return _error(422, problems)
+        uid = _uid()
+        fields = [{"tag": t, "label": t.title(), "required": "yes" if t == "EMAIL" else "no", "type": {"identifier": "text"}}
+                  for t in ("EMAIL", "FNAME", "LNAME")]
+        state.lists[uid] = {"list_uid": uid, "name": general["name"], "defaults": defaults, "fields": fields, "subscribers": {}}
+        return JSONResponse({"status": "success", "list_uid": uid}, status_code=201)
+
+    def lst(uid):
+        return state.lists.get(uid)
+
+    def fields_index(request, form, list_uid):
+        if not lst(list_uid):
+            return _error(404, "The subscribers list does not exist.")
+        return _ok({"records": lst(list_uid)["fields"]})
+
+    def fields_create(request, form, list_uid):
+        if not lst(list_uid):
+            return _error(404, "The subscribers list does not exist.")
+        tag, label = form.get("tag", ""), form.get("label", "")
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,49}", tag or "") or not label:
+            return _error(422, {"tag": "Tag must be upper case letters, digits and _; label is required."})
+        if any(f["tag"] == tag for f in lst(list_uid)["fields"]):
+            return _error(422, {"tag": "Tag has already been taken."})
+        lst(list_uid)["fields"].append({"tag": tag, "label": label, "required": "no", "type": {"identifier": "text"}})
+        return JSONResponse({"status": "success", "field_id": len(lst(list_uid)["fields"])}, status_code=201)
+
+    def _add(list_uid, values: dict) -> tuple[dict | None, dict | None]:
+        email = (values.get("EMAIL") or "").strip()
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            return None, {"EMAIL": "Email is not a valid email address."}
+        if email.lower() in state.blacklist:
+            return None, {"EMAIL": "This email address is blacklisted."}
+        subs = state.subscribers(list_uid)
+        if any(s["EMAIL"].lower() == email.lower() for s in subs.values()):
+            return None, {"EMAIL": "The subscriber already exists in this list."}
+        tags = {f["tag"] for f in lst(list_uid)["fields"]}
+        suid = _uid()
+        record = {"subscriber_uid": suid, "status": "confirmed", **{k: v for k, v in values.items() if k in tags}}
+        subs[suid] = record
+        return record, None
+
+    def subscribers_index(request, form, list_uid):
+        if not lst(list_uid):
+            return _error(404, "The subscribers list does not exist.")
+        return _page(request, list(state.subscribers(list_uid).values()))
+
+    def subscriber_create(request, form, list_uid):
+        if not lst(list_uid):
+            return _error(404, "The subscribers list does not exist.")
+        record, errors = _add(list_uid, form)
+        if errors:
+            exists = "already exists" in errors["EMAIL"] or "blacklisted" in errors["EMAIL"]
+            return _error(409 if exists else 422, errors if not exists else errors["EMAIL"])
+        return _ok({"record": record}, 201)
+
+    def subscribers_bulk(request, form, list_uid):
+        if not lst(list_uid):
+            return _error(404, "The subscribers list does not exist.")
+        given = form.get("subscribers")
+        if not isinstance(given, dict) or not given:
+            return _error(422, {"subscribers": "Please provide the subscribers."})
+        records = []
+        for key in sorted(given, key=lambda k: int(k) if k.isdigit() else 0):
+            values = given[key] if isinstance(given[key], dict) else {}
+            record, errors = _add(list_uid, values)
+            records.append({"data": record or dict(values), **({"errors": errors} if errors else {})})
+        return _ok({"records": records}, 201)
+
+    def search_by_email(request, form, list_uid):
+        if not lst(list_uid):
+            return _error(404, "The subscribers list does not exist.")
+        email = request.query_params.get("EMAIL", "").lower()
+        found = next((s for s in state.subscribers(list_uid).values() if s["EMAIL"].lower() == email), None)
+        if found is None:
+            return _error(404, "The subscriber does not exist in this list.")
+        return _ok({"subscriber_uid": found["subscriber_uid"], "status": found["status"], "date_added": "2026-01-01 00:00:00"})
+
+    def subscriber_update(request, form, list_uid, subscriber_uid):
+        subs = state.subscribers(list_uid) if lst(list_uid) else {}
+        if subscriber_uid not in subs:
+            return _error(404, "The subscriber does not exist in this list.")
+        tags = {f["tag"] for f in lst(list_uid)["fields"]}
+        subs[subscriber_uid].update({k: v for k, v in form.items() if k in tags and isinstance(v, str)})
+        status = (form.get("details") or {}).get("status")
+        if status:
+            subs[subscriber_uid]["status"] = status
+        return _ok({"record": subs[subscriber_uid]})
+
+    def subscriber_unsubscribe(request, form, list_uid, subscriber_uid):
+        subs = state.subscribers(list_uid) if lst(list_uid) else {}
+        if subscriber_uid not in subs:
+            return _error(404, "The subscriber does not exist in this list.")
+        subs[subscriber_uid]["status"] = "unsubscribed"
+        return _ok({})
+
+    def subscriber_delete(request, form, list_uid, subscriber_uid):
+        subs = state.subscribers(list_uid) if lst(list_uid) else {}
+        if subs.pop(subscriber_uid, None) is None:
+            return _error(404, "The subscriber does not exist in this list.")
+        return _ok({})
+
+    def campaigns_index(request, form):
+        return _page(request, [{"campaign_uid": uid, "name": c["name"], "status": c["status"]} for uid, c in state.campaigns.items()])
+
+    def campaign_create(request, form):
+        c = form.get("campaign") or {}
+        required = ("name", "from_name", "from_email", "subject", "reply_to", "send_at", "list_uid")
+        problems = {k: f"{k} cannot be blank." for k in required if not c.get(k)}
+        if problems:
+            return _error(422, problems)
+        if c["list_uid"] not in state.lists:
+            return _error(422, {"list_uid": "Provided list_uid does not exist."})
+        if not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", c["send_at"]):
+            return _error(422, {"send_at": "Send at must be Y-m-d H:i:s."})
+        try:
+            html = base64.b64decode((c.get("template") or {}).get("content", ""), validate=True).decode()
+        except ValueError:
+            return _error(422, {"template": "The content is not base64."})
+        if "[UNSUBSCRIBE_URL]" not in html:
+            return _error(422, {"content": "The following tags are required but were not found in your content: [UNSUBSCRIBE_URL]"})
+        uid = _uid()
+        state.campaigns[uid] = {"campaign_uid": uid, "name": c["name"], "status": c.get("status") or "pending-sending",
+                                "list_uid": c["list_uid"], "html": html, "fields": c}
+        return JSONResponse({"status": "success", "campaign_uid": uid}, status_code=201)
+
+    def campaign_view(request, form, campaign_uid):
+        c = state.campaigns.get(campaign_uid)
+        if c is None:
+            return _error(404, "The campaign does not exist.")
+        return _ok({"record": {"campaign_uid": campaign_uid, "name": c["name"], "status": c["status"],
+                               "list": {"list_uid": c["list_uid"]}}})
+
+    def campaign_toggle(request, form, campaign_uid):
+        c = state.campaigns.get(campaign_uid)
+        if c is None:
+            return _error(404, "The campaign does not exist.")
+        if c["status"] == "paused":
+            c["status"] = "sending"
+        elif c["status"] in ("pending-sending", "sending", "processing"):
+            c["status"] = "paused"
+        else:
+            return _error(422, "This campaign cannot be paused or unpaused.")
+        return _ok({"record": {"status": c["status"]}})
+
+    routes = [
+        Route("/api/lists", endpoint(lists_index), methods=["GET"]),
+        Route("/api/lists", endpoint(lists_create), methods=["POST"]),
+        Route("/api/lists/{list_uid}/fields", endpoint(fields_index), methods=["GET"]),
+        Route("/api/lists/{list_uid}/fields", endpoint(fields_create), methods=["POST"]),
+        Route("/api/lists/{list_uid}/subscribers", endpoint(subscribers_index), methods=["GET"]),
+        Route("/api/lists/{list_uid}/subscribers", endpoint(subscriber_create), methods=["POST"]),
+        Route("/api/lists/{list_uid}/subscribers/bulk", endpoint(subscribers_bulk), methods=["POST"]),
+        Route("/api/lists/{list_uid}/subscribers/search-by-email", endpoint(search_by_email), methods=["GET"]),
+        Route("/api/lists/{list_uid}/subscribers/{subscriber_uid}", endpoint(subscriber_update), methods=["PUT"]),
+        Route("/api/lists/{list_uid}/subscribers/{subscriber_uid}", endpoint(subscriber_delete), methods=["DELETE"]),
+        Route("/api/lists/{list_uid}/subscribers/{subscriber_uid}/unsubscribe", endpoint(subscriber_unsubscribe), methods=["PUT"]),
+        Route("/api/campaigns", endpoint(campaigns_index), methods=["GET"]),
+        Route("/api/campaigns", endpoint(campaign_create), methods=["POST"]),
+        Route("/api/campaigns/{campaign_uid}", endpoint(campaign_view), methods=["GET"]),
+        Route("/api/campaigns/{campaign_uid}/pause-unpause", endpoint(campaign_toggle), methods=["PUT"]),
+    ]
+
+    async def wrong_method(request, exc):
+        return _error(400, "Wrong request method.")
+
+    async def missing(request, exc):
+        return _error(404, "Page not found.")
+
+    return Starlette(routes=routes, exception_handlers={405: wrong_method, 404: missing})
+
+
+@contextmanager
+def running_mailwizz(state: MailwizzState | None = None) -> Iterator[tuple[str, MailwizzState]]:
+    """Serve the stand-in on 127.0.0.1 in a thread: yields (base_url, state)."""
+    state = state or MailwizzState()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(state), log_level="warning", lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the MailWizz stand-in did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/api", state
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

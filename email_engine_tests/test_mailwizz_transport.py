@@ -1,0 +1,318 @@
+"""The MailWizz transport against the loopback stand-in: hand-off, re-runs, auth, retries, limits."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from email_engine_resources.delivery import ListHandOff, ListRecipient
+from email_engine_resources.mailwizz import MailwizzInstance, send_at_text
+from email_engine_resources.mailwizz_client import (
+    MailwizzClient,
+    MailwizzError,
+    php_form,
+)
+from email_engine_tests.mailwizz_server import MailwizzState, running_mailwizz
+
+KEY = "test-public-key"
+
+
+@pytest.fixture
+def mailwizz():
+    with running_mailwizz() as (url, state):
+        yield url, state
+
+
+def instance(url: str, **kw) -> MailwizzInstance:
+    kw.setdefault("allow_private", True)
+    kw.setdefault("backoff_initial", 0.01)
+    return MailwizzInstance(url, kw.pop("api_key", KEY), **kw)
+
+
+def handoff(recipients, *, html="<p>Hi [FNAME] [PLAN]</p><a href='[UNSUBSCRIBE_URL]'>unsubscribe</a>", **kw) -> ListHandOff:
+    values = dict(
+        tenant_id="acme", campaign="spring", template="promo-en", name="acme.spring.promo-en", subject="Hello [FNAME]",
+        html=html, text=None, from_name="Acme", from_email="news@acme.example", reply_to="help@acme.example",
+        send_at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC), custom_fields={"PLAN": "plan"}, recipients=recipients,
+    )
+    values.update(kw)
+    return ListHandOff(**values)
+
+
+def people(n: int, start: int = 0) -> list[ListRecipient]:
+    return [ListRecipient(row_id=i, email=f"p{i}@example.com", fields={"first_name": f"P{i}", "plan": "gold"})
+            for i in range(start, start + n)]
+
+
+def test_php_form_nests_like_php():
+    assert php_form({"campaign": {"template": {"content": "eA=="}}, "subscribers": [{"EMAIL": "a@b.c"}], "x": None}) == [
+        ("campaign[template][content]", "eA=="), ("subscribers[0][EMAIL]", "a@b.c"),
+    ]
+
+
+def test_hand_off_creates_list_fields_subscribers_and_campaign(mailwizz):
+    url, state = mailwizz
+    with instance(url, timezone="Europe/Paris", bulk_size=10) as mw:
+        results = mw.hand_off(handoff(people(25)))
+    assert [r.status for r in results] == ["handed_off"] * 25
+    (lst,) = state.lists.values()
+    assert lst["name"] == "acme.spring.promo-en" and len(lst["subscribers"]) == 25
+    assert {f["tag"] for f in lst["fields"]} >= {"PLAN"}
+    sub = next(iter(lst["subscribers"].values()))
+    assert sub["FNAME"].startswith("P") and sub["PLAN"] == "gold"
+    (campaign,) = state.campaigns.values()
+    assert campaign["list_uid"] == lst["list_uid"]
+    assert campaign["fields"]["send_at"] == "2026-12-01 10:00:00"  # 09:00 UTC in Paris
+    assert base64.b64decode(campaign["fields"]["template"]["content"]).decode().endswith("unsubscribe</a>")
+    bulk_calls = [c for c in state.calls if c[1].endswith("/subscribers/bulk")]
+    assert len(bulk_calls) == 3  # 25 subscribers, 10 per call
+
+
+def test_a_rerun_creates_no_second_list_subscriber_or_campaign(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        mw.hand_off(handoff(people(5)))
+    with instance(url) as mw:  # a new process after a crash: nothing cached
+        results = mw.hand_off(handoff(people(7)))  # the same five and two more
+    assert [r.status for r in results] == ["handed_off"] * 7
+    assert len(state.lists) == 1 and len(state.campaigns) == 1
+    assert len(next(iter(state.lists.values()))["subscribers"]) == 7
+
+
+def test_blacklisted_and_unsubscribed_recipients_fail_with_the_reason(mailwizz):
+    url, state = mailwizz
+    state.blacklist.add("p1@example.com")
+    with instance(url) as mw:
+        mw.hand_off(handoff(people(3)))
+        lst = next(iter(state.lists.values()))
+        uid = next(s for s in lst["subscribers"].values() if s["EMAIL"] == "p2@example.com")["subscriber_uid"]
+        lst["subscribers"][uid]["status"] = "unsubscribed"
+        results = {r.row_id: r for r in mw.hand_off(handoff(people(3)))}
+    assert results[0].status == "handed_off"
+    assert results[1].status == "failed" and "blacklisted" in results[1].detail
+    assert results[2].status == "failed" and "unsubscribed" in results[2].detail
+
+
+def test_content_without_unsubscribe_tag_is_refused(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        results = mw.hand_off(handoff(people(2), html="<p>no way out</p>"))
+    assert {r.status for r in results} == {"failed"} and state.calls == []
+    # the stand-in holds the same rule: a direct create is a 422
+    with MailwizzClient(url, KEY, allow_private=True) as client:
+        list_uid = client.post("lists", {"general": {"name": "l"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})["list_uid"]
+        with pytest.raises(MailwizzError) as caught:
+            client.post("campaigns", {"campaign": {
+                "name": "c", "from_name": "a", "from_email": "a@b.example", "subject": "s", "reply_to": "a@b.example",
+                "send_at": "2026-01-01 00:00:00", "list_uid": list_uid, "template": {"content": base64.b64encode(b"x").decode()}}})
+    assert caught.value.status == 422 and "UNSUBSCRIBE_URL" in str(caught.value)
+
+
+def test_pause_and_resume_read_the_status_before_toggling(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        mw.hand_off(handoff(people(1)))
+        name = "acme.spring.promo-en"
+        assert mw.status(name) == "pending-sending"
+        assert mw.pause(name) == "paused"
+        assert mw.pause(name) == "paused"  # a second pause does not unpause
+        assert mw.resume(name) == "sending"
+        assert mw.resume(name) == "sending"
+        with pytest.raises(MailwizzError, match="404"):
+            mw.status("nope")
+
+
+def test_bad_key_is_a_400_whose_text_holds_no_key(mailwizz):
+    url, _ = mailwizz
+    secret = "wrong-key-s3cr3t"
+    with MailwizzClient(url, secret, allow_private=True) as client, pytest.raises(MailwizzError) as caught:
+        client.get("lists")
+    assert caught.value.status == 400
+    assert secret not in str(caught.value) and secret not in repr(client)
+
+
+def test_signed_1x_auth_is_checked(mailwizz):
+    url, state = mailwizz
+    with MailwizzClient(url, KEY, api_version="1", private_key=state.private_key, allow_private=True) as client:
+        uid = client.post("lists", {"general": {"name": "signed"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})["list_uid"]
+        assert client.get(f"lists/{uid}/fields")["data"]["records"]
+        assert list(client.pages("lists"))[0]["general"]["name"] == "signed"
+    with MailwizzClient(url, KEY, api_version="1", private_key="not-the-key", allow_private=True) as client, \
+            pytest.raises(MailwizzError, match="signature") as caught:
+        client.get("lists", {"b": "2", "a": "1"})
+    assert caught.value.status == 400 and "not-the-key" not in str(caught.value)
+
+
+def test_retries_on_500_and_429_with_retry_after(mailwizz):
+    url, state = mailwizz
+    state.fail_next(2)
+    with instance(url, retries=3) as mw:
+        assert mw.find_list("x") is None
+        state.throttle_next(1, retry_after="1")
+        started = time.monotonic()
+        assert mw.find_list("y") is None
+        assert time.monotonic() - started >= 0.9  # waited the server's Retry-After
+    state.fail_next(5)
+    with instance(url, retries=2) as mw, pytest.raises(MailwizzError) as caught:
+        mw.find_list("z")
+    assert caught.value.status == 500
+    state.failures = 0
+
+
+def test_a_create_is_not_retried_on_500_and_a_rerun_finds_it(mailwizz):
+    url, state = mailwizz
+    state.fail_next(1, only=("POST", "/api/lists"))
+    with instance(url, retries=3) as mw, pytest.raises(MailwizzError):
+        mw.ensure_list("once", from_name="a", from_email="a@b.example", reply_to="")
+    assert [c for c in state.calls if c == ("POST", "/api/lists")] == [("POST", "/api/lists")]
+    with instance(url) as mw:
+        uid = mw.ensure_list("once", from_name="a", from_email="a@b.example", reply_to="")
+        assert mw.ensure_list("once", from_name="a", from_email="a@b.example", reply_to="") == uid
+    assert len(state.lists) == 1
+
+
+def test_timeouts_are_bounded_and_retried(mailwizz):
+    url, state = mailwizz
+    state.latency = 0.3
+    with instance(url, timeout=0.1, retries=1) as mw, pytest.raises(MailwizzError, match="timed out"):
+        mw.find_list("slow")
+    assert len(state.calls) == 2  # the first try and one retry
+
+
+def test_private_addresses_are_refused_unless_allowed(mailwizz):
+    url, state = mailwizz
+    with MailwizzClient(url, KEY, allow_private=False) as client, pytest.raises(MailwizzError, match="private targets"):
+        client.get("lists")
+    assert state.calls == []
+
+
+def test_json_bodies_are_not_read(mailwizz):
+    import httpx
+
+    url, _ = mailwizz
+    answer = httpx.post(f"{url}/lists", json={"general": {"name": "j"}}, headers={"X-Api-Key": KEY})
+    assert answer.status_code == 422
+
+
+def test_pagination_walks_every_page(mailwizz):
+    url, state = mailwizz
+    with MailwizzClient(url, KEY, allow_private=True) as client:
+        for i in range(120):
+            client.post("lists", {"general": {"name": f"l{i}"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})
+        page = client.get("lists", {"page": 1, "per_page": 50})["data"]
+        assert page["count"] == "120" and page["total_pages"] == 3
+        assert len(list(client.pages("lists"))) == 120
+
+
+def test_send_at_is_local_to_the_instance():
+    assert send_at_text(datetime(2026, 7, 1, 12, tzinfo=UTC), "America/New_York") == "2026-07-01 08:00:00"
+    assert send_at_text(datetime(2026, 7, 1, 12), "UTC") == "2026-07-01 12:00:00"
+    with pytest.raises(Exception):
+        MailwizzInstance("https://mw.example/api", KEY, timezone="Mars/Olympus")
+
+
+def test_an_oversized_answer_is_refused():
+    from email_engine_resources import mailwizz_client
+
+    state = MailwizzState()
+    with running_mailwizz(state) as (url, _):
+        old = mailwizz_client.MAX_RESPONSE_BYTES
+        mailwizz_client.MAX_RESPONSE_BYTES = 200
+        try:
+            with MailwizzClient(url, KEY, allow_private=True) as client:
+                for i in range(10):
+                    client.post("lists", {"general": {"name": f"l{i}"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})
+                with pytest.raises(MailwizzError, match="cap"):
+                    client.get("lists")
+        finally:
+            mailwizz_client.MAX_RESPONSE_BYTES = old
+
+
+def test_a_signature_older_than_900_seconds_is_refused(mailwizz):
+    import httpx
+
+    from email_engine_resources.mailwizz_client import signature
+
+    url, state = mailwizz
+    stamp = str(int(time.time()) - 1000)
+    special = {"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": stamp, "X-MW-REMOTE-ADDR": ""}
+    sign = signature(state.private_key, "GET", f"{url}/lists", [], special, [])
+    answer = httpx.get(f"{url}/lists", headers={"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": stamp, "X-MW-SIGNATURE": sign})
+    assert answer.status_code == 400 and "expired" in answer.json()["error"]
+    fresh = str(int(time.time()))
+    sign = signature(state.private_key, "GET", f"{url}/lists", [], {**special, "X-MW-TIMESTAMP": fresh}, [])
+    assert httpx.get(f"{url}/lists", headers={"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": fresh, "X-MW-SIGNATURE": sign}).status_code == 200
+
+
+def test_an_unanswered_campaign_create_is_unknown_and_a_rerun_completes_it(mailwizz):
+    url, state = mailwizz
+    state.fail_next(1, only=("POST", "/api/campaigns"))
+    with instance(url) as mw:
+        results = mw.hand_off(handoff(people(2)))
+    assert {r.status for r in results} == {"unknown"} and state.campaigns == {}
+    with instance(url) as mw:
+        assert {r.status for r in mw.hand_off(handoff(people(2)))} == {"handed_off"}
+    assert len(state.campaigns) == 1 and len(state.lists) == 1
+
+
+def test_a_list_the_instance_cannot_take_raises_before_any_campaign_exists(mailwizz):
+    url, state = mailwizz
+    with instance(url, retries=1) as mw:
+        uid = mw.ensure_list("acme.spring.promo-en", from_name="a", from_email="a@b.example", reply_to="")
+        state.fail_next(10, only=("POST", f"/api/lists/{uid}/subscribers/bulk"))
+        with pytest.raises(MailwizzError, match="500"):
+            mw.hand_off(handoff(people(2)))
+    assert state.campaigns == {}  # nothing will be sent: the campaign comes last
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b"<html>oops</html>", "not JSON"),
+    (b'{"status": "success", "data": {"records": "x", "total_pages": 1}}', "records"),
+    (b'{"status": "success", "data": {"records": [], "total_pages": "many"}}', "total_pages"),
+    (b"[" * 100000, "not JSON"),
+])
+def test_malformed_answers_are_clear_errors(mailwizz, body, problem):
+    url, state = mailwizz
+    state.canned[("GET", "/api/lists")] = (200, body)
+    with MailwizzClient(url, KEY, allow_private=True) as client, pytest.raises(MailwizzError, match=problem) as caught:
+        list(client.pages("lists"))
+    assert len(str(caught.value)) < 400
+
+
+def test_tenant_file_refuses_an_unknown_time_zone():
+    from pydantic import ValidationError
+
+    from email_engine_assets.tenancy.sending import MailwizzTransport
+
+    with pytest.raises(ValidationError, match="time zone"):
+        MailwizzTransport(name="mw", kind="mailwizz", base_url="https://mw.example/api", api_key={"env": "K"}, timezone="Mars/Olympus")
+
+
+def test_an_error_that_echoes_the_key_is_redacted(mailwizz):
+    url, state = mailwizz
+    state.canned[("GET", "/api/lists")] = (422, f'{{"status": "error", "error": "bad key {KEY}"}}'.encode())
+    with MailwizzClient(url, KEY, allow_private=True) as client, pytest.raises(MailwizzError) as caught:
+        client.get("lists")
+    assert KEY not in str(caught.value) and "[key]" in str(caught.value)
+
+
+def test_retry_after_is_capped():
+    from email_engine_resources.mailwizz_client import MAX_RETRY_AFTER_S, _retry_after
+
+    assert _retry_after("99999") == MAX_RETRY_AFTER_S
+    assert _retry_after("-5") == 0.0
+    assert _retry_after("Wed, 21 Oct 2026 07:28:00 GMT") is None  # the regular backoff applies
+
+
+def test_recipients_added_after_the_campaign_was_sent_are_not_handed_off(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        mw.hand_off(handoff(people(2)))
+    next(iter(state.campaigns.values()))["status"] = "sent"
+    with instance(url) as mw:
+        results = {r.row_id: r for r in mw.hand_off(handoff(people(3)))}
+    assert [results[i].status for i in range(2)] == ["handed_off", "handed_off"]
+    assert results[2].status == "failed" and "already sent" in results[2].detail
