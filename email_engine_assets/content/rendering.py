@@ -26,6 +26,7 @@ from typing import Any
 
 import css_inline
 import inscriptis
+from inscriptis.model.config import ParserConfig
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
@@ -158,6 +159,14 @@ class _Part:
     compiled: Any  # jinja2.Template
 
 
+_TEXT_CONFIG = ParserConfig(display_links=True)
+
+
+def text_from_html(html: str) -> str:
+    """The plain-text part for an HTML part: its text, links shown as ``[label](url)``."""
+    return inscriptis.get_text(html, _TEXT_CONFIG).strip() + "\n"
+
+
 class Renderer:
     """Compiles each template part once and renders it for many contacts."""
 
@@ -166,6 +175,15 @@ class Renderer:
         self._text_env = _Sandbox(autoescape=False)
         self._compiled: dict[Template, dict[str, _Part]] = {}
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+    @property
+    def inliner(self) -> css_inline.CSSInliner:
+        return self._inliner
+
+    def parse(self, template: Template, part: str):  # noqa: ANN201 (a jinja2.nodes.Template)
+        """The syntax tree of one part (the HTML as a document, see :func:`html_document`)."""
+        env = self._html_env if part == "html" else self._text_env
+        return env.parse(self._sources(template)[part])
 
     def _sources(self, template: Template) -> dict[str, str]:
         found = {"subject": template.subject, "html": html_document(template.html, template.language)}
@@ -234,5 +252,5 @@ class Renderer:
         context = dict.fromkeys(KNOWN_VARIABLES) | {k: v for k, v in variables.items() if k in KNOWN_VARIABLES}
         subject = _NEWLINES.sub(" ", self._run(template, parts["subject"], context)).strip()
         html = self._inliner.inline(self._run(template, parts["html"], context))
-        text = self._run(template, parts["text"], context) if "text" in parts else inscriptis.get_text(html).strip() + "\n"
+        text = self._run(template, parts["text"], context) if "text" in parts else text_from_html(html)
         return Rendered(subject=subject, html=html, text=text)

@@ -31,7 +31,12 @@ from typing import Annotated
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from email_engine_assets.contacts.inbox import RefusedFile, list_source_folder, open_regular_file, real_source_folder
+from email_engine_assets.contacts.inbox import (
+    RefusedFile,
+    list_source_folder,
+    open_regular_file,
+    real_source_folder,
+)
 from email_engine_assets.tenancy.config import (
     ConfigError,
     _describe,
