@@ -16,7 +16,12 @@ import pytest
 
 from email_engine_assets.content.messages import DkimKey, build_message, message_id
 from email_engine_assets.content.rendering import Rendered
-from email_engine_assets.content.unsubscribe import BadToken, unsubscribe_token, unsubscribe_url, verify_unsubscribe_token
+from email_engine_assets.content.unsubscribe import (
+    BadToken,
+    unsubscribe_token,
+    unsubscribe_url,
+    verify_unsubscribe_token,
+)
 from email_engine_resources import signing_key as signing
 
 KEY = b"k" * 32

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from email_engine_assets.content.rendering import Renderer, RenderError, TenantInfo, html_document
+from email_engine_assets.content.rendering import (
+    Renderer,
+    RenderError,
+    TenantInfo,
+    html_document,
+)
 from email_engine_assets.content.templates import parse_template
 
 

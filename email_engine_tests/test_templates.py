@@ -7,7 +7,10 @@ import os
 import pytest
 
 from email_engine_assets.content.choice import CHOICE_RULES, Chooser, choose
-from email_engine_assets.content.templates import TEMPLATE_FILE_MAX_BYTES, load_templates
+from email_engine_assets.content.templates import (
+    TEMPLATE_FILE_MAX_BYTES,
+    load_templates,
+)
 from email_engine_tests.content_helpers import simple, write_template
 
 

@@ -69,7 +69,7 @@ def _problem(error: RenderError) -> PreflightProblem:
     return PreflightProblem(error.file, error.line, error.variable, message)
 
 
-def _file_problem(tenant_id: str, name: str, error: str) -> PreflightProblem:
+def file_problem(tenant_id: str, name: str, error: str) -> PreflightProblem:
     """A template file that did not load (its error already starts with the file's path)."""
     path, sep, message = error.partition(": ")
     return PreflightProblem(path if sep else f"templates/{tenant_id}/{name}", None, None, message if sep else error)
@@ -158,7 +158,7 @@ class Composer:
 
         The static check (syntax, unknown names) runs on every template some contact could get,
         whether or not a sample reaches it."""
-        problems = [_file_problem(self.tenant.id, name, error) for name, error in sorted(self.templates.errors.items())]
+        problems = [file_problem(self.tenant.id, name, error) for name, error in sorted(self.templates.errors.items())]
         for template in self.chooser.reachable():
             problems += [_problem(e) for e in self.renderer.check(template)]
         rendered: set[str] = set()

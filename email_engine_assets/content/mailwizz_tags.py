@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from jinja2 import TemplateSyntaxError, nodes
 
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
+from email_engine_assets.content.choice import Chooser
+from email_engine_assets.content.composer import PreflightProblem, file_problem
 from email_engine_assets.content.rendering import Renderer, TenantInfo, text_from_html
-from email_engine_assets.content.templates import Template
+from email_engine_assets.content.templates import Template, TemplateSet
+from email_engine_assets.tenancy.config import TenantConfig
 
 # Contact field -> the tag of a MailWizz list's default field.
 DEFAULT_FIELD_TAGS: dict[str, str] = {"email": "EMAIL", "first_name": "FNAME", "last_name": "LNAME"}
@@ -149,7 +152,7 @@ def to_mailwizz(template: Template, *, campaign: str, tenant: TenantInfo, render
         if part == "html" and "unsubscribe_url" not in converter.used:
             raise MailwizzTagError(
                 template.file, template.lines.get("html"), "unsubscribe link",
-                "html: no {{ unsubscribe_url }}; MailWizz refuses campaign content without [UNSUBSCRIBE_URL]",
+                "html: the unsubscribe link {{ unsubscribe_url }} is missing; MailWizz refuses campaign content without [UNSUBSCRIBE_URL]",
             )
     html = renderer.inliner.inline(parts["html"])
     custom = {field_tag(f): f for f in sorted(converter.fields) if f not in DEFAULT_FIELD_TAGS}
@@ -159,3 +162,24 @@ def to_mailwizz(template: Template, *, campaign: str, tenant: TenantInfo, render
         text=parts.get("text") or text_from_html(html),
         custom_fields=custom,
     )
+
+
+def mailwizz_contents(
+    templates: TemplateSet, *, tenant: TenantConfig, campaign: str, category: str, renderer: Renderer | None = None
+) -> tuple[dict[str, MailwizzContent], list[PreflightProblem]]:
+    """Every template a contact of this campaign could get, in tag mode, by template name; and
+    the problems that block the send (broken files, templates MailWizz cannot carry).
+
+    Contacts are then grouped by :class:`~email_engine_assets.content.choice.Chooser` choice, one
+    MailWizz campaign per template."""
+    renderer = renderer or Renderer()
+    chooser = Chooser(templates, category=category, default_category=tenant.default_category)
+    problems = [file_problem(tenant.id, name, error) for name, error in sorted(templates.errors.items())]
+    contents: dict[str, MailwizzContent] = {}
+    info = TenantInfo(id=tenant.id, name=tenant.name)
+    for template in chooser.reachable():
+        try:
+            contents[template.name] = to_mailwizz(template, campaign=campaign, tenant=info, renderer=renderer)
+        except MailwizzTagError as exc:
+            problems.append(PreflightProblem(exc.file, exc.line, None, str(exc).partition(": ")[2]))
+    return contents, problems
