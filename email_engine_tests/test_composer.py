@@ -13,9 +13,10 @@ from email_engine_assets.content.composer import (
     Composer,
     Skipped,
 )
-from email_engine_assets.content.mailwizz_tags import MailwizzTagError, to_mailwizz
 from email_engine_assets.content.mailwizz_tags import (
-    mailwizz_contents as to_mailwizz_contents,
+    MailwizzTagError,
+    mailwizz_contents,
+    to_mailwizz,
 )
 from email_engine_assets.content.rendering import TenantInfo
 from email_engine_assets.content.templates import load_templates
@@ -168,7 +169,7 @@ def test_mailwizz_refuses_what_it_cannot_carry(acme, html, line, construct):
 def test_mailwizz_contents_of_a_campaign(acme):
     write_template(acme, "acme", "spring_de.yaml", simple("spring", "de", body='{% if first_name %}x{% endif %}<a href="{{ unsubscribe_url }}">x</a>'))
     tenant = load_workspace(acme).tenants["acme"]
-    contents, problems = to_mailwizz_contents(load_templates(acme, "acme"), tenant=tenant, campaign="spring-2026", category="spring")
+    contents, problems = mailwizz_contents(load_templates(acme, "acme"), tenant=tenant, campaign="spring-2026", category="spring")
     assert set(contents) == {"spring_fr", "spring_fr_salon", "spring_ar", "spring_en"}
     assert [(p.file, p.line) for p in problems] == [("templates/acme/spring_de.yaml", 5)]
     assert "a conditional" in problems[0].message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email
+import email.header
 import email.policy
 import os
 import shutil
@@ -211,3 +212,41 @@ def test_signing_key_file_is_made_once_private_and_never_through_a_link(tmp_path
     os.symlink(elsewhere, path)
     with pytest.raises(signing.SigningKeyError, match="symbolic link"):
         signing.signing_key()
+
+
+@pytest.mark.parametrize(
+    ("name", "subject"),
+    [
+        ('Martin, "Anne" \\ Jr.', "Plain ASCII subject " * 12),
+        ("=?utf-8?b?ZXZpbA==?=", "=?utf-8?q?not_an_encoded_word?="),
+        ("王小明 " * 30, "你好 " * 60),
+        ("", "x" * 950),
+    ],
+)
+def test_names_and_subjects_of_every_shape_parse_back(name, subject):
+    long_ascii_html = "<p>" + "word " * 400 + "</p>"  # one long ASCII line: quoted-printable
+    data = build(Rendered(subject, long_ascii_html, "--=_ boundary-like text\n"), to_name=name)
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+    msg = parse(data)
+    assert msg["Subject"] == subject.strip()
+    to = msg["To"].addresses[0]
+    assert to.addr_spec == "ann@xn--bcher-kva.example"
+    # RFC 2047 decoding (the white space between encoded words is not part of the name; the
+    # address parser of the standard library keeps it, hence the decode of the raw phrase)
+    raw_phrase = email.message_from_bytes(data)["To"].rpartition(" <")[0]
+    decoded = str(email.header.make_header(email.header.decode_header(raw_phrase))) if "=?" in raw_phrase else to.display_name
+    assert decoded == name.strip()[:200].strip()
+    assert not msg.defects and all(not part.defects for part in msg.walk())
+    html = msg.get_body(("html",))
+    assert html["Content-Transfer-Encoding"] == "quoted-printable"
+    assert html.get_content().rstrip("\r\n") == long_ascii_html
+    assert msg.get_body(("plain",)).get_content() == "--=_ boundary-like text\r\n"
+
+
+def test_the_same_row_gives_the_same_message():
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+    one = build(Rendered("s", "<p>h</p>", "t\n"), date=when)
+    assert one == build(Rendered("s", "<p>h</p>", "t\n"), date=when)
+    assert b"Date: Sun, 29 Nov 2026 12:00:00 +0000\r\n" in one

@@ -3,11 +3,15 @@
 Headers: Date, From, To, Reply-To, Subject, Message-ID, ``List-Unsubscribe: <https://…/u/<token>>,
 <mailto:…>`` and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058), MIME-Version;
 the body is ``multipart/alternative`` with the text part first and the HTML part last (the one a
-client prefers). Lines end in CRLF. Non-ASCII in display names and the subject is RFC 2047
-encoded; each part is UTF-8 in 7bit when it is ASCII, else quoted-printable or base64, whichever is
-shorter. The link headers are written as they are (the email library would encode a long URL as
-an encoded word, which no client follows); they and the caller's extra headers must be ASCII
-without line breaks.
+client prefers). Lines end in CRLF and stay under 998 octets. Non-ASCII display names and
+subjects are RFC 2047 encoded words (folded); each part is UTF-8, sent as 7bit when it is short-lined
+ASCII, else quoted-printable or base64, whichever is shorter. Addresses are ASCII: domains in their
+IDNA form, a non-ASCII local part refused (it would need SMTPUTF8).
+
+The message is written directly rather than through :mod:`email.message` (whose header objects
+cost milliseconds per message); the tests parse every shape back with :mod:`email.parser`.
+The boundary is derived from the Message-ID, so one ledger row always yields the same message but
+for its Date.
 
 With a :class:`DkimKey` the message is signed (dkimpy, rsa-sha256, relaxed/relaxed) over the
 headers a receiver checks, ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` included.
@@ -15,13 +19,14 @@ headers a receiver checks, ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` in
 
 from __future__ import annotations
 
-import email.policy
+import base64
+import binascii
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.headerregistry import Address
-from email.message import EmailMessage, MIMEPart
+from email.header import Header
 from email.utils import format_datetime
 
 import dkim
@@ -30,10 +35,13 @@ import idna
 from email_engine_assets.content.rendering import Rendered
 from email_engine_assets.tenancy.sending import DkimSettings
 
-_POLICY = email.policy.SMTP.clone(cte_type="7bit", max_line_length=78)
+DISPLAY_NAME_MAX_CHARS = 200
 _ROW_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
 _RAW_VALUE = re.compile(r"^[\x20-\x7e]{1,900}$")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
+_LINE_BREAKS = re.compile(r"[\r\n\t\x0b\x0c\x85\u2028\u2029]+")
 _OWN_HEADERS = frozenset(
     h.lower()
     for h in (
@@ -64,21 +72,44 @@ class DkimKey:
 def ascii_domain(domain: str) -> str:
     """``domain`` in its ASCII (IDNA) form; ``ValueError`` if it is no domain name."""
     domain = domain.strip().rstrip(".")
+    if domain.isascii() and re.fullmatch(r"[A-Za-z0-9.-]{1,253}", domain):
+        domain = domain.lower()
+        if all(0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-") for label in domain.split(".")):
+            return domain
     try:
         return idna.encode(domain, uts46=True).decode("ascii").lower()
     except idna.IDNAError as exc:
         raise ValueError(f"not a valid domain name: {exc}") from None
 
 
-def mail_address(display_name: str | None, address: str) -> Address:
-    """An address whose domain is in ASCII form; a non-ASCII local part would need SMTPUTF8: refused."""
+def addr_spec(address: str) -> str:
+    """``local@domain`` with the domain in ASCII form; ``ValueError`` for anything else."""
     local, at, domain = address.strip().rpartition("@")
-    if not at or not local or any(c in address for c in "\r\n<>,\"\\ \t"):
+    if not at or not local or len(address) > 254:
         raise ValueError("not a plain address (local@domain)")
     if not local.isascii():
         raise ValueError("a non-ASCII local part needs SMTPUTF8, which these messages do not use")
-    name = re.sub(r"[\r\n\t]+", " ", display_name or "").strip()
-    return Address(display_name=name, addr_spec=f"{local}@{ascii_domain(domain)}")
+    if not _LOCAL_PART.match(local):
+        raise ValueError("not a plain address (local@domain): the local part is not a dot-atom")
+    return f"{local}@{ascii_domain(domain)}"
+
+
+def _encoded(text: str, header_name: str) -> str:
+    """RFC 2047 encoded words, folded with CRLF + space."""
+    return Header(text, "utf-8", header_name=header_name).encode(linesep="\r\n")
+
+
+def mail_address(display_name: str | None, address: str, header_name: str = "To") -> str:
+    """``Name <local@domain>`` as a header value (the name quoted or encoded as needed)."""
+    spec = addr_spec(address)
+    name = _LINE_BREAKS.sub(" ", display_name or "").strip()[:DISPLAY_NAME_MAX_CHARS]
+    if not name:
+        return spec
+    if name.isascii() and name.isprintable() and "=?" not in name:
+        shown = name if _ATOM_PHRASE.match(name) else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        shown = _encoded(name, header_name)
+    return f"{shown} <{spec}>"
 
 
 def message_id(row_token: str, domain: str) -> str:
@@ -92,6 +123,29 @@ def _raw(name: str, value: str) -> str:
     if not _RAW_VALUE.match(value):
         raise ValueError(f"header {name}: the value must be 1-900 printable ASCII characters without line breaks")
     return f"{name}: {value}"
+
+
+def _subject(subject: str) -> str:
+    subject = _LINE_BREAKS.sub(" ", subject).strip()
+    if subject.isascii() and subject.isprintable() and "=?" not in subject and all(len(w) < 900 for w in subject.split(" ")):
+        return Header(subject, "us-ascii", header_name="Subject").encode(linesep="\r\n")
+    return _encoded(subject, "Subject")
+
+
+def _part(content: str, subtype: str) -> bytes:
+    """One ``text/<subtype>`` part, UTF-8, in the shortest safe transfer encoding."""
+    lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if content.isascii() and all(len(line) <= 78 for line in lines):
+        cte, body = "7bit", "".join(line + "\r\n" for line in lines).encode("ascii")
+    else:
+        raw = "".join(line + "\n" for line in lines).encode("utf-8")
+        qp = binascii.b2a_qp(raw, istext=True).replace(b"\n", b"\r\n")
+        b64 = base64.encodebytes(raw.replace(b"\n", b"\r\n")).replace(b"\n", b"\r\n")
+        cte, body = ("quoted-printable", qp) if len(qp) <= len(b64) else ("base64", b64)
+    head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n'
+    return head.encode("ascii") + body + b"\r\n"
 
 
 def build_message(
@@ -111,21 +165,19 @@ def build_message(
 ) -> bytes:
     """The whole message (headers and body, CRLF line ends), DKIM-signed when a key is given.
     ``ValueError`` naming the header for an address, URL or extra header that cannot be used."""
-    msg = EmailMessage(policy=_POLICY)
-    msg["Date"] = format_datetime(date or datetime.now(timezone.utc))
-    msg["From"] = mail_address(from_name, from_email)
-    msg["To"] = mail_address(to_name, to_email)
-    if reply_to:
-        msg["Reply-To"] = mail_address(None, reply_to)
-    msg["Subject"] = re.sub(r"[\r\n]+", " ", rendered.subject)
-    msg.set_content(rendered.text, subtype="plain", charset="utf-8")
-    msg.make_alternative()
-    html = MIMEPart(policy=_POLICY)
-    html.set_content(rendered.html, subtype="html", charset="utf-8")
-    msg.attach(html)
-
+    try:
+        sender = mail_address(from_name, from_email, "From")
+        recipient = mail_address(to_name, to_email, "To")
+        answer = addr_spec(reply_to) if reply_to else None
+    except ValueError as exc:
+        raise ValueError(f"address: {exc}") from None
     links = [f"<{unsubscribe_url}>"] + ([f"<mailto:{unsubscribe_mailto}>"] if unsubscribe_mailto else [])
-    raw = [
+    headers = [
+        f"Date: {format_datetime(date or datetime.now(timezone.utc))}",
+        f"From: {sender}",
+        f"To: {recipient}",
+        *([f"Reply-To: {answer}"] if answer else []),
+        f"Subject: {_subject(rendered.subject)}",
         _raw("Message-ID", message_id),
         _raw("List-Unsubscribe", ", ".join(links)).replace(">, <", ">,\r\n <"),
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
@@ -133,17 +185,23 @@ def build_message(
     for name, value in extra_headers.items():
         if not _HEADER_NAME.match(name) or name.lower() in _OWN_HEADERS:
             raise ValueError(f"extra header {name[:64]!r}: not a header name this message may add")
-        raw.append(_raw(name, value))
-    data = msg.as_bytes(policy=_POLICY)
-    head, sep, body = data.partition(b"\r\n\r\n")
-    data = head + b"\r\n" + "\r\n".join(raw).encode("ascii") + sep + body
+        headers.append(_raw(name, value))
+    parts = [_part(rendered.text, "plain"), _part(rendered.html, "html")]
+    boundary = "=_" + hashlib.sha256(message_id.encode()).hexdigest()[:28]
+    while any(boundary.encode() in p for p in parts):  # cannot happen with qp/base64; 7bit text could hold it
+        boundary += "_"
+    headers += ["MIME-Version: 1.0", f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"']
+    delimiter = b"--" + boundary.encode("ascii")
+    body = b"".join(delimiter + b"\r\n" + p for p in parts) + delimiter + b"--\r\n"
+    data = "\r\n".join(headers).encode("ascii") + b"\r\n\r\n" + body
     if dkim is not None:
         data = _dkim_sign(data, dkim) + data
     return data
 
 
 def _dkim_sign(data: bytes, key: DkimKey) -> bytes:
-    present = {line.split(b":", 1)[0].strip().lower() for line in data.partition(b"\r\n\r\n")[0].split(b"\r\n") if b":" in line and not line[:1].isspace()}
+    head = data.partition(b"\r\n\r\n")[0]
+    present = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n") if b":" in line and not line[:1].isspace()}
     try:
         return dkim.sign(
             data,

@@ -164,7 +164,15 @@ _TEXT_CONFIG = ParserConfig(display_links=True)
 
 def text_from_html(html: str) -> str:
     """The plain-text part for an HTML part: its text, links shown as ``[label](url)``."""
-    return inscriptis.get_text(html, _TEXT_CONFIG).strip() + "\n"
+    text = inscriptis.get_text(html, _TEXT_CONFIG)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines()) + "\n"  # table layout pads lines
+
+
+def _shape(tree: nodes.Template) -> tuple[frozenset[str], tuple[str, ...], int]:
+    """Names used, statements in order, and the count of expressions output."""
+    statements = tuple(type(n).__name__ for n in tree.find_all(nodes.Stmt) if not isinstance(n, nodes.Output))
+    outputs = sum(len([x for x in n.nodes if not isinstance(x, nodes.TemplateData)]) for n in tree.find_all(nodes.Output))
+    return frozenset(meta.find_undeclared_variables(tree)), statements, outputs
 
 
 class Renderer:
@@ -216,14 +224,35 @@ class Renderer:
         problems = self.check(template)
         if problems:
             raise problems[0]
+        sources = self._sources(template)
+        if "text" not in sources:
+            derived = self._derived_text(sources["html"])
+            if derived is not None:
+                sources["text"] = derived
         parts: dict[str, _Part] = {}
-        for part, source in self._sources(template).items():
+        for part, source in sources.items():
             env = self._html_env if part == "html" else self._text_env
             filename = f"<{template.file}#{part}>"
             code = env.compile(source, name=template.name, filename=filename)
             parts[part] = _Part(part, filename, env.template_class.from_code(env, code, env.make_globals(None), None))
         self._compiled[template] = parts
         return parts
+
+    def _derived_text(self, html_source: str) -> str | None:
+        """The text part as a template, derived once from the HTML template instead of from every
+        rendered HTML (inscriptis costs milliseconds per message). Kept only when it has exactly
+        the HTML's names and statements (an expression inside an attribute other than a link's,
+        or a statement lxml moved, would otherwise be lost): else each message's HTML is
+        converted after rendering."""
+        derived = text_from_html(html_source)
+        try:
+            html_tree = self._html_env.parse(html_source)
+            text_tree = self._text_env.parse(derived)
+        except TemplateSyntaxError:
+            return None
+        if _shape(html_tree) != _shape(text_tree):
+            return None
+        return derived
 
     def _run(self, template: Template, part: _Part, context: Mapping[str, Any]) -> str:
         limit = PART_MAX_CHARS[part.name]
