@@ -22,6 +22,7 @@ from email_engine_assets.content.rendering import TenantInfo
 from email_engine_assets.content.templates import load_templates
 from email_engine_assets.content.unsubscribe import verify_unsubscribe_token
 from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.sending import UnsubscribeSettings
 from email_engine_tests.content_helpers import TENANT_YAML, simple, write_template
 
 KEY = b"secret-signing-key-for-the-tests"
@@ -173,3 +174,26 @@ def test_mailwizz_contents_of_a_campaign(acme):
     assert set(contents) == {"spring_fr", "spring_fr_salon", "spring_ar", "spring_en"}
     assert [(p.file, p.line) for p in problems] == [("templates/acme/spring_de.yaml", 5)]
     assert "a conditional" in problems[0].message
+
+
+@pytest.mark.parametrize(("tenant_id", "category"), [("acme", "b2b"), ("globex", "b2c")])
+def test_example_templates_load_render_and_carry_to_mailwizz(tenant_id, category):
+    from email_engine_resources.settings import DEFAULT_WORKSPACE
+
+    templates = load_templates(DEFAULT_WORKSPACE, tenant_id)
+    assert not templates.errors
+    assert {"fr", "en", "de", "ar", "zh"} <= {t.language for t in templates.templates.values() if t.category == category}
+    tenant = load_workspace(DEFAULT_WORKSPACE).tenants[tenant_id].model_copy(
+        update={"unsubscribe": UnsubscribeSettings(base_url="https://unsubscribe.example")}
+    )
+    c = Composer(templates=templates, tenant=tenant, campaign="example", category=category, from_name="News",
+                 from_email="news@example.com", reply_to=None, signing_key=KEY)
+    samples = [{"email": "a@example.com", "first_name": "Ann", "company": "Co", "language": lang, "tags": ["salon_2026"]}
+               for lang in ("fr", "en", "de", "ar", "zh", "pt")]
+    assert c.preflight(samples) == []
+    for number, sample in enumerate(samples):
+        result = c.compose(sample, contact_id=number, row_token=f"r{number}")
+        assert isinstance(result, Composed)
+        assert "/u/" in email.message_from_bytes(result.message, policy=email.policy.default).get_body(("html",)).get_content()
+    contents, problems = mailwizz_contents(templates, tenant=tenant, campaign="example", category=category)
+    assert problems == [] and all("[UNSUBSCRIBE_URL]" in m.html for m in contents.values())
