@@ -197,3 +197,9 @@ def test_example_templates_load_render_and_carry_to_mailwizz(tenant_id, category
         assert "/u/" in email.message_from_bytes(result.message, policy=email.policy.default).get_body(("html",)).get_content()
     contents, problems = mailwizz_contents(templates, tenant=tenant, campaign="example", category=category)
     assert problems == [] and all("[UNSUBSCRIBE_URL]" in m.html for m in contents.values())
+    if tenant_id == "acme":  # the README's worked example
+        jean = c.compose({"email": "jean.dupont@example.fr", "language": "fr", "tags": ["client", "vip", "salon_2026"]}, contact_id=1, row_token="r1")
+        hans = c.compose({"email": "hans.muller@beispiel.de", "language": "de"}, contact_id=2, row_token="r2")
+        ana = c.compose({"email": "ana.silva@exemplo.com.br", "language": "pt"}, contact_id=3, row_token="r3")
+        assert [(r.template, r.rule) for r in (jean, hans, ana)] == [
+            ("b2b_fr_salon", "variant"), ("b2b_de", "category_language"), ("b2b_en", "category_en")]
