@@ -125,3 +125,10 @@ def test_each_part_is_compiled_once():
     for name in ("a", "b", "c"):
         renderer.render(t, {"first_name": name})
     assert len(renderer._compiled) == 1
+
+
+def test_remote_stylesheets_are_never_fetched():
+    """css-inline would load a <link> stylesheet over the network; it is told not to."""
+    t = template('<html><head><link rel="stylesheet" href="http://127.0.0.1:9/x.css"><style>p { color: red }</style></head>\n<body><p>x</p></body></html>')
+    out = Renderer().render(t, {})
+    assert '<p style="color: red;">x</p>' in out.html and "127.0.0.1:9/x.css" not in out.html
