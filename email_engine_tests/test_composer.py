@@ -203,3 +203,16 @@ def test_example_templates_load_render_and_carry_to_mailwizz(tenant_id, category
         ana = c.compose({"email": "ana.silva@exemplo.com.br", "language": "pt"}, contact_id=3, row_token="r3")
         assert [(r.template, r.rule) for r in (jean, hans, ana)] == [
             ("b2b_fr_salon", "variant"), ("b2b_de", "category_language"), ("b2b_en", "category_en")]
+
+
+def test_a_broken_dkim_key_blocks_at_preflight_and_never_counts_as_a_bad_address(acme):
+    from email_engine_assets.content.messages import DkimKey
+
+    c = composer(acme, dkim_key=DkimKey("acme.example", "s1", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"))
+    (problem,) = c.preflight([{"email": "a@example.com", "language": "fr"}])
+    assert problem.file == "tenants/acme.yaml" and "DKIM signing for acme.example failed" in problem.message
+    assert "bm90IGEga2V5" not in problem.message
+    with pytest.raises(ValueError, match="DKIM"):
+        c.compose({"email": "a@example.com", "language": "fr"}, contact_id=1, row_token="r1")
+    with pytest.raises(ValueError, match="address"):
+        composer(acme, from_email="not an address")

@@ -22,12 +22,19 @@ from typing import Any
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.content.choice import Chooser
 from email_engine_assets.content.messages import (
+    AddressError,
     DkimKey,
+    addr_spec,
     build_message,
     mail_address,
     message_id,
 )
-from email_engine_assets.content.rendering import Renderer, RenderError, TenantInfo
+from email_engine_assets.content.rendering import (
+    Rendered,
+    Renderer,
+    RenderError,
+    TenantInfo,
+)
 from email_engine_assets.content.templates import Template, TemplateSet
 from email_engine_assets.content.unsubscribe import unsubscribe_token, unsubscribe_url
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
@@ -94,7 +101,9 @@ class Composer:
     ):
         if tenant.unsubscribe is None:
             raise ValueError(f"tenant {tenant.id}: no unsubscribe.base_url in its file; every message needs a one-click unsubscribe link")
-        mail_address(from_name, from_email)  # a bad sender fails here, not on every contact
+        mail_address(from_name, from_email)  # a bad sender or reply address fails here, not on every contact
+        if reply_to:
+            addr_spec(reply_to)
         self.templates = templates
         self.tenant = tenant
         self.campaign = campaign
@@ -148,7 +157,7 @@ class Composer:
                 dkim=self.dkim_key,
                 extra_headers={"Content-Language": choice.template.language},
             )
-        except ValueError as exc:
+        except AddressError as exc:
             return Skipped("bad_address", excerpt(str(exc), 200))
         return Composed(choice.template.name, choice.rule, rendered.subject, message, mid)
 
@@ -161,6 +170,8 @@ class Composer:
         problems = [file_problem(self.tenant.id, name, error) for name, error in sorted(self.templates.errors.items())]
         for template in self.chooser.reachable():
             problems += [_problem(e) for e in self.renderer.check(template)]
+        if self.dkim_key is not None or self.tenant.unsubscribe.mailto:
+            problems += self._message_problems()
         rendered: set[str] = set()
         for sample in samples:
             choice = self.choose(sample)
@@ -173,6 +184,19 @@ class Composer:
             if result is not None:
                 problems.append(result)
         return problems
+
+    def _message_problems(self) -> list[PreflightProblem]:
+        """The tenant's message settings (DKIM key, unsubscribe mailto) on a message of one line."""
+        try:
+            build_message(
+                rendered=Rendered("preflight", "<p>preflight</p>", "preflight\n"), from_name=self.from_name,
+                from_email=self.from_email, reply_to=self.reply_to, to_email=self.from_email, to_name=None,
+                message_id=message_id("preflight", self._domain), unsubscribe_url=unsubscribe_url(self.tenant.unsubscribe.base_url, "x"),
+                unsubscribe_mailto=self.tenant.unsubscribe.mailto, dkim=self.dkim_key,
+            )
+        except ValueError as exc:
+            return [PreflightProblem(f"tenants/{self.tenant.id}.yaml", None, None, excerpt(str(exc), 300))]
+        return []
 
     def _sample(self, template: Template, sample: Mapping[str, Any]) -> PreflightProblem | None:
         try:

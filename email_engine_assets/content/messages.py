@@ -54,6 +54,10 @@ DKIM_SIGNED_HEADERS: tuple[bytes, ...] = (
 )
 
 
+class AddressError(ValueError):
+    """An address that cannot be written in a message (the contact is skipped, not the campaign)."""
+
+
 @dataclass(frozen=True)
 class DkimKey:
     """A DKIM signing key; ``private_key`` (PEM) never shows in a repr."""
@@ -199,7 +203,7 @@ def build_message(
         recipient = mail_address(to_name, to_email)
         answer = addr_spec(reply_to) if reply_to else None
     except ValueError as exc:
-        raise ValueError(f"address: {exc}") from None
+        raise AddressError(f"address: {exc}") from None
     links = [f"<{unsubscribe_url}>"] + ([f"<mailto:{unsubscribe_mailto}>"] if unsubscribe_mailto else [])
     headers = [
         f"Date: {format_datetime(date or datetime.now(timezone.utc))}",
