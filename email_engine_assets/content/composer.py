@@ -39,6 +39,7 @@ from email_engine_assets.content.templates import Template, TemplateSet
 from email_engine_assets.content.unsubscribe import unsubscribe_token, unsubscribe_url
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_assets.tenancy.languages import parse_language
+from email_engine_resources.email_domain import email_domain
 
 # Why a contact got no message; the ledger records it.
 SKIP_REASONS: tuple[str, ...] = ("no_template", "render_error", "bad_address")
@@ -113,7 +114,7 @@ class Composer:
         self.reply_to = reply_to
         self.dkim_key = dkim_key
         self._key = signing_key
-        self._domain = from_email.rpartition("@")[2]
+        self._domain = email_domain(from_email) or ""
         self._tenant_info = TenantInfo(id=tenant.id, name=tenant.name)
         self.renderer = renderer or Renderer()
         self.chooser = Chooser(templates, category=category, default_category=tenant.default_category)

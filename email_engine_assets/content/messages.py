@@ -33,6 +33,7 @@ import idna
 
 from email_engine_assets.content.rendering import Rendered
 from email_engine_assets.tenancy.sending import DkimSettings
+from email_engine_resources.email_domain import split_address
 
 DISPLAY_NAME_MAX_CHARS = 200
 _ROW_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -87,8 +88,8 @@ def ascii_domain(domain: str) -> str:
 
 def addr_spec(address: str) -> str:
     """``local@domain`` with the domain in ASCII form; ``ValueError`` for anything else."""
-    local, at, domain = address.strip().rpartition("@")
-    if not at or not local or len(address) > 254:
+    local, domain = split_address(address.strip())
+    if domain is None or not local or len(address) > 254:
         raise ValueError("not a plain address (local@domain)")
     if not local.isascii():
         raise ValueError("a non-ASCII local part needs SMTPUTF8, which these messages do not use")
