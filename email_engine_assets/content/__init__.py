@@ -1,0 +1,1 @@
+"""Templates: choice per contact, sandboxed rendering, MIME building, unsubscribe tokens."""
