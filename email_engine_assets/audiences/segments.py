@@ -46,13 +46,14 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from email_engine_assets.audiences.selection import Condition, _rewritten
+from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 SEGMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 SEGMENT_NAME_MAX_CHARS = 63
 SEGMENT_KEYS: tuple[str, ...] = ("name", "all", "any", "exclude", "verdicts", "max_contacts")
 # The verdicts a segment may select; 'invalid' addresses are never mailed.
-SEGMENT_VERDICTS: tuple[str, ...] = ("valid", "risky", "unknown")
+SEGMENT_VERDICTS: tuple[str, ...] = tuple(verdict for verdict in VERDICTS if verdict != "invalid")
 DEFAULT_VERDICTS: tuple[str, ...] = ("valid",)
 MAX_CONDITIONS = 50
 MAX_SEGMENTS = 200
