@@ -4,20 +4,33 @@ their definition in the tenant file changes (observed by the segment definitions
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from email_engine_assets.audiences import store
 from email_engine_assets.audiences.sensors import segment_definitions_sensor
 from email_engine_resources.workspace import WorkspaceResource
-from email_engine_tests.test_orchestration import (  # noqa: F401 - fixtures
+from email_engine_tests.dns_server import LoopbackDnsServer
+from email_engine_tests.test_orchestration import (
+    ZONE,
     Automation,
     age,
-    dns_server,
     execute,
-    instance,
     production_defs,
     sensor_tick,
 )
+
+
+@pytest.fixture(scope="module")
+def dns_server():
+    with LoopbackDnsServer(ZONE) as server:
+        yield server
+
+
+@pytest.fixture
+def instance(engine):
+    with dg.instance_for_test() as inst:
+        yield inst
 
 ACME = """\
 id: acme

@@ -17,8 +17,8 @@ from email_engine_assets.quality.assets import (
 )
 from email_engine_assets.quality.store import contact_ranges
 from email_engine_assets.quality.write_behind import written_behind
-from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.config import load_tenants
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
