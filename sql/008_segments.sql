@@ -8,8 +8,8 @@ CREATE FUNCTION selection_fold(value text) RETURNS text
 
 -- One row per contact: what segments select on most (verdict of the latest check, enriched
 -- language, country and phone, category, tags, validation flags, sources, the email key and its domain),
--- folded as the matcher folds them. Lists hold no null element, tags and flags no blank one either
--- (a source may be blank: a regex matching the empty text holds for it, as in the matcher). Refreshed set-based before
+-- folded as the matcher folds them (tags are tag slugs and sources source ids: folded already; no list
+-- holds a blank or null element). Refreshed set-based before
 -- a tenant's segments are built (only rows that differ are written); it only describes the contact.
 CREATE TABLE segment_profiles (
     tenant_id    text NOT NULL,

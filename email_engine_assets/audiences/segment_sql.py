@@ -4,8 +4,8 @@ The one SQL translation of :class:`~email_engine_assets.audiences.selection.Cond
 is the polars matcher's (:mod:`email_engine_assets.audiences.matcher`), checked by a differential
 test on random rules and contacts. Values are always bound parameters, never written into the text.
 
-It reads two relations: ``p``, the tenant's rows of ``segment_profiles`` (fields stored folded; tags and
-flags without blank elements), and ``c``, ``contacts``, for the fields the profile does not hold (folded
+It reads two relations: ``p``, the tenant's rows of ``segment_profiles`` (fields stored folded, lists
+without blank elements: tags are slugs, sources source ids), and ``c``, ``contacts``, for the fields the profile does not hold (folded
 here with the SQL function ``selection_fold``, the matcher's folding). :attr:`Where.needs_contacts`
 says whether ``c`` must be joined.
 
@@ -61,10 +61,8 @@ class _Builder:
         operator, value = cond.operator
         if cond.field in LIST_FIELDS or cond.field == SOURCE_FIELD:
             elements = self.column("sources" if cond.field == SOURCE_FIELD else cond.field)
-            if operator == "exists" and cond.field in ("tags", "flags"):
+            if operator == "exists":
                 test = f"cardinality({elements}) > 0"  # stored without blank elements
-            elif operator == "exists":
-                test = f"EXISTS (SELECT 1 FROM unnest({elements}) AS s(v) WHERE s.v <> '')"
             elif operator in ("equals", "contains"):
                 test = f"{elements} @> ARRAY[CAST({self.bind(value)} AS text)]"
             elif operator in ("in", "contains_any"):

@@ -159,7 +159,6 @@ def top_tags(conn: sa.Connection, tenant_id: str, limit: int = 5) -> list[tuple[
 
 # --- segments ----------------------------------------------------------------------------
 
-_FOLDED_LIST = "ARRAY(SELECT f FROM unnest({0}) AS u(x), selection_fold(u.x) AS f WHERE f {1})"
 _PROFILE_COLUMNS = ("email", "email_domain", "verdict", "phone", "language", "country", "category", "tags", "flags", "sources")
 
 
@@ -168,34 +167,39 @@ def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
 
     One set-based upsert; only rows whose folded fields changed are written (erased contacts go with
     their contact). The fields are those :func:`contacts_for_rules` gives the matcher (enriched values
-    first), folded by ``selection_fold``. Returns the number of rows written.
+    first), folded by ``selection_fold``; ``contacts.tags`` (tag slugs, written only from the checked
+    ``tag_assignments``) and ``contacts.sources`` (source ids, slugs) are folded already and copied
+    as they are. Returns the number of rows written.
     """
     sets = ", ".join(f"{name} = EXCLUDED.{name}" for name in _PROFILE_COLUMNS)
     old = ", ".join(f"p.{name}" for name in _PROFILE_COLUMNS)
-    new = ", ".join(f"EXCLUDED.{name}" for name in _PROFILE_COLUMNS)
+    new = ", ".join(f"f.{name}" for name in _PROFILE_COLUMNS)
     flags = """ARRAY_REMOVE(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
                                   CASE WHEN v.role_account THEN 'role_account' END,
                                   CASE WHEN v.free_mail THEN 'free_mail' END,
                                   CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL)"""
+    # The difference is found by one join (the profile's primary key serves it whatever the statistics
+    # say); only changed rows reach the upsert, which locks and writes each row it touches.
     return conn.execute(
         sa.text(
-            f"""INSERT INTO segment_profiles AS p (tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)})
-                SELECT c.tenant_id, c.contact_id, c.email,
-                       selection_fold(substring(c.email FROM '@([^@]+)$')),
-                       selection_fold(v.verdict),
-                       selection_fold(coalesce(e.phone_e164, c.phone)),
-                       selection_fold(coalesce(e.language, c.language)),
-                       selection_fold(coalesce(e.country, c.country)),
-                       selection_fold(c.category),
-                       {_FOLDED_LIST.format('c.tags', "<> ''")},
-                       {flags},
-                       {_FOLDED_LIST.format('c.sources', 'IS NOT NULL')}
-                FROM contacts c
-                LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
-                LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
-                WHERE c.tenant_id = :t
-                ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {sets}
-                WHERE ({old}) IS DISTINCT FROM ({new})"""
+            f"""WITH fresh AS (
+                    SELECT c.tenant_id, c.contact_id, c.email AS email,
+                           selection_fold(substring(c.email FROM '@([^@]+)$')) AS email_domain,
+                           selection_fold(v.verdict) AS verdict,
+                           selection_fold(coalesce(e.phone_e164, c.phone)) AS phone,
+                           selection_fold(coalesce(e.language, c.language)) AS language,
+                           selection_fold(coalesce(e.country, c.country)) AS country,
+                           selection_fold(c.category) AS category,
+                           c.tags AS tags, {flags} AS flags, c.sources AS sources
+                    FROM contacts c
+                    LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+                    LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
+                    WHERE c.tenant_id = :t)
+                INSERT INTO segment_profiles AS p (tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)})
+                SELECT f.tenant_id, f.contact_id, {new} FROM fresh f
+                LEFT JOIN segment_profiles p ON p.tenant_id = f.tenant_id AND p.contact_id = f.contact_id
+                WHERE p.contact_id IS NULL OR ({old}) IS DISTINCT FROM ({new})
+                ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {sets}"""
         ),
         {"t": tenant_id},
     ).rowcount
