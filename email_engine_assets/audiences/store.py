@@ -178,11 +178,14 @@ def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
                                   CASE WHEN v.role_account THEN 'role_account' END,
                                   CASE WHEN v.free_mail THEN 'free_mail' END,
                                   CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL)"""
-    # The difference is found by one join (the profile's primary key serves it whatever the statistics
-    # say); only changed rows reach the upsert, which locks and writes each row it touches.
-    return conn.execute(
+    # The difference is found first, by one join (the profile's primary key serves it whatever the
+    # statistics say) in a CREATE TABLE AS, which PostgreSQL may run with parallel workers (an INSERT
+    # ... SELECT never is); only changed rows reach the upsert, which locks and writes each row it touches.
+    conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.changed_profiles")
+    conn.execute(
         sa.text(
-            f"""WITH fresh AS (
+            f"""CREATE TEMPORARY TABLE changed_profiles ON COMMIT DROP AS
+                WITH fresh AS (
                     SELECT c.tenant_id, c.contact_id, c.email AS email,
                            selection_fold(substring(c.email FROM '@([^@]+)$')) AS email_domain,
                            selection_fold(v.verdict) AS verdict,
@@ -195,14 +198,21 @@ def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
                     LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
                     LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
                     WHERE c.tenant_id = :t)
-                INSERT INTO segment_profiles AS p (tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)})
-                SELECT f.tenant_id, f.contact_id, {new} FROM fresh f
+                SELECT f.* FROM fresh f
                 LEFT JOIN segment_profiles p ON p.tenant_id = f.tenant_id AND p.contact_id = f.contact_id
-                WHERE p.contact_id IS NULL OR ({old}) IS DISTINCT FROM ({new})
-                ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {sets}"""
+                WHERE p.contact_id IS NULL OR ({old}) IS DISTINCT FROM ({new})"""
         ),
         {"t": tenant_id},
+    )
+    written = conn.execute(
+        sa.text(
+            f"""INSERT INTO segment_profiles AS p (tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)})
+                SELECT tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)} FROM changed_profiles ORDER BY contact_id
+                ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {sets}"""
+        )
     ).rowcount
+    conn.exec_driver_sql("DROP TABLE changed_profiles")
+    return written
 
 
 def select_segment_sql(segment: Segment) -> tuple[str, dict[str, object]]:
