@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from email_engine_assets.audiences import store
+from email_engine_assets.audiences.segments import Segment, segments_digest
 from email_engine_assets.audiences.sensors import segment_definitions_sensor
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.dns_server import LoopbackDnsServer
@@ -122,3 +123,23 @@ def test_suppressed_addresses_are_left_out_and_counted_in_the_metadata(engine, w
     assert event.run_id == run.run_id
     per_segment = event.asset_materialization.metadata["per_segment"].value
     assert per_segment["french"]["suppressed_excluded"] == 1 and per_segment["french"]["per_language"] == {"fr": 1}  # enriched from the country
+
+
+def test_the_sensor_observes_registered_tenants_once_per_definition_and_skips_broken_files(workspace):
+    workspace.tenant("acme", ACME.format(country="FR"))
+    globex = workspace.tenant("globex")
+    with dg.instance_for_test() as instance:
+        sensor = DefinitionsSensor(instance)
+        assert sensor.tick() == 0  # no tenant registered yet
+        instance.add_dynamic_partitions("tenant", ["acme", "globex"])
+        assert sensor.tick() == 2 and sensor.tick() == 0
+        globex.write_text("id: globex\nname: G\nsources: [{id: crm}]\nsegments: [{name: Bad Name}]\n", encoding="utf-8")
+        assert sensor.tick() == 0  # a broken file keeps its last definitions (its error is reported elsewhere)
+        globex.write_text("id: globex\nname: G\nsources: [{id: crm}]\nsegments: [{name: all_valid}]\n", encoding="utf-8")
+        assert sensor.tick() == 1
+        (records,) = [instance.fetch_observations(dg.AssetKey("segment_definitions"), limit=1).records]
+        observation = records[0].asset_observation
+        assert observation.partition == "globex" and observation.metadata["names"].value == ["all_valid"]
+        assert observation.tags["dagster/data_version"] == segments_digest(
+            [Segment.model_validate({"name": "all_valid"})]
+        )

@@ -53,6 +53,8 @@ def test_portable_patterns_are_translated(pattern, translated):
         ("[[:alpha:]]", "inside a class"),
         ("[a&&b]", "set operation"),
         ("a{300}", "above 255"),
+        ("(a{1,255}){1,255}", "multiply to 65025"),  # PostgreSQL: "regular expression is too complex"
+        ("^+a", "must follow a character"),  # Rust reads it, PostgreSQL refuses it
         ("a{x", "must start a count"),
         ("[abc", "unclosed '['"),
         ("x" * (REGEX_MAX_CHARS + 1), "at most"),

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 REGEX_MAX_CHARS = 500
 MAX_REPEAT = 255  # PostgreSQL's RE_DUP_MAX
+# Nested counts multiply (``(a{1,50}){1,50}``): PostgreSQL refuses such a pattern as "too complex"
+# when the segment runs, so the product of nested counts is capped when the file is read.
+MAX_NESTED_REPEAT = 1000
 
 _HINTS = {
     "d": "write [0-9]",
@@ -73,6 +76,9 @@ class _Translator:
 
     def run(self) -> str:
         depth = 0
+        # Largest product of counts inside each open group; that of the group just closed.
+        counts: list[int] = [1]
+        closed = 1
         # What a quantifier may follow: an atom (quantifiable), or a quantifier (only '?' for lazy).
         quantifiable = lazy_ok = False
         while self.i < len(self.p):
@@ -86,7 +92,11 @@ class _Translator:
                 if not quantifiable:
                     raise self.fail(f"quantifier {c!r} must follow a character, class or group (write \\{c} for the character)")
                 if c == "{":
-                    self._counted_repeat()
+                    bound = self._counted_repeat()
+                    product = bound * (closed if self.out[-2:-1] == [")"] else 1)
+                    if product > MAX_NESTED_REPEAT:
+                        raise self.fail(f"nested repetition counts multiply to {product}; at most {MAX_NESTED_REPEAT} are portable")
+                    counts[-1] = max(counts[-1], product)
                 else:
                     self.out.append(c)
                     self.i += 1
@@ -111,12 +121,15 @@ class _Translator:
                     self.out.append("(")
                     self.i += 1
                 depth += 1
+                counts.append(1)
                 quantifiable = False
                 continue
             if c == ")":
                 depth -= 1
                 if depth < 0:
                     raise self.fail("unbalanced ')'")
+                closed = counts.pop()
+                counts[-1] = max(counts[-1], closed)
                 quantifiable = True
             elif c == ".":
                 self.out.append("[^\\n]")
@@ -144,7 +157,8 @@ class _Translator:
         hint = _HINTS.get(c, "only \\n, \\t and \\ before punctuation are portable")
         raise self.fail(f"the escape '\\{c}' is not portable ({hint})", start)
 
-    def _counted_repeat(self) -> None:
+    def _counted_repeat(self) -> int:
+        """Copy ``{n}``, ``{n,}`` or ``{n,m}``; return its largest finite count."""
         start = self.i
         end = self.p.find("}", self.i)
         body = self.p[self.i + 1 : end] if end > 0 else ""
@@ -157,6 +171,7 @@ class _Translator:
             raise self.fail("repetition count {n,m} needs n <= m", start)
         self.out.append("{" + low + comma + high + "}")
         self.i = end + 1
+        return max(int(low), int(high) if high else 1)
 
     def _bracket(self) -> None:
         start = self.i
