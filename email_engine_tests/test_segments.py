@@ -398,3 +398,22 @@ def test_tenants_are_isolated_and_erased_contacts_leave_the_snapshot(engine):
         assert store.segment_members(conn, "globex", "s") == globex
         assert store.drop_segments_except(conn, "acme", []) == ["s"]
         assert store.current_snapshot(conn, "acme", "s") is None and store.segment_members(conn, "globex", "s") == globex
+
+
+def test_a_build_that_fails_halfway_leaves_the_previous_snapshot_whole(engine):
+    france = Segment.model_validate({"name": "s", "all": [{"field": "country", "equals": "fr"}]})
+    germany = Segment.model_validate({"name": "s", "all": [{"field": "country", "equals": "de"}]})
+    with engine.begin() as conn:
+        ids = insert_contacts(conn, people(2) + [{"email": "de@x.fr", "verdict": "valid", "country": "DE"}])
+        store.build_segment(conn, "acme", france)
+    with engine.begin() as conn:  # the members' insert fails after the old members were deleted
+        conn.execute(sa.text("ALTER TABLE segment_members ADD CONSTRAINT refuse_all CHECK (false) NOT VALID"))
+    try:
+        with pytest.raises(sa.exc.IntegrityError, match="refuse_all"), engine.begin() as conn:
+            store.build_segment(conn, "acme", germany)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE segment_members DROP CONSTRAINT refuse_all"))
+    with engine.connect() as conn:
+        assert store.segment_members(conn, "acme", "s") == ids[:2]
+        assert store.current_snapshot(conn, "acme", "s").definition_hash == france.definition_hash
