@@ -25,15 +25,16 @@ def test_definitions_load_with_both_partition_dimensions():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments",
-                    "mailwizz_subscribers"}
+                    "segment_definitions", "segments", "mailwizz_subscribers"}
     imports = graph.get(dg.AssetKey("contact_imports")).partitions_def
     assert isinstance(imports, dg.MultiPartitionsDefinition)
     assert {d.name for d in imports.partitions_defs} == {"tenant", "source"}
-    for key in ("contacts", "email_validations", "contact_enrichment", "tag_assignments", "mailwizz_subscribers"):
+    for key in ("contacts", "email_validations", "contact_enrichment", "tag_assignments", "segments", "mailwizz_subscribers"):
         node = graph.get(dg.AssetKey(key))
         assert node.partitions_def.name == "tenant"
         assert node.automation_condition is not None  # follows upstream by declarative automation
     assert dg.AssetKey("contacts") in graph.get(dg.AssetKey("tag_assignments")).parent_keys
+    assert {dg.AssetKey("tag_assignments"), dg.AssetKey("segment_definitions")} <= graph.get(dg.AssetKey("segments")).parent_keys
 
 
 def test_schedule_yields_one_run_per_tenant():

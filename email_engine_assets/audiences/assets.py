@@ -1,4 +1,4 @@
-"""Audience assets per tenant: tag_assignments (segments join here)."""
+"""Audience assets per tenant: tag_assignments, segments (and the observed segment definitions)."""
 
 from collections import Counter
 
@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from email_engine_assets.audiences import store
+from email_engine_assets.audiences.segments import segments_digest
 from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
 from email_engine_assets.quality.assets import (
     CONTACTS,
@@ -16,12 +17,26 @@ from email_engine_assets.quality.assets import (
 )
 from email_engine_assets.quality.store import contact_ranges
 from email_engine_assets.quality.write_behind import written_behind
+from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 AUDIENCES = "audiences"
+
+@dg.observable_source_asset(
+    partitions_def=tenant_partitions,
+    group_name=AUDIENCES,
+    description="The segments declared in tenants/<tenant>.yaml; data version = their digest. Observed by "
+    "segment_definitions_sensor when they change: an observation makes automation rebuild the tenant's segments.",
+)
+def segment_definitions(context: dg.AssetExecutionContext, workspace: WorkspaceResource) -> dg.DataVersionsByPartition:
+    tenants = context.instance.get_dynamic_partitions(tenant_partitions.name)
+    ws = load_tenants(workspace.root(), tenants)
+    return dg.DataVersionsByPartition(
+        {tenant_id: dg.DataVersion(segments_digest(tenant.segments)) for tenant_id, tenant in ws.tenants.items()}
+    )
 
 
 @dg.asset(
@@ -97,3 +112,44 @@ def _desired_tags(conn, tenant, ids) -> tuple[pl.DataFrame, pl.DataFrame, pl.Dat
     )
     desired = pl.concat([imported, ruled.cast(store.ASSIGNMENT_SCHEMA)]).unique()
     return imported, ruled, desired
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name=AUDIENCES,
+    kinds={"postgres"},
+    deps=[CONTACTS, email_validations, contact_enrichment, tag_assignments, segment_definitions],
+    automation_condition=EAGER,
+    description="Membership snapshot of each segment of the tenant file, evaluated in PostgreSQL; suppressed addresses left out.",
+)
+def segments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    tenant = tenant_config(context, workspace)
+    engine = db.engine()
+    with tenant_work_lock(engine, "segments", tenant.id):
+        # Each step commits on its own: a crash leaves the snapshots of the last build (or the new one of a
+        # segment whose transaction committed), never half of one; the next run rebuilds what differs.
+        with engine.begin() as conn:
+            profiles_written = store.refresh_segment_profiles(conn, tenant.id)
+        built = {}
+        for segment in tenant.segments:
+            with engine.begin() as conn:
+                built[segment.name] = store.build_segment(conn, tenant.id, segment, refresh_profiles=False)
+            context.log.info(f"segment {segment.name}: {built[segment.name]['members']} members")
+        with engine.begin() as conn:
+            dropped = store.drop_segments_except(conn, tenant.id, list(built))
+    return dg.MaterializeResult(
+        metadata={
+            "segments": len(built),
+            "members": sum(counts["members"] for counts in built.values()),
+            "suppressed_excluded": sum(counts["suppressed_excluded"] for counts in built.values()),
+            "profiles_written": profiles_written,
+            "dropped_segments": dg.MetadataValue.json(dropped),
+            "definitions_digest": segments_digest(tenant.segments),
+            "per_segment": dg.MetadataValue.json({name: _segment_metadata(counts) for name, counts in built.items()}),
+        }
+    )
+
+
+def _segment_metadata(counts: dict) -> dict:
+    keys = ("members", "matched", "suppressed_excluded", "capped", "added", "removed", "per_language", "per_verdict")
+    return {**{key: counts[key] for key in keys}, "definition_hash": counts["definition_hash"][:12]}

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from email_engine_assets.audiences.regex_dialect import portability_error
 from email_engine_assets.contacts.fields import TEXT_FIELDS
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
@@ -89,7 +90,7 @@ class Condition(BaseModel):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        problem = regex_error(pattern)
+        problem = regex_error(pattern) or portability_error(pattern)
         if problem:
             raise ValueError(f"invalid regex {pattern!r}: {problem}")
         return pattern

@@ -1,10 +1,17 @@
-"""Tag assignments: import tags, rule tags and manual tags, and the one writer of ``contacts.tags``."""
+"""Tag assignments (import, rule and manual tags; the one writer of ``contacts.tags``) and segment snapshots."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
 import sqlalchemy as sa
 
+from email_engine_assets.audiences.segment_sql import where_clause
+from email_engine_assets.audiences.segments import Segment
 from email_engine_assets.quality.store import ContactRange
 from email_engine_resources.frames import copy_frame, read_frame
 
@@ -148,3 +155,231 @@ def top_tags(conn: sa.Connection, tenant_id: str, limit: int = 5) -> list[tuple[
         {"t": tenant_id, "n": limit},
     )
     return [(r.tag, r.n) for r in rows]
+
+
+# --- segments ----------------------------------------------------------------------------
+
+_PROFILE_COLUMNS = ("email", "email_domain", "verdict", "phone", "language", "country", "category", "tags", "flags", "sources")
+
+
+def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
+    """Bring the tenant's ``segment_profiles`` up to date with contacts, validations, enrichment and tags.
+
+    One set-based upsert; only rows whose folded fields changed are written (erased contacts go with
+    their contact). The fields are those :func:`contacts_for_rules` gives the matcher (enriched values
+    first), folded by ``selection_fold``; ``contacts.tags`` (tag slugs, written only from the checked
+    ``tag_assignments``) and ``contacts.sources`` (source ids, slugs) are folded already and copied
+    as they are. Returns the number of rows written.
+    """
+    sets = ", ".join(f"{name} = EXCLUDED.{name}" for name in _PROFILE_COLUMNS)
+    old = ", ".join(f"p.{name}" for name in _PROFILE_COLUMNS)
+    new = ", ".join(f"f.{name}" for name in _PROFILE_COLUMNS)
+    flags = """ARRAY_REMOVE(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
+                                  CASE WHEN v.role_account THEN 'role_account' END,
+                                  CASE WHEN v.free_mail THEN 'free_mail' END,
+                                  CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL)"""
+    # The difference is found first, by one join (the profile's primary key serves it whatever the
+    # statistics say) in a CREATE TABLE AS, which PostgreSQL may run with parallel workers (an INSERT
+    # ... SELECT never is); only changed rows reach the upsert, which locks and writes each row it touches.
+    conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.changed_profiles")
+    conn.execute(
+        sa.text(
+            f"""CREATE TEMPORARY TABLE changed_profiles ON COMMIT DROP AS
+                WITH fresh AS (
+                    SELECT c.tenant_id, c.contact_id, c.email AS email,
+                           selection_fold(substring(c.email FROM '@([^@]+)$')) AS email_domain,
+                           selection_fold(v.verdict) AS verdict,
+                           selection_fold(coalesce(e.phone_e164, c.phone)) AS phone,
+                           selection_fold(coalesce(e.language, c.language)) AS language,
+                           selection_fold(coalesce(e.country, c.country)) AS country,
+                           selection_fold(c.category) AS category,
+                           c.tags AS tags, {flags} AS flags, c.sources AS sources
+                    FROM contacts c
+                    LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+                    LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
+                    WHERE c.tenant_id = :t)
+                SELECT f.* FROM fresh f
+                LEFT JOIN segment_profiles p ON p.tenant_id = f.tenant_id AND p.contact_id = f.contact_id
+                WHERE p.contact_id IS NULL OR ({old}) IS DISTINCT FROM ({new})"""
+        ),
+        {"t": tenant_id},
+    )
+    written = conn.execute(
+        sa.text(
+            f"""INSERT INTO segment_profiles AS p (tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)})
+                SELECT tenant_id, contact_id, {', '.join(_PROFILE_COLUMNS)} FROM changed_profiles ORDER BY contact_id
+                ON CONFLICT (tenant_id, contact_id) DO UPDATE SET {sets}"""
+        )
+    ).rowcount
+    conn.exec_driver_sql("DROP TABLE changed_profiles")
+    return written
+
+
+def select_segment_sql(segment: Segment) -> tuple[str, dict[str, object]]:
+    """``SELECT contact_id, email, language, verdict`` of the tenant's profiles the segment selects
+    (before suppressions and ``max_contacts``); parameters ``:tenant`` and ``:verdicts`` are included."""
+    where = where_clause(segment.all, segment.any, segment.exclude)
+    join = (
+        "JOIN contacts c ON c.tenant_id = p.tenant_id AND c.contact_id = p.contact_id" if where.needs_contacts else ""
+    )
+    sql = f"""SELECT p.contact_id, p.email, p.language, p.verdict FROM segment_profiles p {join}
+              WHERE p.tenant_id = :tenant AND p.verdict = ANY(CAST(:verdicts AS text[])) AND {where.sql}"""
+    return sql, {**where.params, "verdicts": list(segment.verdicts)}
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """The current snapshot of a segment."""
+
+    segment: str
+    definition_hash: str
+    members: int
+    matched: int
+    suppressed_excluded: int
+    built_at: datetime
+
+
+class SnapshotChanged(RuntimeError):
+    """The segment was rebuilt with another definition while its members were being read."""
+
+
+def build_segment(conn: sa.Connection, tenant_id: str, segment: Segment, *, refresh_profiles: bool = True) -> dict:
+    """Evaluate ``segment`` over the tenant and make its snapshot the result, in the caller's transaction.
+
+    Suppressed addresses are left out (and counted); ``max_contacts`` keeps the first members in
+    contact-id order. Under the same definition only the difference is written; under a new one the
+    old members are removed first (the schema refuses a snapshot mixing two definitions). Commit once
+    after it: readers see the old snapshot or the new one. ``refresh_profiles=False`` when the caller
+    just ran :func:`refresh_segment_profiles` for this tenant.
+    """
+    if refresh_profiles:
+        refresh_segment_profiles(conn, tenant_id)
+    select_sql, params = select_segment_sql(segment)
+    digest = segment.definition_hash
+    params = {**params, "tenant": tenant_id, **({"cap": segment.max_contacts} if segment.max_contacts else {})}
+    # max_contacts: the first unsuppressed matches in contact-id order
+    member = "NOT suppressed" if segment.max_contacts is None else (
+        "NOT suppressed AND row_number() OVER (PARTITION BY suppressed ORDER BY contact_id) <= :cap"
+    )
+    conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.segment_build")
+    conn.execute(
+        sa.text(
+            f"""CREATE TEMPORARY TABLE segment_build ON COMMIT DROP AS
+                WITH matched AS ({select_sql}),
+                     flagged AS (SELECT m.*, EXISTS (SELECT 1 FROM suppressions s
+                                                     WHERE s.tenant_id = :tenant AND s.email = m.email) AS suppressed
+                                 FROM matched m)
+                SELECT contact_id, language, verdict, suppressed, {member} AS member FROM flagged"""
+        ),
+        params,
+    )
+    conn.exec_driver_sql("CREATE INDEX ON segment_build (contact_id) WHERE member")
+    conn.exec_driver_sql("ANALYZE segment_build")
+    keys = {"tenant": tenant_id, "segment": segment.name, "hash": digest}
+    counts = conn.execute(
+        sa.text(
+            """SELECT count(*) AS matched, count(*) FILTER (WHERE suppressed) AS suppressed_excluded,
+                      count(*) FILTER (WHERE member) AS members,
+                      coalesce((SELECT jsonb_object_agg(coalesce(language, ''), n) FROM
+                                (SELECT language, count(*) AS n FROM segment_build WHERE member GROUP BY 1) l), '{}') AS per_language,
+                      coalesce((SELECT jsonb_object_agg(verdict, n) FROM
+                                (SELECT verdict, count(*) AS n FROM segment_build WHERE member GROUP BY 1) v), '{}') AS per_verdict
+               FROM segment_build"""
+        )
+    ).one()._asdict()
+    removed = conn.execute(
+        sa.text(
+            """DELETE FROM segment_members m WHERE m.tenant_id = :tenant AND m.segment = :segment
+               AND (m.definition_hash <> :hash
+                    OR NOT EXISTS (SELECT 1 FROM segment_build b WHERE b.member AND b.contact_id = m.contact_id))"""
+        ),
+        keys,
+    ).rowcount
+    conn.execute(
+        sa.text(
+            """INSERT INTO segment_snapshots AS s (tenant_id, segment, definition_hash, definition, built_at, matched,
+                                                  suppressed_excluded, members, per_language, per_verdict)
+               VALUES (:tenant, :segment, :hash, CAST(:definition AS jsonb), now(), :matched, :suppressed_excluded,
+                       :members, CAST(:per_language AS jsonb), CAST(:per_verdict AS jsonb))
+               ON CONFLICT (tenant_id, segment) DO UPDATE SET
+                   definition_hash = EXCLUDED.definition_hash, definition = EXCLUDED.definition, built_at = now(),
+                   matched = EXCLUDED.matched, suppressed_excluded = EXCLUDED.suppressed_excluded,
+                   members = EXCLUDED.members, per_language = EXCLUDED.per_language, per_verdict = EXCLUDED.per_verdict"""
+        ),
+        {**keys, "definition": json.dumps(segment.definition()), "matched": counts["matched"],
+         "suppressed_excluded": counts["suppressed_excluded"], "members": counts["members"],
+         "per_language": json.dumps(counts["per_language"]), "per_verdict": json.dumps(counts["per_verdict"])},
+    )
+    added = conn.execute(
+        sa.text(
+            """INSERT INTO segment_members (tenant_id, segment, contact_id, definition_hash)
+               SELECT :tenant, :segment, contact_id, :hash FROM segment_build WHERE member ORDER BY contact_id
+               ON CONFLICT (tenant_id, segment, contact_id) DO NOTHING"""
+        ),
+        keys,
+    ).rowcount
+    conn.exec_driver_sql("DROP TABLE segment_build")
+    return {**counts, "definition_hash": digest, "added": added, "removed": removed,
+            "capped": counts["matched"] - counts["suppressed_excluded"] - counts["members"]}
+
+
+def drop_segments_except(conn: sa.Connection, tenant_id: str, keep: Sequence[str]) -> list[str]:
+    """Remove the snapshots (and members) of the tenant's segments no longer declared; their names."""
+    return sorted(
+        conn.execute(
+            sa.text(
+                """DELETE FROM segment_snapshots WHERE tenant_id = :t AND NOT (segment = ANY(CAST(:keep AS text[])))
+                   RETURNING segment"""
+            ),
+            {"t": tenant_id, "keep": list(keep)},
+        ).scalars()
+    )
+
+
+def current_snapshot(conn: sa.Connection, tenant_id: str, segment: str) -> SnapshotInfo | None:
+    row = conn.execute(
+        sa.text(
+            """SELECT segment, definition_hash, members, matched, suppressed_excluded, built_at
+               FROM segment_snapshots WHERE tenant_id = :t AND segment = :s"""
+        ),
+        {"t": tenant_id, "s": segment},
+    ).one_or_none()
+    return None if row is None else SnapshotInfo(**row._asdict())
+
+
+def segment_members(
+    conn: sa.Connection,
+    tenant_id: str,
+    segment: str,
+    *,
+    after_contact_id: int = 0,
+    limit: int = 10_000,
+    definition_hash: str | None = None,
+) -> list[int]:
+    """The next ``limit`` member contact ids after ``after_contact_id``, in contact-id order.
+
+    Read a snapshot in batches by passing the last id back; pass the ``definition_hash`` of
+    :func:`current_snapshot` to make sure every batch comes from that definition: a short batch
+    whose snapshot now has another definition raises :class:`SnapshotChanged`.
+    """
+    if not 1 <= limit <= 1_000_000:
+        raise ValueError(f"limit must be between 1 and 1000000, got {limit}")
+    ids = list(
+        conn.execute(
+            sa.text(
+                f"""SELECT contact_id FROM segment_members
+                    WHERE tenant_id = :t AND segment = :s AND contact_id > :after
+                    {'AND definition_hash = :h' if definition_hash is not None else ''}
+                    ORDER BY contact_id LIMIT :n"""
+            ),
+            {"t": tenant_id, "s": segment, "after": after_contact_id, "n": limit, "h": definition_hash},
+        ).scalars()
+    )
+    if definition_hash is not None and len(ids) < limit:
+        snapshot = current_snapshot(conn, tenant_id, segment)
+        if snapshot is None or snapshot.definition_hash != definition_hash:
+            raise SnapshotChanged(
+                f"segment {segment!r} of tenant {tenant_id!r} was rebuilt with another definition "
+                f"(expected {definition_hash[:12]}, now {snapshot.definition_hash[:12] if snapshot else 'none'})"
+            )
+    return ids

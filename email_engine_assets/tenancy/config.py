@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from email_engine_assets.audiences.segments import SegmentList
 from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
@@ -115,6 +116,7 @@ class TenantConfig(Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     validation: ValidationSettings = ValidationSettings()
     tag_rules: TagRuleList = Field(default_factory=list)
+    segments: SegmentList = Field(default_factory=list)
     transports: list[TransportConfig] = Field(default_factory=list, description="the implicit 'outbox' is always there")
     unsubscribe: UnsubscribeSettings | None = None
     dkim: DkimSettings | None = None
@@ -136,6 +138,9 @@ class TenantConfig(Strict):
 
     def source(self, source_id: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.id == source_id), None)
+
+    def segment(self, name: str):
+        return next((s for s in self.segments if s.name == name), None)
 
     def transport(self, name: str) -> TransportConfig | None:
         """The transport called ``name``; ``outbox`` exists even when the file declares none."""
