@@ -79,7 +79,7 @@ def test_automation_builds_segments_and_rebuilds_them_when_the_definition_change
 
     first = automation.until_quiet()
     assert [selection for selection, _ in first] == [
-        ["contact_enrichment", "contacts", "email_validations", "segments", "tag_assignments"]
+        ["contact_enrichment", "contacts", "email_validations", "mailwizz_subscribers", "segments", "tag_assignments"]
     ]
     assert members(engine, "french") == ["ann@good.example"]
     assert members(engine, "everyone") == ["ann@good.example", "bob@good.example"]
