@@ -28,6 +28,7 @@ RESEND_UNKNOWN_TAG = "email_engine/resend_unknown"
 TRANSPORT_TAG = "email_engine/transport"  # <tenant>.<transport>, limited per value in dagster.yaml
 
 FREEZE_PAGE = 10_000
+SEND_BATCH_SIZE = 200  # rows per claim: pause, cancel and new suppressions take effect between batches
 PREFLIGHT_SAMPLES = 20
 
 
@@ -170,7 +171,7 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         except PartMissing as exc:
             raise dg.Failure(description=str(exc)) from None
         report = send_campaign(
-            engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend,
+            engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend, batch_size=SEND_BATCH_SIZE,
             on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
         )
         if report.recovered_unknown:
@@ -187,6 +188,6 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 campaign_send_job = dg.define_asset_job(
-    "campaign_send_job", selection=[campaign_audiences, campaign_sends], partitions_def=campaign_partitions,
+    "campaign_send_job", selection=[campaign_audiences, campaign_sends],
     description="Freeze the audience, check it, send it: one campaign per run.",
 )

@@ -66,7 +66,7 @@ def campaign_row(conn: sa.Connection, tenant_id: str, name: str) -> dict | None:
 
 def list_campaigns(conn: sa.Connection, tenant_id: str | None = None) -> list[dict]:
     rows = conn.execute(
-        sa.text(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE (:t IS NULL OR tenant_id = :t) ORDER BY tenant_id, campaign"),
+        sa.text(f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE (CAST(:t AS text) IS NULL OR tenant_id = :t) ORDER BY tenant_id, campaign"),
         {"t": tenant_id},
     ).mappings().all()
     return [dict(r) for r in rows]
