@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,10 +94,13 @@ class Outbox:
             return DeliveryResult(m.row_id, "failed", f"message is {len(m.message)} bytes; the outbox takes at most {MAX_MESSAGE_BYTES}")
         final = f"{int(m.row_id)}.eml"
         try:
-            os.stat(final, dir_fd=folder, follow_symlinks=False)
-            return DeliveryResult(m.row_id, "sent", "already in the outbox")
+            existing = os.stat(final, dir_fd=folder, follow_symlinks=False)
         except FileNotFoundError:
             pass
+        else:
+            if stat.S_ISREG(existing.st_mode):
+                return DeliveryResult(m.row_id, "sent", "already in the outbox")
+            return DeliveryResult(m.row_id, "failed", f"{final} exists in the outbox and is not a regular file")
         temp = f".{int(m.row_id)}.{os.getpid()}.tmp"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=folder)
