@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("tenant")
         p.add_argument("email")
         if name == "suppress":
-            p.add_argument("--reason", default="manual", help="unsubscribed, bounced, complained or manual (default)")
+            p.add_argument("--reason", default="manual", choices=["manual", "unsubscribed", "bounced", "complained"],
+                           help="why (default: manual); erasure has its own path")
             p.add_argument("--detail", help="a note kept with the suppression")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
