@@ -24,7 +24,8 @@ def test_definitions_load_with_both_partition_dimensions():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments"}
+    assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments",
+                    "campaign_audiences", "campaign_sends"}
     imports = graph.get(dg.AssetKey("contact_imports")).partitions_def
     assert isinstance(imports, dg.MultiPartitionsDefinition)
     assert {d.name for d in imports.partitions_defs} == {"tenant", "source"}
@@ -33,6 +34,11 @@ def test_definitions_load_with_both_partition_dimensions():
         assert node.partitions_def.name == "tenant"
         assert node.automation_condition is not None  # follows upstream by declarative automation
     assert dg.AssetKey("contacts") in graph.get(dg.AssetKey("tag_assignments")).parent_keys
+    for key in ("campaign_audiences", "campaign_sends"):
+        assert graph.get(dg.AssetKey(key)).partitions_def.name == "campaign"
+    assert dg.AssetKey("campaign_audiences") in graph.get(dg.AssetKey("campaign_sends")).parent_keys
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == dg.AssetKey("campaign_audiences")}
+    assert checks == {"no_suppressed_members", "preflight_renders", "audience_not_empty", "sender_reputation"}
 
 
 def test_schedule_yields_one_run_per_tenant():
