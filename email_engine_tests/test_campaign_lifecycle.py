@@ -128,3 +128,29 @@ def test_lifecycle_table(state, action, expected):
             next_state(state, action)
     else:
         assert next_state(state, action) == expected
+
+
+def test_the_main_job_sends_due_campaigns_and_reports_a_blocked_one_without_failing(camp, capsys):
+    from email_engine_assets.main_job import MainJobOutcome, print_summary, send_due
+
+    for name in ("ok", "blocked"):
+        write_campaign(camp.root, "acme", name, send_at=(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(),
+                       segment="vip" if name == "ok" else "empty")
+    write_campaign(camp.root, "acme", "draft")
+    camp.audience = StaticAudience({"vip": camp.ids, "empty": []})
+    campaign_runs.list_campaigns()  # the files are read and recorded as scheduled
+    with camp.engine.begin() as conn:  # their time passes
+        conn.execute(sa.text("UPDATE campaigns SET send_at = now() - interval '1 second' WHERE send_at IS NOT NULL"))
+    outcome = MainJobOutcome()
+    send_due(camp.instance, outcome)
+    assert outcome.ok, outcome.failures
+    by_key = {row["campaign"]: row for row in outcome.campaigns}
+    assert set(by_key) == {"acme.ok", "acme.blocked"}
+    assert (by_key["acme.ok"]["state"], by_key["acme.ok"]["sent"]) == ("completed", 5)
+    assert by_key["acme.blocked"]["blocked"][0]["check"] == "audience_not_empty"
+    assert by_key["acme.blocked"]["state"] == "scheduled"
+    print_summary(outcome)
+    out = capsys.readouterr().out
+    assert "campaign acme.ok: completed audience=5 sent=5" in out
+    assert "campaign acme.blocked: scheduled audience=0" in out and "blocked by audience_not_empty" in out
+    assert _state(camp.engine, "draft") == "draft"
