@@ -185,3 +185,23 @@ def test_sigkill_mid_send_then_resume_sends_nobody_twice(camp, engine, tmp_path)
     unknown = {e for e, s in after.items() if s == "unknown"}
     assert done.counts["unknown"] == len(unknown)  # reported
     assert sent | unknown == set(emails)
+
+
+def test_rate_per_minute_paces_the_batches(camp, engine):
+    from email_engine_assets.campaigns import store
+    from email_engine_assets.campaigns.registry import load_one
+    from email_engine_assets.campaigns.sender import send_campaign
+    from email_engine_resources.outbox import Outbox
+
+    _, campaign = load_one(camp.root, "acme.spring")
+    campaign_runs.list_campaigns()
+    with engine.begin() as conn:
+        store.freeze_members(conn, "acme", "spring", camp.ids)
+        store.transition(conn, "acme", "spring", "send")
+    now = [0.0]
+    waits = []
+    report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), Outbox(camp.outbox),
+                           rate_per_minute=4, batch_size=100, sleep=lambda s: (waits.append(s), now.__setitem__(0, now[0] + s)),
+                           clock=lambda: now[0])
+    assert report.batches == 2 and report.outcomes["sent"] == 6 and report.completed
+    assert waits == [60.0]  # 4 rows take a minute at 4 a minute; the last, short batch waits for nothing

@@ -17,6 +17,7 @@ from email_engine_assets.campaigns.lifecycle import is_due
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.wiring import PartMissing
+from email_engine_assets.tenancy.locks import tenant_work_lock
 
 CAMPAIGNS = "campaigns"
 campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")
@@ -70,7 +71,8 @@ def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     if state == "scheduled" and action != "send" and not is_due(state, row["send_at"], datetime.now(timezone.utc)):
         raise dg.Failure(description=f"campaign {campaign.key} is not due before {row['send_at'].isoformat()}")
     if state in ("draft", "scheduled"):
-        _freeze(context, engine, campaign)
+        with tenant_work_lock(engine, "campaign_audiences", campaign.key):
+            _freeze(context, engine, campaign)
     # The checks guard the start: a campaign already started was checked (or overridden) then.
     results = _gates(context, engine, tenant, campaign, overrides) if state in ("draft", "scheduled") else []
     if results and all(g.passed for g in results):

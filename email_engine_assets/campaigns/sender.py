@@ -77,7 +77,7 @@ def send_campaign(
                 store.record_results(conn, results)
             report.outcomes.update(r["state"] for r in results)
             on_batch(report.batches, report.outcomes)
-            if rate_per_minute:
+            if rate_per_minute and len(rows) + suppressed == size:  # a short batch was the last one
                 # ``size`` rows per batch at ``rate_per_minute``: each batch takes at least size / rate minutes.
                 wait = (len(rows) + suppressed) * 60.0 / rate_per_minute - (clock() - started)
                 if wait > 0:
