@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import textwrap
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg

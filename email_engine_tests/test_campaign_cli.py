@@ -13,7 +13,14 @@ from email_engine_assets import campaign_runs, cli
 from email_engine_assets.campaigns.assets import OVERRIDE_TAG, TRANSPORT_TAG
 from email_engine_assets.campaigns.parts import Problem
 from email_engine_resources import postgres as database
-from email_engine_tests.campaign_parts import SimpleComposers, StaticAudience, add_contacts, outbox_recipients, parts, write_campaign
+from email_engine_tests.campaign_parts import (
+    SimpleComposers,
+    StaticAudience,
+    add_contacts,
+    outbox_recipients,
+    parts,
+    write_campaign,
+)
 
 
 @pytest.fixture

@@ -6,8 +6,17 @@ from datetime import datetime, timezone
 
 import pytest
 
-from email_engine_assets.campaigns.files import check_schedule, load_campaigns, parse_campaign, split_key
-from email_engine_assets.tenancy.config import TENANT_FILE_MAX_BYTES, ConfigError, TenantConfig
+from email_engine_assets.campaigns.files import (
+    check_schedule,
+    load_campaigns,
+    parse_campaign,
+    split_key,
+)
+from email_engine_assets.tenancy.config import (
+    TENANT_FILE_MAX_BYTES,
+    ConfigError,
+    TenantConfig,
+)
 
 TENANT = TenantConfig.model_validate({"id": "acme", "name": "Acme", "sources": [{"id": "crm"}]})
 GOOD = "segment: vip\ncategory: news\nfrom_name: Acme\nfrom_email: news@acme.example\n"

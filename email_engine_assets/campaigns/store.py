@@ -222,8 +222,9 @@ RETURNING s.row_id, s.contact_id, s.email, s.token, s.state
 _CONTACTS = """
 SELECT ct.contact_id, to_jsonb(ct) - 'field_sources' - 'sources' AS contact,
        e.language AS detected_language, e.country AS detected_country
-FROM contacts ct LEFT JOIN contact_enrichment e ON e.tenant_id = ct.tenant_id AND e.contact_id = ct.contact_id
-WHERE ct.tenant_id = :t AND ct.contact_id = ANY(:ids)
+FROM unnest(CAST(:ids AS bigint[])) AS claimed (contact_id)
+JOIN contacts ct ON ct.tenant_id = :t AND ct.contact_id = claimed.contact_id
+LEFT JOIN contact_enrichment e ON e.tenant_id = ct.tenant_id AND e.contact_id = ct.contact_id
 """
 
 
