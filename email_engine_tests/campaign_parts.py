@@ -17,7 +17,13 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from email_engine_assets.campaigns.parts import Composed, Problem, Skipped, Snapshot
+from email_engine_assets.campaigns.parts import (
+    Composed,
+    ListContent,
+    Problem,
+    Skipped,
+    Snapshot,
+)
 from email_engine_assets.campaigns.wiring import Transports
 
 
@@ -63,6 +69,10 @@ class SimpleComposer:
 
     def preflight(self, samples):
         return list(self.problems)
+
+    def list_content(self, template):
+        return ListContent(f"Hello [FNAME] ({template})", "<p>Hello [FNAME]</p><a href='[UNSUBSCRIBE_URL]'>unsubscribe</a>",
+                           None, {"CITY": "city"})
 
 
 class SimpleComposers:

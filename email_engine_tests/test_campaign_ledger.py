@@ -205,3 +205,41 @@ def test_rate_per_minute_paces_the_batches(camp, engine):
                            clock=lambda: now[0])
     assert report.batches == 2 and report.outcomes["sent"] == 6 and report.completed
     assert waits == [60.0]  # 4 rows take a minute at 4 a minute; the last, short batch waits for nothing
+
+
+class ListStandIn:
+    """A list transport following the hand-off contract: takes every recipient but those at refused.example."""
+
+    name = "lists"
+
+    def __init__(self):
+        self.handoffs = []
+
+    def hand_off(self, handoff):
+        from email_engine_resources.delivery import DeliveryResult
+
+        self.handoffs.append(handoff)
+        return [DeliveryResult(r.row_id, "failed" if r.email.endswith("@refused.example") else "handed_off", "")
+                for r in handoff.recipients]
+
+
+def test_a_list_transport_gets_one_hand_off_per_template_and_rows_end_handed_off(camp, engine):
+    from email_engine_assets.campaigns import store
+    from email_engine_assets.campaigns.registry import load_one
+    from email_engine_assets.campaigns.sender import send_campaign
+
+    extra = add_contacts(engine, "acme", ["zed@refused.example"])
+    _, campaign = load_one(camp.root, "acme.spring")
+    campaign_runs.list_campaigns()
+    with engine.begin() as conn:
+        store.freeze_members(conn, "acme", "spring", camp.ids + extra)
+        store.transition(conn, "acme", "spring", "send")
+    lists = ListStandIn()
+    report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), lists, batch_size=100)
+    assert (report.outcomes["handed_off"], report.outcomes["failed"], report.completed) == (6, 1, True)
+    [handoff] = lists.handoffs
+    assert (handoff.name, handoff.template, handoff.custom_fields) == ("acme.spring.welcome", "welcome", {"CITY": "city"})
+    assert "[UNSUBSCRIBE_URL]" in handoff.html and handoff.reply_to == "news@acme.example"
+    assert sorted(r.email for r in handoff.recipients) == sorted(camp.emails + ["zed@refused.example"])
+    assert handoff.recipients[0].fields["first_name"] == "Ann"
+    assert campaign_runs.counts_of("acme.spring")["handed_off"] == 6

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from email_engine_resources.delivery import DeliveryResult, ListHandOff
+
 
 @dataclass(frozen=True)
 class Composed:
@@ -40,6 +42,32 @@ class Composer(Protocol):
     def compose(self, contact: Mapping[str, Any], *, contact_id: int, row_token: str) -> Composed | Skipped: ...
 
     def preflight(self, samples: Sequence[Mapping[str, Any]]) -> list[Problem]: ...
+
+
+@dataclass(frozen=True)
+class ListContent:
+    """A template in the list transport's tag mode (MailWizz ``[FNAME]``, ``[UNSUBSCRIBE_URL]``)."""
+
+    subject: str
+    html: str
+    text: str | None
+    custom_fields: Mapping[str, str]  # list tag -> contact field, beyond EMAIL, FNAME, LNAME
+
+
+class ListComposer(Composer, Protocol):
+    """A composer that can also give a template's content for a list transport to personalise."""
+
+    def list_content(self, template: str) -> ListContent: ...
+
+
+class ListTransport(Protocol):
+    """MailWizz: the recipients of one (campaign, template) are handed to a campaign it sends itself."""
+
+    name: str
+
+    def hand_off(self, handoff: ListHandOff) -> list[DeliveryResult]:
+        """One result per recipient (``handed_off``, ``failed`` or ``unknown``); never raises for one recipient."""
+        ...
 
 
 class ComposerFactory(Protocol):

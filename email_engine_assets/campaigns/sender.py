@@ -24,10 +24,18 @@ import sqlalchemy as sa
 from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import skipped_state
-from email_engine_assets.campaigns.parts import Composer, Skipped
+from email_engine_assets.campaigns.parts import (
+    Composer,
+    ListContent,
+    ListTransport,
+    Skipped,
+)
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.delivery import (
     DELIVERY_STATUSES,
+    DeliveryResult,
+    ListHandOff,
+    ListRecipient,
     MessageTransport,
     OutgoingMessage,
 )
@@ -109,18 +117,61 @@ def deliver_batch(campaign: Campaign, rows: list[dict], composer: Composer, tran
                 envelope_id=row["token"], mail_from=campaign.file.from_email, recipient=row["email"], message=made.message,
             )
         )
-    if outgoing:
+    if outgoing and hasattr(transport, "hand_off"):
+        delivered = hand_off_batch(campaign, outgoing, results, rows, composer, transport)
+    elif outgoing:
         try:
             delivered = transport.deliver(outgoing)
         except Exception as exc:  # the transport lost its way mid-batch: what left is not known
             delivered = []
             for m in outgoing:
                 results[m.row_id]["detail"] = f"transport error: {type(exc).__name__}: {str(exc)[:200]}"
+    if outgoing:
         for d in delivered:
             if d.row_id in results and results[d.row_id]["state"] == "unknown":
                 status = d.status if d.status in DELIVERY_STATUSES else "unknown"
                 results[d.row_id].update(state=status, detail=str(d.detail)[:500])
     return list(results.values())
+
+
+def hand_off_batch(campaign: Campaign, outgoing: list[OutgoingMessage], results: dict[int, dict], rows: list[dict],
+                   composer: Composer, transport: ListTransport) -> list[DeliveryResult]:
+    """The list-transport path: the composed rows grouped by their chosen template, one hand-off per template.
+
+    The message each row got is not sent; it chose the template, and MailWizz personalises that
+    template's content for each subscriber. The hand-off's name is stable across runs
+    (``<tenant>.<campaign>.<template>``), so a run after a crash finds the same list and campaign.
+    """
+    contacts = {r["row_id"]: r["contact"] for r in rows}
+    by_template: dict[str, list[OutgoingMessage]] = {}
+    for m in outgoing:
+        by_template.setdefault(results[m.row_id]["template"], []).append(m)
+    delivered: list[DeliveryResult] = []
+    for template, messages in by_template.items():
+        try:
+            content = composer.list_content(template)
+            handoff = ListHandOff(
+                tenant_id=campaign.tenant_id, campaign=campaign.name, template=template,
+                name=f"{campaign.key}.{template}", subject=content.subject, html=content.html, text=content.text,
+                from_name=campaign.file.from_name, from_email=campaign.file.from_email,
+                reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=None,
+                custom_fields=dict(content.custom_fields),
+                recipients=[ListRecipient(m.row_id, m.recipient, {k: _text(contacts[m.row_id].get(k)) for k in _list_fields(content)})
+                            for m in messages],
+            )
+            delivered += transport.hand_off(handoff)
+        except Exception as exc:  # the hand-off broke off: which recipients MailWizz took is not known
+            for m in messages:
+                results[m.row_id]["detail"] = f"hand-off error: {type(exc).__name__}: {str(exc)[:200]}"
+    return delivered
+
+
+def _list_fields(content: ListContent) -> list[str]:
+    return list(dict.fromkeys(["email", "first_name", "last_name", *content.custom_fields.values()]))
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def _result(row_id: int, state: str, detail: str, template: str | None = None, rule: str | None = None,
