@@ -2,7 +2,7 @@
 
 ``<root>/<tenant>/<campaign>/<row id>.eml``, where ``root`` is ``$EMAIL_ENGINE_HOME/outbox``. A
 file is written under a temporary name that does not end in ``.eml``, flushed to disk, then
-renamed, and the folder is flushed: a reader picking up ``*.eml`` never sees half a message, and a
+renamed, and the folder is flushed once per batch before the results are returned: a reader picking up ``*.eml`` never sees half a message, and a
 crash leaves at most a temporary file, never a torn ``.eml``. Folders are opened without following
 symlinks (``O_NOFOLLOW``): a symlink planted in the outbox makes the message ``failed``, never
 written elsewhere. A row already written (its ``.eml`` exists) is not written again.
@@ -49,15 +49,26 @@ class Outbox:
     def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         folders: dict[tuple[str, str], int] = {}
+        written: dict[tuple[str, str], list[int]] = {}
         try:
             for m in messages:
                 try:
                     key = (m.tenant_id, m.campaign)
                     if key not in folders:
                         folders[key] = self._open_folder(*key)
-                    results.append(self._write(folders[key], m))
+                    result = self._write(folders[key], m)
+                    results.append(result)
+                    if result.status == "sent":
+                        written.setdefault(key, []).append(len(results) - 1)
                 except OutboxError as exc:
                     results.append(DeliveryResult(m.row_id, "failed", str(exc)))
+            # One flush of each folder makes the batch's renames durable before the ledger records them.
+            for key, positions in written.items():
+                try:
+                    os.fsync(folders[key])
+                except OSError as exc:
+                    for i in positions:
+                        results[i] = DeliveryResult(results[i].row_id, "unknown", f"outbox folder flush failed: {exc.strerror}")
         finally:
             for fd in folders.values():
                 os.close(fd)
@@ -112,7 +123,6 @@ class Outbox:
             finally:
                 os.close(fd)
             os.rename(temp, final, src_dir_fd=folder, dst_dir_fd=folder)
-            os.fsync(folder)
         except OSError as exc:
             try:
                 os.unlink(temp, dir_fd=folder)
