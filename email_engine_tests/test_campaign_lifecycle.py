@@ -116,7 +116,7 @@ def test_cancel_skips_the_queued_rows_and_send_refuses(camp, monkeypatch):
 @pytest.mark.parametrize(
     ("state", "action", "expected"),
     [
-        ("draft", "send", "running"), ("scheduled", "due", "running"), ("scheduled", "pause", "paused"),
+        ("draft", "send", "running"), ("scheduled", "due", "running"), ("scheduled", "pause", None),
         ("running", "pause", "paused"), ("paused", "resume", "running"), ("running", "complete", "completed"),
         ("paused", "cancel", "cancelled"), ("draft", "due", None), ("paused", "send", None),
         ("completed", "cancel", None), ("cancelled", "resume", None), ("completed", "send", None),

@@ -13,7 +13,7 @@ import dagster as dg
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import campaign_counts
-from email_engine_assets.campaigns.lifecycle import is_due
+from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.wiring import PartMissing
@@ -76,8 +76,11 @@ def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     # The checks guard the start: a campaign already started was checked (or overridden) then.
     results = _gates(context, engine, tenant, campaign, overrides) if state in ("draft", "scheduled") else []
     if results and all(g.passed for g in results):
-        with engine.begin() as conn:
-            store.transition(conn, t, c, "send" if action == "send" else "due")
+        try:
+            with engine.begin() as conn:
+                store.transition(conn, t, c, "send" if action == "send" else "due")
+        except LifecycleError as exc:  # paused or cancelled by the operator meanwhile
+            raise dg.Failure(description=f"campaign {campaign.key}: {exc}") from None
     elif state == "completed" and tags.get(RESEND_UNKNOWN_TAG) == "true":
         with engine.begin() as conn:
             store.reopen_for_resend(conn, t, c)

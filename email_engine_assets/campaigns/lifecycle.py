@@ -19,7 +19,7 @@ FINAL_STATES: tuple[str, ...] = ("completed", "cancelled")
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "send": (("draft", "scheduled", "running"), "running"),
     "due": (("scheduled",), "running"),
-    "pause": (("scheduled", "running"), "paused"),
+    "pause": (("running",), "paused"),  # a scheduled campaign is cancelled or rescheduled in its file
     "resume": (("paused",), "running"),
     "cancel": (("draft", "scheduled", "running", "paused"), "cancelled"),
     "complete": (("running",), "completed"),
