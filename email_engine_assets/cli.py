@@ -1,4 +1,4 @@
-"""``email-engine``: run the main job, import a file, show rejects, start the UI, migrate."""
+"""``email-engine``: run the main job, import a file, show rejects, run campaigns, suppress, start the UI, migrate."""
 
 from __future__ import annotations
 
@@ -151,6 +151,78 @@ def cmd_ui(args) -> int:
     return subprocess.call(cmd, cwd=settings.PROJECT_ROOT)
 
 
+def _print_counts(data: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=str), flush=True)
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}:{v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(" ".join(f"{k}={v}" for k, v in item.items()) if isinstance(item, dict) else str(item) for item in value)
+        print(f"{key:>15}: {terminal_safe(str(value))}", flush=True)
+
+
+def cmd_campaign(args) -> int:
+    """``campaign list|show|send|pause|resume|cancel``; exit 3 when a check blocks the send."""
+    from email_engine_assets import campaign_runs as runs
+
+    _prepare(args.workspace)
+    try:
+        if args.action == "list":
+            rows, problems = runs.list_campaigns(args.target)
+            for key, problem in sorted(problems.items()):
+                print(f"warning: {terminal_safe(key)}: {terminal_safe(problem)}", file=sys.stderr)
+            for row in rows:
+                if args.json:
+                    print(json.dumps(row, default=str))
+                else:
+                    skipped = sum(row["skipped"].values())
+                    print(terminal_safe(f"{row['campaign']:<32} {row['state']:<10} audience={row['audience']} queued={row['queued']} "
+                                        f"sent={row['sent']} handed_off={row['handed_off']} failed={row['failed']} "
+                                        f"unknown={row['unknown']} skipped={skipped}"))
+            return 0
+        if not args.target:
+            print("error: name the campaign as <tenant>.<name>", file=sys.stderr)
+            return 2
+        if args.action == "show":
+            _print_counts(runs.show(args.target), args.json)
+            return 0
+        if args.action in ("pause", "cancel"):
+            _print_counts(runs.change_state(args.target, args.action), args.json)
+            return 0
+        send = runs.resume if args.action == "resume" else runs.send
+        outcome = send(args.target, overrides=args.override or [], resend_unknown=args.resend_unknown)
+    except runs.CampaignRefused as exc:
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
+        return 1
+    for note in outcome.notes:
+        print(f"note: {terminal_safe(note)}", file=sys.stderr)
+    _print_counts(outcome.as_json(), args.json)
+    for blocked in outcome.blocked:
+        print(f"BLOCKED by {blocked['check']}: {terminal_safe(blocked['reason'])} (--override {blocked['check']} to go on)", file=sys.stderr)
+    for failure in outcome.failures:
+        print(f"FAILED {terminal_safe(failure)}", file=sys.stderr)
+    return 3 if outcome.blocked else 1 if outcome.failures else 0
+
+
+def cmd_suppress(args) -> int:
+    from email_engine_assets import campaign_runs as runs
+
+    _prepare(args.workspace)
+    try:
+        if args.command == "suppress":
+            key, new = runs.suppress(args.tenant, args.email, args.reason, args.detail)
+            print(f"{terminal_safe(key)}: " + ("suppressed" if new else "already suppressed"))
+        else:
+            key, reason = runs.unsuppress(args.tenant, args.email)
+            print(f"{terminal_safe(key)}: " + (f"suppression ({reason}) lifted" if reason else "was not suppressed (or erased: that stays)"))
+    except runs.CampaignRefused as exc:
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="email-engine", description=__doc__)
     parser.add_argument("--workspace", help="folder with tenants/*.yaml and inbox/ (default: EMAIL_ENGINE_WORKSPACE or examples/workspace)")
@@ -182,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p = add("dagster", cmd_dagster, "run a dagster CLI command on this project's storage (e.g. definitions validate -w workspace.yaml)")
     p.add_argument("dagster_args", nargs=argparse.REMAINDER)
+    p = add("campaign", cmd_campaign, "list, show, send, pause, resume or cancel a campaign (<tenant>.<name>)")
+    p.add_argument("action", choices=["list", "show", "send", "pause", "resume", "cancel"])
+    p.add_argument("target", nargs="?", help="<tenant>.<name> (list: an optional tenant)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (list: one per line)")
+    p.add_argument("--override", action="append", metavar="CHECK", help="go on although CHECK fails (recorded with the run)")
+    p.add_argument("--resend-unknown", action="store_true", help="send again the rows whose fate is unknown (may reach someone twice)")
+    for name, help_text in (("suppress", "never mail EMAIL again for TENANT"), ("unsuppress", "lift a suppression of EMAIL for TENANT")):
+        p = add(name, cmd_suppress, help_text)
+        p.add_argument("tenant")
+        p.add_argument("email")
+        if name == "suppress":
+            p.add_argument("--reason", default="manual", choices=["manual", "unsubscribed", "bounced", "complained"],
+                           help="why (default: manual); erasure has its own path")
+            p.add_argument("--detail", help="a note kept with the suppression")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply pending schema migrations")

@@ -45,6 +45,7 @@ class MainJobOutcome:
     failures: list[str] = field(default_factory=list)
     summary: list[dict] = field(default_factory=list)
     quality: list[dict] = field(default_factory=list)
+    campaigns: list[dict] = field(default_factory=list)  # per due campaign: counts, and "blocked" when a check stopped it
 
     @property
     def ok(self) -> bool:
@@ -127,9 +128,19 @@ def run_main_job() -> MainJobOutcome:
         for tenant in ws.tenants.values():
             import_tenant(instance, ws, tenant.id, {s.id for s in tenant.sources}, outcome.failures)
             execute_job("tenant_job", instance, outcome.failures, tenant.id, partition_key=tenant.id, tags={"tenant": tenant.id})
+        send_due(instance, outcome)
     outcome.summary = summary_rows(list(ws.tenants))
     outcome.quality = quality_rows(list(ws.tenants))
     return outcome
+
+
+def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome) -> None:
+    """The due campaigns, each through its own transport; a campaign blocked by a check is reported, not failed."""
+    from email_engine_assets.campaign_runs import send_due_campaigns
+
+    for sent in send_due_campaigns(instance):
+        outcome.campaigns.append(sent.as_json())
+        outcome.failures += sent.failures
 
 
 def import_one_file(
@@ -234,6 +245,12 @@ def print_summary(outcome: MainJobOutcome) -> None:
         print()
         cols = ["tenant", *VERDICTS, "languages", "top tags"]
         _print_table(outcome.quality, cols, cols)
+    for row in outcome.campaigns:
+        blocked = "; ".join(f"blocked by {b['check']}: {b['reason']}" for b in row.get("blocked", []))
+        skipped = sum(row["skipped"].values())
+        print(f"campaign {row['campaign']}: {row['state']} audience={row['audience']} sent={row['sent']} "
+              f"handed_off={row['handed_off']} failed={row['failed']} unknown={row['unknown']} skipped={skipped}"
+              + (f" ({blocked})" if blocked else ""))
     for failure in outcome.failures:
         print(f"FAILED {failure}")
 

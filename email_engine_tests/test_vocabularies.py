@@ -9,6 +9,8 @@ import sqlalchemy as sa
 
 from email_engine_assets.audiences.selection import SCALAR_FIELDS
 from email_engine_assets.audiences.suppressions import SUPPRESSION_REASONS
+from email_engine_assets.campaigns.ledger import SEND_STATES
+from email_engine_assets.campaigns.lifecycle import CAMPAIGN_STATES
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS, TEXT_FIELDS
 from email_engine_assets.contacts.importer import LEDGER_STATUSES
 from email_engine_assets.quality.verdict import (
@@ -28,6 +30,8 @@ CHECKED = {
     ("import_files", "status"): LEDGER_STATUSES,
     ("suppressions", "reason"): SUPPRESSION_REASONS,
     ("mailwizz_subscribers", "state"): SYNC_STATES,
+    ("campaigns", "state"): CAMPAIGN_STATES,
+    ("campaign_sends", "state"): SEND_STATES,
 }
 
 

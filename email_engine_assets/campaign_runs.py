@@ -1,0 +1,215 @@
+"""The operator's campaign commands: list, show, send, pause, resume, cancel; suppress, unsuppress.
+
+``send`` (and ``resume``) run ``campaign_send_job`` for the campaign's partition in this process,
+recorded in the Dagster instance like a run launched from the UI. A send blocked by a check is
+reported with the check and its reason (exit code 3 in the CLI); ``--override CHECK`` lets the
+operator go on, and the override is kept in the run's tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from email_engine_assets.audiences.suppressions import (
+    SUPPRESSION_REASONS,
+    suppression_key,
+)
+from email_engine_assets.campaigns import gates, store
+from email_engine_assets.campaigns.assets import (
+    ACTION_TAG,
+    OVERRIDE_TAG,
+    RESEND_UNKNOWN_TAG,
+    TRANSPORT_TAG,
+    campaign_partitions,
+)
+from email_engine_assets.campaigns.files import split_key
+from email_engine_assets.campaigns.ledger import campaign_counts
+from email_engine_assets.campaigns.lifecycle import LifecycleError, refusal
+from email_engine_assets.campaigns.registry import register_campaigns, register_one
+from email_engine_assets.campaigns.wiring import transport_tag
+from email_engine_assets.contacts.store import register_workspace
+from email_engine_assets.tenancy.config import load_tenants, load_workspace
+from email_engine_resources.postgres import get_engine
+from email_engine_resources.workspace import WorkspaceResource
+
+CLI_TAG = "email_engine/cli"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+class CampaignRefused(Exception):
+    """The command does not apply (unknown campaign, a state that refuses it); ``str()`` says why."""
+
+
+@dataclass
+class SendOutcome:
+    counts: dict
+    blocked: list[dict] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {**self.counts, **({"blocked": self.blocked} if self.blocked else {}),
+                **({"failures": self.failures} if self.failures else {})}
+
+
+def run_parts() -> dict | None:
+    """Resources replacing the code location's campaign parts (None: the deployment's own)."""
+    return None
+
+
+def _definitions() -> dg.Definitions:
+    from email_engine_assets.definitions import defs
+
+    return defs
+
+
+def _root():
+    return WorkspaceResource().root()
+
+
+def counts_of(key: str) -> dict:
+    tenant_id, name = split_key(key)
+    with get_engine().connect() as conn:
+        row = store.campaign_row(conn, tenant_id, name)
+        if row is None:
+            raise CampaignRefused(f"no campaign {key!r}")
+        return campaign_counts(key, row["state"], store.state_counts(conn, tenant_id, name))
+
+
+def list_campaigns(tenant_id: str | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Every recorded campaign (of one tenant) with its counts, after reading the files; and the file problems."""
+    ws = load_workspace(_root())
+    registered = register_campaigns(get_engine(), ws)
+    with get_engine().connect() as conn:
+        rows = store.list_campaigns(conn, tenant_id)
+        out = []
+        for r in rows:
+            key = f"{r['tenant_id']}.{r['campaign']}"
+            counts = campaign_counts(key, r["state"], store.state_counts(conn, r["tenant_id"], r["campaign"]))
+            out.append({**counts, "segment": r["segment"], "transport": r["transport"],
+                        "send_at": r["send_at"].isoformat() if r["send_at"] else None})
+    problems = {k: v for k, v in registered.problems.items() if tenant_id is None or k.startswith(f"{tenant_id}.")}
+    return out, problems
+
+
+def show(key: str) -> dict:
+    try:
+        register_one(get_engine(), _root(), key)
+    except (LookupError, ValueError) as exc:
+        raise CampaignRefused(str(exc)) from None
+    tenant_id, name = split_key(key)
+    with get_engine().connect() as conn:
+        row = store.campaign_row(conn, tenant_id, name)
+    return {**counts_of(key), "segment": row["segment"], "category": row["category"], "transport": row["transport"],
+            "send_at": row["send_at"].isoformat() if row["send_at"] else None, "rate_per_minute": row["rate_per_minute"],
+            "snapshot_hash": row["snapshot_hash"]}
+
+
+def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, action: str = "send",
+         instance: dg.DagsterInstance | None = None) -> SendOutcome:
+    """Run the campaign now (``action="due"``: only if it is due, as the sensor and the main job do)."""
+    try:
+        gates.parse_overrides(",".join(overrides))
+        tenant, campaign, problem = register_one(get_engine(), _root(), key)
+    except (LookupError, ValueError) as exc:
+        raise CampaignRefused(str(exc)) from None
+    notes = [problem] if problem else []
+    with get_engine().connect() as conn:
+        row = store.campaign_row(conn, tenant.id, campaign.name)
+        unknown = store.state_counts(conn, tenant.id, campaign.name).get("unknown", 0)
+    if row["state"] in ("paused", "cancelled"):
+        raise CampaignRefused(f"campaign {key}: {refusal(row['state'], 'send')}")
+    if row["state"] == "completed" and not (resend_unknown and unknown):
+        return SendOutcome(counts_of(key), notes=notes + ["the campaign is completed: nothing more to send"])
+    tags = {CLI_TAG: "true", ACTION_TAG: action, TRANSPORT_TAG: transport_tag(tenant.id, row["transport"])}
+    if overrides:
+        tags[OVERRIDE_TAG] = ",".join(overrides)
+    if resend_unknown:
+        tags[RESEND_UNKNOWN_TAG] = "true"
+    outcome = SendOutcome(counts={}, notes=notes)
+    own = instance is None
+    instance = instance or dg.DagsterInstance.get()
+    try:
+        if key not in instance.get_dynamic_partitions(campaign_partitions.name):
+            instance.add_dynamic_partitions(campaign_partitions.name, [key])
+        job = _definitions().resolve_job_def("campaign_send_job")
+        result = job.execute_in_process(instance=instance, partition_key=key, tags=tags, run_config=QUIET,
+                                        raise_on_error=False, resources=run_parts())
+    finally:
+        if own:
+            instance.dispose()
+    outcome.blocked = [
+        {"check": e.check_name, "reason": _reason(e)} for e in result.get_asset_check_evaluations() if not e.passed
+    ]
+    if not result.success and not outcome.blocked:
+        for event in result.all_events:
+            if event.is_step_failure:
+                err = event.step_failure_data.error
+                outcome.failures.append(f"{key}: {event.step_key}: {err.message.strip() if err else 'step failed'}")
+        outcome.failures = outcome.failures or [f"{key}: run {result.run_id} failed"]
+    outcome.counts = counts_of(key)
+    return outcome
+
+
+def _reason(evaluation) -> str:
+    value = evaluation.metadata.get("reason")
+    return getattr(value, "value", None) or getattr(value, "text", None) or str(evaluation.description or "failed")
+
+
+def change_state(key: str, action: str) -> dict:
+    """``pause`` or ``cancel`` now; the running send sees it at its next batch."""
+    tenant_id, name = split_key(key)
+    try:
+        register_one(get_engine(), _root(), key)
+        with get_engine().begin() as conn:
+            store.transition(conn, tenant_id, name, action)
+    except (LookupError, ValueError, LifecycleError) as exc:
+        raise CampaignRefused(f"campaign {key}: {exc}") from None
+    return counts_of(key)
+
+
+def resume(key: str, **kwargs) -> SendOutcome:
+    """Back to ``running`` and go on sending where it stopped."""
+    change_state(key, "resume")
+    return send(key, **kwargs)
+
+
+def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
+    """The main job's last step: every due campaign through its own transport; drafts never start."""
+    ws = load_workspace(_root())
+    register_campaigns(get_engine(), ws)
+    with get_engine().connect() as conn:
+        due = store.due_campaigns(conn, datetime.now(timezone.utc))
+    return [send(key, action="due", instance=instance) for key in due]
+
+
+def suppress(tenant_id: str, address: str, reason: str = "manual", detail: str | None = None) -> tuple[str, bool]:
+    """Suppress ``address`` for the tenant: (its key, whether it is new). Running sends skip it from their next batch."""
+    key, _ = _suppression_target(tenant_id, address)
+    if reason not in SUPPRESSION_REASONS:
+        raise CampaignRefused(f"unknown reason {reason[:40]!r}; expected one of {', '.join(SUPPRESSION_REASONS)}")
+    with get_engine().begin() as conn:
+        return key, store.suppress(conn, tenant_id, key, reason, (detail or "")[:500] or None)
+
+
+def unsuppress(tenant_id: str, address: str) -> tuple[str, str | None]:
+    """Lift a suppression: (the key, the reason it had, or None when there was none)."""
+    key, _ = _suppression_target(tenant_id, address)
+    with get_engine().begin() as conn:
+        return key, store.unsuppress(conn, tenant_id, key)
+
+
+def _suppression_target(tenant_id: str, address: str):
+    ws = load_tenants(_root(), [tenant_id])
+    if tenant_id not in ws.tenants:
+        raise CampaignRefused(ws.errors.get(tenant_id) or f"no tenant {tenant_id[:64]!r}")
+    try:
+        key = suppression_key(address)
+    except ValueError as exc:
+        raise CampaignRefused(str(exc)) from None
+    with get_engine().begin() as conn:
+        register_workspace(conn, ws)
+    return key, ws

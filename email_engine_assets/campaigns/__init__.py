@@ -1,0 +1,1 @@
+"""Campaigns: files, lifecycle, the exactly-once send ledger, audiences -> sends."""

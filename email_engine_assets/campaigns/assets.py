@@ -1,0 +1,198 @@
+"""Campaign assets, partitioned by campaign (``<tenant>.<name>``).
+
+``campaign_audiences`` freezes the segment's snapshot into ledger rows and evaluates the blocking
+checks; only when they pass (or the operator overrode them) does the campaign become ``running``.
+``campaign_sends`` then claims, composes, delivers and records, batch by batch.
+"""
+
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from email_engine_assets.campaigns import gates, store
+from email_engine_assets.campaigns.files import Campaign
+from email_engine_assets.campaigns.ledger import campaign_counts
+from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
+from email_engine_assets.campaigns.registry import register_one
+from email_engine_assets.campaigns.sender import send_campaign
+from email_engine_assets.campaigns.wiring import PartMissing
+from email_engine_assets.tenancy.locks import tenant_work_lock
+
+CAMPAIGNS = "campaigns"
+campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")
+
+# Run tags: why the run was started, what the operator allowed, which transport instance it uses.
+ACTION_TAG = "email_engine/campaign_action"  # "send" (the operator: starts a draft) or "due" (sensor, main job)
+OVERRIDE_TAG = "email_engine/override"  # comma-separated check names
+RESEND_UNKNOWN_TAG = "email_engine/resend_unknown"
+TRANSPORT_TAG = "email_engine/transport"  # <tenant>.<transport>, limited per value in dagster.yaml
+
+FREEZE_PAGE = 10_000
+SEND_BATCH_SIZE = 200  # rows per claim: pause, cancel and new suppressions take effect between batches
+PREFLIGHT_SAMPLES = 20
+
+
+def _load(context: dg.AssetExecutionContext) -> tuple:
+    try:
+        tenant, campaign, problem = register_one(context.resources.db.engine(), context.resources.workspace.root(), context.partition_key)
+    except (LookupError, ValueError) as exc:
+        raise dg.Failure(description=str(exc)) from None
+    if problem:
+        context.log.warning(problem)
+    return tenant, campaign
+
+
+@dg.asset(
+    partitions_def=campaign_partitions,
+    group_name=CAMPAIGNS,
+    kinds={"postgres"},
+    required_resource_keys={"db", "workspace", "audience_source", "composers"},
+    check_specs=[dg.AssetCheckSpec(name, asset="campaign_audiences", blocking=True) for name in gates.CHECK_NAMES],
+    description="The campaign's audience frozen into ledger rows (queued, or skipped_suppressed); blocking checks gate the send.",
+)
+def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    tenant, campaign = _load(context)
+    engine = context.resources.db.engine()
+    t, c = campaign.tenant_id, campaign.name
+    tags = context.run.tags
+    action = tags.get(ACTION_TAG, "due")
+    try:
+        overrides = gates.parse_overrides(tags.get(OVERRIDE_TAG, ""))
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    with engine.connect() as conn:
+        row = store.campaign_row(conn, t, c)
+    state = row["state"]
+    if state == "cancelled":
+        raise dg.Failure(description=f"campaign {campaign.key} is cancelled: it sends nothing more")
+    if state == "draft" and action != "send":
+        raise dg.Failure(description=f"campaign {campaign.key} is a draft: only `campaign send` starts it")
+    if state == "scheduled" and action != "send" and not is_due(state, row["send_at"], datetime.now(timezone.utc)):
+        raise dg.Failure(description=f"campaign {campaign.key} is not due before {row['send_at'].isoformat()}")
+    if state in ("draft", "scheduled"):
+        with tenant_work_lock(engine, "campaign_audiences", campaign.key):
+            _freeze(context, engine, campaign)
+    # The checks guard the start: a campaign already started was checked (or overridden) then.
+    results = _gates(context, engine, tenant, campaign, overrides) if state in ("draft", "scheduled") else []
+    if results and all(g.passed for g in results):
+        try:
+            with engine.begin() as conn:
+                store.transition(conn, t, c, "send" if action == "send" else "due")
+        except LifecycleError as exc:  # paused or cancelled by the operator meanwhile
+            raise dg.Failure(description=f"campaign {campaign.key}: {exc}") from None
+    elif state == "completed" and tags.get(RESEND_UNKNOWN_TAG) == "true":
+        with engine.begin() as conn:
+            store.reopen_for_resend(conn, t, c)
+    with engine.connect() as conn:
+        row = store.campaign_row(conn, t, c)
+        counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, t, c))
+    if not results:
+        results = [gates.Gate(name, True, f"campaign already {state}: checked when it started") for name in gates.CHECK_NAMES]
+    return dg.MaterializeResult(
+        metadata={
+            "state": row["state"], "audience": counts["audience"], "queued": counts["queued"],
+            "skipped_suppressed": counts["skipped"]["suppressed"], "snapshot_hash": row["snapshot_hash"] or "",
+            "overrides": ", ".join(g.check for g in results if g.overridden),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=g.check, passed=g.passed, severity=dg.AssetCheckSeverity.ERROR,
+                description=g.reason, metadata={"reason": g.reason, "overridden": g.overridden},
+            )
+            for g in results
+        ],
+    )
+
+
+def _freeze(context: dg.AssetExecutionContext, engine, campaign: Campaign) -> None:
+    """Ledger rows from the segment's current snapshot; again only if it changed and nothing was claimed."""
+    audience = context.resources.audience_source
+    t, c, segment = campaign.tenant_id, campaign.name, campaign.file.segment
+    with engine.begin() as conn:
+        try:
+            snapshot = audience.current_snapshot(conn, t, segment)
+        except PartMissing as exc:
+            raise dg.Failure(description=str(exc)) from None
+        row = store.campaign_row(conn, t, c)
+        if snapshot is None:
+            context.log.warning(f"segment {segment!r} of tenant {t} has no snapshot")
+            return
+        if row["audience_frozen_at"] is not None and (row["snapshot_hash"] == snapshot.definition_hash or store.audience_claimed(conn, t, c)):
+            return
+        store.clear_audience(conn, t, c)
+        after, frozen = 0, 0
+        while True:
+            ids = audience.segment_members(conn, t, segment, after_contact_id=after, limit=FREEZE_PAGE)
+            if not ids:
+                break
+            frozen += store.freeze_members(conn, t, c, ids)
+            after = max(ids)
+        store.mark_frozen(conn, t, c, snapshot.definition_hash)
+    context.log.info(f"froze {frozen} member(s) of segment {segment!r} (snapshot {snapshot.definition_hash[:12]})")
+
+
+def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) -> list[gates.Gate]:
+    t, c = campaign.tenant_id, campaign.name
+    with engine.connect() as conn:
+        counts = store.state_counts(conn, t, c)
+        suppressed = store.suppressed_at_freeze(conn, t, c)
+        samples = store.sample_contacts(conn, t, c, PREFLIGHT_SAMPLES)
+        last = store.last_completed(conn, t, c)
+    try:
+        composer = context.resources.composers.composer(tenant, campaign)
+        render = gates.preflight(composer.preflight(samples))
+    except PartMissing as exc:
+        render = gates.Gate(gates.PREFLIGHT_RENDERS, False, str(exc))
+    results = [
+        gates.suppressed_members(campaign.file.segment, suppressed),
+        render,
+        gates.audience_not_empty(campaign.file.segment, sum(counts.values())),
+        gates.sender_reputation(last),
+    ]
+    return gates.apply_overrides(results, overrides)
+
+
+@dg.asset(
+    partitions_def=campaign_partitions,
+    group_name=CAMPAIGNS,
+    kinds={"postgres"},
+    deps=[campaign_audiences],
+    required_resource_keys={"db", "workspace", "composers", "transports"},
+    description="Claims queued rows batch by batch (suppression and state re-checked), composes, delivers, records.",
+)
+def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    tenant, campaign = _load(context)
+    engine = context.resources.db.engine()
+    with engine.connect() as conn:
+        row = store.campaign_row(conn, campaign.tenant_id, campaign.name)
+    resend = context.run.tags.get(RESEND_UNKNOWN_TAG) == "true"
+    if row["state"] != "running":
+        context.log.info(f"campaign {campaign.key} is {row['state']}: nothing to send")
+    else:
+        try:
+            composer = context.resources.composers.composer(tenant, campaign)
+            transport = context.resources.transports.transport(tenant, campaign)
+        except PartMissing as exc:
+            raise dg.Failure(description=str(exc)) from None
+        report = send_campaign(
+            engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend, batch_size=SEND_BATCH_SIZE,
+            on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
+        )
+        if report.recovered_unknown:
+            context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
+    with engine.connect() as conn:
+        row = store.campaign_row(conn, campaign.tenant_id, campaign.name)
+        counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, campaign.tenant_id, campaign.name))
+    return dg.MaterializeResult(
+        metadata={
+            "state": row["state"], **{k: counts[k] for k in ("audience", "queued", "sent", "handed_off", "failed", "unknown")},
+            "skipped": dg.MetadataValue.json(counts["skipped"]),
+        }
+    )
+
+
+campaign_send_job = dg.define_asset_job(
+    "campaign_send_job", selection=[campaign_audiences, campaign_sends],
+    description="Freeze the audience, check it, send it: one campaign per run.",
+)

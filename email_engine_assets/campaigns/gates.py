@@ -1,0 +1,93 @@
+"""The rules that block a send, as plain functions of counts: one result per check.
+
+Each check is named (the name an operator gives to ``--override``) and says why it failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+NO_SUPPRESSED_MEMBERS = "no_suppressed_members"
+PREFLIGHT_RENDERS = "preflight_renders"
+AUDIENCE_NOT_EMPTY = "audience_not_empty"
+SENDER_REPUTATION = "sender_reputation"
+CHECK_NAMES: tuple[str, ...] = (NO_SUPPRESSED_MEMBERS, PREFLIGHT_RENDERS, AUDIENCE_NOT_EMPTY, SENDER_REPUTATION)
+
+MAX_HARD_BOUNCE_RATE = 0.02
+MAX_COMPLAINT_RATE = 0.001
+
+
+@dataclass(frozen=True)
+class Gate:
+    check: str
+    passed: bool
+    reason: str
+    overridden: bool = False
+
+
+@dataclass(frozen=True)
+class LastCampaign:
+    """The tenant's last completed campaign: messages out, and the feedback counts (None: no data yet)."""
+
+    campaign: str
+    delivered: int
+    hard_bounces: int | None
+    complaints: int | None
+
+
+def suppressed_members(segment: str, suppressed: int) -> Gate:
+    if suppressed:
+        return Gate(NO_SUPPRESSED_MEMBERS, False,
+                    f"{suppressed} member(s) of segment {segment!r} are suppressed: the snapshot is older than the "
+                    "suppressions; rebuild the segment (they are never mailed either way)")
+    return Gate(NO_SUPPRESSED_MEMBERS, True, "no suppressed member in the snapshot")
+
+
+def preflight(problems: Sequence[object], shown: int = 5) -> Gate:
+    if problems:
+        listed = "; ".join(_problem_text(p) for p in problems[:shown])
+        more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+        return Gate(PREFLIGHT_RENDERS, False, f"{len(problems)} rendering problem(s): {listed}{more}")
+    return Gate(PREFLIGHT_RENDERS, True, "the templates render for the sample contacts")
+
+
+def _problem_text(p: object) -> str:
+    file, line, variable, message = (getattr(p, k, None) for k in ("file", "line", "variable", "message"))
+    where = f"{file}:{line}" if line else str(file)
+    return f"{where}: {variable + ': ' if variable else ''}{str(message)[:200]}"
+
+
+def audience_not_empty(segment: str, audience: int) -> Gate:
+    if audience == 0:
+        return Gate(AUDIENCE_NOT_EMPTY, False, f"segment {segment!r} has no member to send to")
+    return Gate(AUDIENCE_NOT_EMPTY, True, f"{audience} member(s)")
+
+
+def sender_reputation(last: LastCampaign | None) -> Gate:
+    """The last completed campaign of the tenant: at most 2% hard bounces and 0.1% complaints."""
+    if last is None or last.delivered == 0 or (last.hard_bounces is None and last.complaints is None):
+        return Gate(SENDER_REPUTATION, True, "no feedback data on the last completed campaign")
+    problems = []
+    for label, count, limit in (("hard bounces", last.hard_bounces, MAX_HARD_BOUNCE_RATE),
+                                ("complaints", last.complaints, MAX_COMPLAINT_RATE)):
+        if count is not None and count / last.delivered > limit:
+            problems.append(f"{label} {count}/{last.delivered} = {count / last.delivered:.2%} > {limit:.1%}")
+    if problems:
+        return Gate(SENDER_REPUTATION, False, f"last completed campaign {last.campaign}: " + ", ".join(problems))
+    return Gate(SENDER_REPUTATION, True, f"last completed campaign {last.campaign} within the limits")
+
+
+def apply_overrides(gates: Sequence[Gate], overrides: Sequence[str]) -> list[Gate]:
+    """A failed gate named in ``overrides`` passes, marked as overridden (recorded with the run)."""
+    return [Gate(g.check, True, f"overridden by the operator: {g.reason}", True) if not g.passed and g.check in overrides else g
+            for g in gates]
+
+
+def parse_overrides(text: str) -> list[str]:
+    """The run tag's comma-separated check names; an unknown name is an error naming it."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CHECK_NAMES]
+    if unknown:
+        raise ValueError(f"unknown check(s) to override: {', '.join(n[:64] for n in unknown)}; known: {', '.join(CHECK_NAMES)}")
+    return names

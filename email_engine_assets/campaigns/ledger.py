@@ -1,0 +1,37 @@
+"""The send ledger's vocabulary: the state of each (campaign, contact) row, and how counts add up.
+
+``queued`` -> ``sending`` (claimed) -> ``sent`` | ``failed`` | ``unknown`` | ``handed_off`` (MailWizz)
+or ``skipped_<reason>``. A row is never claimed twice: only ``queued`` rows are claimed, and a row
+left ``sending`` by a run that died becomes ``unknown`` (sent or not, nobody knows) -- reported,
+and queued again only when the operator asks (``campaign send --resend-unknown``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from email_engine_resources.delivery import DELIVERY_STATUSES
+
+# suppressed: on the suppression list (at freeze or at claim time); no_template: no template for
+# the contact's category / language; render_failed: the template did not render for this contact;
+# cancelled: still queued when the campaign was cancelled.
+SKIP_REASONS: tuple[str, ...] = ("suppressed", "no_template", "render_failed", "cancelled")
+SKIPPED_STATES: tuple[str, ...] = tuple(f"skipped_{r}" for r in SKIP_REASONS)
+SEND_STATES: tuple[str, ...] = ("queued", "sending", *DELIVERY_STATUSES, *SKIPPED_STATES)
+SETTLED_STATES: tuple[str, ...] = (*DELIVERY_STATUSES, *SKIPPED_STATES)
+
+
+def skipped_state(reason: str) -> tuple[str, str]:
+    """(ledger state, detail) of a row skipped for ``reason``; a reason outside the vocabulary is
+    kept in the detail of a ``skipped_render_failed`` row."""
+    if reason in SKIP_REASONS:
+        return f"skipped_{reason}", ""
+    return "skipped_render_failed", reason[:300]
+
+
+def campaign_counts(key: str, state: str, by_state: Mapping[str, int]) -> dict:
+    """The operator's summary: ``audience`` is the number of ledger rows and equals the sum of the others."""
+    counts = {s: int(by_state.get(s, 0)) for s in ("queued", "sent", "handed_off", "failed", "unknown")}
+    counts["queued"] += int(by_state.get("sending", 0))  # claimed by a run in progress
+    skipped = {r: int(by_state.get(f"skipped_{r}", 0)) for r in SKIP_REASONS}
+    return {"campaign": key, "state": state, "audience": sum(int(v) for v in by_state.values()), **counts, "skipped": skipped}

@@ -1,0 +1,119 @@
+"""A campaign's parts for tests: an audience given as contact ids and a composer building real RFC 5322 messages.
+
+They follow the protocols of ``email_engine_assets.campaigns.parts`` (what segments and templates
+provide); the ledger, the store, the outbox and PostgreSQL under them are the real ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import textwrap
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from email_engine_assets.campaigns.parts import (
+    Composed,
+    ListContent,
+    Problem,
+    Skipped,
+    Snapshot,
+)
+from email_engine_assets.campaigns.wiring import Transports
+
+
+class StaticAudience:
+    """Segments as fixed lists of contact ids: ``{segment: [contact ids]}``."""
+
+    def __init__(self, members: dict[str, list[int]]):
+        self.members = {k: sorted(v) for k, v in members.items()}
+
+    def current_snapshot(self, conn, tenant_id, segment):
+        if segment not in self.members:
+            return None
+        ids = self.members[segment]
+        return Snapshot(hashlib.sha256(repr(ids).encode()).hexdigest(), len(ids))
+
+    def segment_members(self, conn, tenant_id, segment, *, after_contact_id, limit):
+        return [i for i in self.members.get(segment, []) if i > after_contact_id][:limit]
+
+
+class SimpleComposer:
+    """One text/plain message per contact; contacts of category ``nocat`` have no template."""
+
+    def __init__(self, campaign, problems: list[Problem] | None = None, on_compose=None):
+        self.campaign = campaign
+        self.problems = problems or []
+        self.on_compose = on_compose
+
+    def compose(self, contact, *, contact_id, row_token):
+        if self.on_compose:
+            self.on_compose(contact)
+        if contact.get("category") == "nocat":
+            return Skipped("no_template")
+        f = self.campaign.file
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = f"{f.from_name} <{f.from_email}>"
+        msg["To"] = contact["email"]
+        msg["Subject"] = f"Hello {contact.get('first_name') or 'there'}"
+        msg["Date"] = format_datetime(datetime(2026, 11, 29, tzinfo=timezone.utc))
+        message_id = f"<{row_token}@{f.from_email.split('@')[1]}>"
+        msg["Message-ID"] = message_id
+        msg.set_content(f"Hello {contact.get('first_name') or 'there'}\n")
+        return Composed("welcome", "category", str(msg["Subject"]), msg.as_bytes(), message_id)
+
+    def preflight(self, samples):
+        return list(self.problems)
+
+    def list_content(self, template):
+        return ListContent(f"Hello [FNAME] ({template})", "<p>Hello [FNAME]</p><a href='[UNSUBSCRIBE_URL]'>unsubscribe</a>",
+                           None, {"CITY": "city"})
+
+
+class SimpleComposers:
+    def __init__(self, problems: list[Problem] | None = None, on_compose=None):
+        self.problems = problems
+        self.on_compose = on_compose
+
+    def composer(self, tenant, campaign):
+        return SimpleComposer(campaign, self.problems, self.on_compose)
+
+
+def parts(audience, composers=None, outbox_root: Path | None = None) -> dict:
+    return {
+        "audience_source": dg.ResourceDefinition.hardcoded_resource(audience),
+        "composers": dg.ResourceDefinition.hardcoded_resource(composers or SimpleComposers()),
+        "transports": dg.ResourceDefinition.hardcoded_resource(Transports(outbox_root)),
+    }
+
+
+def add_contacts(engine: sa.Engine, tenant_id: str, emails: list[str], category: str | None = None) -> list[int]:
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES (:t, :t, 'x') ON CONFLICT DO NOTHING"),
+                     {"t": tenant_id})
+        return list(conn.execute(
+            sa.text("INSERT INTO contacts (tenant_id, email, first_name, category) SELECT :t, e, 'Ann', :cat FROM unnest(CAST(:e AS text[])) e "
+                    "RETURNING contact_id"),
+            {"t": tenant_id, "e": emails, "cat": category},
+        ).scalars())
+
+
+def write_campaign(root: Path, tenant_id: str, name: str, text: str = "", **fields) -> Path:
+    folder = root / "campaigns" / tenant_id
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"segment": "vip", "category": "news", "from_name": "Acme", "from_email": "news@acme.example", **fields}
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(text) if text else "".join(f"{k}: {v}\n" for k, v in body.items() if v is not None))
+    return path
+
+
+def outbox_recipients(root: Path) -> list[str]:
+    """The To of every .eml under ``root`` (one entry per file)."""
+    import email
+
+    return sorted(email.message_from_bytes(p.read_bytes())["To"] for p in root.rglob("*.eml"))
