@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import idna
 
 from email_engine_resources.delivery import DeliveryResult, OutgoingMessage
+from email_engine_resources.email_domain import split_address
 from email_engine_resources.network_policy import target_refusal
 
 SENT, FAILED, UNKNOWN = "sent", "failed", "unknown"
@@ -152,7 +153,8 @@ def _prepare(message: OutgoingMessage, config: InjectionConfig) -> _Prepared:
     if not isinstance(message.envelope_id, str) or not _ENVID.fullmatch(message.envelope_id):
         raise _Unsendable(f"envelope id must be 1..{MAX_ENVID_CHARS} printable ASCII characters without spaces")
     recipient = message.recipient
-    local, _, domain = recipient.rpartition("@") if isinstance(recipient, str) else ("", "", "")
+    local, domain = split_address(recipient) if isinstance(recipient, str) else ("", None)
+    domain = domain or ""
     if not local or not domain or _UNSAFE_ADDRESS.search(recipient):
         raise _Unsendable(f"recipient {_excerpt(str(recipient), 80)!r} is not an address without spaces or '<>'")
     try:

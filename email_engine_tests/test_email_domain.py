@@ -34,6 +34,13 @@ def test_value_and_column_agree_on_the_domain(address, domain):
     assert column.to_list() == [domain]
 
 
+@pytest.mark.db
+def test_the_sql_function_follows_the_same_rule(engine):
+    with engine.connect() as conn:
+        got = [conn.exec_driver_sql("SELECT email_domain(%(a)s)", {"a": address}).scalar() for address, _ in CASES]
+    assert got == [domain for _, domain in CASES]
+
+
 def test_null_has_no_domain():
     assert email_domain(None) is None
     assert pl.select(email_domain_expr(pl.lit(None, pl.String))).item() is None

@@ -6,6 +6,12 @@ CREATE FUNCTION selection_fold(value text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
     RETURN lower(btrim(value, E'\t\n\x0b\x0c\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000'));
 
+-- The one domain rule (email_engine_resources/email_domain.py) for SQL: the part after the last '@',
+-- NULL when there is none or it is empty. email_engine_tests/test_email_domain.py holds both to the same cases.
+CREATE FUNCTION email_domain(address text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
+    RETURN substring(address FROM '@([^@]+)$');
+
 -- One row per contact: what segments select on most (verdict of the latest check, enriched
 -- language, country and phone, category, tags, validation flags, sources, the email key and its domain),
 -- folded as the matcher folds them (tags are tag slugs and sources source ids: folded already; no list

@@ -187,7 +187,7 @@ def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
             f"""CREATE TEMPORARY TABLE changed_profiles ON COMMIT DROP AS
                 WITH fresh AS (
                     SELECT c.tenant_id, c.contact_id, c.email AS email,
-                           selection_fold(substring(c.email FROM '@([^@]+)$')) AS email_domain,
+                           selection_fold(email_domain(c.email)) AS email_domain,
                            selection_fold(v.verdict) AS verdict,
                            selection_fold(coalesce(e.phone_e164, c.phone)) AS phone,
                            selection_fold(coalesce(e.language, c.language)) AS language,
