@@ -1,19 +1,24 @@
 """The inbox sensor and the import runs it requests, at the scale of many tenants × sources.
 
-    python benchmarks/inbox_sensor.py [--tenants 1000] [--sources 20] [--import-tenants N] [--database-url URL]
+    python benchmarks/inbox_sensor.py [--tenants 1000] [--sources 20] [--import-runs N] [--downstream-tenants 20] [--database-url URL]
 
 Builds a temporary workspace of ``tenants`` tenant files with ``sources`` sources each and one small
 settled file per (tenant, source), in a scratch database ``email_engine_bench_inbox`` (dropped at
-the end) and a temporary Dagster instance. Then:
+the end) and a temporary Dagster instance whose run and event storage is PostgreSQL (database
+``email_engine_bench_inbox_dagster``, dropped too), as in a deployment. Then:
 
 * **ticks**: the inbox sensor ticks (``build_sensor_context``) until it requests nothing more;
   prints each tick's time, its run requests and the cursor size (targets: a tick under 10 s,
   at most ``MAX_RUNS_PER_TICK`` requests, a cursor well under 1 MB);
-* **imports**: executes the requested runs (``import_job``, one per tenant over its sources) for
-  the first ``--import-tenants`` tenants (all by default), and, as the reference, one run per
-  (tenant, source) partition (what the sensor asked for before) for a few tenants; prints files
-  per second of both and the ratio;
-* the fixed cost of a run: a tenant's run again when the ledger holds all its files;
+* **imports**: executes the requested runs (``import_job`` over blocks of tenants × sources, up to
+  ``MAX_PARTITIONS_PER_RUN`` partitions each) and, side by side, two references on tenants of the
+  last block (imported first, so that block finds them in the ledger): one run per tenant over its
+  sources (what the sensor asked for before) and one run per (tenant, source) partition; prints
+  files per second of each, ours / each, and the time all the files would take at that rate;
+* the fixed cost of a run: the first block again when the ledger holds all its files;
+* **downstream**: ``tenant_job`` (contacts merge, validations, enrichment, tags) for
+  ``--downstream-tenants`` tenants, one run each as automation requests them (DNS cache warmed,
+  resolver on a closed port); prints seconds a run and the time for every tenant;
 * a last tick after the imports, from an empty cursor: the ledger alone must make it request nothing.
 
 Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server.
@@ -35,7 +40,11 @@ if __package__ in (None, ""):
 
 from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
-from email_engine_resources.settings import DATABASE_URL_ENV, WORKSPACE_ENV  # noqa: E402
+from email_engine_resources.settings import (  # noqa: E402
+    DAGSTER_ENV_DEFAULTS,
+    DATABASE_URL_ENV,
+    WORKSPACE_ENV,
+)
 
 BENCH_DATABASE = "email_engine_bench_inbox"
 REFERENCE_TENANTS = 5
@@ -77,18 +86,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--sources", type=int, default=20)
-    parser.add_argument("--import-tenants", type=int, default=None, help="import the runs of this many tenants (default: all)")
+    parser.add_argument("--import-runs", type=int, default=None, help="execute only the first N requested runs (default: all)")
+    parser.add_argument("--downstream-tenants", type=int, default=20, help="run tenant_job for this many tenants (0: skip)")
     parser.add_argument("--database-url")
     args = parser.parse_args()
 
+    for key, value in DAGSTER_ENV_DEFAULTS.items():  # as `email-engine` sets them for the UI, daemon and runs
+        os.environ.setdefault(key, value)
     server = args.database_url or os.environ.get(DATABASE_URL_ENV) or database.embedded_server_url()
     url = database.with_database(server, BENCH_DATABASE)
     database.drop_database(url)
     database.ensure_database(url)
     os.environ[DATABASE_URL_ENV] = url
     upgrade(database.get_engine(url))
+    # Dagster's run and event storage in PostgreSQL, as a deployment has it (dagster.yaml): each
+    # partition of a run writes its events there.
+    dagster_url = database.with_database(server, BENCH_DATABASE + "_dagster")
+    database.drop_database(dagster_url)
+    database.ensure_database(dagster_url)
+    storage = {"storage": {"postgres": {"postgres_url": database.dagster_driver_url(dagster_url)}}}
     try:
-        with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test() as instance:
+        with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test(overrides=storage) as instance:
             root = Path(tmp) / "workspace"
             started = time.perf_counter()
             build_workspace(root, args.tenants, args.sources)
@@ -99,12 +117,46 @@ def main() -> int:
     finally:
         database.get_engine(url).dispose()
         database.drop_database(url)
+        database.drop_database(dagster_url)
+
+
+def covered_tenants(instance, request) -> list[str]:
+    """The tenants a run request covers: its ``tenant`` tag, or the tenant dimension between its range's corners."""
+    from email_engine_assets.tenancy.partitions import (
+        RANGE_END_TAG,
+        RANGE_START_TAG,
+        tenant_and_source,
+    )
+
+    if "tenant" in request.tags:
+        return [request.tags["tenant"]]
+    first, last = (tenant_and_source(request.tags[tag])[0] for tag in (RANGE_START_TAG, RANGE_END_TAG))
+    order = list(instance.get_dynamic_partitions("tenant"))
+    return order[order.index(first) : order.index(last) + 1]
+
+
+def imported_files(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM import_files WHERE status = 'imported'").scalar_one()
+
+
+def timed_runs(job, instance, runs: list[dict]) -> float:
+    started = time.perf_counter()
+    for run in runs:
+        assert job.execute_in_process(instance=instance, **run).success
+    return time.perf_counter() - started
 
 
 def run(instance, args, files: int) -> int:
-    from email_engine_assets.contacts.sensors import MAX_RUNS_PER_TICK
+    from email_engine_assets.contacts.sensors import (
+        MAX_PARTITIONS_PER_RUN,
+        MAX_RUNS_PER_TICK,
+    )
     from email_engine_assets.definitions import defs
+    from email_engine_assets.tenancy.partitions import import_key, import_run_request
+    from email_engine_resources.postgres import get_engine
 
+    engine = get_engine()
     requests, cursor, ticks = [], None, []
     while True:
         result, seconds = tick(instance, cursor)
@@ -116,47 +168,81 @@ def run(instance, args, files: int) -> int:
         requests += result.run_requests
     worst = max(t[0] for t in ticks)
     print(f"ticks: {len(ticks)}, slowest {worst:.2f}s (target < {TICK_TARGET_S:.0f}s), "
-          f"most requests in a tick {max(t[1] for t in ticks)} (cap {MAX_RUNS_PER_TICK}), {len(requests)} runs for {files} files")
+          f"most requests in a tick {max(t[1] for t in ticks)} (cap {MAX_RUNS_PER_TICK}), {len(requests)} runs for {files} files "
+          f"(at most {MAX_PARTITIONS_PER_RUN} partitions a run)")
 
     job = defs.resolve_job_def("import_job")
-    chosen = requests if args.import_tenants is None else requests[: args.import_tenants]
-    reference_tenants = sorted({r.tags["tenant"] for r in requests})[-REFERENCE_TENANTS:]
-    chosen = [r for r in chosen if r.tags["tenant"] not in reference_tenants]
+    chosen = requests[: args.import_runs] if args.import_runs else requests
+    # The references import tenants of the last block first; that block then finds their files in the ledger.
+    spare = covered_tenants(instance, chosen[-1])[-2 * REFERENCE_TENANTS :]
+    per_source, per_tenant = spare[:REFERENCE_TENANTS], spare[REFERENCE_TENANTS:]
+    sources = [f"source{s:02}" for s in range(args.sources)]
+    before = imported_files(engine)
+    per_source_s = timed_runs(job, instance, [
+        {"partition_key": import_key(t, s), "tags": {"tenant": t}} for t in per_source for s in sources
+    ])
+    tenant_requests = [import_run_request(t, sources[0], sources[-1], run_key="", tags={"tenant": t}) for t in per_tenant]
+    per_tenant_s = timed_runs(job, instance, [{"partition_key": r.partition_key, "tags": r.tags} for r in tenant_requests])
+    reference_files = imported_files(engine) - before
+    before = imported_files(engine)
+    ours_s = timed_runs(job, instance, [{"partition_key": r.partition_key, "tags": r.tags} for r in chosen])
+    ours_files = imported_files(engine) - before
+    rates = {
+        "one run per block of tenants (ours)": (len(chosen), ours_files, ours_s),
+        "one run per tenant (before)": (len(per_tenant), len(per_tenant) * args.sources, per_tenant_s),
+        "one run per (tenant, source) (reference)": (len(per_source) * args.sources, len(per_source) * args.sources, per_source_s),
+    }
+    assert reference_files == 2 * REFERENCE_TENANTS * args.sources, reference_files
+    ours_rate = ours_files / ours_s
+    for name, (runs, n, seconds) in rates.items():
+        rate = n / seconds
+        print(f"{name:<42} {runs:>5} runs, {n:>6} files in {seconds:7.1f}s = {rate:7.1f} files/s"
+              f"  ours/this {ours_rate / rate:5.1f}x  all {files} files: {files / rate / 60:5.1f} min")
+
+    # The fixed cost of a run: the first block again, every file of it already in the ledger.
     started = time.perf_counter()
-    for request in chosen:
-        assert job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags).success
-    ours_s = time.perf_counter() - started
-    ours_files = len(chosen) * args.sources
-    # reference: one run per (tenant, source) partition
-    from email_engine_assets.tenancy.partitions import import_key
+    assert job.execute_in_process(instance=instance, partition_key=chosen[0].partition_key, tags=chosen[0].tags).success
+    fixed_s = time.perf_counter() - started
+    print(f"fixed cost of a run of {len(covered_tenants(instance, chosen[0]))} tenant(s) with nothing new: {fixed_s:.2f}s, in process")
 
-    started = time.perf_counter()
-    for tenant in reference_tenants:
-        for s in range(args.sources):
-            key = import_key(tenant, f"source{s:02}")
-            assert job.execute_in_process(instance=instance, partition_key=key, tags={"tenant": tenant}).success
-    reference_s = time.perf_counter() - started
-    reference_files = len(reference_tenants) * args.sources
-    ours_rate, reference_rate = ours_files / ours_s, reference_files / reference_s
-    print(f"imports, one run per tenant:   {len(chosen)} runs, {ours_files} files in {ours_s:.1f}s = {ours_rate:.1f} files/s")
-    print(f"reference, one run per source: {reference_files} runs, {reference_files} files in {reference_s:.1f}s = {reference_rate:.1f} files/s")
-    print(f"per-tenant runs / per-source runs: {ours_rate / reference_rate:.1f}x files/s; "
-          f"all {files} files at this rate: {files / ours_rate / 60:.1f} min (per-source runs: {files / reference_rate / 60:.1f} min, in process)")
+    if args.downstream_tenants:
+        downstream(instance, engine, defs, covered_tenants(instance, chosen[0])[: args.downstream_tenants], args.tenants)
 
-    # The fixed cost of a run: the same tenant's run again, every file of it already in the ledger.
-    if chosen:
-        started = time.perf_counter()
-        assert job.execute_in_process(instance=instance, partition_key=chosen[0].partition_key, tags=chosen[0].tags).success
-        fixed_s = time.perf_counter() - started
-        print(f"fixed cost of a run of {args.sources} partitions with nothing new: {fixed_s:.2f}s "
-              f"({fixed_s / (ours_s / len(chosen)):.0%} of a run that imports them), in process")
-
-    if args.import_tenants is None:
+    if not args.import_runs:
         after, seconds = tick(instance, None)
         print(f"tick from an empty cursor after the imports: {seconds:.2f}s, {len(after.run_requests)} run requests (expected 0)")
         if after.run_requests:
             return 1
     return 0 if worst < TICK_TARGET_S and max(t[1] for t in ticks) <= MAX_RUNS_PER_TICK else 1
+
+
+def downstream(instance, engine, defs, tenants: list[str], all_tenants: int) -> None:
+    """What automation runs after the imports: ``tenant_job`` (contacts, validations, enrichment, tags), one run per tenant.
+
+    The DNS cache is warmed with the tenants' domains and the resolver points at a closed port, so
+    the time is ours, not the network's.
+    """
+    from email_engine_assets.definitions import DOMAINS
+    from email_engine_assets.jobs import tenant_job
+    from email_engine_resources.dns import DnsResolverResource
+    from email_engine_resources.postgres import PostgresResource
+    from email_engine_resources.smtp_probe import SmtpProbeResource
+    from email_engine_resources.workspace import WorkspaceResource
+    from email_engine_tests.smtp_server import free_port
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            """INSERT INTO dns_cache (domain, status, mx_hosts, ttl_s, expires_at)
+               SELECT DISTINCT split_part(email, '@', 2), 'mx', ARRAY['mx.' || split_part(email, '@', 2)], 86400, now() + interval '1 day'
+               FROM staged_rows ON CONFLICT (domain) DO NOTHING"""
+        )
+    dns = DnsResolverResource(nameservers=["127.0.0.1"], port=free_port("127.0.0.1"), timeout_s=0.2, retries=0)
+    resources = {"db": PostgresResource(), "workspace": WorkspaceResource(), "dns": dns, "smtp_probe": SmtpProbeResource()}
+    job = dg.Definitions.merge(*DOMAINS, dg.Definitions(jobs=[tenant_job], resources=resources)).resolve_job_def("tenant_job")
+    seconds = timed_runs(job, instance, [{"partition_key": t, "tags": {"tenant": t}} for t in tenants])
+    per_run = seconds / len(tenants)
+    print(f"downstream: tenant_job (contacts + quality), one run per tenant: {len(tenants)} runs in {seconds:.1f}s = {per_run:.2f}s a run; "
+          f"{all_tenants} tenants: {all_tenants * per_run / 60:.1f} min in process")
 
 
 if __name__ == "__main__":

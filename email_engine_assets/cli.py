@@ -30,6 +30,8 @@ def _prepare(workspace: str | None) -> list[str]:
         # Child processes (dagster dev, run workers) join the server this process started.
         os.environ[settings.DATABASE_URL_ENV] = application_url()
     os.environ.setdefault(settings.DAGSTER_URL_ENV, dagster_storage_url())
+    for key, value in settings.DAGSTER_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     home = settings.make_private_dir(settings.engine_home() / "dagster_home")
     source = settings.PROJECT_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"

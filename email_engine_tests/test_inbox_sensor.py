@@ -14,7 +14,11 @@ from email_engine_assets.contacts.sensors import inbox_sensor
 from email_engine_assets.tenancy.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
+    TENANTS_TAG,
+    ImportBlock,
+    import_blocks,
     source_ranges,
+    tenant_and_source,
 )
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -114,13 +118,19 @@ def test_thousands_of_unchanged_files_are_not_rehashed(workspace, instance, monk
     assert time.perf_counter() - started < 5
 
 
-def requested_tenants(result) -> list[str]:
-    return [r.tags["tenant"] for r in result.run_requests]
+def covered_tenants(instance, request: dg.RunRequest) -> list[str]:
+    """The tenants a run covers: its own, or the tenant dimension between the corners of its range."""
+    if "tenant" in request.tags:
+        return [request.tags["tenant"]]
+    first, last = (tenant_and_source(request.tags[tag])[0] for tag in (RANGE_START_TAG, RANGE_END_TAG))
+    order = list(instance.get_dynamic_partitions("tenant"))
+    return order[order.index(first) : order.index(last) + 1]
 
 
 def test_ticks_are_bounded_and_the_cursor_carries_the_rest(workspace, instance, monkeypatch):
     monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 20)
     monkeypatch.setattr(sensors, "TENANTS_PER_BATCH", 10)
+    monkeypatch.setattr(sensors, "MAX_PARTITIONS_PER_RUN", 40)
     sources = ("crm", "shop", "events", "web")
     tenants = [f"t{i:02}" for i in range(50)]
     for t in tenants:
@@ -131,14 +141,15 @@ def test_ticks_are_bounded_and_the_cursor_carries_the_rest(workspace, instance, 
     for _ in range(3):
         result = tick(instance, cursor)
         sizes.append(len(result.run_requests))
-        seen += requested_tenants(result)
         cursor = result.cursor
-        # one run per tenant covers its four sources: a range of the source dimension
+        # one run covers ten tenants × their four sources: a rectangle of the tenant × source space
         for request in result.run_requests:
-            t = request.tags["tenant"]
-            assert request.partition_key is None
-            assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (f"crm|{t}", f"web|{t}")
-    assert sizes == [20, 20, 10]
+            covered = covered_tenants(instance, request)
+            assert request.partition_key is None and len(covered) == 10
+            assert request.tags[TENANTS_TAG] == f"{covered[0]}..{covered[-1]}"
+            assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (f"crm|{covered[0]}", f"web|{covered[-1]}")
+            seen += covered
+    assert sizes == [2, 2, 1]  # 20 tenants a tick at most, 40 partitions a run
     assert sorted(seen) == tenants  # each tenant once, none lost between ticks
     last = tick(instance, cursor)
     assert last.run_requests == [] and "no new files" in last.skip_reason.skip_message
@@ -148,6 +159,27 @@ def test_ticks_are_bounded_and_the_cursor_carries_the_rest(workspace, instance, 
     assert [(r.tags["tenant"], r.partition_key) for r in after.run_requests] == [
         ("t03", dg.MultiPartitionKey({"tenant": "t03", "source": "shop"}))
     ]
+
+
+def test_tenants_share_a_run_only_when_the_rectangle_holds_their_own_sources():
+    tenants = ["a", "b", "c", "d", "e"]
+    order = ["crm", "shop", "web", "scraper"]
+    own = {"a": {"crm", "shop", "web"}, "b": {"crm", "shop", "web"}, "c": {"crm", "shop"}, "d": {"crm", "shop", "web", "scraper"}, "e": {"crm"}}
+    blocks = import_blocks({"a": [("crm", "web")], "b": [("shop", "shop")], "c": [("crm", "shop")]}, own, tenants, order, max_partitions=100)
+    # b's range widens to a's (both have every source of it); c lacks web, so it runs alone
+    assert blocks == [ImportBlock(("a", "b"), "crm", "web"), ImportBlock(("c",), "crm", "shop")]
+    # a tenant with nothing ready between two others keeps them apart (a run would cover it too)
+    assert import_blocks({"a": [("crm", "crm")], "c": [("crm", "crm")]}, own, tenants, order, max_partitions=100) == [
+        ImportBlock(("a",), "crm", "crm"), ImportBlock(("c",), "crm", "crm"),
+    ]
+    # a tenant with two ranges (a source of another tenant in between) gets a run per range
+    two = {"d": [("crm", "shop"), ("scraper", "scraper")], "e": [("crm", "crm")]}
+    assert import_blocks(two, own, tenants, order, max_partitions=100) == [
+        ImportBlock(("d",), "crm", "shop"), ImportBlock(("d",), "scraper", "scraper"), ImportBlock(("e",), "crm", "crm"),
+    ]
+    # at most max_partitions (tenant, source) pairs a run
+    same = {t: [("crm", "crm")] for t in tenants}
+    assert [b.tenants for b in import_blocks(same, own, tenants, order, max_partitions=2)] == [("a", "b"), ("c", "d"), ("e",)]
 
 
 def test_content_the_ledger_holds_requests_nothing(workspace, instance, engine):

@@ -25,6 +25,7 @@ from email_engine_assets.contacts.sensors import inbox_sensor
 from email_engine_assets.definitions import DOMAINS
 from email_engine_assets.jobs import tenant_job
 from email_engine_assets.tenancy.locks import tenant_work_lock
+from email_engine_assets.tenancy.partitions import TENANTS_TAG, tenant_and_source
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.settings import PROJECT_ROOT
@@ -223,3 +224,34 @@ def test_two_runs_of_one_tenants_validations_serialise(engine, workspace, instan
         checked = sorted(conn.execute(sa.text("SELECT checked FROM validation_runs WHERE tenant_id = 'acme'")).scalars())
     # one after the other: the second run found every verdict fresh and checked nothing
     assert checked == [0, 50]
+
+
+def test_one_run_imports_many_tenants_and_a_broken_one_fails_only_its_part(engine, workspace, instance, dns_server):
+    for t in ("t1", "t2", "t3"):
+        workspace.tenant(t, sources=("crm", "web"))
+        age(workspace.file(t, "crm", "crm.csv", f"email\ncrm@{t}.example\n"))
+        age(workspace.file(t, "web", "web.csv", f"email\nweb@{t}.example\n"))
+    age(workspace.file("t2", "crm", "zz-binary.csv", bytes(range(256)) * 64))
+    defs = production_defs(dns_server.port)
+    requests = sensor_tick(defs, instance)
+    assert len(requests) == 1 and requests[0].tags[TENANTS_TAG] == "t1..t3"
+    # t3's tenant file breaks between the tick and the run
+    workspace.tenant("t3", yaml_text="id: t3\nname: T3\nsources: []\n")
+    result = defs.resolve_job_def("import_job").execute_in_process(
+        instance=instance, tags=requests[0].tags, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+    assert "zz-binary.csv" in failure and "'t3'" in failure
+    materialized = {
+        tenant_and_source(e.event_specific_data.materialization.partition)
+        for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+    }
+    # the partitions that imported cleanly are recorded, so their tenants' merges go on
+    assert materialized == {("t1", "crm"), ("t1", "web"), ("t2", "web")}
+    with engine.connect() as conn:
+        ledger = conn.execute(sa.text("SELECT tenant_id, status, count(*) FROM import_files GROUP BY 1, 2 ORDER BY 1, 2")).all()
+    assert [tuple(r) for r in ledger] == [("t1", "imported", 2), ("t2", "failed", 1), ("t2", "imported", 2)]
+    # what automation reads: t1's and t2's imports are newer than their contacts, t3 has none
+    stored = {tenant_and_source(k) for k in instance.get_materialized_partitions(dg.AssetKey("contact_imports"))}
+    assert stored == materialized

@@ -1,16 +1,23 @@
 """Ingestion assets: contact_imports[tenant × source] -> contacts[tenant]."""
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from email_engine_assets.contacts import merge_store as contacts_store
 from email_engine_assets.contacts import store as ledger
-from email_engine_assets.contacts.importer import import_sources
+from email_engine_assets.contacts.importer import (
+    FileReport,
+    import_sources,
+    unexpected_failure,
+)
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import (
     broken_tenant_message,
+    import_key,
     import_partitions,
     tenant_and_source,
     tenant_of_import,
@@ -24,6 +31,12 @@ INGEST = "ingest"
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
+class ImportsConfig(dg.Config):
+    tenant_workers: int = Field(
+        default=2, ge=1, le=8, description="tenants of a run imported at once, each on its own database session"
+    )
+
+
 @dg.asset(
     partitions_def=import_partitions,
     group_name=INGEST,
@@ -32,7 +45,9 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="Every file of inbox/<tenant>/<source>/ not yet in the ledger: read, normalised, staged with its rejects.",
 )
-def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def contact_imports(context: dg.AssetExecutionContext, config: ImportsConfig, db: PostgresResource, workspace: WorkspaceResource):
+    # A generator: on failure, the events of the partitions that imported cleanly are yielded before
+    # the failure is raised (events logged with ``context.log_event`` are dropped when the step raises).
     keys = [tenant_and_source(key) for key in context.partition_keys]
     # Only the tenants of this run: a run of one tenant neither parses nor registers a thousand tenants.
     ws = load_tenants(workspace.root(), {t for t, _ in keys})
@@ -50,45 +65,96 @@ def contact_imports(context: dg.AssetExecutionContext, db: PostgresResource, wor
             not_sources.append(f"{tenant_id}/{source_id}")
             continue
         by_tenant.setdefault(tenant_id, []).append((source, ws.source_dir(tenant_id, source_id)))
-    reports = []
-    for tenant_id, sources in by_tenant.items():
-        reports += import_sources(engine, ws.tenants[tenant_id], sources, run_id=context.run.run_id)
+    reports = _import_tenants(engine, ws, by_tenant, run_id=context.run.run_id, workers=config.tenant_workers)
     if not_sources:
-        context.log.info(f"not a source of the tenant, nothing to import: {', '.join(not_sources)}")
+        context.log.info(f"not a source of the tenant, nothing to import: {', '.join(not_sources[:MAX_LISTED])}")
     totals = {k: sum(r.counts.get(k, 0) for r in reports) for k in ledger.COUNT_COLUMNS}
     imported = [r for r in reports if r.status == "imported"]
     failed = [r for r in reports if r.status == "failed"]
     if imported:  # one event for the run's files: each log line is a write to the event log
-        context.log.info("\n".join(f"{r.path}: {r.counts} ({r.format}, {r.encoding}, {r.seconds:.2f}s)" for r in imported))
+        context.log.info(_listed([f"{r.path}: {r.counts} ({r.format}, {r.encoding}, {r.seconds:.2f}s)" for r in imported], "files"))
+    broken = sorted({t for t, _ in keys} & set(ws.errors))
+    failed_tenants = sorted({t for t, _ in keys if t in broken} | {r.tenant_id for r in failed if r.tenant_id})
     metadata = {
         "partitions": len(keys),
+        "tenants": len({t for t, _ in keys}),
         "files_imported": len(imported),
         "files_skipped": sum(r.status == "skipped" for r in reports),
         "files_failed": len(failed),
         **totals,
         "files": dg.MetadataValue.md(_files_table(reports)) if reports else "no files",
     }
+    if failed_tenants:
+        metadata["failed_tenants"] = ", ".join(failed_tenants[:MAX_LISTED])
     if not_sources:
         metadata["note"] = f"not a source of the tenant: {', '.join(not_sources[:20])}"
-    broken = sorted({t for t, _ in keys} & set(ws.errors))
+    if len(keys) > 1:
+        # Dagster copies the step's metadata into the event of every partition of the run (and
+        # per-partition metadata costs a lookup of the run's whole range each): the events carry the
+        # run's summary, the totals and the file table go once to the run's log.
+        files_table = metadata.pop("files")
+        context.log.info(
+            "\n".join(f"{k}: {v}" for k, v in metadata.items()) + "\n\n" + (files_table.value if reports else "no files")
+        )
+        metadata = {"run_partitions": len(keys), "run_tenants": metadata["tenants"], "run_files_imported": len(imported),
+                    "run_files_failed": len(failed), **({"run_failed_tenants": metadata["failed_tenants"]} if failed_tenants else {})}
     if failed or broken:
+        # The partitions that imported cleanly are recorded as such, so the merge of their tenants
+        # goes on; the run fails and names the failed files and tenants.
+        bad = {(t, s) for t, s in keys if t in broken} | {(r.tenant_id, r.source_id) for r in failed}
+        stopped = set(broken) | {r.tenant_id for r in failed if r.source_id is None}
+        for tenant_id, source_id in keys:
+            if (tenant_id, source_id) not in bad and tenant_id not in stopped:
+                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=import_key(tenant_id, source_id))
         for tenant_id in broken:
             context.log.error(f"tenant {tenant_id!r} has an invalid tenant file; nothing of it imported")
         raise dg.Failure(
-            description="; ".join([r.error or r.path for r in failed] + [broken_tenant_message(ws, t) for t in broken]),
+            description="; ".join([r.error or r.path for r in failed[:MAX_LISTED]] + [broken_tenant_message(ws, t) for t in broken[:MAX_LISTED]]),
             metadata=metadata,
         )
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata)
+
+
+def _import_tenants(engine, ws, by_tenant: dict[str, list], *, run_id: str, workers: int) -> list:
+    """Each tenant's sources imported on a session of its own, ``workers`` tenants at a time; reports in tenant order.
+
+    Tenants share nothing (each file takes its tenant's lock), so a run over many tenants overlaps one
+    tenant's parsing with another's database work. An error that stops a tenant's whole import (its
+    session lost, say) fails that tenant alone: a failed report without a source.
+    """
+
+    def one(tenant_id: str) -> list:
+        try:
+            return import_sources(engine, ws.tenants[tenant_id], by_tenant[tenant_id], run_id=run_id)
+        except Exception as exc:  # noqa: BLE001 - the other tenants of the run go on
+            error = unexpected_failure(Path(f"inbox/{tenant_id}"), exc)
+            return [FileReport(path=f"inbox/{tenant_id}", sha256="", status="failed", error=error, tenant_id=tenant_id)]
+
+    if workers == 1 or len(by_tenant) < 2:
+        return [r for t in by_tenant for r in one(t)]
+    with ThreadPoolExecutor(max_workers=min(workers, len(by_tenant)), thread_name_prefix="import-tenant") as pool:
+        return [r for batch in pool.map(one, list(by_tenant)) for r in batch]
+
+
+# A run's lists (log lines, table rows, failures) show this many entries and count the rest.
+MAX_LISTED = 200
+
+
+def _listed(lines: list[str], what: str) -> str:
+    more = len(lines) - MAX_LISTED
+    return "\n".join(lines[:MAX_LISTED] + ([f"... and {more} more {what}"] if more > 0 else []))
 
 
 def _files_table(reports) -> str:
     lines = ["| file | status | format | encoding | rows | new | merged | duplicates | rejected |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in reports:
+    for r in reports[:MAX_LISTED]:
         c = r.counts
         lines.append(
             f"| {r.path.rsplit('/', 1)[-1]} | {r.status} | {r.format or ''} | {r.encoding or ''} | {c.get('rows_total', '')} |"
             f" {c.get('new', '')} | {c.get('merged', '')} | {c.get('duplicates', '')} | {c.get('rejected', '')} |"
         )
+    if len(reports) > MAX_LISTED:
+        lines.append(f"\n... and {len(reports) - MAX_LISTED} more files")
     return "\n".join(lines)
 
 

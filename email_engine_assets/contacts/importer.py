@@ -67,6 +67,9 @@ class FileReport:
     format: str | None = None
     encoding: str | None = None
     seconds: float = 0.0
+    # set by import_sources: the (tenant, source) partition of a run over many the file belongs to
+    tenant_id: str | None = None
+    source_id: str | None = None
 
 
 def _reader_hints(source: SourceConfig) -> dict:
@@ -228,22 +231,32 @@ def import_sources(
         known = ledger.known_digests(session, tenant.id, [source.id for source, _ in sources])
         session.commit()
         for source, folder in sources:
-            try:
-                folder = real_source_folder(folder)
-            except RefusedFile as exc:
-                reports.append(_refused(folder, exc))
-                continue
-            listing = list_source_folder(folder)
-            reports += [_refused(path, RefusedFile(path, why)) for path, why in listing.refused]
-            for path in listing.files:
-                try:
-                    digest = file_digest(path)
-                except OSError as exc:
-                    reports.append(_refused(path, exc))
-                    continue
-                if known.get((source.id, digest)) == "imported":
-                    reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
-                    continue
-                reports.append(import_file(engine, tenant, source, path, digest=digest, run_id=run_id, session=session))
-                known[(source.id, digest)] = reports[-1].status
+            first = len(reports)
+            reports += _import_folder(engine, tenant, source, folder, known, session, run_id)
+            for report in reports[first:]:
+                report.tenant_id, report.source_id = tenant.id, source.id
+    return reports
+
+
+def _import_folder(
+    engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, folder: Path, known: dict,
+    session: sa.Connection, run_id: str | None,
+) -> list[FileReport]:
+    try:
+        folder = real_source_folder(folder)
+    except RefusedFile as exc:
+        return [_refused(folder, exc)]
+    listing = list_source_folder(folder)
+    reports = [_refused(path, RefusedFile(path, why)) for path, why in listing.refused]
+    for path in listing.files:
+        try:
+            digest = file_digest(path)
+        except OSError as exc:
+            reports.append(_refused(path, exc))
+            continue
+        if known.get((source.id, digest)) == "imported":
+            reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
+            continue
+        reports.append(import_file(engine, tenant, source, path, digest=digest, run_id=run_id, session=session))
+        known[(source.id, digest)] = reports[-1].status
     return reports

@@ -1,4 +1,4 @@
-"""Inbox sensor: new files under inbox/<tenant>/<source>/ -> one import run per tenant.
+"""Inbox sensor: new files under inbox/<tenant>/<source>/ -> import runs over blocks of tenants.
 
 Bounded ticks, whatever the size of the inbox:
 
@@ -9,7 +9,10 @@ Bounded ticks, whatever the size of the inbox:
 - tenants are taken in batches; a tick stops after ``MAX_RUNS_PER_TICK`` run requests or
   ``TICK_BUDGET_S`` seconds and the cursor says where the next tick goes on, so every tenant gets
   its turn;
-- one run per tenant imports all its ready sources (a range of partitions in one run);
+- one run imports the ready sources of many tenants: a rectangle of the tenant × source space
+  (``import_blocks``: tenants side by side in the tenant dimension whose ranges cover only their own
+  sources), at most ``MAX_PARTITIONS_PER_RUN`` partitions; a tenant whose ready sources do not form
+  one such range gets runs of its own. Dagster's fixed cost per run is paid per block, not per tenant;
 - a file left ``processing`` by an importer that died (no live session holds its lock) gets a run
   of its (tenant, source), which claims it again.
 
@@ -40,11 +43,14 @@ from email_engine_assets.contacts.inbox import (
 from email_engine_assets.contacts.jobs import import_job
 from email_engine_assets.tenancy.config import ConfigError, load_workspace
 from email_engine_assets.tenancy.partitions import (
+    import_block_request,
+    import_blocks,
     import_run_request,
     partition_requests,
     source_partitions,
     source_ranges,
     sources_by_tenant,
+    tenant_partitions,
 )
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -52,6 +58,8 @@ from email_engine_resources.workspace import WorkspaceResource
 SETTLED_AFTER_S = 60.0
 MAX_HASH_BYTES_PER_TICK = 1 << 30
 MAX_RUNS_PER_TICK = 200
+# A run imports up to this many (tenant, source) partitions: a tick's tenants share a few runs, not one each.
+MAX_PARTITIONS_PER_RUN = 2000
 TENANTS_PER_BATCH = 50
 TICK_BUDGET_S = 6.0
 WAITING = "~"
@@ -181,13 +189,20 @@ def inbox_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResour
     notes += [f"unknown tenant folder inbox/{name} (no valid tenants/{name}.yaml)" for name in folders if name not in ws.tenants]
     order = _rotated([name for name in folders if name in ws.tenants], state.get("next"))
 
+    known_tenants = list(context.instance.get_dynamic_partitions(tenant_partitions.name))
+    tenant_order = known_tenants + sorted(set(ws.tenants) - set(known_tenants))
     files: dict = {}
     run_requests: list[dg.RunRequest] = []
+    plans: dict[str, list[tuple[str, str]]] = {}
+    tenant_sources: dict[str, set[str]] = {}
+    ready_digests: dict[str, dict[str, list[str]]] = {}
     waiting, next_tenant = 0, None
     engine = db.engine()
     for start in range(0, len(order), TENANTS_PER_BATCH):
         batch = order[start : start + TENANTS_PER_BATCH]
-        if len(run_requests) + len(batch) > MAX_RUNS_PER_TICK or time.monotonic() > budget.deadline:
+        # bounded as if each tenant had runs of its own: grouping only ever lowers the count
+        planned = sum(len(r) for r in plans.values())
+        if planned + len(batch) > MAX_RUNS_PER_TICK or time.monotonic() > budget.deadline:
             next_tenant = batch[0]
             for tenant_id in order[start:]:  # not looked at this tick: as they were
                 if tenant_id in previous:
@@ -204,17 +219,18 @@ def inbox_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResour
             for source_id, _, digest in scan.hashed:
                 if (tenant_id, source_id, digest) not in imported:
                     ready.setdefault(source_id, []).append(digest)
-            tenant_sources = {s.id for s in ws.tenants[tenant_id].sources}
-            for first, last in source_ranges(tenant_sources, source_order, set(ready)):
-                span = source_order[position[first] : position[last] + 1]
-                digests = [d for s in span for d in ready.get(s, ())]
-                run_requests.append(
-                    import_run_request(
-                        tenant_id, first, last,
-                        run_key=f"import:{tenant_id}:{first}..{last}:{_content_key(digests)}",
-                        tags={"tenant": tenant_id},
-                    )
-                )
+            tenant_sources[tenant_id] = {s.id for s in ws.tenants[tenant_id].sources}
+            plans[tenant_id] = source_ranges(tenant_sources[tenant_id], source_order, set(ready))
+            ready_digests[tenant_id] = ready
+    for block in import_blocks(
+        {t: r for t, r in plans.items() if r}, tenant_sources, tenant_order, source_order, max_partitions=MAX_PARTITIONS_PER_RUN
+    ):
+        span = source_order[position[block.first] : position[block.last] + 1]
+        digests = [d for t in block.tenants for s in span for d in ready_digests[t].get(s, ())]
+        tenants = block.tenants[0] if len(block.tenants) == 1 else f"{block.tenants[0]}..{block.tenants[-1]}"
+        run_requests.append(
+            import_block_request(block, run_key=f"import:{tenants}:{block.first}..{block.last}:{_content_key(digests)}")
+        )
 
     with engine.connect() as conn:
         abandoned = ledger.abandoned_files(conn, limit=max(0, MAX_RUNS_PER_TICK - len(run_requests)))

@@ -2,6 +2,7 @@
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -92,6 +93,64 @@ def source_ranges(tenant_sources: set[str], source_order: list[str], ready: set[
     return ranges
 
 
+@dataclass(frozen=True)
+class ImportBlock:
+    """A rectangle of the import partitions, run as one: tenants ``tenants[0]..tenants[-1]`` × sources ``first..last``."""
+
+    tenants: tuple[str, ...]
+    first: str
+    last: str
+
+
+def import_blocks(
+    plans: dict[str, list[tuple[str, str]]], tenant_sources: dict[str, set[str]],
+    tenant_order: list[str], source_order: list[str], *, max_partitions: int,
+) -> list[ImportBlock]:
+    """Group the tenants' source ranges into rectangles of the tenant × source space, one run each.
+
+    A run over a range of a multi-partition covers every (tenant, source) between its two corners,
+    in each dimension's registered order. So tenants share a run only when they sit next to each
+    other in the tenant dimension (no tenant outside ``plans`` in between), each has a single range,
+    and the union of their ranges holds only sources of every one of them: a run never covers a pair
+    that is not a source of its tenant, and no tenant without ready files. At most
+    ``max_partitions`` pairs per run; ``plans`` maps a tenant to its ``source_ranges``.
+    """
+    t_pos = {t: i for i, t in enumerate(tenant_order)}
+    s_pos = {s: i for i, s in enumerate(source_order)}
+    blocks: list[ImportBlock] = []
+    current: list[str] = []
+    lo = hi = 0
+
+    def close() -> None:
+        if current:
+            blocks.append(ImportBlock(tuple(current), source_order[lo], source_order[hi]))
+
+    for tenant_id in sorted(plans, key=lambda t: t_pos.get(t, len(t_pos))):
+        ranges = plans[tenant_id]
+        if len(ranges) != 1 or tenant_id not in t_pos:
+            close()
+            current = []
+            blocks += [ImportBlock((tenant_id,), first, last) for first, last in ranges]
+            continue
+        first, last = s_pos[ranges[0][0]], s_pos[ranges[0][1]]
+        if current:
+            new_lo, new_hi = min(lo, first), max(hi, last)
+            span = source_order[new_lo : new_hi + 1]
+            fits = (
+                t_pos[tenant_id] == t_pos[current[-1]] + 1
+                and (len(current) + 1) * len(span) <= max_partitions
+                and all(set(span) <= tenant_sources[t] for t in [*current, tenant_id])
+            )
+            if fits:
+                current.append(tenant_id)
+                lo, hi = new_lo, new_hi
+                continue
+            close()
+        current, lo, hi = [tenant_id], first, last
+    close()
+    return blocks
+
+
 def import_run_request(tenant_id: str, first: str, last: str, *, run_key: str, tags: dict[str, str]) -> dg.RunRequest:
     """One run importing the sources ``first``..``last`` of a tenant (one partition, or a range in one run)."""
     if first == last:
@@ -99,4 +158,24 @@ def import_run_request(tenant_id: str, first: str, last: str, *, run_key: str, t
     return dg.RunRequest(
         run_key=run_key,
         tags={**tags, RANGE_START_TAG: import_key(tenant_id, first), RANGE_END_TAG: import_key(tenant_id, last)},
+    )
+
+
+# Tag of a run that imports several tenants: "<first>..<last>" in the tenant dimension's order.
+TENANTS_TAG = "tenants"
+
+
+def import_block_request(block: ImportBlock, *, run_key: str) -> dg.RunRequest:
+    """One run over a block: a run of one tenant carries ``tenant`` (the queue's per-tenant limit keys
+    on it); a run of many carries ``tenants`` and the corners of its rectangle."""
+    if len(block.tenants) == 1:
+        return import_run_request(block.tenants[0], block.first, block.last, run_key=run_key, tags={"tenant": block.tenants[0]})
+    first_tenant, last_tenant = block.tenants[0], block.tenants[-1]
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={
+            TENANTS_TAG: f"{first_tenant}..{last_tenant}",
+            RANGE_START_TAG: import_key(first_tenant, block.first),
+            RANGE_END_TAG: import_key(last_tenant, block.last),
+        },
     )
