@@ -154,7 +154,7 @@ def hand_off_batch(campaign: Campaign, outgoing: list[OutgoingMessage], results:
                 tenant_id=campaign.tenant_id, campaign=campaign.name, template=template,
                 name=f"{campaign.key}.{template}", subject=content.subject, html=content.html, text=content.text,
                 from_name=campaign.file.from_name, from_email=campaign.file.from_email,
-                reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=None,
+                reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=campaign.file.send_at,
                 custom_fields=dict(content.custom_fields),
                 recipients=[ListRecipient(m.row_id, m.recipient, {k: _text(contacts[m.row_id].get(k)) for k in _list_fields(content)})
                             for m in messages],
