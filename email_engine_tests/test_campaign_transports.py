@@ -281,3 +281,22 @@ def test_a_refused_key_or_an_unset_variable_fails_the_run_clearly_and_claims_not
 
         monkeypatch.setenv(MW_KEY_ENV, state.api_key)  # fixed: the queued rows go now
         assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+
+
+def test_the_longest_campaign_key_and_a_ledger_token_are_accepted_as_job_and_envid(engine, powermta):
+    from email_engine_assets.campaigns.files import split_key
+    from email_engine_resources.delivery import OutgoingMessage
+    from email_engine_resources.powermta import PowerMtaSmtpTransport
+
+    with engine.connect() as conn:  # the token as the ledger makes it
+        token = conn.execute(sa.text("SELECT replace(gen_random_uuid()::text, '-', '')")).scalar()
+    key = f"{'t' * 64}.{'c-' * 32}"
+    assert split_key(key) and len(key) == 129
+    pmta = PowerMtaSmtpTransport(name="pmta", host=powermta.host, port=powermta.port, bounce_address="b@bounce.acme.example",
+                                 allow_private=True, helo_name="sender.acme.example")
+    message = OutgoingMessage(row_id=1, tenant_id="t" * 64, campaign="c-" * 32, job=key, envelope_id=token, mail_from="news@acme.example",
+                              recipient="ann@example.com", message=b"From: news@acme.example\r\nTo: ann@example.com\r\nSubject: x\r\n\r\nx\r\n")
+    [result] = pmta.deliver([message])
+    assert result.status == "sent"
+    [got] = powermta.received
+    assert got.header("x-job") == [key] and got.mail_parameters["ENVID"] == token
