@@ -29,6 +29,7 @@ from email_engine_assets.campaigns.files import split_key
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, refusal
 from email_engine_assets.campaigns.registry import register_campaigns, register_one
+from email_engine_assets.campaigns.sender import SEND_LOCK
 from email_engine_assets.campaigns.wiring import (
     PartMissing,
     Transports,
@@ -36,6 +37,7 @@ from email_engine_assets.campaigns.wiring import (
 )
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.tenancy.config import load_tenants, load_workspace
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -177,6 +179,7 @@ def change_state(key: str, action: str) -> dict:
     resumed by ``resume``; ``cancel`` leaves them paused. ``pause`` / ``resume`` of a campaign whose
     every row is already handed off (``completed`` here, MailWizz possibly still sending) act on
     MailWizz only. The counts carry ``mailwizz``: each MailWizz campaign's status afterwards.
+    For MailWizz the command waits until a send in progress has stopped (one batch at most).
     """
     tenant_id, name = split_key(key)
     try:
@@ -188,8 +191,15 @@ def change_state(key: str, action: str) -> dict:
             remote_only = parts.is_list(tenant, campaign) and state in REMOTE_ONLY.get(action, ())
             if not remote_only:
                 store.transition(conn, tenant_id, name, action)
-            templates = store.handed_off_templates(conn, tenant_id, name)
-        remote = parts.remote_campaigns(tenant, campaign, action, templates)
+        if not parts.is_list(tenant, campaign):
+            return counts_of(key)
+        if action == "resume":
+            remote = parts.remote_campaigns(tenant, campaign, action)
+        else:
+            # A send in progress stops after its batch, whose hand-off may still create a MailWizz
+            # campaign: MailWizz is reached once the send has let go of the campaign.
+            with tenant_work_lock(get_engine(), SEND_LOCK, key):
+                remote = parts.remote_campaigns(tenant, campaign, action)
     except (LookupError, ValueError, LifecycleError, PartMissing) as exc:
         raise CampaignRefused(f"campaign {key}: {exc}") from None
     counts = counts_of(key)

@@ -216,8 +216,11 @@ def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace,
     mw_setup(workspace, engine, monkeypatch, url, state)
     with dg.instance_for_test() as instance:
         assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+        state.campaigns["other"] = {"campaign_uid": "other", "name": "acme.spring2.news_en", "status": "sending", "list_uid": "x"}
         paused = campaign_runs.change_state("acme.spring", "pause")
         assert paused["mailwizz"] == {"acme.spring.news_en": "paused", "acme.spring.news_fr": "paused"}
+        assert statuses(state)["acme.spring2.news_en"] == "sending"  # another campaign's: untouched
+        del state.campaigns["other"]
         assert set(statuses(state).values()) == {"paused"}
         campaign_runs.change_state("acme.spring", "pause")  # pause-unpause toggles: a second pause must not undo the first
         assert set(statuses(state).values()) == {"paused"}

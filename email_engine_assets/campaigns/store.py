@@ -365,13 +365,3 @@ def unsuppress(conn: sa.Connection, tenant_id: str, email_key: str) -> str | Non
         sa.text("DELETE FROM suppressions WHERE tenant_id = :t AND email = :e AND reason <> 'erased' RETURNING reason"),
         {"t": tenant_id, "e": email_key},
     ).scalar()
-
-
-def handed_off_templates(conn: sa.Connection, tenant_id: str, name: str) -> list[str]:
-    """The templates whose rows went to a list transport (or may have: ``unknown``): one MailWizz campaign each."""
-    return list(conn.execute(
-        sa.text("""SELECT DISTINCT template FROM campaign_sends
-                   WHERE tenant_id = :t AND campaign = :c AND template IS NOT NULL AND state IN ('handed_off', 'unknown')
-                   ORDER BY template"""),
-        {"t": tenant_id, "c": name},
-    ).scalars())

@@ -146,28 +146,32 @@ class Transports:
         except ListContentMissing as exc:
             raise PartMissing(str(exc)) from None
 
-    def remote_campaigns(self, tenant, campaign: Campaign, action: str, templates: list[str]) -> dict[str, str]:
-        """``pause`` / ``resume`` / ``cancel`` of the campaign's MailWizz campaigns (one per template handed off).
+    def remote_campaigns(self, tenant, campaign: Campaign, action: str) -> dict[str, str]:
+        """``pause`` / ``resume`` / ``cancel`` of the campaign's MailWizz campaigns (``<tenant>.<campaign>.<template>``).
 
-        MailWizz's ``pause-unpause`` toggles, so each status is read first. ``cancel`` pauses: MailWizz
-        stops sending and keeps the campaign's stats (deleting it would lose the opens and clicks still
-        to come). Returns the MailWizz status by campaign name, or why it could not be changed.
-        Nothing for other transports.
+        They are found by name on the instance, so a campaign created by a hand-off whose run died
+        before recording it is reached too. MailWizz's ``pause-unpause`` toggles, so each status is
+        read first. ``cancel`` pauses: MailWizz stops sending and keeps the campaign's stats
+        (deleting it would lose the opens and clicks still to come). Returns the MailWizz status by
+        campaign name, or why it could not be changed. Nothing for other transports.
         """
-        if not self.is_list(tenant, campaign) or not templates:
+        if not self.is_list(tenant, campaign):
             return {}
         out: dict[str, str] = {}
         transport = self.transport(tenant, campaign)
         try:
-            for template in templates:
-                name = f"{campaign.key}.{template}"
+            try:
+                names = transport.instance.campaigns_named(f"{campaign.key}.")
+            except MailwizzError as exc:
+                raise TransportUnavailable(f"tenant {tenant.id}, transport {transport.name!r}: campaigns not listed: {exc}") from None
+            for name in names:
                 try:
                     if action == "resume":
                         out[name] = transport.instance.resume(name)
                     else:
                         out[name] = transport.instance.pause(name)
                 except MailwizzError as exc:
-                    out[name] = "not found" if exc.status == 404 else f"unchanged: {exc}"
+                    out[name] = f"unchanged: {exc}"
         finally:
             transport.close()
         return out
