@@ -263,6 +263,12 @@ def test_a_template_mailwizz_cannot_carry_blocks_the_send_naming_file_line_and_c
     assert blocked["check"] == "preflight_renders"
     assert "templates/acme/news_fr.yaml:6" in blocked["reason"] and "a conditional ({% if %})" in blocked["reason"]
     assert outcome.counts["queued"] == 3 and state.lists == {} and state.campaigns == {}
+    with dg.instance_for_test() as instance:  # overridden: that template's rows fail, nothing of it reaches MailWizz
+        outcome = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=instance)
+    assert (outcome.counts["handed_off"], outcome.counts["failed"]) == (2, 1)
+    state_, detail, _ = ledger(engine)["cy@example.com"]
+    assert state_ == "failed" and "no list content" in detail and "news_fr.yaml" in detail
+    assert statuses(state) == {"acme.spring.news_en": "pending-sending"}
 
 
 def test_a_refused_key_or_an_unset_variable_fails_the_run_clearly_and_claims_nothing(engine, workspace, monkeypatch, mailwizz):

@@ -150,6 +150,11 @@ def hand_off_batch(campaign: Campaign, outgoing: list[OutgoingMessage], results:
     for template, messages in by_template.items():
         try:
             content = composer.list_content(template)
+        except Exception as exc:  # nothing was called: the template has no list content (a preflight overridden)
+            for m in messages:
+                results[m.row_id].update(state="failed", detail=f"no list content: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        try:
             handoff = ListHandOff(
                 tenant_id=campaign.tenant_id, campaign=campaign.name, template=template,
                 name=f"{campaign.key}.{template}", subject=content.subject, html=content.html, text=content.text,
