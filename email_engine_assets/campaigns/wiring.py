@@ -134,7 +134,7 @@ class Transports:
             instance.client.get("lists", {"page": 1, "per_page": 10})
         except MailwizzError as exc:  # the client redacts the key from what the server echoes
             instance.close()
-            raise TransportUnavailable(f"{where}: MailWizz at {instance.client.base_url} cannot be used: {exc}") from None
+            raise TransportUnavailable(f"{where}: MailWizz cannot be used: {exc}") from None
         return MailwizzList(config.name, instance)
 
     def composer_for(self, tenant, campaign: Campaign, composer: Composer) -> Composer:
