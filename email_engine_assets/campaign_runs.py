@@ -29,13 +29,21 @@ from email_engine_assets.campaigns.files import split_key
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, refusal
 from email_engine_assets.campaigns.registry import register_campaigns, register_one
-from email_engine_assets.campaigns.wiring import transport_tag
+from email_engine_assets.campaigns.sender import SEND_LOCK
+from email_engine_assets.campaigns.wiring import (
+    PartMissing,
+    Transports,
+    transport_tag,
+)
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.tenancy.config import load_tenants, load_workspace
+from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
 CLI_TAG = "email_engine/cli"
+# Ledger states in which pause / resume of a MailWizz campaign act on MailWizz only.
+REMOTE_ONLY = {"pause": ("paused", "completed"), "resume": ("running", "completed")}
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -159,20 +167,47 @@ def _reason(evaluation) -> str:
     return getattr(value, "value", None) or getattr(value, "text", None) or str(evaluation.description or "failed")
 
 
+def transports() -> Transports:
+    """The transports that pause, resume and cancel reach (tests pass their own, as with ``run_parts``)."""
+    return Transports()
+
+
 def change_state(key: str, action: str) -> dict:
-    """``pause`` or ``cancel`` now; the running send sees it at its next batch."""
+    """``pause`` or ``cancel`` now; the running send sees it at its next batch.
+
+    A MailWizz campaign's MailWizz campaigns (one per template handed off) are paused too, and
+    resumed by ``resume``; ``cancel`` leaves them paused. ``pause`` / ``resume`` of a campaign whose
+    every row is already handed off (``completed`` here, MailWizz possibly still sending) act on
+    MailWizz only. The counts carry ``mailwizz``: each MailWizz campaign's status afterwards.
+    For MailWizz the command waits until a send in progress has stopped (one batch at most).
+    """
     tenant_id, name = split_key(key)
     try:
-        register_one(get_engine(), _root(), key)
+        tenant, campaign, _ = register_one(get_engine(), _root(), key)
+        parts = transports()
         with get_engine().begin() as conn:
-            store.transition(conn, tenant_id, name, action)
-    except (LookupError, ValueError, LifecycleError) as exc:
+            state = store.campaign_row(conn, tenant_id, name)["state"]
+            # Already where asked (a retry after MailWizz did not answer), or settled here while MailWizz sends on.
+            remote_only = parts.is_list(tenant, campaign) and state in REMOTE_ONLY.get(action, ())
+            if not remote_only:
+                store.transition(conn, tenant_id, name, action)
+        if not parts.is_list(tenant, campaign):
+            return counts_of(key)
+        if action == "resume":
+            remote = parts.remote_campaigns(tenant, campaign, action)
+        else:
+            # A send in progress stops after its batch, whose hand-off may still create a MailWizz
+            # campaign: MailWizz is reached once the send has let go of the campaign.
+            with tenant_work_lock(get_engine(), SEND_LOCK, key):
+                remote = parts.remote_campaigns(tenant, campaign, action)
+    except (LookupError, ValueError, LifecycleError, PartMissing) as exc:
         raise CampaignRefused(f"campaign {key}: {exc}") from None
-    return counts_of(key)
+    counts = counts_of(key)
+    return {**counts, "mailwizz": remote} if remote else counts
 
 
 def resume(key: str, **kwargs) -> SendOutcome:
-    """Back to ``running`` and go on sending where it stopped."""
+    """Back to ``running`` (MailWizz campaigns unpaused) and go on sending where it stopped."""
     change_state(key, "resume")
     return send(key, **kwargs)
 

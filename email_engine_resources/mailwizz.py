@@ -248,6 +248,16 @@ class MailwizzInstance:
                 return self._campaigns[name]
         return None
 
+    def campaigns_named(self, prefix: str) -> list[str]:
+        """The names of the campaigns whose name starts with ``prefix`` (one listing, remembered for later calls)."""
+        names = []
+        for record in self.client.pages("campaigns"):
+            name, uid = record.get("name"), record.get("campaign_uid")
+            if isinstance(name, str) and name.startswith(prefix) and uid:
+                self._campaigns[name] = str(uid)
+                names.append(name)
+        return sorted(set(names))
+
     def status(self, name: str) -> str:
         """The MailWizz status of the campaign called ``name`` (``MailwizzError`` 404 when there is none)."""
         uid = self._campaign_uid(name)

@@ -47,7 +47,7 @@ def _load(context: dg.AssetExecutionContext) -> tuple:
     partitions_def=campaign_partitions,
     group_name=CAMPAIGNS,
     kinds={"postgres"},
-    required_resource_keys={"db", "workspace", "audience_source", "composers"},
+    required_resource_keys={"db", "workspace", "audience_source", "composers", "transports"},
     check_specs=[dg.AssetCheckSpec(name, asset="campaign_audiences", blocking=True) for name in gates.CHECK_NAMES],
     description="The campaign's audience frozen into ledger rows (queued, or skipped_suppressed); blocking checks gate the send.",
 )
@@ -141,6 +141,7 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         last = store.last_completed(conn, t, c)
     try:
         composer = context.resources.composers.composer(tenant, campaign)
+        composer = context.resources.transports.composer_for(tenant, campaign, composer)  # MailWizz: its tag mode checked too
         render = gates.preflight(composer.preflight(samples))
     except PartMissing as exc:
         render = gates.Gate(gates.PREFLIGHT_RENDERS, False, str(exc))
@@ -171,14 +172,18 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         context.log.info(f"campaign {campaign.key} is {row['state']}: nothing to send")
     else:
         try:
-            composer = context.resources.composers.composer(tenant, campaign)
+            composer = context.resources.transports.composer_for(tenant, campaign, context.resources.composers.composer(tenant, campaign))
             transport = context.resources.transports.transport(tenant, campaign)
         except PartMissing as exc:
             raise dg.Failure(description=str(exc)) from None
-        report = send_campaign(
-            engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend, batch_size=SEND_BATCH_SIZE,
-            on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
-        )
+        try:
+            report = send_campaign(
+                engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend, batch_size=SEND_BATCH_SIZE,
+                on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
+            )
+        finally:
+            if hasattr(transport, "close"):  # MailWizz: the API client's connections
+                transport.close()
         if report.recovered_unknown:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
     with engine.connect() as conn:

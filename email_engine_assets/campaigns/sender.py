@@ -150,11 +150,16 @@ def hand_off_batch(campaign: Campaign, outgoing: list[OutgoingMessage], results:
     for template, messages in by_template.items():
         try:
             content = composer.list_content(template)
+        except Exception as exc:  # nothing was called: the template has no list content (a preflight overridden)
+            for m in messages:
+                results[m.row_id].update(state="failed", detail=f"no list content: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        try:
             handoff = ListHandOff(
                 tenant_id=campaign.tenant_id, campaign=campaign.name, template=template,
                 name=f"{campaign.key}.{template}", subject=content.subject, html=content.html, text=content.text,
                 from_name=campaign.file.from_name, from_email=campaign.file.from_email,
-                reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=None,
+                reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=campaign.file.send_at,
                 custom_fields=dict(content.custom_fields),
                 recipients=[ListRecipient(m.row_id, m.recipient, {k: _text(contacts[m.row_id].get(k)) for k in _list_fields(content)})
                             for m in messages],

@@ -10,9 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from email_engine_assets.campaigns.files import Campaign
+from email_engine_assets.campaigns.list_content import (
+    ListContentMissing,
+    for_list_transport,
+)
 from email_engine_assets.campaigns.parts import Composer, Snapshot
 from email_engine_resources.delivery import MessageTransport
+from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
+from email_engine_resources.powermta import PowerMtaSmtpTransport
 
 
 class PartMissing(RuntimeError):
@@ -48,20 +54,127 @@ class TemplateComposers:
         return composer.for_campaign(tenant, campaign)
 
 
+class TransportUnavailable(PartMissing):
+    """The campaign's transport cannot be used now (a secret not set, a key refused, a bad setting):
+    raised before any row is claimed, so the rows stay queued for the next run."""
+
+
+class MailwizzList:
+    """A MailWizz instance as the ledger's list transport; ``close()`` after the run."""
+
+    def __init__(self, name: str, instance):
+        self.name = name
+        self.instance = instance
+
+    def hand_off(self, handoff):
+        return self.instance.hand_off(handoff)
+
+    def close(self) -> None:
+        self.instance.close()
+
+    def __repr__(self) -> str:
+        return f"MailwizzList({self.name!r}, {self.instance!r})"
+
+
 class Transports:
-    """A campaign's transport by its name in the tenant file; ``outbox`` always exists."""
+    """A campaign's transport by its name in the tenant file; ``outbox`` always exists.
 
-    def __init__(self, outbox_root: Path | None = None):
+    ``powermta``: SMTP injection (the ledger token is the ENVID, the job ``<tenant>.<campaign>``);
+    ``mailwizz``: a list hand-off per chosen template, the API key read from the environment when
+    the run builds the transport. ``mailwizz_tuning`` / ``powermta_tuning`` pass client settings
+    the tenant file does not hold (backoffs, batch sizes: tests and benchmarks).
+    """
+
+    def __init__(self, outbox_root: Path | None = None, *, mailwizz_tuning: dict | None = None,
+                 powermta_tuning: dict | None = None):
         self.outbox_root = outbox_root
+        self.mailwizz_tuning = dict(mailwizz_tuning or {})
+        self.powermta_tuning = dict(powermta_tuning or {})
 
-    def transport(self, tenant, campaign: Campaign) -> MessageTransport:
+    def _config(self, tenant, campaign: Campaign):
         config = tenant.transport(campaign.file.transport)
         if config is None:
             raise PartMissing(f"tenant {tenant.id} has no transport {campaign.file.transport!r}")
+        return config
+
+    def is_list(self, tenant, campaign: Campaign) -> bool:
+        """Whether the campaign goes through a list transport (MailWizz sends, we hand off)."""
+        return self._config(tenant, campaign).kind == "mailwizz"
+
+    def transport(self, tenant, campaign: Campaign) -> MessageTransport:
+        config = self._config(tenant, campaign)
+        where = f"tenant {tenant.id}, transport {config.name!r}"
         if config.kind == "outbox":
             return Outbox(self.outbox_root)
-        # PowerMTA (SMTP injection) and MailWizz (list hand-off, grouped by template) plug in here.
+        if config.kind == "powermta":
+            return self._powermta(config, where)
+        if config.kind == "mailwizz":
+            return self._mailwizz(config, where)
         raise PartMissing(f"transport {config.name!r} of kind {config.kind} is not available in this build")
+
+    def _powermta(self, config, where: str):
+        try:
+            return PowerMtaSmtpTransport(
+                name=config.name, host=config.host, port=config.port, bounce_address=config.bounce_address,
+                virtual_mta=config.virtual_mta, connections=config.connections, timeout_seconds=config.timeout_seconds,
+                retries=config.retries, allow_private=config.allow_private, **self.powermta_tuning,
+            )
+        except ValueError as exc:  # names the field; the values are settings, not secrets
+            raise TransportUnavailable(f"{where}: {exc}") from None
+
+    def _mailwizz(self, config, where: str) -> MailwizzList:
+        from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
+
+        try:
+            instance = mailwizz_instance(config, **self.mailwizz_tuning)
+        except (LookupError, ValueError) as exc:  # an unset variable is named, its value never read out
+            raise TransportUnavailable(f"{where}: {exc}") from None
+        try:
+            # One authenticated call before anything is claimed: a refused key fails the run, rows stay queued.
+            instance.client.get("lists", {"page": 1, "per_page": 10})
+        except MailwizzError as exc:  # the client redacts the key from what the server echoes
+            instance.close()
+            raise TransportUnavailable(f"{where}: MailWizz cannot be used: {exc}") from None
+        return MailwizzList(config.name, instance)
+
+    def composer_for(self, tenant, campaign: Campaign, composer: Composer) -> Composer:
+        """The composer as the campaign's transport needs it: with MailWizz tag-mode content for a list transport."""
+        if not self.is_list(tenant, campaign):
+            return composer
+        try:
+            return for_list_transport(composer)
+        except ListContentMissing as exc:
+            raise PartMissing(str(exc)) from None
+
+    def remote_campaigns(self, tenant, campaign: Campaign, action: str) -> dict[str, str]:
+        """``pause`` / ``resume`` / ``cancel`` of the campaign's MailWizz campaigns (``<tenant>.<campaign>.<template>``).
+
+        They are found by name on the instance, so a campaign created by a hand-off whose run died
+        before recording it is reached too. MailWizz's ``pause-unpause`` toggles, so each status is
+        read first. ``cancel`` pauses: MailWizz stops sending and keeps the campaign's stats
+        (deleting it would lose the opens and clicks still to come). Returns the MailWizz status by
+        campaign name, or why it could not be changed. Nothing for other transports.
+        """
+        if not self.is_list(tenant, campaign):
+            return {}
+        out: dict[str, str] = {}
+        transport = self.transport(tenant, campaign)
+        try:
+            try:
+                names = transport.instance.campaigns_named(f"{campaign.key}.")
+            except MailwizzError as exc:
+                raise TransportUnavailable(f"tenant {tenant.id}, transport {transport.name!r}: campaigns not listed: {exc}") from None
+            for name in names:
+                try:
+                    if action == "resume":
+                        out[name] = transport.instance.resume(name)
+                    else:
+                        out[name] = transport.instance.pause(name)
+                except MailwizzError as exc:
+                    out[name] = f"unchanged: {exc}"
+        finally:
+            transport.close()
+        return out
 
 
 def transport_tag(tenant_id: str, transport: str) -> str:

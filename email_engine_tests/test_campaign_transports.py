@@ -1,0 +1,311 @@
+"""Campaigns end to end through PowerMTA and MailWizz: real Dagster runs (``campaign_runs.send``), real
+templates (``content.composer.Composer``), PostgreSQL, and the loopback stand-ins of both products."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from email_engine_assets import campaign_runs
+from email_engine_assets.campaigns.wiring import Transports
+from email_engine_assets.content.composer import Composer
+from email_engine_assets.content.templates import load_templates
+from email_engine_resources.mailwizz import send_at_text
+from email_engine_tests.campaign_parts import StaticAudience, write_campaign
+from email_engine_tests.content_helpers import simple, write_template
+from email_engine_tests.mailwizz_server import running_mailwizz
+from email_engine_tests.powermta_server import DROP, PowerMtaStandIn
+
+SIGNING_KEY = b"a-signing-key-for-the-transport-tests"
+MW_KEY_ENV = "ACME_MAILWIZZ_TEST_KEY"
+TENANT = """\
+id: acme
+name: Acme
+default_language: en
+sources:
+  - id: crm
+    priority: 10
+unsubscribe:
+  base_url: https://unsubscribe.acme.example/
+transports:
+{transport}
+"""
+
+
+class TemplateComposers:
+    """The tenant's real templates, as the code location's composer factory gives them."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def composer(self, tenant, campaign):
+        f = campaign.file
+        return Composer(templates=load_templates(self.root, tenant.id), tenant=tenant, campaign=campaign.name,
+                        category=f.category, from_name=f.from_name, from_email=f.from_email, reply_to=f.reply_to,
+                        signing_key=SIGNING_KEY)
+
+
+def add_people(engine, people: list[tuple[str, str, str]]) -> list[int]:
+    """(email, first name, language) contacts of tenant acme, category news, company Initech."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES ('acme', 'Acme', 'x') ON CONFLICT DO NOTHING"))
+        return list(conn.execute(
+            sa.text("""INSERT INTO contacts (tenant_id, email, first_name, language, category, company)
+                       SELECT 'acme', e, f, l, 'news', 'Initech' FROM unnest(CAST(:e AS text[]), CAST(:f AS text[]), CAST(:l AS text[])) AS p(e, f, l)
+                       RETURNING contact_id"""),
+            {"e": [p[0] for p in people], "f": [p[1] for p in people], "l": [p[2] for p in people]},
+        ).scalars())
+
+
+def ledger(engine) -> dict[str, tuple[str, str | None, str]]:
+    with engine.connect() as conn:
+        return {r.email: (r.state, r.detail, r.token) for r in conn.execute(
+            sa.text("SELECT email, state, detail, token FROM campaign_sends WHERE tenant_id = 'acme' AND campaign = 'spring'"))}
+
+
+def setup(workspace, engine, monkeypatch, transport_yaml: str, people, transports: Transports, **campaign_fields):
+    workspace.tenant("acme", TENANT.format(transport=textwrap.indent(textwrap.dedent(transport_yaml), "  ")))
+    write_template(workspace.root, "acme", "news_en.yaml", simple("news", "en", body='<p>Hello {{ first_name }} of {{ company }}</p>'
+                                                                   '<a href="{{ unsubscribe_url }}">unsubscribe</a>'))
+    write_template(workspace.root, "acme", "news_fr.yaml", simple("news", "fr", subject="Bonjour {{ first_name }}"))
+    ids = add_people(engine, people)
+    env = SimpleNamespace(root=workspace.root, ids=ids, audience=StaticAudience({"vip": ids}), composers=TemplateComposers(workspace.root),
+                          transports=transports)
+    monkeypatch.setattr(campaign_runs, "run_parts", lambda: {
+        "audience_source": dg.ResourceDefinition.hardcoded_resource(env.audience),
+        "composers": dg.ResourceDefinition.hardcoded_resource(env.composers),
+        "transports": dg.ResourceDefinition.hardcoded_resource(env.transports),
+    })
+    monkeypatch.setattr(campaign_runs, "transports", lambda: env.transports)
+    write_campaign(workspace.root, "acme", "spring", **campaign_fields)
+    return env
+
+
+# -- PowerMTA ---------------------------------------------------------------------------------
+
+PEOPLE = [("ann@example.com", "Ann", "en"), ("bad@example.com", "Bad", "en"), ("cy@example.com", "Cy", "fr"),
+          ("drop@example.com", "Dee", "en"), ("eve@example.com", "Eve", "fr")]
+
+
+@pytest.fixture
+def powermta():
+    with PowerMtaStandIn() as mta:
+        yield mta
+
+
+def pmta_yaml(mta) -> str:
+    return f"""\
+        - name: pmta
+          kind: powermta
+          host: {mta.host}
+          port: {mta.port}
+          virtual_mta: vmta-acme
+          bounce_address: bounces@bounce.acme.example
+          connections: 2
+          timeout_seconds: 5
+          retries: 1
+          allow_private: true
+        """
+
+
+def test_powermta_each_member_once_with_job_vmta_and_envid_failures_and_unknown_resend(engine, workspace, monkeypatch, powermta):
+    setup(workspace, engine, monkeypatch, pmta_yaml(powermta), PEOPLE,
+          Transports(powermta_tuning={"retry_backoff_seconds": 0.01, "helo_name": "sender.acme.example"}), transport="pmta")
+    powermta.fail("rcpt", "550 5.1.1 <bad@example.com>: no such user", recipient="bad@example.com", times=None)
+    powermta.fail("data", DROP, recipient="drop@example.com", times=1)
+    with dg.instance_for_test() as instance:
+        first = campaign_runs.send("acme.spring", instance=instance)
+        assert first.failures == [] and first.blocked == []
+        report = first.as_json()
+        assert (report["sent"], report["failed"], report["unknown"], report["state"]) == (3, 1, 1, "completed")
+        rows = ledger(engine)
+        assert rows["bad@example.com"][0] == "failed" and "550 5.1.1" in rows["bad@example.com"][1]
+        assert rows["drop@example.com"][0] == "unknown"
+        got = {m.recipients[0]: m for m in powermta.received}
+        assert sorted(got) == ["ann@example.com", "cy@example.com", "eve@example.com"]
+        for address, m in got.items():
+            assert m.header("x-job") == ["acme.spring"] and m.header("x-virtual-mta") == ["vmta-acme"]
+            assert m.mail_parameters["ENVID"] == rows[address][2]  # the ledger token, case kept
+            assert m.mail_from == "bounces@bounce.acme.example"
+        assert "Bonjour Cy" in got["cy@example.com"].header("Subject")[0]  # the contact's own template
+
+        again = campaign_runs.send("acme.spring", instance=instance)  # a rerun sends nothing twice
+        assert len(powermta.received) == 3 and again.counts["unknown"] == 1
+        resent = campaign_runs.send("acme.spring", resend_unknown=True, instance=instance)  # only the unknown row
+        assert resent.failures == [] and (resent.counts["sent"], resent.counts["unknown"], resent.counts["failed"]) == (4, 0, 1)
+        recipients = [m.recipients[0] for m in powermta.received]
+        assert len(recipients) == 4 and recipients[-1] == "drop@example.com"
+        assert powermta.received[-1].mail_parameters["ENVID"] == rows["drop@example.com"][2]
+
+
+def test_powermta_setting_the_client_refuses_fails_the_run_before_any_claim(engine, workspace, monkeypatch, powermta):
+    setup(workspace, engine, monkeypatch, pmta_yaml(powermta), PEOPLE[:2],
+          Transports(powermta_tuning={"helo_name": "bad name with spaces"}), transport="pmta")
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+    assert len(outcome.failures) == 1 and "transport 'pmta'" in outcome.failures[0] and "helo_name" in outcome.failures[0]
+    assert outcome.counts["queued"] == 2 and powermta.sessions == []  # nothing claimed, nothing connected
+
+
+# -- MailWizz ---------------------------------------------------------------------------------
+
+MW_PEOPLE = [("ann@example.com", "Ann", "en"), ("bob@example.com", "Bob", "en"), ("cy@example.com", "Cy", "fr")]
+SEND_AT = "2030-01-15T09:30:00+01:00"
+
+
+@pytest.fixture
+def mailwizz():
+    with running_mailwizz() as (url, state):
+        yield url, state
+
+
+def mw_yaml(url: str) -> str:
+    return f"""\
+        - name: mw
+          kind: mailwizz
+          base_url: {url}
+          api_key: {{env: {MW_KEY_ENV}}}
+          timezone: Europe/Paris
+          retries: 2
+          allow_private: true
+        """
+
+
+def mw_setup(workspace, engine, monkeypatch, url, state, people=MW_PEOPLE):
+    monkeypatch.setenv(MW_KEY_ENV, state.api_key)
+    return setup(workspace, engine, monkeypatch, mw_yaml(url), people, Transports(mailwizz_tuning={"backoff_initial": 0.01}),
+                 transport="mw", send_at=SEND_AT)
+
+
+def statuses(state) -> dict[str, str]:
+    return {c["name"]: c["status"] for c in state.campaigns.values()}
+
+
+def test_mailwizz_rows_handed_off_once_per_template_and_a_rerun_creates_nothing_twice(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    state.fail_next(1, only=("POST", "/api/campaigns"))  # the first template's campaign create is never answered
+    with dg.instance_for_test() as instance:
+        first = campaign_runs.send("acme.spring", instance=instance)
+        assert first.failures == [] and first.counts["state"] == "completed"
+        assert (first.counts["handed_off"], first.counts["unknown"]) == (1, 2)  # en: create unconfirmed; fr: handed off
+        assert statuses(state) == {"acme.spring.news_fr": "pending-sending"}
+        state.fail_next(1, only=("GET", "/api/lists"))  # a 500, then the retry succeeds
+        again = campaign_runs.send("acme.spring", resend_unknown=True, instance=instance)
+    assert again.failures == [] and (again.counts["handed_off"], again.counts["unknown"]) == (3, 0)
+    assert {s for s, _, _ in ledger(engine).values()} == {"handed_off"}
+    assert state.calls.count(("GET", "/api/lists")) >= 2
+    assert sorted(v["name"] for v in state.lists.values()) == ["acme.spring.news_en", "acme.spring.news_fr"]
+    en = state.list_by_name("acme.spring.news_en")
+    assert sorted(s["EMAIL"] for s in en["subscribers"].values()) == ["ann@example.com", "bob@example.com"]  # each once
+    assert state.list_by_name("acme.spring.news_fr")["subscribers"].__len__() == 1
+    assert statuses(state) == {"acme.spring.news_en": "pending-sending", "acme.spring.news_fr": "pending-sending"}
+    created = state.campaign_by_name("acme.spring.news_en")
+    assert created["fields"]["send_at"] == send_at_text(datetime.fromisoformat(SEND_AT), "Europe/Paris") == "2030-01-15 09:30:00"
+    assert "[FNAME]" in created["html"] and "[COMPANY]" in created["html"] and "[UNSUBSCRIBE_URL]" in created["html"]
+    assert {s.get("COMPANY") for s in en["subscribers"].values()} == {"Initech"}  # the custom list field filled
+
+
+def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    with dg.instance_for_test() as instance:
+        assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+        state.campaigns["other"] = {"campaign_uid": "other", "name": "acme.spring2.news_en", "status": "sending", "list_uid": "x"}
+        paused = campaign_runs.change_state("acme.spring", "pause")
+        assert paused["mailwizz"] == {"acme.spring.news_en": "paused", "acme.spring.news_fr": "paused"}
+        assert statuses(state)["acme.spring2.news_en"] == "sending"  # another campaign's: untouched
+        del state.campaigns["other"]
+        assert set(statuses(state).values()) == {"paused"}
+        campaign_runs.change_state("acme.spring", "pause")  # pause-unpause toggles: a second pause must not undo the first
+        assert set(statuses(state).values()) == {"paused"}
+        resumed = campaign_runs.resume("acme.spring", instance=instance)
+        assert set(statuses(state).values()) == {"sending"} and resumed.counts["state"] == "completed"
+        resumed = campaign_runs.resume("acme.spring", instance=instance)  # already sending: left alone
+        assert set(statuses(state).values()) == {"sending"}
+    toggles = [c for c in state.calls if c[1].endswith("/pause-unpause")]
+    assert len(toggles) == 4  # two campaigns, paused once and resumed once
+
+
+def test_mailwizz_cancel_of_a_paused_campaign_leaves_its_mailwizz_campaigns_paused(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    with dg.instance_for_test() as instance:
+        campaign_runs.send("acme.spring", instance=instance)
+    with engine.begin() as conn:  # a send interrupted after the first template: the rest still queued
+        conn.execute(sa.text("UPDATE campaign_sends SET state = 'queued', template = NULL, settled_at = NULL WHERE email = 'bob@example.com'"))
+        conn.execute(sa.text("UPDATE campaigns SET state = 'paused', completed_at = NULL WHERE campaign = 'spring'"))
+    cancelled = campaign_runs.change_state("acme.spring", "cancel")
+    assert cancelled["state"] == "cancelled" and cancelled["skipped"]["cancelled"] == 1
+    assert statuses(state) == {"acme.spring.news_en": "paused", "acme.spring.news_fr": "paused"}
+
+
+def test_a_template_mailwizz_cannot_carry_blocks_the_send_naming_file_line_and_construct(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    write_template(workspace.root, "acme", "news_fr.yaml", """\
+        category: news
+        language: fr
+        subject: "Bonjour"
+        html: |
+          <p>Bonjour</p>
+          {% if first_name %}<p>{{ first_name }}</p>{% endif %}
+          <a href="{{ unsubscribe_url }}">désinscription</a>
+        """)
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+    [blocked] = outcome.blocked
+    assert blocked["check"] == "preflight_renders"
+    assert "templates/acme/news_fr.yaml:6" in blocked["reason"] and "a conditional ({% if %})" in blocked["reason"]
+    assert outcome.counts["queued"] == 3 and state.lists == {} and state.campaigns == {}
+    with dg.instance_for_test() as instance:  # overridden: that template's rows fail, nothing of it reaches MailWizz
+        outcome = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=instance)
+    assert (outcome.counts["handed_off"], outcome.counts["failed"]) == (2, 1)
+    state_, detail, _ = ledger(engine)["cy@example.com"]
+    assert state_ == "failed" and "no list content" in detail and "news_fr.yaml" in detail
+    assert statuses(state) == {"acme.spring.news_en": "pending-sending"}
+
+
+def test_a_refused_key_or_an_unset_variable_fails_the_run_clearly_and_claims_nothing(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    wrong = "wrong-key-9f8e7d6c5b4a"
+    monkeypatch.setenv(MW_KEY_ENV, wrong)
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+        [failure] = outcome.failures
+        assert "transport 'mw'" in failure and "MailWizz answered 400" in failure
+        logs = " ".join(str(e.dagster_event or "") + (e.user_message or "") for r in instance.get_runs() for e in instance.all_logs(r.run_id))
+        assert wrong not in failure and wrong not in logs
+        assert outcome.counts["queued"] == 3 and state.lists == {}
+
+        monkeypatch.delenv(MW_KEY_ENV)
+        [failure] = campaign_runs.send("acme.spring", instance=instance).failures
+        assert f"environment variable {MW_KEY_ENV} is not set" in failure
+
+        monkeypatch.setenv(MW_KEY_ENV, state.api_key)  # fixed: the queued rows go now
+        assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+
+
+def test_the_longest_campaign_key_and_a_ledger_token_are_accepted_as_job_and_envid(engine, powermta):
+    from email_engine_assets.campaigns.files import split_key
+    from email_engine_resources.delivery import OutgoingMessage
+    from email_engine_resources.powermta import PowerMtaSmtpTransport
+
+    with engine.connect() as conn:  # the token as the ledger makes it
+        token = conn.execute(sa.text("SELECT replace(gen_random_uuid()::text, '-', '')")).scalar()
+    key = f"{'t' * 64}.{'c-' * 32}"
+    assert split_key(key) and len(key) == 129
+    pmta = PowerMtaSmtpTransport(name="pmta", host=powermta.host, port=powermta.port, bounce_address="b@bounce.acme.example",
+                                 allow_private=True, helo_name="sender.acme.example")
+    message = OutgoingMessage(row_id=1, tenant_id="t" * 64, campaign="c-" * 32, job=key, envelope_id=token, mail_from="news@acme.example",
+                              recipient="ann@example.com", message=b"From: news@acme.example\r\nTo: ann@example.com\r\nSubject: x\r\n\r\nx\r\n")
+    [result] = pmta.deliver([message])
+    assert result.status == "sent"
+    [got] = powermta.received
+    assert got.header("x-job") == [key] and got.mail_parameters["ENVID"] == token
