@@ -8,6 +8,8 @@ operator go on, and the override is kept in the run's tags.
 
 from __future__ import annotations
 
+import email
+import email.policy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -28,15 +30,25 @@ from email_engine_assets.campaigns.assets import (
 from email_engine_assets.campaigns.files import split_key
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, refusal
-from email_engine_assets.campaigns.registry import register_campaigns, register_one
-from email_engine_assets.campaigns.wiring import transport_tag
+from email_engine_assets.campaigns.parts import Skipped
+from email_engine_assets.campaigns.registry import (
+    load_one,
+    register_campaigns,
+    register_one,
+)
+from email_engine_assets.campaigns.wiring import (
+    PartMissing,
+    TemplateComposers,
+    transport_tag,
+)
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.tenancy.config import load_tenants, load_workspace
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
 CLI_TAG = "email_engine/cli"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# A blocked check fails the run with ERROR events; the outcome reports it (and any failure) itself.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 class CampaignRefused(Exception):
@@ -152,6 +164,36 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
         outcome.failures = outcome.failures or [f"{key}: run {result.run_id} failed"]
     outcome.counts = counts_of(key)
     return outcome
+
+
+def preview(key: str, address: str) -> dict:
+    """What ``address`` (a contact of the campaign's tenant) would receive: the chosen template, the
+    rule that chose it, the message's headers and its text part. Nothing is written or sent; the
+    Message-ID is the ledger row's when the contact is already in the campaign's audience."""
+    try:
+        tenant, campaign = load_one(_root(), key)
+        email_key = suppression_key(address)
+    except (LookupError, ValueError) as exc:
+        raise CampaignRefused(str(exc)) from None
+    with get_engine().connect() as conn:
+        contact = store.contact_by_email(conn, tenant.id, email_key)
+        if contact is None:
+            raise CampaignRefused(f"tenant {tenant.id} has no contact {email_key[:254]!r}")
+        contact_id = int(contact["contact_id"])
+        token = store.ledger_token(conn, tenant.id, campaign.name, contact_id)
+    try:
+        composer = TemplateComposers().composer(tenant, campaign)
+    except PartMissing as exc:
+        raise CampaignRefused(f"campaign {key}: {exc}") from None
+    out: dict = {"campaign": key, "contact_id": contact_id, "email": email_key}
+    made = composer.compose(contact, contact_id=contact_id, row_token=token or f"preview{contact_id}")
+    if isinstance(made, Skipped):
+        return {**out, "template": None, "rule": None, "skipped": made.reason, "detail": made.detail}
+    message = email.message_from_bytes(made.message, policy=email.policy.default)
+    text = next((part.get_content() for part in message.walk() if part.get_content_type() == "text/plain"), "")
+    return {**out, "template": made.template, "rule": made.rule,
+            "headers": [[name, str(value)] for name, value in message.items() if name.lower() != "dkim-signature"],
+            "dkim_signed": "DKIM-Signature" in message, "text": text}
 
 
 def _reason(evaluation) -> str:

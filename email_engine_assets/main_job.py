@@ -248,9 +248,10 @@ def print_summary(outcome: MainJobOutcome) -> None:
     for row in outcome.campaigns:
         blocked = "; ".join(f"blocked by {b['check']}: {b['reason']}" for b in row.get("blocked", []))
         skipped = sum(row["skipped"].values())
+        reasons = " ".join(f"{r}:{n}" for r, n in row["skipped"].items() if n)
         print(f"campaign {row['campaign']}: {row['state']} audience={row['audience']} sent={row['sent']} "
               f"handed_off={row['handed_off']} failed={row['failed']} unknown={row['unknown']} skipped={skipped}"
-              + (f" ({blocked})" if blocked else ""))
+              + (f" ({reasons})" if reasons else "") + (f" ({blocked})" if blocked else ""))
     for failure in outcome.failures:
         print(f"FAILED {failure}")
 

@@ -39,7 +39,7 @@ class StaticAudience:
         ids = self.members[segment]
         return Snapshot(hashlib.sha256(repr(ids).encode()).hexdigest(), len(ids))
 
-    def segment_members(self, conn, tenant_id, segment, *, after_contact_id, limit):
+    def segment_members(self, conn, tenant_id, segment, *, after_contact_id, limit, definition_hash=None):
         return [i for i in self.members.get(segment, []) if i > after_contact_id][:limit]
 
 
