@@ -33,6 +33,7 @@ from email_engine_assets.campaigns.definitions import campaign_resources
 from email_engine_assets.campaigns.files import parse_campaign
 from email_engine_assets.campaigns.ledger import SEND_STATES, skipped_state
 from email_engine_assets.campaigns.wiring import (
+    PartMissing,
     SegmentAudience,
     TemplateComposers,
     Transports,
@@ -277,3 +278,12 @@ def test_send_at_now_is_scheduled_when_first_seen_and_due_at_once(shop):
     with shop.engine.begin() as conn:
         assert "must lie in the future" in campaign_store.sync_campaign(conn, parse_campaign(past, tenant), first)
         assert campaign_store.campaign_row(conn, "acme", "past")["state"] == "draft"
+
+
+def test_a_dkim_key_missing_from_the_environment_is_a_part_missing_naming_the_file(workspace, monkeypatch):
+    monkeypatch.delenv("ACME_DKIM_KEY_FOR_TEST", raising=False)
+    workspace.tenant("acme", TENANT + "dkim:\n  domain: acme.example\n  selector: s1\n  private_key: {env: ACME_DKIM_KEY_FOR_TEST}\n")
+    path = write_campaign(workspace.root, "acme", "news", segment="readers", category="news")
+    tenant = load_tenants(workspace.root, ["acme"]).tenants["acme"]
+    with pytest.raises(PartMissing, match=r"^tenants/acme.yaml: dkim.private_key: environment variable ACME_DKIM_KEY_FOR_TEST is not set"):
+        TemplateComposers(key=b"k" * 32).composer(tenant, parse_campaign(path, tenant))
