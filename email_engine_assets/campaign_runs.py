@@ -225,7 +225,13 @@ def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
     register_campaigns(get_engine(), ws)
     with get_engine().connect() as conn:
         due = store.due_campaigns(conn, datetime.now(timezone.utc))
-    return [send(key, action="due", instance=instance) for key in due]
+    outcomes = []
+    for key in due:
+        try:
+            outcomes.append(send(key, action="due", instance=instance))
+        except CampaignRefused as exc:  # e.g. its file broke after it was scheduled: the others still go
+            outcomes.append(SendOutcome(counts=counts_of(key), failures=[f"{key}: {exc}"]))
+    return outcomes
 
 
 def suppress(tenant_id: str, address: str, reason: str = "manual", detail: str | None = None) -> tuple[str, bool]:

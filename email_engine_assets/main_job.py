@@ -119,7 +119,8 @@ def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: 
 
 
 def run_main_job() -> MainJobOutcome:
-    """Per tenant: ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags)."""
+    """Per tenant: ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags, segments);
+    last, every due campaign through its transport (``campaign_send_job``)."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
     outcome.failures += [f"tenant {t} not run, invalid tenant file: {e}" for t, e in ws.errors.items()]

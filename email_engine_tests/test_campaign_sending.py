@@ -287,3 +287,15 @@ def test_a_dkim_key_missing_from_the_environment_is_a_part_missing_naming_the_fi
     tenant = load_tenants(workspace.root, ["acme"]).tenants["acme"]
     with pytest.raises(PartMissing, match=r"^tenants/acme.yaml: dkim.private_key: environment variable ACME_DKIM_KEY_FOR_TEST is not set"):
         TemplateComposers(key=b"k" * 32).composer(tenant, parse_campaign(path, tenant))
+
+
+def test_a_due_campaign_whose_file_broke_is_a_failure_of_its_own(shop):
+    path = write_campaign(shop.root, "acme", "now", segment="readers", category="news", send_at="now")
+    tenant = load_tenants(shop.root, ["acme"]).tenants["acme"]
+    with shop.engine.begin() as conn:
+        campaign_store.sync_campaign(conn, parse_campaign(path, tenant), datetime.now(timezone.utc))
+    path.write_text(path.read_text() + "colour: blue\n")  # an unknown key: the file no longer loads
+    with dg.instance_for_test() as instance:
+        [outcome] = campaign_runs.send_due_campaigns(instance)
+    assert outcome.counts["state"] == "scheduled" and outcome.counts["sent"] == 0
+    assert outcome.failures[0].startswith("acme.now: ") and "colour" in outcome.failures[0]
