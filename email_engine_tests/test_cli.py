@@ -93,14 +93,21 @@ def test_main_command_ingests_the_examples_and_records_dagster_runs(cli_env, exa
     assert "Bonjour Jean" in message.get_body(("plain",)).get_content()
 
 
-def test_main_job_reports_a_blocked_campaign_succeeds_and_never_sends_twice(cli_env, example_workspace, engine, capsys):
+def _run_main_job(cli_env, workspace: Path) -> str:
+    """``email-engine run`` in its own process (the code location reads the DNS settings when it is imported)."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "email-engine"), "--workspace", str(workspace), "run"],
+                          env=cli_env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_main_job_reports_a_blocked_campaign_succeeds_and_never_sends_twice(cli_env, example_workspace, engine):
     # Without working DNS every verdict is unknown: a segment of valid addresses only is empty.
     tenant = example_workspace / "tenants" / "globex.yaml"
     tenant.write_text(tenant.read_text().replace("    verdicts: [valid, risky, unknown]\n", "    verdicts: [valid]\n"))
     outbox = Path(cli_env["EMAIL_ENGINE_HOME"]) / "outbox"
-    assert cli.main(["--workspace", str(example_workspace), "run"]) == 0
-    out = capsys.readouterr().out
-    assert "campaign acme.autumn_news: completed audience=9 sent=9 " in out
+    out = _run_main_job(cli_env, example_workspace)
+    assert "campaign acme.autumn_news: completed audience=9 sent=9 " in out, out
     assert ("campaign globex.weekly_picks: scheduled audience=0 sent=0 handed_off=0 failed=0 unknown=0 skipped=0 "
             "(blocked by audience_not_empty: segment 'consumers' has no member to send to)") in out
     assert "FAILED" not in out
@@ -108,8 +115,7 @@ def test_main_job_reports_a_blocked_campaign_succeeds_and_never_sends_twice(cli_
     with engine.connect() as conn:
         ledger = conn.execute(sa.text("SELECT row_id, state, message_id, attempts FROM campaign_sends ORDER BY row_id")).all()
     assert len(files) == 9
-    assert cli.main(["--workspace", str(example_workspace), "run"]) == 0
-    out = capsys.readouterr().out
+    out = _run_main_job(cli_env, example_workspace)
     assert "acme.autumn_news" not in out and "blocked by audience_not_empty" in out  # completed: not due again
     assert {p: p.read_bytes() for p in outbox.rglob("*.eml")} == files
     with engine.connect() as conn:
