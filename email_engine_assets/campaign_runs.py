@@ -1,4 +1,4 @@
-"""The operator's campaign commands: list, show, send, pause, resume, cancel; suppress, unsuppress.
+"""The operator's campaign commands: list, show, send, pause, resume, cancel, preview; suppress, unsuppress.
 
 ``send`` (and ``resume``) run ``campaign_send_job`` for the campaign's partition in this process,
 recorded in the Dagster instance like a run launched from the UI. A send blocked by a check is
@@ -186,7 +186,10 @@ def preview(key: str, address: str) -> dict:
     except PartMissing as exc:
         raise CampaignRefused(f"campaign {key}: {exc}") from None
     out: dict = {"campaign": key, "contact_id": contact_id, "email": email_key}
-    made = composer.compose(contact, contact_id=contact_id, row_token=token or f"preview{contact_id}")
+    try:
+        made = composer.compose(contact, contact_id=contact_id, row_token=token or f"preview{contact_id}")
+    except ValueError as exc:  # the tenant's message settings cannot sign or write it (the send's preflight blocks too)
+        raise CampaignRefused(f"campaign {key}: {exc}") from None
     if isinstance(made, Skipped):
         return {**out, "template": None, "rule": None, "skipped": made.reason, "detail": made.detail}
     message = email.message_from_bytes(made.message, policy=email.policy.default)
