@@ -1,4 +1,4 @@
-"""The operator's campaign commands: list, show, send, pause, resume, cancel; suppress, unsuppress.
+"""The operator's campaign commands: list, show, send, pause, resume, cancel, preview; suppress, unsuppress.
 
 ``send`` (and ``resume``) run ``campaign_send_job`` for the campaign's partition in this process,
 recorded in the Dagster instance like a run launched from the UI. A send blocked by a check is
@@ -8,6 +8,8 @@ operator go on, and the override is kept in the run's tags.
 
 from __future__ import annotations
 
+import email
+import email.policy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -28,10 +30,16 @@ from email_engine_assets.campaigns.assets import (
 from email_engine_assets.campaigns.files import split_key
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, refusal
-from email_engine_assets.campaigns.registry import register_campaigns, register_one
+from email_engine_assets.campaigns.parts import Skipped
+from email_engine_assets.campaigns.registry import (
+    load_one,
+    register_campaigns,
+    register_one,
+)
 from email_engine_assets.campaigns.sender import SEND_LOCK
 from email_engine_assets.campaigns.wiring import (
     PartMissing,
+    TemplateComposers,
     Transports,
     transport_tag,
 )
@@ -44,7 +52,8 @@ from email_engine_resources.workspace import WorkspaceResource
 CLI_TAG = "email_engine/cli"
 # Ledger states in which pause / resume of a MailWizz campaign act on MailWizz only.
 REMOTE_ONLY = {"pause": ("paused", "completed"), "resume": ("running", "completed")}
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# A blocked check fails the run with ERROR events; the outcome reports it (and any failure) itself.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 class CampaignRefused(Exception):
@@ -162,6 +171,39 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
     return outcome
 
 
+def preview(key: str, address: str) -> dict:
+    """What ``address`` (a contact of the campaign's tenant) would receive: the chosen template, the
+    rule that chose it, the message's headers and its text part. Nothing is written or sent; the
+    Message-ID is the ledger row's when the contact is already in the campaign's audience."""
+    try:
+        tenant, campaign = load_one(_root(), key)
+        email_key = suppression_key(address)
+    except (LookupError, ValueError) as exc:
+        raise CampaignRefused(str(exc)) from None
+    with get_engine().connect() as conn:
+        contact = store.contact_by_email(conn, tenant.id, email_key)
+        if contact is None:
+            raise CampaignRefused(f"tenant {tenant.id} has no contact {email_key[:254]!r}")
+        contact_id = int(contact["contact_id"])
+        token = store.ledger_token(conn, tenant.id, campaign.name, contact_id)
+    try:
+        composer = TemplateComposers().composer(tenant, campaign)
+    except PartMissing as exc:
+        raise CampaignRefused(f"campaign {key}: {exc}") from None
+    out: dict = {"campaign": key, "contact_id": contact_id, "email": email_key}
+    try:
+        made = composer.compose(contact, contact_id=contact_id, row_token=token or f"preview{contact_id}")
+    except ValueError as exc:  # the tenant's message settings cannot sign or write it (the send's preflight blocks too)
+        raise CampaignRefused(f"campaign {key}: {exc}") from None
+    if isinstance(made, Skipped):
+        return {**out, "template": None, "rule": None, "skipped": made.reason, "detail": made.detail}
+    message = email.message_from_bytes(made.message, policy=email.policy.default)
+    text = next((part.get_content() for part in message.walk() if part.get_content_type() == "text/plain"), "")
+    return {**out, "template": made.template, "rule": made.rule,
+            "headers": [[name, str(value)] for name, value in message.items() if name.lower() != "dkim-signature"],
+            "dkim_signed": "DKIM-Signature" in message, "text": text}
+
+
 def _reason(evaluation) -> str:
     value = evaluation.metadata.get("reason")
     return getattr(value, "value", None) or getattr(value, "text", None) or str(evaluation.description or "failed")
@@ -218,7 +260,13 @@ def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
     register_campaigns(get_engine(), ws)
     with get_engine().connect() as conn:
         due = store.due_campaigns(conn, datetime.now(timezone.utc))
-    return [send(key, action="due", instance=instance) for key in due]
+    outcomes = []
+    for key in due:
+        try:
+            outcomes.append(send(key, action="due", instance=instance))
+        except CampaignRefused as exc:  # e.g. its file broke after it was scheduled: the others still go
+            outcomes.append(SendOutcome(counts=counts_of(key), failures=[f"{key}: {exc}"]))
+    return outcomes
 
 
 def suppress(tenant_id: str, address: str, reason: str = "manual", detail: str | None = None) -> tuple[str, bool]:

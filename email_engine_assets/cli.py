@@ -1,4 +1,4 @@
-"""``email-engine``: run the main job, import a file, show rejects, run campaigns, suppress, start the UI, migrate."""
+"""``email-engine``: run the main job, import a file, show rejects, run and preview campaigns, suppress, start the UI, migrate."""
 
 from __future__ import annotations
 
@@ -208,6 +208,36 @@ def cmd_campaign(args) -> int:
     return 3 if outcome.blocked else 1 if outcome.failures else 0
 
 
+def cmd_preview(args) -> int:
+    """``preview <tenant>.<campaign> --email ADDRESS``: the template, the rule and the message that contact would get."""
+    from email_engine_assets import campaign_runs as runs
+
+    _prepare(args.workspace)
+    try:
+        shown = runs.preview(args.campaign, args.email)
+    except runs.CampaignRefused as exc:
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(shown))
+        return 0
+    print(terminal_safe(f"campaign: {shown['campaign']}"))
+    print(terminal_safe(f"contact:  {shown['email']} (contact {shown['contact_id']})"))
+    if shown["template"] is None:
+        print(terminal_safe(f"template: none -- this contact would be skipped ({shown['skipped']}) {shown['detail']}".rstrip()))
+        return 0
+    print(terminal_safe(f"template: {shown['template']} (rule: {shown['rule']})"))
+    print()
+    for name, value in shown["headers"]:
+        print(terminal_safe(f"{name}: {value}"))
+    if shown["dkim_signed"]:
+        print("DKIM-Signature: (signed)")
+    print()
+    for line in shown["text"].splitlines():
+        print(terminal_safe(line))
+    return 0
+
+
 def cmd_suppress(args) -> int:
     from email_engine_assets import campaign_runs as runs
 
@@ -262,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (list: one per line)")
     p.add_argument("--override", action="append", metavar="CHECK", help="go on although CHECK fails (recorded with the run)")
     p.add_argument("--resend-unknown", action="store_true", help="send again the rows whose fate is unknown (may reach someone twice)")
+    p = add("preview", cmd_preview, "show the template, rule and message a contact would get from a campaign")
+    p.add_argument("campaign", help="<tenant>.<name>")
+    p.add_argument("--email", required=True, metavar="ADDRESS", help="a contact of the tenant")
+    p.add_argument("--json", action="store_true", help="print one JSON object (template, rule, headers, text)")
     for name, help_text in (("suppress", "never mail EMAIL again for TENANT"), ("unsuppress", "lift a suppression of EMAIL for TENANT")):
         p = add(name, cmd_suppress, help_text)
         p.add_argument("tenant")

@@ -119,7 +119,8 @@ def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: 
 
 
 def run_main_job() -> MainJobOutcome:
-    """Per tenant: ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags)."""
+    """Per tenant: ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags, segments);
+    last, every due campaign through its transport (``campaign_send_job``)."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
     outcome.failures += [f"tenant {t} not run, invalid tenant file: {e}" for t, e in ws.errors.items()]
@@ -248,9 +249,10 @@ def print_summary(outcome: MainJobOutcome) -> None:
     for row in outcome.campaigns:
         blocked = "; ".join(f"blocked by {b['check']}: {b['reason']}" for b in row.get("blocked", []))
         skipped = sum(row["skipped"].values())
+        reasons = " ".join(f"{r}:{n}" for r, n in row["skipped"].items() if n)
         print(f"campaign {row['campaign']}: {row['state']} audience={row['audience']} sent={row['sent']} "
               f"handed_off={row['handed_off']} failed={row['failed']} unknown={row['unknown']} skipped={skipped}"
-              + (f" ({blocked})" if blocked else ""))
+              + (f" ({reasons})" if reasons else "") + (f" ({blocked})" if blocked else ""))
     for failure in outcome.failures:
         print(f"FAILED {failure}")
 

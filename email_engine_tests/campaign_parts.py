@@ -24,7 +24,7 @@ from email_engine_assets.campaigns.parts import (
     Skipped,
     Snapshot,
 )
-from email_engine_assets.campaigns.wiring import Transports
+from email_engine_assets.campaigns.wiring import TemplateComposers, Transports
 
 
 class StaticAudience:
@@ -39,7 +39,7 @@ class StaticAudience:
         ids = self.members[segment]
         return Snapshot(hashlib.sha256(repr(ids).encode()).hexdigest(), len(ids))
 
-    def segment_members(self, conn, tenant_id, segment, *, after_contact_id, limit):
+    def segment_members(self, conn, tenant_id, segment, *, after_contact_id, limit, definition_hash=None):
         return [i for i in self.members.get(segment, []) if i > after_contact_id][:limit]
 
 
@@ -84,6 +84,40 @@ class SimpleComposers:
         return SimpleComposer(campaign, self.problems, self.on_compose)
 
 
+class HookedTemplateComposers(TemplateComposers):
+    """The real composer (template files, signing key, unsubscribe links), with a hook called before each compose."""
+
+    def __init__(self, on_compose=None):
+        super().__init__()
+        self.on_compose = on_compose
+
+    def composer(self, tenant, campaign):
+        made = super().composer(tenant, campaign)
+        compose = made.compose
+
+        def hooked(contact, **kwargs):
+            if self.on_compose:
+                self.on_compose(contact)
+            return compose(contact, **kwargs)
+
+        made.compose = hooked
+        return made
+
+
+def write_real_templates(root: Path, tenant_id: str = "acme") -> None:
+    """A tenant file with an unsubscribe block and a ``news`` template in English, for the real composer."""
+    (root / "tenants" / f"{tenant_id}.yaml").write_text(
+        f"id: {tenant_id}\nname: {tenant_id.title()}\nsources:\n  - id: crm\n    priority: 10\n"
+        "unsubscribe:\n  base_url: https://unsubscribe.acme.example\n  mailto: unsubscribe@acme.example\n"
+    )
+    folder = root / "templates" / tenant_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "news_en.yaml").write_text(
+        'category: news\nlanguage: en\nsubject: "Hello {{ first_name }}"\n'
+        'html: |\n  <p>Hello {{ first_name }}</p><a href="{{ unsubscribe_url }}">unsubscribe</a>\n'
+    )
+
+
 def parts(audience, composers=None, outbox_root: Path | None = None) -> dict:
     return {
         "audience_source": dg.ResourceDefinition.hardcoded_resource(audience),
@@ -113,7 +147,8 @@ def write_campaign(root: Path, tenant_id: str, name: str, text: str = "", **fiel
 
 
 def outbox_recipients(root: Path) -> list[str]:
-    """The To of every .eml under ``root`` (one entry per file)."""
+    """The To address of every .eml under ``root`` (one entry per file)."""
     import email
+    from email.utils import parseaddr
 
-    return sorted(email.message_from_bytes(p.read_bytes())["To"] for p in root.rglob("*.eml"))
+    return sorted(parseaddr(email.message_from_bytes(p.read_bytes())["To"])[1] for p in root.rglob("*.eml"))

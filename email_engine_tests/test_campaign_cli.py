@@ -47,7 +47,7 @@ def test_send_json_counts_the_whole_campaign(cli_camp, capsys, tmp_path):
     assert cli.main(["campaign", "send", "acme.spring", "--json"]) == 0
     data = _json(capsys)
     assert data == {"campaign": "acme.spring", "state": "completed", "audience": 3, "queued": 0, "sent": 3, "handed_off": 0,
-                    "failed": 0, "unknown": 0, "skipped": {"suppressed": 0, "no_template": 0, "render_failed": 0, "cancelled": 0}}
+                    "failed": 0, "unknown": 0, "skipped": {"suppressed": 0, "no_template": 0, "render_error": 0, "bad_address": 0, "cancelled": 0}}
     assert data["audience"] == sum(v for k, v in data.items() if k in ("queued", "sent", "handed_off", "failed", "unknown")) + sum(data["skipped"].values())
     assert outbox_recipients(tmp_path / "home" / "outbox") == ["ann@example.com", "bob@example.com", "cy@example.com"]
     assert cli.main(["campaign", "show", "acme.spring", "--json"]) == 0

@@ -20,12 +20,14 @@ from email_engine_assets.campaigns.ledger import SETTLED_STATES
 from email_engine_assets.campaigns.parts import Problem
 from email_engine_resources.settings import PROJECT_ROOT
 from email_engine_tests.campaign_parts import (
+    HookedTemplateComposers,
     SimpleComposers,
     StaticAudience,
     add_contacts,
     outbox_recipients,
     parts,
     write_campaign,
+    write_real_templates,
 )
 
 
@@ -107,7 +109,8 @@ def test_an_address_suppressed_while_the_campaign_runs_gets_nothing_from_later_b
             _suppress(camp.engine, "p05@example.com", "complained")
         seen.append(contact["email"])
 
-    camp.composers = SimpleComposers(on_compose=suppress_during_first_batch)
+    write_real_templates(camp.root)
+    camp.composers = HookedTemplateComposers(on_compose=suppress_during_first_batch)
     done = campaign_runs.send("acme.spring", instance=camp.instance)
     assert "p05@example.com" not in seen and "p05@example.com" not in outbox_recipients(camp.outbox)
     assert (done.counts["sent"], done.counts["skipped"]["suppressed"], done.counts["state"]) == (5, 1, "completed")
@@ -145,19 +148,21 @@ import json, sys, time
 import dagster as dg
 from email_engine_assets import campaign_runs
 from email_engine_assets.campaigns import assets
-from email_engine_tests.campaign_parts import SimpleComposers, StaticAudience, parts
+from email_engine_tests.campaign_parts import HookedTemplateComposers, StaticAudience, parts
 assets.SEND_BATCH_SIZE = 4
 ids = json.loads(sys.argv[2])
-campaign_runs.run_parts = lambda: parts(StaticAudience({"vip": ids}), SimpleComposers(on_compose=lambda c: time.sleep(0.02)))
+campaign_runs.run_parts = lambda: parts(StaticAudience({"vip": ids}), HookedTemplateComposers(on_compose=lambda c: time.sleep(0.02)))
 with dg.instance_for_test() as instance:
     campaign_runs.send(sys.argv[1], instance=instance)
 """
 
 
 def test_sigkill_mid_send_then_resume_sends_nobody_twice(camp, engine, tmp_path):
+    write_real_templates(camp.root)
     emails = [f"k{i:03d}@example.com" for i in range(60)]
     ids = add_contacts(engine, "acme", emails)
     camp.audience = StaticAudience({"vip": ids})
+    camp.composers = HookedTemplateComposers()
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", SENDER, "acme.spring", json.dumps(ids)], env=env, cwd=PROJECT_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
 import json
 import os
@@ -74,8 +76,50 @@ def test_main_command_ingests_the_examples_and_records_dagster_runs(cli_env, exa
     with dagster.connect() as conn:
         runs = conn.execute(sa.text("SELECT pipeline_name, status, count(*) FROM runs GROUP BY 1, 2")).all()
     dagster.dispose()
-    # the named jobs of the code location: one import run per tenant (its sources side by side), one tenant run
-    assert sorted(map(tuple, runs)) == [("import_job", "SUCCESS", 2), ("tenant_job", "SUCCESS", 2)]
+    # the named jobs of the code location: one import run per tenant (its sources side by side), one tenant run,
+    # and the example campaign of each tenant (send_at: now) sent through the outbox
+    assert sorted(map(tuple, runs)) == [("campaign_send_job", "SUCCESS", 2), ("import_job", "SUCCESS", 2), ("tenant_job", "SUCCESS", 2)]
+    assert "campaign acme.autumn_news: completed audience=9 sent=9 " in proc.stdout
+    assert "campaign globex.weekly_picks: completed audience=7 sent=6 " in proc.stdout and "(bad_address:1)" in proc.stdout
+    outbox = Path(cli_env["EMAIL_ENGINE_HOME"]) / "outbox"
+    assert len(list(outbox.rglob("*.eml"))) == 15
+    with engine.connect() as conn:
+        row_id, message_id = conn.execute(sa.text(
+            "SELECT row_id, message_id FROM campaign_sends WHERE email = 'jean.dupont@example.fr' AND template = 'b2b_fr_salon'"
+        )).one()
+    message = email.message_from_bytes((outbox / "acme" / "autumn_news" / f"{row_id}.eml").read_bytes(), policy=email.policy.default)
+    assert (message["Message-ID"], message["To"], message["Content-Language"]) == (message_id, "Jean Dupont <jean.dupont@example.fr>", "fr")
+    assert message["List-Unsubscribe"].startswith("<https://unsubscribe.acme.example/u/")
+    assert "Bonjour Jean" in message.get_body(("plain",)).get_content()
+
+
+def _run_main_job(cli_env, workspace: Path) -> str:
+    """``email-engine run`` in its own process (the code location reads the DNS settings when it is imported)."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "email-engine"), "--workspace", str(workspace), "run"],
+                          env=cli_env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_main_job_reports_a_blocked_campaign_succeeds_and_never_sends_twice(cli_env, example_workspace, engine):
+    # Without working DNS every verdict is unknown: a segment of valid addresses only is empty.
+    tenant = example_workspace / "tenants" / "globex.yaml"
+    tenant.write_text(tenant.read_text().replace("    verdicts: [valid, risky, unknown]\n", "    verdicts: [valid]\n"))
+    outbox = Path(cli_env["EMAIL_ENGINE_HOME"]) / "outbox"
+    out = _run_main_job(cli_env, example_workspace)
+    assert "campaign acme.autumn_news: completed audience=9 sent=9 " in out, out
+    assert ("campaign globex.weekly_picks: scheduled audience=0 sent=0 handed_off=0 failed=0 unknown=0 skipped=0 "
+            "(blocked by audience_not_empty: segment 'consumers' has no member to send to)") in out
+    assert "FAILED" not in out
+    files = {p: p.read_bytes() for p in outbox.rglob("*.eml")}
+    with engine.connect() as conn:
+        ledger = conn.execute(sa.text("SELECT row_id, state, message_id, attempts FROM campaign_sends ORDER BY row_id")).all()
+    assert len(files) == 9
+    out = _run_main_job(cli_env, example_workspace)
+    assert "acme.autumn_news" not in out and "blocked by audience_not_empty" in out  # completed: not due again
+    assert {p: p.read_bytes() for p in outbox.rglob("*.eml")} == files
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT row_id, state, message_id, attempts FROM campaign_sends ORDER BY row_id")).all() == ledger
 
 
 def test_import_json_rejects_and_rerun(cli_env, example_workspace, tmp_path, capsys):

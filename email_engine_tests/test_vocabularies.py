@@ -9,10 +9,12 @@ import sqlalchemy as sa
 
 from email_engine_assets.audiences.selection import SCALAR_FIELDS
 from email_engine_assets.audiences.suppressions import SUPPRESSION_REASONS
+from email_engine_assets.campaigns import ledger
 from email_engine_assets.campaigns.ledger import SEND_STATES
 from email_engine_assets.campaigns.lifecycle import CAMPAIGN_STATES
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS, TEXT_FIELDS
 from email_engine_assets.contacts.importer import LEDGER_STATUSES
+from email_engine_assets.content.composer import SKIP_REASONS as COMPOSE_SKIP_REASONS
 from email_engine_assets.quality.verdict import (
     DOMAIN_STATUSES,
     MAILBOX_STATUSES,
@@ -79,3 +81,9 @@ def test_contact_tables_have_a_column_per_contact_field(engine, table):
 def test_selection_fields_build_on_the_contact_fields():
     assert set(TEXT_FIELDS) <= set(SCALAR_FIELDS)
     assert {"email", "email_domain", "verdict"} <= set(SCALAR_FIELDS)
+
+
+def test_the_ledger_skip_states_are_built_from_the_composer_reasons():
+    assert ledger.SKIP_REASONS == ("suppressed", *COMPOSE_SKIP_REASONS, "cancelled")
+    assert ledger.SKIPPED_STATES == tuple(f"skipped_{r}" for r in ledger.SKIP_REASONS)
+    assert set(ledger.SKIPPED_STATES) <= set(SEND_STATES)

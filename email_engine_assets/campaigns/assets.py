@@ -14,6 +14,7 @@ from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
+from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.wiring import PartMissing
@@ -109,26 +110,29 @@ def _freeze(context: dg.AssetExecutionContext, engine, campaign: Campaign) -> No
     """Ledger rows from the segment's current snapshot; again only if it changed and nothing was claimed."""
     audience = context.resources.audience_source
     t, c, segment = campaign.tenant_id, campaign.name, campaign.file.segment
-    with engine.begin() as conn:
-        try:
+    try:
+        with engine.begin() as conn:
             snapshot = audience.current_snapshot(conn, t, segment)
-        except PartMissing as exc:
-            raise dg.Failure(description=str(exc)) from None
-        row = store.campaign_row(conn, t, c)
-        if snapshot is None:
-            context.log.warning(f"segment {segment!r} of tenant {t} has no snapshot")
-            return
-        if row["audience_frozen_at"] is not None and (row["snapshot_hash"] == snapshot.definition_hash or store.audience_claimed(conn, t, c)):
-            return
-        store.clear_audience(conn, t, c)
-        after, frozen = 0, 0
-        while True:
-            ids = audience.segment_members(conn, t, segment, after_contact_id=after, limit=FREEZE_PAGE)
-            if not ids:
-                break
-            frozen += store.freeze_members(conn, t, c, ids)
-            after = max(ids)
-        store.mark_frozen(conn, t, c, snapshot.definition_hash)
+            row = store.campaign_row(conn, t, c)
+            if snapshot is None:
+                context.log.warning(f"segment {segment!r} of tenant {t} has no snapshot")
+                return
+            if row["audience_frozen_at"] is not None and (row["snapshot_hash"] == snapshot.definition_hash or store.audience_claimed(conn, t, c)):
+                return
+            store.clear_audience(conn, t, c)
+            after, frozen = 0, 0
+            while True:
+                # every page from the snapshot read above: a rebuild under another definition meanwhile
+                # raises AudienceChanged and this transaction (nothing claimed yet) rolls back whole
+                ids = audience.segment_members(conn, t, segment, after_contact_id=after, limit=FREEZE_PAGE,
+                                               definition_hash=snapshot.definition_hash)
+                if not ids:
+                    break
+                frozen += store.freeze_members(conn, t, c, ids)
+                after = max(ids)
+            store.mark_frozen(conn, t, c, snapshot.definition_hash)
+    except (PartMissing, AudienceChanged) as exc:
+        raise dg.Failure(description=f"campaign {campaign.key}: audience not frozen: {exc}; run it again") from None
     context.log.info(f"froze {frozen} member(s) of segment {segment!r} (snapshot {snapshot.definition_hash[:12]})")
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import AwareDatetime, Field, ValidationError, field_validator
@@ -47,7 +48,8 @@ class CampaignFile(Strict):
     from_name: str = Field(min_length=1, max_length=200)
     from_email: str
     reply_to: str | None = None
-    send_at: AwareDatetime | None = Field(default=None, description="ISO 8601 with a zone; absent: a draft")
+    send_at: AwareDatetime | Literal["now"] | None = Field(
+        default=None, description="ISO 8601 with a zone, or now (due as soon as the file is first read); absent: a draft")
     rate_per_minute: int | None = Field(default=None, gt=0, le=1_000_000)
 
     @field_validator("from_email", "reply_to")
@@ -143,10 +145,15 @@ def load_campaigns(root: Path, tenants: dict[str, TenantConfig]) -> CampaignFile
     return out
 
 
+SEND_NOW = "now"
+
+
 def check_schedule(campaign: Campaign, now: datetime) -> str | None:
-    """The problem with scheduling ``campaign`` now, if any (``send_at`` must lie in the future)."""
+    """The problem with scheduling ``campaign`` now, if any (``send_at`` must lie in the future).
+
+    ``send_at: now`` is scheduled for the moment the file is first read, so it is never in the past."""
     send_at = campaign.file.send_at
-    if send_at is not None and send_at <= now:
+    if send_at is not None and send_at != SEND_NOW and send_at <= now:
         return f"{campaign.path}: send_at = {send_at.isoformat()}: must lie in the future when the campaign is scheduled"
     return None
 

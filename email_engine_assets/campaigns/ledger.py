@@ -10,23 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from email_engine_assets.content.composer import SKIP_REASONS as COMPOSE_SKIP_REASONS
 from email_engine_resources.delivery import DELIVERY_STATUSES
 
-# suppressed: on the suppression list (at freeze or at claim time); no_template: no template for
-# the contact's category / language; render_failed: the template did not render for this contact;
-# cancelled: still queued when the campaign was cancelled.
-SKIP_REASONS: tuple[str, ...] = ("suppressed", "no_template", "render_failed", "cancelled")
+# suppressed: on the suppression list (at freeze or at claim time); then the composer's reasons
+# (no_template, render_error, bad_address: see email_engine_assets.content.composer); cancelled:
+# still queued when the campaign was cancelled.
+SKIP_REASONS: tuple[str, ...] = ("suppressed", *COMPOSE_SKIP_REASONS, "cancelled")
 SKIPPED_STATES: tuple[str, ...] = tuple(f"skipped_{r}" for r in SKIP_REASONS)
 SEND_STATES: tuple[str, ...] = ("queued", "sending", *DELIVERY_STATUSES, *SKIPPED_STATES)
 SETTLED_STATES: tuple[str, ...] = (*DELIVERY_STATUSES, *SKIPPED_STATES)
 
 
-def skipped_state(reason: str) -> tuple[str, str]:
-    """(ledger state, detail) of a row skipped for ``reason``; a reason outside the vocabulary is
-    kept in the detail of a ``skipped_render_failed`` row."""
-    if reason in SKIP_REASONS:
-        return f"skipped_{reason}", ""
-    return "skipped_render_failed", reason[:300]
+def skipped_state(reason: str) -> str:
+    """The ledger state of a row skipped for ``reason``; ``ValueError`` for a reason outside the
+    vocabulary (a composer and the ledger that disagree is a bug to see, not a row to hide)."""
+    if reason not in SKIP_REASONS:
+        raise ValueError(f"skip reason {reason[:64]!r} is not one of {', '.join(SKIP_REASONS)}")
+    return f"skipped_{reason}"
 
 
 def campaign_counts(key: str, state: str, by_state: Mapping[str, int]) -> dict:

@@ -1,7 +1,7 @@
 """The campaign lifecycle: states, operator actions and the transitions between them.
 
 A file without ``send_at`` is a ``draft`` (only ``campaign send`` starts it); with ``send_at`` it
-is ``scheduled`` and becomes due at that time. Sending makes it ``running``; ``pause`` and
+is ``scheduled`` and becomes due at that time (``send_at: now``: the time the file is first read). Sending makes it ``running``; ``pause`` and
 ``resume`` move between ``paused`` and ``running``; when every ledger row is settled it is
 ``completed``; ``cancel`` ends it for good (``cancelled``).
 """

@@ -11,29 +11,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# What a composer returns is the content domain's: one definition of a composed message, of a skip
+# (its reason one of content.composer.SKIP_REASONS, which the ledger's skipped_* states are built
+# from) and of a preflight problem.
+from email_engine_assets.content.composer import (
+    Composed,
+    Skipped,
+)
+from email_engine_assets.content.composer import (
+    PreflightProblem as Problem,
+)
 from email_engine_resources.delivery import DeliveryResult, ListHandOff
 
-
-@dataclass(frozen=True)
-class Composed:
-    template: str
-    rule: str
-    subject: str
-    message: bytes  # the whole RFC 5322 message, CRLF line ends
-    message_id: str
+__all__ = [
+    "AudienceChanged", "AudienceSource", "Composed", "Composer", "ComposerFactory", "ListComposer", "ListContent",
+    "ListTransport", "Problem", "Skipped", "Snapshot",
+]
 
 
-@dataclass(frozen=True)
-class Skipped:
-    reason: str  # a SKIP_REASONS entry (no_template, ...); another reason is kept as render_failed
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    variable: str | None
-    message: str
+class AudienceChanged(RuntimeError):
+    """The segment was rebuilt under another definition while its members were read: nothing frozen."""
 
 
 class Composer(Protocol):
@@ -87,4 +84,7 @@ class AudienceSource(Protocol):
 
     def current_snapshot(self, conn: Any, tenant_id: str, segment: str) -> Snapshot | None: ...
 
-    def segment_members(self, conn: Any, tenant_id: str, segment: str, *, after_contact_id: int, limit: int) -> list[int]: ...
+    def segment_members(self, conn: Any, tenant_id: str, segment: str, *, after_contact_id: int, limit: int,
+                        definition_hash: str | None = None) -> list[int]:
+        """With ``definition_hash``: :class:`AudienceChanged` when the snapshot now has another definition."""
+        ...

@@ -104,11 +104,11 @@ def deliver_batch(campaign: Campaign, rows: list[dict], composer: Composer, tran
         try:
             made = composer.compose(row["contact"], contact_id=row["contact_id"], row_token=row["token"])
         except Exception as exc:  # a template error for one contact must not stop the others
-            results[row_id] = _result(row_id, "skipped_render_failed", f"{type(exc).__name__}: {str(exc)[:200]}")
+            results[row_id] = _result(row_id, skipped_state("render_error"), f"{type(exc).__name__}: {str(exc)[:200]}")
             continue
         if isinstance(made, Skipped):
-            state, detail = skipped_state(made.reason)
-            results[row_id] = _result(row_id, state, detail)
+            # a reason outside the ledger's vocabulary raises here, before anything of the batch leaves
+            results[row_id] = _result(row_id, skipped_state(made.reason), made.detail[:500])
             continue
         results[row_id] = _result(row_id, "unknown", "the transport returned no result", made.template, made.rule, made.message_id)
         outgoing.append(

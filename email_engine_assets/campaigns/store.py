@@ -7,7 +7,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from email_engine_assets.campaigns.files import Campaign, campaign_key, check_schedule
+from email_engine_assets.campaigns.files import (
+    SEND_NOW,
+    Campaign,
+    campaign_key,
+    check_schedule,
+)
 from email_engine_assets.campaigns.gates import LastCampaign
 from email_engine_assets.campaigns.lifecycle import (
     EDITABLE_STATES,
@@ -24,7 +29,8 @@ def sync_campaign(conn: sa.Connection, campaign: Campaign, now: datetime) -> str
     follows its file (nothing has been claimed yet); a started one keeps what it was started with.
 
     Returns the problem when the file schedules the campaign in the past: a known campaign is then
-    left as it was, a new one is recorded as a draft.
+    left as it was, a new one is recorded as a draft. ``send_at: now`` schedules it at ``now`` when
+    the file is first seen (due at once); a later read keeps that moment.
     """
     f = campaign.file
     row = conn.execute(
@@ -33,15 +39,18 @@ def sync_campaign(conn: sa.Connection, campaign: Campaign, now: datetime) -> str
     ).first()
     if row is not None and (row.state not in EDITABLE_STATES or row.config_sha256 == campaign.sha256):
         return None
-    newly_scheduled = f.send_at is not None and (row is None or row.send_at != f.send_at)
+    send_at = f.send_at
+    if send_at == SEND_NOW:  # scheduled when first seen (a scheduled campaign keeps that moment), so due at once
+        send_at = row.send_at if row is not None and row.state == "scheduled" and row.send_at is not None else now
+    newly_scheduled = send_at is not None and (row is None or row.send_at != send_at)
     problem = check_schedule(campaign, now) if newly_scheduled else None
     if problem and row is not None:
         return problem
     # A new file scheduled in the past is recorded as a draft: it never starts by itself.
-    state = "draft" if problem else initial_state(f.send_at)
+    state = "draft" if problem else initial_state(send_at)
     params = {
         "t": campaign.tenant_id, "c": campaign.name, "state": state, "segment": f.segment,
-        "category": f.category, "transport": f.transport, "send_at": f.send_at, "rate": f.rate_per_minute,
+        "category": f.category, "transport": f.transport, "send_at": send_at, "rate": f.rate_per_minute,
         "sha": campaign.sha256,
     }
     conn.execute(
@@ -226,6 +235,35 @@ FROM unnest(CAST(:ids AS bigint[])) AS claimed (contact_id)
 JOIN contacts ct ON ct.tenant_id = :t AND ct.contact_id = claimed.contact_id
 LEFT JOIN contact_enrichment e ON e.tenant_id = ct.tenant_id AND e.contact_id = ct.contact_id
 """
+
+
+def contact_by_email(conn: sa.Connection, tenant_id: str, email_key: str) -> dict | None:
+    """The contact of the tenant with this address key, as a campaign sees it (enriched language and
+    country when its own are empty), with its ``contact_id``; None when the tenant has no such contact."""
+    row = conn.execute(
+        sa.text(
+            """SELECT ct.contact_id, to_jsonb(ct) - 'field_sources' - 'sources' AS contact,
+                      e.language AS detected_language, e.country AS detected_country
+               FROM contacts ct
+               LEFT JOIN contact_enrichment e ON e.tenant_id = ct.tenant_id AND e.contact_id = ct.contact_id
+               WHERE ct.tenant_id = :t AND ct.email = :e"""
+        ),
+        {"t": tenant_id, "e": email_key},
+    ).mappings().first()
+    if row is None:
+        return None
+    contact = dict(row["contact"])
+    contact["language"] = contact.get("language") or row["detected_language"]
+    contact["country"] = contact.get("country") or row["detected_country"]
+    return contact
+
+
+def ledger_token(conn: sa.Connection, tenant_id: str, name: str, contact_id: int) -> str | None:
+    """The token of the contact's ledger row in the campaign (its Message-ID derives from it), if it has one."""
+    return conn.execute(
+        sa.text("SELECT token FROM campaign_sends WHERE tenant_id = :t AND campaign = :c AND contact_id = :id"),
+        {"t": tenant_id, "c": name, "id": contact_id},
+    ).scalar()
 
 
 def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int) -> tuple[list[dict], int]:

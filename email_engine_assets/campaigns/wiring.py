@@ -1,57 +1,141 @@
 """Where a campaign's parts come from: the audience (segments), the composer (templates), the transport.
 
 The segment snapshots and the template composer are other domains; they are reached here, at one
-seam, and only when a campaign runs. Tests and other deployments pass their own parts as the
-``audience_source`` / ``composers`` / ``transports`` resources.
+seam. Tests and other deployments pass their own parts as the ``audience_source`` /
+``composers`` / ``transports`` resources.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from email_engine_assets.audiences import store as segments
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.list_content import (
     ListContentMissing,
     for_list_transport,
 )
-from email_engine_assets.campaigns.parts import Composer, Snapshot
+from email_engine_assets.campaigns.parts import (
+    AudienceChanged,
+    Composer,
+    ListContent,
+    Problem,
+    Snapshot,
+)
+from email_engine_assets.content import composer as content
+from email_engine_assets.content.mailwizz_tags import MailwizzTagError, to_mailwizz
+from email_engine_assets.content.messages import DkimKey
+from email_engine_assets.content.rendering import TenantInfo
+from email_engine_assets.content.templates import load_templates
+from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_resources.delivery import MessageTransport
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
 from email_engine_resources.powermta import PowerMtaSmtpTransport
+from email_engine_resources.signing_key import SigningKeyError, signing_key
+
+LIST_TRANSPORT_KINDS = frozenset({"mailwizz"})  # transports that personalise one content per template themselves
 
 
 class PartMissing(RuntimeError):
-    """A part this build does not have yet (e.g. no segments module): the campaign cannot run."""
+    """A part the campaign cannot have (a transport not configured, composer settings that cannot
+    work): the campaign cannot run; ``str()`` names the file and what is wrong, never a secret."""
 
 
 class SegmentAudience:
-    """The audience of a campaign: the snapshot of its segment (``email_engine_assets.audiences``)."""
-
-    def _segments(self):
-        try:
-            from email_engine_assets.audiences import segments  # noqa: PLC0415 (the other domain, reached at run time)
-        except ImportError:
-            raise PartMissing("segment snapshots are not available in this build (email_engine_assets.audiences.segments)") from None
-        return segments
+    """The audience of a campaign: the snapshot of its segment (``email_engine_assets.audiences.store``)."""
 
     def current_snapshot(self, conn, tenant_id: str, segment: str) -> Snapshot | None:
-        info = self._segments().current_snapshot(conn, tenant_id, segment)
+        info = segments.current_snapshot(conn, tenant_id, segment)
         return None if info is None else Snapshot(info.definition_hash, int(info.members))
 
-    def segment_members(self, conn, tenant_id: str, segment: str, *, after_contact_id: int, limit: int) -> list[int]:
-        return self._segments().segment_members(conn, tenant_id, segment, after_contact_id=after_contact_id, limit=limit)
+    def segment_members(self, conn, tenant_id: str, segment: str, *, after_contact_id: int, limit: int,
+                        definition_hash: str | None = None) -> list[int]:
+        try:
+            return segments.segment_members(conn, tenant_id, segment, after_contact_id=after_contact_id, limit=limit,
+                                            definition_hash=definition_hash)
+        except segments.SnapshotChanged as exc:
+            raise AudienceChanged(str(exc)) from None
+
+
+class TemplateComposer(content.Composer):
+    """The content domain's composer, and the seam a list transport (MailWizz) uses:
+    :meth:`list_content` gives a template in the list's tag mode (``[FNAME]``, ``[UNSUBSCRIBE_URL]``).
+
+    With ``list_mode`` (the campaign goes through a list transport) the preflight also refuses the
+    templates that mode cannot carry, so such a send is blocked before it starts."""
+
+    def __init__(self, *, list_mode: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.list_mode = list_mode
+        self._list_contents: dict[str, ListContent] = {}
+
+    def list_content(self, template: str) -> ListContent:
+        """``template`` (its name) for a list transport; ``KeyError`` for an unknown template, and
+        :class:`~email_engine_assets.content.mailwizz_tags.MailwizzTagError` for one it cannot carry."""
+        if template not in self._list_contents:
+            made = to_mailwizz(self.templates.templates[template], campaign=self.campaign,
+                               tenant=TenantInfo(id=self.tenant.id, name=self.tenant.name), renderer=self.renderer)
+            self._list_contents[template] = ListContent(made.subject, made.html, made.text, dict(made.custom_fields))
+        return self._list_contents[template]
+
+    def preflight(self, samples) -> list[Problem]:
+        problems = super().preflight(samples)
+        if self.list_mode:
+            for template in self.chooser.reachable():
+                try:
+                    self.list_content(template.name)
+                except MailwizzTagError as exc:
+                    problems.append(Problem(exc.file, exc.line, None, str(exc).partition(": ")[2]))
+        return problems
 
 
 class TemplateComposers:
-    """The composer of a campaign: its tenant's templates for the campaign's category (``email_engine_assets.content``)."""
+    """The composer of a campaign: its tenant's templates, the campaign file's sender and category,
+    the project's signing key (unsubscribe tokens) and the tenant's DKIM key.
 
-    def composer(self, tenant, campaign: Campaign) -> Composer:
+    Settings that cannot work raise :class:`PartMissing` naming the file (the ``preflight_renders``
+    check then blocks the send with that reason); a broken template file is a preflight problem
+    of its own, naming the file and the line.
+    """
+
+    def __init__(self, workspace_root: Path | None = None, key: bytes | None = None):
+        self.workspace_root = workspace_root
+        self._key = key
+
+    def composer(self, tenant: TenantConfig, campaign: Campaign) -> TemplateComposer:
+        tenant_file = f"tenants/{tenant.id}.yaml"
+        if tenant.unsubscribe is None:
+            raise PartMissing(f"{tenant_file}: no unsubscribe: block (base_url, optional mailto); every message needs "
+                              f"a one-click unsubscribe link, so campaign {campaign.key} cannot send")
+        root = self.workspace_root or campaign.path.parents[2]  # <root>/campaigns/<tenant>/<name>.yaml
+        dkim = None
+        if tenant.dkim is not None:
+            try:
+                dkim = DkimKey.from_settings(tenant.dkim)
+            except (LookupError, ValueError, UnicodeError) as exc:
+                raise PartMissing(f"{tenant_file}: dkim.private_key: {excerpt(str(exc), 200)}") from None
         try:
-            from email_engine_assets.content import composer  # noqa: PLC0415 (the other domain, reached at run time)
-        except ImportError:
-            raise PartMissing("templates are not available in this build (email_engine_assets.content.composer)") from None
-        return composer.for_campaign(tenant, campaign)
+            key = self._key or signing_key()
+        except SigningKeyError as exc:
+            raise PartMissing(f"the signing key of unsubscribe links: {exc}") from None
+        transport = tenant.transport(campaign.file.transport)
+        f = campaign.file
+        try:
+            return TemplateComposer(
+                templates=load_templates(root, tenant.id), tenant=tenant, campaign=campaign.name, category=f.category,
+                from_name=f.from_name, from_email=f.from_email, reply_to=f.reply_to, signing_key=key, dkim_key=dkim,
+                list_mode=transport is not None and transport.kind in LIST_TRANSPORT_KINDS,
+            )
+        except ValueError as exc:  # the sender or reply address cannot be written in a message
+            raise PartMissing(f"{_shown(campaign, root)}: {excerpt(str(exc), 200)}") from None
+
+
+def _shown(campaign: Campaign, root: Path) -> str:
+    try:
+        return str(campaign.path.relative_to(root))
+    except ValueError:
+        return str(campaign.path)
 
 
 class TransportUnavailable(PartMissing):
