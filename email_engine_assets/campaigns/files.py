@@ -15,16 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import AwareDatetime, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, Field, field_validator
 
 from email_engine_assets.tenancy.config import (
     ConfigError,
     TenantConfig,
-    _describe,
-    _TenantLoader,
-    _yaml_problem,
+    parse_mapping,
     read_tenant_text,
+    validate_file,
 )
 from email_engine_assets.tenancy.sending import OUTBOX
 from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict
@@ -95,18 +93,8 @@ def parse_campaign(path: Path, tenant: TenantConfig, text: str | None = None) ->
     text = read_tenant_text(path) if text is None else text
     if not re.match(SLUG_PATTERN, path.stem) or len(path.stem) > 64:
         raise ConfigError(path, [f"file name {path.stem[:80]!r}: a campaign name must be a slug matching {SLUG_PATTERN}"])
-    try:
-        data = yaml.load(text, Loader=_TenantLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, [_yaml_problem(exc)]) from None
-    except RecursionError:
-        raise ConfigError(path, ["not valid YAML: values nested too deeply"]) from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, [f"expected a mapping at the top level, got {type(data).__name__}"])
-    try:
-        config = CampaignFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
+    data, _ = parse_mapping(path, text)
+    config = validate_file(path, data, CampaignFile)
     if tenant.transport(config.transport) is None:
         known = ", ".join([OUTBOX, *(t.name for t in tenant.transports if t.name != OUTBOX)])
         raise ConfigError(path, [f"transport = {config.transport!r}: not a transport of tenant {tenant.id} (known: {known})"])

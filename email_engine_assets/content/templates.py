@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from email_engine_assets.contacts.inbox import (
     RefusedFile,
@@ -39,10 +39,9 @@ from email_engine_assets.contacts.inbox import (
 )
 from email_engine_assets.tenancy.config import (
     ConfigError,
-    _describe,
-    _TenantLoader,
-    _yaml_problem,
     excerpt,
+    parse_mapping,
+    validate_file,
 )
 from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
 from email_engine_assets.tenancy.strict import SLUG_PATTERN, Strict
@@ -134,22 +133,8 @@ def parse_template(path: Path, text: str, shown: str) -> Template:
     shown_path = Path(shown)
     if len(text) > TEMPLATE_FILE_MAX_BYTES:
         raise ConfigError(shown_path, [f"text is {len(text)} characters; a template file may hold at most {TEMPLATE_FILE_MAX_BYTES} bytes"])
-    loader = _TenantLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(shown_path, [_yaml_problem(exc)]) from None
-    except RecursionError:
-        raise ConfigError(shown_path, ["not valid YAML: values nested too deeply"]) from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise ConfigError(shown_path, [f"expected a mapping at the top level, got {type(data).__name__}"])
-    try:
-        model = TemplateFile.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(shown_path, [_describe(e) for e in exc.errors()]) from None
+    data, node = parse_mapping(shown_path, text)
+    model = validate_file(shown_path, data, TemplateFile)
     return Template(
         name=path.stem,
         file=shown,

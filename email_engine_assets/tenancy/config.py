@@ -18,10 +18,11 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
     field_validator,
@@ -43,6 +44,7 @@ from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 TENANT_FILE_MAX_BYTES = 1 << 20
+_Model = TypeVar("_Model", bound=BaseModel)
 PROBLEM_MAX_CHARS = 300
 MAX_PROBLEMS = 20
 
@@ -195,7 +197,7 @@ class _TenantLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.MarkedYAMLError(
-                problem="anchors and aliases (&name, *name) are not allowed in tenant files", problem_mark=event.start_mark
+                problem="anchors and aliases (&name, *name) are not allowed in workspace files", problem_mark=event.start_mark
             )
         return super().compose_node(parent, index)
 
@@ -226,22 +228,38 @@ def read_tenant_text(path: Path) -> str:
         raise ConfigError(path, [f"not UTF-8 text: {exc}"]) from None
 
 
-def parse_tenant(path: Path, text: str | None = None) -> TenantConfig:
-    text = read_tenant_text(path) if text is None else text
-    if len(text) > TENANT_FILE_MAX_BYTES:
-        raise ConfigError(path, [f"text is {len(text)} characters; a tenant file may hold at most {TENANT_FILE_MAX_BYTES} bytes"])
+def parse_mapping(path: Path, text: str) -> tuple[dict, yaml.Node]:
+    """The top-level mapping of a workspace YAML file (tenant, campaign or template) and its node
+    (for line numbers); :class:`ConfigError` naming ``path`` when the text is no such mapping."""
+    loader = _TenantLoader(text)
     try:
-        data = yaml.load(text, Loader=_TenantLoader)  # noqa: S506 (a SafeLoader subclass)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise ConfigError(path, [_yaml_problem(exc)]) from None
     except RecursionError:
         raise ConfigError(path, ["not valid YAML: values nested too deeply"]) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(path, [f"expected a mapping at the top level, got {type(data).__name__}"])
+    return data, node
+
+
+def validate_file(path: Path, data: dict, model: type[_Model]) -> _Model:
+    """``data`` as ``model``; :class:`ConfigError` naming ``path``, each key and what is wrong."""
     try:
-        config = TenantConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(path, [_describe(e) for e in exc.errors()]) from None
+
+
+def parse_tenant(path: Path, text: str | None = None) -> TenantConfig:
+    text = read_tenant_text(path) if text is None else text
+    if len(text) > TENANT_FILE_MAX_BYTES:
+        raise ConfigError(path, [f"text is {len(text)} characters; a tenant file may hold at most {TENANT_FILE_MAX_BYTES} bytes"])
+    data, _ = parse_mapping(path, text)
+    config = validate_file(path, data, TenantConfig)
     if config.id != path.stem:
         raise ConfigError(path, [f"id = {config.id!r}: must equal the file name {path.stem!r}"])
     return config
