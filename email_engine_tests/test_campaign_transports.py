@@ -216,6 +216,7 @@ def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace,
     mw_setup(workspace, engine, monkeypatch, url, state)
     with dg.instance_for_test() as instance:
         assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+        assert set(statuses(state).values()) == {"pending-sending"}  # released once every row was on its list
         state.campaigns["other"] = {"campaign_uid": "other", "name": "acme.spring2.news_en", "status": "sending", "list_uid": "x"}
         paused = campaign_runs.change_state("acme.spring", "pause")
         assert paused["mailwizz"] == {"acme.spring.news_en": "paused", "acme.spring.news_fr": "paused"}
@@ -225,11 +226,11 @@ def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace,
         campaign_runs.change_state("acme.spring", "pause")  # pause-unpause toggles: a second pause must not undo the first
         assert set(statuses(state).values()) == {"paused"}
         resumed = campaign_runs.resume("acme.spring", instance=instance)
-        assert set(statuses(state).values()) == {"sending"} and resumed.counts["state"] == "completed"
-        resumed = campaign_runs.resume("acme.spring", instance=instance)  # already sending: left alone
-        assert set(statuses(state).values()) == {"sending"}
+        assert set(statuses(state).values()) == {"pending-sending"} and resumed.counts["state"] == "completed"
+        resumed = campaign_runs.resume("acme.spring", instance=instance)  # already unpaused: left alone
+        assert set(statuses(state).values()) == {"pending-sending"}
     toggles = [c for c in state.calls if c[1].endswith("/pause-unpause")]
-    assert len(toggles) == 4  # two campaigns, paused once and resumed once
+    assert len(toggles) == 6  # two campaigns, each released once, paused once and resumed once
 
 
 def test_mailwizz_cancel_of_a_paused_campaign_leaves_its_mailwizz_campaigns_paused(engine, workspace, monkeypatch, mailwizz):
