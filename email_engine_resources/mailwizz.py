@@ -9,15 +9,18 @@ any point) never makes a second list, subscriber or campaign:
 3. the subscribers, in bulk calls; a per-record error (an existing subscriber, a blacklisted
    address) is followed by a search-by-email: an existing confirmed subscriber is handed off,
    any other case is ``failed`` with the reason;
-4. last, the campaign named ``delivery.name`` on that list (found by name, or created with the
-   base64 HTML and ``send_at`` in the instance's time zone). It comes last so that MailWizz never
-   starts on a half-filled list. A subscriber newly added to the list of a campaign that is
-   already sent is ``failed``: MailWizz mails nobody new for it.
+4. last, the campaign named ``delivery.name`` on that list (found by name, or created **paused**
+   with the base64 HTML and ``send_at`` in the instance's time zone). The ledger hands a campaign
+   over in several batches; a paused MailWizz campaign sends nothing, so MailWizz never starts on
+   a half-filled list. :meth:`release` unpauses it once every batch is on the list (then MailWizz
+   waits for ``send_at``). A subscriber newly added to the list of a campaign that is already sent
+   is ``failed``: MailWizz mails nobody new for it.
 
 Content without ``[UNSUBSCRIBE_URL]`` is refused before any call. A refused campaign create
 marks every recipient ``failed``; a create whose answer was lost and whose campaign cannot be
-found marks them ``unknown`` (the ledger does not resend those on its own). :meth:`pause` and
-:meth:`resume` read the status first, because MailWizz's ``pause-unpause`` toggles.
+found marks them ``unknown`` (the ledger does not resend those on its own). :meth:`pause`,
+:meth:`resume` and :meth:`release` read the status first, because MailWizz's ``pause-unpause``
+toggles: a campaign already sending is never toggled back to paused.
 
 Built from plain values (the tenant file's secrets are read by the caller when it builds one):
 this module never imports the Dagster definitions.
@@ -47,6 +50,8 @@ PAUSABLE = frozenset({"pending-sending", "sending", "processing"})
 # A campaign in these states mails nobody new: a subscriber added now is not handed off.
 FINISHED = frozenset({"sent", "pending-delete", "blocked"})
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A hand-off's campaign waits paused until :meth:`MailwizzInstance.release`: later batches still join its list.
+CREATED_STATUS = "paused"
 
 
 @dataclass(frozen=True)
@@ -270,6 +275,14 @@ class MailwizzInstance:
     def resume(self, name: str) -> str:
         return self._toggle(name, pause=False)
 
+    def release(self, prefix: str) -> dict[str, str]:
+        """Unpause every paused campaign whose name starts with ``prefix``; the status of each afterwards.
+
+        Idempotent: a campaign that is not paused (pending-sending, sending, sent) is left as it
+        is, so calling it again after a crash, or after a release that went through, toggles nothing.
+        """
+        return {name: self.resume(name) for name in self.campaigns_named(prefix)}
+
     def _toggle(self, name: str, *, pause: bool) -> str:
         current = self.status(name)
         if (pause and current == "paused") or (not pause and current != "paused"):
@@ -299,6 +312,7 @@ class MailwizzInstance:
             "name": delivery.name, "type": "regular", "from_name": delivery.from_name, "from_email": delivery.from_email,
             "subject": delivery.subject, "reply_to": delivery.reply_to or delivery.from_email,
             "send_at": send_at_text(delivery.send_at, self.timezone), "list_uid": list_uid,
+            "status": CREATED_STATUS,
             "options": {"url_tracking": "yes", "open_tracking": "yes"}, "template": template,
         }}
         uid = self.client.post("campaigns", data).get("campaign_uid")

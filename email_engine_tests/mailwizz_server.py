@@ -4,8 +4,13 @@ What it holds to: form-encoded bodies with PHP nesting (a JSON body is not read)
 (the 2.x ``X-Api-Key`` and the 1.x signature, with its 900 s timestamp window, are both checked),
 the success / create / error envelopes, 201 on create, 409 on an existing subscriber, 422 on
 validation (campaign content without ``[UNSUBSCRIBE_URL]`` included), pagination with a string
-``count``, per-record ``errors`` from the bulk call (never a 409), and the pause-unpause toggle.
-Test knobs: ``latency`` per call, ``fail_next(n)`` 500s, ``throttle_next(n, retry_after)`` 429s,
+``count``, per-record ``errors`` from the bulk call (never a 409), and the campaign statuses:
+created ``draft``, ``pending-sending`` (the default) or ``paused``; ``pause-unpause`` toggles
+(pending-sending / sending / processing -> paused; paused -> pending-sending, or sending once it has
+started); the send "cron" (:meth:`MailwizzState.run_cron`, run by the test, or after every call
+with ``cron_on_every_call``) takes the pending-sending and sending campaigns whose ``send_at`` has
+come, mails each confirmed subscriber of the list once (``delivered``) and marks them ``sent``. A
+paused, draft or sent campaign mails nobody. Test knobs: ``latency`` per call, ``fail_next(n)`` 500s, ``throttle_next(n, retry_after)`` 429s,
 ``blacklist`` of emails, ``canned`` raw answers (malformed replies), and ``calls`` recording
 (method, path) of every request.
 """
@@ -33,6 +38,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 SIGNATURE_MAX_AGE_S = 900
+CREATE_STATUSES = ("draft", "pending-sending", "paused")
+SENDING = ("pending-sending", "sending")  # what the send cron takes
+PAUSABLE = ("pending-sending", "sending", "processing")
 
 
 def parse_php_form(pairs: list[tuple[str, str]]) -> dict:
@@ -70,7 +78,28 @@ class MailwizzState:
     throttles: int = 0
     retry_after: str = "0"
     canned: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # (method, path) -> raw answer
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    delivered: list[tuple[str, str]] = field(default_factory=list)  # (campaign name, email) mailed by the cron
+    cron_on_every_call: bool = False  # MailWizz's cron running all along: it runs after each API call
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def run_cron(self, now: str | None = None) -> int:
+        """One pass of MailWizz's send cron (``now`` "Y-m-d H:i:s" local; ``None``: every send_at has come).
+
+        Returns how many emails it sent.
+        """
+        sent = 0
+        with self.lock:
+            for c in self.campaigns.values():
+                if c["status"] not in SENDING or (now is not None and c["fields"].get("send_at", "") > now):
+                    continue
+                c["status"], c["started"] = "sending", True
+                mailed = {email for name, email in self.delivered if name == c["name"]}
+                for sub in self.lists.get(c["list_uid"], {}).get("subscribers", {}).values():
+                    if sub["status"] == "confirmed" and sub["EMAIL"] not in mailed:
+                        self.delivered.append((c["name"], sub["EMAIL"]))
+                        sent += 1
+                c["status"] = "sent"
+        return sent
 
     def fail_next(self, n: int = 1, only: tuple[str, str] | None = None) -> None:
         self.failures, self.failing = n, only
@@ -166,7 +195,10 @@ def build_app(state: MailwizzState) -> Starlette:
                 if state.failures and state.failing in (None, (request.method, request.url.path)):
                     state.failures -= 1
                     return _error(500, "Internal server error")
-                return handler(request, parse_php_form(form_pairs), **request.path_params)
+                answer = handler(request, parse_php_form(form_pairs), **request.path_params)
+                if state.cron_on_every_call:
+                    state.run_cron()
+                return answer
 
         return wrapped
 
@@ -298,8 +330,11 @@ def build_app(state: MailwizzState) -> Starlette:
             return _error(422, {"template": "The content is not base64."})
         if "[UNSUBSCRIBE_URL]" not in html:
             return _error(422, {"content": "The following tags are required but were not found in your content: [UNSUBSCRIBE_URL]"})
+        status = c.get("status") or "pending-sending"
+        if status not in CREATE_STATUSES:
+            return _error(422, {"status": f"Status must be one of {', '.join(CREATE_STATUSES)}."})
         uid = _uid()
-        state.campaigns[uid] = {"campaign_uid": uid, "name": c["name"], "status": c.get("status") or "pending-sending",
+        state.campaigns[uid] = {"campaign_uid": uid, "name": c["name"], "status": status, "started": False,
                                 "list_uid": c["list_uid"], "html": html, "fields": c}
         return JSONResponse({"status": "success", "campaign_uid": uid}, status_code=201)
 
@@ -315,8 +350,8 @@ def build_app(state: MailwizzState) -> Starlette:
         if c is None:
             return _error(404, "The campaign does not exist.")
         if c["status"] == "paused":
-            c["status"] = "sending"
-        elif c["status"] in ("pending-sending", "sending", "processing"):
+            c["status"] = "sending" if c.get("started") else "pending-sending"
+        elif c["status"] in PAUSABLE:
             c["status"] = "paused"
         else:
             return _error(422, "This campaign cannot be paused or unpaused.")

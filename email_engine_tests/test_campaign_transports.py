@@ -12,10 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from email_engine_assets import campaign_runs
+from email_engine_assets.campaigns import assets as campaign_assets
+from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.wiring import Transports
 from email_engine_assets.content.composer import Composer
 from email_engine_assets.content.templates import load_templates
-from email_engine_resources.mailwizz import send_at_text
+from email_engine_resources.mailwizz import MailwizzInstance, send_at_text
 from email_engine_tests.campaign_parts import StaticAudience, write_campaign
 from email_engine_tests.content_helpers import simple, write_template
 from email_engine_tests.mailwizz_server import running_mailwizz
@@ -37,15 +39,29 @@ transports:
 """
 
 
+class WatchedComposer(Composer):
+    """The real composer, calling ``on_compose(contact)`` first: the test looks at MailWizz between batches."""
+
+    def __init__(self, *args, on_compose, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_compose = on_compose
+
+    def compose(self, contact, **kwargs):
+        self.on_compose(contact)
+        return super().compose(contact, **kwargs)
+
+
 class TemplateComposers:
     """The tenant's real templates, as the code location's composer factory gives them."""
 
     def __init__(self, root):
         self.root = root
+        self.on_compose = None
 
     def composer(self, tenant, campaign):
         f = campaign.file
-        return Composer(templates=load_templates(self.root, tenant.id), tenant=tenant, campaign=campaign.name,
+        watch = {"on_compose": self.on_compose} if self.on_compose else {}
+        return (WatchedComposer if watch else Composer)(**watch, templates=load_templates(self.root, tenant.id), tenant=tenant, campaign=campaign.name,
                         category=f.category, from_name=f.from_name, from_email=f.from_email, reply_to=f.reply_to,
                         signing_key=SIGNING_KEY)
 
@@ -216,6 +232,7 @@ def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace,
     mw_setup(workspace, engine, monkeypatch, url, state)
     with dg.instance_for_test() as instance:
         assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+        assert set(statuses(state).values()) == {"pending-sending"}  # released once every row was on its list
         state.campaigns["other"] = {"campaign_uid": "other", "name": "acme.spring2.news_en", "status": "sending", "list_uid": "x"}
         paused = campaign_runs.change_state("acme.spring", "pause")
         assert paused["mailwizz"] == {"acme.spring.news_en": "paused", "acme.spring.news_fr": "paused"}
@@ -225,11 +242,88 @@ def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace,
         campaign_runs.change_state("acme.spring", "pause")  # pause-unpause toggles: a second pause must not undo the first
         assert set(statuses(state).values()) == {"paused"}
         resumed = campaign_runs.resume("acme.spring", instance=instance)
-        assert set(statuses(state).values()) == {"sending"} and resumed.counts["state"] == "completed"
-        resumed = campaign_runs.resume("acme.spring", instance=instance)  # already sending: left alone
-        assert set(statuses(state).values()) == {"sending"}
+        assert set(statuses(state).values()) == {"pending-sending"} and resumed.counts["state"] == "completed"
+        resumed = campaign_runs.resume("acme.spring", instance=instance)  # already unpaused: left alone
+        assert set(statuses(state).values()) == {"pending-sending"}
     toggles = [c for c in state.calls if c[1].endswith("/pause-unpause")]
-    assert len(toggles) == 4  # two campaigns, paused once and resumed once
+    assert len(toggles) == 6  # two campaigns, each released once, paused once and resumed once
+
+
+ANN_BOB_CY = ["ann@example.com", "bob@example.com", "cy@example.com"]
+
+
+def toggles(state) -> int:
+    return sum(1 for c in state.calls if c[1].endswith("/pause-unpause"))
+
+
+def test_mailwizz_sends_nobody_until_the_last_batch_is_on_its_list(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    monkeypatch.setattr(campaign_assets, "SEND_BATCH_SIZE", 1)  # three batches; ann and bob share a template
+    env = mw_setup(workspace, engine, monkeypatch, url, state)
+    state.cron_on_every_call = True  # MailWizz's send cron running all along
+    seen = []
+    env.composers.on_compose = lambda contact: seen.append((contact["email"], list(state.delivered)))
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+    assert outcome.failures == [] and (outcome.counts["handed_off"], outcome.counts["state"]) == (3, "completed")
+    assert sorted(e for e, _ in seen) == ANN_BOB_CY
+    assert [d for _, d in seen] == [[], [], []]  # batches 2 and 3 joined while MailWizz had mailed nobody
+    assert sorted(e for _, e in state.delivered) == ANN_BOB_CY  # each once, once released
+    assert set(statuses(state).values()) == {"sent"} and toggles(state) == 2
+
+
+def test_a_run_killed_before_the_release_is_released_once_by_the_next_send(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    release = MailwizzInstance.release
+
+    def killed(self, prefix):
+        raise RuntimeError("killed after the last hand-off, before the release")
+
+    monkeypatch.setattr(MailwizzInstance, "release", killed)
+    with dg.instance_for_test() as instance:
+        [failure] = campaign_runs.send("acme.spring", instance=instance).failures
+        assert "campaign_sends" in failure
+        assert campaign_runs.counts_of("acme.spring")["state"] == "running"  # not completed: the release is owed
+        assert {s for s, _, _ in ledger(engine).values()} == {"handed_off"}
+        assert set(statuses(state).values()) == {"paused"} and state.run_cron() == 0
+        monkeypatch.setattr(MailwizzInstance, "release", release)
+        again = campaign_runs.send("acme.spring", instance=instance)
+        assert again.failures == [] and again.counts["state"] == "completed" and again.counts["handed_off"] == 3
+        assert set(statuses(state).values()) == {"pending-sending"} and toggles(state) == 2
+        assert state.run_cron() == 3 and sorted(e for _, e in state.delivered) == ANN_BOB_CY
+        campaign_runs.send("acme.spring", instance=instance)  # completed: nothing toggled again
+    assert toggles(state) == 2 and set(statuses(state).values()) == {"sent"}
+
+
+def test_an_operator_pause_holds_until_resume_and_resume_releases_only_after_the_last_batch(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    monkeypatch.setattr(campaign_assets, "SEND_BATCH_SIZE", 1)
+    env = mw_setup(workspace, engine, monkeypatch, url, state)
+    composed = []
+
+    def operator_pauses_during_the_second_batch(contact):
+        composed.append(contact["email"])
+        if len(composed) == 2:  # what `campaign pause` commits first; its MailWizz part waits for the send
+            with engine.begin() as conn:
+                store.transition(conn, "acme", "spring", "pause")
+        if len(composed) == 3:  # resumed, last batch: MailWizz still holds every campaign paused
+            assert set(statuses(state).values()) == {"paused"}
+
+    env.composers.on_compose = operator_pauses_during_the_second_batch
+    with dg.instance_for_test() as instance:
+        first = campaign_runs.send("acme.spring", instance=instance)
+        assert (first.counts["state"], first.counts["handed_off"], first.counts["queued"]) == ("paused", 2, 1)
+        paused = campaign_runs.change_state("acme.spring", "pause")  # the command's MailWizz part
+        assert set(paused["mailwizz"].values()) == {"paused"} and toggles(state) == 0  # created paused, left paused
+        assert state.run_cron() == 0
+        with pytest.raises(campaign_runs.CampaignRefused, match="paused"):
+            campaign_runs.send("acme.spring", instance=instance)
+        assert set(statuses(state).values()) == {"paused"} and state.run_cron() == 0
+        resumed = campaign_runs.resume("acme.spring", instance=instance)
+    assert resumed.failures == [] and (resumed.counts["state"], resumed.counts["handed_off"]) == ("completed", 3)
+    assert len(composed) == 3 and set(statuses(state).values()) == {"pending-sending"} and toggles(state) == 2
+    assert state.run_cron() == 3 and sorted(e for _, e in state.delivered) == ANN_BOB_CY
 
 
 def test_mailwizz_cancel_of_a_paused_campaign_leaves_its_mailwizz_campaigns_paused(engine, workspace, monkeypatch, mailwizz):

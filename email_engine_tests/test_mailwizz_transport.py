@@ -116,13 +116,59 @@ def test_pause_and_resume_read_the_status_before_toggling(mailwizz):
     with instance(url) as mw:
         mw.hand_off(handoff(people(1)))
         name = "acme.spring.promo-en"
-        assert mw.status(name) == "pending-sending"
+        assert mw.status(name) == "paused"  # created paused: it waits for its release
+        assert mw.resume(name) == "pending-sending"
         assert mw.pause(name) == "paused"
         assert mw.pause(name) == "paused"  # a second pause does not unpause
-        assert mw.resume(name) == "sending"
-        assert mw.resume(name) == "sending"
+        assert mw.resume(name) == "pending-sending"
+        assert mw.resume(name) == "pending-sending"
+        state.campaign_by_name(name)["status"] = "sending"
+        state.campaign_by_name(name)["started"] = True
+        assert mw.pause(name) == "paused" and mw.resume(name) == "sending"  # a started campaign goes on sending
         with pytest.raises(MailwizzError, match="404"):
             mw.status("nope")
+
+
+def test_a_campaign_handed_off_in_batches_sends_nothing_until_released_once(mailwizz):
+    url, state = mailwizz
+    name = "acme.spring.promo-en"
+    with instance(url, bulk_size=2) as mw:
+        for batch in range(3):
+            results = mw.hand_off(handoff(people(2, start=2 * batch)))
+            assert {r.status for r in results} == {"handed_off"}
+            assert state.run_cron() == 0 and mw.status(name) == "paused"  # MailWizz's cron mails nobody yet
+        assert mw.release("acme.spring.") == {name: "pending-sending"}
+        assert mw.release("acme.spring.") == {name: "pending-sending"}  # a second release toggles nothing
+        assert mw.release("acme.summer.") == {}  # another campaign's prefix: nothing
+    assert state.campaign_by_name(name)["fields"]["status"] == "paused"
+    assert state.run_cron(now="2026-12-01 08:59:59") == 0  # its send_at (09:00) has not come yet
+    assert state.run_cron() == 6 and sorted(e for _, e in state.delivered) == [f"p{i}@example.com" for i in range(6)]
+    assert state.run_cron() == 0  # each subscriber mailed once
+    with instance(url) as mw:  # a release after MailWizz is done (a rerun after a crash) leaves it alone
+        assert mw.release("acme.spring.") == {name: "sent"}
+    assert [c for c in state.calls if c[1].endswith("/pause-unpause")] == [
+        ("PUT", f"/api/campaigns/{state.campaign_by_name(name)['campaign_uid']}/pause-unpause")]
+
+
+def test_the_stand_in_holds_mailwizz_campaign_statuses(mailwizz):
+    url, state = mailwizz
+    with MailwizzClient(url, KEY, allow_private=True) as client:
+        list_uid = client.post("lists", {"general": {"name": "l"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})["list_uid"]
+        client.post(f"lists/{list_uid}/subscribers", {"EMAIL": "x@example.com"})
+        base = {"from_name": "a", "from_email": "a@b.example", "subject": "s", "reply_to": "a@b.example",
+                "send_at": "2026-01-01 00:00:00", "list_uid": list_uid,
+                "template": {"content": base64.b64encode(b"[UNSUBSCRIBE_URL]").decode()}}
+        with pytest.raises(MailwizzError) as caught:
+            client.post("campaigns", {"campaign": {**base, "name": "c0", "status": "sending"}})
+        assert caught.value.status == 422 and "status" in str(caught.value)
+        uids = {status: client.post("campaigns", {"campaign": {**base, "name": status, "status": status}})["campaign_uid"]
+                for status in ("draft", "paused", "pending-sending")}
+        assert state.run_cron() == 1 and state.delivered == [("pending-sending", "x@example.com")]  # draft and paused mail nobody
+        for uid in (uids["draft"], uids["pending-sending"]):  # neither a draft nor a sent campaign can be toggled
+            with pytest.raises(MailwizzError) as caught:
+                client.put(f"campaigns/{uid}/pause-unpause")
+            assert caught.value.status == 422
+    assert state.campaigns[uids["pending-sending"]]["status"] == "sent"
 
 
 def test_bad_key_is_a_400_whose_text_holds_no_key(mailwizz):

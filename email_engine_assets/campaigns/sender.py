@@ -5,7 +5,8 @@ Commit points, and what a SIGKILL at each leaves:
 1. the claim (``queued`` -> ``sending``) commits before anything leaves: killed after it, the rows
    are ``sending`` and the next run, holding the campaign's lock, turns them ``unknown``;
 2. the transport delivers (outbox file renamed into place, MTA 250);
-3. the results commit (``sending`` -> ``sent`` | ``failed`` | ``unknown`` | ``skipped_*``).
+3. the results commit (``sending`` -> ``sent`` | ``failed`` | ``unknown`` | ``skipped_*``);
+4. a list transport's campaigns are released in the transaction that completes the campaign.
 
 A row is never claimed twice, so nobody receives the campaign twice; a message whose fate is
 unknown is reported and sent again only when the operator asks (``--resend-unknown``). Pause and
@@ -51,6 +52,7 @@ class SendReport:
     batches: int = 0
     outcomes: Counter = field(default_factory=Counter)
     completed: bool = False
+    released: dict[str, str] = field(default_factory=dict)  # list transport: its campaigns' status after the release
 
 
 def send_campaign(
@@ -92,6 +94,11 @@ def send_campaign(
                     sleep(wait)
         with engine.begin() as conn:
             report.completed = store.complete_if_settled(conn, t, c)
+            if report.completed and hasattr(transport, "release"):
+                # MailWizz: its campaigns wait paused until every row is on their lists. Released inside
+                # this transaction, so a run killed before the release leaves the campaign running and
+                # the next run releases (idempotently) before completing it.
+                report.released = transport.release(campaign.key)
     return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from email_engine_assets.audiences import store as segments
+from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.list_content import (
     ListContentMissing,
@@ -31,6 +32,7 @@ from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_resources.delivery import MessageTransport
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
+from email_engine_resources.postgres import get_engine
 from email_engine_resources.powermta import PowerMtaSmtpTransport
 from email_engine_resources.signing_key import SigningKeyError, signing_key
 
@@ -153,6 +155,10 @@ class MailwizzList:
     def hand_off(self, handoff):
         return self.instance.hand_off(handoff)
 
+    def release(self, campaign_key: str) -> dict[str, str]:
+        """Unpause the campaign's paused MailWizz campaigns (``<tenant>.<campaign>.*``): every row is on their lists."""
+        return self.instance.release(f"{campaign_key}.")
+
     def close(self) -> None:
         self.instance.close()
 
@@ -236,11 +242,15 @@ class Transports:
         They are found by name on the instance, so a campaign created by a hand-off whose run died
         before recording it is reached too. MailWizz's ``pause-unpause`` toggles, so each status is
         read first. ``cancel`` pauses: MailWizz stops sending and keeps the campaign's stats
-        (deleting it would lose the opens and clicks still to come). Returns the MailWizz status by
-        campaign name, or why it could not be changed. Nothing for other transports.
+        (deleting it would lose the opens and clicks still to come). ``resume`` unpauses only once
+        no row is queued: before that the MailWizz campaigns stay paused and the send, having put
+        every row on their lists, releases them. Returns the MailWizz status by campaign name, or
+        why it could not be changed. Nothing for other transports.
         """
         if not self.is_list(tenant, campaign):
             return {}
+        if action == "resume" and _rows_to_hand_off(campaign):
+            action = "status"
         out: dict[str, str] = {}
         transport = self.transport(tenant, campaign)
         try:
@@ -252,6 +262,8 @@ class Transports:
                 try:
                     if action == "resume":
                         out[name] = transport.instance.resume(name)
+                    elif action == "status":
+                        out[name] = transport.instance.status(name)
                     else:
                         out[name] = transport.instance.pause(name)
                 except MailwizzError as exc:
@@ -259,6 +271,13 @@ class Transports:
         finally:
             transport.close()
         return out
+
+
+def _rows_to_hand_off(campaign: Campaign) -> bool:
+    """Whether rows of the campaign are still queued (or being sent): its MailWizz lists are not complete yet."""
+    with get_engine().connect() as conn:
+        counts = store.state_counts(conn, campaign.tenant_id, campaign.name)
+    return bool(counts.get("queued") or counts.get("sending"))
 
 
 def transport_tag(tenant_id: str, transport: str) -> str:
