@@ -13,10 +13,8 @@ import sqlalchemy as sa
 
 from email_engine_assets import campaign_runs
 from email_engine_assets.campaigns import assets as campaign_assets
-from email_engine_assets.campaigns import store
+from email_engine_assets.campaigns import store, wiring
 from email_engine_assets.campaigns.wiring import Transports
-from email_engine_assets.content.composer import Composer
-from email_engine_assets.content.templates import load_templates
 from email_engine_resources.mailwizz import MailwizzInstance, send_at_text
 from email_engine_tests.campaign_parts import StaticAudience, write_campaign
 from email_engine_tests.content_helpers import simple, write_template
@@ -39,31 +37,25 @@ transports:
 """
 
 
-class WatchedComposer(Composer):
-    """The real composer, calling ``on_compose(contact)`` first: the test looks at MailWizz between batches."""
-
-    def __init__(self, *args, on_compose, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.on_compose = on_compose
-
-    def compose(self, contact, **kwargs):
-        self.on_compose(contact)
-        return super().compose(contact, **kwargs)
-
-
-class TemplateComposers:
-    """The tenant's real templates, as the code location's composer factory gives them."""
+class TemplateComposers(wiring.TemplateComposers):
+    """The code location's composer factory on the test workspace; ``on_compose(contact)`` is called
+    before each message is composed, so a test can look at MailWizz between batches."""
 
     def __init__(self, root):
-        self.root = root
+        super().__init__(root, SIGNING_KEY)
         self.on_compose = None
 
     def composer(self, tenant, campaign):
-        f = campaign.file
-        watch = {"on_compose": self.on_compose} if self.on_compose else {}
-        return (WatchedComposer if watch else Composer)(**watch, templates=load_templates(self.root, tenant.id), tenant=tenant, campaign=campaign.name,
-                        category=f.category, from_name=f.from_name, from_email=f.from_email, reply_to=f.reply_to,
-                        signing_key=SIGNING_KEY)
+        made = super().composer(tenant, campaign)
+        if self.on_compose is not None:
+            inner, watch = made.compose, self.on_compose
+
+            def compose(contact, **kwargs):
+                watch(contact)
+                return inner(contact, **kwargs)
+
+            made.compose = compose
+        return made
 
 
 def add_people(engine, people: list[tuple[str, str, str]]) -> list[int]:

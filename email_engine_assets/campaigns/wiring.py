@@ -12,10 +12,6 @@ from pathlib import Path
 from email_engine_assets.audiences import store as segments
 from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.files import Campaign
-from email_engine_assets.campaigns.list_content import (
-    ListContentMissing,
-    for_list_transport,
-)
 from email_engine_assets.campaigns.parts import (
     AudienceChanged,
     Composer,
@@ -231,10 +227,9 @@ class Transports:
         """The composer as the campaign's transport needs it: with MailWizz tag-mode content for a list transport."""
         if not self.is_list(tenant, campaign):
             return composer
-        try:
-            return for_list_transport(composer)
-        except ListContentMissing as exc:
-            raise PartMissing(str(exc)) from None
+        if not hasattr(composer, "list_content"):
+            raise PartMissing(f"the composer {type(composer).__name__} gives no list content for transport {campaign.file.transport!r}")
+        return composer
 
     def remote_campaigns(self, tenant, campaign: Campaign, action: str) -> dict[str, str]:
         """``pause`` / ``resume`` / ``cancel`` of the campaign's MailWizz campaigns (``<tenant>.<campaign>.<template>``).
