@@ -255,11 +255,13 @@ def resume(key: str, **kwargs) -> SendOutcome:
 
 
 def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
-    """The main job's last step: every due campaign through its own transport; drafts never start."""
+    """The main job's last step: every due campaign through its own transport, and every campaign a
+    dead run left ``running`` goes on; drafts never start."""
     ws = load_workspace(_root())
     register_campaigns(get_engine(), ws)
     with get_engine().connect() as conn:
         due = store.due_campaigns(conn, datetime.now(timezone.utc))
+        due += [key for key in store.interrupted_campaigns(conn) if key not in due]
     outcomes = []
     for key in due:
         try:

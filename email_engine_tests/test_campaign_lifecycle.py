@@ -72,6 +72,25 @@ def test_a_scheduled_campaign_waits_for_its_time_then_runs_when_due(camp):
     assert (outcome.counts["campaign"], outcome.counts["state"], outcome.counts["sent"]) == ("acme.later", "completed", 5)
 
 
+def test_the_main_job_goes_on_with_a_campaign_a_dead_run_left_running(camp):
+    write_campaign(camp.root, "acme", "spring")
+    first = campaign_runs.send("acme.spring", instance=camp.instance)
+    assert first.counts["sent"] == 5
+    # As a run killed mid-send leaves it: two rows still queued, one claimed, the campaign running.
+    with camp.engine.begin() as conn:
+        ids = conn.execute(sa.text("SELECT row_id FROM campaign_sends WHERE campaign = 'spring' ORDER BY row_id")).scalars().all()
+        conn.execute(sa.text("UPDATE campaign_sends SET state = 'queued', settled_at = NULL WHERE row_id = ANY(:ids)"), {"ids": ids[:2]})
+        conn.execute(sa.text("UPDATE campaign_sends SET state = 'sending', settled_at = NULL WHERE row_id = :id"), {"id": ids[2]})
+        conn.execute(sa.text("UPDATE campaigns SET state = 'running', completed_at = NULL WHERE campaign = 'spring'"))
+    for row_id in ids[:2]:
+        (camp.outbox / "acme" / "spring" / f"{row_id}.eml").unlink()
+    [outcome] = campaign_runs.send_due_campaigns(camp.instance)
+    counts = outcome.counts
+    assert (counts["state"], counts["sent"], counts["unknown"], counts["queued"]) == ("completed", 4, 1, 0)
+    assert sorted(outbox_recipients(camp.outbox)) == sorted(EMAILS)  # the two queued went out once more, nobody twice
+    assert campaign_runs.send_due_campaigns(camp.instance) == []
+
+
 def test_scheduling_in_the_past_is_refused_when_scheduled_and_the_campaign_stays_a_draft(camp):
     write_campaign(camp.root, "acme", "late", send_at="2020-01-01T09:00:00+01:00")
     rows, problems = campaign_runs.list_campaigns()

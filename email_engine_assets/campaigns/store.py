@@ -95,6 +95,17 @@ def due_campaigns(conn: sa.Connection, now: datetime) -> list[str]:
     )
 
 
+def interrupted_campaigns(conn: sa.Connection) -> list[str]:
+    """Keys of the campaigns still ``running``: a run that died (or a release owed to a list
+    transport) left work. Sending them again goes on with the queued rows; rows left ``sending``
+    become ``unknown``, never resent."""
+    return list(
+        conn.execute(
+            sa.text("SELECT tenant_id || '.' || campaign FROM campaigns WHERE state = 'running' ORDER BY tenant_id, campaign")
+        ).scalars()
+    )
+
+
 def transition(conn: sa.Connection, tenant_id: str, name: str, action: str) -> tuple[str, str]:
     """Apply ``action`` under the campaign row's lock: (state before, state after).
 
