@@ -266,7 +266,9 @@ def finish_file(
     if staged is not None and staged <= SMALL_FILE_ROWS:
         row = conn.execute(sa.text(_FINISH_SMALL_FILE), params).one()
         return {k: int(getattr(row, k)) for k in COUNT_COLUMNS}
-    conn.execute(sa.text(f"SET LOCAL work_mem = '{FINISH_WORK_MEM}'"))
+    # Hash joins over the file's rows: statistics taken while staged_rows held few live rows (after
+    # a killed import, say) must not turn the joins into one index probe per address.
+    conn.execute(sa.text(f"SELECT set_config('work_mem', '{FINISH_WORK_MEM}', true), set_config('enable_nestloop', 'off', true)"))
     addresses = conn.execute(sa.text(_FILE_ADDRESSES), {"f": file_id}).rowcount
     conn.execute(sa.text("ANALYZE file_addresses"))
     counts = {"duplicates": conn.execute(sa.text(_FLAG_DUPLICATES), {"f": file_id}).rowcount}
@@ -282,13 +284,15 @@ def finish_file(
     return {k: int(counts[k]) for k in COUNT_COLUMNS}
 
 
-# The tables a file's import reads, and the statistics rule autovacuum applies to them by default
-# (a table is analyzed once this many rows changed: 50 + 10 % of its rows).
+# The tables a file's import reads. Their statistics are stale once the table grew by 10 % (and 8
+# pages) since the planner last learnt its size, or once as many rows changed as autovacuum waits
+# for (50 + 10 %). The size test needs no statistics collector: the change counts reach it late.
 _IMPORT_TABLES = ("staged_rows", "rejected_rows", "import_files", "contacts")
 _STALE_STATISTICS = """
     SELECT c.relname FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
     WHERE c.oid = ANY (CAST(:tables AS regclass[]))
-      AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
+      AND (pg_relation_size(c.oid) / current_setting('block_size')::int > 1.1 * c.relpages + 8
+           OR s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0))
     ORDER BY c.relname
 """
 UPKEEP_LOCK_TIMEOUT = "200ms"
