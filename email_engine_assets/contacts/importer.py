@@ -41,6 +41,11 @@ CHUNK_ROWS = 100_000
 # A file this small is read in the importing thread: a worker thread would have nothing to overlap.
 READ_AHEAD_BYTES = 1 << 20
 
+# A session keeps the staging tables searchable (:func:`ledger.keep_staging_searchable`) when it
+# starts a tenant and, before its next file, once it staged this many rows: about one BRIN range
+# of staged_rows, so no query of a file reads more than a few ranges it was not meant to.
+UPKEEP_ROWS = 2_000
+
 T = TypeVar("T")
 _END = object()
 
@@ -230,17 +235,37 @@ def import_sources(
     with ledger.file_session(engine) as session:
         known = ledger.known_digests(session, tenant.id, [source.id for source, _ in sources])
         session.commit()
+        upkeep = _Upkeep(session)
         for source, folder in sources:
             first = len(reports)
-            reports += _import_folder(engine, tenant, source, folder, known, session, run_id)
+            reports += _import_folder(engine, tenant, source, folder, known, session, run_id, upkeep)
             for report in reports[first:]:
                 report.tenant_id, report.source_id = tenant.id, source.id
     return reports
 
 
+class _Upkeep:
+    """Counts the rows a session staged and keeps the staging tables searchable every :data:`UPKEEP_ROWS`.
+
+    The first upkeep runs before the session's first file: the tables may have grown by other
+    sessions' imports since anyone analyzed them.
+    """
+
+    def __init__(self, session: sa.Connection) -> None:
+        self.session, self.staged = session, UPKEEP_ROWS
+
+    def before_file(self) -> None:
+        if self.staged >= UPKEEP_ROWS:
+            ledger.keep_staging_searchable(self.session)
+            self.staged = 0
+
+    def after_file(self, report: FileReport) -> None:
+        self.staged += report.counts.get("rows_total", 0)
+
+
 def _import_folder(
     engine: sa.Engine, tenant: TenantConfig, source: SourceConfig, folder: Path, known: dict,
-    session: sa.Connection, run_id: str | None,
+    session: sa.Connection, run_id: str | None, upkeep: _Upkeep,
 ) -> list[FileReport]:
     try:
         folder = real_source_folder(folder)
@@ -257,6 +282,8 @@ def _import_folder(
         if known.get((source.id, digest)) == "imported":
             reports.append(FileReport(path=str(path), sha256=digest, status="skipped"))
             continue
+        upkeep.before_file()
         reports.append(import_file(engine, tenant, source, path, digest=digest, run_id=run_id, session=session))
+        upkeep.after_file(reports[-1])
         known[(source.id, digest)] = reports[-1].status
     return reports

@@ -234,12 +234,12 @@ _FINISH_SMALL_FILE = """
         SELECT a.email FROM addresses a JOIN contacts c ON c.tenant_id = :t AND c.email = a.email
         UNION
         SELECT a.email FROM addresses a JOIN staged_rows o ON o.email = a.email
-        WHERE o.file_id IN (""" + _PENDING_FILES + """)
+        WHERE o.file_id = ANY (ARRAY(""" + _PENDING_FILES + """))
     ), counts AS (
         SELECT (SELECT count(*) FROM flagged) AS duplicates,
                (SELECT count(*) FROM known) AS merged,
                (SELECT count(*) FROM addresses) - (SELECT count(*) FROM known) AS new,
-               (SELECT count(*) FROM rejected_rows WHERE file_id = :f) AS rejected
+               (SELECT count(*) FROM rejected_rows WHERE tenant_id = :t AND file_id = :f) AS rejected
     )
     UPDATE import_files f SET status = 'imported', format = :fmt, encoding = :enc, delimiter = :dl,
         rows_total = c.new + c.merged + c.duplicates + c.rejected,
@@ -266,7 +266,9 @@ def finish_file(
     if staged is not None and staged <= SMALL_FILE_ROWS:
         row = conn.execute(sa.text(_FINISH_SMALL_FILE), params).one()
         return {k: int(getattr(row, k)) for k in COUNT_COLUMNS}
-    conn.execute(sa.text(f"SET LOCAL work_mem = '{FINISH_WORK_MEM}'"))
+    # Hash joins over the file's rows: statistics taken while staged_rows held few live rows (after
+    # a killed import, say) must not turn the joins into one index probe per address.
+    conn.execute(sa.text(f"SELECT set_config('work_mem', '{FINISH_WORK_MEM}', true), set_config('enable_nestloop', 'off', true)"))
     addresses = conn.execute(sa.text(_FILE_ADDRESSES), {"f": file_id}).rowcount
     conn.execute(sa.text("ANALYZE file_addresses"))
     counts = {"duplicates": conn.execute(sa.text(_FLAG_DUPLICATES), {"f": file_id}).rowcount}
@@ -274,10 +276,52 @@ def finish_file(
     counts["merged"] = conn.execute(sa.text(_COUNT_KNOWN), {"t": tenant_id, "pending": pending}).scalar_one()
     counts["new"] = addresses - counts["merged"]
     conn.execute(sa.text("DROP TABLE file_addresses"))
-    counts["rejected"] = conn.execute(sa.text("SELECT count(*) FROM rejected_rows WHERE file_id = :f"), {"f": file_id}).scalar_one()
+    counts["rejected"] = conn.execute(
+        sa.text("SELECT count(*) FROM rejected_rows WHERE tenant_id = :t AND file_id = :f"), {"t": tenant_id, "f": file_id}
+    ).scalar_one()
     counts["rows_total"] = counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"]
     conn.execute(sa.text(_CLOSE_IMPORTED), {**params, **counts})
     return {k: int(counts[k]) for k in COUNT_COLUMNS}
+
+
+# The tables a file's import reads. Their statistics are stale once the table grew by 10 % (and 8
+# pages) since the planner last learnt its size, or once as many rows changed as autovacuum waits
+# for (50 + 10 %). The size test needs no statistics collector: the change counts reach it late.
+_IMPORT_TABLES = ("staged_rows", "rejected_rows", "import_files", "contacts")
+_STALE_STATISTICS = """
+    SELECT c.relname FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+    WHERE c.oid = ANY (CAST(:tables AS regclass[]))
+      AND (pg_relation_size(c.oid) / current_setting('block_size')::int > 1.1 * c.relpages + 8
+           OR s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0))
+    ORDER BY c.relname
+"""
+UPKEEP_LOCK_TIMEOUT = "200ms"
+
+
+def keep_staging_searchable(conn: sa.Connection) -> list[str]:
+    """Keep a file's queries bounded by its own rows, whether autovacuum runs or not; returns the tables analyzed.
+
+    ``staged_rows`` is found by file through a BRIN index: a block range nobody summarized is read
+    whole by every query, and autovacuum is what summarizes new ranges. And a table never analyzed
+    has no statistics, so the planner reads it whole rather than trust the index. Here the new
+    ranges are summarized (a range summarized once stays so as rows are added to it) and the
+    tables the importer queries are analyzed when they changed as much as autovacuum waits for.
+    Each step is skipped when another session holds the table for the same work (it is only an
+    optimisation); call outside a transaction. Requires ownership of the tables, as migrations have.
+    """
+    analyzed: list[str] = []
+    try:
+        with conn.begin():
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{UPKEEP_LOCK_TIMEOUT}'"))
+            stale = list(conn.execute(sa.text(_STALE_STATISTICS), {"tables": list(_IMPORT_TABLES)}).scalars())
+            conn.execute(sa.text("SELECT brin_summarize_new_values(CAST('staged_rows_file' AS regclass))"))
+            if stale:
+                conn.execute(sa.text(f"ANALYZE {', '.join(stale)}"))  # names from the fixed list above
+                analyzed = stale
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        conn.rollback()  # a lock not granted in time (or privileges): the next upkeep tries again
+        return []
+    return analyzed
 
 
 def fail_file(conn: sa.Connection, file_id: int, error: str, *, fmt: str | None = None, encoding: str | None = None) -> None:
