@@ -43,8 +43,7 @@ from email_engine_assets.tenancy.config import (
     parse_mapping,
     validate_file,
 )
-from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
-from email_engine_assets.tenancy.strict import SLUG_PATTERN, Strict
+from email_engine_assets.tenancy.strict import SLUG_PATTERN, LanguageCode, Strict
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 TEMPLATES_DIR = "templates"
@@ -60,18 +59,11 @@ class TemplateFile(Strict):
     """The keys of a template file; anything else is refused."""
 
     category: Annotated[str, Field(min_length=1, max_length=64)]
-    language: str
+    language: LanguageCode
     tags: list[str] = Field(default_factory=list, max_length=50)
     subject: Annotated[str, Field(min_length=1, max_length=SUBJECT_MAX_CHARS)]
     html: Annotated[str, Field(min_length=1)]
     text: str | None = None
-
-    @field_validator("language")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        if value not in SUPPORTED_LANGUAGES:
-            raise ValueError(f"expected one of {', '.join(SUPPORTED_LANGUAGES)}")
-        return value
 
     @field_validator("tags")
     @classmethod

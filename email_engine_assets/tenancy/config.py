@@ -32,7 +32,6 @@ from pydantic import (
 from email_engine_assets.audiences.segments import SegmentList
 from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
-from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
 from email_engine_assets.tenancy.sending import (
     OUTBOX,
     DkimSettings,
@@ -40,7 +39,7 @@ from email_engine_assets.tenancy.sending import (
     TransportConfig,
     UnsubscribeSettings,
 )
-from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict
+from email_engine_assets.tenancy.strict import SLUG_PATTERN, LanguageCode, Slug, Strict
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 TENANT_FILE_MAX_BYTES = 1 << 20
@@ -113,7 +112,7 @@ class ValidationSettings(Strict):
 class TenantConfig(Strict):
     id: Slug
     name: str
-    default_language: str = "en"
+    default_language: LanguageCode = "en"
     default_category: str | None = None
     sources: list[SourceConfig] = Field(min_length=1)
     validation: ValidationSettings = ValidationSettings()
@@ -122,13 +121,6 @@ class TenantConfig(Strict):
     transports: list[TransportConfig] = Field(default_factory=list, description="the implicit 'outbox' is always there")
     unsubscribe: UnsubscribeSettings | None = None
     dkim: DkimSettings | None = None
-
-    @field_validator("default_language")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        if value not in SUPPORTED_LANGUAGES:
-            raise ValueError(f"expected one of {', '.join(SUPPORTED_LANGUAGES)}")
-        return value
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "TenantConfig":

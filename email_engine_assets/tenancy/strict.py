@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from email_engine_assets.tenancy.languages import SUPPORTED_LANGUAGES
+
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _SLUG = re.compile(SLUG_PATTERN)
 
@@ -22,3 +24,12 @@ Slug = Annotated[str, Field(max_length=64), AfterValidator(_check_slug)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_language(value: str) -> str:
+    if value not in SUPPORTED_LANGUAGES:
+        raise ValueError(f"expected one of {', '.join(SUPPORTED_LANGUAGES)}")
+    return value
+
+
+LanguageCode = Annotated[str, AfterValidator(_check_language)]
