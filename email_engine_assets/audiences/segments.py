@@ -45,7 +45,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from email_engine_assets.audiences.selection import Condition, _rewritten
+from email_engine_assets.audiences.selection import Condition, validate_named
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
@@ -106,12 +106,7 @@ class Segment(BaseModel):
     @classmethod
     def _name_the_segment(cls, data: Any, handler: Any) -> Segment:
         """Prefix every error of this segment with ``segment '<name>':`` keeping its ``loc``."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
-            label = repr(name) if isinstance(name, str) else "(unnamed)"
-            raise _rewritten(exc, prefix=f"segment {label}: ", allowed_keys=SEGMENT_KEYS) from None
+        return validate_named("segment", data, handler, SEGMENT_KEYS)
 
     def definition(self) -> dict[str, Any]:
         """The normalised definition, as stored with the snapshot (values folded, defaults filled)."""

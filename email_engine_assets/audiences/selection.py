@@ -168,6 +168,17 @@ def regex_error(pattern: str) -> str | None:
         return f"{reason} (polars regex syntax: no look-around, no back-references)"
     return None
 
+def validate_named(kind: str, data: Any, handler: Any, allowed_keys: Sequence[str]) -> Any:
+    """Run a model's validation (``handler``) and prefix each error with ``<kind> '<name>':``,
+    keeping its ``loc``: a tag rule or a segment names itself in every problem it reports."""
+    try:
+        return handler(data)
+    except ValidationError as exc:
+        name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
+        label = repr(name) if isinstance(name, str) else "(unnamed)"
+        raise _rewritten(exc, prefix=f"{kind} {label}: ", allowed_keys=allowed_keys) from None
+
+
 def _rewritten(exc: ValidationError, *, prefix: str = "", allowed_keys: Sequence[str] = ()) -> ValidationError:
     """The same errors (same ``type``, ``loc`` and input) with readable messages.
 

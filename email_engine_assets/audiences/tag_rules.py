@@ -60,7 +60,7 @@ from email_engine_assets.audiences.matcher import (
     match_expr,
     with_contact_fields,
 )
-from email_engine_assets.audiences.selection import Condition, _rewritten
+from email_engine_assets.audiences.selection import Condition, validate_named
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -106,12 +106,7 @@ class TagRule(BaseModel):
     @classmethod
     def _name_the_rule(cls, data: Any, handler: Any) -> TagRule:
         """Prefix every error of this rule with ``rule '<name>':`` keeping its ``loc``."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
-            label = repr(name) if isinstance(name, str) else "(unnamed)"
-            raise _rewritten(exc, prefix=f"rule {label}: ", allowed_keys=RULE_KEYS) from None
+        return validate_named("rule", data, handler, RULE_KEYS)
 
 
 class DuplicateRuleName(ValueError):
