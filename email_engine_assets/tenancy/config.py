@@ -32,9 +32,14 @@ from pydantic import (
 from email_engine_assets.audiences.segments import SegmentList
 from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
+from email_engine_assets.tenancy.feedback_settings import (
+    FeedbackPolicy,
+    WebhookSettings,
+)
 from email_engine_assets.tenancy.sending import (
     OUTBOX,
     DkimSettings,
+    EnvSecret,
     OutboxTransport,
     TransportConfig,
     UnsubscribeSettings,
@@ -59,6 +64,7 @@ class SourceConfig(Strict):
     columns: dict[str, str] = Field(default_factory=dict, description="header -> canonical field")
     tags: list[str] = Field(default_factory=list, description="tags given to every row of the source")
     category: str | None = None
+    webhook_secret: EnvSecret | None = Field(default=None, description="signs contacts pushed to POST /hooks/contacts/<tenant>/<source>")
 
     @field_validator("encoding")
     @classmethod
@@ -121,6 +127,8 @@ class TenantConfig(Strict):
     transports: list[TransportConfig] = Field(default_factory=list, description="the implicit 'outbox' is always there")
     unsubscribe: UnsubscribeSettings | None = None
     dkim: DkimSettings | None = None
+    webhooks: WebhookSettings = WebhookSettings()
+    feedback: FeedbackPolicy = FeedbackPolicy()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "TenantConfig":

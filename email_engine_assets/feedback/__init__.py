@@ -1,0 +1,1 @@
+"""The feedback loop: webhooks, PowerMTA accounting, delivery events, suppressions, stats."""
