@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from email_engine_assets.feedback.assets import delivery_events, suppressions
+
+defs = dg.Definitions(assets=[delivery_events, suppressions])

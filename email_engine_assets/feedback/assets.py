@@ -1,0 +1,58 @@
+"""delivery_events[tenant] and suppressions[tenant]: feedback applied, then the policy.
+
+``delivery_events`` applies what the webhook inbox and the PowerMTA accounting files hold for the
+tenant; ``suppressions`` follows it (eager) and turns events into suppressions by the tenant's
+policy. Both are idempotent: an event is recorded once by its dedupe key, a suppression once by
+its address.
+"""
+
+import dagster as dg
+
+from email_engine_assets.feedback.accounting_apply import apply_accounting
+from email_engine_assets.feedback.suppression_apply import apply_policy
+from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
+from email_engine_assets.quality.assets import EAGER
+from email_engine_assets.tenancy.locks import tenant_work_lock
+from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.workspace import WorkspaceResource
+
+FEEDBACK = "feedback"
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name=FEEDBACK,
+    kinds={"postgres"},
+    description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
+                "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",
+)
+def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    tenant = tenant_config(context, workspace)
+    engine = db.engine()
+    with tenant_work_lock(engine, "delivery_events", tenant.id):
+        webhooks = apply_webhook_rows(engine, workspace.root(), tenant)
+        accounting = apply_accounting(engine, tenant)
+    return dg.MaterializeResult(
+        metadata={
+            "webhooks": dg.MetadataValue.json(webhooks),
+            "accounting": dg.MetadataValue.json(accounting),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=tenant_partitions,
+    group_name=FEEDBACK,
+    kinds={"postgres"},
+    deps=[delivery_events],
+    automation_condition=EAGER,
+    description="Addresses the tenant must not mail again: hard bounces, soft bounces past the policy, complaints, "
+                "unsubscribes (reputation bounces never count against the contact).",
+)
+def suppressions(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    tenant = tenant_config(context, workspace)
+    engine = db.engine()
+    with tenant_work_lock(engine, "suppressions", tenant.id):
+        counts = apply_policy(engine, tenant)
+    return dg.MaterializeResult(metadata={k: v for k, v in counts.items() if isinstance(v, (int, float, str))})
