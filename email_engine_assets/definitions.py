@@ -8,7 +8,7 @@ from email_engine_assets.audiences.definitions import defs as audiences_defs
 from email_engine_assets.campaigns.definitions import defs as campaigns_defs
 from email_engine_assets.contacts.definitions import defs as contacts_defs
 from email_engine_assets.feedback.definitions import defs as feedback_defs
-from email_engine_assets.jobs import tenant_job
+from email_engine_assets.jobs import feedback_job, tenant_job
 from email_engine_assets.quality.definitions import defs as quality_defs
 from email_engine_assets.sync.definitions import defs as sync_defs
 from email_engine_resources.dns import DnsResolverResource
@@ -71,7 +71,7 @@ def _fixed(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
 defs = dg.Definitions.merge(
     *DOMAINS,
     dg.Definitions(
-        jobs=[tenant_job],
+        jobs=[tenant_job, feedback_job],
         sensors=[
             dg.AutomationConditionSensorDefinition(
                 "automation_sensor", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING

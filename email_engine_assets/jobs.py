@@ -8,3 +8,12 @@ tenant_job = dg.define_asset_job(
     selection=["contacts", "email_validations", "contact_enrichment", "tag_assignments", "segments"],
     description="Merge a tenant's imports into its contacts, then validate, enrich and tag them, and build its segments.",
 )
+
+# What happened to sent messages, applied: webhook rows and accounting lines into events, then the
+# tenant's suppression policy. Runs before a tenant's import, so pushed contacts join it, and before
+# any send, so a new suppression holds for it.
+feedback_job = dg.define_asset_job(
+    "feedback_job",
+    selection=["delivery_events", "suppressions"],
+    description="Apply a tenant's pending feedback (webhook inbox, PowerMTA accounting) and its suppression policy.",
+)

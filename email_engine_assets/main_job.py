@@ -119,7 +119,8 @@ def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: 
 
 
 def run_main_job() -> MainJobOutcome:
-    """Per tenant: ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags, segments);
+    """Per tenant: ``feedback_job`` (pending webhook rows and accounting lines, then the suppression
+    policy), ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags, segments);
     last, every due campaign through its transport (``campaign_send_job``)."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
@@ -127,6 +128,8 @@ def run_main_job() -> MainJobOutcome:
     with dg.DagsterInstance.get() as instance:
         _register(instance, ws)
         for tenant in ws.tenants.values():
+            execute_job("feedback_job", instance, outcome.failures, f"{tenant.id} feedback", partition_key=tenant.id,
+                        tags={"tenant": tenant.id})
             import_tenant(instance, ws, tenant.id, {s.id for s in tenant.sources}, outcome.failures)
             execute_job("tenant_job", instance, outcome.failures, tenant.id, partition_key=tenant.id, tags={"tenant": tenant.id})
         send_due(instance, outcome)
