@@ -9,6 +9,7 @@ its address.
 import dagster as dg
 
 from email_engine_assets.feedback.accounting_apply import apply_accounting
+from email_engine_assets.feedback.mailwizz_assets import mailwizz_feedback
 from email_engine_assets.feedback.suppression_apply import apply_policy
 from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
 from email_engine_assets.quality.assets import EAGER
@@ -45,7 +46,7 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
     partitions_def=tenant_partitions,
     group_name=FEEDBACK,
     kinds={"postgres"},
-    deps=[delivery_events],
+    deps=[delivery_events, mailwizz_feedback],
     automation_condition=EAGER,
     description="Addresses the tenant must not mail again: hard bounces, soft bounces past the policy, complaints, "
                 "unsubscribes (reputation bounces never count against the contact).",
