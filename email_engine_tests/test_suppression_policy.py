@@ -17,7 +17,7 @@ from email_engine_assets import campaign_runs
 from email_engine_assets.campaigns import assets as campaign_assets
 from email_engine_assets.feedback import policy_store
 from email_engine_assets.feedback.events import FeedbackEvent, events_frame
-from email_engine_assets.feedback.policy import COUNTS_SCHEMA, decide
+from email_engine_assets.feedback.policy import CONTACT_STATUSES, COUNTS_SCHEMA, decide
 from email_engine_assets.feedback.policy_store import contact_status, status_counts
 from email_engine_assets.feedback.store import record_events
 from email_engine_assets.feedback.suppression_apply import apply_policy
@@ -214,6 +214,7 @@ def test_contact_statuses_follow_the_suppressions(engine):
         assert (c["status"], c["detail"]) == ("active", None)
         assert contact_status(conn, "acme", "nobody@x.example") is None
         assert status_counts(conn, "acme") == {"bounced": 1, "unsubscribed": 1, "active": 1}
+        assert set(status_counts(conn, "acme")) <= set(CONTACT_STATUSES)
 
 
 # --- with campaigns -------------------------------------------------------------------------------

@@ -14,6 +14,12 @@ from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
+# suppressions[tenant] follows delivery_events and mailwizz_feedback eagerly; a tenant without a
+# mailwizz transport never materializes mailwizz_feedback, so that dep being missing must not hold it back.
+EAGER_UNLESS_ONLY_MAILWIZZ_MISSING = dg.AutomationCondition.eager().replace(
+    "any_deps_missing", dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets("mailwizz_feedback"))
+)
+
 
 def mailwizz_transports(tenant: TenantConfig) -> list[MailwizzTransport]:
     return [t for t in tenant.transports if isinstance(t, MailwizzTransport)]

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import polars as pl
 
+from email_engine_assets.audiences.suppressions import SUPPRESSION_REASONS
 from email_engine_assets.tenancy.feedback_settings import FeedbackPolicy
+
+# A contact's status (the view contact_statuses): active, or the reason it is suppressed.
+CONTACT_STATUSES: tuple[str, ...] = ("active", *SUPPRESSION_REASONS)
 
 # The columns of the counts frame the store reads: per address (the email key), how many events
 # of each decisive kind count now, and the text of the last one of each (its DSN, origin, ...).
