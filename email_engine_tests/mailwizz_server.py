@@ -12,7 +12,9 @@ with ``cron_on_every_call``) takes the pending-sending and sending campaigns who
 come, mails each confirmed subscriber of the list once (``delivered``) and marks them ``sent``. A
 paused, draft or sent campaign mails nobody. Test knobs: ``latency`` per call, ``fail_next(n)`` 500s, ``throttle_next(n, retry_after)`` 429s,
 ``blacklist`` of emails, ``canned`` raw answers (malformed replies), and ``calls`` recording
-(method, path) of every request.
+(method, path) of every request. Feedback: ``unsubscribe-by-email-from-all-lists`` (recorded in
+``unsubscribed_everywhere``), a campaign's ``unsubscribes`` and ``bounces`` listed newest first
+with pagination (``campaign_named``, ``add_unsubscribe``, ``add_bounce`` fill them).
 """
 
 from __future__ import annotations

@@ -76,6 +76,9 @@ def test_each_suppression_is_pushed_once(engine, mw):
     url, state, tenant = mw
     suppress(engine, "a@example.com", "b@example.com")
     suppress(engine, "gone@example.com", reason="erased")  # the forget path removes those itself
+    with engine.begin() as conn:  # another tenant's suppression is never pushed for this one
+        conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES ('globex', 'Globex', 'x')"))
+        conn.execute(sa.text("INSERT INTO suppressions (tenant_id, email, reason) VALUES ('globex', 'other@example.com', 'bounced')"))
     first = apply_policy(engine, tenant)
     assert sorted(state.unsubscribed_everywhere) == ["a@example.com", "b@example.com"]
     assert (first["mailwizz_pushed"], first["mailwizz_pending"]) == (2, 0)
@@ -117,6 +120,7 @@ def test_a_lifted_suppression_leaves_the_push_table_with_it(engine, mw):
 def test_campaign_names_and_bounce_types_map_to_our_words():
     assert campaign_of("acme.spring.news_en", "acme") == "spring"
     assert campaign_of("acme.spring", "acme") is None and campaign_of("globex.spring.news", "acme") is None
+    assert campaign_of("acme." + "x" * 5000 + ".t", "acme") is None and campaign_of("acme.Spring Sale.t", "acme") is None
     common = {"instance": "mw", "campaign_uid": "u1", "campaign": "spring", "timezone": "Europe/Paris", "polled_at": NOW}
     sub = {"subscriber_uid": "s1", "email": "Ann@Example.COM"}
     classes = {t: feedback_event("bounces", {"bounce_type": t, "subscriber": sub}, **common).bounce_class

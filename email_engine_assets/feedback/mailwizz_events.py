@@ -14,6 +14,7 @@ is in the MailWizz customer's time zone (the transport's ``timezone``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,7 @@ MAILWIZZ_BOUNCE_CLASSES: dict[str, str] = {"hard": "hard", "soft": "soft", "inte
 UNKNOWN_BOUNCE_CLASS = "soft"
 DETAIL_CHARS = 300
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+_CAMPAIGN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # a campaign slug (tenancy.strict.Slug): any other name is not ours
 
 
 def campaign_of(name: str, tenant_id: str) -> str | None:
@@ -32,7 +34,7 @@ def campaign_of(name: str, tenant_id: str) -> str | None:
     if not name.startswith(prefix):
         return None
     campaign, dot, template = name[len(prefix):].partition(".")
-    return campaign if campaign and dot and template else None
+    return campaign if dot and template and _CAMPAIGN.fullmatch(campaign) else None
 
 
 def _text(value, limit: int = DETAIL_CHARS) -> str:
