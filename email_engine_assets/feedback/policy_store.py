@@ -52,7 +52,8 @@ def policy_mark(conn: sa.Connection, tenant_id: str) -> int:
 
 def set_policy_mark(conn: sa.Connection, tenant_id: str, event_id: int) -> None:
     conn.execute(
-        sa.text("""INSERT INTO feedback_policy_marks (tenant_id, last_event_id) VALUES (:t, :e)
+        sa.text("""INSERT INTO feedback_policy_marks (tenant_id, last_event_id)
+                   SELECT :t, :e WHERE EXISTS (SELECT 1 FROM tenants WHERE tenant_id = :t)
                    ON CONFLICT (tenant_id) DO UPDATE
                    SET last_event_id = greatest(feedback_policy_marks.last_event_id, excluded.last_event_id), applied_at = now()"""),
         {"t": tenant_id, "e": event_id},

@@ -13,6 +13,8 @@ retried at the next run, the policy's suppressions stay written.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import sqlalchemy as sa
 
 from email_engine_assets.feedback.mailwizz_push import push_suppressions
@@ -29,6 +31,8 @@ from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz_client import MailwizzError
 
+EVENTS_PER_CHUNK = 500_000
+
 
 def apply_policy(engine: sa.Engine, tenant: TenantConfig, *, push: bool = True) -> dict[str, int | str]:
     """Suppress the addresses the tenant's policy says to; counts for the run's metadata.
@@ -43,22 +47,32 @@ def apply_policy(engine: sa.Engine, tenant: TenantConfig, *, push: bool = True) 
 
 
 def apply_rules(engine: sa.Engine, tenant: TenantConfig) -> dict[str, int]:
-    """The policy step alone (no network): new events -> suppressions, watermark moved when final."""
+    """The policy step alone (no network): new events -> suppressions, watermark moved when final.
+
+    Event ids are read in ranges of ``EVENTS_PER_CHUNK`` (memory stays bounded on a first run over
+    millions of events); each range commits with its watermark, and sees every event up to its end,
+    so ranges decide what one pass over them would.
+    """
     upto, final = event_horizon(engine)
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         after = policy_mark(conn, tenant.id)
-        if upto <= after:
-            return {"addresses_read": 0, "suppressed": 0, "events_from": after, "events_to": after}
-        counts = address_counts(conn, tenant.id, after, upto, tenant.feedback.soft_bounce_days)
-        made = insert_suppressions(conn, tenant.id, decide(counts, tenant.feedback))
-        if final:
-            set_policy_mark(conn, tenant.id, upto)
+    read, made = 0, Counter()
+    low = after
+    while low < upto:
+        high = min(low + EVENTS_PER_CHUNK, upto)
+        with engine.begin() as conn:
+            counts = address_counts(conn, tenant.id, low, high, tenant.feedback.soft_bounce_days)
+            made.update(insert_suppressions(conn, tenant.id, decide(counts, tenant.feedback)))
+            if final:
+                set_policy_mark(conn, tenant.id, high)
+        read += counts.height
+        low = high
     return {
-        "addresses_read": counts.height,
+        "addresses_read": read,
         "suppressed": sum(made.values()),
         **{f"suppressed_{reason}": made.get(reason, 0) for reason in POLICY_REASONS},
         "events_from": after,
-        "events_to": upto if final else after,
+        "events_to": max(upto, after) if final else after,
     }
 
 
