@@ -1,8 +1,9 @@
 """Applying the tenant's suppression policy to its delivery events, then pushing suppressions to MailWizz.
 
-The policy step is one transaction: the counts of the addresses with new events, the decisions
-(:mod:`email_engine_assets.feedback.policy`), the suppressions and the watermark commit together,
-so a crash leaves either all of it or none (the next run reads the same events again). Suppressions
+The policy step is one transaction per range of new events: the counts of the addresses with new
+events, the decisions (:mod:`email_engine_assets.feedback.policy`), the suppressions and the
+watermark commit together, so a crash leaves a range either applied or not at all (the next run
+reads it again). Suppressions
 take effect for sending at once: the campaign ledger's claim re-checks the table in the claiming
 transaction, so queued rows of a running campaign are skipped from the next batch on.
 
