@@ -50,6 +50,7 @@ PAUSABLE = frozenset({"pending-sending", "sending", "processing"})
 # A campaign in these states mails nobody new: a subscriber added now is not handed off.
 FINISHED = frozenset({"sent", "pending-delete", "blocked"})
 SEND_AT_FORMAT = "%Y-%m-%d %H:%M:%S"
+FEEDBACK_KINDS: tuple[str, ...] = ("unsubscribes", "bounces")
 # A hand-off's campaign waits paused until :meth:`MailwizzInstance.release`: later batches still join its list.
 CREATED_STATUS = "paused"
 
@@ -320,6 +321,27 @@ class MailwizzInstance:
             raise MailwizzError(201, "POST campaigns: the answer holds no campaign_uid")
         self._campaigns[delivery.name] = str(uid)
         return self._campaigns[delivery.name]
+
+    # -- feedback: suppressions out, unsubscribes and bounces in ------------------------------
+
+    def unsubscribe_everywhere(self, email: str) -> None:
+        """Unsubscribe ``email`` from every list of the customer (``PUT lists/subscribers/unsubscribe-by-email-from-all-lists``).
+
+        Idempotent: MailWizz answers success also when it holds no subscriber with that address;
+        a 422 (an address it does not take for an email) is a definitive :class:`MailwizzError`.
+        """
+        self.client.put("lists/subscribers/unsubscribe-by-email-from-all-lists", {"EMAIL": email})
+
+    def campaign_feedback(self, campaign_uid: str, kind: str) -> Iterator[list[dict]]:
+        """Pages of ``GET campaigns/{uid}/unsubscribes`` or ``.../bounces``, newest first as MailWizz lists them.
+
+        An unsubscribe record holds ``date_added``, ``reason``, ``note`` and ``subscriber``
+        (``subscriber_uid``, ``email``); a bounce ``message``, ``bounce_type`` (hard, soft,
+        internal) and ``subscriber``, and no date.
+        """
+        if kind not in FEEDBACK_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FEEDBACK_KINDS)}")
+        return self.client.page_lists(f"campaigns/{campaign_uid}/{kind}")
 
     # -- the ledger's call ---------------------------------------------------------------------
 

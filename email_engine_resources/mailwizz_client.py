@@ -249,6 +249,11 @@ class MailwizzClient:
 
     def pages(self, route: str, params: Mapping[str, FormValue] | None = None) -> Iterator[dict[str, Any]]:
         """Every record of a paginated index (``data.records``), page by page until ``total_pages``."""
+        for records in self.page_lists(route, params):
+            yield from records
+
+    def page_lists(self, route: str, params: Mapping[str, FormValue] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The records of a paginated index one page at a time (a caller may stop after any page)."""
         page = 1
         while page <= MAX_PAGES:
             data = self.get(route, {**(params or {}), "page": page, "per_page": PER_PAGE}).get("data") or {}
@@ -257,7 +262,7 @@ class MailwizzClient:
             records = data.get("records") or []
             if not isinstance(records, list):
                 raise MailwizzError(200, f"GET {route}: 'records' is not a list")
-            yield from (r for r in records if isinstance(r, dict))
+            yield [r for r in records if isinstance(r, dict)]
             try:
                 total_pages = int(data.get("total_pages") or 0)
             except (TypeError, ValueError):

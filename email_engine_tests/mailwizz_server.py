@@ -12,7 +12,9 @@ with ``cron_on_every_call``) takes the pending-sending and sending campaigns who
 come, mails each confirmed subscriber of the list once (``delivered``) and marks them ``sent``. A
 paused, draft or sent campaign mails nobody. Test knobs: ``latency`` per call, ``fail_next(n)`` 500s, ``throttle_next(n, retry_after)`` 429s,
 ``blacklist`` of emails, ``canned`` raw answers (malformed replies), and ``calls`` recording
-(method, path) of every request.
+(method, path) of every request. Feedback: ``unsubscribe-by-email-from-all-lists`` (recorded in
+``unsubscribed_everywhere``), a campaign's ``unsubscribes`` and ``bounces`` listed newest first
+with pagination (``campaign_named``, ``add_unsubscribe``, ``add_bounce`` fill them).
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ class MailwizzState:
     canned: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # (method, path) -> raw answer
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (campaign name, email) mailed by the cron
     cron_on_every_call: bool = False  # MailWizz's cron running all along: it runs after each API call
+    # --- feedback (suppression push, unsubscribe / bounce polls) ---
+    campaign_unsubscribes: dict[str, list[dict]] = field(default_factory=dict)  # campaign uid -> records, oldest first
+    campaign_bounces: dict[str, list[dict]] = field(default_factory=dict)
+    unsubscribed_everywhere: list[str] = field(default_factory=list)  # EMAIL of each unsubscribe-by-email-from-all-lists call
+    # --- end feedback ---
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def run_cron(self, now: str | None = None) -> int:
@@ -100,6 +107,28 @@ class MailwizzState:
                         sent += 1
                 c["status"] = "sent"
         return sent
+
+    # --- feedback: what MailWizz itself recorded for a campaign ---
+    def campaign_named(self, name: str, status: str = "sent") -> str:
+        """A campaign with no list (only its feedback matters); its uid."""
+        uid = _uid()
+        with self.lock:
+            self.campaigns[uid] = {"campaign_uid": uid, "name": name, "status": status, "started": True, "list_uid": "",
+                                   "html": "", "fields": {}}
+        return uid
+
+    def add_unsubscribe(self, campaign_uid: str, email: str, date_added: str = "2026-11-29 10:00:00", reason: str = "") -> None:
+        with self.lock:
+            self.campaign_unsubscribes.setdefault(campaign_uid, []).append({
+                "ip_address": "198.51.100.7", "user_agent": "Mozilla/5.0", "reason": reason, "note": "",
+                "date_added": date_added, "subscriber": {"subscriber_uid": _uid(), "email": email}})
+
+    def add_bounce(self, campaign_uid: str, email: str, bounce_type: str, message: str = "BOUNCED BACK") -> None:
+        with self.lock:
+            self.campaign_bounces.setdefault(campaign_uid, []).append({
+                "message": message, "processed": "yes", "bounce_type": bounce_type,
+                "subscriber": {"subscriber_uid": _uid(), "email": email}})
+    # --- end feedback ---
 
     def fail_next(self, n: int = 1, only: tuple[str, str] | None = None) -> None:
         self.failures, self.failing = n, only
@@ -357,7 +386,35 @@ def build_app(state: MailwizzState) -> Starlette:
             return _error(422, "This campaign cannot be paused or unpaused.")
         return _ok({"record": {"status": c["status"]}})
 
-    routes = [
+    # --- feedback routes: unsubscribe everywhere, a campaign's unsubscribes and bounces (newest first) ---
+    def unsubscribe_everywhere(request, form):
+        email = (form.get("EMAIL") or "").strip() if isinstance(form.get("EMAIL"), str) else ""
+        if not email:
+            return _error(422, "Please provide the subscriber email address.")
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            return _error(422, "Please provide a valid email address.")
+        state.unsubscribed_everywhere.append(email)
+        for lst_ in state.lists.values():
+            for sub in lst_["subscribers"].values():
+                if sub["EMAIL"] == email:
+                    sub["status"] = "unsubscribed"
+        return _ok({})
+
+    def campaign_feedback(records_of):
+        def handler(request, form, campaign_uid):
+            if campaign_uid not in state.campaigns:
+                return _error(404, "The campaign does not exist!")
+            return _page(request, list(reversed(records_of.get(campaign_uid, []))))
+        return handler
+
+    feedback_routes = [
+        Route("/api/lists/subscribers/unsubscribe-by-email-from-all-lists", endpoint(unsubscribe_everywhere), methods=["PUT"]),
+        Route("/api/campaigns/{campaign_uid}/unsubscribes", endpoint(campaign_feedback(state.campaign_unsubscribes)), methods=["GET"]),
+        Route("/api/campaigns/{campaign_uid}/bounces", endpoint(campaign_feedback(state.campaign_bounces)), methods=["GET"]),
+    ]
+    # --- end feedback routes ---
+
+    routes = feedback_routes + [
         Route("/api/lists", endpoint(lists_index), methods=["GET"]),
         Route("/api/lists", endpoint(lists_create), methods=["POST"]),
         Route("/api/lists/{list_uid}/fields", endpoint(fields_index), methods=["GET"]),

@@ -9,9 +9,12 @@ its address.
 import dagster as dg
 
 from email_engine_assets.feedback.accounting_apply import apply_accounting
+from email_engine_assets.feedback.mailwizz_assets import (
+    EAGER_UNLESS_ONLY_MAILWIZZ_MISSING,
+    mailwizz_feedback,
+)
 from email_engine_assets.feedback.suppression_apply import apply_policy
 from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
-from email_engine_assets.quality.assets import EAGER
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
@@ -45,8 +48,8 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
     partitions_def=tenant_partitions,
     group_name=FEEDBACK,
     kinds={"postgres"},
-    deps=[delivery_events],
-    automation_condition=EAGER,
+    deps=[delivery_events, mailwizz_feedback],
+    automation_condition=EAGER_UNLESS_ONLY_MAILWIZZ_MISSING,
     description="Addresses the tenant must not mail again: hard bounces, soft bounces past the policy, complaints, "
                 "unsubscribes (reputation bounces never count against the contact).",
 )

@@ -3,5 +3,14 @@
 import dagster as dg
 
 from email_engine_assets.feedback.assets import delivery_events, suppressions
+from email_engine_assets.feedback.mailwizz_assets import mailwizz_feedback
+from email_engine_assets.feedback.schedules import (
+    mailwizz_feedback_job,
+    mailwizz_feedback_schedule,
+)
 
-defs = dg.Definitions(assets=[delivery_events, suppressions])
+defs = dg.Definitions(
+    assets=[delivery_events, suppressions, mailwizz_feedback],
+    jobs=[mailwizz_feedback_job],
+    schedules=[mailwizz_feedback_schedule],
+)
