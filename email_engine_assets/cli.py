@@ -258,11 +258,11 @@ def cmd_suppress(args) -> int:
 def cmd_webhooks(args) -> int:
     import uvicorn
 
-    from email_engine_assets.feedback.webhook_app import build_app
-    from email_engine_resources.postgres import get_engine
+    from email_engine_assets.feedback.webhook_app import app_engine, build_app
+    from email_engine_resources.postgres import application_url
 
     _prepare(args.workspace)
-    app = build_app(settings.workspace_dir(), get_engine(), max_body_bytes=args.max_body_bytes)
+    app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes)
     # No access log: MailWizz may send its token as ?token=, and a URL in a log is a leaked secret.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info",
                 proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips, lifespan="off")

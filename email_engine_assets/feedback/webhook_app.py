@@ -93,33 +93,56 @@ class TenantFiles:
         self._cache: dict[str, tuple[tuple, TenantConfig | ConfigError]] = {}
         self._lock = threading.Lock()
 
+    def _path(self, tenant_id: str) -> tuple[Path, os.stat_result] | None:
+        for ext in (".yaml", ".yml"):
+            path = self.root / "tenants" / f"{tenant_id}{ext}"
+            try:
+                return path, os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return None
+
+    def cached(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant's config when its file is unchanged since it was parsed; None when unsure."""
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+        if cached is None or not isinstance(cached[1], TenantConfig):
+            return None
+        found = self._path(tenant_id)
+        if found is None or (found[1].st_ino, found[1].st_size, found[1].st_mtime_ns) != cached[0]:
+            return None
+        return cached[1]
+
     def get(self, tenant_id: str) -> TenantConfig | None:
         """The tenant's config; None when there is no such tenant; :class:`ConfigError` when its file is broken."""
         if not _SLUG.match(tenant_id) or len(tenant_id) > 64:
             return None
-        for ext in (".yaml", ".yml"):
-            path = self.root / "tenants" / f"{tenant_id}{ext}"
+        found = self._path(tenant_id)
+        if found is None or not stat.S_ISREG(found[1].st_mode):
+            return None
+        path, info = found
+        signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+        if cached is None or cached[0] != signature:
             try:
-                info = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                return None
-            signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+                loaded: TenantConfig | ConfigError = read_tenant_file(path)[0]
+            except ConfigError as exc:
+                loaded = exc
+            cached = (signature, loaded)
             with self._lock:
-                cached = self._cache.get(tenant_id)
-            if cached is None or cached[0] != signature:
-                try:
-                    loaded: TenantConfig | ConfigError = read_tenant_file(path)[0]
-                except ConfigError as exc:
-                    loaded = exc
-                cached = (signature, loaded)
-                with self._lock:
-                    self._cache[tenant_id] = cached
-            if isinstance(cached[1], ConfigError):
-                raise cached[1]
-            return cached[1]
-        return None
+                self._cache[tenant_id] = cached
+        if isinstance(cached[1], ConfigError):
+            raise cached[1]
+        return cached[1]
+
+
+def app_engine(url: str, pool_size: int = 8) -> sa.Engine:
+    """A small pool of its own for the app, without a ping per checkout (a round trip per request):
+    a connection the server dropped fails one request with 503, and SQLAlchemy then renews the pool."""
+    from email_engine_resources.postgres import sqlalchemy_url
+
+    return sa.create_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=2, pool_recycle=3600)
 
 
 def inbox_writer(engine: sa.Engine) -> StoreBody:
@@ -215,7 +238,8 @@ def build_app(
     async def tenant_of(request: Request) -> TenantConfig:
         tenant_id = request.path_params["tenant"]
         try:
-            tenant = await run_in_threadpool(tenants.get, tenant_id)
+            # A stat on the event loop is cheaper than a thread hop; a changed file is parsed in a thread.
+            tenant = tenants.cached(tenant_id) or await run_in_threadpool(tenants.get, tenant_id)
         except ConfigError as exc:
             log.error("tenant file of %s is invalid: %s", tenant_id, exc)
             raise Refused(503, f"the configuration of tenant {tenant_id} is invalid on this server; try again later") from None
