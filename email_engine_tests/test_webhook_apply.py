@@ -111,6 +111,16 @@ def test_a_row_that_cannot_be_applied_is_marked_with_its_reason_and_kept(engine,
     assert rows[fine][0] == "applied"
 
 
+def test_hits_for_a_tenant_no_import_has_registered_yet_are_recorded(engine, workspace):
+    workspace.tenant("newco", TENANT_YAML.format(tenant="newco"), sources=("crm", "files"))
+    tenant = load_workspace(workspace.root).tenants["newco"]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE webhook_inbox RESTART IDENTITY")
+        store_body(conn, "newco", "mailwizz", None, mailwizz_body(name="newco.spring.tpl"), None)
+    counts = apply_webhook_rows(engine, workspace.root, tenant)
+    assert (counts["applied"], counts["events"], counts["linked"]) == (1, 1, 0)
+
+
 def test_the_sensor_requests_one_run_per_tenant_with_new_rows(engine, db_url):
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE webhook_inbox RESTART IDENTITY")
@@ -133,3 +143,15 @@ def test_the_sensor_requests_one_run_per_tenant_with_new_rows(engine, db_url):
             conn.execute(sa.text("UPDATE webhook_inbox SET received_at = now() - interval '1 hour' WHERE id = :i"), {"i": ids[1]})
         late = tick(instance, first.cursor)
         assert [(r.partition_key, r.run_key) for r in late.run_requests] == [("globex", f"webhooks:globex:late:{ids[1]}")]
+
+
+def test_the_inbox_vocabularies_match_the_check_constraints_and_the_sensor_is_registered(engine):
+    from email_engine_assets.definitions import defs
+    from email_engine_assets.feedback.inbox_store import INBOX_KINDS, OUTCOMES
+    from email_engine_tests.test_vocabularies import _check_values
+
+    with engine.connect() as conn:
+        assert [sorted(v) for v in _check_values(conn, "webhook_inbox", "kind")] == [sorted(INBOX_KINDS)]
+        assert [sorted(v) for v in _check_values(conn, "webhook_inbox", "outcome")] == [sorted(OUTCOMES)]
+    sensor = defs.resolve_sensor_def("webhook_inbox_sensor")
+    assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey("delivery_events")}

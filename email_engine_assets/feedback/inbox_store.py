@@ -75,6 +75,15 @@ def mark_done(conn: sa.Connection, outcomes: Sequence[tuple[int, str, str | None
     ).rowcount
 
 
+def ensure_tenant(conn: sa.Connection, tenant_id: str, name: str) -> None:
+    """The tenant's row, for events of a tenant no import has registered yet (the next import
+    run's registration fills in its config digest)."""
+    conn.execute(
+        sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES (:t, :n, '') ON CONFLICT (tenant_id) DO NOTHING"),
+        {"t": tenant_id, "n": name},
+    )
+
+
 def new_rows_by_tenant(conn: sa.Connection, after_id: int, limit: int) -> tuple[dict[str, int], int]:
     """Tenants with rows of id above ``after_id`` (at most ``limit`` rows looked at): ``({tenant: max id}, max id seen)``."""
     rows = conn.execute(

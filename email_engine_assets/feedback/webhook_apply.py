@@ -26,7 +26,11 @@ import sqlalchemy as sa
 
 from email_engine_assets.contacts.inbox import RefusedFile, real_source_folder
 from email_engine_assets.feedback.events import events_frame
-from email_engine_assets.feedback.inbox_store import claim_pending, mark_done
+from email_engine_assets.feedback.inbox_store import (
+    claim_pending,
+    ensure_tenant,
+    mark_done,
+)
 from email_engine_assets.feedback.store import record_events
 from email_engine_assets.feedback.webhook_payloads import (
     MalformedPayload,
@@ -129,6 +133,8 @@ def apply_webhook_rows(engine: sa.Engine, workspace_root: Path, tenant: TenantCo
                         outcomes.append((row.id, "applied", f"file {path.name}"))
                 except CannotApply as exc:
                     outcomes.append((row.id, "failed", str(exc)))
+            if events:
+                ensure_tenant(conn, tenant.id, tenant.name)
             recorded = record_events(conn, tenant.id, events_frame(events))
             mark_done(conn, outcomes)
         counts["events"] += recorded["inserted"]
