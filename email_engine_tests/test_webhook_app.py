@@ -247,3 +247,14 @@ def test_2000_requests_from_20_clients_are_each_stored_once(hooks):
     assert len(answers) == 2000 and {status for _, status in answers} == {200}
     rows = stored(engine)
     assert len(rows) == len(bodies) and sorted(r.body for r in rows) == sorted(bodies)
+
+
+def test_a_database_that_does_not_answer_is_503_so_the_sender_retries(workspace, monkeypatch):
+    webhook_env(monkeypatch)
+    workspace.tenant("acme", TENANT_YAML.format(tenant="acme"), sources=("crm", "files"))
+    nowhere = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none", connect_args={"connect_timeout": 2})
+    with serving(build_app(workspace.root, nowhere, signing_key=lambda: SIGNING_KEY)) as url, httpx.Client(base_url=url) as client:
+        hit = client.post("/hooks/mailwizz/acme", content=mailwizz_body(), params={"token": MAILWIZZ_TOKEN})
+        health = client.get("/health")
+    assert (hit.status_code, hit.json()) == (503, {"error": "the database is not available; try again later"})
+    assert health.status_code == 503

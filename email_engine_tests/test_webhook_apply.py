@@ -155,3 +155,18 @@ def test_the_inbox_vocabularies_match_the_check_constraints_and_the_sensor_is_re
         assert [sorted(v) for v in _check_values(conn, "webhook_inbox", "outcome")] == [sorted(OUTCOMES)]
     sensor = defs.resolve_sensor_def("webhook_inbox_sensor")
     assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey("delivery_events")}
+
+
+def test_bodies_stored_together_are_new_once(engine):
+    from email_engine_assets.feedback.inbox_store import store_bodies
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE webhook_inbox RESTART IDENTITY")
+        first = store_bodies(conn, [("acme", "mailwizz", None, b"a", "application/json\x01"), ("acme", "mailwizz", None, b"a", None),
+                                    ("globex", "mailwizz", None, b"a", None), ("acme", "contacts", "crm", b"a", None)])
+        again = store_bodies(conn, [("acme", "mailwizz", None, b"b", None), ("acme", "mailwizz", None, b"a", None)])
+        rows = conn.execute(sa.text("SELECT tenant_id, kind, body, content_type FROM webhook_inbox ORDER BY id")).all()
+    assert (first, again) == ([True, False, True, True], [True, False])
+    assert [(r.tenant_id, r.kind, bytes(r.body), r.content_type) for r in rows] == [
+        ("acme", "mailwizz", b"a", "application/json"), ("globex", "mailwizz", b"a", None),
+        ("acme", "contacts", b"a", None), ("acme", "mailwizz", b"b", None)]

@@ -15,6 +15,12 @@ MAX_CONTENT_TYPE_CHARS = 200
 MAX_DETAIL_CHARS = 500
 
 
+def _content_type(value: str | None) -> str | None:
+    """The header as sent, printable ASCII only and cut short (it is only informative)."""
+    text = "".join(c for c in (value or "")[:MAX_CONTENT_TYPE_CHARS] if " " <= c <= "~")
+    return text or None
+
+
 def inbox_dedupe_key(tenant_id: str, kind: str, source_id: str | None, body: bytes) -> str:
     """SHA-256 over (tenant, kind, source, raw body): a byte-identical retry has the same key."""
     return dedupe_digest(tenant_id, kind, source_id or "", body)
@@ -31,10 +37,34 @@ def store_body(conn: sa.Connection, tenant_id: str, kind: str, source_id: str | 
                RETURNING id"""
         ),
         {"t": tenant_id, "k": kind, "s": source_id, "b": body,
-         "ct": (content_type or "")[:MAX_CONTENT_TYPE_CHARS] or None,
+         "ct": _content_type(content_type),
          "d": inbox_dedupe_key(tenant_id, kind, source_id, body)},
     ).scalar()
     return new_id, new_id is not None
+
+
+def store_bodies(conn: sa.Connection, items: Sequence[tuple[str, str, str | None, bytes, str | None]]) -> list[bool]:
+    """Insert many accepted bodies ``(tenant, kind, source, body, content type)`` in one statement;
+    per item, True when it is new (of byte-identical items in one call, the first is the new one)."""
+    if not items:
+        return []
+    keys = [inbox_dedupe_key(t, k, s, b) for t, k, s, b, _ in items]
+    new = set(conn.execute(
+        sa.text(
+            """INSERT INTO webhook_inbox (tenant_id, kind, source_id, body, content_type, dedupe_key)
+               SELECT * FROM unnest(CAST(:t AS text[]), CAST(:k AS text[]), CAST(:s AS text[]),
+                                    CAST(:b AS bytea[]), CAST(:ct AS text[]), CAST(:d AS text[]))
+               ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
+               RETURNING tenant_id, dedupe_key"""
+        ),
+        {"t": [i[0] for i in items], "k": [i[1] for i in items], "s": [i[2] for i in items], "b": [i[3] for i in items],
+         "ct": [_content_type(i[4]) for i in items], "d": keys},
+    ).tuples())
+    out = []
+    for (tenant_id, *_), key in zip(items, keys):
+        out.append((tenant_id, key) in new)
+        new.discard((tenant_id, key))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,14 @@ request now (its database, a secret missing from its environment, a broken tenan
 sender retries. Errors are ``{"error": "..."}`` and never echo a token, signature or secret.
 
 The body is committed to ``webhook_inbox`` before the 200 (``synchronous_commit`` as the server
-is set); the ``delivery_events`` asset applies it later. Database calls run in Starlette's thread
-pool on a small connection pool, so the event loop keeps serving while PostgreSQL commits.
+is set; concurrent bodies share a commit, :class:`GroupCommit`); the ``delivery_events`` asset
+applies it later. Database calls run in Starlette's thread pool on a small connection pool, so the
+event loop keeps serving while PostgreSQL commits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import os
@@ -28,7 +30,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from email_engine_assets.content.unsubscribe import BadToken, verify_unsubscribe_token
-from email_engine_assets.feedback.inbox_store import store_body
+from email_engine_assets.feedback.inbox_store import store_bodies
 from email_engine_assets.feedback.unsubscribe_store import unsubscribe
 from email_engine_assets.feedback.webhook_auth import (
     SIGNATURE_HEADER,
@@ -69,8 +71,8 @@ _SLUG = re.compile(SLUG_PATTERN)
 log = logging.getLogger("email_engine.webhooks")
 
 # (tenant, kind, source, body, content type) -> stored as new? The durable default is
-# :func:`inbox_writer`; the benchmark swaps in one that stores nothing to measure the cost of durability.
-StoreBody = Callable[[str, str, "str | None", bytes, "str | None"], bool]
+# :class:`GroupCommit`; the benchmark swaps in one that stores nothing to measure the cost of durability.
+StoreBody = Callable[[str, str, "str | None", bytes, "str | None"], Awaitable[bool]]
 
 
 class Refused(Exception):
@@ -145,14 +147,52 @@ def app_engine(url: str, pool_size: int = 8) -> sa.Engine:
     return sa.create_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=2, pool_recycle=3600)
 
 
-def inbox_writer(engine: sa.Engine) -> StoreBody:
-    """Commit a body to ``webhook_inbox`` (one short transaction); True when it is new."""
+class GroupCommit:
+    """Bodies of concurrent requests committed together (group commit).
 
-    def store(tenant_id: str, kind: str, source_id: str | None, body: bytes, content_type: str | None) -> bool:
-        with engine.begin() as conn:
-            return store_body(conn, tenant_id, kind, source_id, body, content_type)[1]
+    A request's body joins a queue; up to ``writers`` transactions run at once in the thread pool,
+    each inserting up to ``max_batch`` queued bodies in one statement. A request is answered only
+    after the transaction holding its body committed (or failed: then every request of that batch
+    gets the error, a 503, and nothing of the batch is stored). Under load, bodies that arrive
+    while a transaction commits wait for the next one instead of each paying a commit of its own.
+    """
 
-    return store
+    def __init__(self, engine: sa.Engine, writers: int = 2, max_batch: int = 200) -> None:
+        self.engine, self.writers, self.max_batch = engine, writers, max_batch
+        self._queue: list[tuple[tuple, asyncio.Future]] = []
+        self._tasks: set[asyncio.Task] = set()  # strong references to the running drains
+        self._active = 0  # counted by the drains themselves: a drain that found the queue empty is gone
+
+    async def __call__(self, tenant_id: str, kind: str, source_id: str | None, body: bytes, content_type: str | None) -> bool:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(((tenant_id, kind, source_id, body, content_type), future))
+        if self._active < self.writers:
+            self._active += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)  # a client that hangs up does not cancel its batch
+
+    def _write(self, items: list[tuple]) -> list[bool]:
+        with self.engine.begin() as conn:
+            return store_bodies(conn, items)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                try:
+                    results = await run_in_threadpool(self._write, [item for item, _ in batch])
+                except Exception as exc:  # the requests answer 503 (or 500); the senders retry
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (_, future), new in zip(batch, results):
+                        if not future.done():
+                            future.set_result(new)
+        finally:
+            self._active -= 1  # no await since the queue was seen empty: nothing can be left behind
 
 
 def check_declared_length(request: Request, cap: int) -> None:
@@ -220,7 +260,7 @@ def build_app(
     :func:`email_engine_resources.signing_key.signing_key`, read once, on first use).
     """
     tenants = TenantFiles(workspace_root)
-    store = store or inbox_writer(engine)
+    store = store or GroupCommit(engine)
     key_cache: list[bytes] = []
 
     def key() -> bytes:
@@ -248,7 +288,7 @@ def build_app(
         return tenant
 
     async def accept(tenant_id: str, kind: str, source_id: str | None, body: bytes, request: Request) -> JSONResponse:
-        new = await run_in_threadpool(store, tenant_id, kind, source_id, body, request.headers.get("content-type"))
+        new = await store(tenant_id, kind, source_id, body, request.headers.get("content-type"))
         return JSONResponse({"status": "stored" if new else "duplicate"})
 
     async def mailwizz_hook(request: Request) -> Response:
