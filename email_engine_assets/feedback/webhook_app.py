@@ -99,7 +99,7 @@ class TenantFiles:
         for ext in (".yaml", ".yml"):
             path = self.root / "tenants" / f"{tenant_id}{ext}"
             try:
-                return path, os.lstat(path)
+                return path, os.stat(path)  # the operator's files: a link is read, as load_workspace does
             except (FileNotFoundError, NotADirectoryError):
                 continue
         return None
@@ -322,7 +322,8 @@ def build_app(
         except Unauthorized as exc:
             raise Refused(401, str(exc)) from None
         try:
-            parse_contacts(body)
+            # A large body is parsed in a thread: a megabyte of JSON would hold up every other request.
+            await run_in_threadpool(parse_contacts, body) if len(body) > 64 << 10 else parse_contacts(body)
         except MalformedPayload as exc:
             raise Refused(422, str(exc)) from None
         return await accept(tenant.id, "contacts", source.id, body, request)
