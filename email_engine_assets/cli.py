@@ -1,4 +1,4 @@
-"""``email-engine``: run the main job, import a file, show rejects, run and preview campaigns, suppress, start the UI, migrate."""
+"""``email-engine``: run the main job, import a file, show rejects, run and preview campaigns, suppress, start the UI, serve webhooks, migrate."""
 
 from __future__ import annotations
 
@@ -255,6 +255,20 @@ def cmd_suppress(args) -> int:
     return 0
 
 
+def cmd_webhooks(args) -> int:
+    import uvicorn
+
+    from email_engine_assets.feedback.webhook_app import app_engine, build_app
+    from email_engine_resources.postgres import application_url
+
+    _prepare(args.workspace)
+    app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes)
+    # No access log: MailWizz may send its token as ?token=, and a URL in a log is a leaked secret.
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info",
+                proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips, lifespan="off")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="email-engine", description=__doc__)
     parser.add_argument("--workspace", help="folder with tenants/*.yaml and inbox/ (default: EMAIL_ENGINE_WORKSPACE or examples/workspace)")
@@ -304,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--reason", default="manual", choices=["manual", "unsubscribed", "bounced", "complained"],
                            help="why (default: manual); erasure has its own path")
             p.add_argument("--detail", help="a note kept with the suppression")
+    hooks = sub.add_parser("webhooks", help="the webhook app: MailWizz hits, contacts pushes, one-click unsubscribe")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
+    serve = hooks_sub.add_parser("serve", help="serve the webhook routes (Starlette on uvicorn)")
+    serve.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8090)
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest body taken (default 1 MiB); larger is 413")
+    serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
+    serve.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="the reverse proxies whose forwarded headers count")
+    serve.set_defaults(func=cmd_webhooks)
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply pending schema migrations")

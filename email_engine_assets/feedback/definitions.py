@@ -8,9 +8,11 @@ from email_engine_assets.feedback.schedules import (
     mailwizz_feedback_job,
     mailwizz_feedback_schedule,
 )
+from email_engine_assets.feedback.webhook_sensor import webhook_inbox_sensor
 
 defs = dg.Definitions(
     assets=[delivery_events, suppressions, mailwizz_feedback],
     jobs=[mailwizz_feedback_job],
     schedules=[mailwizz_feedback_schedule],
+    sensors=[webhook_inbox_sensor],
 )

@@ -1,0 +1,395 @@
+"""The webhook app (Starlette): MailWizz hits, contacts pushes, one-click unsubscribe, health.
+
+Routes (status codes are the contract senders rely on; every refusal stores nothing):
+
+- ``POST /hooks/mailwizz/<tenant>``: token ``?token=`` or ``X-Webhook-Token``;
+- ``POST /hooks/contacts/<tenant>/<source>``: ``X-Signature: t=<unix>,v1=<hex>`` (webhook_auth);
+- ``POST /u/<token>``: RFC 8058 one-click unsubscribe; ``GET /u/<token>``: a page with a button;
+- ``GET /health``.
+
+200 for every accepted request (also a byte-identical retry, which stores nothing new; MailWizz
+counts only 200 as success), 404 unknown tenant or source, 413 body over the cap (Content-Length
+checked before reading, a chunked body cut off while streaming), 401 bad token, signature or
+timestamp, 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the
+request now (its database, a secret missing from its environment, a broken tenant file): the
+sender retries. Errors are ``{"error": "..."}`` and never echo a token, signature or secret.
+
+The body is committed to ``webhook_inbox`` before the 200 (``synchronous_commit`` as the server
+is set; concurrent bodies share a commit, :class:`GroupCommit`); the ``delivery_events`` asset
+applies it later. Database calls run in Starlette's thread pool on a small connection pool, so the
+event loop keeps serving while PostgreSQL commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import os
+import re
+import stat
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from email_engine_assets.content.unsubscribe import BadToken, verify_unsubscribe_token
+from email_engine_assets.feedback.inbox_store import store_bodies
+from email_engine_assets.feedback.unsubscribe_store import unsubscribe
+from email_engine_assets.feedback.webhook_auth import (
+    SIGNATURE_HEADER,
+    TOKEN_HEADER,
+    Unauthorized,
+    check_token,
+    verify_signature,
+)
+from email_engine_assets.feedback.webhook_payloads import (
+    MalformedPayload,
+    is_one_click,
+    parse_contacts,
+    parse_mailwizz,
+)
+from email_engine_assets.tenancy.config import (
+    ConfigError,
+    TenantConfig,
+    read_tenant_file,
+)
+from email_engine_assets.tenancy.strict import SLUG_PATTERN
+
+MAX_BODY_BYTES = 1 << 20
+UNSUBSCRIBE_MAX_BODY_BYTES = 16 << 10
+_SLUG = re.compile(SLUG_PATTERN)
+log = logging.getLogger("email_engine.webhooks")
+
+# (tenant, kind, source, body, content type) -> stored as new? The durable default is
+# :class:`GroupCommit`; the benchmark swaps in one that stores nothing to measure the cost of durability.
+StoreBody = Callable[[str, str, "str | None", bytes, "str | None"], Awaitable[bool]]
+
+
+class Refused(Exception):
+    """A request answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class TenantFiles:
+    """Tenant files of the workspace, each parsed once and parsed again when it changes on disk.
+
+    A file is known by (inode, size, mtime) of ``tenants/<id>.yaml`` (or ``.yml``); a request costs a
+    ``stat``, an edited file is read on the next request. Thread-safe (called from the thread pool).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._cache: dict[str, tuple[tuple, TenantConfig | ConfigError]] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, tenant_id: str) -> tuple[Path, os.stat_result] | None:
+        for ext in (".yaml", ".yml"):
+            path = self.root / "tenants" / f"{tenant_id}{ext}"
+            try:
+                return path, os.stat(path)  # the operator's files: a link is read, as load_workspace does
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return None
+
+    def cached(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant's config when its file is unchanged since it was parsed; None when unsure."""
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+        if cached is None or not isinstance(cached[1], TenantConfig):
+            return None
+        found = self._path(tenant_id)
+        if found is None or (found[1].st_ino, found[1].st_size, found[1].st_mtime_ns) != cached[0]:
+            return None
+        return cached[1]
+
+    def get(self, tenant_id: str) -> TenantConfig | None:
+        """The tenant's config; None when there is no such tenant; :class:`ConfigError` when its file is broken."""
+        if not _SLUG.match(tenant_id) or len(tenant_id) > 64:
+            return None
+        found = self._path(tenant_id)
+        if found is None or not stat.S_ISREG(found[1].st_mode):
+            return None
+        path, info = found
+        signature = (info.st_ino, info.st_size, info.st_mtime_ns)
+        with self._lock:
+            cached = self._cache.get(tenant_id)
+        if cached is None or cached[0] != signature:
+            try:
+                loaded: TenantConfig | ConfigError = read_tenant_file(path)[0]
+            except ConfigError as exc:
+                loaded = exc
+            cached = (signature, loaded)
+            with self._lock:
+                self._cache[tenant_id] = cached
+        if isinstance(cached[1], ConfigError):
+            raise cached[1]
+        return cached[1]
+
+
+def app_engine(url: str, pool_size: int = 8) -> sa.Engine:
+    """A small pool of its own for the app, without a ping per checkout (a round trip per request):
+    a connection the server dropped fails one request with 503, and SQLAlchemy then renews the pool."""
+    from email_engine_resources.postgres import sqlalchemy_url
+
+    return sa.create_engine(sqlalchemy_url(url), pool_size=pool_size, max_overflow=2, pool_recycle=3600)
+
+
+class GroupCommit:
+    """Bodies of concurrent requests committed together (group commit).
+
+    A request's body joins a queue; up to ``writers`` transactions run at once in the thread pool,
+    each inserting up to ``max_batch`` queued bodies in one statement. A request is answered only
+    after the transaction holding its body committed (or failed: then every request of that batch
+    gets the error, a 503, and nothing of the batch is stored). Under load, bodies that arrive
+    while a transaction commits wait for the next one instead of each paying a commit of its own.
+    """
+
+    def __init__(self, engine: sa.Engine, writers: int = 2, max_batch: int = 200) -> None:
+        self.engine, self.writers, self.max_batch = engine, writers, max_batch
+        self._queue: list[tuple[tuple, asyncio.Future]] = []
+        self._tasks: set[asyncio.Task] = set()  # strong references to the running drains
+        self._active = 0  # counted by the drains themselves: a drain that found the queue empty is gone
+
+    async def __call__(self, tenant_id: str, kind: str, source_id: str | None, body: bytes, content_type: str | None) -> bool:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(((tenant_id, kind, source_id, body, content_type), future))
+        if self._active < self.writers:
+            self._active += 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)  # a client that hangs up does not cancel its batch
+
+    def _write(self, items: list[tuple]) -> list[bool]:
+        with self.engine.begin() as conn:
+            return store_bodies(conn, items)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                try:
+                    results = await run_in_threadpool(self._write, [item for item, _ in batch])
+                except Exception as exc:  # the requests answer 503 (or 500); the senders retry
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (_, future), new in zip(batch, results):
+                        if not future.done():
+                            future.set_result(new)
+        finally:
+            self._active -= 1  # no await since the queue was seen empty: nothing can be left behind
+
+
+def check_declared_length(request: Request, cap: int) -> None:
+    """A Content-Length over ``cap`` is refused (413) before a byte of the body is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit() or len(declared) > 18:
+            raise Refused(400, "Content-Length is not a number")
+        if int(declared) > cap:
+            raise Refused(413, f"body is {declared} bytes; at most {cap} bytes are taken")
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The body, at most ``cap`` bytes: a larger Content-Length is refused before anything is read,
+    and a body without one (chunked) is cut off as soon as it passes the cap."""
+    check_declared_length(request, cap)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise Refused(413, f"body is over {cap} bytes; at most {cap} bytes are taken")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _secret(read: Callable[[], str], what: str) -> str:
+    try:
+        return read()
+    except LookupError as exc:
+        log.error("%s: %s", what, exc)  # names the environment variable, never a value
+        raise Refused(503, f"{what} is not available on this server; try again later") from None
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:32em;margin:4em auto;padding:0 1em;line-height:1.5}}
+button{{font-size:1.1em;padding:.5em 1.5em;cursor:pointer}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>
+"""
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+}
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), headers=_PAGE_HEADERS)
+
+
+def build_app(
+    workspace_root: Path,
+    engine: sa.Engine,
+    *,
+    signing_key: Callable[[], bytes] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    store: StoreBody | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The ASGI app for the workspace at ``workspace_root`` and the application database ``engine``.
+
+    ``signing_key`` gives the project's key for unsubscribe tokens (default
+    :func:`email_engine_resources.signing_key.signing_key`, read once, on first use).
+    """
+    tenants = TenantFiles(workspace_root)
+    store = store or GroupCommit(engine)
+    key_cache: list[bytes] = []
+
+    def key() -> bytes:
+        if not key_cache:
+            if signing_key is None:
+                from email_engine_resources.signing_key import (
+                    signing_key as project_key,
+                )
+
+                key_cache.append(project_key())
+            else:
+                key_cache.append(signing_key())
+        return key_cache[0]
+
+    async def tenant_of(request: Request) -> TenantConfig:
+        tenant_id = request.path_params["tenant"]
+        try:
+            # A stat on the event loop is cheaper than a thread hop; a changed file is parsed in a thread.
+            tenant = tenants.cached(tenant_id) or await run_in_threadpool(tenants.get, tenant_id)
+        except ConfigError as exc:
+            log.error("tenant file of %s is invalid: %s", tenant_id, exc)
+            raise Refused(503, f"the configuration of tenant {tenant_id} is invalid on this server; try again later") from None
+        if tenant is None:
+            raise Refused(404, "unknown tenant")
+        return tenant
+
+    async def accept(tenant_id: str, kind: str, source_id: str | None, body: bytes, request: Request) -> JSONResponse:
+        new = await store(tenant_id, kind, source_id, body, request.headers.get("content-type"))
+        return JSONResponse({"status": "stored" if new else "duplicate"})
+
+    async def mailwizz_hook(request: Request) -> Response:
+        tenant = await tenant_of(request)
+        if tenant.webhooks.mailwizz_token is None:
+            raise Refused(404, "tenant takes no MailWizz webhooks (no webhooks.mailwizz_token)")
+        check_declared_length(request, max_body_bytes)
+        expected = _secret(tenant.webhooks.mailwizz_token.read, "the MailWizz webhook token")
+        try:
+            check_token(request.query_params.get("token") or request.headers.get(TOKEN_HEADER), expected)
+        except Unauthorized as exc:
+            raise Refused(401, str(exc)) from None
+        body = await read_body(request, max_body_bytes)
+        try:
+            parse_mailwizz(body, tenant.id)
+        except MalformedPayload as exc:
+            raise Refused(422, str(exc)) from None
+        return await accept(tenant.id, "mailwizz", None, body, request)
+
+    async def contacts_hook(request: Request) -> Response:
+        tenant = await tenant_of(request)
+        source = tenant.source(request.path_params["source"])
+        if source is None:
+            raise Refused(404, "unknown source")
+        if source.webhook_secret is None:
+            raise Refused(404, "source takes no webhook pushes (no webhook_secret)")
+        body = await read_body(request, max_body_bytes)
+        secret = _secret(source.webhook_secret.read, "the source's webhook secret")
+        try:
+            verify_signature(request.headers.get(SIGNATURE_HEADER), secret, body, clock())
+        except Unauthorized as exc:
+            raise Refused(401, str(exc)) from None
+        try:
+            # A large body is parsed in a thread: a megabyte of JSON would hold up every other request.
+            await run_in_threadpool(parse_contacts, body) if len(body) > 64 << 10 else parse_contacts(body)
+        except MalformedPayload as exc:
+            raise Refused(422, str(exc)) from None
+        return await accept(tenant.id, "contacts", source.id, body, request)
+
+    def token_parts(request: Request) -> tuple[str, str, int]:
+        try:
+            return verify_unsubscribe_token(key(), request.path_params["token"])
+        except BadToken as exc:
+            raise Refused(400, str(exc)) from None
+
+    async def unsubscribe_page(request: Request) -> Response:
+        await run_in_threadpool(token_parts, request)
+        return _page(
+            "Unsubscribe",
+            "<p>Press the button to stop receiving these emails.</p>"
+            '<form method="post" action=""><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+            '<button type="submit">Unsubscribe</button></form>',
+        )
+
+    async def unsubscribe_post(request: Request) -> Response:
+        tenant_id, campaign, contact_id = await run_in_threadpool(token_parts, request)
+        body = await read_body(request, UNSUBSCRIBE_MAX_BODY_BYTES)
+        if not is_one_click(request.headers.get("content-type"), body):
+            raise Refused(422, "body must be List-Unsubscribe=One-Click (RFC 8058)")
+
+        def write():
+            with engine.begin() as conn:
+                return unsubscribe(conn, tenant_id, campaign, contact_id, datetime.now(timezone.utc))
+
+        done = await run_in_threadpool(write)
+        if done.email is None:
+            return _page("Unsubscribed", "<p>This address is not on the list any more.</p>")
+        return _page("Unsubscribed", "<p>You will not receive these emails any more.</p>")
+
+    async def health(request: Request) -> Response:
+        def ping() -> None:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        await run_in_threadpool(ping)
+        return JSONResponse({"status": "ok"})
+
+    async def refused(request: Request, exc: Refused) -> Response:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("webhook request failed")
+        return JSONResponse({"error": "internal error; nothing was stored"}, status_code=500)
+
+    async def database_down(request: Request, exc: sa.exc.SQLAlchemyError) -> Response:
+        log.error("database error: %s", type(exc).__name__)
+        return JSONResponse({"error": "the database is not available; try again later"}, status_code=503)
+
+    routes = [
+        Route("/hooks/mailwizz/{tenant}", mailwizz_hook, methods=["POST"]),
+        Route("/hooks/contacts/{tenant}/{source}", contacts_hook, methods=["POST"]),
+        Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", unsubscribe_post, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={Refused: refused, HTTPException: http_error, sa.exc.SQLAlchemyError: database_down,
+                            Exception: internal_error},
+    )
