@@ -28,6 +28,17 @@ def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
     return out
 
 
+def failure_reason(instance: dg.DagsterInstance, run_id: str, fallback: str | None) -> str | None:
+    """The first failed step and its error (the run's own failure message names only the steps)."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = record.dagster_event.step_failure_data
+        error = data.error if data is not None else None
+        cause = error.cause if error is not None and error.cause is not None else error
+        if cause is not None:
+            return f"{record.dagster_event.step_key}: {cause.message.strip()}"
+    return fallback
+
+
 def alert_text(context: dg.RunFailureSensorContext) -> str:
     run = context.dagster_run
     partition = run.tags.get(PARTITION_TAG) or next(
@@ -36,7 +47,8 @@ def alert_text(context: dg.RunFailureSensorContext) -> str:
     blocked = failed_checks(context.instance, run.run_id)
     if blocked and partition:
         return blocked_send_text(partition, blocked)
-    return run_failure_text(run.job_name, run.run_id, partition, context.failure_event.message)
+    return run_failure_text(run.job_name, run.run_id, partition,
+                            failure_reason(context.instance, run.run_id, context.failure_event.message))
 
 
 @dg.run_failure_sensor(
