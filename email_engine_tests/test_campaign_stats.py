@@ -306,3 +306,52 @@ def test_cli_stats_of_an_unknown_campaign_is_a_clear_error(cli_env, capsys):
     assert cli.main(["campaign", "stats", "nobody.spring"]) == 1
     assert "no tenant 'nobody'" in capsys.readouterr().err
 
+
+
+# -- the asset and its automation -------------------------------------------------------------------
+
+def test_the_asset_applies_feedback_counts_and_reports_metadata(engine, spring):
+    from email_engine_assets.feedback.stats_assets import campaign_stats
+    from email_engine_resources.postgres import PostgresResource
+    from email_engine_resources.workspace import WorkspaceResource
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("campaign", ["acme.spring", "acme.nothing"])
+        result = dg.materialize([campaign_stats], partition_key="acme.spring", instance=instance,
+                                resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+        meta = result.asset_materializations_for_node("campaign_stats")[0].metadata
+        assert meta["sent"].value == 10 and meta["unique_opened"].value == 3 and meta["delivered_rate"].value == 0.8
+        assert meta["by_language"].value["fr"]["sent"] == 3 and meta["rates_over"].value == "sent"
+        failed = dg.materialize([campaign_stats], partition_key="acme.nothing", instance=instance, raise_on_error=False,
+                                resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+        assert not failed.success
+
+
+def test_stats_follow_each_send_and_refresh_hourly_once_the_campaign_has_sent():
+    from datetime import timedelta
+
+    from email_engine_assets.campaigns.assets import campaign_sends
+    from email_engine_assets.campaigns.definitions import campaign_resources
+    from email_engine_assets.feedback.stats_assets import campaign_stats
+    from email_engine_resources.postgres import PostgresResource
+    from email_engine_resources.workspace import WorkspaceResource
+
+    start = datetime(2026, 11, 29, 10, 5, tzinfo=timezone.utc)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("campaign", ["acme.spring", "acme.autumn"])
+        assets = dg.Definitions(assets=[campaign_sends, campaign_stats],
+                                resources={**campaign_resources(), "db": PostgresResource(), "workspace": WorkspaceResource()})
+        cursor = dg.evaluate_automation_conditions(defs=assets, instance=instance, evaluation_time=start).cursor
+        instance.report_runless_asset_event(dg.AssetMaterialization("campaign_sends", partition="acme.spring"))
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=cursor,
+                                                   evaluation_time=start + timedelta(minutes=1))
+        requested = set(result.get_requested_partitions(dg.AssetKey("campaign_stats")))
+        assert requested == {"acme.spring"}  # eager: after the send
+        instance.report_runless_asset_event(dg.AssetMaterialization("campaign_stats", partition="acme.spring"))
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor,
+                                                   evaluation_time=start + timedelta(minutes=2))
+        assert result.total_requested == 0
+        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor,
+                                                   evaluation_time=start + timedelta(hours=1))
+        requested = set(result.get_requested_partitions(dg.AssetKey("campaign_stats")))
+        assert requested == {"acme.spring"}  # the hourly refresh; autumn never sent
