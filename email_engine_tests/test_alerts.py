@@ -233,3 +233,19 @@ def test_the_sensor_posts_nothing_without_settings(chat, monkeypatch):
         result = fragile_job.execute_in_process(instance=instance, raise_on_error=False)
         alert_on_run_failure(failure_context(instance, result.run_id))
     assert state.received == []
+
+
+def test_the_sensors_own_ticks_post_a_run_that_failed_after_the_first(chat, monkeypatch):
+    """Through the sensor's evaluation (cursor kept between ticks), as the daemon runs it, on an in-process run."""
+    url, state = chat
+    for k, v in slack_env(url).items():
+        monkeypatch.setenv(k, v)
+    defs = dg.Definitions(jobs=[fragile_job], sensors=[alert_on_run_failure])
+    with dg.instance_for_test() as instance:
+        first = dg.build_sensor_context(instance=instance, definitions=defs)
+        alert_on_run_failure.evaluate_tick(first)  # the first tick starts watching from now
+        fragile_job.execute_in_process(instance=instance, raise_on_error=False, tags={"dagster/partition": "acme.spring"})
+        second = dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor)
+        alert_on_run_failure.evaluate_tick(second)
+    [(_, body)] = state.received
+    assert "job: fragile_job" in body["text"] and "partition: acme.spring" in body["text"]

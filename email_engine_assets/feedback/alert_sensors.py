@@ -54,6 +54,9 @@ def alert_text(context: dg.RunFailureSensorContext) -> str:
 @dg.run_failure_sensor(
     name="alert_on_run_failure",
     minimum_interval_seconds=30,
+    # Runs started by the CLI (``campaign send``, ``run``) execute in process and carry no code
+    # location origin: only this setting lets the sensor see them. The instance is this project's.
+    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts failed runs, and campaign sends blocked by their checks, to the configured chat (Telegram or Slack).",
 )
