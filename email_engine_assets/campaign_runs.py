@@ -1,4 +1,4 @@
-"""The operator's campaign commands: list, show, send, pause, resume, cancel, preview; suppress, unsuppress.
+"""The operator's campaign commands: list, show, send, pause, resume, cancel, preview, stats; suppress, unsuppress.
 
 ``send`` (and ``resume``) run ``campaign_send_job`` for the campaign's partition in this process,
 recorded in the Dagster instance like a run launched from the UI. A send blocked by a check is
@@ -44,6 +44,10 @@ from email_engine_assets.campaigns.wiring import (
     transport_tag,
 )
 from email_engine_assets.contacts.store import register_workspace
+from email_engine_assets.feedback.stats_refresh import (
+    apply_pending_feedback,
+    refresh_stats,
+)
 from email_engine_assets.tenancy.config import load_tenants, load_workspace
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.postgres import get_engine
@@ -269,6 +273,29 @@ def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
         except CampaignRefused as exc:  # e.g. its file broke after it was scheduled: the others still go
             outcomes.append(SendOutcome(counts=counts_of(key), failures=[f"{key}: {exc}"]))
     return outcomes
+
+
+def stats(key: str) -> tuple[dict, list[str]]:
+    """The campaign's stats (``feedback.stats``), after applying the tenant's pending feedback; and notes
+    (MailWizz figures that could not be refreshed). Stored as ``campaign_stats`` would store them."""
+    try:
+        tenant_id, name = split_key(key)
+    except ValueError as exc:
+        raise CampaignRefused(str(exc)) from None
+    root = _root()
+    ws = load_tenants(root, [tenant_id])
+    if tenant_id not in ws.tenants:
+        raise CampaignRefused(ws.errors.get(tenant_id) or f"no tenant {tenant_id[:64]!r}")
+    tenant = ws.tenants[tenant_id]
+    engine = get_engine()
+    with engine.connect() as conn:
+        if store.campaign_row(conn, tenant_id, name) is None:
+            raise CampaignRefused(f"no campaign {key!r} (a campaign is known once it has been listed, sent or due)")
+    apply_pending_feedback(engine, root, tenant)
+    try:
+        return refresh_stats(engine, root, tenant, name)
+    except LookupError as exc:
+        raise CampaignRefused(str(exc)) from None
 
 
 def suppress(tenant_id: str, address: str, reason: str = "manual", detail: str | None = None) -> tuple[str, bool]:

@@ -165,8 +165,36 @@ def _print_counts(data: dict, as_json: bool) -> None:
         print(f"{key:>15}: {terminal_safe(str(value))}", flush=True)
 
 
+def _print_stats(stats: dict, as_json: bool) -> None:
+    """``campaign stats``: one JSON object, or a table of counts and rates, then per language and template."""
+    if as_json:
+        print(json.dumps(stats, default=str), flush=True)
+        return
+    from email_engine_assets.feedback.stats import COUNT_KEYS
+
+    def rate(value) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    print(terminal_safe(f"campaign {stats['campaign']} (rates over {stats['rates_over']}, computed {stats.get('computed_at', '')})"))
+    print(f"{'':<20}{'count':>10}{'rate':>10}")
+    for k in COUNT_KEYS:
+        print(f"{k:<20}{stats[k]:>10}{rate(stats[f'{k}_rate']):>10}")
+    for title in ("by_language", "by_template"):
+        groups = stats.get(title) or {}
+        if not groups:
+            continue
+        names = list(groups)
+        print()
+        print(terminal_safe(f"{title:<20}" + "".join(f"{n[:16]:>18}" for n in names)))
+        for k in COUNT_KEYS:
+            cells = "".join(f"{groups[n][k]:>9} {rate(groups[n][f'{k}_rate']):>8}" for n in names)
+            print(f"{k:<20}{cells}")
+    for name, status in ((stats.get("mailwizz") or {}).get("campaigns") or {}).items():
+        print(terminal_safe(f"MailWizz campaign {name}: {status}"))
+
+
 def cmd_campaign(args) -> int:
-    """``campaign list|show|send|pause|resume|cancel``; exit 3 when a check blocks the send."""
+    """``campaign list|show|send|pause|resume|cancel|stats``; exit 3 when a check blocks the send."""
     from email_engine_assets import campaign_runs as runs
 
     _prepare(args.workspace)
@@ -189,6 +217,12 @@ def cmd_campaign(args) -> int:
             return 2
         if args.action == "show":
             _print_counts(runs.show(args.target), args.json)
+            return 0
+        if args.action == "stats":
+            shown, notes = runs.stats(args.target)
+            for note in notes:
+                print(f"note: {terminal_safe(note)}", file=sys.stderr)
+            _print_stats(shown, args.json)
             return 0
         if args.action in ("pause", "cancel"):
             _print_counts(runs.change_state(args.target, args.action), args.json)
@@ -300,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p = add("dagster", cmd_dagster, "run a dagster CLI command on this project's storage (e.g. definitions validate -w workspace.yaml)")
     p.add_argument("dagster_args", nargs=argparse.REMAINDER)
-    p = add("campaign", cmd_campaign, "list, show, send, pause, resume or cancel a campaign (<tenant>.<name>)")
-    p.add_argument("action", choices=["list", "show", "send", "pause", "resume", "cancel"])
+    p = add("campaign", cmd_campaign, "list, show, send, pause, resume or cancel a campaign, or show its stats (<tenant>.<name>)")
+    p.add_argument("action", choices=["list", "show", "send", "pause", "resume", "cancel", "stats"])
     p.add_argument("target", nargs="?", help="<tenant>.<name> (list: an optional tenant)")
     p.add_argument("--json", action="store_true", help="print one JSON object (list: one per line)")
     p.add_argument("--override", action="append", metavar="CHECK", help="go on although CHECK fails (recorded with the run)")

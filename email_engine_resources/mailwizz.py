@@ -270,6 +270,15 @@ class MailwizzInstance:
         record = (self.client.get(f"campaigns/{uid}").get("data") or {}).get("record") or {}
         return str(record.get("status") or "")
 
+    def campaign_stats(self, name: str) -> dict:
+        """The figures of ``GET campaigns/{uid}/stats`` for the campaign called ``name``, as MailWizz gives
+        them (``campaign_status``, ``subscribers_count``, ``opens_count``, ...; ``MailwizzError`` 404 when
+        there is no such campaign)."""
+        data = self.client.get(f"campaigns/{self._campaign_uid(name)}/stats").get("data")
+        if not isinstance(data, dict):
+            raise MailwizzError(200, f"GET campaigns/.../stats of {excerpt(name, 80)}: the answer holds no stats")
+        return data
+
     def pause(self, name: str) -> str:
         return self._toggle(name, pause=True)
 

@@ -26,7 +26,7 @@ def test_definitions_load_with_both_partition_dimensions():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments",
                     "segment_definitions", "segments", "mailwizz_subscribers",
-                    "campaign_audiences", "campaign_sends", "delivery_events", "suppressions", "mailwizz_feedback"}
+                    "campaign_audiences", "campaign_sends", "campaign_stats", "delivery_events", "suppressions", "mailwizz_feedback"}
     imports = graph.get(dg.AssetKey("contact_imports")).partitions_def
     assert isinstance(imports, dg.MultiPartitionsDefinition)
     assert {d.name for d in imports.partitions_defs} == {"tenant", "source"}
@@ -38,6 +38,9 @@ def test_definitions_load_with_both_partition_dimensions():
     assert {dg.AssetKey("tag_assignments"), dg.AssetKey("segment_definitions")} <= graph.get(dg.AssetKey("segments")).parent_keys
     assert dg.AssetKey("delivery_events") in graph.get(dg.AssetKey("suppressions")).parent_keys
     assert dg.AssetKey("mailwizz_feedback") in graph.get(dg.AssetKey("suppressions")).parent_keys
+    stats = graph.get(dg.AssetKey("campaign_stats"))
+    assert stats.partitions_def.name == "campaign" and dg.AssetKey("campaign_sends") in stats.parent_keys
+    assert stats.automation_condition is not None  # after each send, and hourly while feedback arrives
 
 
 def test_schedule_yields_one_run_per_tenant():

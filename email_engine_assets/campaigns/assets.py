@@ -18,6 +18,7 @@ from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.wiring import PartMissing
+from email_engine_assets.feedback.stats_refresh import refresh_before_send
 from email_engine_assets.tenancy.locks import tenant_work_lock
 
 CAMPAIGNS = "campaigns"
@@ -138,6 +139,8 @@ def _freeze(context: dg.AssetExecutionContext, engine, campaign: Campaign) -> No
 
 def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) -> list[gates.Gate]:
     t, c = campaign.tenant_id, campaign.name
+    # sender_reputation reads the last campaign's stats: pending feedback applied and counted first.
+    refresh_before_send(engine, context.resources.workspace.root(), tenant, c)
     with engine.connect() as conn:
         counts = store.state_counts(conn, t, c)
         suppressed = store.suppressed_at_freeze(conn, t, c)
@@ -153,7 +156,7 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         gates.suppressed_members(campaign.file.segment, suppressed),
         render,
         gates.audience_not_empty(campaign.file.segment, sum(counts.values())),
-        gates.sender_reputation(last),
+        gates.sender_reputation(last, tenant.feedback.max_hard_bounce_rate, tenant.feedback.max_complaint_rate),
     ]
     return gates.apply_overrides(results, overrides)
 

@@ -28,10 +28,11 @@ class Gate:
 
 @dataclass(frozen=True)
 class LastCampaign:
-    """The tenant's last completed campaign: messages out, and the feedback counts (None: no data yet)."""
+    """The tenant's last completed campaign: messages out (``sent`` or ``handed_off`` rows) and the
+    feedback counts of its stats (None: no data yet)."""
 
     campaign: str
-    delivered: int
+    sent: int
     hard_bounces: int | None
     complaints: int | None
 
@@ -64,18 +65,26 @@ def audience_not_empty(segment: str, audience: int) -> Gate:
     return Gate(AUDIENCE_NOT_EMPTY, True, f"{audience} member(s)")
 
 
-def sender_reputation(last: LastCampaign | None) -> Gate:
-    """The last completed campaign of the tenant: at most 2% hard bounces and 0.1% complaints."""
-    if last is None or last.delivered == 0 or (last.hard_bounces is None and last.complaints is None):
+def sender_reputation(last: LastCampaign | None, max_hard_bounce_rate: float = MAX_HARD_BOUNCE_RATE,
+                      max_complaint_rate: float = MAX_COMPLAINT_RATE) -> Gate:
+    """The last completed campaign of the tenant: hard bounces and complaints at most the tenant's
+    limits (``feedback.max_hard_bounce_rate`` 2%, ``feedback.max_complaint_rate`` 0.1% by default)."""
+    if last is None or last.sent == 0 or (last.hard_bounces is None and last.complaints is None):
         return Gate(SENDER_REPUTATION, True, "no feedback data on the last completed campaign")
     problems = []
-    for label, count, limit in (("hard bounces", last.hard_bounces, MAX_HARD_BOUNCE_RATE),
-                                ("complaints", last.complaints, MAX_COMPLAINT_RATE)):
-        if count is not None and count / last.delivered > limit:
-            problems.append(f"{label} {count}/{last.delivered} = {count / last.delivered:.2%} > {limit:.1%}")
+    for label, count, limit in (("hard bounces", last.hard_bounces, max_hard_bounce_rate),
+                                ("complaints", last.complaints, max_complaint_rate)):
+        if count is not None and count / last.sent > limit:
+            problems.append(f"{label} {count}/{last.sent} = {count / last.sent:.2%} > {_percent(limit)}")
     if problems:
         return Gate(SENDER_REPUTATION, False, f"last completed campaign {last.campaign}: " + ", ".join(problems))
     return Gate(SENDER_REPUTATION, True, f"last completed campaign {last.campaign} within the limits")
+
+
+def _percent(rate: float) -> str:
+    """``0.02`` -> ``2.0%``, ``0.001`` -> ``0.1%``, ``0.0005`` -> ``0.05%`` (never rounded to a different limit)."""
+    shown = f"{rate:.1%}"
+    return shown if abs(float(shown[:-1]) / 100 - rate) < 1e-12 else f"{rate * 100:.6g}%"
 
 
 def apply_overrides(gates: Sequence[Gate], overrides: Sequence[str]) -> list[Gate]:

@@ -382,11 +382,13 @@ def sample_contacts(conn: sa.Connection, tenant_id: str, name: str, limit: int) 
 
 
 def last_completed(conn: sa.Connection, tenant_id: str, exclude: str) -> LastCampaign | None:
+    """The tenant's last completed campaign (other than ``exclude``) with the hard bounces and
+    complaints its stats counted (``feedback.stats_refresh`` keeps them current)."""
     row = conn.execute(
         sa.text(
             """SELECT c.campaign, c.hard_bounces, c.complaints,
                       (SELECT count(*) FROM campaign_sends s WHERE s.tenant_id = c.tenant_id AND s.campaign = c.campaign
-                       AND s.state IN ('sent', 'handed_off')) AS delivered
+                       AND s.state IN ('sent', 'handed_off')) AS sent
                FROM campaigns c WHERE c.tenant_id = :t AND c.campaign <> :c AND c.state = 'completed'
                ORDER BY c.completed_at DESC NULLS LAST LIMIT 1"""
         ),
@@ -394,7 +396,7 @@ def last_completed(conn: sa.Connection, tenant_id: str, exclude: str) -> LastCam
     ).first()
     if row is None:
         return None
-    return LastCampaign(campaign_key(tenant_id, row.campaign), int(row.delivered), row.hard_bounces, row.complaints)
+    return LastCampaign(campaign_key(tenant_id, row.campaign), int(row.sent), row.hard_bounces, row.complaints)
 
 
 def suppress(conn: sa.Connection, tenant_id: str, email_key: str, reason: str, detail: str | None) -> bool:

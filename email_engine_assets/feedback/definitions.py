@@ -2,17 +2,19 @@
 
 import dagster as dg
 
+from email_engine_assets.feedback.alert_sensors import alert_on_run_failure
 from email_engine_assets.feedback.assets import delivery_events, suppressions
 from email_engine_assets.feedback.mailwizz_assets import mailwizz_feedback
 from email_engine_assets.feedback.schedules import (
     mailwizz_feedback_job,
     mailwizz_feedback_schedule,
 )
+from email_engine_assets.feedback.stats_assets import campaign_stats
 from email_engine_assets.feedback.webhook_sensor import webhook_inbox_sensor
 
 defs = dg.Definitions(
-    assets=[delivery_events, suppressions, mailwizz_feedback],
+    assets=[delivery_events, suppressions, mailwizz_feedback, campaign_stats],
     jobs=[mailwizz_feedback_job],
     schedules=[mailwizz_feedback_schedule],
-    sensors=[webhook_inbox_sensor],
+    sensors=[webhook_inbox_sensor, alert_on_run_failure],
 )

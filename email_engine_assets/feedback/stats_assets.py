@@ -1,0 +1,69 @@
+"""campaign_stats[campaign]: what each campaign's messages did, kept current while feedback arrives.
+
+Materialized after each send of the campaign (eager on ``campaign_sends``) and every hour for every
+campaign that has sent (bounces, complaints, opens and clicks keep coming for days). Each run first
+applies the tenant's pending feedback, then counts (:mod:`.stats_refresh`).
+"""
+
+import dagster as dg
+
+from email_engine_assets.campaigns.assets import campaign_partitions, campaign_sends
+from email_engine_assets.campaigns.files import split_key
+from email_engine_assets.feedback.stats import COUNT_KEYS, RATE_KEYS
+from email_engine_assets.feedback.stats_refresh import (
+    apply_pending_feedback,
+    refresh_stats,
+)
+from email_engine_assets.tenancy.config import load_tenants
+from email_engine_assets.tenancy.partitions import fail_if_broken
+from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.workspace import WorkspaceResource
+
+STATS_REFRESH_CRON = "0 * * * *"
+
+after_each_send = dg.AutomationCondition.eager()
+hourly_while_feedback_arrives = (
+    dg.AutomationCondition.cron_tick_passed(STATS_REFRESH_CRON, cron_timezone="UTC")
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("hourly, once the campaign has sent")
+STATS_AUTOMATION = after_each_send | hourly_while_feedback_arrives
+
+
+@dg.asset(
+    partitions_def=campaign_partitions,
+    group_name="feedback",
+    kinds={"postgres"},
+    deps=[campaign_sends],
+    automation_condition=STATS_AUTOMATION,
+    description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked, unsubscribed, "
+                "with rates, per language and template; MailWizz's own figures merged for campaigns sent there.",
+)
+def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+    try:
+        tenant_id, name = split_key(context.partition_key)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    root = workspace.root()
+    ws = load_tenants(root, [tenant_id])
+    fail_if_broken(ws, tenant_id)
+    tenant = ws.tenants.get(tenant_id)
+    if tenant is None:
+        raise dg.Failure(description=f"tenant {tenant_id!r} has no tenants/{tenant_id}.yaml in {root}")
+    engine = db.engine()
+    applied = apply_pending_feedback(engine, root, tenant)
+    try:
+        stats, notes = refresh_stats(engine, root, tenant, name)
+    except LookupError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    for note in notes:
+        context.log.warning(note)
+    metadata: dict = {k: stats[k] for k in COUNT_KEYS}
+    metadata.update({k: float(stats[k]) for k in RATE_KEYS if stats[k] is not None})
+    metadata.update({
+        "rates_over": stats["rates_over"],
+        "by_language": dg.MetadataValue.json(stats["by_language"]),
+        "by_template": dg.MetadataValue.json(stats["by_template"]),
+        "feedback_applied": dg.MetadataValue.json(applied),
+    })
+    return dg.MaterializeResult(metadata=metadata)

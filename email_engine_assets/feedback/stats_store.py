@@ -1,0 +1,141 @@
+"""SQL of campaign stats: counts over the send ledger and its delivery events, and the stored stats.
+
+One statement per campaign counts everything (``campaign_sends`` joined to its events by ledger
+row, grouped by the template each row got); the campaign's events that matched no row are counted
+by a second one. The stats object itself is built by :mod:`email_engine_assets.feedback.stats`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from email_engine_assets.feedback.stats import COUNT_KEYS, TemplateCounts
+
+# Per ledger row: which events it has (and how many opens / clicks); then per template.
+_BY_TEMPLATE = """
+WITH per_row AS (
+    SELECT e.send_row_id,
+           bool_or(e.event_type = 'delivered') AS delivered,
+           bool_or(e.event_type = 'deferred') AS deferred,
+           bool_or(e.event_type = 'bounced' AND e.bounce_class = 'hard') AS bounced_hard,
+           bool_or(e.event_type = 'bounced' AND e.bounce_class = 'soft') AS bounced_soft,
+           bool_or(e.event_type = 'bounced' AND e.bounce_class = 'reputation') AS bounced_reputation,
+           bool_or(e.event_type = 'complained') AS complained,
+           bool_or(e.event_type = 'unsubscribed') AS unsubscribed,
+           count(*) FILTER (WHERE e.event_type = 'opened') AS opens,
+           count(*) FILTER (WHERE e.event_type = 'clicked') AS clicks
+    FROM delivery_events e
+    WHERE e.tenant_id = :t AND e.campaign = :c AND e.send_row_id IS NOT NULL
+    GROUP BY e.send_row_id
+)
+SELECT s.template,
+       array_remove(array_agg(DISTINCT s.rule), NULL) AS rules,
+       count(*) FILTER (WHERE s.state IN ('sent', 'handed_off')) AS sent,
+       count(*) FILTER (WHERE p.delivered) AS delivered,
+       count(*) FILTER (WHERE p.deferred) AS deferred,
+       count(*) FILTER (WHERE p.bounced_hard) AS bounced_hard,
+       count(*) FILTER (WHERE p.bounced_soft) AS bounced_soft,
+       count(*) FILTER (WHERE p.bounced_reputation) AS bounced_reputation,
+       count(*) FILTER (WHERE p.complained) AS complained,
+       coalesce(sum(p.opens), 0) AS opened,
+       count(*) FILTER (WHERE p.opens > 0) AS unique_opened,
+       coalesce(sum(p.clicks), 0) AS clicked,
+       count(*) FILTER (WHERE p.clicks > 0) AS unique_clicked,
+       count(*) FILTER (WHERE p.unsubscribed) AS unsubscribed
+FROM campaign_sends s
+LEFT JOIN per_row p ON p.send_row_id = s.row_id
+WHERE s.tenant_id = :t AND s.campaign = :c
+GROUP BY s.template
+ORDER BY s.template NULLS FIRST
+"""
+
+_UNMATCHED = """
+SELECT CASE WHEN event_type = 'bounced' THEN 'bounced_' || bounce_class ELSE event_type END AS key, count(*) AS n
+FROM delivery_events
+WHERE tenant_id = :t AND campaign = :c AND send_row_id IS NULL
+GROUP BY 1
+"""
+
+
+def campaign_info(conn: sa.Connection, tenant_id: str, name: str) -> dict | None:
+    """The campaign's ``state``, ``transport`` and ``completed_at``; None when there is no such campaign."""
+    row = conn.execute(
+        sa.text("SELECT state, transport, completed_at FROM campaigns WHERE tenant_id = :t AND campaign = :c"),
+        {"t": tenant_id, "c": name},
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def local_counts(conn: sa.Connection, tenant_id: str, name: str) -> tuple[dict[str, int], list[TemplateCounts]]:
+    """(the campaign's totals, the counts per template) from the ledger and the delivery events.
+
+    The totals add the events of the campaign that matched no ledger row (``opened`` / ``clicked``
+    and the per-message counts alike; never the unique counts, which count ledger rows).
+    """
+    templates = []
+    totals = dict.fromkeys(COUNT_KEYS, 0)
+    for r in conn.execute(sa.text(_BY_TEMPLATE), {"t": tenant_id, "c": name}).mappings():
+        counts = {k: int(r[k]) for k in COUNT_KEYS}
+        templates.append(TemplateCounts(r["template"], counts, tuple(r["rules"] or ())))
+        for k in COUNT_KEYS:
+            totals[k] += counts[k]
+    for key, n in conn.execute(sa.text(_UNMATCHED), {"t": tenant_id, "c": name}).all():
+        if key in totals:
+            totals[key] += int(n)
+    return totals, templates
+
+
+def stored_mailwizz(conn: sa.Connection, tenant_id: str, name: str) -> tuple[dict | None, datetime | None]:
+    """MailWizz's figures per template as last fetched for the campaign, and when (None: never)."""
+    row = conn.execute(
+        sa.text("SELECT mailwizz, mailwizz_fetched_at FROM campaign_stats WHERE tenant_id = :t AND campaign = :c"),
+        {"t": tenant_id, "c": name},
+    ).first()
+    return (row.mailwizz, row.mailwizz_fetched_at) if row else (None, None)
+
+
+def stored_stats(conn: sa.Connection, tenant_id: str, name: str) -> dict | None:
+    return conn.execute(
+        sa.text("SELECT stats FROM campaign_stats WHERE tenant_id = :t AND campaign = :c"), {"t": tenant_id, "c": name}
+    ).scalar()
+
+
+def save_stats(conn: sa.Connection, tenant_id: str, name: str, stats: dict, mailwizz: dict | None,
+               mailwizz_fetched_at: datetime | None) -> None:
+    """Replace the campaign's stored stats, and set ``campaigns.hard_bounces`` / ``complaints`` from them.
+
+    Those two columns never go down: a count an earlier computation made with figures this one
+    lacks (MailWizz unreachable and never fetched, an operator's correction) is kept.
+    """
+    conn.execute(
+        sa.text(
+            """INSERT INTO campaign_stats (tenant_id, campaign, stats, mailwizz, mailwizz_fetched_at, computed_at)
+               VALUES (:t, :c, CAST(:s AS jsonb), CAST(:m AS jsonb), :f, now())
+               ON CONFLICT (tenant_id, campaign) DO UPDATE SET stats = EXCLUDED.stats, mailwizz = EXCLUDED.mailwizz,
+                   mailwizz_fetched_at = EXCLUDED.mailwizz_fetched_at, computed_at = EXCLUDED.computed_at"""
+        ),
+        {"t": tenant_id, "c": name, "s": json.dumps(stats), "m": json.dumps(mailwizz) if mailwizz is not None else None,
+         "f": mailwizz_fetched_at},
+    )
+    conn.execute(
+        sa.text(
+            """UPDATE campaigns SET hard_bounces = greatest(coalesce(hard_bounces, 0), :h),
+                   complaints = greatest(coalesce(complaints, 0), :x)
+               WHERE tenant_id = :t AND campaign = :c"""
+        ),
+        {"t": tenant_id, "c": name, "h": int(stats["bounced_hard"]), "x": int(stats["complained"])},
+    )
+
+
+def last_completed_campaign(conn: sa.Connection, tenant_id: str, exclude: str) -> str | None:
+    """The name of the tenant's most recently completed campaign other than ``exclude``."""
+    return conn.execute(
+        sa.text(
+            """SELECT campaign FROM campaigns WHERE tenant_id = :t AND campaign <> :c AND state = 'completed'
+               ORDER BY completed_at DESC NULLS LAST LIMIT 1"""
+        ),
+        {"t": tenant_id, "c": exclude},
+    ).scalar()
