@@ -278,6 +278,30 @@ def test_a_later_import_rejects_the_erased_address_without_its_raw_text(engine, 
     assert _import(engine, people["other"], "crm", tmp_path / "o2.csv")["merged"] == 1
 
 
+def test_late_feedback_counts_but_brings_the_address_back_nowhere(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    at = datetime(2026, 11, 21, tzinfo=UTC)
+    with engine.begin() as conn:
+        recorded = record_events(conn, "acme", events_frame([
+            FeedbackEvent("bounced", "powermta", at, "b-ann", bounce_class="hard", campaign="spring", email=ANN,
+                          detail="550 5.1.1 <Ann@Example.com>: no such user"),
+            FeedbackEvent("unsubscribed", "mailwizz", at, "u-ann", email=ANN, url="https://acme.example/u?e=ann@example.com"),
+            FeedbackEvent("bounced", "powermta", at, "b-bob", bounce_class="hard", campaign="spring", email="bob@example.com",
+                          detail="550 <bob@example.com> gone"),
+        ]))
+        assert recorded["inserted"] == 3
+        assert campaigns_store.suppress(conn, "acme", "bob@example.com", "bounced", None)
+        campaigns_store.suppress(conn, "acme", ANN, "bounced", "late bounce")
+    with engine.connect() as conn:
+        assert _text_hits(conn, ANN, "other") == []
+        late = conn.execute(sa.text("SELECT dedupe_key, email, detail FROM delivery_events WHERE occurred_at = :at ORDER BY dedupe_key"),
+                            {"at": at}).all()
+        assert late == [("b-ann", None, "[erased]"), ("b-bob", "bob@example.com", "550 <bob@example.com> gone"), ("u-ann", None, None)]
+        assert conn.execute(sa.text("SELECT email FROM suppressions WHERE tenant_id = 'acme'")).scalars().all() == ["bob@example.com"]
+
+
 def test_mailwizz_down_the_database_is_erased_and_forget_again_finishes(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
     url, mw_state = mailwizz
     seed(engine, workspace, tmp_path, url)

@@ -19,3 +19,46 @@ CREATE TABLE erased_addresses (
     erased_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, email_hash)
 );
+
+-- Feedback about an erased person can still arrive (a late bounce, a click, an unsubscribe): it
+-- counts, but it brings the address back in no row. After each statement that adds events, those
+-- of an erased address lose it (email NULL; a detail or url that holds it is replaced), and a
+-- suppression of an erased address is dropped: the address can never be imported again, so there
+-- is nobody to suppress. Statement-level, and skipped at once while nobody was ever erased.
+CREATE FUNCTION erased_key(tenant text, address text) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    RETURN address IS NOT NULL AND EXISTS (
+        SELECT 1 FROM erased_addresses e JOIN erasure_salts k USING (tenant_id)
+        WHERE e.tenant_id = tenant AND e.email_hash = sha256(k.salt || convert_to(address, 'UTF8')));
+
+CREATE FUNCTION forget_erased_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM erased_addresses) THEN
+        RETURN NULL;
+    END IF;
+    UPDATE delivery_events d SET email = NULL,
+        detail = CASE WHEN strpos(lower(d.detail), n.email) > 0 THEN '[erased]' ELSE d.detail END,
+        url = CASE WHEN strpos(lower(d.url), n.email) > 0 THEN '[erased]' ELSE d.url END
+    FROM new_events n
+    WHERE d.event_id = n.event_id AND n.tenant_id IN (SELECT tenant_id FROM erasure_salts) AND erased_key(n.tenant_id, n.email);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER delivery_events_forget_erased
+    AFTER INSERT ON delivery_events REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION forget_erased_events();
+
+CREATE FUNCTION forget_erased_suppressions() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM erased_addresses) THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM suppressions s USING new_suppressions n
+    WHERE s.tenant_id = n.tenant_id AND s.email = n.email
+      AND n.tenant_id IN (SELECT tenant_id FROM erasure_salts) AND erased_key(n.tenant_id, n.email);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER suppressions_forget_erased
+    AFTER INSERT ON suppressions REFERENCING NEW TABLE AS new_suppressions
+    FOR EACH STATEMENT EXECUTE FUNCTION forget_erased_suppressions();
