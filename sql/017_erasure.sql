@@ -25,12 +25,8 @@ CREATE TABLE erased_addresses (
 -- of an erased address lose it (email NULL; a detail or url that holds it is replaced), and a
 -- suppression of an erased address is dropped: the address can never be imported again, so there
 -- is nobody to suppress. Statement-level, and skipped at once while nobody was ever erased.
-CREATE FUNCTION erased_key(tenant text, address text) RETURNS boolean
-    LANGUAGE sql STABLE PARALLEL SAFE
-    RETURN address IS NOT NULL AND EXISTS (
-        SELECT 1 FROM erased_addresses e JOIN erasure_salts k USING (tenant_id)
-        WHERE e.tenant_id = tenant AND e.email_hash = sha256(k.salt || convert_to(address, 'UTF8')));
-
+-- Each new row is hashed once and probed in the primary key of erased_addresses (OFFSET 0 keeps the
+-- EXISTS a per-row probe, never a join that would hash every (row, erased address) pair).
 CREATE FUNCTION forget_erased_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM erased_addresses) THEN
@@ -39,8 +35,11 @@ BEGIN
     UPDATE delivery_events d SET email = NULL,
         detail = CASE WHEN strpos(lower(d.detail), n.email) > 0 THEN '[erased]' ELSE d.detail END,
         url = CASE WHEN strpos(lower(d.url), n.email) > 0 THEN '[erased]' ELSE d.url END
-    FROM new_events n
-    WHERE d.event_id = n.event_id AND n.tenant_id IN (SELECT tenant_id FROM erasure_salts) AND erased_key(n.tenant_id, n.email);
+    FROM new_events n JOIN erasure_salts k ON k.tenant_id = n.tenant_id
+    WHERE d.event_id = n.event_id AND n.email IS NOT NULL AND EXISTS (
+        SELECT 1 FROM erased_addresses e
+        WHERE e.tenant_id = n.tenant_id AND e.email_hash = sha256(k.salt || convert_to(n.email, 'UTF8'))
+        OFFSET 0);
     RETURN NULL;
 END
 $$;
@@ -53,9 +52,11 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM erased_addresses) THEN
         RETURN NULL;
     END IF;
-    DELETE FROM suppressions s USING new_suppressions n
-    WHERE s.tenant_id = n.tenant_id AND s.email = n.email
-      AND n.tenant_id IN (SELECT tenant_id FROM erasure_salts) AND erased_key(n.tenant_id, n.email);
+    DELETE FROM suppressions s USING new_suppressions n JOIN erasure_salts k ON k.tenant_id = n.tenant_id
+    WHERE s.tenant_id = n.tenant_id AND s.email = n.email AND EXISTS (
+        SELECT 1 FROM erased_addresses e
+        WHERE e.tenant_id = n.tenant_id AND e.email_hash = sha256(k.salt || convert_to(n.email, 'UTF8'))
+        OFFSET 0);
     RETURN NULL;
 END
 $$;
