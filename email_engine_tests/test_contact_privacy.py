@@ -324,13 +324,14 @@ def test_mailwizz_down_the_database_is_erased_and_forget_again_finishes(engine, 
 
 
 def test_every_table_naming_a_person_is_handled_by_forget(engine):
-    """A new table with an email-like column or a contact_id must say what forget does to it (erasure.ERASED_TABLES)."""
+    """A new table with an email-like column, a contact_id or raw input text (a raw line, a payload, a body) must say
+    what forget does to it (erasure.ERASED_TABLES)."""
     with engine.connect() as conn:
         tables = set(conn.execute(sa.text(
             """SELECT DISTINCT c.table_name FROM information_schema.columns c
                JOIN information_schema.tables t USING (table_schema, table_name)
                WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
-                 AND (c.column_name LIKE '%email%' OR c.column_name = 'contact_id' OR c.column_name LIKE '%recipient%')""")).scalars())
+                 AND (c.column_name ~ '(email|recipient|raw|payload|body)' OR c.column_name = 'contact_id')""")).scalars())
         existing = set(conn.execute(sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")).scalars())
     assert tables - set(ERASED_TABLES) == set(), "tables holding a person that `contact forget` does not handle"
     assert set(ERASED_TABLES) - existing == set(), "ERASED_TABLES names a table that does not exist"

@@ -1,7 +1,8 @@
 """What forgetting a person means, table by table, and the salted hash that outlives them.
 
 :data:`ERASED_TABLES` is the whole list: every application table with a column that names a
-person (an ``email``-like column or ``contact_id``) is in it with what ``forget`` does to its rows
+person (an ``email``-like column, ``contact_id``, or raw input text: a raw line, a payload, a
+body) is in it with what ``forget`` does to its rows
 (``email_engine_tests/test_contact_privacy.py`` reads the catalog and fails on a table missing
 here, so a new table is not forgotten). Tables that keep counts (the send ledger, events, import
 files) keep their rows without the person: a count never changes because someone was erased.
