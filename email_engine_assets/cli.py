@@ -279,8 +279,8 @@ def cmd_contact(args) -> int:
         print(f"erased from tenant {args.tenant} (rows per table):")
         for key in REPORT_KEYS:
             print(f"{key:>22}: {outcome.erased.get(key, 0)}")
-        for name, deleted in outcome.mailwizz.items():
-            print(f"{'mailwizz ' + name:>22}: {deleted} subscriber(s) deleted")
+        for name, (deleted, dropped) in outcome.mailwizz.items():
+            print(f"{'mailwizz ' + name:>22}: {deleted} subscriber(s) deleted, {dropped} sync row(s) dropped")
         for left in outcome.left:
             print(f"LEFT {terminal_safe(left)}", file=sys.stderr)
         return 0 if outcome.ok else 1

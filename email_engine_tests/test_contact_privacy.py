@@ -235,7 +235,7 @@ def test_forget_leaves_the_address_in_no_table_and_every_count_survives(engine, 
     counts = dict(line.strip().split(": ", 1) for line in captured.out.splitlines()[1:])
     assert counts["contacts"] == "1" and counts["campaign_sends"] == "2" and counts["delivery_events"] == "2"
     assert counts["staged_rows"] == "3" and counts["rejected_rows"] == "1" and counts["suppressions"] == "1"
-    assert counts["mailwizz mw"] == "2 subscriber(s) deleted"
+    assert counts["mailwizz mw"] == "2 subscriber(s) deleted, 1 sync row(s) dropped" and counts["mailwizz_subscribers"] == "1"
 
     with engine.connect() as conn:
         assert _text_hits(conn, ANN, "other") == []
@@ -326,7 +326,7 @@ def test_mailwizz_down_the_database_is_erased_and_forget_again_finishes(engine, 
     assert sum(s["EMAIL"] == ANN for lst in mw_state.lists.values() for s in lst["subscribers"].values()) == 2
     mw_state.fail_next(0)
     assert cli.main(["contact", "forget", "acme", ANN]) == 0
-    assert "2 subscriber(s) deleted" in capsys.readouterr().out
+    assert "mailwizz mw: 2 subscriber(s) deleted, 1 sync row(s) dropped" in capsys.readouterr().out
     assert sum(s["EMAIL"] == ANN for lst in mw_state.lists.values() for s in lst["subscribers"].values()) == 0
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM mailwizz_subscribers")).scalar_one() == 0

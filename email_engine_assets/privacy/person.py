@@ -31,7 +31,7 @@ class PersonRefused(Exception):
 @dataclass
 class ForgetOutcome:
     erased: dict[str, int]  # rows touched per table
-    mailwizz: dict[str, int] = field(default_factory=dict)  # transport -> subscribers deleted now
+    mailwizz: dict[str, tuple[int, int]] = field(default_factory=dict)  # transport -> (subscribers deleted, sync rows dropped)
     left: list[str] = field(default_factory=list)  # what is not done yet, one line per part
 
     @property
@@ -72,7 +72,7 @@ def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
     for transport in mailwizz_transports(tenant):
         try:
             with mailwizz_instance(transport, **tuning) as mw:
-                outcome.mailwizz[transport.name] = mw.delete_everywhere(key)
+                deleted = mw.delete_everywhere(key)
         except (MailwizzError, LookupError) as exc:
             with engine.connect() as conn:
                 kept = store.mailwizz_rows(conn, tenant_id, transport.name, key)
@@ -80,5 +80,5 @@ def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
                                 f"{kept} sync row(s) kept until they are; run forget again")
             continue
         with engine.begin() as conn:
-            outcome.erased["mailwizz_subscribers"] += store.drop_mailwizz_rows(conn, tenant_id, transport.name, key)
+            outcome.mailwizz[transport.name] = (deleted, store.drop_mailwizz_rows(conn, tenant_id, transport.name, key))
     return outcome
