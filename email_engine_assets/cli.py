@@ -300,6 +300,37 @@ def cmd_webhooks(args) -> int:
     # No access log: MailWizz may send its token as ?token=, and a URL in a log is a leaked secret.
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info",
                 proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips, lifespan="off")
+
+
+def cmd_contact(args) -> int:
+    """``contact explain|export|forget <tenant> <email>``; forget exits 1 while a part is left to do."""
+    from email_engine_assets.privacy import person
+    from email_engine_assets.privacy.dossier import dossier_json, explain_lines
+    from email_engine_assets.privacy.erasure import REPORT_KEYS
+
+    _prepare(args.workspace)
+    try:
+        if args.action == "forget":
+            outcome = person.forget(args.tenant, args.email)
+        else:
+            shown = person.dossier(args.tenant, args.email)
+    except person.PersonRefused as exc:
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
+        return 2
+    if args.action == "export":
+        print(dossier_json(shown))
+    elif args.action == "explain":
+        for line in explain_lines(shown):
+            print(terminal_safe(line))
+    else:
+        print(f"erased from tenant {args.tenant} (rows per table):")
+        for key in REPORT_KEYS:
+            print(f"{key:>22}: {outcome.erased.get(key, 0)}")
+        for name, (deleted, dropped) in outcome.mailwizz.items():
+            print(f"{'mailwizz ' + name:>22}: {deleted} subscriber(s) deleted, {dropped} sync row(s) dropped")
+        for left in outcome.left:
+            print(f"LEFT {terminal_safe(left)}", file=sys.stderr)
+        return 0 if outcome.ok else 1
     return 0
 
 
@@ -362,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="the reverse proxies whose forwarded headers count")
     serve.set_defaults(func=cmd_webhooks)
+    p = add("contact", cmd_contact, "one person: explain where their data came from, export it as JSON, or forget them")
+    p.add_argument("action", choices=["explain", "export", "forget"])
+    p.add_argument("tenant")
+    p.add_argument("email")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply pending schema migrations")

@@ -243,6 +243,38 @@ class MailwizzInstance:
             if exc.status != 404:
                 raise
 
+    # -- erasure (contact forget) ----------------------------------------------------------------
+
+    def subscribers_everywhere(self, email: str) -> list[tuple[str, str]]:
+        """(list_uid, subscriber_uid) of ``email`` in every list of the instance (none: ``[]``).
+
+        ``GET lists/subscribers/search-by-email-in-all-lists?EMAIL=``; a record names its list as
+        ``list.list_uid`` (or ``list_uid``). A record without both uids is an answer we cannot act
+        on: :class:`MailwizzError`, so that the erasure is reported unfinished rather than done.
+        """
+        found = []
+        try:
+            for record in self.client.pages("lists/subscribers/search-by-email-in-all-lists", {"EMAIL": email}):
+                listed = record.get("list") if isinstance(record.get("list"), dict) else {}
+                list_uid, subscriber_uid = listed.get("list_uid") or record.get("list_uid"), record.get("subscriber_uid")
+                if not list_uid or not subscriber_uid:
+                    raise MailwizzError(200, "GET lists/subscribers/search-by-email-in-all-lists: a record lacks its list or subscriber uid")
+                found.append((str(list_uid), str(subscriber_uid)))
+        except MailwizzError as exc:
+            if exc.status != 404:
+                raise
+        return sorted(set(found))
+
+    def delete_everywhere(self, email: str) -> int:
+        """Delete ``email``'s subscriber from every list (``DELETE lists/{list}/subscribers/{suid}``); how many.
+
+        Idempotent: a subscriber already gone (404) counts as done, and a second call finds nothing.
+        """
+        found = self.subscribers_everywhere(email)
+        for list_uid, subscriber_uid in found:
+            self.remove(list_uid, subscriber_uid)
+        return len(found)
+
     # -- campaigns -----------------------------------------------------------------------------
 
     def find_campaign(self, name: str) -> str | None:

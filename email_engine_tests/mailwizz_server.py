@@ -343,6 +343,21 @@ def build_app(state: MailwizzState) -> Starlette:
             return _error(404, "The subscriber does not exist in this list.")
         return _ok({})
 
+    # -- erasure: the subscribers of an address in every list (contact forget) -- begin --------
+    def search_in_all_lists(request, form):
+        email = request.query_params.get("EMAIL", "").lower()
+        if not email:
+            return _error(422, {"EMAIL": "Please provide the subscriber email address."})
+        records = [
+            {"subscriber_uid": s["subscriber_uid"], "email": s["EMAIL"], "status": s["status"],
+             "list": {"list_uid": uid, "name": lst["name"], "display_name": lst["name"]}, "date_added": "2026-01-01 00:00:00"}
+            for uid, lst in state.lists.items() for s in lst["subscribers"].values() if s["EMAIL"].lower() == email
+        ]
+        if not records:
+            return _error(404, "The subscriber does not exist.")
+        return _page(request, records)
+    # -- erasure -- end ------------------------------------------------------------------------
+
     def campaigns_index(request, form):
         return _page(request, [{"campaign_uid": uid, "name": c["name"], "status": c["status"]} for uid, c in state.campaigns.items()])
 
@@ -443,6 +458,7 @@ def build_app(state: MailwizzState) -> Starlette:
     routes = feedback_routes + [
         Route("/api/lists", endpoint(lists_index), methods=["GET"]),
         Route("/api/lists", endpoint(lists_create), methods=["POST"]),
+        Route("/api/lists/subscribers/search-by-email-in-all-lists", endpoint(search_in_all_lists), methods=["GET"]),  # erasure
         Route("/api/lists/{list_uid}/fields", endpoint(fields_index), methods=["GET"]),
         Route("/api/lists/{list_uid}/fields", endpoint(fields_create), methods=["POST"]),
         Route("/api/lists/{list_uid}/subscribers", endpoint(subscribers_index), methods=["GET"]),

@@ -87,3 +87,9 @@ def test_the_ledger_skip_states_are_built_from_the_composer_reasons():
     assert ledger.SKIP_REASONS == ("suppressed", *COMPOSE_SKIP_REASONS, "cancelled")
     assert ledger.SKIPPED_STATES == tuple(f"skipped_{r}" for r in ledger.SKIP_REASONS)
     assert set(ledger.SKIPPED_STATES) <= set(SEND_STATES)
+
+
+def test_an_erased_address_has_one_word_for_rejects_and_suppressions():
+    from email_engine_assets.contacts.normalise import REASON_ERASED
+
+    assert REASON_ERASED == "erased" and REASON_ERASED in SUPPRESSION_REASONS

@@ -22,6 +22,8 @@ MAX_RAW_TEXT = 1000
 
 REASON_NO_ADDRESS = "no email address"
 REASON_BAD_ADDRESS = "invalid email address"
+# The address was erased (`contact forget`): the row is kept without its raw text (contacts.store.finish_file).
+REASON_ERASED = "erased"
 
 
 @dataclass(frozen=True)

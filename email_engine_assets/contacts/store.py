@@ -10,6 +10,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from email_engine_assets.contacts.normalise import (
+    REASON_ERASED,
     REJECT_COLUMNS,
     STAGED_COLUMNS,
     NormalisedChunk,
@@ -252,6 +253,39 @@ _FINISH_SMALL_FILE = """
 """
 
 
+# Erased addresses (sql/017_erasure.sql): a staged row whose key hashes, with the tenant's salt, to an
+# erased one becomes a rejected row 'erased' that keeps no raw text. Only tenants that erased
+# someone run it (:data:`_HAS_ERASURES`, one index probe, is all the others pay). Each row is hashed
+# once and probed in the primary key of erased_addresses: OFFSET 0 keeps the EXISTS a per-row probe
+# (pulled up into a join, the planner, blind to the size of a file being staged, may hash every
+# (row, erased address) pair).
+_HAS_ERASURES = "SELECT EXISTS (SELECT 1 FROM erased_addresses WHERE tenant_id = :t)"
+_REJECT_ERASED = f"""
+    WITH erased AS (
+        DELETE FROM staged_rows s
+        WHERE s.file_id = :f AND EXISTS (
+            SELECT 1 FROM erased_addresses e
+            WHERE e.tenant_id = :t
+              AND e.email_hash = sha256((SELECT salt FROM erasure_salts WHERE tenant_id = :t) || convert_to(s.email, 'UTF8'))
+            OFFSET 0)
+        RETURNING s.line_no
+    )
+    INSERT INTO rejected_rows (tenant_id, file_id, line_no, raw_text, reason)
+    SELECT :t, :f, line_no, '', '{REASON_ERASED}' FROM erased
+"""
+
+
+def reject_erased(conn: sa.Connection, tenant_id: str, file_id: int) -> int:
+    """Turn the file's staged rows of erased addresses into rejected rows 'erased'; returns how many."""
+    if not conn.execute(sa.text(_HAS_ERASURES), {"t": tenant_id}).scalar_one():
+        return 0
+    # The per-row probes make the estimate large enough for JIT, whose compilation costs more than the probes.
+    jit = conn.execute(sa.text("SELECT current_setting('jit'), set_config('jit', 'off', true)")).scalar_one()
+    rejected = conn.execute(sa.text(_REJECT_ERASED), {"t": tenant_id, "f": file_id}).rowcount
+    conn.execute(sa.text("SELECT set_config('jit', :j, true)"), {"j": jit})
+    return rejected
+
+
 def finish_file(
     conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None, staged: int | None = None
 ) -> dict[str, int]:
@@ -259,10 +293,13 @@ def finish_file(
 
     The first row of an address in the file is kept, later ones are duplicates. ``new`` = the
     tenant never saw the address (not in contacts, not staged by an earlier file still waiting to
-    be merged); ``merged`` = it did. ``staged``: the rows staged for the file, when the caller
-    knows; up to :data:`SMALL_FILE_ROWS` one statement does it all. Called under :func:`tenant_lock`.
+    be merged); ``merged`` = it did. Rows of erased addresses are rejected first
+    (:func:`reject_erased`). ``staged``: the rows staged for the file, when the caller knows; up to
+    :data:`SMALL_FILE_ROWS` one statement does it all. Called under :func:`tenant_lock`.
     """
     params = {"t": tenant_id, "f": file_id, "fmt": fmt, "enc": encoding, "dl": delimiter}
+    erased = reject_erased(conn, tenant_id, file_id)
+    staged = None if staged is None else staged - erased
     if staged is not None and staged <= SMALL_FILE_ROWS:
         row = conn.execute(sa.text(_FINISH_SMALL_FILE), params).one()
         return {k: int(getattr(row, k)) for k in COUNT_COLUMNS}

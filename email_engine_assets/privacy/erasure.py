@@ -1,0 +1,59 @@
+"""What forgetting a person means, table by table, and the salted hash that outlives them.
+
+:data:`ERASED_TABLES` is the whole list: every application table with a column that names a
+person (an ``email``-like column, ``contact_id``, or raw input text: a raw line, a payload, a
+body) is in it with what ``forget`` does to its rows
+(``email_engine_tests/test_contact_privacy.py`` reads the catalog and fails on a table missing
+here, so a new table is not forgotten). Tables that keep counts (the send ledger, events, import
+files) keep their rows without the person: a count never changes because someone was erased.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# table -> what `forget` does to the person's rows
+ERASED_TABLES: dict[str, str] = {
+    "contacts": "deleted",
+    "email_validations": "deleted (with the contact)",
+    "contact_enrichment": "deleted (with the contact)",
+    "tag_assignments": "deleted (with the contact)",
+    "segment_profiles": "deleted (with the contact)",
+    "segment_members": "deleted (with the contact); the snapshot's counts stay",
+    "staged_rows": "turned into rejected rows 'erased' without raw text (the file's counts still add up)",
+    "rejected_rows": "raw text holding the address emptied (row, line and reason kept)",
+    "campaign_sends": "email replaced by 'erased:<row id>', contact NULL, address removed from detail; queued rows skipped",
+    "delivery_events": "email and contact NULL, address removed from detail and url (the event still counts)",
+    "suppressions": "deleted: the erasure record (salted hash) takes its place",
+    "mailwizz_subscribers": "contact NULL at once; deleted once MailWizz has deleted the subscriber",
+    "mailwizz_suppression_pushes": "deleted with the address's suppression (cascade)",
+    "webhook_inbox": "body emptied where it holds the address (pending rows of the tenant are applied first)",
+    "erased_addresses": "the salted hash of the address key is added",
+}
+
+# Counted in the report of `forget`, in this order.
+REPORT_KEYS: tuple[str, ...] = (
+    "contacts", "email_validations", "contact_enrichment", "tag_assignments", "segment_profiles", "segment_members",
+    "staged_rows", "rejected_rows", "campaign_sends", "delivery_events", "suppressions", "mailwizz_subscribers",
+    "webhook_inbox",
+)
+
+SALT_BYTES = 32
+REDACTED = "[erased]"
+
+
+def erasure_hash(salt: bytes, email_key: str) -> bytes:
+    """sha256(salt || key in UTF-8): the same bytes as SQL's ``sha256(salt || convert_to(key, 'UTF8'))``."""
+    return hashlib.sha256(salt + email_key.encode("utf-8")).digest()
+
+
+def literal_pattern(text: str) -> str:
+    """A PostgreSQL regular expression (ARE) that matches ``text`` literally: every non-alphanumeric escaped."""
+    return "".join(ch if ch.isalnum() else "\\" + ch for ch in text)
+
+
+def needles(email_key: str, given: str) -> list[str]:
+    """The lowercase forms the address may take in free text: its key, and the form the operator typed."""
+    forms = [email_key.lower(), given.strip().lower()]
+    return [f for f in dict.fromkeys(forms) if f and re.search(r"\S@\S", f)]

@@ -1,0 +1,367 @@
+"""``contact explain|export|forget``: one person's dossier, and an erasure that leaves the address nowhere.
+
+Real PostgreSQL, real imports (``import_file`` + ``merge_staged``), the real feedback recorder and
+a MailWizz stand-in on loopback; rows the other domains would write through Dagster runs (tags,
+verdicts, segments, the ledger) are inserted as those runs leave them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from email_engine_assets import cli
+from email_engine_assets.campaigns import store as campaigns_store
+from email_engine_assets.contacts.importer import import_file
+from email_engine_assets.contacts.merge_store import merge_staged, unbalanced_imports
+from email_engine_assets.contacts.normalise import REASON_ERASED
+from email_engine_assets.contacts.store import register_workspace
+from email_engine_assets.feedback.events import FeedbackEvent, events_frame
+from email_engine_assets.feedback.store import record_events
+from email_engine_assets.privacy.erasure import (
+    ERASED_TABLES,
+    erasure_hash,
+    literal_pattern,
+)
+from email_engine_assets.privacy.store import email_sha256
+from email_engine_assets.tenancy.config import load_tenants
+from email_engine_resources.mailwizz import MailwizzInstance, Subscriber
+from email_engine_resources.migrations import migration_files
+from email_engine_tests.mailwizz_server import MailwizzState, running_mailwizz
+
+KEY_ENV = "ACME_MAILWIZZ_KEY"
+ANN = "ann@example.com"
+CRM = "email,first_name,last_name,tags\nAnn@Example.com,Ann,Lee,vip\nbob@example.com,Bob,,\n"
+EVENTS = ("email,first_name,company,phone\nann@example.com,Anna,Annco,+33 1 23 45 67 89\nann@example.com,Dup,,\n"
+          "ann@example.com@@,Broken,,\ncid@example.com,Cid,,\n")
+
+
+@pytest.fixture
+def mailwizz(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "test-public-key")
+    with running_mailwizz(MailwizzState()) as (url, state):
+        yield url, state
+
+
+@pytest.fixture
+def cli_env(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMAIL_ENGINE_DAGSTER_DATABASE_URL", db_url)  # no Dagster run: never connected to
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+
+def tenant_files(workspace, url: str) -> None:
+    workspace.tenant("acme", f"""\
+id: acme
+name: Acme
+sources:
+  - id: crm
+    priority: 20
+  - id: events
+    priority: 10
+transports:
+  - name: mw
+    kind: mailwizz
+    base_url: {url}
+    api_key: {{env: {KEY_ENV}}}
+    allow_private: true
+    retries: 0
+""", sources=("crm", "events"))
+    workspace.tenant("other")
+
+
+def _import(engine, tenant, source_id: str, path) -> dict:
+    report = import_file(engine, tenant, tenant.source(source_id), path)
+    assert report.status == "imported", report.error
+    with engine.begin() as conn:
+        merge_staged(conn, tenant.id)
+    return report.counts
+
+
+def seed(engine, workspace, tmp_path, url: str) -> dict:
+    """Ann (and Bob, Cid) of tenant acme everywhere a person can be; Ann also in tenant other."""
+    tenant_files(workspace, url)
+    ws = load_tenants(workspace.root, ["acme", "other"])
+    with engine.begin() as conn:
+        register_workspace(conn, ws)
+    acme = ws.tenants["acme"]
+    (tmp_path / "crm.csv").write_text(CRM)
+    (tmp_path / "events.csv").write_text(EVENTS)
+    _import(engine, acme, "crm", tmp_path / "crm.csv")
+    _import(engine, acme, "events", tmp_path / "events.csv")
+    (tmp_path / "o.csv").write_text("email,first_name\nann@example.com,Ann of other\n")
+    _import(engine, ws.tenants["other"], "crm", tmp_path / "o.csv")
+    with engine.begin() as conn:
+        ids = dict(conn.execute(sa.text("SELECT email, contact_id FROM contacts WHERE tenant_id = 'acme'")).all())
+        ann, bob = ids[ANN], ids["bob@example.com"]
+        for sql in (
+            "INSERT INTO tag_assignments (tenant_id, contact_id, tag, provenance) VALUES ('acme', :a, 'vip', 'import:crm'), ('acme', :a, 'fan', 'rule:fans')",
+            "INSERT INTO email_validations (tenant_id, contact_id, email, verdict, syntax_ok, domain_status, smtp_message)"
+            " VALUES ('acme', :a, 'ann@example.com', 'valid', true, 'mx', '250 2.1.5 <ann@example.com> ok')",
+            "INSERT INTO contact_enrichment (tenant_id, contact_id, language, language_rule, country, phone_e164, phone_raw, inputs_sha256)"
+            " VALUES ('acme', :a, 'fr', 'field', 'FR', '+33123456789', '+33 1 23 45 67 89', 'x')",
+            "INSERT INTO segment_profiles (tenant_id, contact_id, email) VALUES ('acme', :a, 'ann@example.com'), ('acme', :b, 'bob@example.com')",
+            "INSERT INTO segment_snapshots (tenant_id, segment, definition_hash, definition, matched, suppressed_excluded, members)"
+            " VALUES ('acme', 'vip', 'h1', '{}', 2, 0, 2)",
+            "INSERT INTO segment_members (tenant_id, segment, contact_id, definition_hash) VALUES ('acme', 'vip', :a, 'h1'), ('acme', 'vip', :b, 'h1')",
+            "INSERT INTO campaigns (tenant_id, campaign, state, segment, category, transport, config_sha256)"
+            " VALUES ('acme', 'spring', 'completed', 'vip', 'news', 'mw', 'x'), ('acme', 'summer', 'running', 'vip', 'news', 'mw', 'x')",
+            "INSERT INTO campaign_sends (tenant_id, campaign, contact_id, email, state, token, template, detail) VALUES"
+            " ('acme', 'spring', :a, 'ann@example.com', 'sent', 'tok-ann', 'welcome', '250 ok for <ANN@example.com>'),"
+            " ('acme', 'spring', :b, 'bob@example.com', 'sent', 'tok-bob', 'welcome', NULL),"
+            " ('acme', 'summer', :a, 'ann@example.com', 'queued', 'tok-ann-2', NULL, NULL)",
+            "INSERT INTO suppressions (tenant_id, email, reason) VALUES ('other', 'ann@example.com', 'manual')",
+        ):
+            conn.execute(sa.text(sql), {"a": ann, "b": bob})
+        campaigns_store.suppress(conn, "acme", ANN, "unsubscribed", "clicked the link in a mail to ann@example.com")
+        at = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+        record_events(conn, "acme", events_frame([
+            FeedbackEvent("delivered", "powermta", at, "d-ann", token="tok-ann", detail="250 2.0.0 ok <ann@example.com>"),
+            FeedbackEvent("clicked", "mailwizz", at, "c-ann", campaign="spring", email=ANN, url="https://acme.example/r?u=ann@example.com"),
+            FeedbackEvent("delivered", "powermta", at, "d-bob", token="tok-bob"),
+        ]))
+    with MailwizzInstance(url, "test-public-key", allow_private=True, retries=0) as mw:
+        lists = {}
+        for name in ("acme-fr", "acme.spring.welcome"):
+            lists[name] = mw.ensure_list(name, from_name="Acme", from_email="news@acme.example", reply_to="")
+            pushed = mw.push_subscribers(lists[name], [Subscriber(ANN, {"FNAME": "Ann"}), Subscriber("bob@example.com", {})])
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("""INSERT INTO mailwizz_subscribers (tenant_id, instance, list_name, email_sha256, contact_id, list_uid,
+                           subscriber_uid, state, row_sha256) VALUES ('acme', 'mw', 'acme-fr', :h, :a, :l, :s, 'subscribed', 'r')"""),
+            {"h": email_sha256(ANN), "a": ann, "l": lists["acme-fr"], "s": pushed[0].subscriber_uid},
+        )
+    return {"ann": ann, "bob": bob, "tenant": acme, "other": ws.tenants["other"]}
+
+
+def _json_out(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_export_and_explain_show_each_field_with_its_file_and_line(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    people = seed(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "export", "acme", "ANN@example.com"]) == 0
+    data = _json_out(capsys)
+    assert data["email"] == ANN and data["erased_at"] is None and data["contact"]["contact_id"] == people["ann"]
+    fields = data["contact"]["fields"]
+    # crm (priority 20) wins first and last name; company and phone come from the events file.
+    assert {f: (v["value"], v["source"], v["file"].rsplit("/", 1)[-1], v["line"]) for f, v in fields.items()} == {
+        "first_name": ("Ann", "crm", "crm.csv", 2), "last_name": ("Lee", "crm", "crm.csv", 2),
+        "company": ("Annco", "events", "events.csv", 2), "phone": ("+33 1 23 45 67 89", "events", "events.csv", 2),
+    }
+    assert [(r["source"], r["line"], r["is_duplicate"]) for r in data["staged_rows"]] == [("crm", 2, False), ("events", 2, False), ("events", 3, True)]
+    assert [(r["line"], r["raw_text"]) for r in data["rejected_rows"]] == [(4, "ann@example.com@@,Broken,,")]
+    assert [(t["tag"], t["provenance"]) for t in data["tags"]] == [("fan", "rule:fans"), ("vip", "import:crm")]
+    assert data["validation"]["verdict"] == "valid" and data["enrichment"]["country"] == "FR"
+    assert [s["segment"] for s in data["segments"]] == ["vip"]
+    assert [(s["campaign"], s["state"]) for s in data["sends"]] == [("spring", "sent"), ("summer", "queued")]
+    assert sorted(e["event_type"] for e in data["events"]) == ["clicked", "delivered"]
+    assert data["events"][0]["occurred_at"] == "2026-11-20T10:00:00+00:00"  # ISO dates
+    assert data["suppression"]["reason"] == "unsubscribed"
+    assert [(m["instance"], m["list_name"], m["state"]) for m in data["mailwizz"]] == [("mw", "acme-fr", "subscribed")]
+    assert list(data) == sorted(data)  # stable keys
+
+    assert cli.main(["contact", "explain", "acme", ANN]) == 0
+    text = capsys.readouterr().out
+    assert "first_name  Ann  <-  crm/crm.csv:2" in text and "company     Annco  <-  events/events.csv:2" in text
+    assert "tag assignments: fan (rule:fans), vip (import:crm)" in text and "validation: valid" in text
+    assert "spring: sent, template welcome" in text and "clicked via mailwizz, campaign spring" in text
+    assert "suppression: unsubscribed" in text and "events/events.csv:3 (duplicate in its file)" in text
+
+
+def test_explain_is_safe_for_a_terminal(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    tenant_files(workspace, url)
+    ws = load_tenants(workspace.root, ["acme"])
+    with engine.begin() as conn:
+        register_workspace(conn, ws)
+    (tmp_path / "evil.csv").write_text("email,first_name\nann@example.com,\x1b]0;owned\x07Ann\u202e\n")
+    _import(engine, ws.tenants["acme"], "crm", tmp_path / "evil.csv")
+    assert cli.main(["contact", "explain", "acme", ANN]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "\\x1b]0;owned\\x07Ann\\u202e" in out
+    assert cli.main(["contact", "explain", "acme", "not an address"]) == 2
+    assert cli.main(["contact", "explain", "nobody", ANN]) == 2
+
+
+def application_tables() -> list[str]:
+    """The tables our migrations create (the database may also hold Dagster's storage)."""
+    names = {m.lower() for path in migration_files() for m in re.findall(r"CREATE TABLE (\w+)", path.read_text(), re.IGNORECASE)}
+    assert {"contacts", "campaign_sends", "erased_addresses"} <= names
+    return sorted(names)
+
+
+def _text_hits(conn, needle: str, skip_tenant: str) -> list[str]:
+    """Every (table.column) of every application table whose text holds ``needle`` (rows of ``skip_tenant`` aside)."""
+    columns = conn.execute(sa.text(
+        """SELECT c.table_name, c.column_name,
+                  EXISTS (SELECT 1 FROM information_schema.columns t WHERE t.table_schema = 'public'
+                          AND t.table_name = c.table_name AND t.column_name = 'tenant_id') AS has_tenant
+           FROM information_schema.columns c JOIN information_schema.tables tb USING (table_schema, table_name)
+           WHERE c.table_schema = 'public' AND tb.table_type = 'BASE TABLE' AND c.table_name = ANY(:tables)
+             AND c.data_type IN ('text', 'character varying', 'jsonb', 'json', 'ARRAY', 'bytea')
+           ORDER BY 1, 2"""), {"tables": application_tables()}).all()
+    assert len(columns) > 40  # the scan sees the whole schema
+    hits = []
+    for table, column, has_tenant in columns:
+        where = f'strpos(lower(CAST("{column}" AS text)), :n) > 0'
+        if has_tenant:
+            where += " AND tenant_id <> :skip"
+        if conn.execute(sa.text(f'SELECT count(*) FROM "{table}" WHERE {where}'), {"n": needle, "skip": skip_tenant}).scalar_one():
+            hits.append(f"{table}.{column}")
+    return hits
+
+
+def _table_counts(conn) -> dict:
+    return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t} WHERE tenant_id = 'acme'")).scalar_one()
+            for t in ("campaign_sends", "delivery_events")}
+
+
+def test_forget_leaves_the_address_in_no_table_and_every_count_survives(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, mw_state = mailwizz
+    people = seed(engine, workspace, tmp_path, url)
+    with engine.begin() as conn:  # raw webhook bodies (bytes) that name Ann or Bob
+        conn.execute(sa.text(
+            """INSERT INTO webhook_inbox (tenant_id, kind, body, dedupe_key, applied_at, outcome)
+               VALUES ('acme', 'mailwizz', convert_to(:ann, 'UTF8'), 'k-ann', now(), 'applied'),
+                      ('acme', 'mailwizz', convert_to(:bob, 'UTF8'), 'k-bob', now(), 'applied')"""),
+            {"ann": '{"subscriber": {"attributes": {"email": "ANN@example.com"}}}',
+             "bob": '{"subscriber": {"attributes": {"email": "bob@example.com"}}}'})
+    with engine.connect() as conn:
+        before = _table_counts(conn)
+        assert _text_hits(conn, ANN, "other")  # the scan finds the address before
+        files_before = conn.execute(sa.text("SELECT file_id, rows_total FROM import_files ORDER BY file_id")).all()
+    assert cli.main(["contact", "forget", "acme", "Ann@Example.com"]) == 0
+    captured = capsys.readouterr()
+    assert "ann@" not in captured.out.lower() and "ann@" not in captured.err.lower()
+    counts = dict(line.strip().split(": ", 1) for line in captured.out.splitlines()[1:])
+    assert counts["contacts"] == "1" and counts["campaign_sends"] == "2" and counts["delivery_events"] == "2"
+    assert counts["staged_rows"] == "3" and counts["rejected_rows"] == "1" and counts["suppressions"] == "1"
+    assert counts["webhook_inbox"] == "1"
+    assert counts["mailwizz mw"] == "2 subscriber(s) deleted, 1 sync row(s) dropped" and counts["mailwizz_subscribers"] == "1"
+
+    with engine.connect() as conn:
+        assert _text_hits(conn, ANN, "other") == []
+        assert _table_counts(conn) == before
+        bodies = dict(conn.execute(sa.text("SELECT dedupe_key, octet_length(body) FROM webhook_inbox")).all())
+        assert bodies["k-ann"] == 0 and bodies["k-bob"] > 0
+        sends = conn.execute(sa.text("SELECT campaign, contact_id, email, state FROM campaign_sends WHERE token LIKE 'tok-ann%' ORDER BY token")).all()
+        assert [(s.campaign, s.contact_id, s.email.startswith("erased:"), s.state) for s in sends] == [
+            ("spring", None, True, "sent"), ("summer", None, True, "skipped_suppressed")]  # the queued row is never sent
+        assert conn.execute(sa.text("SELECT count(*) FROM delivery_events WHERE tenant_id = 'acme' AND email IS NULL AND contact_id IS NULL")).scalar_one() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM delivery_events WHERE email IS NULL AND send_row_id IS NOT NULL")).scalar_one() == 2  # still linked
+        # the files still add up: the person's lines are rejected rows 'erased' without raw text
+        assert unbalanced_imports(conn, "acme") == []
+        assert conn.execute(sa.text("SELECT file_id, rows_total FROM import_files ORDER BY file_id")).all() == files_before
+        rejected = conn.execute(sa.text("SELECT raw_text, reason FROM rejected_rows WHERE tenant_id = 'acme'")).all()
+        assert sorted(r.reason for r in rejected if r.reason == REASON_ERASED) == [REASON_ERASED] * 3
+        assert all(r.raw_text == "" for r in rejected)
+        assert conn.execute(sa.text("SELECT count(*) FROM mailwizz_subscribers")).scalar_one() == 0
+        # Bob and the other tenant's Ann are untouched
+        assert conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = 'acme'")).scalar_one() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = 'other' AND email = :e"), {"e": ANN}).scalar_one() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM suppressions WHERE tenant_id = 'other'")).scalar_one() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM segment_members WHERE contact_id = :b"), {"b": people["bob"]}).scalar_one() == 1
+    remaining = [s["EMAIL"] for lst in mw_state.lists.values() for s in lst["subscribers"].values()]
+    assert sorted(remaining) == ["bob@example.com", "bob@example.com"]
+
+    assert cli.main(["contact", "export", "acme", ANN]) == 0  # an erased person: nothing but the erasure
+    data = _json_out(capsys)
+    assert data["erased_at"] and data["contact"] is None and data["sends"] == [] and data["staged_rows"] == []
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0  # again: nothing left, still fine
+    assert "contacts: 0" in capsys.readouterr().out
+
+
+def test_a_later_import_rejects_the_erased_address_without_its_raw_text(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    people = seed(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    (tmp_path / "again.csv").write_text("email,first_name\nANN@example.com,Ann again\ndee@example.com,Dee\nann@example.com,Twice\n")
+    counts = _import(engine, people["tenant"], "crm", tmp_path / "again.csv")
+    assert counts["rejected"] == 2 and counts["new"] == 1 and counts["rows_total"] == 3
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            """SELECT r.line_no, r.raw_text, r.reason FROM rejected_rows r JOIN import_files f USING (file_id)
+               WHERE f.path LIKE '%again.csv' ORDER BY r.line_no""")).all()
+        assert rows == [(2, "", REASON_ERASED), (4, "", REASON_ERASED)]
+        assert conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = 'acme' AND email = :e"), {"e": ANN}).scalar_one() == 0
+        assert unbalanced_imports(conn, "acme") == []
+        assert _text_hits(conn, ANN, "other") == []
+    # the other tenant erased nobody: the same address is imported there as usual
+    (tmp_path / "o2.csv").write_text("email,first_name\nann@example.com,Ann\n")
+    assert _import(engine, people["other"], "crm", tmp_path / "o2.csv")["merged"] == 1
+
+
+def test_late_feedback_counts_but_brings_the_address_back_nowhere(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    at = datetime(2026, 11, 21, tzinfo=UTC)
+    with engine.begin() as conn:
+        recorded = record_events(conn, "acme", events_frame([
+            FeedbackEvent("bounced", "powermta", at, "b-ann", bounce_class="hard", campaign="spring", email=ANN,
+                          detail="550 5.1.1 <Ann@Example.com>: no such user"),
+            FeedbackEvent("unsubscribed", "mailwizz", at, "u-ann", email=ANN, url="https://acme.example/u?e=ann@example.com"),
+            FeedbackEvent("bounced", "powermta", at, "b-bob", bounce_class="hard", campaign="spring", email="bob@example.com",
+                          detail="550 <bob@example.com> gone"),
+        ]))
+        assert recorded["inserted"] == 3
+        assert campaigns_store.suppress(conn, "acme", "bob@example.com", "bounced", None)
+        campaigns_store.suppress(conn, "acme", ANN, "bounced", "late bounce")
+    with engine.connect() as conn:
+        assert _text_hits(conn, ANN, "other") == []
+        late = conn.execute(sa.text("SELECT dedupe_key, email, detail FROM delivery_events WHERE occurred_at = :at ORDER BY dedupe_key"),
+                            {"at": at}).all()
+        assert late == [("b-ann", None, "[erased]"), ("b-bob", "bob@example.com", "550 <bob@example.com> gone"), ("u-ann", None, None)]
+        assert conn.execute(sa.text("SELECT email FROM suppressions WHERE tenant_id = 'acme'")).scalars().all() == ["bob@example.com"]
+
+
+def test_mailwizz_down_the_database_is_erased_and_forget_again_finishes(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, mw_state = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    mw_state.fail_next(1000)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 1
+    captured = capsys.readouterr()
+    assert "LEFT MailWizz mw: subscribers not deleted" in captured.err and "run forget again" in captured.err
+    assert "ann@" not in captured.err.lower()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = 'acme' AND email = :e"), {"e": ANN}).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT contact_id FROM mailwizz_subscribers")).scalars().all() == [None]  # kept, unlinked
+        assert _text_hits(conn, ANN, "other") == []
+    assert sum(s["EMAIL"] == ANN for lst in mw_state.lists.values() for s in lst["subscribers"].values()) == 2
+    mw_state.fail_next(0)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    assert "mailwizz mw: 2 subscriber(s) deleted, 1 sync row(s) dropped" in capsys.readouterr().out
+    assert sum(s["EMAIL"] == ANN for lst in mw_state.lists.values() for s in lst["subscribers"].values()) == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM mailwizz_subscribers")).scalar_one() == 0
+
+
+def test_every_table_naming_a_person_is_handled_by_forget(engine):
+    """A new table with an email-like column, a contact_id or raw input text (a raw line, a payload, a body) must say
+    what forget does to it (erasure.ERASED_TABLES)."""
+    with engine.connect() as conn:
+        tables = set(conn.execute(sa.text(
+            """SELECT DISTINCT c.table_name FROM information_schema.columns c
+               JOIN information_schema.tables t USING (table_schema, table_name)
+               WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' AND c.table_name = ANY(:tables)
+                 AND (c.column_name ~ '(email|recipient|raw|payload|body)' OR c.column_name = 'contact_id')"""),
+            {"tables": application_tables()}).scalars())
+        existing = set(conn.execute(sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")).scalars())
+    assert tables - set(ERASED_TABLES) == set(), "tables holding a person that `contact forget` does not handle"
+    assert set(ERASED_TABLES) - existing == set(), "ERASED_TABLES names a table that does not exist"
+
+
+def test_the_salted_hash_is_the_same_in_python_and_sql_and_patterns_are_literal(engine):
+    salt = bytes(range(32))
+    with engine.connect() as conn:
+        in_sql = conn.execute(sa.text("SELECT sha256(:s || convert_to(:e, 'UTF8'))"), {"s": salt, "e": "zoë+1@exämple.com"}).scalar_one()
+        assert bytes(in_sql) == erasure_hash(salt, "zoë+1@exämple.com")
+        replaced = conn.execute(sa.text("SELECT regexp_replace(:v, :p, '[erased]', 'gi')"),
+                                {"v": "to <A.B+1@x.com>, not ab+1@xxcom", "p": literal_pattern("a.b+1@x.com")}).scalar_one()
+    assert replaced == "to <[erased]>, not ab+1@xxcom"
