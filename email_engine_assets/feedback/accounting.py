@@ -36,7 +36,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from email_engine_assets.feedback.events import EVENT_FRAME_SCHEMA, bounce_class
+from email_engine_assets.feedback.events import (
+    EVENT_FRAME_SCHEMA,
+    HARD_BOUNCE_CATEGORIES,
+    REPUTATION_BOUNCE_CATEGORIES,
+    SOFT_BOUNCE_CATEGORIES,
+)
 from email_engine_assets.quality.syntax import check_addresses
 
 RECORD_EVENTS: dict[str, str] = {"d": "delivered", "b": "bounced", "rb": "bounced", "t": "deferred", "f": "complained"}
@@ -51,6 +56,7 @@ MAX_HEADER_COLUMNS = 1000
 MAX_KEPT_RAW_CHARS = 4096
 MAX_DETAIL_CHARS = 300
 MAX_TOKEN_CHARS = 100
+DIGEST_BYTES = 20
 TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
 _EVENT_SCHEMA = {name: (pl.Datetime("us", "UTC") if kind == "Datetime" else pl.String) for name, kind in EVENT_FRAME_SCHEMA.items()}
@@ -135,21 +141,18 @@ def _records(data: bytes) -> list[bytes]:
 
 def line_digest(raw: bytes) -> str:
     """The dedupe key of a raw accounting line (its line ending left out)."""
-    return hashlib.blake2b(raw, digest_size=20).hexdigest()
+    return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
 
 
-def _fields_fast(columns: list[str], records: list[bytes]) -> pl.DataFrame | None:
-    """All records parsed by polars (strings only), or ``None`` when they are not all of the header's width."""
-    body = io.BytesIO()
-    body.write(_header_line(columns))
-    body.write(b"\n".join(records))
-    body.write(b"\n")
+def _fields_fast(columns: list[str], body: bytes, expected: int) -> pl.DataFrame | None:
+    """``body`` (CSV lines, no header) parsed by polars as strings, or ``None`` when it is not
+    ``expected`` records of the header's width (the caller then goes record by record)."""
+    schema = {f"c{i}": pl.String for i in range(len(columns))}
     try:
-        frame = pl.read_csv(body.getvalue(), infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=False,
-                            new_columns=[f"c{i}" for i in range(len(columns))])
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.ShapeError):
+        frame = pl.read_csv(body, has_header=False, schema=schema, encoding="utf8-lossy", truncate_ragged_lines=False)
+    except pl.exceptions.PolarsError:
         return None
-    if frame.height != len(records) or frame.width != len(columns):
+    if frame.height != expected or frame.width != len(columns):
         return None
     return frame
 
@@ -180,17 +183,38 @@ def _fields_slow(columns: list[str], records: list[bytes]) -> tuple[pl.DataFrame
 def parse_lines(columns: list[str], data: bytes, *, base_offset: int, tenant_id: str) -> ParsedLines:
     """Map complete lines (``data``, as :func:`complete_length` cut them) of a file with these header columns.
 
-    ``base_offset`` is the file offset of ``data[0]`` (kept lines say where they were).
+    ``base_offset`` is the file offset of ``data[0]`` (kept lines say where they were). The common
+    case (no blank, CR, NUL or over-long line, no quoted newline, every line of the header's width)
+    is parsed in one polars call; anything else goes record by record, and what does not parse is
+    kept as ``malformed``.
     """
-    records = _records(data)
-    offsets = list(itertools.accumulate((len(r) + 1 for r in records), initial=base_offset))[:-1]
     counts: dict[str, int] = {"lines": 0, "blank": 0, "ignored": 0, "other_tenants": 0, "kept_with_reason": 0}
     counts.update({f"type_{t}": 0 for t in RECORD_TYPES})
-    kept: list[tuple[int, bytes, str]] = []
+    records = data.split(b"\n")
+    if records and records[-1] == b"":
+        records.pop()
+    if not records:
+        return ParsedLines(events=_empty_events(), kept=kept_frame([]), counts=counts)
+    lengths = pl.Series(list(map(len, records)), dtype=pl.Int64)
+    plain = (b"\x00" not in data and b"\r" not in data and b"\n\n" not in data and not data.startswith(b"\n")
+             and lengths.max() <= MAX_LINE_BYTES)
+    frame = _fields_fast(columns, data, len(records)) if plain else None
+    if frame is not None:
+        counts["lines"] = len(records)
+        offsets = (lengths + 1).cum_sum() - (lengths + 1) + base_offset
+        events, kept = _map(columns, frame, records, offsets, tenant_id, counts)
+        counts["kept_with_reason"] = len(kept)
+        return ParsedLines(events=events, kept=kept_frame(kept), counts=counts)
+    return _parse_records(columns, _records(data), base_offset, tenant_id, counts)
 
+
+def _parse_records(columns: list[str], records: list[bytes], base_offset: int, tenant_id: str,
+                   counts: dict[str, int]) -> ParsedLines:
+    """The careful path: record by record (blank, CR, NUL, over-long, quoted newlines, ragged lines)."""
+    offsets = list(itertools.accumulate((len(r) + 1 for r in records), initial=base_offset))[:-1]
+    kept: list[tuple[int, bytes, str]] = []
     usable_raw: list[bytes] = []
     usable_offsets: list[int] = []
-    has_nul = b"\x00" in data
     for raw, offset in zip(records, offsets):
         raw = raw[:-1] if raw.endswith(b"\r") else raw
         if not raw.strip():
@@ -199,14 +223,14 @@ def parse_lines(columns: list[str], data: bytes, *, base_offset: int, tenant_id:
         if len(raw) > MAX_LINE_BYTES:
             kept.append((offset, raw, "line_too_long"))
             continue
-        if has_nul and b"\x00" in raw:  # no text column can hold it: not an accounting line
+        if b"\x00" in raw:  # no text column can hold it: not an accounting line
             kept.append((offset, raw, "malformed"))
             continue
         usable_raw.append(raw)
         usable_offsets.append(offset)
     counts["lines"] = len(records) - counts["blank"]
 
-    frame = _fields_fast(columns, usable_raw) if usable_raw else None
+    frame = _fields_fast(columns, b"\n".join(usable_raw) + b"\n", len(usable_raw)) if usable_raw else None
     if frame is None and usable_raw:
         frame, ok = _fields_slow(columns, usable_raw)
         kept.extend((o, r, "malformed") for o, r, fine in zip(usable_offsets, usable_raw, ok) if not fine)
@@ -214,7 +238,7 @@ def parse_lines(columns: list[str], data: bytes, *, base_offset: int, tenant_id:
         usable_offsets = [o for o, fine in zip(usable_offsets, ok) if fine]
     events = _empty_events()
     if usable_raw:
-        events, more_kept = _map(columns, frame, usable_raw, usable_offsets, tenant_id, counts)
+        events, more_kept = _map(columns, frame, usable_raw, pl.Series(usable_offsets, dtype=pl.Int64), tenant_id, counts)
         kept.extend(more_kept)
     counts["kept_with_reason"] = len(kept)
     return ParsedLines(events=events, kept=kept_frame(kept), counts=counts)
@@ -232,102 +256,126 @@ def _empty_events() -> pl.DataFrame:
     return pl.DataFrame(schema={**_EVENT_SCHEMA, "has_job": pl.Boolean, "byte_offset": pl.Int64, "raw_line": pl.Binary})
 
 
-def _column(columns: list[str], *names: str) -> pl.Expr:
+def _column(columns: list[str], *names: str, trim: bool = True) -> pl.Expr:
+    """The first of ``names`` (case-insensitive) the header has; null when absent or empty."""
     lowered = {c.lower(): f"c{i}" for i, c in enumerate(columns)}
     for name in names:
         if name.lower() in lowered:
-            text = pl.col(lowered[name.lower()]).str.strip_chars()
+            text = pl.col(lowered[name.lower()])
+            if trim:
+                text = text.str.strip_chars()
             return pl.when(text == "").then(None).otherwise(text)
     return pl.lit(None, dtype=pl.String)
 
 
-def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: list[int], tenant_id: str,
+def _bounce_class_expr(cat: pl.Expr, status: pl.Expr) -> pl.Expr:
+    """:func:`email_engine_assets.feedback.events.bounce_class` on columns (the tests hold them equal)."""
+    cat = cat.str.strip_chars().str.to_lowercase()
+    code = status.str.extract(r"([245]\.\d{1,3}\.\d{1,3})", 1)
+    return (
+        pl.when(cat.is_in(sorted(HARD_BOUNCE_CATEGORIES))).then(pl.lit("hard"))
+        .when(cat.is_in(sorted(SOFT_BOUNCE_CATEGORIES))).then(pl.lit("soft"))
+        .when(cat.is_in(sorted(REPUTATION_BOUNCE_CATEGORIES))).then(pl.lit("reputation"))
+        .when(code.str.contains(r"^5\.1\.\d+$|^5\.2\.1$").fill_null(False)).then(pl.lit("hard"))
+        .when(code.str.starts_with("5.7.").fill_null(False)).then(pl.lit("reputation"))
+        .otherwise(pl.lit("soft"))
+    )
+
+
+def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: pl.Series, tenant_id: str,
          counts: dict[str, int]) -> tuple[pl.DataFrame, list[tuple[int, bytes, str]]]:
-    time_text = _column(columns, "timeLogged")
-    parsed = frame.select(
+    job = _column(columns, "jobId").str.splitn(".", 2)
+    parsed = frame.lazy().select(
         kind=_column(columns, "type").str.to_lowercase(),
-        time_text=time_text,
-        occurred_at=pl.coalesce([time_text.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us") for f in TIME_FORMATS]),
+        time_text=_column(columns, "timeLogged"),
         rcpt=_column(columns, "rcpt"),
         token=pl.coalesce([_column(columns, "envId"), _column(columns, "header_x-envid")]),
         job=_column(columns, "jobId"),
-        bounce_cat=_column(columns, "bounceCat"),
-        dsn_status=_column(columns, "dsnStatus"),
-        dsn_diag=_column(columns, "dsnDiag"),
-        feedback=pl.concat_str([_column(columns, "feedbackType"), _column(columns, "format")], separator=" ", ignore_nulls=True),
-    ).with_columns(
+        job_tenant=job.struct.field("field_0"),
+        job_campaign=job.struct.field("field_1"),
+        bounce_cat=_column(columns, "bounceCat", trim=False),
+        dsn_status=_column(columns, "dsnStatus", trim=False),
+        dsn_diag=_column(columns, "dsnDiag", trim=False),
+        feedback=pl.concat_str([_column(columns, "feedbackType"), _column(columns, "format")], separator=" ",
+                               ignore_nulls=True),
         row=pl.int_range(pl.len(), dtype=pl.Int64),
-        byte_offset=pl.Series(offsets, dtype=pl.Int64),
-        job_tenant=pl.col("job").str.split_exact(".", 1).struct.field("field_0"),
-        job_campaign=pl.col("job").str.splitn(".", 2).struct.field("field_1"),
-    )
-    for kind, n in parsed.group_by("kind").len().iter_rows():
-        key = f"type_{kind}" if kind in RECORD_TYPES else "type_other"
-        counts[key] = counts.get(key, 0) + n
+        byte_offset=pl.lit(offsets),
+    ).with_columns(
+        occurred_at=pl.col("time_text").str.to_datetime(TIME_FORMATS[0], strict=False, time_zone="UTC", time_unit="us"),
+        other=(pl.col("job_tenant") != tenant_id).fill_null(False),
+    ).collect()
+    unparsed = parsed["occurred_at"].is_null() & parsed["time_text"].is_not_null()
+    if unparsed.any():  # other spellings of the time, tried only where PowerMTA's own did not parse
+        parsed = parsed.with_columns(occurred_at=pl.coalesce(
+            [pl.col("time_text").str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us") for f in TIME_FORMATS]))
 
-    reason = (
-        pl.when(~pl.col("kind").is_in(RECORD_TYPES) | pl.col("kind").is_null()).then(pl.lit("unknown_type"))
-        .when(pl.col("kind").is_in(IGNORED_TYPES)).then(None)
-        .when(pl.col("job_tenant").is_not_null() & (pl.col("job_tenant") != tenant_id)).then(None)
+    known = pl.col("kind").is_in(RECORD_TYPES).fill_null(False)
+    ignored = pl.col("kind").is_in(IGNORED_TYPES).fill_null(False)
+    parsed = parsed.with_columns(
+        reason=pl.when(~known).then(pl.lit("unknown_type"))
+        .when(ignored | pl.col("other")).then(None)
         .when(pl.col("rcpt").is_null()).then(pl.lit("no_recipient"))
         .when(pl.col("occurred_at").is_null()).then(pl.lit("bad_time"))
-        .otherwise(None)
+        .otherwise(None),
+        ignored=ignored,
     )
-    parsed = parsed.with_columns(reason=reason)
-    counts["ignored"] += parsed.filter(pl.col("kind").is_in(IGNORED_TYPES)).height
-    other = pl.col("job_tenant").is_not_null() & (pl.col("job_tenant") != tenant_id)
-    counts["other_tenants"] += parsed.filter(other & pl.col("kind").is_in(list(RECORD_EVENTS))).height
+    tally = parsed.group_by("kind", "ignored", "other").len()
+    for kind, is_ignored, is_other, n in tally.iter_rows():
+        key = f"type_{kind}" if kind in RECORD_TYPES else "type_other"
+        counts[key] = counts.get(key, 0) + n
+        counts["ignored"] += n if is_ignored else 0
+        counts["other_tenants"] += n if is_other and kind in RECORD_EVENTS else 0
 
     kept = [(o, raws[i], why) for i, o, why in parsed.filter(pl.col("reason").is_not_null())
             .select("row", "byte_offset", "reason").iter_rows()]
-    usable = parsed.filter(pl.col("reason").is_null() & pl.col("kind").is_in(list(RECORD_EVENTS)) & ~other)
+    usable = parsed.filter(pl.col("reason").is_null() & ~pl.col("ignored") & ~pl.col("other"))
     if usable.height == 0:
         return _empty_events(), kept
 
-    keys = address_keys(usable["rcpt"])
-    classes = _bounce_classes(usable)
-    usable = usable.with_columns(email=keys, bounce_class=classes)
-    raw_list = [raws[i] for i in usable["row"].to_list()]
-    digests = pl.Series([line_digest(r) for r in raw_list], dtype=pl.String)
-    lines = pl.Series(raw_list, dtype=pl.Binary)
+    raw_list = raws if usable.height == len(raws) else [raws[i] for i in usable["row"].to_list()]
+    blake2b = hashlib.blake2b
+    digests = pl.Series([blake2b(r, digest_size=DIGEST_BYTES).hexdigest() for r in raw_list], dtype=pl.String)
+    # The raw text travels only with lines without a job: the caller may have to keep them.
+    no_job = usable["job_tenant"].is_null()
+    lines = pl.Series("raw_line", [None] * usable.height, dtype=pl.Binary)
+    if no_job.any():
+        rows = no_job.arg_true()
+        lines = lines.scatter(rows, pl.Series([raw_list[i] for i in rows.to_list()], dtype=pl.Binary))
     token = pl.col("token")
-    events = usable.select(
+    events = usable.lazy().select(
         event_type=pl.col("kind").replace_strict(RECORD_EVENTS, return_dtype=pl.String),
         origin=pl.lit("powermta"),
         occurred_at=pl.col("occurred_at"),
-        dedupe_key=digests,
-        bounce_class=pl.col("bounce_class"),
-        token=pl.when(token.str.len_chars() <= MAX_TOKEN_CHARS).then(token).otherwise(None),
-        campaign=pl.when(pl.col("job_tenant") == tenant_id).then(pl.col("job_campaign")).otherwise(None),
-        email=pl.col("email"),
+        dedupe_key=pl.lit(digests),
+        bounce_class=pl.when(pl.col("kind").is_in(["b", "rb"])).then(_bounce_class_expr(pl.col("bounce_cat"), pl.col("dsn_status"))),
+        token=pl.when(token.str.len_chars() <= MAX_TOKEN_CHARS).then(token),
+        campaign=pl.when(~pl.col("other")).then(pl.col("job_campaign")),
+        email=pl.lit(address_keys(usable["rcpt"])),
         detail=_detail(),
         url=pl.lit(None, dtype=pl.String),
-        has_job=pl.col("job_tenant") == tenant_id,
+        has_job=pl.col("job_tenant").is_not_null(),
         byte_offset=pl.col("byte_offset"),
-        raw_line=lines,
-    ).with_columns(pl.col("has_job").fill_null(False))
+        raw_line=pl.lit(lines),
+    ).collect()
     return events, kept
 
 
 def address_keys(rcpt: pl.Series) -> pl.Series:
     """The ledger's address key of each recipient (``check_addresses``' ``email_key`` after trimming and NFC);
-    an address that is no valid address keeps its lower-cased text, so an unmatched line still says who."""
-    text = rcpt.str.strip_chars().str.strip_chars("<>").str.normalize("NFC")
-    checked = check_addresses(text)
-    return checked["email_key"].fill_null(text.str.to_lowercase()).alias("email")
+    an address that is no valid address keeps its lower-cased text, so an unmatched line still says who.
 
-
-def _bounce_classes(frame: pl.DataFrame) -> pl.Series:
-    """:func:`bounce_class` of each bounce, computed once per distinct (bounceCat, dsnStatus)."""
-    is_bounce = frame["kind"].is_in(["b", "rb"])
-    pairs = frame.filter(is_bounce).select("bounce_cat", "dsn_status").unique()
-    table = pairs.with_columns(
-        cls=pl.Series([bounce_class(c, s) for c, s in pairs.iter_rows()], dtype=pl.String)
-    )
-    joined = frame.select("bounce_cat", "dsn_status", "kind").with_row_index("i").join(
-        table, on=["bounce_cat", "dsn_status"], how="left", nulls_equal=True
-    ).sort("i")
-    return joined.select(pl.when(pl.col("kind").is_in(["b", "rb"])).then(pl.col("cls")).otherwise(None)).to_series()
+    For an ASCII address the key is its lower-cased text whenever it has one, so only the others
+    (IDN domains, international local parts) go through ``check_addresses``.
+    """
+    text = rcpt.str.strip_chars().str.strip_chars("<>")
+    lowered = text.str.to_lowercase()
+    other = (text.str.len_bytes() != text.str.len_chars()).fill_null(False)
+    if not other.any():
+        return lowered.alias("email")
+    rows = other.arg_true()
+    special = text.gather(rows).str.normalize("NFC")
+    keys = check_addresses(special)["email_key"].fill_null(special.str.to_lowercase())
+    return lowered.scatter(rows, keys).alias("email")
 
 
 def _detail() -> pl.Expr:
