@@ -248,3 +248,11 @@ def test_management_refuses_a_private_target_unless_allowed():
         with PowerMtaManagement(url) as api:
             with pytest.raises(PowerMtaManagementError, match="private targets are not allowed"):
                 api.get("status")
+
+
+def test_time_forms_all_become_utc():
+    data = lines(*(f"d,{t},o,a{i}@example.com,,,,acme.c,,,," for i, t in enumerate(
+        ["2026-11-29 12:00:00-0230", "2026-11-29T12:00:00+0100", "2026-11-29 12:00:00", "2026-11-29 12:00:00+0000"])))
+    got = [d.isoformat() for d in parse(data).events["occurred_at"]]
+    assert got == ["2026-11-29T14:30:00+00:00", "2026-11-29T11:00:00+00:00", "2026-11-29T12:00:00+00:00",
+                   "2026-11-29T12:00:00+00:00"]

@@ -196,8 +196,7 @@ def parse_lines(columns: list[str], data: bytes, *, base_offset: int, tenant_id:
     if not records:
         return ParsedLines(events=_empty_events(), kept=kept_frame([]), counts=counts)
     lengths = pl.Series(list(map(len, records)), dtype=pl.Int64)
-    plain = (b"\x00" not in data and b"\r" not in data and b"\n\n" not in data and not data.startswith(b"\n")
-             and lengths.max() <= MAX_LINE_BYTES)
+    plain = 0 < lengths.min() and lengths.max() <= MAX_LINE_BYTES and b"\x00" not in data and b"\r" not in data
     frame = _fields_fast(columns, data, len(records)) if plain else None
     if frame is not None:
         counts["lines"] = len(records)
@@ -268,6 +267,17 @@ def _column(columns: list[str], *names: str, trim: bool = True) -> pl.Expr:
     return pl.lit(None, dtype=pl.String)
 
 
+def _powermta_time(text: pl.Expr) -> pl.Expr:
+    """PowerMTA's ``2026-11-29 12:00:00+0100`` as UTC: the local time parsed, the offset subtracted
+    (several times faster than ``%z`` parsing); null when the text has another shape."""
+    local = text.str.slice(0, 19).str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
+    zone = text.str.slice(19)
+    minutes = zone.str.slice(1, 2).cast(pl.Int64, strict=False) * 60 + zone.str.slice(3, 2).cast(pl.Int64, strict=False)
+    signed = pl.when(zone.str.starts_with("-")).then(-minutes).otherwise(minutes)
+    shaped = zone.str.contains(r"^[+-][0-2]\d[0-5]\d$").fill_null(False) & (text.str.len_bytes() == 24)
+    return pl.when(shaped).then((local - pl.duration(minutes=signed)).dt.replace_time_zone("UTC"))
+
+
 def _bounce_class_expr(cat: pl.Expr, status: pl.Expr) -> pl.Expr:
     """:func:`email_engine_assets.feedback.events.bounce_class` on columns (the tests hold them equal)."""
     cat = cat.str.strip_chars().str.to_lowercase()
@@ -301,13 +311,14 @@ def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: pl.Series, te
         row=pl.int_range(pl.len(), dtype=pl.Int64),
         byte_offset=pl.lit(offsets),
     ).with_columns(
-        occurred_at=pl.col("time_text").str.to_datetime(TIME_FORMATS[0], strict=False, time_zone="UTC", time_unit="us"),
+        occurred_at=_powermta_time(pl.col("time_text")),
         other=(pl.col("job_tenant") != tenant_id).fill_null(False),
     ).collect()
     unparsed = parsed["occurred_at"].is_null() & parsed["time_text"].is_not_null()
     if unparsed.any():  # other spellings of the time, tried only where PowerMTA's own did not parse
         parsed = parsed.with_columns(occurred_at=pl.coalesce(
-            [pl.col("time_text").str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us") for f in TIME_FORMATS]))
+            [pl.col("occurred_at")]
+            + [pl.col("time_text").str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us") for f in TIME_FORMATS]))
 
     known = pl.col("kind").is_in(RECORD_TYPES).fill_null(False)
     ignored = pl.col("kind").is_in(IGNORED_TYPES).fill_null(False)
