@@ -310,3 +310,62 @@ def test_the_stand_in_accounts_what_it_received_and_the_lines_link(engine, tmp_p
         ("bounced", "hard", "gone@example.com"), ("complained", None, "angry@example.com"),
         ("delivered", None, "angry@example.com"), ("delivered", None, "ok@example.com"),
     ]
+
+
+def _pmta_with_management(mta, url: str, conf, vmta: str = "vmta1") -> str:
+    return f"""\
+        - name: pmta
+          kind: powermta
+          host: {mta.host}
+          port: {mta.port}
+          virtual_mta: {vmta}
+          bounce_address: bounces@bounce.acme.example
+          allow_private: true
+          config_file: {conf}
+          management_url: {url}
+          management_api_key: {{env: ACME_PMTA_MGMT_KEY}}
+        """
+
+
+def _send_metadata(instance) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey("campaign_sends"))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+@pytest.mark.parametrize("key", ["mgmt-key", "wrong-key"])
+def test_the_send_records_management_figures_and_a_failure_is_only_a_warning(engine, workspace, monkeypatch, tmp_path, key):
+    from email_engine_assets import campaign_runs
+    from email_engine_tests.powermta_server import ManagementState, running_management
+    from email_engine_tests.test_campaign_transports import PEOPLE, setup
+
+    conf = tmp_path / "pmta.conf"
+    conf.write_text(PMTA_CONF)
+    monkeypatch.setenv("ACME_PMTA_MGMT_KEY", key)
+    with PowerMtaStandIn(accounting_dir=tmp_path / "acct") as mta, running_management(ManagementState(api_key="mgmt-key")) as (url, _s):
+        setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], Transports(), transport="pmta")
+        with dg.instance_for_test() as instance:
+            outcome = campaign_runs.send("acme.spring", instance=instance)
+            assert outcome.failures == [] and outcome.as_json()["sent"] == 2
+            metadata = _send_metadata(instance)
+    if key == "mgmt-key":
+        assert metadata["powermta"]["queued_recipients"] == 42 and metadata["powermta"]["connections_out"] == 7
+    else:
+        assert "powermta" not in metadata
+    assert len(AccountingFile(tmp_path / "acct").path.read_bytes().splitlines()) == 3  # header + one line per message
+
+
+def test_a_virtual_mta_missing_from_the_config_stops_the_send_before_any_claim(engine, workspace, monkeypatch, tmp_path):
+    from email_engine_assets import campaign_runs
+    from email_engine_tests.test_campaign_transports import PEOPLE, setup
+    from email_engine_tests.test_campaign_transports import ledger as send_ledger
+
+    conf = tmp_path / "pmta.conf"
+    conf.write_text(PMTA_CONF)
+    with PowerMtaStandIn() as mta:
+        setup(workspace, engine, monkeypatch, _pmta_with_management(mta, "http://127.0.0.1:9", conf, vmta="vmta-gone"),
+              PEOPLE[:2], Transports(), transport="pmta")
+        with dg.instance_for_test() as instance:
+            outcome = campaign_runs.send("acme.spring", instance=instance)
+        assert mta.received == []
+    assert any("'vmta-gone' is neither a <virtual-mta> nor a <virtual-mta-pool>" in f for f in outcome.failures)
+    assert {state for state, _detail, _token in send_ledger(engine).values()} == {"queued"}

@@ -48,7 +48,8 @@ def changed_files(engine, tenant) -> list[tuple[str, str, int, int]]:
         except OSError:
             continue  # the run reports it; the sensor stays cheap
         for name, st in files:
-            if known.get((source.transport, name)) != st.st_size:
+            size, inode = known.get((source.transport, name), (None, None))
+            if size != st.st_size or (inode is not None and inode != st.st_ino):
                 changed.append((source.transport, name, st.st_size, st.st_ino))
     return changed
 

@@ -33,11 +33,11 @@ def positions(conn: sa.Connection, tenant_id: str, transport: str) -> dict[str, 
     return {r.file_name: FilePosition(r.byte_offset, r.header, r.file_size, r.inode, r.first_line_digest) for r in rows}
 
 
-def known_sizes(conn: sa.Connection, tenant_id: str) -> dict[tuple[str, str], int]:
-    """(transport, file name) -> the size the file had when it was last read (the sensor compares)."""
-    rows = conn.execute(sa.text("SELECT transport, file_name, file_size FROM accounting_files WHERE tenant_id = :t"),
+def known_sizes(conn: sa.Connection, tenant_id: str) -> dict[tuple[str, str], tuple[int, int | None]]:
+    """(transport, file name) -> (size, inode) of the file when it was last read (the sensor compares)."""
+    rows = conn.execute(sa.text("SELECT transport, file_name, file_size, inode FROM accounting_files WHERE tenant_id = :t"),
                         {"t": tenant_id}).all()
-    return {(r.transport, r.file_name): r.file_size for r in rows}
+    return {(r.transport, r.file_name): (r.file_size, r.inode) for r in rows}
 
 
 def start_file(conn: sa.Connection, tenant_id: str, transport: str, file_name: str, *, header: str, offset: int,
