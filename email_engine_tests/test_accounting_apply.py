@@ -180,18 +180,24 @@ def test_a_chunk_is_all_or_nothing(engine, tmp_path, monkeypatch):
     assert apply_accounting(engine, tenant)["delivered"] == 1 and len(kept(engine, "acme")) == 1
 
 
-def test_small_chunks_and_symlinks_and_other_names(engine, tmp_path):
+def test_small_chunks_and_symlinks_and_other_names(engine, tmp_path, monkeypatch):
     with engine.begin() as conn:
         tokens = ledger(conn, "acme", *(f"u{i}@example.com" for i in range(30)))
     tenant = tenant_config(tmp_path, "acme", tmp_path / "acct")
     acct = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv")
-    acct.append(*(d(f"u{i}@example.com", tokens[f"u{i}@example.com"]) for i in range(30)))
+    acct.append(*({**d(f"u{i}@example.com", tokens[f"u{i}@example.com"]), "dsnDiag": "two\nlines, \"quoted\""}
+                  for i in range(30)))
+    monkeypatch.setattr(accounting_apply, "MAX_LINE_BYTES", 400)  # so that small chunks are read
+    chunks = []
+    advance = accounting_apply.store.advance
+    monkeypatch.setattr(accounting_apply.store, "advance", lambda *a, **k: chunks.append(k["to_offset"]) or advance(*a, **k))
     outside = tmp_path / "secret.csv"
     outside.write_bytes(acct.path.read_bytes())
     os.symlink(outside, tmp_path / "acct" / "acct-2026-11-29-0009.csv")
     (tmp_path / "acct" / "notes.csv").write_bytes(acct.path.read_bytes())
     result = apply_accounting(engine, tenant, chunk_bytes=300)
     assert result["files"] == 1 and result["lines"] == 30 and result["linked"] == 30 and result["duplicates"] == 0
+    assert len(chunks) > 5 and chunks[-1] == acct.path.stat().st_size
 
 
 def test_accounting_dir_defaults_to_the_acct_file_of_the_config(engine, tmp_path):

@@ -160,7 +160,7 @@ def _apply_file(engine: sa.Engine, tenant_id: str, transport: str, path: str, na
             offset = position.byte_offset
         totals["files"] += 1
         while offset < size:
-            chunk = os.pread(fd, min(chunk_bytes, size - offset), offset)
+            chunk = os.pread(fd, min(max(chunk_bytes, MAX_LINE_BYTES + 1), size - offset), offset)
             if not chunk:
                 break
             n = complete_length(chunk)
