@@ -21,7 +21,8 @@ How a line maps (:func:`parse_lines`):
 * A line that cannot be used (unknown type, no recipient, a time that does not parse, a line
   that is not CSV of the header's width, a line over :data:`MAX_LINE_BYTES`, a line without a
   job whose ENVID is not in the tenant's ledger) is kept with a reason (:data:`KEPT_REASONS`)
-  and its raw text. A line shorter than the header reads its missing columns as empty.
+  and its raw text. A line wider or narrower than the header is ``malformed``: its fields would
+  land in the wrong columns.
 * The dedupe key is a digest of the raw line: a line applied twice, even from a rotated copy of
   the file under another name, counts once.
 """
@@ -144,17 +145,46 @@ def line_digest(raw: bytes) -> str:
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
 
 
+# The columns the mapping reads; the others are tokenised by the CSV reader but never built.
+USED_COLUMNS = ("type", "timelogged", "rcpt", "envid", "header_x-envid", "jobid", "bouncecat", "dsnstatus", "dsndiag",
+                "feedbacktype", "format")
+_QUOTED_FIELD = r'"(?:[^"]|"")*"'
+
+
 def _fields_fast(columns: list[str], body: bytes, expected: int) -> pl.DataFrame | None:
     """``body`` (CSV lines, no header) parsed by polars as strings, or ``None`` when it is not
-    ``expected`` records of the header's width (the caller then goes record by record)."""
+    ``expected`` records of exactly the header's width (the caller then goes record by record).
+
+    Only :data:`USED_COLUMNS` are built (named ``c<position>``). polars does not check the width of
+    a line when it builds only some columns (nor of a short line ever), so the width is checked
+    here: each line's commas outside quoted fields.
+    """
+    if not _widths_match(body, len(columns), expected):
+        return None
     schema = {f"c{i}": pl.String for i in range(len(columns))}
+    used = [i for i, c in enumerate(columns) if c.lower() in USED_COLUMNS]
     try:
-        frame = pl.read_csv(body, has_header=False, schema=schema, encoding="utf8-lossy", truncate_ragged_lines=False)
+        frame = pl.read_csv(body, has_header=False, schema=schema, columns=used, encoding="utf8-lossy",
+                            truncate_ragged_lines=False)
     except pl.exceptions.PolarsError:
         return None
-    if frame.height != expected or frame.width != len(columns):
+    if frame.height != expected or frame.width != len(used):
         return None
     return frame
+
+
+def _widths_match(body: bytes, width: int, expected: int) -> bool:
+    """Whether ``body`` is ``expected`` physical lines of ``width`` fields each (no quoted newline, no NUL)."""
+    try:
+        lines = pl.read_csv(body, has_header=False, separator="\x00", quote_char=None, schema={"line": pl.String},
+                            encoding="utf8-lossy")
+    except pl.exceptions.PolarsError:
+        return False
+    if lines.height != expected:
+        return False
+    line = pl.col("line")
+    unquoted = pl.when(line.str.contains('"', literal=True)).then(line.str.replace_all(_QUOTED_FIELD, "")).otherwise(line)
+    return bool(lines.select((unquoted.str.count_matches(",", literal=True) == width - 1).all()).item())
 
 
 def _header_line(columns: list[str]) -> bytes:
