@@ -33,7 +33,11 @@ if __package__ in (None, ""):
 
 import sqlalchemy as sa  # noqa: E402
 
-from email_engine_assets.feedback.accounting import complete_length, header_columns, parse_lines  # noqa: E402
+from email_engine_assets.feedback.accounting import (  # noqa: E402
+    complete_length,
+    header_columns,
+    parse_lines,
+)
 from email_engine_assets.feedback.accounting_apply import CHUNK_BYTES, apply_accounting  # noqa: E402
 from email_engine_assets.tenancy.config import parse_tenant  # noqa: E402
 from email_engine_resources import postgres as database  # noqa: E402
