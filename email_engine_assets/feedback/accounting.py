@@ -33,6 +33,7 @@ import csv
 import hashlib
 import io
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -140,6 +141,12 @@ def _records(data: bytes) -> list[bytes]:
     return out
 
 
+def line_digests(raws: list[bytes]) -> list[str]:
+    """:func:`line_digest` of each line."""
+    blake2b = hashlib.blake2b
+    return [blake2b(r, digest_size=DIGEST_BYTES).hexdigest() for r in raws]
+
+
 def line_digest(raw: bytes) -> str:
     """The dedupe key of a raw accounting line (its line ending left out)."""
     return hashlib.blake2b(raw, digest_size=DIGEST_BYTES).hexdigest()
@@ -227,11 +234,17 @@ def parse_lines(columns: list[str], data: bytes, *, base_offset: int, tenant_id:
         return ParsedLines(events=_empty_events(), kept=kept_frame([]), counts=counts)
     lengths = pl.Series(list(map(len, records)), dtype=pl.Int64)
     plain = 0 < lengths.min() and lengths.max() <= MAX_LINE_BYTES and b"\x00" not in data and b"\r" not in data
-    frame = _fields_fast(columns, data, len(records)) if plain else None
+    frame = None
+    if plain:
+        # The digests (CPython, one core) are taken while polars parses (Rust, without the GIL).
+        with ThreadPoolExecutor(1) as pool:
+            digesting = pool.submit(line_digests, records)
+            frame = _fields_fast(columns, data, len(records))
+            digests = digesting.result()
     if frame is not None:
         counts["lines"] = len(records)
         offsets = (lengths + 1).cum_sum() - (lengths + 1) + base_offset
-        events, kept = _map(columns, frame, records, offsets, tenant_id, counts)
+        events, kept = _map(columns, frame, records, offsets, tenant_id, counts, digests)
         counts["kept_with_reason"] = len(kept)
         return ParsedLines(events=events, kept=kept_frame(kept), counts=counts)
     return _parse_records(columns, _records(data), base_offset, tenant_id, counts)
@@ -323,7 +336,7 @@ def _bounce_class_expr(cat: pl.Expr, status: pl.Expr) -> pl.Expr:
 
 
 def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: pl.Series, tenant_id: str,
-         counts: dict[str, int]) -> tuple[pl.DataFrame, list[tuple[int, bytes, str]]]:
+         counts: dict[str, int], digests: list[str] | None = None) -> tuple[pl.DataFrame, list[tuple[int, bytes, str]]]:
     job = _column(columns, "jobId").str.splitn(".", 2)
     parsed = frame.lazy().select(
         kind=_column(columns, "type").str.to_lowercase(),
@@ -373,9 +386,13 @@ def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: pl.Series, te
     if usable.height == 0:
         return _empty_events(), kept
 
-    raw_list = raws if usable.height == len(raws) else [raws[i] for i in usable["row"].to_list()]
-    blake2b = hashlib.blake2b
-    digests = pl.Series([blake2b(r, digest_size=DIGEST_BYTES).hexdigest() for r in raw_list], dtype=pl.String)
+    every = usable.height == len(raws)
+    raw_list = raws if every else [raws[i] for i in usable["row"].to_list()]
+    if digests is None:
+        digests = line_digests(raw_list)
+    elif not every:
+        digests = [digests[i] for i in usable["row"].to_list()]
+    digests = pl.Series(digests, dtype=pl.String)
     # The raw text travels only with lines without a job: the caller may have to keep them.
     no_job = usable["job_tenant"].is_null()
     lines = pl.Series("raw_line", [None] * usable.height, dtype=pl.Binary)
