@@ -46,6 +46,7 @@ ACCOUNTING_PATTERN = "acct-*.csv"
 CHUNK_BYTES = 50 * 1024 * 1024
 MAX_FILES_PER_RUN = 100
 IDENTITY_BYTES = 4096
+JOIN_WORK_MEM = "64MB"
 COUNT_KEYS = ("files", "lines", "delivered", "bounced", "deferred", "complained", "ignored", "linked", "unmatched",
               "kept_with_reason", "duplicates", "other_tenants", "restarted_files")
 
@@ -213,6 +214,8 @@ def _record_chunk(engine: sa.Engine, tenant_id: str, transport: str, name: str, 
                   events: pl.DataFrame | None, kept: pl.DataFrame, counts: dict[str, int], totals: dict[str, int]) -> bool:
     """Record one chunk and move the offset, in one transaction; ``False`` if the offset was not ``start``."""
     with engine.begin() as conn:
+        # The chunk's events are joined to the ledger by hash; let the join stay in memory.
+        conn.execute(sa.text(f"SET LOCAL work_mem = '{JOIN_WORK_MEM}'"))
         current = conn.execute(
             sa.text("""SELECT byte_offset FROM accounting_files
                        WHERE tenant_id = :t AND transport = :tr AND file_name = :f FOR UPDATE"""),
