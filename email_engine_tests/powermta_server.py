@@ -16,19 +16,40 @@ reply (``EHLO``, ``MAIL``, ``RCPT``, ``DATA``, the end of the data, ``RSET``, ``
 while; ``delays`` sets it per verb (``"END"`` is the reply to the end of the data).
 ``idle_timeout_s`` closes a connection that stays idle that long.
 Sessions are counted through :class:`email_engine_tests.smtp_server.SessionLog`.
+
+Accounting (``accounting_dir=``): every accepted message APPENDS one line per recipient to
+``<dir>/acct-YYYY-MM-DD-0001.csv`` (the header first, PowerMTA's column names): ``d``, or ``b``
+with the ``bounceCat`` / DSN set for that recipient by :meth:`PowerMtaStandIn.bounce`; ``envId``
+is the ENVID received (or the ``x-envid`` header), ``jobId`` the ``x-job`` header.
+:meth:`PowerMtaStandIn.complain` appends an ``f`` (FBL) line; :class:`AccountingFile` writes
+lines by hand. :func:`running_management` serves PowerMTA's HTTP management API (``/status``,
+``/queues``, ``?format=json``, ``X-API-Key``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import os
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from email.parser import BytesHeaderParser
+from pathlib import Path
 from typing import Any
 
+import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from email_engine_tests.smtp_server import (
     LOOPBACK,
@@ -103,6 +124,33 @@ class _State:
     failures: list[Failure] = field(default_factory=list)
     received: list[ReceivedMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    accounting: AccountingFile | None = None
+    bounces: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)  # rcpt -> (bounceCat, status, diag)
+
+    def account(self, message: ReceivedMessage) -> None:
+        """The accounting lines of an accepted message: ``d``, or ``b`` for a recipient set to bounce."""
+        envid = message.mail_parameters.get("ENVID")
+        header_envid = (message.header("x-envid") or [None])[0]
+        job = (message.header("x-job") or [None])[0]
+        vmta = (message.header("x-virtual-mta") or [None])[0]
+        now = accounting_time()
+        lines = []
+        for rcpt in message.recipients:
+            common = {"timeLogged": now, "timeQueued": now, "orig": message.mail_from, "rcpt": rcpt,
+                      "orcpt": f"rfc822;{rcpt}", "jobId": job, "vmta": vmta, "envId": envid if isinstance(envid, str) else None,
+                      "header_x-envid": header_envid, "srcType": "smtp", "srcMta": "client.test.local",
+                      "dlvType": "smtp", "dlvSize": str(len(message.data)), "queue": f"{rcpt.rpartition('@')[2]}/{vmta or 'default'}"}
+            with self.lock:
+                bounce = self.bounces.get(rcpt.lower())
+            if bounce is None:
+                lines.append({**common, "type": "d", "dsnAction": "relayed", "dsnStatus": "2.0.0 (success)",
+                              "dsnDiag": "smtp;250 2.0.0 ok, queued as 1A2B3C", "dsnMta": "mx.test.local"})
+            else:
+                cat, status, diag = bounce
+                default_status, default_diag = BOUNCE_STATUS.get(cat, ("5.0.0 (undefined status)", "smtp;550 5.0.0 refused"))
+                lines.append({**common, "type": "b", "dsnAction": "failed", "dsnStatus": status or default_status,
+                              "dsnDiag": diag or default_diag.format(rcpt=rcpt), "dsnMta": "mx.test.local", "bounceCat": cat})
+        self.accounting.append(*lines)
 
     def delay(self, verb: str) -> float:
         return self.delays.get(verb, self.command_delay_s)
@@ -110,6 +158,60 @@ class _State:
     def failure(self, stage: str, recipients: list[str]) -> Failure | None:
         with self.lock:
             return next((f for f in self.failures if f.take(stage, recipients)), None)
+
+
+# PowerMTA's accounting columns (User's Guide, "Accounting file"): the union of d, b, t, rb and f records.
+ACCOUNTING_COLUMNS: tuple[str, ...] = (
+    "type", "timeLogged", "timeQueued", "orig", "rcpt", "orcpt", "dsnAction", "dsnStatus", "dsnDiag", "dsnMta",
+    "bounceCat", "srcType", "srcMta", "dlvType", "dlvSourceIp", "dlvDestinationIp", "dlvEsmtpAvailable", "dlvSize",
+    "vmta", "jobId", "envId", "queue", "vmtaPool", "feedbackType", "format", "userAgent", "reportingMta",
+    "header_x-envid",
+)
+BOUNCE_STATUS = {
+    "bad-mailbox": ("5.1.1 (bad destination mailbox address)", "smtp;550 5.1.1 <{rcpt}>: user unknown"),
+    "bad-domain": ("5.1.2 (bad destination system: no such domain)", "smtp;550 5.1.2 domain not found"),
+    "inactive-mailbox": ("5.2.1 (mailbox disabled)", "smtp;550 5.2.1 mailbox disabled"),
+    "quota-issues": ("5.2.2 (mailbox full)", "smtp;552 5.2.2 mailbox full, try later"),
+    "spam-related": ("5.7.1 (delivery not authorized)", "smtp;550 5.7.1 message rejected as spam, see policy"),
+    "policy-related": ("5.7.1 (delivery not authorized)", "smtp;550 5.7.1 policy rejection"),
+}
+
+
+def accounting_time(at: datetime | None = None) -> str:
+    """PowerMTA's ``timeLogged`` form: ``2026-11-29 12:00:00+0000``."""
+    return (at or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+class AccountingFile:
+    """An accounting file that lines are APPENDED to (header first), as PowerMTA writes it."""
+
+    def __init__(self, directory: str | Path, name: str | None = None, columns: tuple[str, ...] = ACCOUNTING_COLUMNS):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / (name or f"acct-{datetime.now(timezone.utc):%Y-%m-%d}-0001.csv")
+        self.columns = columns
+        self.lock = threading.Lock()
+
+    def line(self, **fields: str | None) -> bytes:
+        """One CSV line (with its ``\n``) of these fields by column name; unknown names are refused."""
+        unknown = set(fields) - set(self.columns)
+        if unknown:
+            raise ValueError(f"no accounting column {sorted(unknown)}")
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([fields.get(c) or "" for c in self.columns])
+        return buffer.getvalue().encode("utf-8")
+
+    def append(self, *lines: bytes | dict) -> None:
+        """Append lines (bytes as given, or dicts of fields), writing the header first into a new file."""
+        data = b"".join(x if isinstance(x, bytes) else self.line(**x) for x in lines)
+        with self.lock:
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            with open(self.path, "ab") as handle:
+                if new:
+                    handle.write(",".join(self.columns).encode() + b"\n")
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
 
 
 class _Handler:
@@ -152,6 +254,8 @@ class _Handler:
         )
         with self.state.lock:
             self.state.received.append(record)  # spooled: a slow reply below does not undo it
+        if self.state.accounting is not None:
+            self.state.account(record)
         if self.state.delay("END"):
             await asyncio.sleep(self.state.delay("END"))
         return "250 2.6.0 message received"
@@ -246,11 +350,13 @@ class PowerMtaStandIn:
         delays: dict[str, float] | None = None,
         idle_timeout_s: float = 300.0,
         host: str = LOOPBACK,
+        accounting_dir: str | Path | None = None,
     ) -> None:
         self.host = host
         self.port = free_port(host)
         self.log = SessionLog()
-        self.state = _State(dsn=dsn, pipelining=pipelining, command_delay_s=command_delay_s, delays=dict(delays or {}))
+        self.state = _State(dsn=dsn, pipelining=pipelining, command_delay_s=command_delay_s, delays=dict(delays or {}),
+                            accounting=AccountingFile(accounting_dir) if accounting_dir is not None else None)
         self._controller = _Controller(
             _Handler(self.state, self.log),
             self.log,
@@ -297,3 +403,90 @@ class PowerMtaStandIn:
     @property
     def max_concurrent(self) -> int:
         return self.log.snapshot()[1]
+
+    @property
+    def accounting(self) -> AccountingFile:
+        """The accounting file (``accounting_dir=`` given at construction)."""
+        if self.state.accounting is None:
+            raise RuntimeError("this stand-in writes no accounting file: pass accounting_dir=")
+        return self.state.accounting
+
+    def bounce(self, recipient: str, bounce_cat: str = "bad-mailbox", *, dsn_status: str | None = None,
+               dsn_diag: str | None = None) -> None:
+        """Messages accepted for ``recipient`` from now on get a ``b`` accounting line with this ``bounceCat``."""
+        with self.state.lock:
+            self.state.bounces[recipient.lower()] = (bounce_cat, dsn_status, dsn_diag)
+
+    def complain(self, recipient: str, *, format: str = "arf", feedback_type: str = "abuse") -> int:
+        """Append an ``f`` (feedback loop) line for each message received for ``recipient``; how many."""
+        lines = []
+        for message in self.received:
+            if recipient.lower() not in (r.lower() for r in message.recipients):
+                continue
+            envid = message.mail_parameters.get("ENVID")
+            lines.append({"type": "f", "timeLogged": accounting_time(), "orig": message.mail_from, "rcpt": recipient,
+                          "jobId": (message.header("x-job") or [None])[0], "envId": envid if isinstance(envid, str) else None,
+                          "header_x-envid": (message.header("x-envid") or [None])[0], "feedbackType": feedback_type,
+                          "format": format, "userAgent": "ExampleFBL/1.0", "reportingMta": "dns;fbl.test.local"})
+        if lines:
+            self.accounting.append(*lines)
+        return len(lines)
+
+
+@dataclass
+class ManagementState:
+    """What the management stand-in answers; ``api_key`` set: requests need ``X-API-Key``."""
+
+    api_key: str | None = None
+    status: dict = field(default_factory=lambda: {
+        "traffic": {"lastHr": {"out": {"rcp": 120, "msg": 118}}, "lastMin": {"out": {"rcp": 3, "msg": 3}}},
+        "conn": {"smtpOut": {"cur": 7, "max": 100}, "smtpIn": {"cur": 1, "max": 50}},
+        "queue": {"smtp": {"rcp": 42, "dom": 5, "kb": 1024}},
+        "spool": {"files": {"total": 50, "inUse": 42}},
+    })
+    queues: list = field(default_factory=lambda: [
+        {"queue": "gmail.com/vmta1", "rcp": 30, "kb": 700, "paused": False, "mode": "normal"},
+        {"queue": "example.com/vmta1", "rcp": 12, "kb": 324, "paused": False, "mode": "backoff"},
+    ])
+    requests: list[str] = field(default_factory=list)
+
+
+def build_management_app(state: ManagementState) -> Starlette:
+    def answer(request: Request, data) -> JSONResponse:
+        state.requests.append(f"{request.url.path}?{request.url.query}")
+        if state.api_key is not None and request.headers.get("x-api-key") != state.api_key:
+            return JSONResponse({"data": None, "status": "error", "message": "unauthorized"}, status_code=401)
+        if request.query_params.get("format") != "json":
+            return JSONResponse({"data": None, "status": "error", "message": "format=json expected"}, status_code=400)
+        return JSONResponse({"data": data, "status": "success", "message": ""})
+
+    async def status(request: Request) -> JSONResponse:
+        return answer(request, {"status": state.status})
+
+    async def queues(request: Request) -> JSONResponse:
+        return answer(request, state.queues)
+
+    return Starlette(routes=[Route("/status", status), Route("/queues", queues)])
+
+
+@contextmanager
+def running_management(state: ManagementState | None = None) -> Iterator[tuple[str, ManagementState]]:
+    """Serve PowerMTA's HTTP management stand-in on 127.0.0.1 in a thread: yields (base_url, state)."""
+    state = state or ManagementState()
+    sock = socket.socket()
+    sock.bind((LOOPBACK, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_management_app(state), log_level="warning", lifespan="off", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the PowerMTA management stand-in did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{LOOPBACK}:{port}", state
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -232,6 +232,9 @@ def test_forget_leaves_the_address_in_no_table_and_every_count_survives(engine, 
                       ('acme', 'mailwizz', convert_to(:bob, 'UTF8'), 'k-bob', now(), 'applied')"""),
             {"ann": '{"subscriber": {"attributes": {"email": "ANN@example.com"}}}',
              "bob": '{"subscriber": {"attributes": {"email": "bob@example.com"}}}'})
+        conn.execute(sa.text(  # an accounting line kept with a reason, naming Ann
+            """INSERT INTO accounting_kept_lines (tenant_id, transport, file_name, byte_offset, line_digest, raw_line, reason)
+               VALUES ('acme', 'pmta', 'acct-2026-11-29-0001.csv', 120, 'd1', 'zz,2026-11-29,x@bounce.acme.example,Ann@Example.com', 'unknown_type')"""))
     with engine.connect() as conn:
         before = _table_counts(conn)
         assert _text_hits(conn, ANN, "other")  # the scan finds the address before
@@ -242,7 +245,7 @@ def test_forget_leaves_the_address_in_no_table_and_every_count_survives(engine, 
     counts = dict(line.strip().split(": ", 1) for line in captured.out.splitlines()[1:])
     assert counts["contacts"] == "1" and counts["campaign_sends"] == "2" and counts["delivery_events"] == "2"
     assert counts["staged_rows"] == "3" and counts["rejected_rows"] == "1" and counts["suppressions"] == "1"
-    assert counts["webhook_inbox"] == "1"
+    assert counts["webhook_inbox"] == "1" and counts["accounting_kept_lines"] == "1"
     assert counts["mailwizz mw"] == "2 subscriber(s) deleted, 1 sync row(s) dropped" and counts["mailwizz_subscribers"] == "1"
 
     with engine.connect() as conn:

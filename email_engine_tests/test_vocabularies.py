@@ -15,6 +15,9 @@ from email_engine_assets.campaigns.lifecycle import CAMPAIGN_STATES
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS, TEXT_FIELDS
 from email_engine_assets.contacts.importer import LEDGER_STATUSES
 from email_engine_assets.content.composer import SKIP_REASONS as COMPOSE_SKIP_REASONS
+from email_engine_assets.feedback.accounting import (
+    KEPT_REASONS as ACCOUNTING_KEPT_REASONS,
+)
 from email_engine_assets.quality.verdict import (
     DOMAIN_STATUSES,
     MAILBOX_STATUSES,
@@ -34,6 +37,7 @@ CHECKED = {
     ("mailwizz_subscribers", "state"): SYNC_STATES,
     ("campaigns", "state"): CAMPAIGN_STATES,
     ("campaign_sends", "state"): SEND_STATES,
+    ("accounting_kept_lines", "reason"): ACCOUNTING_KEPT_REASONS,
 }
 
 

@@ -193,6 +193,7 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                 transport.close()
         if report.recovered_unknown:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
+    mta = _mta_figures(context, tenant, campaign)
     with engine.connect() as conn:
         row = store.campaign_row(conn, campaign.tenant_id, campaign.name)
         counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, campaign.tenant_id, campaign.name))
@@ -200,8 +201,21 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         metadata={
             "state": row["state"], **{k: counts[k] for k in ("audience", "queued", "sent", "handed_off", "failed", "unknown")},
             "skipped": dg.MetadataValue.json(counts["skipped"]),
+            **({"powermta": dg.MetadataValue.json(mta)} if mta else {}),
         }
     )
+
+
+def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> dict | None:
+    """The MTA's queue / connection / rate figures after the send; a failure is a warning, never a failed send."""
+    figures = getattr(context.resources.transports, "delivery_figures", None)
+    if figures is None:
+        return None
+    try:
+        return figures(tenant, campaign)
+    except Exception as exc:  # noqa: BLE001 (the send is done; its figures are a courtesy)
+        context.log.warning(f"PowerMTA management figures not read: {str(exc)[:300]}")
+        return None
 
 
 campaign_send_job = dg.define_asset_job(

@@ -30,6 +30,11 @@ from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.powermta import PowerMtaSmtpTransport
+from email_engine_resources.powermta_config import (
+    PowerMtaConfigError,
+    read_powermta_config,
+)
+from email_engine_resources.powermta_management import PowerMtaManagement
 from email_engine_resources.signing_key import SigningKeyError, signing_key
 
 LIST_TRANSPORT_KINDS = frozenset({"mailwizz"})  # transports that personalise one content per template themselves
@@ -199,6 +204,12 @@ class Transports:
         raise PartMissing(f"transport {config.name!r} of kind {config.kind} is not available in this build")
 
     def _powermta(self, config, where: str):
+        if config.config_file:
+            # The virtual MTA (or pool) must exist in PowerMTA's own config before anything is claimed.
+            try:
+                read_powermta_config(config.config_file).check_virtual_mta(config.virtual_mta)
+            except PowerMtaConfigError as exc:
+                raise TransportUnavailable(f"{where}: {exc}") from None
         try:
             return PowerMtaSmtpTransport(
                 name=config.name, host=config.host, port=config.port, bounce_address=config.bounce_address,
@@ -222,6 +233,16 @@ class Transports:
             instance.close()
             raise TransportUnavailable(f"{where}: MailWizz cannot be used: {exc}") from None
         return MailwizzList(config.name, instance)
+
+    def delivery_figures(self, tenant, campaign: Campaign) -> dict[str, int | float] | None:
+        """Queued / connections / rates from the PowerMTA management API of the campaign's transport
+        (``management_url``); ``None`` when it has none. Raises ``PowerMtaManagementError`` or ``LookupError``."""
+        config = self._config(tenant, campaign)
+        if config.kind != "powermta" or not config.management_url:
+            return None
+        key = config.management_api_key.read() if config.management_api_key is not None else None
+        with PowerMtaManagement(config.management_url, key, allow_private=config.allow_private) as api:
+            return api.figures()
 
     def composer_for(self, tenant, campaign: Campaign, composer: Composer) -> Composer:
         """The composer as the campaign's transport needs it: with MailWizz tag-mode content for a list transport."""

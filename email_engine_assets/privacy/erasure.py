@@ -28,6 +28,7 @@ ERASED_TABLES: dict[str, str] = {
     "suppressions": "deleted: the erasure record (salted hash) takes its place",
     "mailwizz_subscribers": "contact NULL at once; deleted once MailWizz has deleted the subscriber",
     "mailwizz_suppression_pushes": "deleted with the address's suppression (cascade)",
+    "accounting_kept_lines": "raw line emptied where it holds the address (file, offset and reason kept)",
     "webhook_inbox": "body emptied where it holds the address (pending rows of the tenant are applied first)",
     "erased_addresses": "the salted hash of the address key is added",
 }
@@ -36,7 +37,7 @@ ERASED_TABLES: dict[str, str] = {
 REPORT_KEYS: tuple[str, ...] = (
     "contacts", "email_validations", "contact_enrichment", "tag_assignments", "segment_profiles", "segment_members",
     "staged_rows", "rejected_rows", "campaign_sends", "delivery_events", "suppressions", "mailwizz_subscribers",
-    "webhook_inbox",
+    "webhook_inbox", "accounting_kept_lines",
 )
 
 SALT_BYTES = 32

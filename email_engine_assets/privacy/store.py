@@ -264,6 +264,9 @@ def erase(conn: sa.Connection, tenant_id: str, key: str, needles: list[str]) -> 
              AND EXISTS (SELECT 1 FROM unnest(CAST(:needles AS text[])) n
                          WHERE strpos(lower(encode(body, 'escape')), lower(encode(convert_to(n, 'UTF8'), 'escape'))) > 0)"""
     )
+    counts["accounting_kept_lines"] = run(
+        f"UPDATE accounting_kept_lines SET raw_line = '' WHERE tenant_id = :t AND {_holds('raw_line')}"
+    )
     salt = tenant_salt(conn, tenant_id)
     counts["erased_addresses"] = conn.execute(
         sa.text("INSERT INTO erased_addresses (tenant_id, email_hash) VALUES (:t, :h) ON CONFLICT DO NOTHING"),

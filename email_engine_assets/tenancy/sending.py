@@ -79,7 +79,20 @@ class PowerMtaTransport(Strict):
     retries: int = Field(default=3, ge=0, le=10, description="4xx replies retried this often, with backoff")
     allow_private: bool = False
     config_file: str | None = Field(default=None, description="PowerMTA's config file (virtual MTAs, accounting)")
-    accounting_dir: str | None = None
+    accounting_dir: str | None = Field(default=None, description="where PowerMTA writes acct-*.csv (default: the "
+                                                                 "directory of the config file's <acct-file>)")
+    management_url: str | None = Field(default=None, description="PowerMTA's HTTP management API, e.g. http://pmta:8080")
+    management_api_key: EnvSecret | None = None
+
+    @field_validator("management_url")
+    @classmethod
+    def _management_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http:// or https:// URL of the management port, without query")
+        return value.rstrip("/")
 
 
 class MailwizzSyncSettings(Strict):

@@ -1,0 +1,260 @@
+"""PowerMTA accounting lines (parsing and mapping), PowerMTA's config reader and its management API."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from email_engine_assets.audiences.suppressions import suppression_key
+from email_engine_assets.feedback.accounting import (
+    MAX_LINE_BYTES,
+    HeaderError,
+    address_keys,
+    complete_length,
+    header_columns,
+    line_digest,
+    parse_lines,
+)
+from email_engine_assets.feedback.events import bounce_class
+from email_engine_resources.powermta_config import (
+    MAX_CONFIG_BYTES,
+    PowerMtaConfigError,
+    parse_powermta_config,
+    read_powermta_config,
+)
+from email_engine_resources.powermta_management import (
+    PowerMtaManagement,
+    PowerMtaManagementError,
+)
+from email_engine_tests.powermta_server import (
+    AccountingFile,
+    ManagementState,
+    running_management,
+)
+
+HEADER = b"type,timeLogged,orig,rcpt,dsnStatus,dsnDiag,bounceCat,jobId,envId,header_x-envid,feedbackType,format"
+T = "2026-11-29 12:00:00+0100"
+
+
+def lines(*rows: str) -> bytes:
+    return "".join(r + "\n" for r in rows).encode()
+
+
+def parse(data: bytes, tenant: str = "acme", header: bytes = HEADER):
+    return parse_lines(header_columns(header), data, base_offset=1000, tenant_id=tenant)
+
+
+def test_mixed_record_types_map_to_events_by_column_name():
+    data = lines(
+        f"d,{T},b@bounce.example,Alice@Example.COM,2.0.0 (success),\"smtp;250 ok, queued\",,acme.spring,TokA,,,",
+        f"b,{T},b@bounce.example,bob@example.com,5.1.1,\"smtp;550 5.1.1 no, such user\",bad-mailbox,acme.spring,,,,",
+        f"rb,{T},b@bounce.example,carl@example.com,5.7.1,\"smtp;550 spam\",spam-related,acme.spring,,,,",
+        f"t,{T},b@bounce.example,dan@example.com,4.2.2,smtp;452 full,quota-issues,acme.spring,,,,",
+        f"f,{T},b@bounce.example,erin@example.com,,,,acme.spring,,TokE,abuse,jmrp",
+        f"tq,{T},b@bounce.example,fay@example.com,,,,acme.spring,,,,",
+        f"r,{T},b@bounce.example,fay@example.com,,,,acme.spring,,,,",
+        f"rs,{T},b@bounce.example,fay@example.com,,,,acme.spring,,,,",
+    )
+    parsed = parse(data)
+    got = parsed.events.select("event_type", "bounce_class", "token", "campaign", "email").rows()
+    assert got == [
+        ("delivered", None, "TokA", "spring", "alice@example.com"),
+        ("bounced", "hard", None, "spring", "bob@example.com"),
+        ("bounced", "reputation", None, "spring", "carl@example.com"),
+        ("deferred", None, None, "spring", "dan@example.com"),
+        ("complained", None, "TokE", "spring", "erin@example.com"),  # header_x-envid, case kept
+    ]
+    assert parsed.counts["ignored"] == 3 and parsed.counts["lines"] == 8 and parsed.kept.height == 0
+    assert {parsed.counts[f"type_{t}"] for t in ("d", "b", "rb", "t", "f", "tq", "r", "rs")} == {1}
+    assert "jmrp" in parsed.events["detail"][4] and "no, such user" in parsed.events["detail"][1]
+    assert parsed.events["occurred_at"][0].isoformat() == "2026-11-29T11:00:00+00:00"
+    # The dedupe key is the digest of the raw line.
+    assert parsed.events["dedupe_key"][0] == line_digest(data.split(b"\n")[0])
+
+
+def test_columns_are_found_by_name_whatever_their_order_and_case():
+    header = b"envId,RCPT,Type,jobid,timeLogged,extra"
+    parsed = parse(lines(f"Tok1,a@example.com,d,acme.c1,{T},\"x,y\""), header=header)
+    assert parsed.events.select("event_type", "token", "campaign", "email").row(0) == ("delivered", "Tok1", "c1", "a@example.com")
+
+
+def test_unusable_lines_are_kept_with_a_reason_and_where_they_were():
+    data = lines(
+        f"zz,{T},o,a@example.com,,,,acme.c,,,,",
+        "d,yesterday,o,a@example.com,,,,acme.c,,,,",
+        f"d,{T},o,,,,,acme.c,,,,",
+        f"d,{T},o,a@example.com,,,,acme.c,,,,,,,,,",  # wider than the header
+        f"d,{T},o,a@example.com,acme.c",  # narrower: its fields would land in the wrong columns
+    )
+    parsed = parse(data)
+    starts = [1000]
+    for line in data.split(b"\n")[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    assert sorted(parsed.kept.select("byte_offset", "reason").rows()) == [
+        (starts[0], "unknown_type"), (starts[1], "bad_time"), (starts[2], "no_recipient"), (starts[3], "malformed"),
+        (starts[4], "malformed")]
+    assert parsed.counts["kept_with_reason"] == 5 and parsed.counts["lines"] == 5
+    assert parsed.events.height == 0
+    assert parsed.kept.filter(pl.col("reason") == "unknown_type")["raw_line"][0].startswith("zz,")
+
+
+def test_a_line_of_another_tenants_job_is_left_to_that_tenant():
+    parsed = parse(lines(f"d,{T},o,a@example.com,,,,other.c,,,,", f"d,{T},o,b@example.com,,,,acme.c,,,,"))
+    assert parsed.events["email"].to_list() == ["b@example.com"] and parsed.counts["other_tenants"] == 1
+
+
+def test_a_line_without_job_is_marked_for_the_ledger_check():
+    parsed = parse(lines(f"d,{T},o,a@example.com,,,,,Tok9,,,"))
+    assert parsed.events.select("has_job", "campaign", "token").row(0) == (False, None, "Tok9")
+
+
+def test_partial_last_line_waits_and_quoted_newlines_stay_inside_their_line():
+    complete = lines(f"d,{T},o,a@example.com,,\"two\nlines, quoted\",,acme.c,,,,")
+    assert complete_length(complete + b'b,2026,"open quote\nstill open') == len(complete)
+    assert complete_length(b"d,no newline yet") == 0
+    parsed = parse(complete)
+    assert parsed.counts["lines"] == 1 and "two\nlines, quoted" in parsed.events["detail"][0]
+
+
+def test_crlf_and_utf8_bom_and_blank_lines():
+    header = "\ufefftype,timeLogged,rcpt,jobId".encode()
+    parsed = parse(f"d,{T},a@example.com,acme.c\r\n\r\n".encode(), header=header)
+    assert parsed.events.height == 1 and parsed.counts["blank"] == 1
+    assert parsed.events["dedupe_key"][0] == line_digest(f"d,{T},a@example.com,acme.c".encode())
+
+
+def test_hostile_lines_are_kept_not_fatal():
+    long_line = b"d," + b"x" * (MAX_LINE_BYTES + 10)
+    nul = f"d,{T},o,a\x00@example.com,,,,acme.c,,,,".encode()
+    parsed = parse(long_line + b"\n" + nul + b"\n" + b"\xff\xfe,\xff\n")
+    assert sorted(parsed.kept["reason"].to_list()) == ["line_too_long", "malformed", "malformed"]
+    assert len(parsed.kept["raw_line"][0]) <= 4096
+
+
+@pytest.mark.parametrize("header", [b"rcpt,jobId", b"type,rcpt,type", b"\xff\xfe"])
+def test_a_header_that_is_no_accounting_header_is_refused(header):
+    with pytest.raises(HeaderError):
+        header_columns(header)
+
+
+def test_bounce_classes_agree_with_the_bounce_rule():
+    pairs = [("bad-mailbox", "5.1.1"), ("quota-issues", "5.2.2"), ("spam-related", "5.7.1"), ("", "5.1.1 (x)"),
+             ("other", "5.7.1"), ("", ""), ("made-up", "4.4.7"), ("bad-domain", "")]
+    data = lines(*(f"b,{T},o,u{i}@example.com,{s},,{c},acme.c,,,," for i, (c, s) in enumerate(pairs)))
+    assert parse(data).events["bounce_class"].to_list() == [bounce_class(c or None, s or None) for c, s in pairs]
+
+
+def test_address_keys_agree_with_the_suppression_key():
+    addresses = ["Alice@Example.COM", " bob@EXAMPLE.com ", "<carl@example.com>", "dörte@bücher.example",
+                 "Eve@xn--bcher-kva.example", "x@ÉXAMPLE.org"]
+    keys = address_keys(pl.Series(addresses)).to_list()
+    assert keys == [suppression_key(a.strip().strip("<>")) for a in addresses]
+    assert address_keys(pl.Series(["not an address"])).to_list() == ["not an address"]
+
+
+def test_the_stand_in_writes_lines_that_parse(tmp_path):
+    acct = AccountingFile(tmp_path)
+    acct.append({"type": "d", "timeLogged": T, "rcpt": "a@example.com", "jobId": "acme.c", "envId": "TokQ",
+                 "dsnDiag": "smtp;250 ok, \"quoted\""})
+    data = acct.path.read_bytes()
+    header, _, body = data.partition(b"\n")
+    parsed = parse(body, header=header)
+    assert parsed.events.select("token", "campaign").row(0) == ("TokQ", "c")
+
+
+CONFIG = """\
+# PowerMTA config
+http-mgmt-port 8080
+<source 127.0.0.1>
+    process-x-job yes   # comment after a value
+    process-x-virtual-mta yes
+</source>
+<virtual-mta vmta1>
+    smtp-source-host 192.0.2.10 mta1.example.com
+    <domain *>
+        max-smtp-out 5
+    </domain>
+</virtual-mta>
+<virtual-mta vmta2> smtp-source-host 192.0.2.11 mta2.example.com </virtual-mta>
+<virtual-mta-pool pool1>
+    virtual-mta vmta1
+    virtual-mta vmta2
+</virtual-mta-pool>
+<acct-file /var/log/pmta/acct.csv>
+    records d,b,t,f,rb
+    move-interval 1d
+    max-size 250M
+</acct-file>
+<acct-file |/usr/bin/piped>
+</acct-file>
+"""
+
+
+def test_config_reader_reads_vmtas_pools_acct_file_and_port(tmp_path):
+    path = tmp_path / "config"
+    path.write_text(CONFIG)
+    config = read_powermta_config(path)
+    assert config.virtual_mtas == {"vmta1", "vmta2"}
+    assert config.pools == {"pool1": ("vmta1", "vmta2")}
+    assert config.http_mgmt_port == 8080
+    assert config.accounting_dir() == "/var/log/pmta"
+    assert config.acct_files[0].records == ("d", "b", "t", "f", "rb")
+    assert config.knows("VMTA1") and config.knows("pool1") and not config.knows("vmta3")
+    config.check_virtual_mta("pool1")
+    with pytest.raises(PowerMtaConfigError, match="'vmta3' is neither.*known: vmta1, vmta2, pool1"):
+        config.check_virtual_mta("vmta3")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<virtual-mta a>\nsmtp-source-host 1.2.3.4 h\n", "line 1: <virtual-mta> is never closed"),
+        ("<virtual-mta a>\n</virtual-mta-pool>\n", "line 2: </virtual-mta-pool> does not close <virtual-mta> opened on line 1"),
+        ("<virtual-mta-pool p>\nvirtual-mta ghost\n</virtual-mta-pool>\n", "line 1: pool 'p' names 'ghost'"),
+        ("<virtual-mta a></virtual-mta>\n<virtual-mta A></virtual-mta>\n", "line 2: 'A' is defined twice"),
+        ("<virtual-mta bad name!></virtual-mta>\n", "line 1: <virtual-mta> needs a name"),
+        ("\n\nhttp-mgmt-port eighty\n", "line 3: http-mgmt-port needs a port number"),
+        ("<acct-file></acct-file>\n", "line 1: <acct-file> needs a path"),
+        ("<virtual-mta a></virtual-mta><virtual-mta-pool p> vmta a </virtual-mta-pool>", "holds something other than"),
+    ],
+)
+def test_config_reader_names_the_line_of_a_broken_config(text, message):
+    with pytest.raises(PowerMtaConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_powermta_config(text, "pmta.conf")
+
+
+def test_config_reader_caps_the_size_and_names_a_missing_file(tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
+    with pytest.raises(PowerMtaConfigError, match="larger than"):
+        read_powermta_config(big)
+    with pytest.raises(PowerMtaConfigError, match="missing.*cannot be read"):
+        read_powermta_config(tmp_path / "missing")
+
+
+def test_management_figures_from_status_and_queues():
+    with running_management(ManagementState(api_key="s3cret-key")) as (url, state):
+        with PowerMtaManagement(url, "s3cret-key", allow_private=True) as api:
+            figures = api.figures()
+        assert figures["queued_recipients"] == 42 and figures["connections_out"] == 7
+        assert figures["out_recipients_last_hour"] == 120 and figures["queues"] == 2 and figures["queues_in_backoff"] == 1
+        assert state.requests == ["/status?format=json", "/queues?format=json"]
+        with PowerMtaManagement(url, "wrong-key", allow_private=True) as api:
+            with pytest.raises(PowerMtaManagementError, match="HTTP 401") as caught:
+                api.get("status")
+        assert "wrong-key" not in str(caught.value)
+
+
+def test_management_refuses_a_private_target_unless_allowed():
+    with running_management() as (url, _state):
+        with PowerMtaManagement(url) as api:
+            with pytest.raises(PowerMtaManagementError, match="private targets are not allowed"):
+                api.get("status")
+
+
+def test_time_forms_all_become_utc():
+    data = lines(*(f"d,{t},o,a{i}@example.com,,,,acme.c,,,," for i, t in enumerate(
+        ["2026-11-29 12:00:00-0230", "2026-11-29T12:00:00+0100", "2026-11-29 12:00:00", "2026-11-29 12:00:00+0000"])))
+    got = [d.isoformat() for d in parse(data).events["occurred_at"]]
+    assert got == ["2026-11-29T14:30:00+00:00", "2026-11-29T11:00:00+00:00", "2026-11-29T12:00:00+00:00",
+                   "2026-11-29T12:00:00+00:00"]
