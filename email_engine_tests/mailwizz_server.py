@@ -23,7 +23,6 @@ import base64
 import hashlib
 import hmac
 import re
-import socket
 import threading
 import time
 import uuid
@@ -33,11 +32,12 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from email_engine_tests.http_servers import serving
 
 SIGNATURE_MAX_AGE_S = 900
 CREATE_STATUSES = ("draft", "pending-sending", "paused")
@@ -488,20 +488,5 @@ def build_app(state: MailwizzState) -> Starlette:
 def running_mailwizz(state: MailwizzState | None = None) -> Iterator[tuple[str, MailwizzState]]:
     """Serve the stand-in on 127.0.0.1 in a thread: yields (base_url, state)."""
     state = state or MailwizzState()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(state), log_level="warning", lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the MailWizz stand-in did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/api", state
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(build_app(state), "the MailWizz stand-in") as url:
+        yield f"{url}/api", state

@@ -32,7 +32,6 @@ import asyncio
 import csv
 import io
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +42,6 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 from starlette.applications import Starlette
@@ -51,6 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from email_engine_tests.http_servers import serving
 from email_engine_tests.smtp_server import (
     LOOPBACK,
     RecordingSMTP,
@@ -473,20 +472,5 @@ def build_management_app(state: ManagementState) -> Starlette:
 def running_management(state: ManagementState | None = None) -> Iterator[tuple[str, ManagementState]]:
     """Serve PowerMTA's HTTP management stand-in on 127.0.0.1 in a thread: yields (base_url, state)."""
     state = state or ManagementState()
-    sock = socket.socket()
-    sock.bind((LOOPBACK, 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_management_app(state), log_level="warning", lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the PowerMTA management stand-in did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://{LOOPBACK}:{port}", state
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(build_management_app(state), "the PowerMTA management stand-in") as url:
+        yield url, state

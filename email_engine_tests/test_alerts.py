@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,6 @@ from contextlib import contextmanager
 import anyio
 import dagster as dg
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -36,6 +34,7 @@ from email_engine_tests.campaign_parts import (
     parts,
     write_campaign,
 )
+from email_engine_tests.http_servers import serving
 
 BOT_TOKEN = "123456:SECRET-bot-token"
 SLACK_PATH = "/services/T000/B000/SECRETslackpath"
@@ -63,21 +62,8 @@ def running_chat() -> Iterator[tuple[str, Chat]]:
         return JSONResponse({"ok": status == 200}, status_code=status)
 
     app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the chat stand-in did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", chat
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(app, "the chat stand-in") as url:
+        yield url, chat
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ from email_engine_assets.campaigns.store import claim_batch
 from email_engine_assets.content.unsubscribe import unsubscribe_token
 from email_engine_assets.feedback.webhook_app import build_app
 from email_engine_assets.feedback.webhook_auth import sign
+from email_engine_tests.http_servers import serving
 from email_engine_tests.test_webhook_core import mailwizz_body
 from email_engine_tests.webhook_helpers import (
     CONTACTS_SECRET,
     MAILWIZZ_TOKEN,
     SIGNING_KEY,
     TENANT_YAML,
-    serving,
     webhook_env,
 )
 
