@@ -155,43 +155,36 @@ def line_digest(raw: bytes) -> str:
 # The columns the mapping reads; the others are tokenised by the CSV reader but never built.
 USED_COLUMNS = ("type", "timelogged", "rcpt", "envid", "header_x-envid", "jobid", "bouncecat", "dsnstatus", "dsndiag",
                 "feedbacktype", "format")
-_QUOTED_FIELD = r'"(?:[^"]|"")*"'
+_SENTINEL = b"\x01"
 
 
 def _fields_fast(columns: list[str], body: bytes, expected: int) -> pl.DataFrame | None:
-    """``body`` (CSV lines, no header) parsed by polars as strings, or ``None`` when it is not
-    ``expected`` records of exactly the header's width (the caller then goes record by record).
+    """``body`` (``expected`` physical lines, no header, no quoted newline: the sentinel would land
+    inside the quoted field) parsed by polars as strings, or ``None`` when it is not ``expected``
+    records of exactly the header's width (the caller then goes record by record).
 
     Only :data:`USED_COLUMNS` are built (named ``c<position>``). polars does not check the width of
-    a line when it builds only some columns (nor of a short line ever), so the width is checked
-    here: each line's commas outside quoted fields.
+    a line when it builds only some columns (nor of a short line ever), so each line gets a sentinel
+    field appended (``,\\x01``, a byte the data must not hold) and that field is built too: it is
+    the sentinel on every line exactly when every line has the header's width (a short line leaves
+    it null, a long line puts one of its own fields there).
     """
-    if not _widths_match(body, len(columns), expected):
+    if _SENTINEL in body or not body.endswith(b"\n"):
         return None
-    schema = {f"c{i}": pl.String for i in range(len(columns))}
+    width = len(columns)
+    schema = {f"c{i}": pl.String for i in range(width + 1)}
     used = [i for i, c in enumerate(columns) if c.lower() in USED_COLUMNS]
     try:
-        frame = pl.read_csv(body, has_header=False, schema=schema, columns=used, encoding="utf8-lossy",
-                            truncate_ragged_lines=False)
+        frame = pl.read_csv(body.replace(b"\n", b"," + _SENTINEL + b"\n"), has_header=False, schema=schema,
+                            columns=[*used, width], encoding="utf8-lossy", truncate_ragged_lines=False)
     except pl.exceptions.PolarsError:
         return None
-    if frame.height != expected or frame.width != len(used):
+    if frame.height != expected or frame.width != len(used) + 1:
         return None
-    return frame
-
-
-def _widths_match(body: bytes, width: int, expected: int) -> bool:
-    """Whether ``body`` is ``expected`` physical lines of ``width`` fields each (no quoted newline, no NUL)."""
-    try:
-        lines = pl.read_csv(body, has_header=False, separator="\x00", quote_char=None, schema={"line": pl.String},
-                            encoding="utf8-lossy")
-    except pl.exceptions.PolarsError:
-        return False
-    if lines.height != expected:
-        return False
-    line = pl.col("line")
-    unquoted = pl.when(line.str.contains('"', literal=True)).then(line.str.replace_all(_QUOTED_FIELD, "")).otherwise(line)
-    return bool(lines.select((unquoted.str.count_matches(",", literal=True) == width - 1).all()).item())
+    sentinel = frame.get_column(f"c{width}")
+    if sentinel.null_count() or not (sentinel == _SENTINEL.decode()).all():
+        return None
+    return frame.drop(f"c{width}")
 
 
 def _header_line(columns: list[str]) -> bytes:
@@ -272,7 +265,8 @@ def _parse_records(columns: list[str], records: list[bytes], base_offset: int, t
         usable_offsets.append(offset)
     counts["lines"] = len(records) - counts["blank"]
 
-    frame = _fields_fast(columns, b"\n".join(usable_raw) + b"\n", len(usable_raw)) if usable_raw else None
+    one_line = usable_raw and not any(b"\n" in r for r in usable_raw)
+    frame = _fields_fast(columns, b"\n".join(usable_raw) + b"\n", len(usable_raw)) if one_line else None
     if frame is None and usable_raw:
         frame, ok = _fields_slow(columns, usable_raw)
         kept.extend((o, r, "malformed") for o, r, fine in zip(usable_offsets, usable_raw, ok) if not fine)

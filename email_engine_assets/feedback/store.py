@@ -31,6 +31,16 @@ def record_events(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> d
     conn.execute(sa.text(f"TRUNCATE {_STAGE}"))
     copy_frame(conn, _STAGE, frame, list(EVENT_FRAME_SCHEMA))
     conn.execute(sa.text(f"ANALYZE {_STAGE}"))
+    # Events that carry a token link by it alone; the (campaign, email) join is only planned when
+    # some event has none (it would scan the ledger a second time for nothing).
+    by_address = (
+        """LEFT JOIN campaign_sends by_address
+                   ON st.token IS NULL AND by_address.tenant_id = :t
+                  AND by_address.campaign = st.campaign AND by_address.email = st.email"""
+        if frame.get_column("token").null_count() else
+        "LEFT JOIN (SELECT NULL::bigint AS row_id, NULL::text AS campaign, NULL::bigint AS contact_id, "
+        "NULL::text AS email) by_address ON false"
+    )
     row = conn.execute(
         sa.text(
             f"""WITH linked AS (
@@ -41,9 +51,7 @@ def record_events(conn: sa.Connection, tenant_id: str, frame: pl.DataFrame) -> d
                     FROM {_STAGE} st
                     LEFT JOIN campaign_sends by_token
                            ON by_token.token = st.token AND by_token.tenant_id = :t
-                    LEFT JOIN campaign_sends by_address
-                           ON st.token IS NULL AND by_address.tenant_id = :t
-                          AND by_address.campaign = st.campaign AND by_address.email = st.email
+                    {by_address}
                 ), written AS (
                     INSERT INTO delivery_events (tenant_id, event_type, bounce_class, origin, occurred_at, campaign,
                                                  send_row_id, contact_id, email, detail, url, dedupe_key)
