@@ -49,7 +49,7 @@ def store_bodies(conn: sa.Connection, items: Sequence[tuple[str, str, str | None
     if not items:
         return []
     keys = [inbox_dedupe_key(t, k, s, b) for t, k, s, b, _ in items]
-    new = set(conn.execute(
+    new = set(tuple(row) for row in conn.execute(
         sa.text(
             """INSERT INTO webhook_inbox (tenant_id, kind, source_id, body, content_type, dedupe_key)
                SELECT * FROM unnest(CAST(:t AS text[]), CAST(:k AS text[]), CAST(:s AS text[]),
@@ -59,7 +59,7 @@ def store_bodies(conn: sa.Connection, items: Sequence[tuple[str, str, str | None
         ),
         {"t": [i[0] for i in items], "k": [i[1] for i in items], "s": [i[2] for i in items], "b": [i[3] for i in items],
          "ct": [_content_type(i[4]) for i in items], "d": keys},
-    ).tuples())
+    ).all())
     out = []
     for (tenant_id, *_), key in zip(items, keys):
         out.append((tenant_id, key) in new)
