@@ -328,7 +328,7 @@ def test_the_asset_applies_feedback_counts_and_reports_metadata(engine, spring):
         assert not failed.success
 
 
-def test_stats_follow_each_send_and_refresh_hourly_once_the_campaign_has_sent():
+def test_stats_follow_each_send_by_automation():
     from datetime import timedelta
 
     from email_engine_assets.campaigns.assets import campaign_sends
@@ -352,7 +352,41 @@ def test_stats_follow_each_send_and_refresh_hourly_once_the_campaign_has_sent():
         result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor,
                                                    evaluation_time=start + timedelta(minutes=2))
         assert result.total_requested == 0
-        result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor,
-                                                   evaluation_time=start + timedelta(hours=1))
-        requested = set(result.get_requested_partitions(dg.AssetKey("campaign_stats")))
-        assert requested == {"acme.spring"}  # the hourly refresh; autumn never sent
+
+
+def test_the_hourly_refresh_covers_the_campaigns_still_receiving_feedback(engine, workspace):
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from email_engine_assets.feedback.stats_assets import (
+        FEEDBACK_WINDOW,
+        campaign_stats_schedule,
+    )
+    from email_engine_resources.postgres import PostgresResource
+
+    now = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
+    workspace.tenant("acme")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES ('acme', 'Acme', 'x') ON CONFLICT DO NOTHING"))
+        for name, state, started, completed in (
+            ("draft", "draft", None, None),                                   # never sent
+            ("going", "running", now - timedelta(hours=2), None),            # still sending
+            ("recent", "completed", now - timedelta(days=3), now - timedelta(days=2)),
+            ("old", "completed", now - timedelta(days=40), now - FEEDBACK_WINDOW - timedelta(hours=1)),
+            ("unknown", "completed", now - timedelta(days=1), now - timedelta(hours=5)),  # no partition yet
+        ):
+            conn.execute(sa.text(
+                """INSERT INTO campaigns (tenant_id, campaign, state, segment, category, transport, config_sha256,
+                                          started_at, completed_at)
+                   VALUES ('acme', :c, :s, 'vip', 'news', 'outbox', 'x', :started, :completed)"""),
+                {"c": name, "s": state, "started": started, "completed": completed})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("campaign", ["acme.draft", "acme.going", "acme.recent", "acme.old"])
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=now,
+                                            resources={"db": PostgresResource()})
+        requests = list(campaign_stats_schedule(context))
+    assert [(r.partition_key, r.run_key) for r in requests] == [
+        ("acme.going", "campaign_stats:acme.going:2026-11-29T10"),
+        ("acme.recent", "campaign_stats:acme.recent:2026-11-29T10"),
+    ]

@@ -10,12 +10,15 @@ from email_engine_assets.feedback.schedules import (
     mailwizz_feedback_job,
     mailwizz_feedback_schedule,
 )
-from email_engine_assets.feedback.stats_assets import campaign_stats
+from email_engine_assets.feedback.stats_assets import (
+    campaign_stats,
+    campaign_stats_schedule,
+)
 from email_engine_assets.feedback.webhook_sensor import webhook_inbox_sensor
 
 defs = dg.Definitions(
     assets=[delivery_events, suppressions, mailwizz_feedback, campaign_stats],
     jobs=[mailwizz_feedback_job],
-    schedules=[mailwizz_feedback_schedule],
+    schedules=[mailwizz_feedback_schedule, campaign_stats_schedule],
     sensors=[webhook_inbox_sensor, accounting_sensor, alert_on_run_failure],
 )

@@ -1,9 +1,13 @@
 """campaign_stats[campaign]: what each campaign's messages did, kept current while feedback arrives.
 
-Materialized after each send of the campaign (eager on ``campaign_sends``) and every hour for every
-campaign that has sent (bounces, complaints, opens and clicks keep coming for days). Each run first
-applies the tenant's pending feedback, then counts (:mod:`.stats_refresh`).
+Materialized after each send of the campaign (eager on ``campaign_sends``), and every hour by
+``campaign_stats_schedule`` while feedback still arrives: for campaigns started and not completed,
+or completed within :data:`FEEDBACK_WINDOW` (bounces, complaints, opens and clicks keep coming for
+days; an old campaign is not counted again every hour forever). Each run first applies the
+tenant's pending feedback, then counts (:mod:`.stats_refresh`).
 """
+
+from datetime import timedelta
 
 import dagster as dg
 
@@ -14,20 +18,14 @@ from email_engine_assets.feedback.stats_refresh import (
     apply_pending_feedback,
     refresh_stats,
 )
+from email_engine_assets.feedback.stats_store import campaigns_receiving_feedback
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import fail_if_broken
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 STATS_REFRESH_CRON = "0 * * * *"
-
-after_each_send = dg.AutomationCondition.eager()
-hourly_while_feedback_arrives = (
-    dg.AutomationCondition.cron_tick_passed(STATS_REFRESH_CRON, cron_timezone="UTC")
-    & ~dg.AutomationCondition.any_deps_missing()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("hourly, once the campaign has sent")
-STATS_AUTOMATION = after_each_send | hourly_while_feedback_arrives
+FEEDBACK_WINDOW = timedelta(days=14)
 
 
 @dg.asset(
@@ -35,7 +33,7 @@ STATS_AUTOMATION = after_each_send | hourly_while_feedback_arrives
     group_name="feedback",
     kinds={"postgres"},
     deps=[campaign_sends],
-    automation_condition=STATS_AUTOMATION,
+    automation_condition=dg.AutomationCondition.eager(),
     description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked, unsubscribed, "
                 "with rates, per language and template; MailWizz's own figures merged for campaigns sent there.",
 )
@@ -67,3 +65,17 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
         "feedback_applied": dg.MetadataValue.json(applied),
     })
     return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.schedule(target=[campaign_stats], cron_schedule=STATS_REFRESH_CRON, execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.RUNNING)
+def campaign_stats_schedule(context: dg.ScheduleEvaluationContext, db: PostgresResource):
+    """Every hour, the stats of each campaign still receiving feedback (see the module's docstring)."""
+    now = context.scheduled_execution_time
+    with db.engine().connect() as conn:
+        keys = campaigns_receiving_feedback(conn, now - FEEDBACK_WINDOW)
+    known = set(campaign_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
+    hour = now.strftime("%Y-%m-%dT%H")
+    for key in keys:
+        if key in known:
+            yield dg.RunRequest(run_key=f"campaign_stats:{key}:{hour}", partition_key=key)

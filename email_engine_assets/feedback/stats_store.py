@@ -139,3 +139,16 @@ def last_completed_campaign(conn: sa.Connection, tenant_id: str, exclude: str) -
         ),
         {"t": tenant_id, "c": exclude},
     ).scalar()
+
+
+def campaigns_receiving_feedback(conn: sa.Connection, completed_since: datetime) -> list[str]:
+    """Keys of the campaigns whose stats still change: started and not yet completed (running,
+    paused, cancelled after a start), or completed since ``completed_since``."""
+    return list(conn.execute(
+        sa.text(
+            """SELECT tenant_id || '.' || campaign FROM campaigns
+               WHERE started_at IS NOT NULL AND (completed_at IS NULL OR completed_at >= :since)
+               ORDER BY tenant_id, campaign"""
+        ),
+        {"since": completed_since},
+    ).scalars())
