@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 
 import sqlalchemy as sa  # noqa: E402
 
+from benchmarks.scratch import scratch_database  # noqa: E402
 from email_engine_assets.feedback.accounting import (  # noqa: E402
     complete_length,
     header_columns,
@@ -40,8 +41,6 @@ from email_engine_assets.feedback.accounting import (  # noqa: E402
 )
 from email_engine_assets.feedback.accounting_apply import CHUNK_BYTES, apply_accounting  # noqa: E402
 from email_engine_assets.tenancy.config import parse_tenant  # noqa: E402
-from email_engine_resources import postgres as database  # noqa: E402
-from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 from email_engine_tests.powermta_server import ACCOUNTING_COLUMNS  # noqa: E402
 
@@ -125,13 +124,7 @@ def main() -> None:
         print(f"parse  csv.DictReader (iterate only):     {ref_s:6.2f} s  {args.lines / ref_s:>12,.0f} lines/s")
         print(f"parse  ratio: {ref_s / ours_s:.1f}x (target >= 5x)")
 
-        server = args.database_url or database.embedded_server_url()
-        url = database.with_database(server, BENCH_DATABASE)
-        database.drop_database(url)
-        database.ensure_database(url)
-        try:
-            engine = database.get_engine(url)
-            upgrade(engine)
+        with scratch_database(BENCH_DATABASE, args.database_url) as engine:
             with engine.begin() as conn:
                 conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES (:t, :t, 'x')"), {"t": TENANT})
                 conn.execute(sa.text("""INSERT INTO campaigns (tenant_id, campaign, state, segment, category, transport, config_sha256)
@@ -164,9 +157,6 @@ def main() -> None:
             started = time.perf_counter()
             again = apply_accounting(engine, tenant)
             print(f"apply  again (nothing new): {time.perf_counter() - started:.3f} s, lines {again['lines']}")
-        finally:
-            database.get_engine(url).dispose()
-            database.drop_database(url)
 
 
 if __name__ == "__main__":

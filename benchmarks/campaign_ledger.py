@@ -29,13 +29,12 @@ if __package__ in (None, ""):
 
 import sqlalchemy as sa  # noqa: E402
 
+from benchmarks.scratch import scratch_database  # noqa: E402
 from email_engine_assets.campaigns import store  # noqa: E402
 from email_engine_assets.campaigns.files import Campaign, CampaignFile  # noqa: E402
 from email_engine_assets.campaigns.parts import Composed  # noqa: E402
 from email_engine_assets.campaigns.sender import deliver_batch, send_campaign  # noqa: E402
-from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.delivery import DeliveryResult, OutgoingMessage  # noqa: E402
-from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.outbox import Outbox  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
@@ -91,13 +90,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--database-url", default=os.environ.get(DATABASE_URL_ENV, ""))
     args = parser.parse_args()
-    server = args.database_url or database.embedded_server_url()
-    url = database.with_database(server, BENCH_DATABASE)
-    database.drop_database(url)
-    database.ensure_database(url)
-    try:
-        engine = database.get_engine(url)
-        upgrade(engine)
+    with scratch_database(BENCH_DATABASE, args.database_url) as engine:
         ours = setup(engine, "ours", args.contacts)
         started = time.perf_counter()
         report = send_campaign(engine, ours, FixedComposer(), AcceptAll(), batch_size=args.batch)
@@ -120,9 +113,6 @@ def main() -> None:
             assert all(r.status == "sent" for r in outbox.deliver(messages))
             elapsed = time.perf_counter() - started
             print(f"outbox: {n} .eml files of {len(MESSAGE)} bytes in {elapsed:.2f} s = {n / elapsed:,.0f}/s (each fsynced, renamed)")
-    finally:
-        database.get_engine(url).dispose()
-        database.drop_database(url)
 
 
 if __name__ == "__main__":

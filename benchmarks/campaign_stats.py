@@ -29,10 +29,9 @@ if __package__ in (None, ""):
 import polars as pl  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
+from benchmarks.scratch import scratch_database  # noqa: E402
 from email_engine_assets.feedback import stats_store  # noqa: E402
 from email_engine_assets.feedback.stats import COUNT_KEYS, campaign_stats  # noqa: E402
-from email_engine_resources import postgres as database  # noqa: E402
-from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench_stats"
@@ -113,13 +112,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--database-url", default=os.environ.get(DATABASE_URL_ENV, ""))
     args = parser.parse_args()
-    server = args.database_url or database.embedded_server_url()
-    url = database.with_database(server, BENCH_DATABASE)
-    database.drop_database(url)
-    database.ensure_database(url)
-    try:
-        engine = database.get_engine(url)
-        upgrade(engine)
+    with scratch_database(BENCH_DATABASE, args.database_url) as engine:
         setup(engine, args.rows)
         with engine.connect() as conn:
             n_events = conn.execute(sa.text("SELECT count(*) FROM delivery_events")).scalar_one()
@@ -133,9 +126,6 @@ def main() -> None:
         assert {k: stats[k] for k in COUNT_KEYS} == ref, (stats, ref)
         print(f"campaign stats, {args.rows:,} ledger rows, {n_events:,} events: ours {ours_s:.2f} s; "
               f"rows read into polars and counted {ref_s:.2f} s; ratio {ref_s / ours_s:.1f}x")
-    finally:
-        database.get_engine(url).dispose()
-        database.drop_database(url)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,11 @@ import sqlalchemy as sa
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.scratch import scratch_database  # noqa: E402
 from email_engine_assets.feedback.suppression_apply import apply_rules  # noqa: E402
 from email_engine_assets.tenancy.config import parse_tenant  # noqa: E402
 from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.frames import read_frame  # noqa: E402
-from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench_policy"
@@ -97,12 +97,7 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=10_000)
     parser.add_argument("--database-url", default=None, help=f"server URL (default: ${DATABASE_URL_ENV}, else embedded)")
     args = parser.parse_args()
-    url = database.with_database(server_url(args.database_url), BENCH_DATABASE)
-    database.drop_database(url)
-    database.ensure_database(url)
-    try:
-        engine = database.get_engine(url)
-        upgrade(engine)
+    with scratch_database(BENCH_DATABASE, server_url(args.database_url)) as engine:
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES (:t, :t, 'x')"), {"t": TENANT})
         tenant = parse_tenant(Path(f"{TENANT}.yaml"), f"id: {TENANT}\nname: Bench\nsources:\n  - id: crm\n")
@@ -127,9 +122,6 @@ def main() -> None:
         full_s, _ = timed(lambda: apply_rules(engine, tenant))
         print(f"full recount:      {full_s:7.2f} s")
         print(f"full recount / incremental: {full_s / inc_s:.1f}x")
-    finally:
-        database.get_engine(url).dispose()
-        database.drop_database(url)
 
 
 if __name__ == "__main__":
