@@ -289,6 +289,36 @@ def cmd_suppress(args) -> int:
     return 0
 
 
+def cmd_webhooks_inbox(args) -> int:
+    """``webhooks status|retry <tenant>``: the tenant's webhook rows by state and why rows failed;
+    ``retry`` makes failed rows pending again and applies them now."""
+    from email_engine_assets.feedback import inbox_store
+    from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
+    from email_engine_assets.tenancy.config import load_tenants
+    from email_engine_resources.postgres import get_engine
+
+    _prepare(args.workspace)
+    ws = load_tenants(settings.workspace_dir(), [args.tenant])
+    if args.tenant not in ws.tenants:
+        print(f"error: {terminal_safe(ws.errors.get(args.tenant) or f'no tenant {args.tenant[:64]!r}')}", file=sys.stderr)
+        return 2
+    engine = get_engine()
+    if args.webhooks_command == "retry":
+        with engine.begin() as conn:
+            reopened = inbox_store.reopen_failed(conn, args.tenant)
+        applied = apply_webhook_rows(engine, ws.root, ws.tenants[args.tenant])
+        print(f"reopened {reopened} failed row(s); applied: "
+              + " ".join(f"{k}={v}" for k, v in applied.items()))
+    with engine.connect() as conn:
+        counts = inbox_store.inbox_counts(conn, args.tenant)
+        failed = inbox_store.failed_rows(conn, args.tenant)
+    print(" ".join(f"{state}={counts.get(state, 0)}" for state in ("pending", "applied", "failed")))
+    for row in failed:
+        where = row["kind"] + (f"/{row['source_id']}" if row["source_id"] else "")
+        print(f"  failed #{row['id']} {where} {row['received_at']:%Y-%m-%d %H:%M:%S}: {terminal_safe(row['detail'] or '')}")
+    return 1 if args.webhooks_command == "retry" and counts.get("failed") else 0
+
+
 def cmd_webhooks(args) -> int:
     import uvicorn
 
@@ -393,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="the reverse proxies whose forwarded headers count")
     serve.set_defaults(func=cmd_webhooks)
+    for name, help_text in (("status", "the tenant's webhook rows: pending, applied, failed (with why)"),
+                            ("retry", "make the tenant's failed webhook rows pending again and apply them now")):
+        inbox = hooks_sub.add_parser(name, help=help_text)
+        inbox.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        inbox.add_argument("tenant")
+        inbox.set_defaults(func=cmd_webhooks_inbox)
     p = add("contact", cmd_contact, "one person: explain where their data came from, export it as JSON, or forget them")
     p.add_argument("action", choices=["explain", "export", "forget"])
     p.add_argument("tenant")

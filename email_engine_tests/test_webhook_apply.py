@@ -170,3 +170,30 @@ def test_bodies_stored_together_are_new_once(engine):
     assert [(r.tenant_id, r.kind, bytes(r.body), r.content_type) for r in rows] == [
         ("acme", "mailwizz", b"a", "application/json"), ("globex", "mailwizz", b"a", None),
         ("acme", "contacts", b"a", None), ("acme", "mailwizz", b"b", None)]
+
+
+def test_failed_rows_are_shown_and_applied_again_once_their_cause_is_fixed(engine, workspace, tmp_path, monkeypatch, capsys):
+    from email_engine_assets import cli
+
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    tenant = _setup(engine, workspace)
+    inbox = workspace.root / "inbox" / "acme"
+    (inbox / "files").rmdir()
+    os.symlink(tmp_path, inbox / "files")  # refused: a linked folder
+    linked = _store(engine, "contacts", "files", b'[{"email": "eve@example.com"}]')
+    removed = _store(engine, "contacts", "gone", b'[{"email": "fay@example.com"}]')
+    assert apply_webhook_rows(engine, workspace.root, tenant)["failed"] == 2
+
+    assert cli.main(["webhooks", "status", "acme"]) == 0
+    shown = capsys.readouterr().out
+    assert "pending=0 applied=0 failed=2" in shown
+    assert f"failed #{linked} contacts/files" in shown and f"failed #{removed} contacts/gone" in shown
+
+    (inbox / "files").unlink()  # the operator repairs the folder; the removed source stays removed
+    (inbox / "files").mkdir()
+    assert cli.main(["webhooks", "retry", "acme"]) == 1  # one row still fails
+    out = capsys.readouterr().out
+    assert "reopened 2 failed row(s)" in out and "pending=0 applied=1 failed=1" in out
+    assert (inbox / "files" / f"webhook-{linked}.json").read_bytes() == b'[{"email": "eve@example.com"}]'
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT outcome FROM webhook_inbox WHERE id = :i"), {"i": removed}).scalar() == "failed"

@@ -150,3 +150,26 @@ def inbox_counts(conn: sa.Connection, tenant_id: str) -> dict[str, int]:
         {"t": tenant_id},
     ).all()
     return {r[0]: r[1] for r in rows}
+
+
+def reopen_failed(conn: sa.Connection, tenant_id: str) -> int:
+    """Make the tenant's ``failed`` rows pending again (their cause fixed: a source added back, a
+    folder repaired), so the next apply tries them; a body emptied by an erasure stays closed."""
+    return conn.execute(
+        sa.text(
+            """UPDATE webhook_inbox SET applied_at = NULL, outcome = NULL, detail = NULL
+               WHERE tenant_id = :t AND outcome = 'failed' AND octet_length(body) > 0"""
+        ),
+        {"t": tenant_id},
+    ).rowcount
+
+
+def failed_rows(conn: sa.Connection, tenant_id: str, limit: int = 20) -> list[dict]:
+    """The tenant's newest ``failed`` rows: id, kind, source, when received, why."""
+    return [dict(r._mapping) for r in conn.execute(
+        sa.text(
+            """SELECT id, kind, source_id, received_at, detail FROM webhook_inbox
+               WHERE tenant_id = :t AND outcome = 'failed' ORDER BY id DESC LIMIT :n"""
+        ),
+        {"t": tenant_id, "n": limit},
+    )]
