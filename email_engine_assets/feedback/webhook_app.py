@@ -180,6 +180,7 @@ class GroupCommit:
     async def _drain(self) -> None:
         try:
             while self._queue:
+                await asyncio.sleep(0)  # one turn of the loop: bodies already read join this batch
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 try:
                     results = await run_in_threadpool(self._write, [item for item, _ in batch])
