@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("run", cmd_run, "import every pending file and build the contacts of every tenant")
+    add("run", cmd_run, "apply pending feedback, import every pending file, build contacts, quality and segments, send due campaigns")
     p = add("import", cmd_import, "place FILE in a tenant/source inbox and import it")
     p.add_argument("file")
     p.add_argument("--tenant", required=True)
