@@ -12,9 +12,8 @@
   callers look the object up again before they try once more.
 * Every answer is capped (``MAX_RESPONSE_BYTES``); an error envelope becomes a
   :class:`MailwizzError` whose text is a short escaped excerpt and never holds a key.
-* The host of ``base_url`` is resolved here and every address is checked by
-  :func:`.network_policy.target_refusal` before connecting to it (the checked address is the one
-  connected to); proxies from the environment are not used.
+* Connections go through :func:`.guarded_http.guarded_client`: every address of the host is
+  checked by the network policy before connecting to it; no proxies from the environment.
 """
 
 from __future__ import annotations
@@ -22,17 +21,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-import httpcore
 import httpx
 import stamina
 
-from email_engine_resources.network_policy import target_refusal
+from email_engine_resources.guarded_http import REFUSED, guarded_client
 
 MAX_RESPONSE_BYTES = 16 << 20
 MAX_ERROR_CHARS = 300
@@ -113,40 +110,6 @@ def signature(private_key: str, method: str, url: str, query: Sequence[tuple[str
     return hmac.new(private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
 
 
-_REFUSED = "refused target"
-
-
-class _GuardedBackend(httpcore.SyncBackend):
-    """Resolves the host, refuses non-public addresses (unless allowed), connects to the checked address."""
-
-    def __init__(self, allow_private: bool):
-        self.allow_private = allow_private
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise httpcore.ConnectError(f"cannot resolve {excerpt(host, 80)}: {exc.strerror}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        last: Exception | None = None
-        for address in addresses:
-            refusal = target_refusal(address, allow_private=self.allow_private)
-            if refusal:
-                last = httpcore.ConnectError(f"{_REFUSED}: {excerpt(host, 80)}: {refusal}")
-                continue
-            try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        raise last or httpcore.ConnectError(f"{excerpt(host, 80)} has no address")
-
-
-class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, allow_private: bool):
-        super().__init__(trust_env=False)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False), network_backend=_GuardedBackend(allow_private)
-        )
 
 
 class _Retry(Exception):
@@ -200,8 +163,7 @@ class MailwizzClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.calls = 0
-        self._http = httpx.Client(transport=_GuardedTransport(allow_private), timeout=timeout, trust_env=False,
-                                  follow_redirects=False)
+        self._http = guarded_client(allow_private=allow_private, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"MailwizzClient({self.base_url!r}, api_version={self.api_version!r})"
@@ -298,7 +260,7 @@ class MailwizzClient:
             with self._http.stream(method, url, params=query, headers=headers, content=content) as response:
                 raw = self._read_capped(response, where)
         except httpx.ConnectError as exc:
-            if _REFUSED in str(exc):
+            if REFUSED in str(exc):
                 raise RefusedTarget(f"{where}: {excerpt(str(exc))}") from None
             raise _Retry(MailwizzError(0, f"{where}: cannot connect ({excerpt(str(exc), 120)})")) from None
         except httpx.ConnectTimeout:

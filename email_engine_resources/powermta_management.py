@@ -15,9 +15,7 @@ from typing import Any
 
 import httpx
 
-from email_engine_resources.mailwizz_client import (
-    _GuardedTransport,  # the one guarded HTTP transport
-)
+from email_engine_resources.guarded_http import guarded_client
 
 MAX_REPLY_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 200
@@ -33,8 +31,7 @@ class PowerMtaManagement:
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 10.0, allow_private: bool = False):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._http = httpx.Client(transport=_GuardedTransport(allow_private), timeout=timeout, trust_env=False,
-                                  follow_redirects=False)
+        self._http = guarded_client(allow_private=allow_private, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"PowerMtaManagement({self.base_url!r})"
