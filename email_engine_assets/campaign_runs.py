@@ -48,7 +48,7 @@ from email_engine_assets.feedback.stats_refresh import (
     apply_pending_feedback,
     refresh_stats,
 )
-from email_engine_assets.tenancy.config import load_tenants, load_workspace
+from email_engine_assets.tenancy.config import load_workspace, one_tenant
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
@@ -283,10 +283,10 @@ def stats(key: str) -> tuple[dict, list[str]]:
     except ValueError as exc:
         raise CampaignRefused(str(exc)) from None
     root = _root()
-    ws = load_tenants(root, [tenant_id])
-    if tenant_id not in ws.tenants:
-        raise CampaignRefused(ws.errors.get(tenant_id) or f"no tenant {tenant_id[:64]!r}")
-    tenant = ws.tenants[tenant_id]
+    try:
+        tenant, _ = one_tenant(root, tenant_id)
+    except LookupError as exc:
+        raise CampaignRefused(str(exc)) from None
     engine = get_engine()
     with engine.connect() as conn:
         if store.campaign_row(conn, tenant_id, name) is None:
@@ -315,12 +315,10 @@ def unsuppress(tenant_id: str, address: str) -> tuple[str, str | None]:
 
 
 def _suppression_target(tenant_id: str, address: str):
-    ws = load_tenants(_root(), [tenant_id])
-    if tenant_id not in ws.tenants:
-        raise CampaignRefused(ws.errors.get(tenant_id) or f"no tenant {tenant_id[:64]!r}")
     try:
+        _, ws = one_tenant(_root(), tenant_id)
         key = suppression_key(address)
-    except ValueError as exc:
+    except (LookupError, ValueError) as exc:
         raise CampaignRefused(str(exc)) from None
     with get_engine().begin() as conn:
         register_workspace(conn, ws)

@@ -294,19 +294,20 @@ def cmd_webhooks_inbox(args) -> int:
     ``retry`` makes failed rows pending again and applies them now."""
     from email_engine_assets.feedback import inbox_store
     from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
-    from email_engine_assets.tenancy.config import load_tenants
+    from email_engine_assets.tenancy.config import one_tenant
     from email_engine_resources.postgres import get_engine
 
     _prepare(args.workspace)
-    ws = load_tenants(settings.workspace_dir(), [args.tenant])
-    if args.tenant not in ws.tenants:
-        print(f"error: {terminal_safe(ws.errors.get(args.tenant) or f'no tenant {args.tenant[:64]!r}')}", file=sys.stderr)
+    try:
+        tenant, ws = one_tenant(settings.workspace_dir(), args.tenant)
+    except LookupError as exc:
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2
     engine = get_engine()
     if args.webhooks_command == "retry":
         with engine.begin() as conn:
             reopened = inbox_store.reopen_failed(conn, args.tenant)
-        applied = apply_webhook_rows(engine, ws.root, ws.tenants[args.tenant])
+        applied = apply_webhook_rows(engine, ws.root, tenant)
         print(f"reopened {reopened} failed row(s); applied: "
               + " ".join(f"{k}={v}" for k, v in applied.items()))
     with engine.connect() as conn:

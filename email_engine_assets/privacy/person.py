@@ -18,7 +18,7 @@ from email_engine_assets.privacy import store
 from email_engine_assets.privacy.dossier import build_dossier
 from email_engine_assets.privacy.erasure import needles
 from email_engine_assets.sync.instances import mailwizz_instance
-from email_engine_assets.tenancy.config import TenantConfig, Workspace, load_tenants
+from email_engine_assets.tenancy.config import TenantConfig, Workspace, one_tenant
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.postgres import get_engine
@@ -41,14 +41,12 @@ class ForgetOutcome:
 
 
 def _target(tenant_id: str, address: str) -> tuple[TenantConfig, Workspace, str]:
-    ws = load_tenants(workspace_dir(), [tenant_id])
-    if tenant_id not in ws.tenants:
-        raise PersonRefused(ws.errors.get(tenant_id) or f"no tenant {tenant_id[:64]!r}")
     try:
+        tenant, ws = one_tenant(workspace_dir(), tenant_id)
         key = suppression_key(address)
-    except ValueError as exc:
+    except (LookupError, ValueError) as exc:
         raise PersonRefused(str(exc)) from None
-    return ws.tenants[tenant_id], ws, key
+    return tenant, ws, key
 
 
 def dossier(tenant_id: str, address: str) -> dict:

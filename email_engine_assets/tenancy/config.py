@@ -331,3 +331,12 @@ def load_tenants(root: Path, tenant_ids: Iterable[str]) -> Workspace:
         except ConfigError as exc:
             errors[tenant_id] = str(exc)
     return Workspace(root=root, tenants=tenants, digests=digests, errors=errors)
+
+
+def one_tenant(root: Path, tenant_id: str) -> tuple[TenantConfig, Workspace]:
+    """The tenant's config and a workspace holding only it; ``LookupError`` with the tenant file's
+    problems, or naming a tenant that has no file."""
+    ws = load_tenants(root, [tenant_id])
+    if tenant_id not in ws.tenants:
+        raise LookupError(ws.errors.get(tenant_id) or f"no tenant {tenant_id[:64]!r}")
+    return ws.tenants[tenant_id], ws
