@@ -76,6 +76,35 @@ def test_errors_name_file_path_value_and_expectation(workspace, change, expected
     assert_error_names(workspace, expected)
 
 
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("feedback:\n  soft_bounce_limit: 0\n", ["feedback.soft_bounce_limit", "greater than or equal to 1"]),
+        ("feedback:\n  max_complaint_rate: 2\n", ["feedback.max_complaint_rate", "less than or equal to 1"]),
+        ("feedback:\n  hard_bounces: 1\n", ["feedback.hard_bounces", "unknown key"]),
+        # a secret written in the file instead of named in the environment is refused
+        ("webhooks:\n  mailwizz_token: s3cret-in-the-file\n", ["webhooks.mailwizz_token", "{env: NAME}"]),
+        ("webhooks:\n  mailwizz_token: {env: \"NOT A NAME\"}\n", ["webhooks.mailwizz_token.env"]),
+        ("transports:\n  - {name: pmta, kind: powermta, host: h, bounce_address: b@x.example,"
+         " management_url: \"ftp://pmta:8080\"}\n", ["transports[0].powermta.management_url", "http"]),
+    ],
+)
+def test_feedback_and_webhook_settings_are_checked(workspace, extra, expected):
+    workspace.tenant("acme", GOOD + extra)
+    message = tenant_errors(workspace)["acme"]
+    for part in expected:
+        assert part in message
+    assert "s3cret-in-the-file" not in message  # a secret written in the file is never echoed
+
+
+def test_a_source_webhook_secret_is_named_not_written(workspace):
+    workspace.tenant("acme", GOOD.replace("    priority: 20\n", "    priority: 20\n    webhook_secret: plain-secret\n"))
+    message = tenant_errors(workspace)["acme"]
+    assert "sources[0].webhook_secret" in message and "plain-secret" not in message
+    workspace.tenant("acme", GOOD.replace("    priority: 20\n", "    priority: 20\n    webhook_secret: {env: ACME_CRM_SECRET}\n"))
+    assert load_workspace(workspace.root).tenants["acme"].source("crm").webhook_secret.env == "ACME_CRM_SECRET"
+
+
 def test_duplicate_source_ids_and_id_mismatch(workspace):
     workspace.tenant("acme", GOOD + "  - id: crm\n")
     workspace.tenant("globex", GOOD)

@@ -186,6 +186,9 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{where}: unknown key"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
+    if (error.get("ctx") or {}).get("class_name") == "EnvSecret":
+        # a secret written into the file where {env: NAME} belongs: never echoed (errors reach logs and the UI)
+        return f"{where}: a secret is not written in the file; name the environment variable that holds it: {{env: NAME}}"
     return f"{where} = {error.get('input')!r:.120}: {msg}"
 
 
