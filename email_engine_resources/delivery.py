@@ -9,6 +9,10 @@ Statuses mean:
 * ``unknown``: the fate is not known (connection lost during DATA, a timeout after the data went
   out): the ledger reports it and never resends it unless the operator asks;
 * ``handed_off``: MailWizz took the subscriber into the campaign's list; MailWizz sends.
+
+A transport with connections of its own (PowerMTA) takes its messages from a
+:class:`MessageSource` as each connection is ready for them, so the ledger marks a row in flight
+only once a connection holds it, and records its outcome before that connection takes more.
 """
 
 from __future__ import annotations
@@ -19,6 +23,12 @@ from datetime import datetime
 from typing import Protocol
 
 DELIVERY_STATUSES: tuple[str, ...] = ("sent", "failed", "unknown", "handed_off")
+# Messages one connection holds at a time (taken together, sent one after another, recorded together):
+# a crash leaves at most connections x this many rows in flight.
+DEFAULT_PIPELINE_DEPTH = 4
+# A transport that delivers a list in one call (the outbox) is one connection holding this many at a
+# time: the bound of PowerMTA's default four connections.
+DEFAULT_IN_FLIGHT = 4 * DEFAULT_PIPELINE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,27 @@ class MessageTransport(Protocol):
 
     def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         """One result per message, in any order; never raises for a single message's failure."""
+        ...
+
+
+class MessageSource(Protocol):
+    """Where a transport's connections take their messages and give back the outcomes (the send ledger).
+
+    Safe to call from several threads at once (one per connection); each call blocks until the
+    outcomes are recorded durably and the messages handed over are marked in flight.
+    """
+
+    def exchange(self, results: Sequence[DeliveryResult], want: int) -> list[OutgoingMessage]:
+        """Record ``results``, then hand over up to ``want`` messages. An empty list for ``want > 0``
+        means there is nothing more to send (every row is taken, or the campaign was paused or cancelled)."""
+        ...
+
+
+class SourcedTransport(MessageTransport, Protocol):
+    """A transport whose connections each take messages from a source when they are ready for them."""
+
+    def deliver_from(self, source: MessageSource) -> None:
+        """Send until ``source`` has nothing more, each outcome given back through ``source.exchange``."""
         ...
 
 

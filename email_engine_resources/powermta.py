@@ -10,13 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from email_engine_resources.delivery import DeliveryResult, OutgoingMessage
-from email_engine_resources.powermta_client import InjectionConfig, inject
+from email_engine_resources.delivery import (
+    DEFAULT_PIPELINE_DEPTH,
+    DeliveryResult,
+    MessageSource,
+    OutgoingMessage,
+)
+from email_engine_resources.powermta_client import InjectionConfig, deliver_from, inject
 
 
 @dataclass(frozen=True)
 class PowerMtaSmtpTransport:
-    """Injects messages into PowerMTA over ``connections`` reused SMTP sessions."""
+    """Injects messages into PowerMTA over ``connections`` reused SMTP sessions, each holding at most
+    ``pipeline_depth`` messages in flight."""
 
     name: str
     host: str
@@ -24,6 +30,7 @@ class PowerMtaSmtpTransport:
     port: int = 25
     virtual_mta: str | None = None
     connections: int = 4
+    pipeline_depth: int = DEFAULT_PIPELINE_DEPTH
     timeout_seconds: float = 30.0
     retries: int = 3
     retry_backoff_seconds: float = 1.0
@@ -40,6 +47,7 @@ class PowerMtaSmtpTransport:
             port=self.port,
             virtual_mta=self.virtual_mta,
             connections=self.connections,
+            pipeline_depth=self.pipeline_depth,
             timeout_s=self.timeout_seconds,
             retries=self.retries,
             retry_backoff_s=self.retry_backoff_seconds,
@@ -50,3 +58,7 @@ class PowerMtaSmtpTransport:
     def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         """One result per message: ``sent``, ``failed`` (with the reply) or ``unknown``."""
         return inject(messages, self.config())
+
+    def deliver_from(self, source: MessageSource) -> None:
+        """Each connection takes messages from ``source`` (the ledger) as it is ready for them."""
+        deliver_from(source, self.config())

@@ -1,8 +1,12 @@
 """SMTP injection into PowerMTA: several connections, each reused for many messages.
 
-One call (:func:`inject`) delivers a batch. ``connections`` workers each open one SMTP session
-(banner, ``EHLO``) and then run one transaction per message on it: ``MAIL FROM``, ``RCPT TO``,
-``DATA``, sent together when the server offers ``PIPELINING``. The client is written on asyncio
+:func:`deliver_from` sends what a :class:`~.delivery.MessageSource` (the send ledger) hands over;
+:func:`inject` delivers a list. ``connections`` slots each open one SMTP session (banner, ``EHLO``)
+and then run one transaction per message on it: ``MAIL FROM``, ``RCPT TO``, ``DATA``, sent
+together when the server offers ``PIPELINING``. A slot takes at most ``pipeline_depth`` messages
+at a time from the source, sends them one after another (a 4xx retry waits in the slot, still
+held), and gives their outcomes back before it takes more: so at most ``connections`` x
+``pipeline_depth`` messages are in flight, whatever the rate. The client is written on asyncio
 streams rather than aiosmtplib because the boundary that decides ``unknown`` must be exact (the
 moment the message data starts to go out), replies must be capped, and aiosmtplib reads one reply
 per command (no pipelining).
@@ -35,12 +39,18 @@ import concurrent.futures
 import ipaddress
 import re
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import idna
 
-from email_engine_resources.delivery import DeliveryResult, OutgoingMessage
+from email_engine_resources.delivery import (
+    DEFAULT_PIPELINE_DEPTH,
+    DeliveryResult,
+    MessageSource,
+    OutgoingMessage,
+)
 from email_engine_resources.email_domain import split_address
 from email_engine_resources.network_policy import target_refusal
 
@@ -72,6 +82,7 @@ class InjectionConfig:
     port: int = 25
     virtual_mta: str | None = None
     connections: int = 4
+    pipeline_depth: int = DEFAULT_PIPELINE_DEPTH
     timeout_s: float = 30.0
     retries: int = 3
     retry_backoff_s: float = 1.0
@@ -98,6 +109,7 @@ class InjectionConfig:
             )
         _require_int("port", self.port, 1, 65535)
         _require_int("connections", self.connections, 1, 64)
+        _require_int("pipeline_depth", self.pipeline_depth, 1, 64)
         _require_int("retries", self.retries, 0, 10)
         _require_int("max_message_bytes", self.max_message_bytes, 1)
         for name in ("timeout_s", "retry_backoff_s"):
@@ -400,7 +412,7 @@ async def _abandon(conn: _Connection, replies: list[Reply], outcome: _Outcome) -
     return outcome
 
 
-# --- the batch --------------------------------------------------------------------------------
+# --- the connections -------------------------------------------------------------------------
 
 
 @dataclass
@@ -408,43 +420,78 @@ class _Item:
     prepared: _Prepared
     attempts: int = 0
     reconnected: bool = False
+    not_before: float = 0.0  # loop time before which a retry waits
 
 
-class _Batch:
-    def __init__(self, items: list[_Item], ips: list[str], config: InjectionConfig) -> None:
-        self.config = config
+class _Slot:
+    """One connection and the messages it holds: at most ``pipeline_depth``, taken from the source
+    together, sent one after another; their outcomes go back to the source (recorded) before it
+    takes more. A message waiting for a retry stays held, so what is in flight never grows."""
+
+    def __init__(self, source: MessageSource, ips: list[str], refusal: str | None, config: InjectionConfig) -> None:
+        self.source = source
         self.ips = ips
-        self.queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self.results: list[DeliveryResult] = []
-        self.remaining = len(items)
-        self.workers = min(config.connections, len(items))
-        self.timers: set[asyncio.Task[None]] = set()
-        for item in items:
-            self.queue.put_nowait(item)
+        self.refusal = refusal
+        self.config = config
+        self.held: list[_Item] = []
+        self.outcomes: list[DeliveryResult] = []
+        self.drained = False
+        self.conn: _Connection | None = None
+        self.loop = asyncio.get_running_loop()
 
-    def resolve(self, item: _Item, status: str, detail: str) -> None:
-        self.results.append(DeliveryResult(item.prepared.message.row_id, status, _excerpt(detail)))
-        self.remaining -= 1
-        if self.remaining == 0:
-            for _ in range(self.workers):
-                self.queue.put_nowait(None)
+    async def run(self) -> None:
+        try:
+            while True:
+                item = self._ready()
+                if item is None and not await self._refill():
+                    return
+                if item is not None:
+                    await self._send(item)
+        finally:
+            if self.conn is not None:
+                await self.conn.quit()
 
-    def retry_later(self, item: _Item, detail: str) -> None:
+    def _ready(self) -> _Item | None:
+        now = self.loop.time()
+        return next((item for item in self.held if item.not_before <= now), None)
+
+    async def _refill(self) -> bool:
+        """Give back the outcomes and take what the connection has room for; False once it is all done."""
+        want = 0 if self.drained else self.config.pipeline_depth - len(self.held)
+        if self.outcomes or want:
+            outcomes, self.outcomes = self.outcomes, []
+            taken = await asyncio.to_thread(self.source.exchange, outcomes, want)
+            self.drained = self.drained or (want > 0 and not taken)
+            for message in taken:
+                self._take(message)
+        if self.held and self._ready() is None:  # every message held waits for its retry
+            await asyncio.sleep(max(0.0, min(item.not_before for item in self.held) - self.loop.time()))
+        return bool(self.held or self.outcomes or not self.drained)
+
+    def _take(self, message: OutgoingMessage) -> None:
+        try:
+            prepared = _prepare(message, self.config)
+        except _Unsendable as exc:
+            self.outcomes.append(DeliveryResult(message.row_id, FAILED, f"not sent: {exc}"))
+            return
+        if self.refusal is not None:
+            self.outcomes.append(DeliveryResult(message.row_id, FAILED, self.refusal))
+            return
+        self.held.append(_Item(prepared))
+
+    def _resolve(self, item: _Item, status: str, detail: str) -> None:
+        self.held.remove(item)
+        self.outcomes.append(DeliveryResult(item.prepared.message.row_id, status, _excerpt(detail)))
+
+    def _retry_later(self, item: _Item, detail: str) -> None:
         item.attempts += 1
         if item.attempts > self.config.retries:
             tries = "try" if item.attempts == 1 else "tries"
-            self.resolve(item, FAILED, f"{detail} (after {item.attempts} {tries})")
+            self._resolve(item, FAILED, f"{detail} (after {item.attempts} {tries})")
             return
-        delay = min(self.config.retry_backoff_s * 2 ** (item.attempts - 1), MAX_BACKOFF_S)
-        task = asyncio.create_task(self._requeue(item, delay))
-        self.timers.add(task)
-        task.add_done_callback(self.timers.discard)
+        item.not_before = self.loop.time() + min(self.config.retry_backoff_s * 2 ** (item.attempts - 1), MAX_BACKOFF_S)
 
-    async def _requeue(self, item: _Item, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self.queue.put_nowait(item)
-
-    async def open(self) -> _Connection:
+    async def _open(self) -> _Connection:
         failure = "no address"
         for ip in self.ips:
             try:
@@ -453,36 +500,48 @@ class _Batch:
                 failure = str(exc)
         raise _Lost(failure)
 
-    async def worker(self) -> None:
-        conn: _Connection | None = None
+    async def _send(self, item: _Item) -> None:
+        if self.conn is not None and self.conn.reader.at_eof():  # the server closed it while idle
+            self.conn.close()
+            self.conn = None
+        if self.conn is None:
+            try:
+                self.conn = await self._open()
+            except _Lost as exc:
+                self._retry_later(item, str(exc))
+                return
         try:
-            while (item := await self.queue.get()) is not None:
-                if conn is not None and conn.reader.at_eof():  # the server closed it while idle
-                    conn.close()
-                    conn = None
-                if conn is None:
-                    try:
-                        conn = await self.open()
-                    except _Lost as exc:
-                        self.retry_later(item, str(exc))
-                        continue
-                try:
-                    outcome = await _transaction(conn, item.prepared, self.config)
-                except Exception as exc:  # a fault of ours must not stop the batch; the data may have gone
-                    outcome = _Outcome(UNKNOWN, f"client error: {type(exc).__name__}", keep_connection=False)
-                if not outcome.keep_connection:
-                    conn.close()
-                    conn = None
-                if outcome.status == RETRY and outcome.before_any_reply and not item.reconnected:
-                    item.reconnected = True  # an idle connection the server had closed: not a try
-                    self.queue.put_nowait(item)
-                elif outcome.status == RETRY:
-                    self.retry_later(item, outcome.detail)
-                else:
-                    self.resolve(item, outcome.status, outcome.detail)
-        finally:
-            if conn is not None:
-                await conn.quit()
+            outcome = await _transaction(self.conn, item.prepared, self.config)
+        except Exception as exc:  # a fault of ours must not stop the others; the data may have gone
+            outcome = _Outcome(UNKNOWN, f"client error: {type(exc).__name__}", keep_connection=False)
+        if not outcome.keep_connection:
+            self.conn.close()
+            self.conn = None
+        if outcome.status == RETRY and outcome.before_any_reply and not item.reconnected:
+            item.reconnected = True  # an idle connection the server had closed: not a try
+        elif outcome.status == RETRY:
+            self._retry_later(item, outcome.detail)
+        else:
+            self._resolve(item, outcome.status, outcome.detail)
+
+
+class _ListSource:
+    """The messages of one :func:`inject` call as a source; the results are kept in ``results``.
+
+    Each take is at most an even share of what is left, so a few messages still spread over the
+    connections."""
+
+    def __init__(self, messages: Sequence[OutgoingMessage], slots: int) -> None:
+        self.pending = list(reversed(messages))
+        self.slots = slots
+        self.results: list[DeliveryResult] = []
+        self.lock = threading.Lock()
+
+    def exchange(self, results: Sequence[DeliveryResult], want: int) -> list[OutgoingMessage]:
+        with self.lock:
+            self.results.extend(results)
+            share = min(want, -(-len(self.pending) // self.slots))
+            return [self.pending.pop() for _ in range(share)]
 
 
 async def _addresses(config: InjectionConfig) -> tuple[list[str], str | None]:
@@ -503,37 +562,44 @@ async def _addresses(config: InjectionConfig) -> tuple[list[str], str | None]:
     return allowed, None
 
 
-async def inject_async(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:
-    """One :class:`DeliveryResult` per message (in completion order); never raises for one message."""
+async def deliver_from_async(source: MessageSource, config: InjectionConfig, *, slots: int | None = None) -> None:
+    """Send what ``source`` hands over on ``slots`` connections (default ``config.connections``),
+    each outcome given back through it; never raises for one message. An error of the source
+    itself (its database) stops every connection and is raised."""
     if not isinstance(config, InjectionConfig):
         raise TypeError(f"config must be an InjectionConfig, got {type(config).__name__}")
-    results: list[DeliveryResult] = []
-    items: list[_Item] = []
-    for message in messages:
-        try:
-            items.append(_Item(_prepare(message, config)))
-        except _Unsendable as exc:
-            results.append(DeliveryResult(message.row_id, FAILED, f"not sent: {exc}"))
-    if not items:
-        return results
     ips, refusal = await _addresses(config)
-    if refusal:
-        return results + [DeliveryResult(item.prepared.message.row_id, FAILED, refusal) for item in items]
-    batch = _Batch(items, ips, config)
     try:
-        await asyncio.gather(*(batch.worker() for _ in range(batch.workers)))
-    finally:
-        for timer in batch.timers:
-            timer.cancel()
-    return results + batch.results
+        async with asyncio.TaskGroup() as group:
+            for _ in range(slots or config.connections):
+                group.create_task(_Slot(source, ips, refusal, config).run())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
-def inject(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:
-    """Blocking :func:`inject_async`; runs in a fresh thread when a loop is already running."""
-    work = inject_async(messages, config)
+async def inject_async(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:
+    """One :class:`DeliveryResult` per message (in completion order); never raises for one message."""
+    if not messages:
+        return []
+    source = _ListSource(messages, min(config.connections, len(messages)))
+    await deliver_from_async(source, config, slots=source.slots)
+    return source.results
+
+
+def _blocking(work):
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(work)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, work).result()
+
+
+def inject(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:
+    """Blocking :func:`inject_async`; runs in a fresh thread when a loop is already running."""
+    return _blocking(inject_async(messages, config))
+
+
+def deliver_from(source: MessageSource, config: InjectionConfig) -> None:
+    """Blocking :func:`deliver_from_async`; runs in a fresh thread when a loop is already running."""
+    _blocking(deliver_from_async(source, config))
