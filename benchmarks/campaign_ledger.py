@@ -7,7 +7,8 @@ In a scratch database ``email_engine_bench_campaigns`` (dropped at the end): one
 every message at once (so only the ledger is measured), with a composer returning a fixed message.
 
 * **ours**: ``sender.send_campaign`` (claim ``--batch`` rows in one statement with the suppression
-  anti-join and the campaign-state check, deliver, record the batch in one ``UPDATE ... FROM unnest``);
+  anti-join and the campaign-state check and compose them; then, as the transport takes them, mark
+  ``pipeline_depth`` rows in flight and record the previous ones' outcomes in one transaction);
 * **reference**: the same claim and record for one row at a time (two transactions per message), the
   shape of a per-message ORM loop; run on a fifth of the rows and scaled.
 
@@ -33,7 +34,7 @@ from benchmarks.scratch import scratch_database  # noqa: E402
 from email_engine_assets.campaigns import store  # noqa: E402
 from email_engine_assets.campaigns.files import Campaign, CampaignFile  # noqa: E402
 from email_engine_assets.campaigns.parts import Composed  # noqa: E402
-from email_engine_assets.campaigns.sender import deliver_batch, send_campaign  # noqa: E402
+from email_engine_assets.campaigns.sender import send_campaign  # noqa: E402
 from email_engine_resources.delivery import DeliveryResult, OutgoingMessage  # noqa: E402
 from email_engine_resources.outbox import Outbox  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
@@ -72,16 +73,23 @@ def setup(engine: sa.Engine, name: str, contacts: int) -> Campaign:
 
 
 def per_row(engine: sa.Engine, campaign: Campaign, composer, transport) -> int:
+    t, c = campaign.tenant_id, campaign.name
     sent = 0
     while True:
         with engine.begin() as conn:
-            rows, _ = store.claim_batch(conn, campaign.tenant_id, campaign.name, 1)
+            rows, _ = store.claim_batch(conn, t, c, 1)
+            if rows:
+                store.record_and_mark(conn, t, c, [], [rows[0]["row_id"]])
         if not rows:
             return sent
-        results = deliver_batch(campaign, rows, composer, transport)
+        row = rows[0]
+        made = composer.compose(row["contact"], contact_id=row["contact_id"], row_token=row["token"])
+        [done] = transport.deliver([OutgoingMessage(row["row_id"], t, c, campaign.key, row["token"], campaign.file.from_email,
+                                                    row["email"], made.message)])
         with engine.begin() as conn:
-            store.record_results(conn, results)
-        sent += len(results)
+            store.record_and_mark(conn, t, c, [{"row_id": row["row_id"], "from_state": "sending", "state": done.status, "detail": done.detail,
+                                                "template": made.template, "rule": made.rule, "message_id": made.message_id}], [])
+        sent += 1
 
 
 def main() -> None:

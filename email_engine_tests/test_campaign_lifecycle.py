@@ -104,12 +104,12 @@ def test_pause_takes_effect_between_batches_and_resume_goes_on(camp, monkeypatch
     write_campaign(camp.root, "acme", "spring")
     calls = []
 
-    def pause_on_first(contact):
-        if not calls:
+    def pause_in_the_second_batch(contact):
+        if len(calls) == 2:  # committed before the batch's rows are in flight: none of them leaves
             campaign_runs.change_state("acme.spring", "pause")
         calls.append(contact["email"])
 
-    camp.composers = SimpleComposers(on_compose=pause_on_first)
+    camp.composers = SimpleComposers(on_compose=pause_in_the_second_batch)
     outcome = campaign_runs.send("acme.spring", instance=camp.instance)
     assert (outcome.counts["state"], outcome.counts["sent"], outcome.counts["queued"]) == ("paused", 2, 3)
     with pytest.raises(campaign_runs.CampaignRefused, match="paused"):
@@ -122,7 +122,7 @@ def test_pause_takes_effect_between_batches_and_resume_goes_on(camp, monkeypatch
 def test_cancel_skips_the_queued_rows_and_send_refuses(camp, monkeypatch):
     monkeypatch.setattr(campaign_assets, "SEND_BATCH_SIZE", 2)
     write_campaign(camp.root, "acme", "spring")
-    camp.composers = SimpleComposers(on_compose=lambda c: c["email"] == "p0@example.com" and campaign_runs.change_state("acme.spring", "pause"))
+    camp.composers = SimpleComposers(on_compose=lambda c: c["email"] == "p2@example.com" and campaign_runs.change_state("acme.spring", "pause"))
     campaign_runs.send("acme.spring", instance=camp.instance)
     counts = campaign_runs.change_state("acme.spring", "cancel")
     assert (counts["state"], counts["sent"], counts["skipped"]["cancelled"], counts["audience"]) == ("cancelled", 2, 3, 5)

@@ -294,15 +294,15 @@ def test_an_operator_pause_holds_until_resume_and_resume_releases_only_after_the
     env = mw_setup(workspace, engine, monkeypatch, url, state)
     composed = []
 
-    def operator_pauses_during_the_second_batch(contact):
+    def operator_pauses_during_the_third_batch(contact):
         composed.append(contact["email"])
-        if len(composed) == 2:  # what `campaign pause` commits first; its MailWizz part waits for the send
+        if len(composed) == 3:  # what `campaign pause` commits first; its MailWizz part waits for the send
             with engine.begin() as conn:
                 store.transition(conn, "acme", "spring", "pause")
-        if len(composed) == 3:  # resumed, last batch: MailWizz still holds every campaign paused
+        if len(composed) == 4:  # resumed, last batch (composed again: the pause kept it queued): MailWizz still holds every campaign paused
             assert set(statuses(state).values()) == {"paused"}
 
-    env.composers.on_compose = operator_pauses_during_the_second_batch
+    env.composers.on_compose = operator_pauses_during_the_third_batch
     with dg.instance_for_test() as instance:
         first = campaign_runs.send("acme.spring", instance=instance)
         assert (first.counts["state"], first.counts["handed_off"], first.counts["queued"]) == ("paused", 2, 1)
@@ -314,7 +314,7 @@ def test_an_operator_pause_holds_until_resume_and_resume_releases_only_after_the
         assert set(statuses(state).values()) == {"paused"} and state.run_cron() == 0
         resumed = campaign_runs.resume("acme.spring", instance=instance)
     assert resumed.failures == [] and (resumed.counts["state"], resumed.counts["handed_off"]) == ("completed", 3)
-    assert len(composed) == 3 and set(statuses(state).values()) == {"pending-sending"} and toggles(state) == 2
+    assert len(composed) == 4 and set(statuses(state).values()) == {"pending-sending"} and toggles(state) == 2
     assert state.run_cron() == 3 and sorted(e for _, e in state.delivered) == ANN_BOB_CY
 
 

@@ -31,7 +31,7 @@ RESEND_UNKNOWN_TAG = "email_engine/resend_unknown"
 TRANSPORT_TAG = "email_engine/transport"  # <tenant>.<transport>, limited per value in dagster.yaml
 
 FREEZE_PAGE = 10_000
-SEND_BATCH_SIZE = 200  # rows per claim: pause, cancel and new suppressions take effect between batches
+SEND_BATCH_SIZE = 200  # rows claimed and composed at a time; each goes in flight only when a connection takes it
 PREFLIGHT_SAMPLES = 20
 
 
@@ -167,7 +167,7 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
     kinds={"postgres"},
     deps=[campaign_audiences],
     required_resource_keys={"db", "workspace", "composers", "transports"},
-    description="Claims queued rows batch by batch (suppression and state re-checked), composes, delivers, records.",
+    description="Claims and composes queued rows batch by batch; marks each in flight as a connection takes it (suppression and state re-checked), records.",
 )
 def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     tenant, campaign = _load(context)

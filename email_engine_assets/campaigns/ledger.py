@@ -1,9 +1,11 @@
 """The send ledger's vocabulary: the state of each (campaign, contact) row, and how counts add up.
 
-``queued`` -> ``sending`` (claimed) -> ``sent`` | ``failed`` | ``unknown`` | ``handed_off`` (MailWizz)
-or ``skipped_<reason>``. A row is never claimed twice: only ``queued`` rows are claimed, and a row
-left ``sending`` by a run that died becomes ``unknown`` (sent or not, nobody knows) -- reported,
-and queued again only when the operator asks (``campaign send --resend-unknown``).
+``queued`` -> ``sending`` (in flight: a connection holds it) -> ``sent`` | ``failed`` | ``unknown`` |
+``handed_off`` (MailWizz), or ``skipped_<reason>``. A run claims and composes queued rows without
+changing their state; a row becomes ``sending`` only when a connection takes it, and only from
+``queued``, so it is never sent twice. A row left ``sending`` by a run that died becomes ``unknown``
+(sent or not, nobody knows) -- reported, and queued again only when the operator asks
+(``campaign send --resend-unknown``); a row claimed but not yet in flight is still ``queued``.
 """
 
 from __future__ import annotations

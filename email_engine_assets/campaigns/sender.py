@@ -1,16 +1,21 @@
-"""The send loop of one campaign: claim a batch, compose, deliver, record -- until nothing is queued.
+"""The send loop of one campaign: rows go in flight as the transport takes them, until nothing is queued.
 
-Commit points, and what a SIGKILL at each leaves:
+Commit points, and what a SIGKILL at each leaves (the rows are fed by :mod:`.feed`):
 
-1. the claim (``queued`` -> ``sending``) commits before anything leaves: killed after it, the rows
+1. a window of rows is claimed and composed: they stay ``queued`` (an address suppressed by then
+   is settled ``skipped_suppressed``); killed here, the next run claims them again;
+2. a connection takes rows: they are marked ``sending`` in a commit before anything of them
+   leaves, at most ``pipeline_depth`` per connection (``records_per_call`` for a list transport);
+3. the transport delivers (outbox file renamed into place, MTA 250, MailWizz bulk call answered);
+4. the connection's outcomes commit (``sending`` -> ``sent`` | ``failed`` | ``unknown`` |
+   ``handed_off``) together with the marking of the next rows it takes; killed before, its rows
    are ``sending`` and the next run, holding the campaign's lock, turns them ``unknown``;
-2. the transport delivers (outbox file renamed into place, MTA 250);
-3. the results commit (``sending`` -> ``sent`` | ``failed`` | ``unknown`` | ``skipped_*``);
-4. a list transport's campaigns are released in the transaction that completes the campaign.
+5. a list transport's campaigns are released in the transaction that completes the campaign.
 
-A row is never claimed twice, so nobody receives the campaign twice; a message whose fate is
-unknown is reported and sent again only when the operator asks (``--resend-unknown``). Pause and
-cancel are read by each claim, so they take effect between batches.
+A row is never marked twice, so nobody receives the campaign twice; a message whose fate is
+unknown is reported and sent again only when the operator asks (``--resend-unknown``). Pause,
+cancel and new suppressions are read each time rows are marked, so they take effect before the
+next message leaves.
 """
 
 from __future__ import annotations
@@ -23,17 +28,16 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns import store
+from email_engine_assets.campaigns.feed import Handed, LedgerFeed
 from email_engine_assets.campaigns.files import Campaign
-from email_engine_assets.campaigns.ledger import skipped_state
 from email_engine_assets.campaigns.parts import (
     Composer,
     ListContent,
     ListTransport,
-    Skipped,
 )
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.delivery import (
-    DELIVERY_STATUSES,
+    DEFAULT_IN_FLIGHT,
     DeliveryResult,
     ListHandOff,
     ListRecipient,
@@ -43,6 +47,8 @@ from email_engine_resources.delivery import (
 
 DEFAULT_BATCH_SIZE = 200
 SEND_LOCK = "campaign_sends"
+# A list transport's records in flight at once: one bulk call (MailWizz adds 100 subscribers a call).
+DEFAULT_RECORDS_PER_CALL = 100
 
 
 @dataclass
@@ -64,7 +70,8 @@ def send_campaign(
     """Send what is queued for ``campaign`` (which must be ``running`` for anything to be claimed).
 
     Holds the campaign's lock for the whole loop: two runs never send the same campaign at once,
-    so a row found ``sending`` here belongs to a run that died.
+    so a row found ``sending`` here belongs to a run that died. ``batch_size`` rows are claimed
+    and composed at a time (``on_batch`` is told the outcomes so far as each next one is claimed).
     """
     t, c = campaign.tenant_id, campaign.name
     report = SendReport()
@@ -74,24 +81,20 @@ def send_campaign(
             report.recovered_unknown = store.recover_interrupted(conn, t, c)
             if resend_unknown:
                 report.requeued_unknown = store.requeue_unknown(conn, t, c)
-        while True:
-            started = clock()
-            with engine.begin() as conn:
-                rows, suppressed = store.claim_batch(conn, t, c, size)
-            if not rows and not suppressed:
-                break
-            report.batches += 1
-            report.outcomes["skipped_suppressed"] += suppressed
-            results = deliver_batch(campaign, rows, composer, transport) if rows else []
-            with engine.begin() as conn:
-                store.record_results(conn, results)
-            report.outcomes.update(r["state"] for r in results)
+        is_list = hasattr(transport, "hand_off")
+        feed = LedgerFeed(engine, campaign, composer, report.outcomes, window=size, rate_per_minute=rate_per_minute,
+                          one_template=is_list, sleep=sleep, clock=clock,
+                          on_window=lambda windows: on_batch(windows, report.outcomes))
+        if is_list:
+            hand_off_all(campaign, feed, composer, transport)
+        elif hasattr(transport, "deliver_from"):  # PowerMTA: each connection takes rows when it is ready
+            transport.deliver_from(feed)
+        else:
+            deliver_all(feed, transport)
+        feed.finish()
+        report.batches = feed.windows
+        if report.batches:
             on_batch(report.batches, report.outcomes)
-            if rate_per_minute and len(rows) + suppressed == size:  # a short batch was the last one
-                # ``size`` rows per batch at ``rate_per_minute``: each batch takes at least size / rate minutes.
-                wait = (len(rows) + suppressed) * 60.0 / rate_per_minute - (clock() - started)
-                if wait > 0:
-                    sleep(wait)
         with engine.begin() as conn:
             report.completed = store.complete_if_settled(conn, t, c)
             if report.completed and hasattr(transport, "release"):
@@ -102,80 +105,64 @@ def send_campaign(
     return report
 
 
-def deliver_batch(campaign: Campaign, rows: list[dict], composer: Composer, transport: MessageTransport) -> list[dict]:
-    """Compose each claimed row and hand the messages to the transport: one result dict per row."""
-    results: dict[int, dict] = {}
-    outgoing: list[OutgoingMessage] = []
-    for row in rows:
-        row_id = row["row_id"]
+def deliver_all(feed: LedgerFeed, transport: MessageTransport) -> None:
+    """A transport that delivers a list (the outbox) as one connection: ``pipeline_depth`` rows a call
+    (default ``DEFAULT_IN_FLIGHT``; at most one claimed window)."""
+    depth = min(getattr(transport, "pipeline_depth", DEFAULT_IN_FLIGHT), feed.window)
+    delivered: list[DeliveryResult] = []
+    while messages := feed.exchange(delivered, depth):
         try:
-            made = composer.compose(row["contact"], contact_id=row["contact_id"], row_token=row["token"])
-        except Exception as exc:  # a template error for one contact must not stop the others
-            results[row_id] = _result(row_id, skipped_state("render_error"), f"{type(exc).__name__}: {str(exc)[:200]}")
-            continue
-        if isinstance(made, Skipped):
-            # a reason outside the ledger's vocabulary raises here, before anything of the batch leaves
-            results[row_id] = _result(row_id, skipped_state(made.reason), made.detail[:500])
-            continue
-        results[row_id] = _result(row_id, "unknown", "the transport returned no result", made.template, made.rule, made.message_id)
-        outgoing.append(
-            OutgoingMessage(
-                row_id=row_id, tenant_id=campaign.tenant_id, campaign=campaign.name, job=campaign.key,
-                envelope_id=row["token"], mail_from=campaign.file.from_email, recipient=row["email"], message=made.message,
-            )
-        )
-    if outgoing and hasattr(transport, "hand_off"):
-        delivered = hand_off_batch(campaign, outgoing, results, rows, composer, transport)
-    elif outgoing:
-        try:
-            delivered = transport.deliver(outgoing)
-        except Exception as exc:  # the transport lost its way mid-batch: what left is not known
-            delivered = []
-            for m in outgoing:
-                results[m.row_id]["detail"] = f"transport error: {type(exc).__name__}: {str(exc)[:200]}"
-    if outgoing:
-        for d in delivered:
-            if d.row_id in results and results[d.row_id]["state"] == "unknown":
-                status = d.status if d.status in DELIVERY_STATUSES else "unknown"
-                results[d.row_id].update(state=status, detail=str(d.detail)[:500])
-    return list(results.values())
+            delivered = transport.deliver(messages)
+        except Exception as exc:  # the transport lost its way mid-call: what left is not known
+            detail = f"transport error: {type(exc).__name__}: {str(exc)[:200]}"
+            delivered = [DeliveryResult(m.row_id, "unknown", detail) for m in messages]
+        delivered = _one_each(messages, delivered)
+    feed.exchange(delivered, 0)
 
 
-def hand_off_batch(campaign: Campaign, outgoing: list[OutgoingMessage], results: dict[int, dict], rows: list[dict],
-                   composer: Composer, transport: ListTransport) -> list[DeliveryResult]:
-    """The list-transport path: the composed rows grouped by their chosen template, one hand-off per template.
+def hand_off_all(campaign: Campaign, feed: LedgerFeed, composer: Composer, transport: ListTransport) -> None:
+    """The list-transport path: the rows in flight are the records of one hand-off, all of one template
+    (at most ``records_per_call``: one bulk call; and at most one claimed window).
 
     The message each row got is not sent; it chose the template, and MailWizz personalises that
     template's content for each subscriber. The hand-off's name is stable across runs
     (``<tenant>.<campaign>.<template>``), so a run after a crash finds the same list and campaign.
     """
-    contacts = {r["row_id"]: r["contact"] for r in rows}
-    by_template: dict[str, list[OutgoingMessage]] = {}
-    for m in outgoing:
-        by_template.setdefault(results[m.row_id]["template"], []).append(m)
+    per_call = min(getattr(transport, "records_per_call", DEFAULT_RECORDS_PER_CALL), feed.window)
     delivered: list[DeliveryResult] = []
-    for template, messages in by_template.items():
-        try:
-            content = composer.list_content(template)
-        except Exception as exc:  # nothing was called: the template has no list content (a preflight overridden)
-            for m in messages:
-                results[m.row_id].update(state="failed", detail=f"no list content: {type(exc).__name__}: {str(exc)[:200]}")
-            continue
-        try:
-            handoff = ListHandOff(
-                tenant_id=campaign.tenant_id, campaign=campaign.name, template=template,
-                name=f"{campaign.key}.{template}", subject=content.subject, html=content.html, text=content.text,
-                from_name=campaign.file.from_name, from_email=campaign.file.from_email,
-                reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=campaign.file.send_at,
-                custom_fields=dict(content.custom_fields),
-                recipients=[ListRecipient(m.row_id, m.recipient, {k: _text(contacts[m.row_id].get(k)) for k in _list_fields(content)})
-                            for m in messages],
-            )
-            delivered += transport.hand_off(handoff)
-        except Exception as exc:  # the hand-off broke off: which recipients MailWizz took is not known
-            for m in messages:
-                results[m.row_id]["detail"] = f"hand-off error: {type(exc).__name__}: {str(exc)[:200]}"
-    return delivered
+    while messages := feed.exchange(delivered, per_call):
+        delivered = _one_each(messages, hand_off_one(campaign, [feed.handed[m.row_id] for m in messages], composer, transport))
+    feed.exchange(delivered, 0)
+
+
+def hand_off_one(campaign: Campaign, rows: list[Handed], composer: Composer, transport: ListTransport) -> list[DeliveryResult]:
+    """One hand-off of rows that chose the same template: one result per row."""
+    template = rows[0].template
+    try:
+        content = composer.list_content(template)
+    except Exception as exc:  # nothing was called: the template has no list content (a preflight overridden)
+        return [DeliveryResult(h.row["row_id"], "failed", f"no list content: {type(exc).__name__}: {str(exc)[:200]}") for h in rows]
+    try:
+        handoff = ListHandOff(
+            tenant_id=campaign.tenant_id, campaign=campaign.name, template=template,
+            name=f"{campaign.key}.{template}", subject=content.subject, html=content.html, text=content.text,
+            from_name=campaign.file.from_name, from_email=campaign.file.from_email,
+            reply_to=campaign.file.reply_to or campaign.file.from_email, send_at=campaign.file.send_at,
+            custom_fields=dict(content.custom_fields),
+            recipients=[ListRecipient(h.row["row_id"], h.message.recipient,
+                                      {k: _text(h.row["contact"].get(k)) for k in _list_fields(content)}) for h in rows],
+        )
+        return transport.hand_off(handoff)
+    except Exception as exc:  # the hand-off broke off: which recipients MailWizz took is not known
+        detail = f"hand-off error: {type(exc).__name__}: {str(exc)[:200]}"
+        return [DeliveryResult(h.row["row_id"], "unknown", detail) for h in rows]
+
+
+def _one_each(messages: list[OutgoingMessage], delivered: list[DeliveryResult]) -> list[DeliveryResult]:
+    """The transport's results, and ``unknown`` for a message it gave none for (whether it left is not known)."""
+    answered = {d.row_id for d in delivered}
+    return delivered + [DeliveryResult(m.row_id, "unknown", "the transport returned no result")
+                        for m in messages if m.row_id not in answered]
 
 
 def _list_fields(content: ListContent) -> list[str]:
@@ -184,8 +171,3 @@ def _list_fields(content: ListContent) -> list[str]:
 
 def _text(value) -> str | None:
     return None if value is None else str(value)
-
-
-def _result(row_id: int, state: str, detail: str, template: str | None = None, rule: str | None = None,
-            message_id: str | None = None) -> dict:
-    return {"row_id": row_id, "state": state, "detail": detail, "template": template, "rule": rule, "message_id": message_id}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -221,22 +222,57 @@ _CLAIM = """
 WITH live AS (
     SELECT 1 FROM campaigns WHERE tenant_id = :t AND campaign = :c AND state = 'running' FOR SHARE
 ), picked AS (
+    SELECT s.row_id, s.contact_id, s.email, s.token, (sp.email IS NOT NULL) AS suppressed, sp.reason
+    FROM campaign_sends s
+    LEFT JOIN suppressions sp ON sp.tenant_id = s.tenant_id AND sp.email = s.email
+    WHERE s.tenant_id = :t AND s.campaign = :c AND s.state = 'queued' AND s.row_id > :after AND EXISTS (SELECT 1 FROM live)
+    ORDER BY s.row_id
+    LIMIT :n
+), settled AS (
+    UPDATE campaign_sends s
+    SET state = 'skipped_suppressed', claimed_at = now(), settled_at = now(),
+        detail = 'suppressed (' || p.reason || ') at send time'
+    FROM picked p
+    WHERE s.row_id = p.row_id AND p.suppressed
+)
+SELECT row_id, contact_id, email, token, suppressed FROM picked ORDER BY row_id
+"""
+
+# Rows are found by their key alone: the ids are the campaign's own, from claim_batch (which filters
+# by tenant and campaign). A tenant/campaign condition here would let the planner, before the new
+# audience is analyzed, scan the campaign's rows for every call instead of looking up a few keys.
+_EXCHANGE = """
+WITH settled AS (
+    UPDATE campaign_sends s
+    SET state = v.state, detail = nullif(v.detail, ''), template = v.template, rule = v.rule,
+        message_id = v.message_id, settled_at = now(), claimed_at = coalesce(s.claimed_at, now())
+    FROM unnest(CAST(:row_id AS bigint[]), CAST(:from_state AS text[]), CAST(:state AS text[]), CAST(:detail AS text[]),
+                CAST(:template AS text[]), CAST(:rule AS text[]), CAST(:message_id AS text[]))
+         AS v(row_id, from_state, state, detail, template, rule, message_id)
+    WHERE s.row_id = v.row_id AND s.state = v.from_state
+    RETURNING s.row_id
+), live AS (
+    SELECT 1 FROM campaigns WHERE tenant_id = :t AND campaign = :c AND state = 'running' FOR SHARE
+), picked AS (
     SELECT s.row_id, (sp.email IS NOT NULL) AS suppressed, sp.reason
     FROM campaign_sends s
     LEFT JOIN suppressions sp ON sp.tenant_id = s.tenant_id AND sp.email = s.email
-    WHERE s.tenant_id = :t AND s.campaign = :c AND s.state = 'queued' AND EXISTS (SELECT 1 FROM live)
-    ORDER BY s.row_id
-    LIMIT :n
-    FOR UPDATE OF s SKIP LOCKED
+    WHERE s.row_id = ANY(CAST(:ids AS bigint[])) AND s.state = 'queued' AND EXISTS (SELECT 1 FROM live)
+    FOR UPDATE OF s
+), marked AS (
+    UPDATE campaign_sends s
+    SET state = CASE WHEN p.suppressed THEN 'skipped_suppressed' ELSE 'sending' END,
+        claimed_at = now(), attempts = s.attempts + 1,
+        settled_at = CASE WHEN p.suppressed THEN now() END,
+        detail = CASE WHEN p.suppressed THEN 'suppressed (' || p.reason || ') at send time' ELSE s.detail END
+    FROM picked p
+    WHERE s.row_id = p.row_id
+    RETURNING s.row_id, s.state
 )
-UPDATE campaign_sends s
-SET state = CASE WHEN p.suppressed THEN 'skipped_suppressed' ELSE 'sending' END,
-    claimed_at = now(), attempts = s.attempts + 1,
-    settled_at = CASE WHEN p.suppressed THEN now() END,
-    detail = CASE WHEN p.suppressed THEN 'suppressed (' || p.reason || ') at send time' ELSE s.detail END
-FROM picked p
-WHERE s.row_id = p.row_id
-RETURNING s.row_id, s.contact_id, s.email, s.token, s.state
+SELECT EXISTS (SELECT 1 FROM live) AS running,
+       (SELECT count(*) FROM settled) AS settled,
+       coalesce((SELECT array_agg(row_id ORDER BY row_id) FROM marked WHERE state = 'sending'), '{}') AS in_flight,
+       (SELECT count(*) FROM marked WHERE state = 'skipped_suppressed') AS suppressed
 """
 
 _CONTACTS = """
@@ -277,15 +313,18 @@ def ledger_token(conn: sa.Connection, tenant_id: str, name: str, contact_id: int
     ).scalar()
 
 
-def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int) -> tuple[list[dict], int]:
-    """Claim up to ``limit`` queued rows of a running campaign: (rows now ``sending``, rows skipped as suppressed).
+def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int, *, after_row_id: int = 0) -> tuple[list[dict], int]:
+    """The next ``limit`` queued rows of a running campaign after ``after_row_id``, for this run to
+    compose: (rows, rows skipped as suppressed).
 
     In one statement, so in the caller's transaction: the campaign must be ``running`` (a pause or
     a cancel committed before takes effect here), and an address suppressed by then is settled
-    ``skipped_suppressed`` instead of being claimed. Each row comes with its contact's fields.
+    ``skipped_suppressed``. The rows returned stay ``queued``: a row is in flight only once
+    :func:`record_and_mark` hands it to a connection (the campaign's send lock keeps other runs
+    away). Each row comes with its contact's fields.
     """
-    rows = conn.execute(sa.text(_CLAIM), {"t": tenant_id, "c": name, "n": limit}).mappings().all()
-    claimed = [dict(r) for r in rows if r["state"] == "sending"]
+    rows = conn.execute(sa.text(_CLAIM), {"t": tenant_id, "c": name, "n": limit, "after": after_row_id}).mappings().all()
+    claimed = [dict(r) for r in rows if not r["suppressed"]]
     ids = [r["contact_id"] for r in claimed if r["contact_id"] is not None]
     contacts = {}
     if ids:
@@ -295,30 +334,34 @@ def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int) -> t
             contact["country"] = contact.get("country") or r["detected_country"]
             contacts[r["contact_id"]] = contact
     for r in claimed:
+        del r["suppressed"]
         r["contact"] = contacts.get(r["contact_id"]) or {"email": r["email"]}
-    claimed.sort(key=lambda r: r["row_id"])
     return claimed, len(rows) - len(claimed)
 
 
-def record_results(conn: sa.Connection, results: Sequence[dict]) -> int:
-    """Settle claimed rows: each dict has row_id, state, detail, template, rule, message_id. Only rows
-    still ``sending`` change (a row settled by another path keeps its state)."""
-    if not results:
-        return 0
-    cols = ("row_id", "state", "detail", "template", "rule", "message_id")
-    params = {c: [r.get(c) for r in results] for c in cols}
-    return conn.execute(
-        sa.text(
-            """UPDATE campaign_sends s
-               SET state = v.state, detail = nullif(v.detail, ''), template = v.template, rule = v.rule,
-                   message_id = v.message_id, settled_at = now()
-               FROM unnest(CAST(:row_id AS bigint[]), CAST(:state AS text[]), CAST(:detail AS text[]),
-                           CAST(:template AS text[]), CAST(:rule AS text[]), CAST(:message_id AS text[]))
-                    AS v(row_id, state, detail, template, rule, message_id)
-               WHERE s.row_id = v.row_id AND s.state = 'sending'"""
-        ),
-        params,
-    ).rowcount
+@dataclass(frozen=True)
+class Exchanged:
+    running: bool  # False: the campaign was paused or cancelled, nothing was marked
+    settled: int  # rows whose outcome was recorded
+    in_flight: list[int]  # row ids now ``sending``
+    suppressed: int  # rows settled ``skipped_suppressed`` instead
+
+
+def record_and_mark(conn: sa.Connection, tenant_id: str, name: str, results: Sequence[dict], row_ids: Sequence[int]) -> Exchanged:
+    """In one statement (so atomic even on an autocommit connection): record ``results`` and mark
+    the claimed rows ``row_ids`` ``sending`` as a connection takes them.
+
+    Each result dict has row_id, state, detail, template, rule, message_id and ``from_state``: the
+    state the row must still be in (``sending`` for a transport's outcome, ``queued`` for a row the
+    composer skipped); a row settled by another path meanwhile keeps its state. The marking does
+    the send-time checks again: a pause or cancel committed before marks nothing (``running`` is
+    False), an address suppressed since the claim is settled ``skipped_suppressed``, and a row no
+    longer ``queued`` (cancelled) is left as it is.
+    """
+    cols = ("row_id", "from_state", "state", "detail", "template", "rule", "message_id")
+    params = {col: [r.get(col) for r in results] for col in cols}
+    row = conn.execute(sa.text(_EXCHANGE), {**params, "t": tenant_id, "c": name, "ids": list(row_ids)}).one()
+    return Exchanged(bool(row.running), int(row.settled), list(row.in_flight), int(row.suppressed))
 
 
 def reopen_for_resend(conn: sa.Connection, tenant_id: str, name: str) -> bool:

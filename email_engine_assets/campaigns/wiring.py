@@ -153,6 +153,11 @@ class MailwizzList:
         self.name = name
         self.instance = instance
 
+    @property
+    def records_per_call(self) -> int:
+        """The rows in flight at once: the records of one bulk call (the ledger hands off that many at a time)."""
+        return self.instance.bulk_size
+
     def hand_off(self, handoff):
         return self.instance.hand_off(handoff)
 
