@@ -359,6 +359,10 @@ def cmd_contact(args) -> int:
             print(f"{key:>22}: {outcome.erased.get(key, 0)}")
         for name, (deleted, dropped) in outcome.mailwizz.items():
             print(f"{'mailwizz ' + name:>22}: {deleted} subscriber(s) deleted, {dropped} sync row(s) dropped")
+        disk = outcome.disk
+        print(f"{'outbox files':>22}: {disk.outbox_removed}")
+        print(f"{'pushed inbox files':>22}: {disk.pushed_rewritten} rewritten, {disk.pushed_removed} removed, "
+              f"{disk.records_dropped} record(s) dropped")
         for left in outcome.left:
             print(f"LEFT {terminal_safe(left)}", file=sys.stderr)
         return 0 if outcome.ok else 1

@@ -22,11 +22,7 @@ from email_engine_assets.contacts.normalise import REASON_ERASED
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.feedback.events import FeedbackEvent, events_frame
 from email_engine_assets.feedback.store import record_events
-from email_engine_assets.privacy.erasure import (
-    ERASED_TABLES,
-    erasure_hash,
-    literal_pattern,
-)
+from email_engine_assets.privacy.erasure import ERASED_TABLES, erasure_hash
 from email_engine_assets.privacy.store import email_sha256
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_resources.mailwizz import MailwizzInstance, Subscriber
@@ -360,11 +356,8 @@ def test_every_table_naming_a_person_is_handled_by_forget(engine):
     assert set(ERASED_TABLES) - existing == set(), "ERASED_TABLES names a table that does not exist"
 
 
-def test_the_salted_hash_is_the_same_in_python_and_sql_and_patterns_are_literal(engine):
+def test_the_salted_hash_is_the_same_in_python_and_sql(engine):
     salt = bytes(range(32))
     with engine.connect() as conn:
         in_sql = conn.execute(sa.text("SELECT sha256(:s || convert_to(:e, 'UTF8'))"), {"s": salt, "e": "zoë+1@exämple.com"}).scalar_one()
         assert bytes(in_sql) == erasure_hash(salt, "zoë+1@exämple.com")
-        replaced = conn.execute(sa.text("SELECT regexp_replace(:v, :p, '[erased]', 'gi')"),
-                                {"v": "to <A.B+1@x.com>, not ab+1@xxcom", "p": literal_pattern("a.b+1@x.com")}).scalar_one()
-    assert replaced == "to <[erased]>, not ab+1@xxcom"

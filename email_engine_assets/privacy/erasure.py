@@ -11,7 +11,6 @@ files) keep their rows without the person: a count never changes because someone
 from __future__ import annotations
 
 import hashlib
-import re
 
 # table -> what `forget` does to the person's rows
 ERASED_TABLES: dict[str, str] = {
@@ -41,20 +40,8 @@ REPORT_KEYS: tuple[str, ...] = (
 )
 
 SALT_BYTES = 32
-REDACTED = "[erased]"
 
 
 def erasure_hash(salt: bytes, email_key: str) -> bytes:
     """sha256(salt || key in UTF-8): the same bytes as SQL's ``sha256(salt || convert_to(key, 'UTF8'))``."""
     return hashlib.sha256(salt + email_key.encode("utf-8")).digest()
-
-
-def literal_pattern(text: str) -> str:
-    """A PostgreSQL regular expression (ARE) that matches ``text`` literally: every non-alphanumeric escaped."""
-    return "".join(ch if ch.isalnum() else "\\" + ch for ch in text)
-
-
-def needles(email_key: str, given: str) -> list[str]:
-    """The lowercase forms the address may take in free text: its key, and the form the operator typed."""
-    forms = [email_key.lower(), given.strip().lower()]
-    return [f for f in dict.fromkeys(forms) if f and re.search(r"\S@\S", f)]
