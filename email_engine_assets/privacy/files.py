@@ -78,15 +78,20 @@ def outbox_files(root: Path, tenant_id: str, sends: list[tuple[str, int]]) -> li
     return sorted(found)
 
 
-def remove_outbox_files(paths: list[Path]) -> int:
-    removed = 0
+def remove_outbox_files(paths: list[Path]) -> tuple[int, list[tuple[Path, str]]]:
+    """Delete the files (each folder flushed after): how many went, and those that could not, with why."""
+    removed, failed = 0, []
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(path)
             removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append((path, exc.strerror or type(exc).__name__))
     for folder in {p.parent for p in paths}:
         _sync_folder(folder)
-    return removed
+    return removed, failed
 
 
 def _sync_folder(folder: Path) -> None:

@@ -51,12 +51,20 @@ class Person:
     local: str
 
     @property
-    def probe(self) -> str:
-        """A lowercase piece of the local part that every literal writing of the address holds:
-        its longest run of letters and digits (empty when it has none). SQL pre-filters with it
-        (or with a JSON escape, ``\\u``, which may hide any character); Python then decides."""
-        runs = re.findall(r"[^\W_]+", self.local)
-        return max(runs, key=len) if runs else ""
+    def probes(self) -> tuple[str, str]:
+        """Lowercase pieces that every literal writing of the address holds, for SQL to pre-filter
+        with: the longest run of letters and digits of the local part, and of the domain when the
+        domain is plain ASCII (an IDN may be written in Unicode); ``""`` when there is none. A text
+        that holds a JSON escape (``\\u``, which may hide any character) is a candidate too. Python
+        then decides (:func:`holds`)."""
+        domain = self.key.rpartition("@")[2]
+        plain = domain.isascii() and "xn--" not in domain
+        return _longest_run(self.local), (_longest_run(domain) if plain else "")
+
+
+def _longest_run(text: str) -> str:
+    runs = re.findall(r"[^\W_]+", text)
+    return max(runs, key=len) if runs else ""
 
 
 def person_of(key: str) -> Person:
@@ -109,7 +117,8 @@ def _spans(person: Person, text: str) -> Iterator[tuple[int, int]]:
 
 
 def _in_text(person: Person, text: str) -> bool:
-    if person.probe and person.probe not in text.lower() and "%" not in text:
+    local = person.probes[0]
+    if local and local not in text.lower() and "%" not in text:
         return False
     return next(_spans(person, text), None) is not None
 

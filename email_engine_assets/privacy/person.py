@@ -11,9 +11,11 @@ subscribers of erased contacts it pushed). Nothing here logs the address.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from email_engine_assets.audiences.suppressions import suppression_key
+from email_engine_assets.contacts.inbox import RefusedFile
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
 from email_engine_assets.privacy import files, store
@@ -100,7 +102,11 @@ def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
     apply_webhook_rows(engine, ws.root, tenant)
     with engine.connect() as conn:
         hits = _inbox_hits(conn, ws, tenant, person)
-    rewrites = [files.plan_rewrite(h, person) for h in hits if h.pushed_row is not None]
+    rewrites = []
+    for hit in hits:
+        if hit.pushed_row is not None:
+            with contextlib.suppress(FileNotFoundError, RefusedFile):  # gone (or swapped for a link) meanwhile
+                rewrites.append(files.plan_rewrite(hit, person))
     with engine.begin() as conn:
         register_workspace(conn, ws)
         erased, sends = store.erase(conn, tenant_id, person)
@@ -111,14 +117,23 @@ def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
                 store.rename_digest(conn, tenant_id, plan.hit.source_id, plan.old_sha256, plan.new_sha256, len(plan.data))
     outcome = ForgetOutcome(erased=erased)
     done = outcome.disk
+    # A file that cannot be written now (a full disk) is reported; forget again finishes it (the
+    # ledger already names the new content, the old one is imported as the erased person's rejects).
     for plan in rewrites:
-        files.apply_rewrite(plan)
+        try:
+            files.apply_rewrite(plan)
+        except OSError as exc:
+            outcome.left.append(f"inbox file {plan.hit.path} (a webhook push): not rewritten ({exc.strerror or exc}); run forget again")
+            continue
         done.records_dropped += plan.dropped
         if plan.data is None:
             done.pushed_removed += 1
         else:
             done.pushed_rewritten += 1
-    done.outbox_removed = files.remove_outbox_files(files.outbox_files(default_root(), tenant_id, sends))
+    outbox = files.outbox_files(default_root(), tenant_id, sends)
+    done.outbox_removed, failed = files.remove_outbox_files(outbox)
+    for path, why in failed:
+        outcome.left.append(f"outbox file {path}: not deleted ({why}); run forget again")
     done.operator_files = [h for h in hits if h.pushed_row is None]
     for hit in done.operator_files:
         outcome.left.append(f"inbox file {hit.path} (the operator's, not changed): line(s) "

@@ -2,9 +2,9 @@
 
 Every statement is bounded by the tenant and the address key (or the contact id it keys). Raw
 texts (a reject's raw line, a webhook body, a kept accounting line) are pre-filtered in SQL by a
-piece of the local part (:attr:`.matching.Person.probe`) or a JSON escape, and each candidate is
+piece of the local part and of the domain (:attr:`.matching.Person.probes`) or a JSON escape, and each candidate is
 then parsed in its form and kept only when a value's email key is the person's
-(:func:`.matching.holds`): ``joann@`` is not ``ann@``, ``ann\u0040example.com`` is. A send's or an
+(:func:`.matching.holds`): ``joann@`` is not ``ann@``, ``ann\\u0040example.com`` is. A send's or an
 event's detail and url are redacted by the same matcher (:func:`.matching.redact`).
 """
 
@@ -38,15 +38,24 @@ _BATCH = 1000
 
 
 def _maybe(column: str) -> str:
-    """SQL: ``column`` (text) may hold the person: it holds the probe (``:probe``, lowercase), or a
-    JSON escape (``\\u``) that may hide any of its characters. Python decides (:func:`.matching.holds`)."""
-    return f"(:probe = '' OR strpos(lower({column}), :probe) > 0 OR strpos({column}, '\\u') > 0)"
+    """SQL: ``column`` (text) may hold the person: it holds both probes (``:lp``, ``:dp``, lowercase,
+    :attr:`.matching.Person.probes`), or a JSON escape (``\\u``) that may hide any character.
+    Python decides (:func:`.matching.holds`)."""
+    return (f"((strpos(lower({column}), :lp) > 0 AND strpos(lower({column}), :dp) > 0)"
+            f" OR strpos({column}, '\\u') > 0)")
 
 
 def _maybe_bytes(column: str) -> str:
     """:func:`_maybe` for raw bytes in any encoding (compared in their escaped text form)."""
-    return (f"(:probe = '' OR strpos(lower(encode({column}, 'escape')), lower(encode(convert_to(:probe, 'UTF8'), 'escape'))) > 0"
+    text = f"lower(encode({column}, 'escape'))"
+    return (f"((strpos({text}, lower(encode(convert_to(:lp, 'UTF8'), 'escape'))) > 0"
+            f" AND strpos({text}, lower(encode(convert_to(:dp, 'UTF8'), 'escape'))) > 0)"
             f" OR position(convert_to('\\u', 'UTF8') IN {column}) > 0)")
+
+
+def _probes(person: Person) -> dict[str, str]:
+    local, domain = person.probes
+    return {"lp": local, "dp": domain}
 
 
 def _streamed(conn: sa.Connection, sql: str, params: dict):
@@ -69,7 +78,7 @@ def _rejected_of(conn: sa.Connection, tenant_id: str, person: Person) -> list[di
             FROM rejected_rows r JOIN import_files f ON f.file_id = r.file_id
             WHERE r.tenant_id = :t AND {_maybe("r.raw_text || ' ' || r.reason")}
             ORDER BY r.file_id, r.line_no""",
-        {"t": tenant_id, "probe": person.probe},
+        {"t": tenant_id, **_probes(person)},
     )
     return [
         {k: v for k, v in r._mapping.items() if k not in ("format", "delimiter")}
@@ -247,7 +256,7 @@ def erase(conn: sa.Connection, tenant_id: str, person: Person) -> tuple[dict[str
     contact = conn.execute(
         sa.text("SELECT contact_id FROM contacts WHERE tenant_id = :t AND email = :e FOR UPDATE"), {"t": tenant_id, "e": key}
     ).scalar_one_or_none()
-    p = {"t": tenant_id, "c": contact, "e": key, "probe": person.probe, "files": _tenant_file_ids(conn, tenant_id)}
+    p = {"t": tenant_id, "c": contact, "e": key, "files": _tenant_file_ids(conn, tenant_id), **_probes(person)}
 
     def run(sql: str) -> int:
         return conn.execute(sa.text(sql), p).rowcount
