@@ -511,6 +511,9 @@ def test_forget_erases_the_files_the_engine_wrote_and_lists_the_operators(engine
         (str(s["pushed"]["array"]), (1,), "webhook push"),
         (str(s["operator"]["csv"]), (3,), "operator"), (str(s["operator"]["json"]), (3,), "operator"),
     }
+    assert cli.main(["contact", "explain", "acme", ANN]) == 0
+    text = capsys.readouterr().out
+    assert f"outbox message: {s['eml']['tok-ann']}" in text and f"inbox file (operator): {s['operator']['csv']}, line(s) 3" in text
 
     assert cli.main(["contact", "forget", "acme", ANN]) == 1  # the operator's files are left to do
     captured = capsys.readouterr()
@@ -566,3 +569,42 @@ def test_after_forget_the_address_is_in_no_file_and_no_table_but_the_listed_oper
     assert all(f"LEFT inbox file {path} " in err for path in left)  # each one the report lists
     with engine.connect() as conn:
         assert _text_hits(conn, ANN, "other") == []
+
+
+@pytest.mark.parametrize(("text", "kind", "named"), [
+    ("Ann@Example.com,Ann", "csv", True),
+    ("joann@example.com,Jo", "csv", False),
+    ("jo;\"Ann Lee <ann@example.com>\";x", "csv", True),
+    ("ann@example.com.au,Au", "csv", False),
+    ("ann@example.com@@,Broken,,", "csv", True),
+    ('{"email": "ann\\u0040example.com"}', "json", True),
+    ('{"email": "joann\\u0040example.com"}', "json", False),
+    ('{"email": "ann\\u0040exam', "json", False),  # cut short: not the whole address
+    ('{"email": "ann\\u0040example.com", "first_na', "json", True),  # cut short after it
+    ('{"ANN@EXAMPLE.COM": {"x": 1}}', "ndjson", True),
+    ("https://acme.example/r?u=ann@example.com&v=1", "text", True),
+    ("email=ann%40example.com&list=x", "text", True),
+    ("mailto:Ann@Example.com?subject=hi", "text", True),
+    ("jo=ann@example.com", "text", False),  # a valid address of its own
+    ("250 2.1.5 <ann@example.com>: ok.", "text", True),
+    ("250 2.1.5 <joann@example.com>: ok.", "text", False),
+])
+def test_a_text_names_the_person_by_the_key_of_its_values(text, kind, named):
+    from email_engine_assets.privacy.matching import holds, person_of
+
+    assert holds(person_of(ANN), text, kind, ";" if text.startswith("jo;") else ",") is named
+
+
+def test_matching_redacting_and_rewriting_by_key():
+    from email_engine_assets.privacy.matching import holds, person_of, record_lines, redact, without_person
+
+    ann = person_of(ANN)
+    assert redact(ann, "to <ANN@example.com>, cc joann@example.com.") == "to <[erased]>, cc joann@example.com."
+    assert redact(ann, "https://x.example/r?u=ann@example.com&e=joann@example.com") == "https://x.example/r?u=[erased]&e=joann@example.com"
+    zoe = person_of("zoë@xn--exmple-cua.com")  # an IDN domain: the key is punycode, a text may hold Unicode
+    assert holds(zoe, "Zoë@Exämple.com,Zoë", "csv") and not holds(zoe, "bzoë@exämple.com", "text")
+    lines = 'email,note\njoann@example.com,x\n"ann@example.com","two\nlines"\nbob@example.com,"ann@example.com"\n'
+    assert record_lines(ann, lines.splitlines(keepends=True), "csv") == [3, 5]
+    assert without_person(ann, b'{"email": "bob@example.com"}\n{"email": "ann\\u0040example.com"}\n') == (b'{"email": "bob@example.com"}\n\n', 1)
+    assert without_person(ann, b'{"email": "joann@example.com"}') == (b'{"email": "joann@example.com"}', 0)
+    assert without_person(ann, b'[{"email": "Ann@example.com"}]') == (None, 1)
