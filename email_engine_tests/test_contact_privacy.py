@@ -586,6 +586,8 @@ def test_after_forget_the_address_is_in_no_file_and_no_table_but_the_listed_oper
     ("email=ann%40example.com&list=x", "text", True),
     ("mailto:Ann@Example.com?subject=hi", "text", True),
     ("jo=ann@example.com", "text", False),  # a valid address of its own
+    ("o'ann@example.com|a|ann@example.com", "text", False),  # two valid addresses of their own
+    ("invalid email address: 'Ann@example.com@@'", "text", True),
     ("250 2.1.5 <ann@example.com>: ok.", "text", True),
     ("250 2.1.5 <joann@example.com>: ok.", "text", False),
 ])
@@ -601,6 +603,7 @@ def test_matching_redacting_and_rewriting_by_key():
     ann = person_of(ANN)
     assert redact(ann, "to <ANN@example.com>, cc joann@example.com.") == "to <[erased]>, cc joann@example.com."
     assert redact(ann, "https://x.example/r?u=ann@example.com&e=joann@example.com") == "https://x.example/r?u=[erased]&e=joann@example.com"
+    assert redact(ann, "bad address 'ann@example.com@@'") == "bad address '[erased]@@'"
     zoe = person_of("zoë@xn--exmple-cua.com")  # an IDN domain: the key is punycode, a text may hold Unicode
     assert holds(zoe, "Zoë@Exämple.com,Zoë", "csv") and not holds(zoe, "bzoë@exämple.com", "text")
     lines = 'email,note\njoann@example.com,x\n"ann@example.com","two\nlines"\nbob@example.com,"ann@example.com"\n'

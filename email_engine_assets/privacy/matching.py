@@ -3,14 +3,14 @@
 A text is parsed in the form it was stored in: a CSV record with its file's delimiter (the csv
 module), a JSON document (decoded, so ``ann\\u0040example.com`` is ``ann@example.com``) or NDJSON
 lines, or free text (an SMTP reply, a URL). Each value is cut into tokens at characters that
-cannot stand unquoted in an address (space, ``,;<>()[]{}"'|``); a token is the person when its
+cannot stand unquoted in an address (space, ``,;<>()[]{}"``); a token is the person when its
 email key (:func:`quality.syntax.check_address`, the one key function) is the person's key. A token
 that is no address itself (``https://x/r?u=ann@example.com``, ``mailto:ann@...``, a form body
 ``email=ann%40example.com&...``, a value with junk around it: ``ann@example.com@@``) is cut
 further at ``: / ? & = #`` after percent-decoding, and the address-shaped pieces of it (a local
-part that starts where no address character precedes it) are compared. So ``joann@example.com``
-never matches ``ann@example.com`` and ``jo=ann@example.com`` (a valid address of its own) does
-not either.
+part that starts where no address character precedes it, a quote ``'`` around it dropped) are
+compared. So ``joann@example.com`` never matches ``ann@example.com``, and neither do
+``jo=ann@example.com`` nor ``o'ann@example.com`` (valid addresses of their own).
 
 A text that does not parse in its form (a raw line cut at 1,000 characters, a broken record) is
 read as free text with its JSON escapes decoded. Only tokens whose local part is the person's
@@ -35,7 +35,7 @@ from email_engine_assets.quality.syntax import check_address
 REDACTED = "[erased]"
 KINDS = ("csv", "json", "ndjson", "text")
 
-_STRICT = re.compile(r"[^\s,;<>()\[\]{}\"'|]+")
+_STRICT = re.compile(r"[^\s,;<>()\[\]{}\"]+")
 _LOOSE = re.compile(r"[^:/?&=#]+")
 _LOCAL_CHAR = r"\w!#$%&'*+/=?^`{|}~.\-"
 _SHAPE = re.compile(rf"(?<![{_LOCAL_CHAR}])[{_LOCAL_CHAR}]+@[\w\-]+(?:\.[\w\-]+)*")
@@ -105,8 +105,14 @@ def _spans(person: Person, text: str) -> Iterator[tuple[int, int]]:
             continue
         # Not the address as a whole: the address-shaped pieces of a URL, a form body, a value
         # with junk around it (``ann@example.com@@``), unless the token is an address of its own.
-        pieces = [(p.start() + a.start(), p.start() + a.end()) for p in _LOOSE.finditer(decoded)
-                  for a in _SHAPE.finditer(p.group()) if _is(person, a.group())]
+        pieces = []
+        for part in _LOOSE.finditer(decoded):
+            for a in _SHAPE.finditer(part.group()):
+                piece = a.group()
+                core = piece.lstrip("'")
+                if _is(person, core):
+                    start = part.start() + a.start() + len(piece) - len(core)
+                    pieces.append((start, part.start() + a.end()))
         if not pieces or _key_of(unicodedata.normalize("NFC", token.strip("."))) is not None:
             continue
         if decoded != token:
