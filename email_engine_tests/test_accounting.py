@@ -131,10 +131,54 @@ def test_hostile_lines_are_kept_not_fatal():
     assert len(parsed.kept["raw_line"][0]) <= 4096
 
 
-@pytest.mark.parametrize("header", [b"rcpt,jobId", b"type,rcpt,type", b"\xff\xfe"])
-def test_a_header_that_is_no_accounting_header_is_refused(header):
-    with pytest.raises(HeaderError):
+@pytest.mark.parametrize("header", [b"rcpt,jobId", b"\xff\xfe", b"types,rcpt"])
+def test_a_header_without_a_type_column_is_refused(header):
+    with pytest.raises(HeaderError, match="no 'type' column"):
         header_columns(header)
+
+
+# A published multi-type production header (d, b, f, rb records and kept headers): rcvSourceIp comes twice.
+PUBLISHED_HEADER = (
+    b"type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,srcType,srcMta,dlvType,"
+    b"dlvSourceIp,dlvDestinationIp,dlvEsmtpAvailable,dlvSize,vmta,jobId,envId,queue,vmtaPool,header_x-sp-subaccount-id,"
+    b"header_x-sp-message-id,repSourceIp,feedbackType,format,userAgent,reportingMta,reportedDomain,header_From,"
+    b"header_Return-Path,header_X-job,header_Subject,rcvSourceIp,rcvSourceIp,dsnReportingMta"
+)
+
+
+def _published_line(**values: str) -> str:
+    names = PUBLISHED_HEADER.decode().split(",")
+    row = dict.fromkeys(names, "")
+    row.update(values)
+    return ",".join(row[n] for n in names)
+
+
+def test_a_header_naming_a_column_twice_is_read_and_the_first_non_empty_value_wins():
+    columns = header_columns(PUBLISHED_HEADER)
+    assert columns.count("rcvSourceIp") == 2
+    # rcpt named twice (a hand-merged header): the first column is empty on one line, filled on the other
+    header = b"type,timeLogged,rcpt,jobId,envId,rcpt,bounceCat,bounceCat"
+    data = lines(f"d,{T},,acme.spring,TokA,second@example.com,,",
+                 f"b,{T},first@example.com,acme.spring,TokB,other@example.com,,bad-mailbox")
+    parsed = parse(data, header=header)
+    assert parsed.events.select("email", "bounce_class").rows() == [("second@example.com", None),
+                                                                      ("first@example.com", "hard")]
+    assert parsed.kept.height == 0
+
+
+def test_the_published_header_with_sample_lines_maps_by_name():
+    data = lines(
+        _published_line(type="d", timeLogged="2019-02-08 21:54:05+0000", timeQueued="2019-02-08 21:54:05+0000",
+                         orig="AA-D=1181.com@bounce.bar.com", rcpt="D@1181.com", dsnAction="relayed",
+                         dsnStatus="2.0.0 (success)", dsnDiag="smtp;250 DATA ok", vmta="vmta48", jobId="acme.spring",
+                         envId="TokD", queue="1181.com/vmta48", rcvSourceIp="10.1.2.3"),
+        _published_line(type="f", timeLogged="2019-02-08 22:00:00+0000", rcpt="A@yahoo.com", feedbackType="abuse",
+                        format="arf", **{"header_X-job": "acme.spring"}),
+    )
+    parsed = parse(data, header=PUBLISHED_HEADER)
+    assert parsed.events.select("event_type", "email", "token").rows() == [
+        ("delivered", "d@1181.com", "TokD"), ("complained", "a@yahoo.com", None)]
+    assert parsed.kept.height == 0
 
 
 def test_bounce_classes_agree_with_the_bounce_rule():
@@ -258,3 +302,26 @@ def test_time_forms_all_become_utc():
     got = [d.isoformat() for d in parse(data).events["occurred_at"]]
     assert got == ["2026-11-29T14:30:00+00:00", "2026-11-29T11:00:00+00:00", "2026-11-29T12:00:00+00:00",
                    "2026-11-29T12:00:00+00:00"]
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("1764417600", "2025-11-29T12:00:00+00:00"),  # Unix seconds ("normally time_t")
+    ("1764417600.25", "2025-11-29T12:00:00.250000+00:00"),
+    ("2012-06-12 00:11:57-0500", "2012-06-12T05:11:57+00:00"),
+    ("2026-11-29T12:00:00Z", "2026-11-29T12:00:00+00:00"),
+    ("2026-11-29T12:00:00+01:00", "2026-11-29T11:00:00+00:00"),
+    ("2026-11-29T12:00:00.5-02:00", "2026-11-29T14:00:00.500000+00:00"),
+    ("yesterday", None),
+    ("20261129", None),  # a bare date is no epoch
+])
+def test_epoch_seconds_offsets_and_iso_forms_become_utc(text, utc):
+    parsed = parse(lines(f"d,{text},o,a@example.com,,,,acme.c,,,,"))
+    if utc is None:
+        assert parsed.kept["reason"].to_list() == ["bad_time"]
+    else:
+        assert [d.isoformat() for d in parsed.events["occurred_at"]] == [utc]
+
+
+def test_time_queued_stands_in_when_time_logged_is_absent():
+    parsed = parse(lines("d,1764417600,a@example.com,acme.c"), header=b"type,timeQueued,rcpt,jobId")
+    assert [d.isoformat() for d in parsed.events["occurred_at"]] == ["2025-11-29T12:00:00+00:00"]

@@ -152,7 +152,7 @@ def _apply_file(engine: sa.Engine, tenant_id: str, transport: str, path: str, na
         if position is None or restart:
             identity_len = min(IDENTITY_BYTES, header_end + 1 + complete_length(os.pread(fd, IDENTITY_BYTES, header_end + 1)))
             with engine.begin() as conn:
-                store.start_file(conn, tenant_id, transport, name, header=header.decode("utf-8").lstrip("\ufeff"),
+                store.start_file(conn, tenant_id, transport, name, header=header.decode("utf-8", "replace").lstrip("\ufeff"),
                                  offset=header_end + 1, size=header_end + 1, inode=st.st_ino,
                                  first_line_digest=_identity(fd, identity_len), restart=restart)
             totals["restarted_files"] += int(restart)
