@@ -19,6 +19,7 @@ from email_engine_assets.feedback.events import bounce_class
 from email_engine_resources.powermta_config import (
     MAX_CONFIG_BYTES,
     PowerMtaConfigError,
+    header_settings,
     parse_powermta_config,
     read_powermta_config,
 )
@@ -325,3 +326,98 @@ def test_epoch_seconds_offsets_and_iso_forms_become_utc(text, utc):
 def test_time_queued_stands_in_when_time_logged_is_absent():
     parsed = parse(lines("d,1764417600,a@example.com,acme.c"), header=b"type,timeQueued,rcpt,jobId")
     assert [d.isoformat() for d in parsed.events["occurred_at"]] == ["2025-11-29T12:00:00+00:00"]
+
+
+def test_includes_are_followed_relative_paths_and_globs_in_name_order(tmp_path):
+    (tmp_path / "customs").mkdir()
+    (tmp_path / "customs" / "10-vmtas.conf").write_text(
+        "<virtual-mta vmta1> smtp-source-host 192.0.2.10 mta1.example.com </virtual-mta>\n")
+    (tmp_path / "customs" / "20-pools.conf").write_text(
+        "<virtual-mta-pool pool1>\n  virtual-mta vmta1\n</virtual-mta-pool>\n")
+    (tmp_path / "customs" / "notes.txt").write_text("<virtual-mta-pool broken>\n")  # not matched by the glob
+    (tmp_path / "acct.conf").write_text("<acct-file /var/log/pmta/acct.csv>\n  records all\n</acct-file>\n")
+    (tmp_path / "config").write_text("include customs/*.conf   # relative glob\ninclude acct.conf\nhttp-mgmt-port 8080\n")
+    config = read_powermta_config(tmp_path / "config")
+    assert config.virtual_mtas == {"vmta1"} and config.pools == {"pool1": ("vmta1",)}
+    assert config.acct_files[0].path == "/var/log/pmta/acct.csv" and config.http_mgmt_port == 8080
+    assert [p.rsplit("/", 1)[-1] for p in config.files] == ["config", "10-vmtas.conf", "20-pools.conf", "acct.conf"]
+    (tmp_path / "customs" / "20-pools.conf").write_text("<virtual-mta-pool pool1>\n  virtual-mta ghost\n</virtual-mta-pool>\n")
+    with pytest.raises(PowerMtaConfigError, match=r"20-pools.conf, line 1: pool 'pool1' names 'ghost'"):
+        read_powermta_config(tmp_path / "config")
+
+
+def test_an_include_cycle_and_a_missing_include_are_refused_naming_file_and_line(tmp_path):
+    (tmp_path / "a.conf").write_text("# a\ninclude b.conf\n")
+    (tmp_path / "b.conf").write_text("\n\ninclude ./a.conf\n")
+    with pytest.raises(PowerMtaConfigError, match=r"b.conf, line 3: include cycle refused: .*/a.conf -> .*/b.conf -> .*/a.conf$"):
+        read_powermta_config(tmp_path / "a.conf")
+    (tmp_path / "self.conf").write_text("include self.conf\n")
+    with pytest.raises(PowerMtaConfigError, match="include cycle refused"):
+        read_powermta_config(tmp_path / "self.conf")
+    (tmp_path / "c.conf").write_text("include gone.conf\n")
+    with pytest.raises(PowerMtaConfigError, match=r"c.conf, line 1: .*gone.conf: cannot be read"):
+        read_powermta_config(tmp_path / "c.conf")
+    (tmp_path / "d.conf").write_text("include none/*.conf\n")  # a glob matching nothing includes nothing
+    assert read_powermta_config(tmp_path / "d.conf").acct_files == ()
+
+
+@pytest.mark.parametrize(("records", "expected"), [
+    ("records d,b,t", ("d", "b", "t")),
+    ("records d b f", ("d", "b", "f")),
+    ("records d, b, rb", ("d", "b", "rb")),
+    ("records all", ("d", "b", "t", "tq", "r", "f", "rb", "rs")),
+    ("records d b f move-interval 1d", ("d", "b", "f")),  # a one-line section: records stops at the next setting
+    ("move-interval 1d", ("d", "b")),  # PowerMTA's default
+])
+def test_records_in_all_its_forms(records, expected):
+    one_line = parse_powermta_config(f"<acct-file /var/log/pmta/acct.csv> {records} max-size 250M </acct-file>\n")
+    many_lines = parse_powermta_config(f"<acct-file /var/log/pmta/acct.csv>\n    {records}\n    max-size 250M\n</acct-file>\n")
+    assert one_line.acct_files[0].records == many_lines.acct_files[0].records == expected
+
+
+def test_records_naming_no_record_type_is_refused():
+    with pytest.raises(PowerMtaConfigError, match="pmta.conf, line 1: records names 'x'"):
+        parse_powermta_config("<acct-file /a/acct.csv>\nrecords d,x\n</acct-file>\n", "pmta.conf")
+
+
+def test_acct_file_names_rotation_and_move_to():
+    config = parse_powermta_config("<acct-file /var/log/pmta/acct.csv>\n records d,b\n move-to /archive/pmta\n</acct-file>\n"
+                                   "<acct-file /var/log/pmta/acct-bounced.csv> records b move-to old </acct-file>\n")
+    acct, bounced = config.acct_files
+    assert acct.locations() == ("/var/log/pmta", "/archive/pmta")
+    assert bounced.locations() == ("/var/log/pmta", "/var/log/pmta/old")
+    names = ["acct.csv", "acct-2026-11-29-0000.csv", "acct-2026-11-29-0000-1.csv", "acct-bounced.csv",
+             "acct-bounced-2026-11-29-0000.csv", "acct.csv.bak", "acct-notes.csv"]
+    assert [n for n in names if acct.names().fullmatch(n)] == names[:3]
+    assert [n for n in names if bounced.names().fullmatch(n)] == ["acct-bounced.csv", "acct-bounced-2026-11-29-0000.csv"]
+
+
+SOURCES = """\
+<source 0/0>
+    smtp-service yes
+</source>
+<source 10.0.0.0/8> process-x-job yes process-x-virtual-mta yes </source>
+<source 10.1.2.3>
+    process-x-job yes
+    process-x-virtual-mta yes
+    process-x-envid yes
+</source>
+<source {auth}>
+    process-x-job yes
+</source>
+"""
+
+
+@pytest.mark.parametrize(("address", "match", "missing", "envid"), [
+    ("10.1.2.3", "10.1.2.3", [], True),  # the exact address beats the CIDR and 0/0
+    ("10.9.9.9", "10.0.0.0/8", [], False),  # envid not processed: the ENVID goes on MAIL FROM
+    ("192.0.2.7", "0/0", ["process-x-job", "process-x-virtual-mta"], False),
+    ("::ffff:10.1.2.3", "10.1.2.3", [], True),
+])
+def test_the_most_specific_source_block_says_which_header_settings_are_missing(address, match, missing, envid):
+    config = parse_powermta_config(SOURCES)
+    block, lacking, x_envid = header_settings(config, address, virtual_mta=True)
+    assert (block.match, lacking, x_envid) == (match, missing, envid)
+    assert header_settings(config, "192.0.2.7", virtual_mta=False)[1] == ["process-x-job"]
+    assert header_settings(parse_powermta_config("<source 10.0.0.0/8>\n</source>\n"), "192.0.2.7", virtual_mta=False) == (
+        None, ["process-x-job"], False)

@@ -222,6 +222,63 @@ def test_accounting_dir_defaults_to_the_acct_file_of_the_config(engine, tmp_path
     assert "never closed" in apply_accounting(engine, tenant)["problems"][0]
 
 
+def _tenant_with_config(tmp_path, conf) -> object:
+    text = textwrap.dedent(f"""\
+        id: acme
+        name: acme
+        sources:
+          - id: crm
+            priority: 10
+        transports:
+          - name: pmta
+            kind: powermta
+            host: 127.0.0.1
+            bounce_address: bounces@example.com
+            config_file: {conf}
+        """)
+    return parse_tenant(tmp_path / "acme.yaml", text)
+
+
+def test_files_are_found_under_the_base_name_its_rotation_names_and_the_move_to_directory(engine, db_url, tmp_path, workspace):
+    """PowerMTA writes ``<base>-YYYY-MM-DD-HHMM.csv`` for ``<acct-file .../pmta.csv>`` and moves rotated files to
+    ``move-to``; the acct-file sits in an included file. Another stream's files and other names are left alone."""
+    with engine.begin() as conn:
+        tokens = ledger(conn, "acme", *(f"u{i}@example.com" for i in range(6)))
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "acct.conf").write_text(
+        f"<acct-file {tmp_path}/logs/pmta.csv>\n  records d b f\n  move-to {tmp_path}/archive\n  move-interval 1h\n</acct-file>\n")
+    conf = tmp_path / "config"
+    conf.write_text("include conf.d/*.conf\n")
+    files = {
+        "logs/pmta.csv": 0, "logs/pmta-2026-11-29-1200.csv": 1, "archive/pmta-2026-11-29-1100.csv": 2,
+        "archive/pmta-2026-11-29-1000-1.csv": 3, "logs/pmta-diag.csv": 4, "archive/acct-2026-11-29-1000.csv": 5,
+    }
+    for name, i in files.items():
+        AccountingFile(tmp_path / os.path.dirname(name), os.path.basename(name)).append(
+            d(f"u{i}@example.com", tokens[f"u{i}@example.com"]))
+    tenant = _tenant_with_config(tmp_path, conf)
+    result = apply_accounting(engine, tenant)
+    assert result["files"] == 4 and result["linked"] == 4 and "problems" not in result
+    assert sorted(e[2] for e in events(engine, "acme")) == [f"u{i}@example.com" for i in range(4)]
+    # PowerMTA moves the newest rotated file: it keeps its name and its offset, nothing is read twice
+    AccountingFile(tmp_path / "logs", "pmta-2026-11-29-1200.csv").append(d("u5@example.com", tokens["u5@example.com"]))
+    os.rename(tmp_path / "logs" / "pmta-2026-11-29-1200.csv", tmp_path / "archive" / "pmta-2026-11-29-1200.csv")
+    result = apply_accounting(engine, tenant)
+    assert result["files"] == 1 and result["lines"] == 1 and result["restarted_files"] == 0 and result["linked"] == 1
+
+
+def test_a_file_with_the_published_multi_type_header_is_read_not_refused(engine, tmp_path):
+    from email_engine_tests.test_accounting import PUBLISHED_HEADER
+
+    with engine.begin() as conn:
+        tokens = ledger(conn, "acme", "a@example.com")
+    columns = PUBLISHED_HEADER.decode().split(",")
+    acct = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv", columns=tuple(columns))
+    acct.append(d("a@example.com", tokens["a@example.com"]))
+    result = apply_accounting(engine, tenant_config(tmp_path, "acme", tmp_path / "acct"))
+    assert "problems" not in result and result["linked"] == 1
+
+
 def test_the_sensor_requests_one_run_per_tenant_with_new_bytes(engine, db_url, tmp_path, workspace):
     workspace.tenant("acme", textwrap.dedent(f"""\
         id: acme
