@@ -321,6 +321,7 @@ def test_the_sensor_requests_one_run_per_tenant_with_new_bytes(engine, db_url, t
 PMTA_CONF = """\
 <virtual-mta vmta1> smtp-source-host 192.0.2.1 a.example.com </virtual-mta>
 <virtual-mta-pool pool1> virtual-mta vmta1 </virtual-mta-pool>
+<source 127.0.0.1> process-x-job yes process-x-virtual-mta yes process-x-envid yes </source>
 """
 
 

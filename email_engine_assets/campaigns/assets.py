@@ -157,8 +157,15 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         render,
         gates.audience_not_empty(campaign.file.segment, sum(counts.values())),
         gates.sender_reputation(last, tenant.feedback.max_hard_bounce_rate, tenant.feedback.max_complaint_rate),
+        _headers_gate(context, tenant, campaign),
     ]
     return gates.apply_overrides(results, overrides)
+
+
+def _headers_gate(context, tenant, campaign: Campaign) -> gates.Gate:
+    """``powermta_headers``: from the transports part when it reads PowerMTA's config (a part without it passes)."""
+    check = getattr(context.resources.transports, "powermta_headers", None)
+    return check(tenant, campaign) if check is not None else gates.powermta_headers(None)
 
 
 @dg.asset(
