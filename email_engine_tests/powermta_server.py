@@ -26,7 +26,7 @@ ones this stand-in's ``<source>`` sets ``process-x-...`` for; another leaves ``j
 empty (and ``vmta`` the default).
 :meth:`PowerMtaStandIn.complain` appends an ``f`` (FBL) line; :class:`AccountingFile` writes
 lines by hand. :func:`running_management` serves PowerMTA's HTTP management API (``/status``,
-``/queues``, ``?format=json``, ``X-API-Key``).
+``/queues``, ``?format=json``, ``X-API-Key``; or, as some versions may, XML or JSON without the envelope).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from email_engine_tests.http_servers import serving
@@ -461,6 +461,19 @@ class ManagementState:
         {"queue": "example.com/vmta1", "rcp": 12, "kb": 324, "paused": False, "mode": "backoff"},
     ])
     requests: list[str] = field(default_factory=list)
+    # The JSON envelope is unconfirmed (REFERENCE.md): "xml" answers XML whatever the format asked
+    # (what public tools read with ?format=xml), "bare" answers the data as JSON without the envelope.
+    answer_as: str = "envelope"
+
+
+def _xml(name: str, data) -> str:
+    if isinstance(data, dict):
+        inner = "".join(_xml(k, v) for k, v in data.items())
+    elif isinstance(data, list):
+        inner = "".join(_xml("item", v) for v in data)
+    else:
+        inner = str(data)
+    return f"<{name}>{inner}</{name}>"
 
 
 def build_management_app(state: ManagementState) -> Starlette:
@@ -468,6 +481,10 @@ def build_management_app(state: ManagementState) -> Starlette:
         state.requests.append(f"{request.url.path}?{request.url.query}")
         if state.api_key is not None and request.headers.get("x-api-key") != state.api_key:
             return JSONResponse({"data": None, "status": "error", "message": "unauthorized"}, status_code=401)
+        if state.answer_as == "xml":
+            return Response('<?xml version="1.0"?>' + _xml("rsp", {"data": data}), media_type="text/xml")
+        if state.answer_as == "bare":
+            return JSONResponse(data)
         if request.query_params.get("format") != "json":
             return JSONResponse({"data": None, "status": "error", "message": "format=json expected"}, status_code=400)
         return JSONResponse({"data": data, "status": "success", "message": ""})

@@ -290,6 +290,17 @@ def test_management_figures_from_status_and_queues():
         assert "wrong-key" not in str(caught.value)
 
 
+@pytest.mark.parametrize(("answer_as", "message"), [
+    ("xml", "HTTP 200, an XML answer, not the expected JSON envelope"),
+    ("bare", "HTTP 200, JSON without the expected envelope"),
+])
+def test_management_names_an_answer_that_is_not_the_json_envelope(answer_as, message):
+    with running_management(ManagementState(answer_as=answer_as)) as (url, _state):
+        with PowerMtaManagement(url, allow_private=True) as api:
+            with pytest.raises(PowerMtaManagementError, match=message):
+                api.figures()
+
+
 def test_management_refuses_a_private_target_unless_allowed():
     with running_management() as (url, _state):
         with PowerMtaManagement(url) as api:

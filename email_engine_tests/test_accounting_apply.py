@@ -396,25 +396,49 @@ def _send_metadata(instance) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-@pytest.mark.parametrize("key", ["mgmt-key", "wrong-key"])
-def test_the_send_records_management_figures_and_a_failure_is_only_a_warning(engine, workspace, monkeypatch, tmp_path, key):
-    from email_engine_assets import campaign_runs
+@pytest.mark.parametrize(("key", "answer_as", "warning"), [
+    ("mgmt-key", "envelope", None),
+    ("wrong-key", "envelope", "HTTP 401: unauthorized"),
+    # the JSON envelope is unconfirmed: public tools read ?format=xml
+    ("mgmt-key", "xml", "HTTP 200, an XML answer, not the expected JSON envelope (this PowerMTA may answer only ?format=xml)"),
+    ("mgmt-key", "bare", "HTTP 200, JSON without the expected envelope"),
+])
+def test_the_send_records_management_figures_and_a_failure_is_only_a_warning(
+        engine, workspace, monkeypatch, tmp_path, scratch_database, capsys, key, answer_as, warning):
+    import json
+
+    from email_engine_assets import cli
+    from email_engine_resources import postgres as database
     from email_engine_tests.powermta_server import ManagementState, running_management
     from email_engine_tests.test_campaign_transports import PEOPLE, setup
 
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMAIL_ENGINE_DAGSTER_DATABASE_URL", database.dagster_driver_url(scratch_database))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     conf = tmp_path / "pmta.conf"
     conf.write_text(PMTA_CONF)
     monkeypatch.setenv("ACME_PMTA_MGMT_KEY", key)
-    with PowerMtaStandIn(accounting_dir=tmp_path / "acct") as mta, running_management(ManagementState(api_key="mgmt-key")) as (url, _s):
-        setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], Transports(), transport="pmta")
-        with dg.instance_for_test() as instance:
-            outcome = campaign_runs.send("acme.spring", instance=instance)
-            assert outcome.failures == [] and outcome.as_json()["sent"] == 2
-            metadata = _send_metadata(instance)
-    if key == "mgmt-key":
+    state = ManagementState(api_key="mgmt-key", answer_as=answer_as)
+    try:
+        with PowerMtaStandIn(accounting_dir=tmp_path / "acct") as mta, running_management(state) as (url, _s):
+            setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], Transports(), transport="pmta")
+            assert cli.main(["campaign", "send", "acme.spring", "--json"]) == 0  # the send goes, whatever the answer
+            with dg.DagsterInstance.get() as instance:
+                metadata = _send_metadata(instance)
+    finally:
+        os.environ.pop("DAGSTER_HOME", None)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["sent"] == 2 and "failures" not in report
+    if warning is None:
         assert metadata["powermta"]["queued_recipients"] == 42 and metadata["powermta"]["connections_out"] == 7
+        assert "powermta_warning" not in metadata and "warnings" not in report and "warning:" not in captured.err
     else:
         assert "powermta" not in metadata
+        assert warning in metadata["powermta_warning"]
+        assert [w for w in report["warnings"] if warning in w] == report["warnings"] and len(report["warnings"]) == 1
+        assert f"warning: PowerMTA management figures not read: {url}/status: {warning}" in captured.err
+        assert "wrong-key" not in captured.err + captured.out + metadata["powermta_warning"]
     assert len(AccountingFile(tmp_path / "acct").path.read_bytes().splitlines()) == 3  # header + one line per message
 
 
