@@ -265,6 +265,11 @@ def test_files_are_found_under_the_base_name_its_rotation_names_and_the_move_to_
     os.rename(tmp_path / "logs" / "pmta-2026-11-29-1200.csv", tmp_path / "archive" / "pmta-2026-11-29-1200.csv")
     result = apply_accounting(engine, tenant)
     assert result["files"] == 1 and result["lines"] == 1 and result["restarted_files"] == 0 and result["linked"] == 1
+    # a move-to directory that is not there (yet) is no problem; PowerMTA's own directory must be
+    for moved in (tmp_path / "archive").iterdir():
+        os.unlink(moved)
+    os.rmdir(tmp_path / "archive")
+    assert "problems" not in apply_accounting(engine, tenant)
 
 
 def test_a_file_with_the_published_multi_type_header_is_read_not_refused(engine, tmp_path):

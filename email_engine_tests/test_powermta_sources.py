@@ -106,3 +106,15 @@ def test_without_process_x_envid_and_without_dsn_no_message_carries_the_envid_he
     rows = ledger(engine)
     assert {state for state, _detail, _token in rows.values()} == {"failed"} and outcome.counts["failed"] == 2
     assert all("does not set process-x-envid" in detail for _state, detail, _token in rows.values())
+
+
+def test_a_config_file_that_cannot_be_read_blocks_the_send_naming_it(engine, workspace, monkeypatch, tmp_path):
+    conf = tmp_path / "pmta.conf"
+    conf.write_text(VMTAS + "include customs/*.conf\n")
+    (tmp_path / "customs").mkdir()
+    (tmp_path / "customs" / "a.conf").write_text("<source 0/0>\n")  # never closed
+    with PowerMtaStandIn() as mta:
+        outcome = _send(workspace, engine, monkeypatch, mta, conf)
+        assert mta.received == []
+    assert [b["check"] for b in outcome.blocked] == ["powermta_headers"]
+    assert re.search(r"customs/a\.conf, line 1: <source> is never closed", outcome.blocked[0]["reason"])
