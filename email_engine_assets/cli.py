@@ -235,6 +235,8 @@ def cmd_campaign(args) -> int:
     for note in outcome.notes:
         print(f"note: {terminal_safe(note)}", file=sys.stderr)
     _print_counts(outcome.as_json(), args.json)
+    for warning in outcome.warnings:
+        print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
     for blocked in outcome.blocked:
         print(f"BLOCKED by {blocked['check']}: {terminal_safe(blocked['reason'])} (--override {blocked['check']} to go on)", file=sys.stderr)
     for failure in outcome.failures:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from email_engine_assets.audiences import store as segments
-from email_engine_assets.campaigns import store
+from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.parts import (
     AudienceChanged,
@@ -30,8 +30,11 @@ from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.powermta import PowerMtaSmtpTransport
+from email_engine_resources.powermta_client import connecting_address
 from email_engine_resources.powermta_config import (
+    PowerMtaConfig,
     PowerMtaConfigError,
+    header_settings,
     read_powermta_config,
 )
 from email_engine_resources.powermta_management import PowerMtaManagement
@@ -204,20 +207,39 @@ class Transports:
         raise PartMissing(f"transport {config.name!r} of kind {config.kind} is not available in this build")
 
     def _powermta(self, config, where: str):
+        x_envid_header = True
         if config.config_file:
             # The virtual MTA (or pool) must exist in PowerMTA's own config before anything is claimed.
             try:
-                read_powermta_config(config.config_file).check_virtual_mta(config.virtual_mta)
+                pmta = read_powermta_config(config.config_file)
+                pmta.check_virtual_mta(config.virtual_mta)
             except PowerMtaConfigError as exc:
                 raise TransportUnavailable(f"{where}: {exc}") from None
+            # An x-envid header goes only where PowerMTA processes it; else the ENVID goes on MAIL FROM alone.
+            x_envid_header = _header_settings(pmta, config)[3]
         try:
             return PowerMtaSmtpTransport(
                 name=config.name, host=config.host, port=config.port, bounce_address=config.bounce_address,
                 virtual_mta=config.virtual_mta, connections=config.connections, timeout_seconds=config.timeout_seconds,
-                retries=config.retries, allow_private=config.allow_private, **self.powermta_tuning,
+                retries=config.retries, allow_private=config.allow_private, x_envid_header=x_envid_header,
+                **self.powermta_tuning,
             )
         except ValueError as exc:  # names the field; the values are settings, not secrets
             raise TransportUnavailable(f"{where}: {exc}") from None
+
+    def powermta_headers(self, tenant, campaign: Campaign) -> gates.Gate:
+        """The ``powermta_headers`` check: with a ``config_file``, the ``<source>`` block matching the
+        engine's connecting address (``source_address``, else the local address of a connection to
+        ``host``:``port``) processes ``x-job`` (and ``x-virtual-mta`` when one is named)."""
+        config = tenant.transport(campaign.file.transport)
+        if config is None or config.kind != "powermta" or not config.config_file:
+            return gates.powermta_headers(None)
+        try:
+            pmta = read_powermta_config(config.config_file)
+        except PowerMtaConfigError as exc:
+            return gates.powermta_headers(config.name, problem=str(exc))
+        address, block, missing, _x_envid, problem = _header_settings(pmta, config)
+        return gates.powermta_headers(config.name, address, block.where() if block else None, missing, problem)
 
     def _mailwizz(self, config, where: str) -> MailwizzList:
         from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
@@ -287,6 +309,20 @@ class Transports:
         finally:
             transport.close()
         return out
+
+
+def _header_settings(pmta: PowerMtaConfig, config) -> tuple:
+    """(address, matching <source> block, missing settings, x-envid processed, problem) for a powermta transport."""
+    address = config.source_address
+    if address is None:
+        try:
+            address = connecting_address(config.host, config.port)
+        except OSError as exc:
+            problem = (f"cannot tell which address PowerMTA sees the engine connect from ({config.host}:{config.port}: "
+                       f"{exc.strerror or exc}); set source_address")
+            return None, None, [], False, problem
+    block, missing, x_envid = header_settings(pmta, address, virtual_mta=config.virtual_mta is not None)
+    return address, block, missing, x_envid, None
 
 
 def _rows_to_hand_off(campaign: Campaign) -> bool:
