@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import anyio
 from starlette.applications import Starlette
@@ -78,6 +78,7 @@ class MailwizzState:
     campaigns: dict[str, dict] = field(default_factory=dict)
     blacklist: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    last_headers: dict[str, str] = field(default_factory=dict)  # of the last request (lower-case names)
     failures: int = 0
     failing: tuple[str, str] | None = None  # (method, path) the next failures apply to; None: any call
     throttles: int = 0
@@ -172,6 +173,20 @@ def _page(request: Request, records: list[dict]) -> JSONResponse:
     })
 
 
+def _php_encode(text: str) -> str:
+    """PHP's urlencode: ``+`` for a space, every byte but ``A-Za-z0-9_.-`` as ``%XX``."""
+    return "".join(
+        chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_.-") else "+" if b == 0x20 else f"%{b:02X}"
+        for b in text.encode()
+    )
+
+
+def _http_build_query(pairs: list[tuple[str, str]]) -> str:
+    """``ksort($params, SORT_STRING)`` on the top-level key, then ``http_build_query``."""
+    ordered = sorted(pairs, key=lambda p: p[0].split("[", 1)[0])
+    return "&".join(f"{_php_encode(k)}={_php_encode(v)}" for k, v in ordered)
+
+
 def _check_auth(state: MailwizzState, request: Request, body_pairs: list[tuple[str, str]]) -> str | None:
     headers = request.headers
     if "x-mw-signature" in headers:
@@ -184,14 +199,15 @@ def _check_auth(state: MailwizzState, request: Request, body_pairs: list[tuple[s
             return "Invalid API key."
         if abs(time.time() - stamp) > SIGNATURE_MAX_AGE_S:
             return "Your request expired."
-        special = {k: headers.get(k.lower(), "") for k in ("X-MW-PUBLIC-KEY", "X-MW-TIMESTAMP", "X-MW-REMOTE-ADDR")}
-        params = sorted([(k, v) for k, v in special.items() if v] + body_pairs, key=lambda p: p[0].split("[", 1)[0])
-        query = sorted(parse_qsl(request.url.query, keep_blank_values=True), key=lambda p: p[0].split("[", 1)[0])
+        # As MailWizz 1.x checks it: the three special headers always take part, an absent or empty
+        # X-MW-REMOTE-ADDR as "X-MW-REMOTE-ADDR=", merged with the body; GET params go on the URL.
+        special = [(k, headers.get(k.lower(), "")) for k in ("X-MW-PUBLIC-KEY", "X-MW-TIMESTAMP", "X-MW-REMOTE-ADDR")]
+        query = parse_qsl(request.url.query, keep_blank_values=True)
         url = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
         if query:
-            url += "?" + urlencode(query)
-        separator = "&" if request.method == "GET" and query else "?"
-        text = f"{request.method} {url}{separator}{urlencode(params)}"
+            url += "?" + _http_build_query(query)
+        separator = "&" if query else "?"
+        text = f"{request.method} {url}{separator}{_http_build_query(special + body_pairs)}"
         expected = hmac.new(state.private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
         if not hmac.compare_digest(expected, headers["x-mw-signature"]):
             return "Invalid API request signature."
@@ -211,6 +227,7 @@ def build_app(state: MailwizzState) -> Starlette:
                 form_pairs = parse_qsl(raw.decode(), keep_blank_values=True)
             with state.lock:
                 state.calls.append((request.method, request.url.path))
+                state.last_headers = dict(request.headers)
             if state.latency:
                 await anyio.sleep(state.latency)
             canned = state.canned.get((request.method, request.url.path))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from datetime import UTC, datetime
 
@@ -190,6 +192,72 @@ def test_signed_1x_auth_is_checked(mailwizz):
             pytest.raises(MailwizzError, match="signature") as caught:
         client.get("lists", {"b": "2", "a": "1"})
     assert caught.value.status == 400 and "not-the-key" not in str(caught.value)
+
+
+def _php_urlencode(text: str) -> str:
+    """PHP's ``urlencode``, byte by byte: ``[A-Za-z0-9_.-]`` kept, a space as ``+``, the rest ``%XX``."""
+    out = []
+    for byte in text.encode():
+        char = chr(byte)
+        out.append(char if char.isascii() and (char.isalnum() or char in "_.-") else "+" if char == " " else f"%{byte:02X}")
+    return "".join(out)
+
+
+def sdk_sign(private_key: str, public_key: str, timestamp: int, method: str, url: str,
+             get: list[tuple[str, str]], post: list[tuple[str, str]]) -> tuple[str, str]:
+    """The official PHP SDK's ``MailWizzApi_Http_Request::sign()``, step by step: (signed text, signature).
+
+    ``ksort($getParams, SORT_STRING)`` + ``http_build_query`` onto the URL; the special headers
+    ``X-MW-PUBLIC-KEY``, ``X-MW-TIMESTAMP`` and ``X-MW-REMOTE-ADDR`` (``''`` outside a web request)
+    merged with the POST params, ``ksort``-ed, ``http_build_query``-ed; ``&`` joins them when the
+    URL has GET params, ``?`` otherwise; ``hash_hmac('sha1', ...)``.
+    """
+    def build(pairs):
+        ordered = sorted(pairs, key=lambda p: p[0].split("[")[0])  # keys are unique at the top level
+        return "&".join(_php_urlencode(k) + "=" + _php_urlencode(v) for k, v in ordered)
+
+    if get:
+        url += "?" + build(get)
+    special = [("X-MW-PUBLIC-KEY", public_key), ("X-MW-TIMESTAMP", str(timestamp)), ("X-MW-REMOTE-ADDR", "")]
+    text = f"{method} {url}{'&' if get else '?'}{build(special + post)}"
+    return text, hmac.new(private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
+
+
+def test_the_1x_signature_is_the_one_the_official_sdk_computes(mailwizz):
+    url, state = mailwizz
+    stamp = 1_700_000_000
+    with MailwizzClient(url, KEY, api_version="1", private_key=state.private_key, allow_private=True, retries=0,
+                        clock=lambda: stamp) as client:
+        with pytest.raises(MailwizzError):  # a 2023 timestamp: the stand-in refuses it, after recording the request
+            client.post("lists/ab12/subscribers", {"EMAIL": "ann+x~y@example.com", "FNAME": "Ann Lee",
+                                                   "details": {"status": "confirmed"}})
+        posted = state.last_headers
+        with pytest.raises(MailwizzError):
+            client.get("lists", {"per_page": 50, "page": 2})
+        got = state.last_headers
+    text, expected = sdk_sign(state.private_key, KEY, stamp, "POST", f"{url}/lists/ab12/subscribers", [],
+                              [("EMAIL", "ann+x~y@example.com"), ("FNAME", "Ann Lee"), ("details[status]", "confirmed")])
+    assert text == (f"POST {url}/lists/ab12/subscribers?EMAIL=ann%2Bx%7Ey%40example.com&FNAME=Ann+Lee"
+                    f"&X-MW-PUBLIC-KEY={KEY}&X-MW-REMOTE-ADDR=&X-MW-TIMESTAMP={stamp}&details%5Bstatus%5D=confirmed")
+    assert posted["x-mw-signature"] == expected and posted["x-mw-timestamp"] == str(stamp)
+    text, expected = sdk_sign(state.private_key, KEY, stamp, "GET", f"{url}/lists", [("per_page", "50"), ("page", "2")], [])
+    assert text == f"GET {url}/lists?page=2&per_page=50&X-MW-PUBLIC-KEY={KEY}&X-MW-REMOTE-ADDR=&X-MW-TIMESTAMP={stamp}"
+    assert got["x-mw-signature"] == expected
+
+
+def test_the_stand_in_checks_1x_signatures_as_mailwizz_does(mailwizz):
+    import httpx
+
+    url, state = mailwizz
+    stamp = int(time.time())
+    headers = {"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": str(stamp)}
+    _, good = sdk_sign(state.private_key, KEY, stamp, "GET", f"{url}/lists", [("page", "1")], [])
+    assert httpx.get(f"{url}/lists", params={"page": "1"}, headers={**headers, "X-MW-SIGNATURE": good}).status_code == 200
+    # the same string without the empty X-MW-REMOTE-ADDR: another HMAC, refused with a 400
+    text = f"GET {url}/lists?page=1&X-MW-PUBLIC-KEY={KEY}&X-MW-TIMESTAMP={stamp}"
+    bad = hmac.new(state.private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
+    answer = httpx.get(f"{url}/lists", params={"page": "1"}, headers={**headers, "X-MW-SIGNATURE": bad})
+    assert answer.status_code == 400 and answer.json()["error"] == "Invalid API request signature."
 
 
 def test_retries_on_500_and_429_with_retry_after(mailwizz):
