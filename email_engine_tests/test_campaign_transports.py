@@ -219,6 +219,27 @@ def test_mailwizz_rows_handed_off_once_per_template_and_a_rerun_creates_nothing_
     assert {s.get("COMPANY") for s in en["subscribers"].values()} == {"Initech"}  # the custom list field filled
 
 
+def test_mailwizz_held_out_addresses_become_suppressions_and_bad_addresses_are_skipped(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state, people=[*MW_PEOPLE, ("jos\u00e9@example.com", "Jose", "en")])
+    with MailwizzInstance(url, state.api_key, allow_private=True) as mw:  # the list of an earlier, interrupted run
+        list_uid = mw.ensure_list("acme.spring.news_en", from_name="Acme", from_email="news@acme.example", reply_to="")
+        mw.client.post(f"lists/{list_uid}/subscribers", {"EMAIL": "bob@example.com"})
+    [bob] = state.subscribers(list_uid).values()
+    bob["status"] = "unsubscribed"  # bob left through MailWizz
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+    assert outcome.failures == [] and (outcome.counts["handed_off"], outcome.counts["failed"]) == (2, 1)
+    assert outcome.counts["skipped"]["bad_address"] == 1
+    rows = ledger(engine)
+    assert rows["bob@example.com"][0] == "failed" and "holds the address as unsubscribed" in rows["bob@example.com"][1]
+    assert rows["jos\u00e9@example.com"][0] == "skipped_bad_address"
+    assert bob["status"] == "unsubscribed"  # not subscribed again
+    with engine.connect() as conn:
+        made = conn.execute(sa.text("SELECT email, reason, detail FROM suppressions WHERE tenant_id = 'acme'")).all()
+    assert [(e, r) for e, r, _ in made] == [("bob@example.com", "unsubscribed")] and "campaign spring" in made[0][2]
+
+
 def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace, monkeypatch, mailwizz):
     url, state = mailwizz
     mw_setup(workspace, engine, monkeypatch, url, state)

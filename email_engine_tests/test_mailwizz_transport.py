@@ -84,18 +84,63 @@ def test_a_rerun_creates_no_second_list_subscriber_or_campaign(mailwizz):
     assert len(next(iter(state.lists.values()))["subscribers"]) == 7
 
 
-def test_blacklisted_and_unsubscribed_recipients_fail_with_the_reason(mailwizz):
+def test_the_stand_in_bulk_resubscribes_an_unsubscribed_subscriber_silently(mailwizz):
+    url, state = mailwizz
+    with MailwizzClient(url, KEY, allow_private=True) as client:
+        uid = client.post("lists", {"general": {"name": "l"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})["list_uid"]
+        suid = client.post(f"lists/{uid}/subscribers", {"EMAIL": "ann@example.com"})["data"]["record"]["subscriber_uid"]
+        client.put(f"lists/{uid}/subscribers/{suid}/unsubscribe")
+        [record] = client.post(f"lists/{uid}/subscribers/bulk", {"subscribers": [{"EMAIL": "ann@example.com"}]})["data"]["records"]
+    assert "errors" not in record and "status" not in record["data"] and record["data"]["subscriber_uid"] == suid
+    assert state.subscribers(uid)[suid]["status"] == "confirmed"  # subscribed again, and the answer said nothing
+
+
+def test_an_address_mailwizz_holds_as_unsubscribed_or_blacklisted_is_never_pushed_again(mailwizz):
     url, state = mailwizz
     state.blacklist.add("p1@example.com")
     with instance(url) as mw:
-        mw.hand_off(handoff(people(3)))
-        lst = next(iter(state.lists.values()))
-        uid = next(s for s in lst["subscribers"].values() if s["EMAIL"] == "p2@example.com")["subscriber_uid"]
-        lst["subscribers"][uid]["status"] = "unsubscribed"
-        results = {r.row_id: r for r in mw.hand_off(handoff(people(3)))}
-    assert results[0].status == "handed_off"
-    assert results[1].status == "failed" and "blacklisted" in results[1].detail
-    assert results[2].status == "failed" and "unsubscribed" in results[2].detail
+        first = {r.row_id: r for r in mw.hand_off(handoff(people(4)))}
+    assert first[1].status == "failed" and "blacklisted" in first[1].detail and first[1].suppress == "bounced"
+    lst = next(iter(state.lists.values()))
+    by_email = {s["EMAIL"]: s for s in lst["subscribers"].values()}
+    by_email["p2@example.com"]["status"] = "unsubscribed"  # the person left through MailWizz
+    by_email["p3@example.com"]["status"] = "blacklisted"
+    with instance(url) as mw:  # the next run (a resend, a sync): it reads who the list holds out, once
+        results = {r.row_id: r for r in mw.hand_off(handoff(people(4)))}
+    assert results[0].status == "handed_off" and not results[0].suppress
+    assert results[2].status == "failed" and "unsubscribed" in results[2].detail and results[2].suppress == "unsubscribed"
+    assert results[3].status == "failed" and "blacklisted" in results[3].detail and results[3].suppress == "bounced"
+    assert by_email["p2@example.com"]["status"] == "unsubscribed" and by_email["p3@example.com"]["status"] == "blacklisted"
+    reads = [c for c in state.calls if c == ("GET", f"/api/lists/{lst['list_uid']}/subscribers")]
+    assert len(reads) == 2  # one page per held status, for the list it did not create
+
+
+def test_unconfirmed_subscribers_of_a_forced_double_opt_in_list_are_not_handed_off(mailwizz):
+    url, state = mailwizz
+    state.force_optin = True
+    with instance(url, bulk_size=10) as mw:
+        results = mw.hand_off(handoff(people(25)))
+    assert {r.status for r in results} == {"failed"}
+    assert all("unconfirmed" in r.detail and "double opt-in" in r.detail for r in results)
+    searches = [c for c in state.calls if c[1].endswith("/search-by-email")]
+    assert len(searches) == 3  # the status read once per bulk call, not once per subscriber
+    state.force_optin = False
+    with instance(url) as mw:
+        assert {r.status for r in mw.hand_off(handoff(people(3, start=25)))} == {"handed_off"}
+
+
+def test_an_address_mailwizz_does_not_take_is_skipped_as_bad_address_and_the_batch_goes_on(mailwizz):
+    url, state = mailwizz
+    recipients = [*people(2), ListRecipient(row_id=7, email="jos\u00e9@example.com", fields={"first_name": "Jose"})]
+    with instance(url) as mw:
+        results = {r.row_id: r for r in mw.hand_off(handoff(recipients))}
+    assert results[0].status == results[1].status == "handed_off"
+    assert results[7].skipped == "bad_address" and "not take it for an email address" in results[7].detail
+    assert len(state.campaigns) == 1
+    with MailwizzClient(url, KEY, allow_private=True) as client, pytest.raises(MailwizzError) as caught:
+        list_uid = next(iter(state.lists))
+        client.get(f"lists/{list_uid}/subscribers/search-by-email", {"EMAIL": "jos\u00e9@example.com"})
+    assert caught.value.status == 422 and "valid email" in caught.value.message
 
 
 def test_content_without_unsubscribe_tag_is_refused(mailwizz):
