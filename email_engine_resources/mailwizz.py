@@ -105,9 +105,8 @@ class FieldsMissing(MailwizzError):
     def __init__(self, list_name: str, tags: Sequence[str], status: int):
         self.tags = list(tags)
         super().__init__(status, (
-            f"list {excerpt(list_name, 120)} lacks the field(s) {', '.join(self.tags)} and this MailWizz cannot create "
-            f"fields through its API (POST lists/{{list_uid}}/fields answered {status}): create them in MailWizz "
-            f"(the list's custom fields, type text, with these tags), then send again"))
+            f"create the list field(s) {', '.join(self.tags)} (type text) on list {excerpt(list_name, 120)} in MailWizz: "
+            f"this MailWizz cannot create fields through its API (POST lists/{{list_uid}}/fields answered {status})"))
 
 
 def company_problem(message: str) -> str | None:
@@ -203,9 +202,9 @@ class MailwizzInstance:
             fill_in = company_problem(exc.message) if exc.status == 422 else None
             if fill_in:
                 raise ListRefused(422, (
-                    f"MailWizz refused to create list {excerpt(name, 120)}: the customer's company details are incomplete "
-                    f"(a list without company[...] takes them from the customer's profile); fill in {fill_in} under the "
-                    f"customer's company in MailWizz, then send again ({exc.message})")) from None
+                    f"fill in the customer's company details in MailWizz ({fill_in}): without them MailWizz refuses to "
+                    f"create list {excerpt(name, 120)} (a list created without company[...] takes the customer's; "
+                    f"it answered: {exc.message})")) from None
             if exc.definitive:
                 raise
             uid = self.find_list(name)  # the create may have gone through before the answer was lost

@@ -378,6 +378,38 @@ def test_a_template_mailwizz_cannot_carry_blocks_the_send_naming_file_line_and_c
     assert statuses(state) == {"acme.spring.news_en": "pending-sending"}
 
 
+def test_fields_mailwizz_cannot_create_block_the_send_naming_them_until_made_in_mailwizz(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    state.fields_create_answer = 404  # this MailWizz has GET lists/{uid}/fields only
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+        [blocked] = outcome.blocked
+        assert blocked["check"] == "preflight_renders" and "transport 'mw'" in blocked["reason"]
+        assert "create the list field(s) COMPANY (type text) on list acme.spring.news_en in MailWizz" in blocked["reason"]
+        assert outcome.counts["queued"] == 3 and state.campaigns == {}
+        en = state.list_by_name("acme.spring.news_en")  # the list is there for the operator to add the field to
+        assert en["subscribers"] == {}
+        en["fields"].append({"tag": "COMPANY", "label": "Company", "required": "no", "type": {"identifier": "text"}})
+        again = campaign_runs.send("acme.spring", instance=instance)
+    assert again.blocked == [] and again.counts["handed_off"] == 3
+    assert {s.get("COMPANY") for s in en["subscribers"].values()} == {"Initech"}
+
+
+def test_a_customer_without_company_details_blocks_the_send_naming_what_to_fill_in(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    state.company_complete = False
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+        [blocked] = outcome.blocked
+        assert blocked["check"] == "preflight_renders"
+        assert "fill in the customer's company details in MailWizz (company name, country, address, city, zip code)" in blocked["reason"]
+        assert outcome.counts["queued"] == 3 and state.lists == {}
+        state.company_complete = True  # filled in
+        assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
+
+
 def test_a_refused_key_or_an_unset_variable_fails_the_run_clearly_and_claims_nothing(engine, workspace, monkeypatch, mailwizz):
     url, state = mailwizz
     mw_setup(workspace, engine, monkeypatch, url, state)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from email_engine_resources.delivery import ListHandOff, ListRecipient
-from email_engine_resources.mailwizz import MailwizzInstance, send_at_text
+from email_engine_resources.mailwizz import FieldsMissing, ListRefused, MailwizzInstance, send_at_text
 from email_engine_resources.mailwizz_client import (
     MailwizzClient,
     MailwizzError,
@@ -141,6 +141,44 @@ def test_an_address_mailwizz_does_not_take_is_skipped_as_bad_address_and_the_bat
         list_uid = next(iter(state.lists))
         client.get(f"lists/{list_uid}/subscribers/search-by-email", {"EMAIL": "jos\u00e9@example.com"})
     assert caught.value.status == 422 and "valid email" in caught.value.message
+
+
+@pytest.mark.parametrize("answer", [404, 405])
+def test_fields_this_mailwizz_cannot_create_are_named_and_nothing_is_pushed(mailwizz, answer):
+    url, state = mailwizz
+    state.fields_create_answer = answer  # 2.1.13, 1.9.4: only GET lists/{uid}/fields exists
+    with instance(url) as mw, pytest.raises(FieldsMissing) as caught:
+        mw.hand_off(handoff(people(2), custom_fields={"PLAN": "plan", "CITY": "city"}))
+    assert caught.value.tags == ["PLAN", "CITY"] and "acme.spring.promo-en" in caught.value.message
+    assert f"answered {answer}" in caught.value.message
+    (lst,) = state.lists.values()
+    assert lst["subscribers"] == {} and state.campaigns == {}
+
+
+def test_a_duplicate_tag_answer_counts_as_the_field_being_there(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        uid = mw.ensure_list("l", from_name="a", from_email="a@b.example", reply_to="")
+        assert mw.ensure_fields(uid, ["PLAN"]) == ["PLAN"]
+        with pytest.raises(MailwizzError) as caught:  # what MailWizz answers to the same tag twice
+            mw.client.post(f"lists/{uid}/fields", {"type": "text", "label": "Plan", "tag": "PLAN"})
+        assert caught.value.status == 422 and "The tag attribute must be unique in the mail list!" in caught.value.message
+        # a listing that missed it (a create whose answer was lost): the second create's 422 is no error
+        state.canned[("GET", f"/api/lists/{uid}/fields")] = (200, b'{"status": "success", "data": {"records": []}}')
+        assert mw.ensure_fields(uid, ["PLAN"]) == ["PLAN"]
+    assert [f["tag"] for f in state.lists[uid]["fields"]].count("PLAN") == 1
+
+
+def test_a_list_refused_for_an_incomplete_company_profile_names_what_to_fill_in(mailwizz):
+    url, state = mailwizz
+    state.company_complete = False
+    with instance(url) as mw, pytest.raises(ListRefused) as caught:
+        mw.hand_off(handoff(people(2)))
+    assert caught.value.status == 422
+    assert "company details" in caught.value.message and "acme.spring.promo-en" in caught.value.message
+    for field in ("company name", "country", "address", "city", "zip code"):
+        assert field in caught.value.message
+    assert state.lists == {} and state.campaigns == {}
 
 
 def test_content_without_unsubscribe_tag_is_refused(mailwizz):

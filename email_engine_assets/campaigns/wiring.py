@@ -26,6 +26,7 @@ from email_engine_assets.content.rendering import TenantInfo
 from email_engine_assets.content.templates import load_templates
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_resources.delivery import MessageTransport
+from email_engine_resources.mailwizz import FieldsMissing, ListRefused
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
 from email_engine_resources.postgres import get_engine
@@ -81,6 +82,17 @@ class TemplateComposer(content.Composer):
                                tenant=TenantInfo(id=self.tenant.id, name=self.tenant.name), renderer=self.renderer)
             self._list_contents[template] = ListContent(made.subject, made.html, made.text, dict(made.custom_fields))
         return self._list_contents[template]
+
+    def list_contents(self) -> dict[str, ListContent]:
+        """Every reachable template's list content, by template name (one MailWizz cannot carry is left
+        out: :meth:`preflight` names it)."""
+        out = {}
+        for template in self.chooser.reachable():
+            try:
+                out[template.name] = self.list_content(template.name)
+            except MailwizzTagError:
+                continue
+        return out
 
     def preflight(self, samples) -> list[Problem]:
         problems = super().preflight(samples)
@@ -220,10 +232,8 @@ class Transports:
             raise TransportUnavailable(f"{where}: {exc}") from None
 
     def _mailwizz(self, config, where: str) -> MailwizzList:
-        from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
-
         try:
-            instance = mailwizz_instance(config, **self.mailwizz_tuning)
+            instance = _mailwizz_instance(config, self.mailwizz_tuning)
         except (LookupError, ValueError) as exc:  # an unset variable is named, its value never read out
             raise TransportUnavailable(f"{where}: {exc}") from None
         try:
@@ -233,6 +243,38 @@ class Transports:
             instance.close()
             raise TransportUnavailable(f"{where}: MailWizz cannot be used: {exc}") from None
         return MailwizzList(config.name, instance)
+
+    def preflight(self, tenant, campaign: Campaign, composer: Composer) -> list[Problem]:
+        """What the campaign's list transport must have before a send starts (``preflight_renders``).
+
+        MailWizz: the list of each reachable template (``<tenant>.<campaign>.<template>``, the one
+        the hand-off uses) exists, or is created now, and holds the custom fields its content needs.
+        Named as problems: the fields this MailWizz cannot create through its API (to create in
+        MailWizz), and a list it refuses to create for lack of the customer's company details (to
+        fill in). Any other error is left to the send, which checks the transport before it claims.
+        """
+        if not self.is_list(tenant, campaign) or not hasattr(composer, "list_contents"):
+            return []
+        config = self._config(tenant, campaign)
+        where = f"tenants/{tenant.id}.yaml, transport {config.name!r}"
+        try:
+            instance = _mailwizz_instance(config, self.mailwizz_tuning)
+        except (LookupError, ValueError):
+            return []
+        f = campaign.file
+        problems = []
+        with instance:
+            for template, content in composer.list_contents().items():
+                name = f"{campaign.key}.{template}"
+                try:
+                    list_uid = instance.ensure_list(name, from_name=f.from_name, from_email=f.from_email,
+                                                    reply_to=f.reply_to or f.from_email, subject=content.subject)
+                    instance.ensure_fields(list_uid, content.custom_fields, list_name=name)
+                except (ListRefused, FieldsMissing) as exc:
+                    problems.append(Problem(where, None, None, exc.message))
+                except MailwizzError:
+                    break
+        return problems
 
     def delivery_figures(self, tenant, campaign: Campaign) -> dict[str, int | float] | None:
         """Queued / connections / rates from the PowerMTA management API of the campaign's transport
@@ -287,6 +329,12 @@ class Transports:
         finally:
             transport.close()
         return out
+
+
+def _mailwizz_instance(config, tuning: dict):
+    from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
+
+    return mailwizz_instance(config, **tuning)
 
 
 def _rows_to_hand_off(campaign: Campaign) -> bool:
