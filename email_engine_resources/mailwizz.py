@@ -4,11 +4,15 @@
 chosen template) and, every step found before it is created, so that a re-run (after a crash at
 any point) never makes a second list, subscriber or campaign:
 
-1. the list named ``delivery.name`` (found by name, or created with the sender defaults);
-2. the custom list fields the content needs (``custom_fields``: tag -> contact field);
-3. the subscribers, in bulk calls; a per-record error (an existing subscriber, a blacklisted
-   address) is followed by a search-by-email: an existing confirmed subscriber is handed off,
-   any other case is ``failed`` with the reason;
+1. the list named ``delivery.name`` (found by name, or created with the sender defaults; a 422
+   for the customer's incomplete company details is a :class:`ListRefused` naming them);
+2. the custom list fields the content needs (``custom_fields``: tag -> contact field; an install
+   without ``POST lists/{uid}/fields`` is a :class:`FieldsMissing` naming them);
+3. the subscribers, in bulk calls (:meth:`MailwizzInstance.push_subscribers`); an address the list
+   holds as unsubscribed or blacklisted is not pushed and becomes a suppression; a per-record error
+   (an existing subscriber, a blacklisted address) is followed by a search-by-email: an existing
+   confirmed subscriber is handed off, one MailWizz does not take is skipped as ``bad_address``,
+   any other case (unconfirmed on a forced double opt-in list included) is ``failed`` with the reason;
 4. last, the campaign named ``delivery.name`` on that list (found by name, or created **paused**
    with the base64 HTML and ``send_at`` in the instance's time zone). The ledger hands a campaign
    over in several batches; a paused MailWizz campaign sends nothing, so MailWizz never starts on
