@@ -153,6 +153,12 @@ def _shown(campaign: Campaign, root: Path) -> str:
         return str(campaign.path)
 
 
+def _mailwizz_instance(config, tuning: dict):
+    from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
+
+    return mailwizz_instance(config, **tuning)
+
+
 class TransportUnavailable(PartMissing):
     """The campaign's transport cannot be used now (a secret not set, a key refused, a bad setting):
     raised before any row is claimed, so the rows stay queued for the next run."""
@@ -329,12 +335,6 @@ class Transports:
         finally:
             transport.close()
         return out
-
-
-def _mailwizz_instance(config, tuning: dict):
-    from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
-
-    return mailwizz_instance(config, **tuning)
 
 
 def _rows_to_hand_off(campaign: Campaign) -> bool:
