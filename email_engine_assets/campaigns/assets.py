@@ -150,7 +150,11 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
     try:
         composer = context.resources.composers.composer(tenant, campaign)
         composer = context.resources.transports.composer_for(tenant, campaign, composer)  # MailWizz: its tag mode checked too
-        render = gates.preflight(composer.preflight(samples))
+        problems = composer.preflight(samples)
+        transport_check = getattr(context.resources.transports, "preflight", None)
+        if not problems and transport_check is not None:  # MailWizz: its lists and the fields the content needs
+            problems = transport_check(tenant, campaign, composer)
+        render = gates.preflight(problems)
     except PartMissing as exc:
         render = gates.Gate(gates.PREFLIGHT_RENDERS, False, str(exc))
     results = [

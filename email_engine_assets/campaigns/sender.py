@@ -85,6 +85,9 @@ def send_campaign(
             results = deliver_batch(campaign, rows, composer, transport) if rows else []
             with engine.begin() as conn:
                 store.record_results(conn, results)
+                for r in results:  # MailWizz holds the address as unsubscribed or blacklisted: suppression wins
+                    if r.get("suppress"):
+                        store.suppress(conn, t, r["email"], r["suppress"], f"{r['detail'][:200]} (campaign {c})")
             report.outcomes.update(r["state"] for r in results)
             on_batch(report.batches, report.outcomes)
             if rate_per_minute and len(rows) + suppressed == size:  # a short batch was the last one
@@ -134,10 +137,15 @@ def deliver_batch(campaign: Campaign, rows: list[dict], composer: Composer, tran
             for m in outgoing:
                 results[m.row_id]["detail"] = f"transport error: {type(exc).__name__}: {str(exc)[:200]}"
     if outgoing:
+        emails = {r["row_id"]: r["email"] for r in rows}
         for d in delivered:
             if d.row_id in results and results[d.row_id]["state"] == "unknown":
                 status = d.status if d.status in DELIVERY_STATUSES else "unknown"
+                if d.skipped:  # e.g. MailWizz does not take the address: skipped_bad_address
+                    status = skipped_state(d.skipped)
                 results[d.row_id].update(state=status, detail=str(d.detail)[:500])
+                if d.suppress:
+                    results[d.row_id].update(suppress=d.suppress, email=emails[d.row_id])
     return list(results.values())
 
 

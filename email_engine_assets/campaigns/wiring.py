@@ -26,6 +26,7 @@ from email_engine_assets.content.rendering import TenantInfo
 from email_engine_assets.content.templates import load_templates
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_resources.delivery import MessageTransport
+from email_engine_resources.mailwizz import FieldsMissing, ListRefused
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
 from email_engine_resources.postgres import get_engine
@@ -85,6 +86,17 @@ class TemplateComposer(content.Composer):
             self._list_contents[template] = ListContent(made.subject, made.html, made.text, dict(made.custom_fields))
         return self._list_contents[template]
 
+    def list_contents(self) -> dict[str, ListContent]:
+        """Every reachable template's list content, by template name (one MailWizz cannot carry is left
+        out: :meth:`preflight` names it)."""
+        out = {}
+        for template in self.chooser.reachable():
+            try:
+                out[template.name] = self.list_content(template.name)
+            except MailwizzTagError:
+                continue
+        return out
+
     def preflight(self, samples) -> list[Problem]:
         problems = super().preflight(samples)
         if self.list_mode:
@@ -142,6 +154,12 @@ def _shown(campaign: Campaign, root: Path) -> str:
         return str(campaign.path.relative_to(root))
     except ValueError:
         return str(campaign.path)
+
+
+def _mailwizz_instance(config, tuning: dict):
+    from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
+
+    return mailwizz_instance(config, **tuning)
 
 
 class TransportUnavailable(PartMissing):
@@ -242,10 +260,8 @@ class Transports:
         return gates.powermta_headers(config.name, address, block.where() if block else None, missing, problem)
 
     def _mailwizz(self, config, where: str) -> MailwizzList:
-        from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
-
         try:
-            instance = mailwizz_instance(config, **self.mailwizz_tuning)
+            instance = _mailwizz_instance(config, self.mailwizz_tuning)
         except (LookupError, ValueError) as exc:  # an unset variable is named, its value never read out
             raise TransportUnavailable(f"{where}: {exc}") from None
         try:
@@ -255,6 +271,38 @@ class Transports:
             instance.close()
             raise TransportUnavailable(f"{where}: MailWizz cannot be used: {exc}") from None
         return MailwizzList(config.name, instance)
+
+    def preflight(self, tenant, campaign: Campaign, composer: Composer) -> list[Problem]:
+        """What the campaign's list transport must have before a send starts (``preflight_renders``).
+
+        MailWizz: the list of each reachable template (``<tenant>.<campaign>.<template>``, the one
+        the hand-off uses) exists, or is created now, and holds the custom fields its content needs.
+        Named as problems: the fields this MailWizz cannot create through its API (to create in
+        MailWizz), and a list it refuses to create for lack of the customer's company details (to
+        fill in). Any other error is left to the send, which checks the transport before it claims.
+        """
+        if not self.is_list(tenant, campaign) or not hasattr(composer, "list_contents"):
+            return []
+        config = self._config(tenant, campaign)
+        where = f"tenants/{tenant.id}.yaml, transport {config.name!r}"
+        try:
+            instance = _mailwizz_instance(config, self.mailwizz_tuning)
+        except (LookupError, ValueError):
+            return []
+        f = campaign.file
+        problems = []
+        with instance:
+            for template, content in composer.list_contents().items():
+                name = f"{campaign.key}.{template}"
+                try:
+                    list_uid = instance.ensure_list(name, from_name=f.from_name, from_email=f.from_email,
+                                                    reply_to=f.reply_to or f.from_email, subject=content.subject)
+                    instance.ensure_fields(list_uid, content.custom_fields, list_name=name)
+                except (ListRefused, FieldsMissing) as exc:
+                    problems.append(Problem(where, None, None, exc.message))
+                except MailwizzError:
+                    break
+        return problems
 
     def delivery_figures(self, tenant, campaign: Campaign) -> dict[str, int | float] | None:
         """Queued / connections / rates from the PowerMTA management API of the campaign's transport
