@@ -228,3 +228,17 @@ def test_a_token_or_secret_under_32_characters_turns_its_route_off_and_the_rest_
     assert on.status_code == 200 and stored_count(engine) == 1
     logged = [r.getMessage() for r in caplog.records if "shorter than 32 characters" in r.getMessage()]
     assert logged and "tenant acme" in logged[0] and SHORT not in caplog.text
+
+
+def test_a_tenant_named_with_a_trailing_newline_is_not_served(acme):
+    """A file ``tenants/acme\\n.yaml`` whose id is ``"acme\\n"`` was a tenant of its own (``$`` matched before the newline)."""
+    workspace, engine = acme
+    yaml_text = TENANT_YAML.format(tenant="acme").replace("id: acme", 'id: "acme\\n"')
+    (workspace.root / "tenants" / "acme\n.yaml").write_text(yaml_text, encoding="utf-8")
+    with serve(workspace, engine, WebhookLimits()) as url, httpx.Client(base_url=url) as client:
+        newline = client.post("/hooks/mailwizz/acme%0A", content=mailwizz_body(), headers={"X-Webhook-Token": MAILWIZZ_TOKEN})
+        plain = client.post("/hooks/mailwizz/acme", content=mailwizz_body(), headers={"X-Webhook-Token": MAILWIZZ_TOKEN})
+    assert (newline.status_code, newline.json()) == (404, {"error": "unknown tenant"})
+    assert plain.status_code == 200
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT DISTINCT tenant_id FROM webhook_inbox")).scalars().all() == ["acme"]

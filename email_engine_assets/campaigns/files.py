@@ -28,7 +28,7 @@ from email_engine_assets.tenancy.sending import OUTBOX
 from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict, is_slug
 
 MAX_CAMPAIGNS_PER_TENANT = 1000
-_ADDRESS = re.compile(r"^[^@\s<>\"\\,;]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_ADDRESS = re.compile(r"^[^@\s<>\"\\,;]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
 
 
 def _address(value: str) -> str:
