@@ -16,6 +16,7 @@ from email_engine_assets.campaigns.store import claim_batch
 from email_engine_assets.content.unsubscribe import unsubscribe_token
 from email_engine_assets.feedback.webhook_app import build_app
 from email_engine_assets.feedback.webhook_auth import sign
+from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
 from email_engine_tests.http_servers import serving
 from email_engine_tests.test_webhook_core import mailwizz_body
 from email_engine_tests.webhook_helpers import (
@@ -34,7 +35,7 @@ def hooks(engine, workspace, monkeypatch):
         conn.exec_driver_sql("TRUNCATE webhook_inbox RESTART IDENTITY")
     webhook_env(monkeypatch)
     workspace.tenant("acme", TENANT_YAML.format(tenant="acme"), sources=("crm", "files"))
-    with serving(build_app(workspace.root, engine, signing_key=lambda: SIGNING_KEY)) as url:
+    with serving(build_app(workspace.root, engine, signing_key=lambda: SIGNING_KEY), **uvicorn_settings(WebhookLimits())) as url:
         yield url, engine, workspace
 
 

@@ -132,6 +132,13 @@ def test_a_valid_request_is_answered_at_once_while_slow_peers_hold_connections(a
     assert stored_count(engine) == 1
 
 
+@pytest.mark.parametrize("wrong", [{"header_timeout_s": 31}, {"header_timeout_s": 0}, {"body_timeout_s": 0},
+                                   {"max_header_bytes": 100}, {"max_in_flight": 0}])
+def test_limits_out_of_range_are_refused(wrong):
+    with pytest.raises(ValueError):
+        WebhookLimits(**wrong)
+
+
 def test_headers_over_the_cap_are_431_and_the_connection_is_closed(acme):
     workspace, engine = acme
     with serve(workspace, engine, WebhookLimits(max_header_bytes=8 << 10)) as url:

@@ -8,11 +8,14 @@ Routes (status codes are the contract senders rely on; every refusal stores noth
 - ``GET /health``.
 
 200 for every accepted request (also a byte-identical retry, which stores nothing new; MailWizz
-counts only 200 as success), 404 unknown tenant or source, 413 body over the cap (Content-Length
-checked before reading, a chunked body cut off while streaming), 401 bad token, signature or
-timestamp, 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the
-request now (its database, a secret missing from its environment, a broken tenant file): the
-sender retries. Errors are ``{"error": "..."}`` and never echo a token, signature or secret.
+counts only 200 as success), 404 unknown tenant or source (or one whose token / secret is unset in
+the file or under 32 characters), 413 body over the cap (Content-Length checked before reading, a
+chunked body cut off while streaming), 408 body not received in time, 401 bad token, signature or
+timestamp (the token, and the signature header with its timestamp, checked before the body is
+read), 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the request
+now (its database, a secret missing from its environment, a broken tenant file, too many requests
+in flight): the sender retries. Errors are ``{"error": "..."}``, never echo a token, signature or
+secret, and close the connection. Header deadline and cap: :mod:`webhook_server`.
 
 The body is committed to ``webhook_inbox`` before the 200 (``synchronous_commit`` as the server
 is set; concurrent bodies share a commit, :class:`GroupCommit`); the ``delivery_events`` asset
