@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from email_engine_assets.feedback.webhook_app import build_app
 from email_engine_assets.feedback.webhook_auth import sign
-from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
+from email_engine_assets.feedback.webhook_server import LINGER_S, WebhookLimits, uvicorn_settings
 from email_engine_tests.http_servers import serving
 from email_engine_tests.test_webhook_core import mailwizz_body
 from email_engine_tests.webhook_helpers import (
@@ -249,3 +249,26 @@ def test_a_tenant_named_with_a_trailing_newline_is_not_served(acme):
     assert plain.status_code == 200
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT DISTINCT tenant_id FROM webhook_inbox")).scalars().all() == ["acme"]
+
+
+def test_a_refusal_before_the_body_lingers_so_the_peer_reads_it(acme):
+    """A refused request whose body is still coming: the answer, then a half-close; what the peer
+    still sends is read and dropped (a close with unread data sends a reset, which can destroy the
+    answer on its way); the socket is closed once the linger is over."""
+    workspace, engine = acme
+    with serve(workspace, engine, WebhookLimits()) as url, socket.create_connection(address(url)) as sock:
+        sock.sendall(f"POST {CONTACTS} HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 20}\r\n\r\n[".encode())
+        answer = read_until_closed(sock, 3)  # up to the half-close
+        half_closed = time.monotonic()
+        sent = 0
+        while time.monotonic() - half_closed < 1:  # the body goes on for a second: no reset
+            sock.sendall(b" " * 4096)
+            sent += 4096
+            time.sleep(0.01)
+        with pytest.raises(OSError):  # after the linger the socket is gone
+            deadline = time.monotonic() + LINGER_S + 2
+            while time.monotonic() < deadline:
+                sock.sendall(b" " * 4096)
+                time.sleep(0.05)
+    assert answer.startswith(b"HTTP/1.1 401 ") and b"connection: close" in answer
+    assert sent >= 100 * 4096 * 0.5

@@ -10,7 +10,10 @@
   protocol; the server runs on httptools, which has no cap of its own.)
 - **Body deadline.** A body must be read within ``body_timeout_s`` (``webhook_app.read_body``:
   408); a refusal answered before the body is read closes the connection (``Connection: close``),
-  so a peer trickling an unwanted body holds nothing.
+  so a peer trickling an unwanted body holds nothing. Such a close lingers: the answer is followed
+  by a half-close, what the peer still sends is read and dropped for up to :data:`LINGER_S`, then
+  the socket is closed. (Closing a socket with unread data sends a reset, which can destroy the
+  answer before the peer has read it.)
 - **Requests in flight.** At most ``max_in_flight`` requests are handled at once (from complete
   headers to the end of the response); one more is answered 503 with ``Retry-After`` at once.
   Connections still sending their headers, or idle, are not counted: uvicorn's own
@@ -31,6 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("email_engine.webhooks")
 
+LINGER_S = 2.0
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
@@ -76,16 +80,59 @@ def _refusal(status: int, message: str) -> ASGIApp:
     return refuse
 
 
+class _LingeringTransport:
+    """The connection's transport, whose ``close`` lingers while a request is still arriving."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
+        self._transport, self._protocol = transport, protocol
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if not self.lingering:  # nothing follows the answer once the half-close is sent
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return  # the linger timer (or the peer's own close) ends it
+        if not self._protocol.request_open() or not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self.lingering = True
+        self._transport.write_eof()  # after what is buffered: the peer reads the answer, then EOF
+        self._transport.resume_reading()  # read and drop the rest, so no reset is sent
+        self._protocol.loop.call_later(LINGER_S, self._transport.close)
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline and a size cap on each request's headers."""
 
     limits: ClassVar[WebhookLimits] = WebhookLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._request_open = False
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._start_header_deadline()
+
+    def request_open(self) -> bool:
+        """Whether the peer is still sending a request (its headers or its body)."""
+        return self._request_open
+
+    def on_message_begin(self) -> None:
+        self._request_open = True
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._request_open = False
+        super().on_message_complete()
+
 
     def _awaiting_headers(self) -> bool:
         # ``cycle`` is the request whose headers were read last: none yet, or already answered.
@@ -113,6 +160,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._stop_header_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:
+            return  # the rest of a refused request: read so the socket closes cleanly, and dropped
         if self._awaiting_headers():  # bytes of a new request: its headers are on the clock
             self._start_header_deadline()
             self._header_bytes += len(data)
