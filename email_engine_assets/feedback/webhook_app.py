@@ -409,11 +409,11 @@ def build_app(
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("webhook request failed")
-        return JSONResponse({"error": "internal error; nothing was stored"}, status_code=500)
+        return JSONResponse({"error": "internal error; nothing was stored"}, status_code=500, headers=_CLOSE)
 
     async def database_down(request: Request, exc: sa.exc.SQLAlchemyError) -> Response:
         log.error("database error: %s", type(exc).__name__)
-        return JSONResponse({"error": "the database is not available; try again later"}, status_code=503)
+        return JSONResponse({"error": "the database is not available; try again later"}, status_code=503, headers=_CLOSE)
 
     routes = [
         Route("/hooks/mailwizz/{tenant}", mailwizz_hook, methods=["POST"]),

@@ -35,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("email_engine.webhooks")
 
 LINGER_S = 2.0
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,11 @@ class WebhookLimits:
             raise ValueError("at least one request must be allowed in flight")
 
 
-def _answer(status: int, message: str, *headers: bytes) -> bytes:
-    """A complete JSON error response that closes the connection."""
+def _answer(status: int, message: str) -> bytes:
+    """A complete JSON error response that closes the connection (written before any app runs)."""
     body = json.dumps({"error": message}).encode()
     head = [b"HTTP/1.1 %d %s" % (status, _REASONS[status]), b"content-type: application/json",
-            b"content-length: %d" % len(body), b"connection: close", *headers]
+            b"content-length: %d" % len(body), b"connection: close"]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
@@ -132,7 +132,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._request_open = False
         super().on_message_complete()
-
 
     def _awaiting_headers(self) -> bool:
         # ``cycle`` is the request whose headers were read last: none yet, or already answered.
