@@ -326,13 +326,20 @@ def cmd_webhooks(args) -> int:
     import uvicorn
 
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
+    from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
     from email_engine_resources.postgres import application_url
 
+    try:
+        given = {"header_timeout_s": args.header_timeout, "body_timeout_s": args.body_timeout,
+                 "max_header_bytes": args.max_header_bytes, "max_in_flight": args.max_in_flight}
+        limits = WebhookLimits(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as exc:
+        print(f"webhooks serve: {exc}", file=sys.stderr)
+        return 2
     _prepare(args.workspace)
-    app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes)
-    # No access log: MailWizz may send its token as ?token=, and a URL in a log is a leaked secret.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info",
-                proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips, lifespan="off")
+    app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes, limits=limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=args.proxy_headers,
+                forwarded_allow_ips=args.forwarded_allow_ips, **uvicorn_settings(limits))
 
 
 def cmd_contact(args) -> int:
@@ -427,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8090)
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest body taken (default 1 MiB); larger is 413")
+    serve.add_argument("--header-timeout", type=float, help="seconds for a request's headers, at most 30 (default 10); then 408")
+    serve.add_argument("--body-timeout", type=float, help="seconds for a request's body (default 30); then 408")
+    serve.add_argument("--max-header-bytes", type=int, help="largest request head (default 16 KiB); larger is 431")
+    serve.add_argument("--max-in-flight", type=int, help="requests handled at once (default 128); more are 503")
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="the reverse proxies whose forwarded headers count")
     serve.set_defaults(func=cmd_webhooks)
