@@ -31,7 +31,7 @@ from email_engine_assets.feedback.webhook_apply import write_inbox_file
 from email_engine_assets.privacy.matching import Person, record_lines, without_person
 from email_engine_assets.tenancy.config import TenantConfig
 
-PUSHED_NAME = re.compile(r"^webhook-([0-9]{1,18})\.(?:json|ndjson)$")
+PUSHED_NAME = re.compile(r"^webhook-([0-9]{1,18})\.(?:json|ndjson)\Z")
 
 
 @dataclass
