@@ -36,7 +36,8 @@ from email_engine_assets.contacts import store as contacts_store  # noqa: E402
 from email_engine_assets.contacts.importer import import_file  # noqa: E402
 from email_engine_assets.contacts.merge_store import merge_staged, unbalanced_imports  # noqa: E402
 from email_engine_assets.privacy import store as privacy_store  # noqa: E402
-from email_engine_assets.privacy.erasure import erasure_hash, needles  # noqa: E402
+from email_engine_assets.privacy.erasure import erasure_hash  # noqa: E402
+from email_engine_assets.privacy.matching import person_of  # noqa: E402
 from email_engine_assets.tenancy.config import SourceConfig, TenantConfig, Workspace  # noqa: E402
 from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
@@ -140,7 +141,7 @@ def main() -> None:
                 victim = conn.execute(sa.text("SELECT email FROM contacts WHERE tenant_id = 'plain' ORDER BY contact_id LIMIT 1")).scalar_one()
             started = time.perf_counter()
             with engine.begin() as conn:
-                counts = privacy_store.erase(conn, "plain", victim, needles(victim, victim))
+                counts, _sends = privacy_store.erase(conn, "plain", person_of(victim))
             forget = time.perf_counter() - started
             with engine.connect() as conn:
                 balanced = not unbalanced_imports(conn, "plain") and not unbalanced_imports(conn, "erasing")

@@ -47,13 +47,14 @@ def serve(mode: str, port: int, workspace: str, url: str) -> None:
     import uvicorn
 
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
+    from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
 
     async def keep_nothing(tenant_id, kind, source_id, body, content_type) -> bool:
         return True
 
     engine = app_engine(url)  # what `email-engine webhooks serve` uses
     app = build_app(Path(workspace), engine, store=None if mode == "durable" else keep_nothing)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_settings(WebhookLimits()))  # as served
 
 
 def body(i: int) -> bytes:

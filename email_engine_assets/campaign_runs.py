@@ -22,6 +22,7 @@ from email_engine_assets.audiences.suppressions import (
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.assets import (
     ACTION_TAG,
+    MTA_WARNING,
     OVERRIDE_TAG,
     RESEND_UNKNOWN_TAG,
     TRANSPORT_TAG,
@@ -70,10 +71,12 @@ class SendOutcome:
     blocked: list[dict] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # information the run could not gather; the send went on
 
     def as_json(self) -> dict:
         return {**self.counts, **({"blocked": self.blocked} if self.blocked else {}),
-                **({"failures": self.failures} if self.failures else {})}
+                **({"failures": self.failures} if self.failures else {}),
+                **({"warnings": self.warnings} if self.warnings else {})}
 
 
 def run_parts() -> dict | None:
@@ -162,6 +165,10 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
     finally:
         if own:
             instance.dispose()
+    outcome.warnings = [
+        str(m.metadata[MTA_WARNING].value) for m in result.asset_materializations_for_node("campaign_sends")
+        if MTA_WARNING in m.metadata
+    ]
     outcome.blocked = [
         {"check": e.check_name, "reason": _reason(e)} for e in result.get_asset_check_evaluations() if not e.passed
     ]

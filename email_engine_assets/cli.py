@@ -235,6 +235,8 @@ def cmd_campaign(args) -> int:
     for note in outcome.notes:
         print(f"note: {terminal_safe(note)}", file=sys.stderr)
     _print_counts(outcome.as_json(), args.json)
+    for warning in outcome.warnings:
+        print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
     for blocked in outcome.blocked:
         print(f"BLOCKED by {blocked['check']}: {terminal_safe(blocked['reason'])} (--override {blocked['check']} to go on)", file=sys.stderr)
     for failure in outcome.failures:
@@ -324,13 +326,20 @@ def cmd_webhooks(args) -> int:
     import uvicorn
 
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
+    from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
     from email_engine_resources.postgres import application_url
 
+    try:
+        given = {"header_timeout_s": args.header_timeout, "body_timeout_s": args.body_timeout,
+                 "max_header_bytes": args.max_header_bytes, "max_in_flight": args.max_in_flight}
+        limits = WebhookLimits(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as exc:
+        print(f"webhooks serve: {exc}", file=sys.stderr)
+        return 2
     _prepare(args.workspace)
-    app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes)
-    # No access log: MailWizz may send its token as ?token=, and a URL in a log is a leaked secret.
-    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info",
-                proxy_headers=args.proxy_headers, forwarded_allow_ips=args.forwarded_allow_ips, lifespan="off")
+    app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes, limits=limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=args.proxy_headers,
+                forwarded_allow_ips=args.forwarded_allow_ips, **uvicorn_settings(limits))
 
 
 def cmd_contact(args) -> int:
@@ -359,6 +368,10 @@ def cmd_contact(args) -> int:
             print(f"{key:>22}: {outcome.erased.get(key, 0)}")
         for name, (deleted, dropped) in outcome.mailwizz.items():
             print(f"{'mailwizz ' + name:>22}: {deleted} subscriber(s) deleted, {dropped} sync row(s) dropped")
+        disk = outcome.disk
+        print(f"{'outbox files':>22}: {disk.outbox_removed}")
+        print(f"{'pushed inbox files':>22}: {disk.pushed_rewritten} rewritten, {disk.pushed_removed} removed, "
+              f"{disk.records_dropped} record(s) dropped")
         for left in outcome.left:
             print(f"LEFT {terminal_safe(left)}", file=sys.stderr)
         return 0 if outcome.ok else 1
@@ -421,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8090)
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest body taken (default 1 MiB); larger is 413")
+    serve.add_argument("--header-timeout", type=float, help="seconds for a request's headers, at most 30 (default 10); then 408")
+    serve.add_argument("--body-timeout", type=float, help="seconds for a request's body (default 30); then 408")
+    serve.add_argument("--max-header-bytes", type=int, help="largest request head (default 16 KiB); larger is 431")
+    serve.add_argument("--max-in-flight", type=int, help="requests handled at once (default 128); more are 503")
     serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="the reverse proxies whose forwarded headers count")
     serve.set_defaults(func=cmd_webhooks)

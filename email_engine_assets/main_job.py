@@ -256,6 +256,8 @@ def print_summary(outcome: MainJobOutcome) -> None:
         print(f"campaign {row['campaign']}: {row['state']} audience={row['audience']} sent={row['sent']} "
               f"handed_off={row['handed_off']} failed={row['failed']} unknown={row['unknown']} skipped={skipped}"
               + (f" ({reasons})" if reasons else "") + (f" ({blocked})" if blocked else ""))
+        for warning in row.get("warnings", []):
+            print(f"warning: campaign {row['campaign']}: {warning}")
     for failure in outcome.failures:
         print(f"FAILED {failure}")
 

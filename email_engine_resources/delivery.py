@@ -52,9 +52,15 @@ class OutgoingMessage:
 
 @dataclass(frozen=True)
 class DeliveryResult:
+    """``skipped``: the row was not delivered for a reason of the ledger's skip vocabulary (MailWizz:
+    ``bad_address``), which then wins over ``status``. ``suppress``: the address becomes a suppression
+    with this reason (MailWizz holds it as unsubscribed or blacklisted)."""
+
     row_id: int
     status: str  # one of DELIVERY_STATUSES
     detail: str = ""
+    skipped: str = ""
+    suppress: str = ""
 
 
 class MessageTransport(Protocol):

@@ -59,7 +59,7 @@ ACCEPTS_MAIL = {"mx": True, "a_fallback": True, "null_mx": False, "nxdomain": Fa
 RESOLVER_UNREACHABLE = "resolver unreachable"
 EDNS_PAYLOAD = 1232
 MAX_CNAME_QUERIES = 8
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\Z")
 _R = TypeVar("_R")
 
 

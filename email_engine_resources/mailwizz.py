@@ -4,11 +4,15 @@
 chosen template) and, every step found before it is created, so that a re-run (after a crash at
 any point) never makes a second list, subscriber or campaign:
 
-1. the list named ``delivery.name`` (found by name, or created with the sender defaults);
-2. the custom list fields the content needs (``custom_fields``: tag -> contact field);
-3. the subscribers, in bulk calls; a per-record error (an existing subscriber, a blacklisted
-   address) is followed by a search-by-email: an existing confirmed subscriber is handed off,
-   any other case is ``failed`` with the reason;
+1. the list named ``delivery.name`` (found by name, or created with the sender defaults; a 422
+   for the customer's incomplete company details is a :class:`ListRefused` naming them);
+2. the custom list fields the content needs (``custom_fields``: tag -> contact field; an install
+   without ``POST lists/{uid}/fields`` is a :class:`FieldsMissing` naming them);
+3. the subscribers, in bulk calls (:meth:`MailwizzInstance.push_subscribers`); an address the list
+   holds as unsubscribed or blacklisted is not pushed and becomes a suppression; a per-record error
+   (an existing subscriber, a blacklisted address) is followed by a search-by-email: an existing
+   confirmed subscriber is handed off, one MailWizz does not take is skipped as ``bad_address``,
+   any other case (unconfirmed on a forced double opt-in list included) is ``failed`` with the reason;
 4. last, the campaign named ``delivery.name`` on that list (found by name, or created **paused**
    with the base64 HTML and ``send_at`` in the instance's time zone). The ledger hands a campaign
    over in several batches; a paused MailWizz campaign sends nothing, so MailWizz never starts on
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -45,6 +49,13 @@ UNSUBSCRIBE_TAG = "[UNSUBSCRIBE_URL]"
 # Contact fields behind MailWizz's default list fields; other fields need custom list fields.
 DEFAULT_FIELDS: dict[str, str] = {"EMAIL": "email", "FNAME": "first_name", "LNAME": "last_name"}
 HANDED_OFF_STATUSES = frozenset({"confirmed"})
+# Subscriber statuses never pushed again (the bulk call would re-subscribe an unsubscribed one without
+# a word), with the suppression each becomes: MailWizz blacklists an address on its bounces.
+HELD_STATUSES: dict[str, str] = {"unsubscribed": "unsubscribed", "blacklisted": "bounced"}
+# What a list create falls back to when it carries no company[...]: the customer's company profile.
+COMPANY_FIELDS: dict[str, str] = {"name": "company name", "country": "country", "address": "address", "city": "city",
+                                  "zip": "zip code"}
+FIELD_ROUTE_MISSING = frozenset({404, 405})  # POST lists/{uid}/fields on 2.1.13, 1.9.4 and many others
 BULK_SIZE = 100
 PAUSABLE = frozenset({"pending-sending", "sending", "processing"})
 # A campaign in these states mails nobody new: a subscriber added now is not handed off.
@@ -65,13 +76,50 @@ class Subscriber:
 
 @dataclass(frozen=True)
 class PushResult:
-    """Where a pushed subscriber ended up: its uid and MailWizz status, or the reason it was refused."""
+    """Where a pushed subscriber ended up: its uid and MailWizz status, or the reason it was refused.
+
+    ``held``: MailWizz holds the address as unsubscribed or blacklisted, so it was not pushed;
+    ``bad_address``: MailWizz does not take it for an email address (search-by-email answered 422).
+    """
 
     email: str
     subscriber_uid: str | None
     status: str | None
     error: str = ""
     existed: bool = False
+    held: bool = False
+    bad_address: bool = False
+
+    @property
+    def suppression(self) -> str:
+        """The suppression reason the address becomes (``""``: none): it is held out, or MailWizz's
+        blacklist refused it."""
+        if self.held or self.existed:
+            return HELD_STATUSES.get(self.status or "", "")
+        return HELD_STATUSES["blacklisted"] if "blacklisted" in self.error.lower() else ""
+
+
+class ListRefused(MailwizzError):
+    """``POST lists`` refused: the message says what to fix in MailWizz."""
+
+
+class FieldsMissing(MailwizzError):
+    """The list lacks fields the content needs and this MailWizz cannot create them through its API."""
+
+    def __init__(self, list_name: str, tags: Sequence[str], status: int):
+        self.tags = list(tags)
+        super().__init__(status, (
+            f"create the list field(s) {', '.join(self.tags)} (type text) on list {excerpt(list_name, 120)} in MailWizz: "
+            f"this MailWizz cannot create fields through its API (POST lists/{{list_uid}}/fields answered {status})"))
+
+
+def company_problem(message: str) -> str | None:
+    """What to fill in when a list create's 422 is about the company details (``None``: it is not)."""
+    text = message.lower()
+    if "company" not in text:
+        return None
+    named = [label for key, label in COMPANY_FIELDS.items() if key in text.replace("company:", "")]
+    return ", ".join(named or COMPANY_FIELDS.values())
 
 
 def send_at_text(when: datetime | None, timezone: str) -> str:
@@ -114,6 +162,8 @@ class MailwizzInstance:
             retries=retries, allow_private=allow_private, backoff_initial=backoff_initial,
         )
         self._lists: dict[str, str] = {}
+        self._created_lists: set[str] = set()  # created by this instance: nobody is held on them
+        self._held: dict[str, dict[str, tuple[str, str]]] = {}  # list uid -> email -> (uid, status) held out
         self._campaigns: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -153,6 +203,12 @@ class MailwizzInstance:
         try:
             uid = self.client.post("lists", data).get("list_uid")
         except MailwizzError as exc:
+            fill_in = company_problem(exc.message) if exc.status == 422 else None
+            if fill_in:
+                raise ListRefused(422, (
+                    f"fill in the customer's company details in MailWizz ({fill_in}): without them MailWizz refuses to "
+                    f"create list {excerpt(name, 120)} (a list created without company[...] takes the customer's; "
+                    f"it answered: {exc.message})")) from None
             if exc.definitive:
                 raise
             uid = self.find_list(name)  # the create may have gone through before the answer was lost
@@ -161,25 +217,31 @@ class MailwizzInstance:
         if not uid:
             raise MailwizzError(201, "POST lists: the answer holds no list_uid")
         self._lists[name] = str(uid)
+        self._created_lists.add(str(uid))
         return self._lists[name]
 
-    def ensure_fields(self, list_uid: str, tags: Iterable[str]) -> list[str]:
-        """Create the text fields among ``tags`` the list lacks; returns the tags created."""
+    def ensure_fields(self, list_uid: str, tags: Iterable[str], *, list_name: str = "") -> list[str]:
+        """Create the text fields among ``tags`` the list lacks; returns the tags created.
+
+        :class:`FieldsMissing` names every missing tag when this MailWizz has no
+        ``POST lists/{uid}/fields`` (404 / 405): they must be created in MailWizz itself.
+        """
         wanted = [t for t in dict.fromkeys(tags) if t not in DEFAULT_FIELDS]
         if not wanted:
             return []
         data = self.client.get(f"lists/{list_uid}/fields").get("data") or {}
         have = {str(r.get("tag")) for r in data.get("records") or [] if isinstance(r, dict)}
+        missing = [t for t in wanted if t not in have]
         created = []
-        for tag in wanted:
-            if tag in have:
-                continue
+        for tag in missing:
             try:
                 self.client.post(f"lists/{list_uid}/fields",
                                  {"type": "text", "label": tag.replace("_", " ").title(), "tag": tag,
                                   "required": "no", "visibility": "visible"}, idempotent=True)
             except MailwizzError as exc:
-                if not (exc.status == 422 and "taken" in exc.message):  # made by an earlier, interrupted run
+                if exc.status in FIELD_ROUTE_MISSING:
+                    raise FieldsMissing(list_name or list_uid, [t for t in missing if t not in created], exc.status) from None
+                if not (exc.status == 422 and _duplicate_tag(exc.message)):  # made by an earlier, interrupted run
                     raise
             created.append(tag)
         return created
@@ -189,33 +251,89 @@ class MailwizzInstance:
     def push_subscribers(self, list_uid: str, subscribers: Sequence[Subscriber]) -> list[PushResult]:
         """Add ``subscribers`` in bulk calls; one result per subscriber, in order.
 
-        An address the list already holds comes back as a per-record error and is then looked up
-        by email (``existed=True``); its values are not changed here (:meth:`update_subscriber`).
+        * An address the list holds as unsubscribed or blacklisted is not pushed (``held=True``):
+          the bulk call would subscribe it again without a word. The list's held addresses are read
+          once (``GET lists/{uid}/subscribers?status=``), not for a list this instance created.
+        * The bulk answer carries no status: it is read for one new subscriber of each call
+          (search-by-email) and holds for the others of the call, which MailWizz treated alike
+          (confirmed, or unconfirmed on a list with forced double opt-in).
+        * An address the list already holds comes back as a per-record error and is then looked up
+          by email (``existed=True``); its values are not changed here (:meth:`update_subscriber`).
+          A 422 on that look-up is an address MailWizz does not take (``bad_address=True``).
         """
+        held = self._held_out(list_uid)
         results: list[PushResult] = []
         for chunk in _chunks(list(subscribers), self.bulk_size):
-            body = {"subscribers": [{**{k: v for k, v in s.fields.items() if v is not None}, "EMAIL": s.email} for s in chunk]}
-            data = self.client.post(f"lists/{list_uid}/subscribers/bulk", body, idempotent=True).get("data") or {}
-            records = data.get("records") if isinstance(data, dict) else None
-            if not isinstance(records, list) or len(records) != len(chunk):
-                raise MailwizzError(201, f"POST lists/{list_uid}/subscribers/bulk: expected {len(chunk)} records in the answer")
-            for sub, record in zip(chunk, records, strict=True):
-                results.append(self._bulk_result(list_uid, sub, record if isinstance(record, dict) else {}))
+            kept = [i for i, s in enumerate(chunk) if s.email.lower() not in held]
+            pushed: dict[int, PushResult] = {}
+            if kept:
+                body = {"subscribers": [{**{k: v for k, v in chunk[i].fields.items() if v is not None}, "EMAIL": chunk[i].email}
+                                        for i in kept]}
+                data = self.client.post(f"lists/{list_uid}/subscribers/bulk", body, idempotent=True).get("data") or {}
+                records = data.get("records") if isinstance(data, dict) else None
+                if not isinstance(records, list) or len(records) != len(kept):
+                    raise MailwizzError(201, f"POST lists/{list_uid}/subscribers/bulk: expected {len(kept)} records in the answer")
+                made = [self._bulk_result(list_uid, chunk[i], record if isinstance(record, dict) else {})
+                        for i, record in zip(kept, records, strict=True)]
+                pushed = dict(zip(kept, self._with_status(list_uid, made), strict=True))
+            for i, sub in enumerate(chunk):
+                if i in pushed:
+                    results.append(pushed[i])
+                else:
+                    uid, status = held[sub.email.lower()]
+                    results.append(PushResult(sub.email, uid, status, held=True))
         return results
+
+    def _held_out(self, list_uid: str) -> dict[str, tuple[str, str]]:
+        """email (lower case) -> (subscriber_uid, status) of the list's unsubscribed and blacklisted subscribers."""
+        if list_uid in self._created_lists:
+            return {}
+        if list_uid not in self._held:
+            found: dict[str, tuple[str, str]] = {}
+            for status in HELD_STATUSES:
+                for record in self.client.pages(f"lists/{list_uid}/subscribers", {"status": status}):
+                    email = record.get("EMAIL") or record.get("email")
+                    if isinstance(email, str) and str(record.get("status") or status) in HELD_STATUSES:
+                        found[email.lower()] = (str(record.get("subscriber_uid") or ""), str(record.get("status") or status))
+            self._held[list_uid] = found
+        return self._held[list_uid]
+
+    def _with_status(self, list_uid: str, made: list[PushResult]) -> list[PushResult]:
+        """The results of one bulk call, each new subscriber with the status MailWizz gave it."""
+        unknown = [i for i, r in enumerate(made) if r.subscriber_uid and r.status is None]
+        status = None
+        for probe in (made[i] for i in unknown):  # one look-up is enough: MailWizz gave every new subscriber of the call the same status
+            try:
+                found = self.find_subscriber(list_uid, probe.email)
+            except MailwizzError as exc:
+                if exc.status != 422:
+                    raise
+                continue
+            if found:
+                status = found[1]
+                break
+        return [replace(r, status=status or "") if i in unknown else r for i, r in enumerate(made)]
 
     def _bulk_result(self, list_uid: str, sub: Subscriber, record: dict) -> PushResult:
         errors = record.get("errors")
         data = record.get("data") if isinstance(record.get("data"), dict) else {}
         if not errors and data.get("subscriber_uid"):
-            return PushResult(sub.email, str(data["subscriber_uid"]), str(data.get("status") or "confirmed"))
+            return PushResult(sub.email, str(data["subscriber_uid"]), str(data["status"]) if data.get("status") else None)
         reason = "; ".join(f"{k}: {v}" for k, v in errors.items()) if isinstance(errors, dict) else str(errors or "no uid")
-        found = self.find_subscriber(list_uid, sub.email)
+        try:
+            found = self.find_subscriber(list_uid, sub.email)
+        except MailwizzError as exc:
+            if exc.status != 422:
+                raise
+            return PushResult(sub.email, None, None, error=excerpt(f"MailWizz does not take it for an email address: {reason}", 200),
+                              bad_address=True)
         if found:
             return PushResult(sub.email, found[0], found[1], existed=True)
         return PushResult(sub.email, None, None, error=excerpt(reason, 200))
 
     def find_subscriber(self, list_uid: str, email: str) -> tuple[str, str] | None:
-        """(subscriber_uid, status) of ``email`` in the list, or ``None``."""
+        """(subscriber_uid, status) of ``email`` in the list, or ``None``; a 422 (an address MailWizz
+        does not take, e.g. a non-ASCII local part) is a :class:`MailwizzError`."""
         try:
             data = self.client.get(f"lists/{list_uid}/subscribers/search-by-email", {"EMAIL": email}).get("data") or {}
         except MailwizzError as exc:
@@ -392,7 +510,7 @@ class MailwizzInstance:
             return _all(delivery.recipients, "failed", f"the content lacks {UNSUBSCRIBE_TAG}: MailWizz refuses it")
         list_uid = self.ensure_list(delivery.name, from_name=delivery.from_name, from_email=delivery.from_email,
                                     reply_to=delivery.reply_to, subject=delivery.subject)
-        self.ensure_fields(list_uid, delivery.custom_fields)
+        self.ensure_fields(list_uid, delivery.custom_fields, list_name=delivery.name)
         tags = {**DEFAULT_FIELDS, **delivery.custom_fields}
         subscribers = [Subscriber(r.email, {tag: r.fields.get(f) for tag, f in tags.items() if tag != "EMAIL"})
                        for r in delivery.recipients]
@@ -400,19 +518,8 @@ class MailwizzInstance:
         finished = finished if finished in FINISHED else ""
         pushed = self.push_subscribers(list_uid, subscribers)
         campaign_refusal = self._ensure_campaign(delivery, list_uid)
-        results = []
-        for recipient, push in zip(delivery.recipients, pushed, strict=True):
-            if campaign_refusal is not None:
-                results.append(DeliveryResult(recipient.row_id, *campaign_refusal))
-            elif finished and not push.existed:
-                results.append(DeliveryResult(recipient.row_id, "failed", f"the MailWizz campaign is already {finished}"))
-            elif push.subscriber_uid and push.status in HANDED_OFF_STATUSES:
-                results.append(DeliveryResult(recipient.row_id, "handed_off"))
-            elif push.subscriber_uid:
-                results.append(DeliveryResult(recipient.row_id, "failed", f"MailWizz subscriber status is {push.status}"))
-            else:
-                results.append(DeliveryResult(recipient.row_id, "failed", push.error or "refused by MailWizz"))
-        return results
+        return [_outcome(recipient.row_id, push, campaign_refusal, finished)
+                for recipient, push in zip(delivery.recipients, pushed, strict=True)]
 
     def _ensure_campaign(self, delivery: ListHandOff, list_uid: str) -> tuple[str, str] | None:
         """``None`` when the campaign exists or was created; else (status, detail) for every recipient."""
@@ -427,6 +534,34 @@ class MailwizzInstance:
             if self.find_campaign(delivery.name):
                 return None
             return "unknown", f"campaign create unconfirmed: {exc}"
+
+
+def _outcome(row_id: int, push: PushResult, campaign_refusal: tuple[str, str] | None, finished: str) -> DeliveryResult:
+    """What the ledger records for one recipient of a hand-off."""
+    if push.held or (push.existed and push.suppression):
+        return DeliveryResult(row_id, "failed", f"MailWizz holds the address as {push.status}: not pushed again "
+                                                f"(its bulk call would subscribe it again); suppressed as {push.suppression}",
+                              suppress=push.suppression)
+    if push.bad_address:
+        return DeliveryResult(row_id, "failed", push.error, skipped="bad_address")
+    if campaign_refusal is not None:
+        return DeliveryResult(row_id, *campaign_refusal)
+    if finished and not push.existed:
+        return DeliveryResult(row_id, "failed", f"the MailWizz campaign is already {finished}")
+    if push.subscriber_uid and push.status in HANDED_OFF_STATUSES:
+        return DeliveryResult(row_id, "handed_off")
+    if push.subscriber_uid and push.status == "unconfirmed":
+        return DeliveryResult(row_id, "failed", "MailWizz left the subscriber unconfirmed (the list forces double opt-in): "
+                                                "MailWizz mails confirmed subscribers only, so it was not handed off")
+    if push.subscriber_uid:
+        return DeliveryResult(row_id, "failed", f"MailWizz subscriber status is {push.status or 'unknown'}: not handed off")
+    return DeliveryResult(row_id, "failed", push.error or "refused by MailWizz", suppress=push.suppression)
+
+
+def _duplicate_tag(message: str) -> bool:
+    """MailWizz's answer to a tag the list already has ("... must be unique in the mail list!")."""
+    text = message.lower()
+    return "must be unique" in text or "already been taken" in text
 
 
 def _all(recipients: Sequence[ListRecipient], status: str, detail: str) -> list[DeliveryResult]:

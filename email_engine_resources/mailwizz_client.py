@@ -3,9 +3,10 @@
 * Bodies are form-encoded with PHP-style nesting (``campaign[template][content]=...``,
   ``subscribers[0][EMAIL]=...``): MailWizz does not read a JSON POST body.
 * Auth: 2.x sends ``X-Api-Key``; 1.x signs every request (``X-MW-PUBLIC-KEY``, ``X-MW-TIMESTAMP``,
-  ``X-MW-REMOTE-ADDR``, ``X-MW-SIGNATURE`` = HMAC-SHA1 of the private key over the method, the
-  URL with its sorted query and the sorted special headers + body parameters). Auth failures
-  answer 400.
+  ``X-MW-SIGNATURE`` = HMAC-SHA1 of the private key over the method, the URL with its sorted query
+  and the sorted special headers + body parameters, encoded as PHP encodes them; the empty
+  ``X-MW-REMOTE-ADDR`` is signed too, as the official SDK's ``Request::sign()`` does: see
+  :func:`signature`). Auth failures answer 400.
 * Retries (stamina: exponential backoff with jitter): 429 (waiting ``Retry-After`` when given),
   5xx and timeouts. A call that is not idempotent (a create, the pause/unpause toggle) is retried
   only when the server certainly did not act on it: 429, 503, or no connection at all. Its
@@ -22,9 +23,9 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import httpx
 import stamina
@@ -95,21 +96,39 @@ def _top_key(name: str) -> str:
     return name.split("[", 1)[0]
 
 
+def php_urlencode(text: str) -> str:
+    """PHP's ``urlencode`` (what ``http_build_query`` uses): ``+`` for a space, every byte but
+    ``[A-Za-z0-9_.-]`` percent-encoded (``~`` too, unlike Python's ``quote_plus``)."""
+    return quote_plus(text, safe="").replace("~", "%7E")
+
+
+def php_query(pairs: Sequence[tuple[str, str]]) -> str:
+    """PHP's ``http_build_query`` of already flattened pairs (:func:`php_form`)."""
+    return "&".join(f"{php_urlencode(k)}={php_urlencode(v)}" for k, v in pairs)
+
+
+def php_ksort(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """PHP's ``ksort($params, SORT_STRING)`` of the array the pairs flatten: ordered by top-level key
+    (byte order), the pairs nested under one key keeping their order."""
+    return sorted(pairs, key=lambda p: _top_key(p[0]))
+
+
 def signature(private_key: str, method: str, url: str, query: Sequence[tuple[str, str]],
               special: Mapping[str, str], body: Sequence[tuple[str, str]]) -> str:
-    """The 1.x ``X-MW-SIGNATURE``: hex HMAC-SHA1 over ``"<METHOD> <url>[?sorted query]<?|&><sorted params>"``.
+    """The 1.x ``X-MW-SIGNATURE``, built as the official SDK's ``Request::sign()`` builds it.
 
-    Parameters are ordered by their top-level key (PHP's ``ksort``), nested pairs keep their order.
+    Hex HMAC-SHA1 over ``"<METHOD> <url>[?<GET params, ksorted>]<sep><params, ksorted>"`` where the
+    params are the three ``X-MW-*`` headers **all of them, an empty ``X-MW-REMOTE-ADDR`` included**
+    (``X-MW-REMOTE-ADDR=``) merged with the body, and ``sep`` is ``&`` when the URL carries GET
+    params, else ``?`` (whatever the method).
     """
     absolute = url
     if query:
-        absolute += "?" + urlencode(sorted(query, key=lambda p: _top_key(p[0])))
-    params = [(k, v) for k, v in special.items() if v] + list(body)
-    separator = "&" if method.upper() == "GET" and query else "?"
-    text = f"{method.upper()} {absolute}{separator}{urlencode(sorted(params, key=lambda p: _top_key(p[0])))}"
+        absolute += "?" + php_query(php_ksort(query))
+    params = php_ksort([(k, str(v)) for k, v in special.items()] + list(body))
+    separator = "&" if query and "?" in absolute else "?"
+    text = f"{method.upper()} {absolute}{separator}{php_query(params)}"
     return hmac.new(private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
-
-
 
 
 class _Retry(Exception):
@@ -150,6 +169,7 @@ class MailwizzClient:
         allow_private: bool = False,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ):
         if api_version not in ("1", "2"):
             raise ValueError("api_version must be '1' or '2'")
@@ -163,6 +183,7 @@ class MailwizzClient:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.calls = 0
+        self._clock = clock  # the 1.x signature's X-MW-TIMESTAMP
         self._http = guarded_client(allow_private=allow_private, timeout=timeout)
 
     def __repr__(self) -> str:
@@ -241,7 +262,7 @@ class MailwizzClient:
         if self.api_version == "2":
             headers["X-Api-Key"] = self._api_key
             return headers
-        special = {"X-MW-PUBLIC-KEY": self._api_key, "X-MW-TIMESTAMP": str(int(time.time())), "X-MW-REMOTE-ADDR": ""}
+        special = {"X-MW-PUBLIC-KEY": self._api_key, "X-MW-TIMESTAMP": str(int(self._clock())), "X-MW-REMOTE-ADDR": ""}
         headers.update({k: v for k, v in special.items() if v})
         headers["X-MW-SIGNATURE"] = signature(self._private_key or "", method, url, query, special, body or [])
         return headers

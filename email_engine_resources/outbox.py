@@ -20,7 +20,7 @@ from email_engine_resources.delivery import DeliveryResult, OutgoingMessage
 from email_engine_resources.settings import engine_home
 
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
-_PART = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_PART = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 

@@ -36,6 +36,7 @@ class PowerMtaSmtpTransport:
     retry_backoff_seconds: float = 1.0
     allow_private: bool = False
     helo_name: str = ""
+    x_envid_header: bool = True
 
     def __post_init__(self) -> None:
         self.config()  # a bad value fails here, naming the field
@@ -53,6 +54,7 @@ class PowerMtaSmtpTransport:
             retry_backoff_s=self.retry_backoff_seconds,
             allow_private=self.allow_private,
             helo_name=self.helo_name,
+            x_envid_header=self.x_envid_header,
         )
 
     def deliver(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:

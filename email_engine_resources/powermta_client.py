@@ -14,8 +14,10 @@ per command (no pipelining).
 What PowerMTA needs to map its accounting lines back to a ledger row (REFERENCE.md, "PowerMTA"):
 ``x-job: <tenant>.<campaign>`` and ``x-virtual-mta`` headers added at the top of the message, and
 the ledger token as ``ENVID`` on ``MAIL FROM`` when the server offers ``DSN`` (with ``RET=HDRS``
-and, per recipient, ``NOTIFY=FAILURE`` and ``ORCPT``), else as an ``x-envid`` header. The token is
-sent with its case kept.
+and, per recipient, ``NOTIFY=FAILURE`` and ``ORCPT``), else as an ``x-envid`` header -- unless
+``x_envid_header`` is off (PowerMTA's ``<source>`` does not process it), then the message fails
+rather than carry the header to its recipient. The token is sent with its case kept.
+:func:`connecting_address` says which address PowerMTA sees the engine connect from.
 
 Outcomes, per message:
 
@@ -89,6 +91,8 @@ class InjectionConfig:
     allow_private: bool = False
     helo_name: str = ""
     max_message_bytes: int = 50 * 1024 * 1024
+    # False when PowerMTA's <source> does not set process-x-envid: the ENVID goes only on MAIL FROM (DSN)
+    x_envid_header: bool = True
 
     def __post_init__(self) -> None:
         if self.helo_name == "":
@@ -118,6 +122,16 @@ class InjectionConfig:
                 raise ValueError(f"powermta {name} must be a number >= 0, got {value!r}")
         if not self.timeout_s > 0:
             raise ValueError(f"powermta timeout_s must be > 0, got {self.timeout_s!r}")
+
+
+def connecting_address(host: str, port: int) -> str:
+    """The local address a connection to ``host``:``port`` leaves from (the address PowerMTA matches its
+    ``<source>`` blocks against). A UDP socket is connected, which picks the route without sending
+    anything; ``OSError`` when the host does not resolve or has no route."""
+    family, _kind, _proto, _name, target = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(target)
+        return probe.getsockname()[0]
 
 
 def _require_int(name: str, value: object, low: int, high: int | None = None) -> None:
@@ -351,8 +365,11 @@ def _envelope(conn: _Connection, item: _Prepared, config: InjectionConfig) -> tu
         rcpt.append("NOTIFY=FAILURE")
         if recipient.isascii():
             rcpt.append(f"ORCPT=rfc822;{xtext(recipient)}")
-    else:
+    elif config.x_envid_header:
         headers.append(f"x-envid: {message.envelope_id}")
+    else:
+        return ("the server offers no DSN and PowerMTA's <source> does not set process-x-envid: "
+                "the ENVID would reach the recipient as an x-envid header")
     top = "".join(f"{line}\r\n" for line in headers).encode("ascii")
     return " ".join(mail).encode("utf-8"), " ".join(rcpt).encode("utf-8"), top
 

@@ -2,7 +2,10 @@
 
 ``GET /status?format=json`` and ``GET /queues?format=json`` answer the envelope
 ``{"data": ..., "status": "success", "message": ""}`` (REFERENCE.md, "PowerMTA"); an ``X-API-Key``
-header is sent when a key is configured. The network policy is the other clients': the host is
+header is sent when a key is configured. The envelope is *unconfirmed* (public tools read
+``?format=xml``): any other answer (XML, JSON without the envelope, HTML) is a
+:class:`PowerMtaManagementError` saying what came instead; the caller shows it as a warning, the
+figures being information, never feedback a send depends on. The network policy is the other clients': the host is
 resolved once and a non-public address is refused unless ``allow_private``; no redirects, no
 proxies from the environment, replies capped at :data:`MAX_REPLY_BYTES`. Errors name the route and
 never carry the key.
@@ -59,13 +62,19 @@ class PowerMtaManagement:
                     if len(raw) > MAX_REPLY_BYTES:
                         raise PowerMtaManagementError(f"{where}: reply larger than {MAX_REPLY_BYTES} bytes")
                 status = response.status_code
+                kind = response.headers.get("content-type", "")
         except httpx.HTTPError as exc:
             raise PowerMtaManagementError(f"{where}: {self._redact(str(exc))[:MAX_ERROR_CHARS]}") from None
         try:
             envelope = json.loads(bytes(raw))
         except ValueError:
-            raise PowerMtaManagementError(f"{where}: HTTP {status}, not JSON") from None
-        if status != 200 or not isinstance(envelope, dict) or envelope.get("status") != "success":
+            hint = ", not the expected JSON envelope (this PowerMTA may answer only ?format=xml)" if status == 200 else ""
+            raise PowerMtaManagementError(f"{where}: HTTP {status}, {_what(bytes(raw), kind)}{hint}") from None
+        enveloped = isinstance(envelope, dict) and "status" in envelope and ("data" in envelope or "message" in envelope)
+        if status == 200 and not enveloped:
+            raise PowerMtaManagementError(f"{where}: HTTP 200, JSON without the expected envelope "
+                                          "{\"data\", \"status\", \"message\"}")
+        if status != 200 or envelope.get("status") != "success":
             message = envelope.get("message") if isinstance(envelope, dict) else None
             raise PowerMtaManagementError(f"{where}: HTTP {status}: {self._redact(str(message or 'no success envelope'))[:MAX_ERROR_CHARS]}")
         return envelope.get("data")
@@ -97,6 +106,19 @@ class PowerMtaManagement:
         out["queues_paused"] = sum(1 for q in rows if q.get("paused") in (True, "true", "yes"))
         out["queues_in_backoff"] = sum(1 for q in rows if str(q.get("mode", "")).lower() == "backoff")
         return out
+
+
+def _what(raw: bytes, content_type: str) -> str:
+    """A few words on a body that is not JSON: XML, HTML, empty, or its content type."""
+    head = raw.lstrip()[:100].lower()
+    if not head:
+        return "an empty answer"
+    if "xml" in content_type.lower() or head.startswith(b"<?xml"):
+        return "an XML answer"
+    if "html" in content_type.lower() or head.startswith((b"<!doctype html", b"<html")):
+        return "an HTML answer"
+    shown = content_type.split(";")[0].strip()[:60]
+    return f"a {shown} answer" if shown else "an answer of unknown type"
 
 
 def _dig(data: Any, path: tuple[str, ...]) -> int | float | None:

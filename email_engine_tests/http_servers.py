@@ -15,12 +15,13 @@ LOOPBACK = "127.0.0.1"
 
 
 @contextmanager
-def serving(app, what: str = "the app") -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields ``http://127.0.0.1:<port>``."""
+def serving(app, what: str = "the app", **settings) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; yields ``http://127.0.0.1:<port>``.
+    ``settings`` are more ``uvicorn.Config`` arguments (the webhook app's protocol and limits)."""
     sock = socket.socket()
     sock.bind((LOOPBACK, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", "lifespan": "off", "access_log": False, **settings}))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -15,6 +15,14 @@ paused, draft or sent campaign mails nobody. Test knobs: ``latency`` per call, `
 (method, path) of every request. Feedback: ``unsubscribe-by-email-from-all-lists`` (recorded in
 ``unsubscribed_everywhere``), a campaign's ``unsubscribes`` and ``bounces`` listed newest first
 with pagination (``campaign_named``, ``add_unsubscribe``, ``add_bounce`` fill them).
+
+As recorded MailWizz servers answer: the 1.x signature covers an empty ``X-MW-REMOTE-ADDR``; the
+bulk call re-subscribes an existing **unsubscribed** subscriber without a word and its records
+carry no ``status``; ``force_optin`` leaves new subscribers ``unconfirmed``; search-by-email
+answers 422 for an address whose local part is not ASCII; ``fields_create_answer`` (404 / 405)
+plays an install without ``POST lists/{uid}/fields``; a duplicate tag is "The tag attribute must
+be unique in the mail list!"; ``company_complete=False`` makes ``POST lists`` without
+``company[...]`` a 422 naming the company fields.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import anyio
 from starlette.applications import Starlette
@@ -65,6 +73,15 @@ def parse_php_form(pairs: list[tuple[str, str]]) -> dict:
     return out
 
 
+COMPANY_FIELDS = {"name": "Name", "country_id": "Country", "address_1": "Address", "city": "City", "zip_code": "Zip code"}
+
+
+def valid_email(email: str) -> bool:
+    """MailWizz's own address check, as far as the engine meets it: an ASCII local part, one @, a dotted domain."""
+    local, at, domain = email.partition("@")
+    return bool(at and local and local.isascii() and re.fullmatch(r"[^@\s]+", local) and re.fullmatch(r"[^@\s]+\.[^@\s]+", domain))
+
+
 def _uid() -> str:
     return uuid.uuid4().hex[:13]
 
@@ -78,6 +95,7 @@ class MailwizzState:
     campaigns: dict[str, dict] = field(default_factory=dict)
     blacklist: set[str] = field(default_factory=set)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    last_headers: dict[str, str] = field(default_factory=dict)  # of the last request (lower-case names)
     failures: int = 0
     failing: tuple[str, str] | None = None  # (method, path) the next failures apply to; None: any call
     throttles: int = 0
@@ -85,6 +103,10 @@ class MailwizzState:
     canned: dict[tuple[str, str], tuple[int, bytes]] = field(default_factory=dict)  # (method, path) -> raw answer
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (campaign name, email) mailed by the cron
     cron_on_every_call: bool = False  # MailWizz's cron running all along: it runs after each API call
+    # --- how a given install answers (REFERENCE, "Checked against the official SDKs") ---
+    fields_create_answer: int | None = None  # 404 / 405: POST lists/{uid}/fields does not exist (2.1.13, 1.9.4)
+    force_optin: bool = False  # the customer group's lists.force_optin_process: new subscribers stay unconfirmed
+    company_complete: bool = True  # the customer's company profile, which POST lists falls back to
     # --- feedback (suppression push, unsubscribe / bounce polls) ---
     campaign_unsubscribes: dict[str, list[dict]] = field(default_factory=dict)  # campaign uid -> records, oldest first
     campaign_bounces: dict[str, list[dict]] = field(default_factory=dict)
@@ -172,6 +194,20 @@ def _page(request: Request, records: list[dict]) -> JSONResponse:
     })
 
 
+def _php_encode(text: str) -> str:
+    """PHP's urlencode: ``+`` for a space, every byte but ``A-Za-z0-9_.-`` as ``%XX``."""
+    return "".join(
+        chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "_.-") else "+" if b == 0x20 else f"%{b:02X}"
+        for b in text.encode()
+    )
+
+
+def _http_build_query(pairs: list[tuple[str, str]]) -> str:
+    """``ksort($params, SORT_STRING)`` on the top-level key, then ``http_build_query``."""
+    ordered = sorted(pairs, key=lambda p: p[0].split("[", 1)[0])
+    return "&".join(f"{_php_encode(k)}={_php_encode(v)}" for k, v in ordered)
+
+
 def _check_auth(state: MailwizzState, request: Request, body_pairs: list[tuple[str, str]]) -> str | None:
     headers = request.headers
     if "x-mw-signature" in headers:
@@ -184,14 +220,15 @@ def _check_auth(state: MailwizzState, request: Request, body_pairs: list[tuple[s
             return "Invalid API key."
         if abs(time.time() - stamp) > SIGNATURE_MAX_AGE_S:
             return "Your request expired."
-        special = {k: headers.get(k.lower(), "") for k in ("X-MW-PUBLIC-KEY", "X-MW-TIMESTAMP", "X-MW-REMOTE-ADDR")}
-        params = sorted([(k, v) for k, v in special.items() if v] + body_pairs, key=lambda p: p[0].split("[", 1)[0])
-        query = sorted(parse_qsl(request.url.query, keep_blank_values=True), key=lambda p: p[0].split("[", 1)[0])
+        # As MailWizz 1.x checks it: the three special headers always take part, an absent or empty
+        # X-MW-REMOTE-ADDR as "X-MW-REMOTE-ADDR=", merged with the body; GET params go on the URL.
+        special = [(k, headers.get(k.lower(), "")) for k in ("X-MW-PUBLIC-KEY", "X-MW-TIMESTAMP", "X-MW-REMOTE-ADDR")]
+        query = parse_qsl(request.url.query, keep_blank_values=True)
         url = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
         if query:
-            url += "?" + urlencode(query)
-        separator = "&" if request.method == "GET" and query else "?"
-        text = f"{request.method} {url}{separator}{urlencode(params)}"
+            url += "?" + _http_build_query(query)
+        separator = "&" if query else "?"
+        text = f"{request.method} {url}{separator}{_http_build_query(special + body_pairs)}"
         expected = hmac.new(state.private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
         if not hmac.compare_digest(expected, headers["x-mw-signature"]):
             return "Invalid API request signature."
@@ -211,6 +248,7 @@ def build_app(state: MailwizzState) -> Starlette:
                 form_pairs = parse_qsl(raw.decode(), keep_blank_values=True)
             with state.lock:
                 state.calls.append((request.method, request.url.path))
+                state.last_headers = dict(request.headers)
             if state.latency:
                 await anyio.sleep(state.latency)
             canned = state.canned.get((request.method, request.url.path))
@@ -243,6 +281,9 @@ def build_app(state: MailwizzState) -> Starlette:
                                                              ("from_name", defaults.get("from_name"))) if not v}
         if problems:
             return _error(422, problems)
+        company = form.get("company") if isinstance(form.get("company"), dict) else {}
+        if not company and not state.company_complete:  # no company[...]: the customer's profile is used, and it is incomplete
+            return _error(422, {"company": {k: f"{label} cannot be blank." for k, label in COMPANY_FIELDS.items()}})
         uid = _uid()
         fields = [{"tag": t, "label": t.title(), "required": "yes" if t == "EMAIL" else "no", "type": {"identifier": "text"}}
                   for t in ("EMAIL", "FNAME", "LNAME")]
@@ -258,35 +299,44 @@ def build_app(state: MailwizzState) -> Starlette:
         return _ok({"records": lst(list_uid)["fields"]})
 
     def fields_create(request, form, list_uid):
+        if state.fields_create_answer:  # an install without the route
+            return _error(state.fields_create_answer, "Page not found." if state.fields_create_answer == 404 else "Method Not Allowed")
         if not lst(list_uid):
             return _error(404, "The subscribers list does not exist.")
         tag, label = form.get("tag", ""), form.get("label", "")
         if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,49}", tag or "") or not label:
             return _error(422, {"tag": "Tag must be upper case letters, digits and _; label is required."})
         if any(f["tag"] == tag for f in lst(list_uid)["fields"]):
-            return _error(422, {"tag": "Tag has already been taken."})
+            return _error(422, {"tag": "The tag attribute must be unique in the mail list!"})
         lst(list_uid)["fields"].append({"tag": tag, "label": label, "required": "no", "type": {"identifier": "text"}})
         return JSONResponse({"status": "success", "field_id": len(lst(list_uid)["fields"])}, status_code=201)
 
-    def _add(list_uid, values: dict) -> tuple[dict | None, dict | None]:
+    def _add(list_uid, values: dict, *, bulk: bool = False) -> tuple[dict | None, dict | None]:
         email = (values.get("EMAIL") or "").strip()
-        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        if not valid_email(email):
             return None, {"EMAIL": "Email is not a valid email address."}
         if email.lower() in state.blacklist:
             return None, {"EMAIL": "This email address is blacklisted."}
         subs = state.subscribers(list_uid)
-        if any(s["EMAIL"].lower() == email.lower() for s in subs.values()):
-            return None, {"EMAIL": "The subscriber already exists in this list."}
         tags = {f["tag"] for f in lst(list_uid)["fields"]}
+        existing = next((s for s in subs.values() if s["EMAIL"].lower() == email.lower()), None)
+        if existing is not None and bulk and existing["status"] == "unsubscribed":
+            # the bulk call subscribes an unsubscribed address again, and says nothing about it
+            existing.update({k: v for k, v in values.items() if k in tags}, status="unconfirmed" if state.force_optin else "confirmed")
+            return existing, None
+        if existing is not None:
+            return None, {"EMAIL": "The subscriber already exists in this list."}
         suid = _uid()
-        record = {"subscriber_uid": suid, "status": "confirmed", **{k: v for k, v in values.items() if k in tags}}
+        record = {"subscriber_uid": suid, "status": "unconfirmed" if state.force_optin else "confirmed",
+                  **{k: v for k, v in values.items() if k in tags}}
         subs[suid] = record
         return record, None
 
     def subscribers_index(request, form, list_uid):
         if not lst(list_uid):
             return _error(404, "The subscribers list does not exist.")
-        return _page(request, list(state.subscribers(list_uid).values()))
+        status = request.query_params.get("status")
+        return _page(request, [s for s in state.subscribers(list_uid).values() if status in (None, s["status"])])
 
     def subscriber_create(request, form, list_uid):
         if not lst(list_uid):
@@ -306,14 +356,18 @@ def build_app(state: MailwizzState) -> Starlette:
         records = []
         for key in sorted(given, key=lambda k: int(k) if k.isdigit() else 0):
             values = given[key] if isinstance(given[key], dict) else {}
-            record, errors = _add(list_uid, values)
-            records.append({"data": record or dict(values), **({"errors": errors} if errors else {})})
+            record, errors = _add(list_uid, values, bulk=True)
+            # the answer holds the field values and the uid (>= 1.9.15), never the status
+            shown = {k: v for k, v in (record or values).items() if k != "status"}
+            records.append({"data": shown, **({"errors": errors} if errors else {})})
         return _ok({"records": records}, 201)
 
     def search_by_email(request, form, list_uid):
         if not lst(list_uid):
             return _error(404, "The subscribers list does not exist.")
         email = request.query_params.get("EMAIL", "").lower()
+        if not valid_email(email):
+            return _error(422, "Please provide a valid email address.")
         found = next((s for s in state.subscribers(list_uid).values() if s["EMAIL"].lower() == email), None)
         if found is None:
             return _error(404, "The subscriber does not exist in this list.")

@@ -20,10 +20,13 @@ Sessions are counted through :class:`email_engine_tests.smtp_server.SessionLog`.
 Accounting (``accounting_dir=``): every accepted message APPENDS one line per recipient to
 ``<dir>/acct-YYYY-MM-DD-0001.csv`` (the header first, PowerMTA's column names): ``d``, or ``b``
 with the ``bounceCat`` / DSN set for that recipient by :meth:`PowerMtaStandIn.bounce`; ``envId``
-is the ENVID received (or the ``x-envid`` header), ``jobId`` the ``x-job`` header.
+is the ENVID received (or the ``x-envid`` header), ``jobId`` the ``x-job`` header. As in PowerMTA, a
+header counts only where the ``<source>`` processes it: ``process_x`` (default all three) lists the
+ones this stand-in's ``<source>`` sets ``process-x-...`` for; another leaves ``jobId`` / ``envId``
+empty (and ``vmta`` the default).
 :meth:`PowerMtaStandIn.complain` appends an ``f`` (FBL) line; :class:`AccountingFile` writes
 lines by hand. :func:`running_management` serves PowerMTA's HTTP management API (``/status``,
-``/queues``, ``?format=json``, ``X-API-Key``).
+``/queues``, ``?format=json``, ``X-API-Key``; or, as some versions may, XML or JSON without the envelope).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from email_engine_tests.http_servers import serving
@@ -124,19 +127,22 @@ class _State:
     received: list[ReceivedMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     accounting: AccountingFile | None = None
+    process_x: frozenset[str] = frozenset({"x-job", "x-virtual-mta", "x-envid"})
     bounces: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)  # rcpt -> (bounceCat, status, diag)
 
     def account(self, message: ReceivedMessage) -> None:
         """The accounting lines of an accepted message: ``d``, or ``b`` for a recipient set to bounce."""
         envid = message.mail_parameters.get("ENVID")
         header_envid = (message.header("x-envid") or [None])[0]
-        job = (message.header("x-job") or [None])[0]
-        vmta = (message.header("x-virtual-mta") or [None])[0]
+        job = self.processed(message, "x-job")
+        vmta = self.processed(message, "x-virtual-mta")
+        if not isinstance(envid, str):
+            envid = self.processed(message, "x-envid")
         now = accounting_time()
         lines = []
         for rcpt in message.recipients:
             common = {"timeLogged": now, "timeQueued": now, "orig": message.mail_from, "rcpt": rcpt,
-                      "orcpt": f"rfc822;{rcpt}", "jobId": job, "vmta": vmta, "envId": envid if isinstance(envid, str) else None,
+                      "orcpt": f"rfc822;{rcpt}", "jobId": job, "vmta": vmta, "envId": envid,
                       "header_x-envid": header_envid, "srcType": "smtp", "srcMta": "client.test.local",
                       "dlvType": "smtp", "dlvSize": str(len(message.data)), "queue": f"{rcpt.rpartition('@')[2]}/{vmta or 'default'}"}
             with self.lock:
@@ -150,6 +156,10 @@ class _State:
                 lines.append({**common, "type": "b", "dsnAction": "failed", "dsnStatus": status or default_status,
                               "dsnDiag": diag or default_diag.format(rcpt=rcpt), "dsnMta": "mx.test.local", "bounceCat": cat})
         self.accounting.append(*lines)
+
+    def processed(self, message: ReceivedMessage, header: str) -> str | None:
+        """The header's value where the <source> processes it (``process-x-...``); else PowerMTA ignores it."""
+        return (message.header(header) or [None])[0] if header in self.process_x else None
 
     def delay(self, verb: str) -> float:
         return self.delays.get(verb, self.command_delay_s)
@@ -350,12 +360,14 @@ class PowerMtaStandIn:
         idle_timeout_s: float = 300.0,
         host: str = LOOPBACK,
         accounting_dir: str | Path | None = None,
+        process_x: tuple[str, ...] = ("x-job", "x-virtual-mta", "x-envid"),
     ) -> None:
         self.host = host
         self.port = free_port(host)
         self.log = SessionLog()
         self.state = _State(dsn=dsn, pipelining=pipelining, command_delay_s=command_delay_s, delays=dict(delays or {}),
-                            accounting=AccountingFile(accounting_dir) if accounting_dir is not None else None)
+                            accounting=AccountingFile(accounting_dir) if accounting_dir is not None else None,
+                            process_x=frozenset(h.lower() for h in process_x))
         self._controller = _Controller(
             _Handler(self.state, self.log),
             self.log,
@@ -424,7 +436,8 @@ class PowerMtaStandIn:
                 continue
             envid = message.mail_parameters.get("ENVID")
             lines.append({"type": "f", "timeLogged": accounting_time(), "orig": message.mail_from, "rcpt": recipient,
-                          "jobId": (message.header("x-job") or [None])[0], "envId": envid if isinstance(envid, str) else None,
+                          "jobId": self.state.processed(message, "x-job"),
+                          "envId": envid if isinstance(envid, str) else self.state.processed(message, "x-envid"),
                           "header_x-envid": (message.header("x-envid") or [None])[0], "feedbackType": feedback_type,
                           "format": format, "userAgent": "ExampleFBL/1.0", "reportingMta": "dns;fbl.test.local"})
         if lines:
@@ -448,6 +461,19 @@ class ManagementState:
         {"queue": "example.com/vmta1", "rcp": 12, "kb": 324, "paused": False, "mode": "backoff"},
     ])
     requests: list[str] = field(default_factory=list)
+    # The JSON envelope is unconfirmed (REFERENCE.md): "xml" answers XML whatever the format asked
+    # (what public tools read with ?format=xml), "bare" answers the data as JSON without the envelope.
+    answer_as: str = "envelope"
+
+
+def _xml(name: str, data) -> str:
+    if isinstance(data, dict):
+        inner = "".join(_xml(k, v) for k, v in data.items())
+    elif isinstance(data, list):
+        inner = "".join(_xml("item", v) for v in data)
+    else:
+        inner = str(data)
+    return f"<{name}>{inner}</{name}>"
 
 
 def build_management_app(state: ManagementState) -> Starlette:
@@ -455,6 +481,10 @@ def build_management_app(state: ManagementState) -> Starlette:
         state.requests.append(f"{request.url.path}?{request.url.query}")
         if state.api_key is not None and request.headers.get("x-api-key") != state.api_key:
             return JSONResponse({"data": None, "status": "error", "message": "unauthorized"}, status_code=401)
+        if state.answer_as == "xml":
+            return Response('<?xml version="1.0"?>' + _xml("rsp", {"data": data}), media_type="text/xml")
+        if state.answer_as == "bare":
+            return JSONResponse(data)
         if request.query_params.get("format") != "json":
             return JSONResponse({"data": None, "status": "error", "message": "format=json expected"}, status_code=400)
         return JSONResponse({"data": data, "status": "success", "message": ""})

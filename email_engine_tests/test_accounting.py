@@ -19,6 +19,7 @@ from email_engine_assets.feedback.events import bounce_class
 from email_engine_resources.powermta_config import (
     MAX_CONFIG_BYTES,
     PowerMtaConfigError,
+    header_settings,
     parse_powermta_config,
     read_powermta_config,
 )
@@ -131,10 +132,54 @@ def test_hostile_lines_are_kept_not_fatal():
     assert len(parsed.kept["raw_line"][0]) <= 4096
 
 
-@pytest.mark.parametrize("header", [b"rcpt,jobId", b"type,rcpt,type", b"\xff\xfe"])
-def test_a_header_that_is_no_accounting_header_is_refused(header):
-    with pytest.raises(HeaderError):
+@pytest.mark.parametrize("header", [b"rcpt,jobId", b"\xff\xfe", b"types,rcpt"])
+def test_a_header_without_a_type_column_is_refused(header):
+    with pytest.raises(HeaderError, match="no 'type' column"):
         header_columns(header)
+
+
+# A published multi-type production header (d, b, f, rb records and kept headers): rcvSourceIp comes twice.
+PUBLISHED_HEADER = (
+    b"type,timeLogged,timeQueued,orig,rcpt,orcpt,dsnAction,dsnStatus,dsnDiag,dsnMta,bounceCat,srcType,srcMta,dlvType,"
+    b"dlvSourceIp,dlvDestinationIp,dlvEsmtpAvailable,dlvSize,vmta,jobId,envId,queue,vmtaPool,header_x-sp-subaccount-id,"
+    b"header_x-sp-message-id,repSourceIp,feedbackType,format,userAgent,reportingMta,reportedDomain,header_From,"
+    b"header_Return-Path,header_X-job,header_Subject,rcvSourceIp,rcvSourceIp,dsnReportingMta"
+)
+
+
+def _published_line(**values: str) -> str:
+    names = PUBLISHED_HEADER.decode().split(",")
+    row = dict.fromkeys(names, "")
+    row.update(values)
+    return ",".join(row[n] for n in names)
+
+
+def test_a_header_naming_a_column_twice_is_read_and_the_first_non_empty_value_wins():
+    columns = header_columns(PUBLISHED_HEADER)
+    assert columns.count("rcvSourceIp") == 2
+    # rcpt named twice (a hand-merged header): the first column is empty on one line, filled on the other
+    header = b"type,timeLogged,rcpt,jobId,envId,rcpt,bounceCat,bounceCat"
+    data = lines(f"d,{T},,acme.spring,TokA,second@example.com,,",
+                 f"b,{T},first@example.com,acme.spring,TokB,other@example.com,,bad-mailbox")
+    parsed = parse(data, header=header)
+    assert parsed.events.select("email", "bounce_class").rows() == [("second@example.com", None),
+                                                                      ("first@example.com", "hard")]
+    assert parsed.kept.height == 0
+
+
+def test_the_published_header_with_sample_lines_maps_by_name():
+    data = lines(
+        _published_line(type="d", timeLogged="2019-02-08 21:54:05+0000", timeQueued="2019-02-08 21:54:05+0000",
+                         orig="AA-D=1181.com@bounce.bar.com", rcpt="D@1181.com", dsnAction="relayed",
+                         dsnStatus="2.0.0 (success)", dsnDiag="smtp;250 DATA ok", vmta="vmta48", jobId="acme.spring",
+                         envId="TokD", queue="1181.com/vmta48", rcvSourceIp="10.1.2.3"),
+        _published_line(type="f", timeLogged="2019-02-08 22:00:00+0000", rcpt="A@yahoo.com", feedbackType="abuse",
+                        format="arf", **{"header_X-job": "acme.spring"}),
+    )
+    parsed = parse(data, header=PUBLISHED_HEADER)
+    assert parsed.events.select("event_type", "email", "token").rows() == [
+        ("delivered", "d@1181.com", "TokD"), ("complained", "a@yahoo.com", None)]
+    assert parsed.kept.height == 0
 
 
 def test_bounce_classes_agree_with_the_bounce_rule():
@@ -245,6 +290,17 @@ def test_management_figures_from_status_and_queues():
         assert "wrong-key" not in str(caught.value)
 
 
+@pytest.mark.parametrize(("answer_as", "message"), [
+    ("xml", "HTTP 200, an XML answer, not the expected JSON envelope"),
+    ("bare", "HTTP 200, JSON without the expected envelope"),
+])
+def test_management_names_an_answer_that_is_not_the_json_envelope(answer_as, message):
+    with running_management(ManagementState(answer_as=answer_as)) as (url, _state):
+        with PowerMtaManagement(url, allow_private=True) as api:
+            with pytest.raises(PowerMtaManagementError, match=message):
+                api.figures()
+
+
 def test_management_refuses_a_private_target_unless_allowed():
     with running_management() as (url, _state):
         with PowerMtaManagement(url) as api:
@@ -258,3 +314,121 @@ def test_time_forms_all_become_utc():
     got = [d.isoformat() for d in parse(data).events["occurred_at"]]
     assert got == ["2026-11-29T14:30:00+00:00", "2026-11-29T11:00:00+00:00", "2026-11-29T12:00:00+00:00",
                    "2026-11-29T12:00:00+00:00"]
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("1764417600", "2025-11-29T12:00:00+00:00"),  # Unix seconds ("normally time_t")
+    ("1764417600.25", "2025-11-29T12:00:00.250000+00:00"),
+    ("2012-06-12 00:11:57-0500", "2012-06-12T05:11:57+00:00"),
+    ("2026-11-29T12:00:00Z", "2026-11-29T12:00:00+00:00"),
+    ("2026-11-29T12:00:00+01:00", "2026-11-29T11:00:00+00:00"),
+    ("2026-11-29T12:00:00.5-02:00", "2026-11-29T14:00:00.500000+00:00"),
+    ("yesterday", None),
+    ("20261129", None),  # a bare date is no epoch
+])
+def test_epoch_seconds_offsets_and_iso_forms_become_utc(text, utc):
+    parsed = parse(lines(f"d,{text},o,a@example.com,,,,acme.c,,,,"))
+    if utc is None:
+        assert parsed.kept["reason"].to_list() == ["bad_time"]
+    else:
+        assert [d.isoformat() for d in parsed.events["occurred_at"]] == [utc]
+
+
+def test_time_queued_stands_in_when_time_logged_is_absent():
+    parsed = parse(lines("d,1764417600,a@example.com,acme.c"), header=b"type,timeQueued,rcpt,jobId")
+    assert [d.isoformat() for d in parsed.events["occurred_at"]] == ["2025-11-29T12:00:00+00:00"]
+
+
+def test_includes_are_followed_relative_paths_and_globs_in_name_order(tmp_path):
+    (tmp_path / "customs").mkdir()
+    (tmp_path / "customs" / "10-vmtas.conf").write_text(
+        "<virtual-mta vmta1> smtp-source-host 192.0.2.10 mta1.example.com </virtual-mta>\n")
+    (tmp_path / "customs" / "20-pools.conf").write_text(
+        "<virtual-mta-pool pool1>\n  virtual-mta vmta1\n</virtual-mta-pool>\n")
+    (tmp_path / "customs" / "notes.txt").write_text("<virtual-mta-pool broken>\n")  # not matched by the glob
+    (tmp_path / "acct.conf").write_text("<acct-file /var/log/pmta/acct.csv>\n  records all\n</acct-file>\n")
+    (tmp_path / "config").write_text("include customs/*.conf   # relative glob\ninclude acct.conf\nhttp-mgmt-port 8080\n")
+    config = read_powermta_config(tmp_path / "config")
+    assert config.virtual_mtas == {"vmta1"} and config.pools == {"pool1": ("vmta1",)}
+    assert config.acct_files[0].path == "/var/log/pmta/acct.csv" and config.http_mgmt_port == 8080
+    assert [p.rsplit("/", 1)[-1] for p in config.files] == ["config", "10-vmtas.conf", "20-pools.conf", "acct.conf"]
+    (tmp_path / "customs" / "20-pools.conf").write_text("<virtual-mta-pool pool1>\n  virtual-mta ghost\n</virtual-mta-pool>\n")
+    with pytest.raises(PowerMtaConfigError, match=r"20-pools.conf, line 1: pool 'pool1' names 'ghost'"):
+        read_powermta_config(tmp_path / "config")
+
+
+def test_an_include_cycle_and_a_missing_include_are_refused_naming_file_and_line(tmp_path):
+    (tmp_path / "a.conf").write_text("# a\ninclude b.conf\n")
+    (tmp_path / "b.conf").write_text("\n\ninclude ./a.conf\n")
+    with pytest.raises(PowerMtaConfigError, match=r"b.conf, line 3: include cycle refused: .*/a.conf -> .*/b.conf -> .*/a.conf$"):
+        read_powermta_config(tmp_path / "a.conf")
+    (tmp_path / "self.conf").write_text("include self.conf\n")
+    with pytest.raises(PowerMtaConfigError, match="include cycle refused"):
+        read_powermta_config(tmp_path / "self.conf")
+    (tmp_path / "c.conf").write_text("include gone.conf\n")
+    with pytest.raises(PowerMtaConfigError, match=r"c.conf, line 1: .*gone.conf: cannot be read"):
+        read_powermta_config(tmp_path / "c.conf")
+    (tmp_path / "d.conf").write_text("include none/*.conf\n")  # a glob matching nothing includes nothing
+    assert read_powermta_config(tmp_path / "d.conf").acct_files == ()
+
+
+@pytest.mark.parametrize(("records", "expected"), [
+    ("records d,b,t", ("d", "b", "t")),
+    ("records d b f", ("d", "b", "f")),
+    ("records d, b, rb", ("d", "b", "rb")),
+    ("records all", ("d", "b", "t", "tq", "r", "f", "rb", "rs")),
+    ("records d b f move-interval 1d", ("d", "b", "f")),  # a one-line section: records stops at the next setting
+    ("move-interval 1d", ("d", "b")),  # PowerMTA's default
+])
+def test_records_in_all_its_forms(records, expected):
+    one_line = parse_powermta_config(f"<acct-file /var/log/pmta/acct.csv> {records} max-size 250M </acct-file>\n")
+    many_lines = parse_powermta_config(f"<acct-file /var/log/pmta/acct.csv>\n    {records}\n    max-size 250M\n</acct-file>\n")
+    assert one_line.acct_files[0].records == many_lines.acct_files[0].records == expected
+
+
+def test_records_naming_no_record_type_is_refused():
+    with pytest.raises(PowerMtaConfigError, match="pmta.conf, line 1: records names 'x'"):
+        parse_powermta_config("<acct-file /a/acct.csv>\nrecords d,x\n</acct-file>\n", "pmta.conf")
+
+
+def test_acct_file_names_rotation_and_move_to():
+    config = parse_powermta_config("<acct-file /var/log/pmta/acct.csv>\n records d,b\n move-to /archive/pmta\n</acct-file>\n"
+                                   "<acct-file /var/log/pmta/acct-bounced.csv> records b move-to old </acct-file>\n")
+    acct, bounced = config.acct_files
+    assert acct.locations() == ("/var/log/pmta", "/archive/pmta")
+    assert bounced.locations() == ("/var/log/pmta", "/var/log/pmta/old")
+    names = ["acct.csv", "acct-2026-11-29-0000.csv", "acct-2026-11-29-0000-1.csv", "acct-bounced.csv",
+             "acct-bounced-2026-11-29-0000.csv", "acct.csv.bak", "acct-notes.csv"]
+    assert [n for n in names if acct.names().fullmatch(n)] == names[:3]
+    assert [n for n in names if bounced.names().fullmatch(n)] == ["acct-bounced.csv", "acct-bounced-2026-11-29-0000.csv"]
+
+
+SOURCES = """\
+<source 0/0>
+    smtp-service yes
+</source>
+<source 10.0.0.0/8> process-x-job yes process-x-virtual-mta yes </source>
+<source 10.1.2.3>
+    process-x-job yes
+    process-x-virtual-mta yes
+    process-x-envid yes
+</source>
+<source {auth}>
+    process-x-job yes
+</source>
+"""
+
+
+@pytest.mark.parametrize(("address", "match", "missing", "envid"), [
+    ("10.1.2.3", "10.1.2.3", [], True),  # the exact address beats the CIDR and 0/0
+    ("10.9.9.9", "10.0.0.0/8", [], False),  # envid not processed: the ENVID goes on MAIL FROM
+    ("192.0.2.7", "0/0", ["process-x-job", "process-x-virtual-mta"], False),
+    ("::ffff:10.1.2.3", "10.1.2.3", [], True),
+])
+def test_the_most_specific_source_block_says_which_header_settings_are_missing(address, match, missing, envid):
+    config = parse_powermta_config(SOURCES)
+    block, lacking, x_envid = header_settings(config, address, virtual_mta=True)
+    assert (block.match, lacking, x_envid) == (match, missing, envid)
+    assert header_settings(config, "192.0.2.7", virtual_mta=False)[1] == ["process-x-job"]
+    assert header_settings(parse_powermta_config("<source 10.0.0.0/8>\n</source>\n"), "192.0.2.7", virtual_mta=False) == (
+        None, ["process-x-job"], False)

@@ -222,6 +222,68 @@ def test_accounting_dir_defaults_to_the_acct_file_of_the_config(engine, tmp_path
     assert "never closed" in apply_accounting(engine, tenant)["problems"][0]
 
 
+def _tenant_with_config(tmp_path, conf) -> object:
+    text = textwrap.dedent(f"""\
+        id: acme
+        name: acme
+        sources:
+          - id: crm
+            priority: 10
+        transports:
+          - name: pmta
+            kind: powermta
+            host: 127.0.0.1
+            bounce_address: bounces@example.com
+            config_file: {conf}
+        """)
+    return parse_tenant(tmp_path / "acme.yaml", text)
+
+
+def test_files_are_found_under_the_base_name_its_rotation_names_and_the_move_to_directory(engine, db_url, tmp_path, workspace):
+    """PowerMTA writes ``<base>-YYYY-MM-DD-HHMM.csv`` for ``<acct-file .../pmta.csv>`` and moves rotated files to
+    ``move-to``; the acct-file sits in an included file. Another stream's files and other names are left alone."""
+    with engine.begin() as conn:
+        tokens = ledger(conn, "acme", *(f"u{i}@example.com" for i in range(6)))
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "acct.conf").write_text(
+        f"<acct-file {tmp_path}/logs/pmta.csv>\n  records d b f\n  move-to {tmp_path}/archive\n  move-interval 1h\n</acct-file>\n")
+    conf = tmp_path / "config"
+    conf.write_text("include conf.d/*.conf\n")
+    files = {
+        "logs/pmta.csv": 0, "logs/pmta-2026-11-29-1200.csv": 1, "archive/pmta-2026-11-29-1100.csv": 2,
+        "archive/pmta-2026-11-29-1000-1.csv": 3, "logs/pmta-diag.csv": 4, "archive/acct-2026-11-29-1000.csv": 5,
+    }
+    for name, i in files.items():
+        AccountingFile(tmp_path / os.path.dirname(name), os.path.basename(name)).append(
+            d(f"u{i}@example.com", tokens[f"u{i}@example.com"]))
+    tenant = _tenant_with_config(tmp_path, conf)
+    result = apply_accounting(engine, tenant)
+    assert result["files"] == 4 and result["linked"] == 4 and "problems" not in result
+    assert sorted(e[2] for e in events(engine, "acme")) == [f"u{i}@example.com" for i in range(4)]
+    # PowerMTA moves the newest rotated file: it keeps its name and its offset, nothing is read twice
+    AccountingFile(tmp_path / "logs", "pmta-2026-11-29-1200.csv").append(d("u5@example.com", tokens["u5@example.com"]))
+    os.rename(tmp_path / "logs" / "pmta-2026-11-29-1200.csv", tmp_path / "archive" / "pmta-2026-11-29-1200.csv")
+    result = apply_accounting(engine, tenant)
+    assert result["files"] == 1 and result["lines"] == 1 and result["restarted_files"] == 0 and result["linked"] == 1
+    # a move-to directory that is not there (yet) is no problem; PowerMTA's own directory must be
+    for moved in (tmp_path / "archive").iterdir():
+        os.unlink(moved)
+    os.rmdir(tmp_path / "archive")
+    assert "problems" not in apply_accounting(engine, tenant)
+
+
+def test_a_file_with_the_published_multi_type_header_is_read_not_refused(engine, tmp_path):
+    from email_engine_tests.test_accounting import PUBLISHED_HEADER
+
+    with engine.begin() as conn:
+        tokens = ledger(conn, "acme", "a@example.com")
+    columns = PUBLISHED_HEADER.decode().split(",")
+    acct = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv", columns=tuple(columns))
+    acct.append(d("a@example.com", tokens["a@example.com"]))
+    result = apply_accounting(engine, tenant_config(tmp_path, "acme", tmp_path / "acct"))
+    assert "problems" not in result and result["linked"] == 1
+
+
 def test_the_sensor_requests_one_run_per_tenant_with_new_bytes(engine, db_url, tmp_path, workspace):
     workspace.tenant("acme", textwrap.dedent(f"""\
         id: acme
@@ -264,6 +326,7 @@ def test_the_sensor_requests_one_run_per_tenant_with_new_bytes(engine, db_url, t
 PMTA_CONF = """\
 <virtual-mta vmta1> smtp-source-host 192.0.2.1 a.example.com </virtual-mta>
 <virtual-mta-pool pool1> virtual-mta vmta1 </virtual-mta-pool>
+<source 127.0.0.1> process-x-job yes process-x-virtual-mta yes process-x-envid yes </source>
 """
 
 
@@ -338,25 +401,49 @@ def _send_metadata(instance) -> dict:
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
-@pytest.mark.parametrize("key", ["mgmt-key", "wrong-key"])
-def test_the_send_records_management_figures_and_a_failure_is_only_a_warning(engine, workspace, monkeypatch, tmp_path, key):
-    from email_engine_assets import campaign_runs
+@pytest.mark.parametrize(("key", "answer_as", "warning"), [
+    ("mgmt-key", "envelope", None),
+    ("wrong-key", "envelope", "HTTP 401: unauthorized"),
+    # the JSON envelope is unconfirmed: public tools read ?format=xml
+    ("mgmt-key", "xml", "HTTP 200, an XML answer, not the expected JSON envelope (this PowerMTA may answer only ?format=xml)"),
+    ("mgmt-key", "bare", "HTTP 200, JSON without the expected envelope"),
+])
+def test_the_send_records_management_figures_and_a_failure_is_only_a_warning(
+        engine, workspace, monkeypatch, tmp_path, scratch_database, capsys, key, answer_as, warning):
+    import json
+
+    from email_engine_assets import cli
+    from email_engine_resources import postgres as database
     from email_engine_tests.powermta_server import ManagementState, running_management
     from email_engine_tests.test_campaign_transports import PEOPLE, setup
 
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EMAIL_ENGINE_DAGSTER_DATABASE_URL", database.dagster_driver_url(scratch_database))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     conf = tmp_path / "pmta.conf"
     conf.write_text(PMTA_CONF)
     monkeypatch.setenv("ACME_PMTA_MGMT_KEY", key)
-    with PowerMtaStandIn(accounting_dir=tmp_path / "acct") as mta, running_management(ManagementState(api_key="mgmt-key")) as (url, _s):
-        setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], Transports(), transport="pmta")
-        with dg.instance_for_test() as instance:
-            outcome = campaign_runs.send("acme.spring", instance=instance)
-            assert outcome.failures == [] and outcome.as_json()["sent"] == 2
-            metadata = _send_metadata(instance)
-    if key == "mgmt-key":
+    state = ManagementState(api_key="mgmt-key", answer_as=answer_as)
+    try:
+        with PowerMtaStandIn(accounting_dir=tmp_path / "acct") as mta, running_management(state) as (url, _s):
+            setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], Transports(), transport="pmta")
+            assert cli.main(["campaign", "send", "acme.spring", "--json"]) == 0  # the send goes, whatever the answer
+            with dg.DagsterInstance.get() as instance:
+                metadata = _send_metadata(instance)
+    finally:
+        os.environ.pop("DAGSTER_HOME", None)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["sent"] == 2 and "failures" not in report
+    if warning is None:
         assert metadata["powermta"]["queued_recipients"] == 42 and metadata["powermta"]["connections_out"] == 7
+        assert "powermta_warning" not in metadata and "warnings" not in report and "warning:" not in captured.err
     else:
         assert "powermta" not in metadata
+        assert warning in metadata["powermta_warning"]
+        assert [w for w in report["warnings"] if warning in w] == report["warnings"] and len(report["warnings"]) == 1
+        assert f"warning: PowerMTA management figures not read: {url}/status: {warning}" in captured.err
+        assert "wrong-key" not in captured.err + captured.out + metadata["powermta_warning"]
     assert len(AccountingFile(tmp_path / "acct").path.read_bytes().splitlines()) == 3  # header + one line per message
 
 

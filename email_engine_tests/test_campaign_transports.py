@@ -219,6 +219,27 @@ def test_mailwizz_rows_handed_off_once_per_template_and_a_rerun_creates_nothing_
     assert {s.get("COMPANY") for s in en["subscribers"].values()} == {"Initech"}  # the custom list field filled
 
 
+def test_mailwizz_held_out_addresses_become_suppressions_and_bad_addresses_are_skipped(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state, people=[*MW_PEOPLE, ("jos\u00e9@example.com", "Jose", "en")])
+    with MailwizzInstance(url, state.api_key, allow_private=True) as mw:  # the list of an earlier, interrupted run
+        list_uid = mw.ensure_list("acme.spring.news_en", from_name="Acme", from_email="news@acme.example", reply_to="")
+        mw.client.post(f"lists/{list_uid}/subscribers", {"EMAIL": "bob@example.com"})
+    [bob] = state.subscribers(list_uid).values()
+    bob["status"] = "unsubscribed"  # bob left through MailWizz
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+    assert outcome.failures == [] and (outcome.counts["handed_off"], outcome.counts["failed"]) == (2, 1)
+    assert outcome.counts["skipped"]["bad_address"] == 1
+    rows = ledger(engine)
+    assert rows["bob@example.com"][0] == "failed" and "holds the address as unsubscribed" in rows["bob@example.com"][1]
+    assert rows["jos\u00e9@example.com"][0] == "skipped_bad_address"
+    assert bob["status"] == "unsubscribed"  # not subscribed again
+    with engine.connect() as conn:
+        made = conn.execute(sa.text("SELECT email, reason, detail FROM suppressions WHERE tenant_id = 'acme'")).all()
+    assert [(e, r) for e, r, _ in made] == [("bob@example.com", "unsubscribed")] and "campaign spring" in made[0][2]
+
+
 def test_mailwizz_pause_resume_and_cancel_follow_the_campaign(engine, workspace, monkeypatch, mailwizz):
     url, state = mailwizz
     mw_setup(workspace, engine, monkeypatch, url, state)
@@ -355,6 +376,38 @@ def test_a_template_mailwizz_cannot_carry_blocks_the_send_naming_file_line_and_c
     state_, detail, _ = ledger(engine)["cy@example.com"]
     assert state_ == "failed" and "no list content" in detail and "news_fr.yaml" in detail
     assert statuses(state) == {"acme.spring.news_en": "pending-sending"}
+
+
+def test_fields_mailwizz_cannot_create_block_the_send_naming_them_until_made_in_mailwizz(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    state.fields_create_answer = 404  # this MailWizz has GET lists/{uid}/fields only
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+        [blocked] = outcome.blocked
+        assert blocked["check"] == "preflight_renders" and "transport 'mw'" in blocked["reason"]
+        assert "create the list field(s) COMPANY (type text) on list acme.spring.news_en in MailWizz" in blocked["reason"]
+        assert outcome.counts["queued"] == 3 and state.campaigns == {}
+        en = state.list_by_name("acme.spring.news_en")  # the list is there for the operator to add the field to
+        assert en["subscribers"] == {}
+        en["fields"].append({"tag": "COMPANY", "label": "Company", "required": "no", "type": {"identifier": "text"}})
+        again = campaign_runs.send("acme.spring", instance=instance)
+    assert again.blocked == [] and again.counts["handed_off"] == 3
+    assert {s.get("COMPANY") for s in en["subscribers"].values()} == {"Initech"}
+
+
+def test_a_customer_without_company_details_blocks_the_send_naming_what_to_fill_in(engine, workspace, monkeypatch, mailwizz):
+    url, state = mailwizz
+    mw_setup(workspace, engine, monkeypatch, url, state)
+    state.company_complete = False
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance)
+        [blocked] = outcome.blocked
+        assert blocked["check"] == "preflight_renders"
+        assert "fill in the customer's company details in MailWizz (company name, country, address, city, zip code)" in blocked["reason"]
+        assert outcome.counts["queued"] == 3 and state.lists == {}
+        state.company_complete = True  # filled in
+        assert campaign_runs.send("acme.spring", instance=instance).counts["handed_off"] == 3
 
 
 def test_a_refused_key_or_an_unset_variable_fails_the_run_clearly_and_claims_nothing(engine, workspace, monkeypatch, mailwizz):

@@ -22,11 +22,7 @@ from email_engine_assets.contacts.normalise import REASON_ERASED
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.feedback.events import FeedbackEvent, events_frame
 from email_engine_assets.feedback.store import record_events
-from email_engine_assets.privacy.erasure import (
-    ERASED_TABLES,
-    erasure_hash,
-    literal_pattern,
-)
+from email_engine_assets.privacy.erasure import ERASED_TABLES, erasure_hash
 from email_engine_assets.privacy.store import email_sha256
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_resources.mailwizz import MailwizzInstance, Subscriber
@@ -196,10 +192,22 @@ def application_tables() -> list[str]:
     return sorted(names)
 
 
+def _forms(address: str) -> list[str]:
+    """The ways a file or a column may write the address: as is, JSON-escaped, percent-encoded."""
+    return [address.lower(), address.lower().replace("@", "\\u0040"), address.lower().replace("@", "%40")]
+
+
+def _pattern(address: str) -> str:
+    """A PostgreSQL regex for any form of the address not glued to a longer local part (so ``joann@`` is not ``ann@``)."""
+    literal = "|".join("".join(ch if ch.isalnum() else "\\" + ch for ch in form) for form in _forms(address))
+    return f"(^|[^a-z0-9._+-])({literal})"
+
+
 def _text_hits(conn, needle: str, skip_tenant: str) -> list[str]:
-    """Every (table.column) of every application table whose text holds ``needle`` (rows of ``skip_tenant`` aside)."""
+    """Every (table.column) of every application table whose text holds ``needle`` in any of its
+    forms (rows of ``skip_tenant`` aside); bytes are read as text (escaped bytes for non-UTF-8)."""
     columns = conn.execute(sa.text(
-        """SELECT c.table_name, c.column_name,
+        """SELECT c.table_name, c.column_name, c.data_type,
                   EXISTS (SELECT 1 FROM information_schema.columns t WHERE t.table_schema = 'public'
                           AND t.table_name = c.table_name AND t.column_name = 'tenant_id') AS has_tenant
            FROM information_schema.columns c JOIN information_schema.tables tb USING (table_schema, table_name)
@@ -208,11 +216,13 @@ def _text_hits(conn, needle: str, skip_tenant: str) -> list[str]:
            ORDER BY 1, 2"""), {"tables": application_tables()}).all()
     assert len(columns) > 40  # the scan sees the whole schema
     hits = []
-    for table, column, has_tenant in columns:
-        where = f'strpos(lower(CAST("{column}" AS text)), :n) > 0'
+    for table, column, data_type, has_tenant in columns:
+        text = (f"""replace(encode("{column}", 'escape'), '\\\\', '\\')""" if data_type == "bytea"
+                else f'CAST("{column}" AS text)')
+        where = f"lower({text}) ~ :p"
         if has_tenant:
             where += " AND tenant_id <> :skip"
-        if conn.execute(sa.text(f'SELECT count(*) FROM "{table}" WHERE {where}'), {"n": needle, "skip": skip_tenant}).scalar_one():
+        if conn.execute(sa.text(f'SELECT count(*) FROM "{table}" WHERE {where}'), {"p": _pattern(needle), "skip": skip_tenant}).scalar_one():
             hits.append(f"{table}.{column}")
     return hits
 
@@ -360,11 +370,244 @@ def test_every_table_naming_a_person_is_handled_by_forget(engine):
     assert set(ERASED_TABLES) - existing == set(), "ERASED_TABLES names a table that does not exist"
 
 
-def test_the_salted_hash_is_the_same_in_python_and_sql_and_patterns_are_literal(engine):
+def test_the_salted_hash_is_the_same_in_python_and_sql(engine):
     salt = bytes(range(32))
     with engine.connect() as conn:
         in_sql = conn.execute(sa.text("SELECT sha256(:s || convert_to(:e, 'UTF8'))"), {"s": salt, "e": "zoë+1@exämple.com"}).scalar_one()
         assert bytes(in_sql) == erasure_hash(salt, "zoë+1@exämple.com")
-        replaced = conn.execute(sa.text("SELECT regexp_replace(:v, :p, '[erased]', 'gi')"),
-                                {"v": "to <A.B+1@x.com>, not ab+1@xxcom", "p": literal_pattern("a.b+1@x.com")}).scalar_one()
-    assert replaced == "to <[erased]>, not ab+1@xxcom"
+
+
+# ---------------------------------------------------------------------------------------------
+# Exactly one person (issue 13 §5): by the key of parsed values, in the tables and on disk
+
+JOANN = "joann@example.com"
+ESCAPED = "ann\\u0040example.com"  # how a JSON writer may put Ann's address (the six characters \u0040)
+
+
+def test_ann_is_not_joann_for_export_and_forget(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    people = seed(engine, workspace, tmp_path, url)
+    (tmp_path / "jo.csv").write_text(f"email,first_name\n{JOANN},Jo\n{JOANN}@@,Broken Jo\n")
+    _import(engine, people["tenant"], "crm", tmp_path / "jo.csv")
+    with engine.begin() as conn:
+        jo = conn.execute(sa.text("SELECT contact_id FROM contacts WHERE tenant_id = 'acme' AND email = :e"), {"e": JOANN}).scalar_one()
+        conn.execute(sa.text(
+            """INSERT INTO campaign_sends (tenant_id, campaign, contact_id, email, state, token, detail)
+               VALUES ('acme', 'spring', :j, :e, 'sent', 'tok-jo', '250 ok for <JoAnn@example.com>')"""), {"j": jo, "e": JOANN})
+        conn.execute(sa.text(
+            """INSERT INTO webhook_inbox (tenant_id, kind, body, dedupe_key, applied_at, outcome)
+               VALUES ('acme', 'mailwizz', convert_to(:b, 'UTF8'), 'k-jo', now(), 'applied')"""),
+            {"b": json.dumps({"subscriber": {"attributes": {"email": JOANN}}})})
+        conn.execute(sa.text(
+            """INSERT INTO accounting_kept_lines (tenant_id, transport, file_name, byte_offset, line_digest, raw_line, reason)
+               VALUES ('acme', 'pmta', 'acct.csv', 1, 'd-jo', :l, 'unknown_type')"""), {"l": f"zz,2026-11-29,x@b.example,{JOANN}"})
+        record_events(conn, "acme", events_frame([FeedbackEvent(
+            "clicked", "mailwizz", datetime(2026, 11, 20, tzinfo=UTC), "c-jo", campaign="spring", email=JOANN,
+            url=f"https://acme.example/r?u={JOANN}")]))
+
+    def joann_rows(conn) -> dict:
+        return {
+            "rejected": conn.execute(sa.text("SELECT raw_text, reason FROM rejected_rows WHERE raw_text LIKE 'joann%'")).all(),
+            "contact": conn.execute(sa.text("SELECT first_name FROM contacts WHERE email = :e"), {"e": JOANN}).all(),
+            "send": conn.execute(sa.text("SELECT email, detail FROM campaign_sends WHERE token = 'tok-jo'")).all(),
+            "body": conn.execute(sa.text("SELECT body FROM webhook_inbox WHERE dedupe_key = 'k-jo'")).all(),
+            "kept": conn.execute(sa.text("SELECT raw_line FROM accounting_kept_lines WHERE line_digest = 'd-jo'")).all(),
+            "event": conn.execute(sa.text("SELECT email, url FROM delivery_events WHERE dedupe_key = 'c-jo'")).all(),
+        }
+
+    with engine.connect() as conn:
+        before = joann_rows(conn)
+    assert before["rejected"] and before["body"] and before["kept"] and before["event"]
+
+    assert cli.main(["contact", "export", "acme", ANN]) == 0
+    data = _json_out(capsys)
+    assert [(r["line"], r["raw_text"]) for r in data["rejected_rows"]] == [(4, "ann@example.com@@,Broken,,")]  # not Jo's line
+    assert [s["token"] for s in data["sends"]] == ["tok-ann", "tok-ann-2"]
+
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    counts = dict(line.strip().split(": ", 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert counts["rejected_rows"] == "1" and counts["webhook_inbox"] == "0" and counts["accounting_kept_lines"] == "0"
+    with engine.connect() as conn:
+        assert joann_rows(conn) == before  # JoAnn is untouched, to the byte
+        assert _text_hits(conn, ANN, "other") == []
+    assert cli.main(["contact", "export", "acme", JOANN]) == 0
+    jo_data = _json_out(capsys)
+    assert jo_data["erased_at"] is None and jo_data["contact"]["fields"]["first_name"]["value"] == "Jo"
+
+
+def test_an_escaped_address_is_found_in_raw_json(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    people = seed(engine, workspace, tmp_path, url)
+    escaped_line = '{"email": "' + ESCAPED + '@@", "first_name": "Esc"}'
+    (tmp_path / "push.ndjson").write_text(escaped_line + '\n{"email": "dee@example.com", "first_name": "Dee"}\n')
+    _import(engine, people["tenant"], "crm", tmp_path / "push.ndjson")
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            """INSERT INTO webhook_inbox (tenant_id, kind, body, dedupe_key, applied_at, outcome)
+               VALUES ('acme', 'mailwizz', convert_to(:b, 'UTF8'), 'k-esc', now(), 'applied')"""),
+            {"b": '{"event": {"type": "open"}, "subscriber": {"attributes": {"email": "' + ESCAPED.upper().replace("\\U", "\\u") + '"}}}'})
+    assert cli.main(["contact", "export", "acme", ANN]) == 0
+    data = _json_out(capsys)
+    assert [r["raw_text"] for r in data["rejected_rows"]] == ["ann@example.com@@,Broken,,", escaped_line]
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    counts = dict(line.strip().split(": ", 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert counts["rejected_rows"] == "2" and counts["webhook_inbox"] == "1"
+    with engine.connect() as conn:
+        assert _text_hits(conn, ANN, "other") == []
+        assert conn.execute(sa.text("SELECT count(*) FROM contacts WHERE email = 'dee@example.com'")).scalar_one() == 1
+
+
+PUSHES = {
+    "mixed": ('{"email": "' + ESCAPED + '", "first_name": "Ann"}\n{"email": "bob@example.com", "first_name": "Bob"}\n'
+              '{"email": "dee@example.com", "first_name": "Dee"}\n'),
+    "only": '{"email": "Ann@Example.com", "first_name": "Ann"}',
+    "array": '[{"email": "eve@example.com"}, {"email": "' + ESCAPED + '", "tags": ["x"]}]',
+}
+OPERATOR_CSV = 'email,first_name\njoann@example.com,Jo\n"Ann@Example.com","Ann\nLee"\nbob@example.com,Bob\n'
+OPERATOR_JSON = '[\n  {"email": "joann@example.com"},\n  {"email": "' + ESCAPED + '"}\n]\n'
+
+
+def seed_files(engine, workspace, tmp_path, url) -> dict:
+    """seed(), plus what the engine writes to disk (pushed contacts files, outbox messages) and files
+    an operator dropped into the inbox, all naming Ann somewhere."""
+    from email_engine_assets.feedback.inbox_store import store_body
+    from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
+    from email_engine_resources.outbox import Outbox
+
+    people = seed(engine, workspace, tmp_path, url)
+    with engine.begin() as conn:
+        ids = {name: store_body(conn, "acme", "contacts", "crm", body.encode(), "application/json")[0] for name, body in PUSHES.items()}
+    assert apply_webhook_rows(engine, workspace.root, people["tenant"])["files"] == 3
+    crm = workspace.root / "inbox" / "acme" / "crm"
+    pushed = {name: crm / f"webhook-{row}.{'ndjson' if name == 'mixed' else 'json'}" for name, row in ids.items()}
+    assert all(p.exists() for p in pushed.values())
+    _import(engine, people["tenant"], "crm", pushed["mixed"])  # imported before forget: in the ledger
+    outbox = Outbox()
+    with engine.connect() as conn:
+        sent = conn.execute(sa.text("SELECT token, row_id FROM campaign_sends WHERE state = 'sent'")).all()
+    eml = {}
+    for token, row_id in sent:
+        eml[token] = outbox.path("acme", "spring", row_id)
+        eml[token].parent.mkdir(parents=True, exist_ok=True)
+        who = ANN if token == "tok-ann" else "bob@example.com"
+        eml[token].write_bytes(f"To: <{who}>\r\nSubject: Spring\r\n\r\nHello {who}\r\n".encode())
+    operator = {"csv": crm / "list.csv", "json": workspace.root / "inbox" / "acme" / "events" / "notes.json"}
+    operator["json"].parent.mkdir(parents=True, exist_ok=True)
+    operator["csv"].write_text(OPERATOR_CSV)
+    operator["json"].write_text(OPERATOR_JSON)
+    return {**people, "pushed": pushed, "eml": eml, "operator": operator}
+
+
+def test_forget_erases_the_files_the_engine_wrote_and_lists_the_operators(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    from email_engine_assets.contacts.importer import file_digest, import_file
+
+    url, _ = mailwizz
+    s = seed_files(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "export", "acme", "ann@EXAMPLE.com"]) == 0
+    disk = _json_out(capsys)["files_on_disk"]
+    assert disk["outbox"] == [str(s["eml"]["tok-ann"])]
+    assert {(e["path"], tuple(e["lines"]), e["written_by"]) for e in disk["inbox"]} == {
+        (str(s["pushed"]["mixed"]), (1,), "webhook push"), (str(s["pushed"]["only"]), (1,), "webhook push"),
+        (str(s["pushed"]["array"]), (1,), "webhook push"),
+        (str(s["operator"]["csv"]), (3,), "operator"), (str(s["operator"]["json"]), (3,), "operator"),
+    }
+    assert cli.main(["contact", "explain", "acme", ANN]) == 0
+    text = capsys.readouterr().out
+    assert f"outbox message: {s['eml']['tok-ann']}" in text and f"inbox file (operator): {s['operator']['csv']}, line(s) 3" in text
+
+    assert cli.main(["contact", "forget", "acme", ANN]) == 1  # the operator's files are left to do
+    captured = capsys.readouterr()
+    counts = dict(line.strip().split(": ", 1) for line in captured.out.splitlines()[1:])
+    assert counts["outbox files"] == "1"
+    assert counts["pushed inbox files"] == "2 rewritten, 1 removed, 3 record(s) dropped"
+    left = [line for line in captured.err.splitlines() if line.startswith("LEFT inbox file")]
+    assert len(left) == 2
+    assert f"{s['operator']['csv']} (the operator's, not changed): line(s) 3 hold" in captured.err
+    assert f"{s['operator']['json']} (the operator's, not changed): line(s) 3 hold" in captured.err
+
+    # engine files: Ann's message gone, Bob's kept; pushed files without Ann (NDJSON keeps its line numbers)
+    assert not s["eml"]["tok-ann"].exists() and s["eml"]["tok-bob"].exists()
+    assert s["pushed"]["mixed"].read_text() == PUSHES["mixed"].split("\n", 1)[1].join(["\n", ""])
+    assert not s["pushed"]["only"].exists()
+    assert json.loads(s["pushed"]["array"].read_text()) == [{"email": "eve@example.com"}]
+    # operator files: untouched
+    assert s["operator"]["csv"].read_text() == OPERATOR_CSV and s["operator"]["json"].read_text() == OPERATOR_JSON
+    # the ledger knows the rewritten file: importing it again brings nobody twice
+    with engine.connect() as conn:
+        digests = conn.execute(sa.text("SELECT content_sha256 FROM import_files WHERE path = :p"), {"p": str(s["pushed"]["mixed"])}).scalars().all()
+    assert digests == [file_digest(s["pushed"]["mixed"])]
+    again = import_file(engine, s["tenant"], s["tenant"].source("crm"), s["pushed"]["mixed"])
+    assert again.status == "skipped"
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM import_files WHERE path = :p"), {"p": str(s["pushed"]["mixed"])}).scalar_one() == 1
+        assert unbalanced_imports(conn, "acme") == []
+
+
+def _files_naming(root, address: str) -> list[str]:
+    """Every file under ``root`` whose bytes hold the address in any form, case-insensitively."""
+    forms = [f.encode() for f in _forms(address)]
+    hits = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes().lower()
+            if any(re.search(rb"(^|[^a-z0-9._+-])" + re.escape(form), data) for form in forms):
+                hits.append(str(path))
+    return hits
+
+
+def test_after_forget_the_address_is_in_no_file_and_no_table_but_the_listed_operator_files(
+        engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    s = seed_files(engine, workspace, tmp_path, url)
+    home = tmp_path / "home"
+    everywhere = [*_files_naming(home, ANN), *_files_naming(workspace.root, ANN)]
+    assert str(s["eml"]["tok-ann"]) in everywhere and len(everywhere) == 6  # the scan sees them before
+    assert cli.main(["contact", "forget", "acme", ANN]) == 1
+    err = capsys.readouterr().err
+    left = [*_files_naming(home, ANN), *_files_naming(workspace.root, ANN)]
+    assert sorted(left) == sorted(str(p) for p in s["operator"].values())
+    assert all(f"LEFT inbox file {path} " in err for path in left)  # each one the report lists
+    with engine.connect() as conn:
+        assert _text_hits(conn, ANN, "other") == []
+
+
+@pytest.mark.parametrize(("text", "kind", "named"), [
+    ("Ann@Example.com,Ann", "csv", True),
+    ("joann@example.com,Jo", "csv", False),
+    ("jo;\"Ann Lee <ann@example.com>\";x", "csv", True),
+    ("ann@example.com.au,Au", "csv", False),
+    ("ann@example.com@@,Broken,,", "csv", True),
+    ('{"email": "ann\\u0040example.com"}', "json", True),
+    ('{"email": "joann\\u0040example.com"}', "json", False),
+    ('{"email": "ann\\u0040exam', "json", False),  # cut short: not the whole address
+    ('{"email": "ann\\u0040example.com", "first_na', "json", True),  # cut short after it
+    ('{"ANN@EXAMPLE.COM": {"x": 1}}', "ndjson", True),
+    ("https://acme.example/r?u=ann@example.com&v=1", "text", True),
+    ("email=ann%40example.com&list=x", "text", True),
+    ("mailto:Ann@Example.com?subject=hi", "text", True),
+    ("jo=ann@example.com", "text", False),  # a valid address of its own
+    ("o'ann@example.com|a|ann@example.com", "text", False),  # two valid addresses of their own
+    ("invalid email address: 'Ann@example.com@@'", "text", True),
+    ("250 2.1.5 <ann@example.com>: ok.", "text", True),
+    ("250 2.1.5 <joann@example.com>: ok.", "text", False),
+])
+def test_a_text_names_the_person_by_the_key_of_its_values(text, kind, named):
+    from email_engine_assets.privacy.matching import holds, person_of
+
+    assert holds(person_of(ANN), text, kind, ";" if text.startswith("jo;") else ",") is named
+
+
+def test_matching_redacting_and_rewriting_by_key():
+    from email_engine_assets.privacy.matching import holds, person_of, record_lines, redact, without_person
+
+    ann = person_of(ANN)
+    assert redact(ann, "to <ANN@example.com>, cc joann@example.com.") == "to <[erased]>, cc joann@example.com."
+    assert redact(ann, "https://x.example/r?u=ann@example.com&e=joann@example.com") == "https://x.example/r?u=[erased]&e=joann@example.com"
+    assert redact(ann, "bad address 'ann@example.com@@'") == "bad address '[erased]@@'"
+    zoe = person_of("zoë@xn--exmple-cua.com")  # an IDN domain: the key is punycode, a text may hold Unicode
+    assert holds(zoe, "Zoë@Exämple.com,Zoë", "csv") and not holds(zoe, "bzoë@exämple.com", "text")
+    lines = 'email,note\njoann@example.com,x\n"ann@example.com","two\nlines"\nbob@example.com,"ann@example.com"\n'
+    assert record_lines(ann, lines.splitlines(keepends=True), "csv") == [3, 5]
+    assert without_person(ann, b'{"email": "bob@example.com"}\n{"email": "ann\\u0040example.com"}\n') == (b'{"email": "bob@example.com"}\n\n', 1)
+    assert without_person(ann, b'{"email": "joann@example.com"}') == (b'{"email": "joann@example.com"}', 0)
+    assert without_person(ann, b'[{"email": "Ann@example.com"}]') == (None, 1)

@@ -121,13 +121,13 @@ def test_campaign_names_and_bounce_types_map_to_our_words():
     assert campaign_of("acme.spring.news_en", "acme") == "spring"
     assert campaign_of("acme.spring", "acme") is None and campaign_of("globex.spring.news", "acme") is None
     assert campaign_of("acme." + "x" * 5000 + ".t", "acme") is None and campaign_of("acme.Spring Sale.t", "acme") is None
-    common = {"instance": "mw", "campaign_uid": "u1", "campaign": "spring", "timezone": "Europe/Paris", "polled_at": NOW}
+    common = {"instance": "mw", "campaign_uid": "u1", "campaign": "spring", "polled_at": NOW}
     sub = {"subscriber_uid": "s1", "email": "Ann@Example.COM"}
     classes = {t: feedback_event("bounces", {"bounce_type": t, "subscriber": sub}, **common).bounce_class
                for t in ("hard", "soft", "internal", "novel")}
     assert classes == {"hard": "hard", "soft": "soft", "internal": "reputation", "novel": "soft"}
     unsub = feedback_event("unsubscribes", {"date_added": "2026-11-29 10:00:00", "reason": "too many", "subscriber": sub}, **common)
-    assert (unsub.email, unsub.occurred_at, unsub.detail) == ("ann@example.com", datetime(2026, 11, 29, 9, 0, tzinfo=timezone.utc), "too many")
+    assert (unsub.email, unsub.occurred_at, unsub.detail) == ("ann@example.com", datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc), "too many")
     assert unsub.dedupe_key == feedback_event("unsubscribes", {"subscriber": sub}, **common).dedupe_key  # stable across polls
     assert feedback_event("bounces", {"bounce_type": "hard", "subscriber": {"email": "nope"}}, **common) == "no usable email address"
 
@@ -181,6 +181,19 @@ def test_poll_pages_records_once_and_stops_at_what_it_knows(engine, mw):
     assert (full["pages"], full["records"], full["inserted"]) == (3 + 1, 28 + 10, 0)
     assert _events(engine)[("unsubscribed", None)] == (28, 5)
     assert not any(path.startswith(f"/api/campaigns/{other}/") for _, path in state.calls)
+
+
+def test_unsubscribe_dates_are_utc_whatever_the_instance_time_zone(engine, mw):
+    url, state, tenant = mw
+    transport = tenant.transports[0]
+    assert transport.timezone == "Europe/Paris"  # the customer's zone: it applies to send_at only
+    uid = state.campaign_named("acme.spring.news_en")
+    state.add_unsubscribe(uid, "left@example.com", date_added="2026-07-01 22:30:00")
+    with mailwizz_instance(transport) as instance:
+        poll_instance(engine, "acme", transport, instance, NOW)
+    with engine.connect() as conn:
+        when = conn.execute(sa.text("SELECT occurred_at FROM delivery_events WHERE tenant_id = 'acme' AND origin = 'mailwizz'")).scalar_one()
+    assert when == datetime(2026, 7, 1, 22, 30, tzinfo=timezone.utc)
 
 
 def test_polled_feedback_suppresses_through_the_assets_and_is_pushed_back(engine, mw, workspace):

@@ -200,6 +200,53 @@ def test_a_blacklisted_address_is_recorded_as_refused_and_not_retried(engine, wo
     assert state.calls == []
 
 
+def test_an_address_mailwizz_holds_as_unsubscribed_is_never_pushed_and_becomes_a_suppression(engine, workspace, instance, mailwizz):
+    url, state = mailwizz
+    tenant_file(workspace, url)
+    seed(engine)
+    sync(instance)
+    shoes = state.list_by_name("acme.shoes.fr")
+    for sub in shoes["subscribers"].values():  # they left through MailWizz, before any poll told us
+        if sub["EMAIL"] in ("bob@example.com", "ann@example.com"):
+            sub["status"] = "unsubscribed" if sub["EMAIL"] == "bob@example.com" else "blacklisted"
+    with engine.begin() as conn:  # the state is lost (a crash before its write): the next sync pushes them again
+        conn.execute(sa.text("DELETE FROM mailwizz_subscribers"))
+    meta = sync(instance).asset_materializations_for_node("mailwizz_subscribers")[0].metadata
+    assert (meta["held_out"].value, meta["suppressed"].value, meta["added"].value) == (2, 2, 1)
+    assert members(state)["acme.shoes.fr"] == {"ann@example.com": "blacklisted", "bob@example.com": "unsubscribed"}
+    with engine.connect() as conn:
+        made = dict(conn.execute(sa.text("SELECT email, reason FROM suppressions WHERE tenant_id = 'acme'")).all())
+        rows = dict(conn.execute(sa.text("SELECT state, count(*) FROM mailwizz_subscribers GROUP BY 1")).all())
+    assert made == {"bob@example.com": "unsubscribed", "ann@example.com": "bounced"}
+    assert rows == {"unsubscribed": 2, "subscribed": 1}
+    state.calls.clear()
+    sync(instance)
+    assert members(state)["acme.shoes.fr"]["bob@example.com"] == "unsubscribed" and state.calls == []
+
+
+def test_an_address_mailwizz_does_not_take_is_refused_as_bad_address_and_the_rest_goes_on(engine, workspace, instance, mailwizz):
+    url, state = mailwizz
+    tenant_file(workspace, url)
+    seed(engine, [*PEOPLE, ("jos\u00e9@example.com", "Jose", "shoes", "fr", "valid")])
+    meta = sync(instance).asset_materializations_for_node("mailwizz_subscribers")[0].metadata
+    assert (meta["added"].value, meta["bad_address"].value) == (3, 1)
+    with engine.connect() as conn:
+        detail = conn.execute(sa.text("SELECT detail FROM mailwizz_subscribers WHERE state = 'refused'")).scalar_one()
+    assert detail.startswith("bad_address: MailWizz does not take it for an email address")
+
+
+def test_a_forced_double_opt_in_list_keeps_its_subscribers_unconfirmed_and_says_so(engine, workspace, instance, mailwizz):
+    url, state = mailwizz
+    state.force_optin = True
+    tenant_file(workspace, url)
+    seed(engine)
+    sync(instance)
+    assert members(state)["acme.shoes.fr"] == {"ann@example.com": "unconfirmed", "bob@example.com": "unconfirmed"}
+    with engine.connect() as conn:
+        details = set(conn.execute(sa.text("SELECT detail FROM mailwizz_subscribers")).scalars())
+    assert details == {"unconfirmed: MailWizz waits for the person's confirmation (the list forces double opt-in)"}
+
+
 def test_instances_without_sync_settings_are_left_alone(engine, workspace, instance, mailwizz):
     url, state = mailwizz
     tenant_file(workspace, url, sync=False)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import time
 from datetime import UTC, datetime
 
 import pytest
 
 from email_engine_resources.delivery import ListHandOff, ListRecipient
-from email_engine_resources.mailwizz import MailwizzInstance, send_at_text
+from email_engine_resources.mailwizz import FieldsMissing, ListRefused, MailwizzInstance, send_at_text
 from email_engine_resources.mailwizz_client import (
     MailwizzClient,
     MailwizzError,
@@ -82,18 +84,101 @@ def test_a_rerun_creates_no_second_list_subscriber_or_campaign(mailwizz):
     assert len(next(iter(state.lists.values()))["subscribers"]) == 7
 
 
-def test_blacklisted_and_unsubscribed_recipients_fail_with_the_reason(mailwizz):
+def test_the_stand_in_bulk_resubscribes_an_unsubscribed_subscriber_silently(mailwizz):
+    url, state = mailwizz
+    with MailwizzClient(url, KEY, allow_private=True) as client:
+        uid = client.post("lists", {"general": {"name": "l"}, "defaults": {"from_name": "a", "from_email": "a@b.example"}})["list_uid"]
+        suid = client.post(f"lists/{uid}/subscribers", {"EMAIL": "ann@example.com"})["data"]["record"]["subscriber_uid"]
+        client.put(f"lists/{uid}/subscribers/{suid}/unsubscribe")
+        [record] = client.post(f"lists/{uid}/subscribers/bulk", {"subscribers": [{"EMAIL": "ann@example.com"}]})["data"]["records"]
+    assert "errors" not in record and "status" not in record["data"] and record["data"]["subscriber_uid"] == suid
+    assert state.subscribers(uid)[suid]["status"] == "confirmed"  # subscribed again, and the answer said nothing
+
+
+def test_an_address_mailwizz_holds_as_unsubscribed_or_blacklisted_is_never_pushed_again(mailwizz):
     url, state = mailwizz
     state.blacklist.add("p1@example.com")
     with instance(url) as mw:
-        mw.hand_off(handoff(people(3)))
-        lst = next(iter(state.lists.values()))
-        uid = next(s for s in lst["subscribers"].values() if s["EMAIL"] == "p2@example.com")["subscriber_uid"]
-        lst["subscribers"][uid]["status"] = "unsubscribed"
-        results = {r.row_id: r for r in mw.hand_off(handoff(people(3)))}
-    assert results[0].status == "handed_off"
-    assert results[1].status == "failed" and "blacklisted" in results[1].detail
-    assert results[2].status == "failed" and "unsubscribed" in results[2].detail
+        first = {r.row_id: r for r in mw.hand_off(handoff(people(4)))}
+    assert first[1].status == "failed" and "blacklisted" in first[1].detail and first[1].suppress == "bounced"
+    lst = next(iter(state.lists.values()))
+    by_email = {s["EMAIL"]: s for s in lst["subscribers"].values()}
+    by_email["p2@example.com"]["status"] = "unsubscribed"  # the person left through MailWizz
+    by_email["p3@example.com"]["status"] = "blacklisted"
+    with instance(url) as mw:  # the next run (a resend, a sync): it reads who the list holds out, once
+        results = {r.row_id: r for r in mw.hand_off(handoff(people(4)))}
+    assert results[0].status == "handed_off" and not results[0].suppress
+    assert results[2].status == "failed" and "unsubscribed" in results[2].detail and results[2].suppress == "unsubscribed"
+    assert results[3].status == "failed" and "blacklisted" in results[3].detail and results[3].suppress == "bounced"
+    assert by_email["p2@example.com"]["status"] == "unsubscribed" and by_email["p3@example.com"]["status"] == "blacklisted"
+    reads = [c for c in state.calls if c == ("GET", f"/api/lists/{lst['list_uid']}/subscribers")]
+    assert len(reads) == 2  # one page per held status, for the list it did not create
+
+
+def test_unconfirmed_subscribers_of_a_forced_double_opt_in_list_are_not_handed_off(mailwizz):
+    url, state = mailwizz
+    state.force_optin = True
+    with instance(url, bulk_size=10) as mw:
+        results = mw.hand_off(handoff(people(25)))
+    assert {r.status for r in results} == {"failed"}
+    assert all("unconfirmed" in r.detail and "double opt-in" in r.detail for r in results)
+    searches = [c for c in state.calls if c[1].endswith("/search-by-email")]
+    assert len(searches) == 3  # the status read once per bulk call, not once per subscriber
+    state.force_optin = False
+    with instance(url) as mw:
+        assert {r.status for r in mw.hand_off(handoff(people(3, start=25)))} == {"handed_off"}
+
+
+def test_an_address_mailwizz_does_not_take_is_skipped_as_bad_address_and_the_batch_goes_on(mailwizz):
+    url, state = mailwizz
+    recipients = [*people(2), ListRecipient(row_id=7, email="jos\u00e9@example.com", fields={"first_name": "Jose"})]
+    with instance(url) as mw:
+        results = {r.row_id: r for r in mw.hand_off(handoff(recipients))}
+    assert results[0].status == results[1].status == "handed_off"
+    assert results[7].skipped == "bad_address" and "not take it for an email address" in results[7].detail
+    assert len(state.campaigns) == 1
+    with MailwizzClient(url, KEY, allow_private=True) as client, pytest.raises(MailwizzError) as caught:
+        list_uid = next(iter(state.lists))
+        client.get(f"lists/{list_uid}/subscribers/search-by-email", {"EMAIL": "jos\u00e9@example.com"})
+    assert caught.value.status == 422 and "valid email" in caught.value.message
+
+
+@pytest.mark.parametrize("answer", [404, 405])
+def test_fields_this_mailwizz_cannot_create_are_named_and_nothing_is_pushed(mailwizz, answer):
+    url, state = mailwizz
+    state.fields_create_answer = answer  # 2.1.13, 1.9.4: only GET lists/{uid}/fields exists
+    with instance(url) as mw, pytest.raises(FieldsMissing) as caught:
+        mw.hand_off(handoff(people(2), custom_fields={"PLAN": "plan", "CITY": "city"}))
+    assert caught.value.tags == ["PLAN", "CITY"] and "acme.spring.promo-en" in caught.value.message
+    assert f"answered {answer}" in caught.value.message
+    (lst,) = state.lists.values()
+    assert lst["subscribers"] == {} and state.campaigns == {}
+
+
+def test_a_duplicate_tag_answer_counts_as_the_field_being_there(mailwizz):
+    url, state = mailwizz
+    with instance(url) as mw:
+        uid = mw.ensure_list("l", from_name="a", from_email="a@b.example", reply_to="")
+        assert mw.ensure_fields(uid, ["PLAN"]) == ["PLAN"]
+        with pytest.raises(MailwizzError) as caught:  # what MailWizz answers to the same tag twice
+            mw.client.post(f"lists/{uid}/fields", {"type": "text", "label": "Plan", "tag": "PLAN"})
+        assert caught.value.status == 422 and "The tag attribute must be unique in the mail list!" in caught.value.message
+        # a listing that missed it (a create whose answer was lost): the second create's 422 is no error
+        state.canned[("GET", f"/api/lists/{uid}/fields")] = (200, b'{"status": "success", "data": {"records": []}}')
+        assert mw.ensure_fields(uid, ["PLAN"]) == ["PLAN"]
+    assert [f["tag"] for f in state.lists[uid]["fields"]].count("PLAN") == 1
+
+
+def test_a_list_refused_for_an_incomplete_company_profile_names_what_to_fill_in(mailwizz):
+    url, state = mailwizz
+    state.company_complete = False
+    with instance(url) as mw, pytest.raises(ListRefused) as caught:
+        mw.hand_off(handoff(people(2)))
+    assert caught.value.status == 422
+    assert "company details" in caught.value.message and "acme.spring.promo-en" in caught.value.message
+    for field in ("company name", "country", "address", "city", "zip code"):
+        assert field in caught.value.message
+    assert state.lists == {} and state.campaigns == {}
 
 
 def test_content_without_unsubscribe_tag_is_refused(mailwizz):
@@ -190,6 +275,72 @@ def test_signed_1x_auth_is_checked(mailwizz):
             pytest.raises(MailwizzError, match="signature") as caught:
         client.get("lists", {"b": "2", "a": "1"})
     assert caught.value.status == 400 and "not-the-key" not in str(caught.value)
+
+
+def _php_urlencode(text: str) -> str:
+    """PHP's ``urlencode``, byte by byte: ``[A-Za-z0-9_.-]`` kept, a space as ``+``, the rest ``%XX``."""
+    out = []
+    for byte in text.encode():
+        char = chr(byte)
+        out.append(char if char.isascii() and (char.isalnum() or char in "_.-") else "+" if char == " " else f"%{byte:02X}")
+    return "".join(out)
+
+
+def sdk_sign(private_key: str, public_key: str, timestamp: int, method: str, url: str,
+             get: list[tuple[str, str]], post: list[tuple[str, str]]) -> tuple[str, str]:
+    """The official PHP SDK's ``MailWizzApi_Http_Request::sign()``, step by step: (signed text, signature).
+
+    ``ksort($getParams, SORT_STRING)`` + ``http_build_query`` onto the URL; the special headers
+    ``X-MW-PUBLIC-KEY``, ``X-MW-TIMESTAMP`` and ``X-MW-REMOTE-ADDR`` (``''`` outside a web request)
+    merged with the POST params, ``ksort``-ed, ``http_build_query``-ed; ``&`` joins them when the
+    URL has GET params, ``?`` otherwise; ``hash_hmac('sha1', ...)``.
+    """
+    def build(pairs):
+        ordered = sorted(pairs, key=lambda p: p[0].split("[")[0])  # keys are unique at the top level
+        return "&".join(_php_urlencode(k) + "=" + _php_urlencode(v) for k, v in ordered)
+
+    if get:
+        url += "?" + build(get)
+    special = [("X-MW-PUBLIC-KEY", public_key), ("X-MW-TIMESTAMP", str(timestamp)), ("X-MW-REMOTE-ADDR", "")]
+    text = f"{method} {url}{'&' if get else '?'}{build(special + post)}"
+    return text, hmac.new(private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
+
+
+def test_the_1x_signature_is_the_one_the_official_sdk_computes(mailwizz):
+    url, state = mailwizz
+    stamp = 1_700_000_000
+    with MailwizzClient(url, KEY, api_version="1", private_key=state.private_key, allow_private=True, retries=0,
+                        clock=lambda: stamp) as client:
+        with pytest.raises(MailwizzError):  # a 2023 timestamp: the stand-in refuses it, after recording the request
+            client.post("lists/ab12/subscribers", {"EMAIL": "ann+x~y@example.com", "FNAME": "Ann Lee",
+                                                   "details": {"status": "confirmed"}})
+        posted = state.last_headers
+        with pytest.raises(MailwizzError):
+            client.get("lists", {"per_page": 50, "page": 2})
+        got = state.last_headers
+    text, expected = sdk_sign(state.private_key, KEY, stamp, "POST", f"{url}/lists/ab12/subscribers", [],
+                              [("EMAIL", "ann+x~y@example.com"), ("FNAME", "Ann Lee"), ("details[status]", "confirmed")])
+    assert text == (f"POST {url}/lists/ab12/subscribers?EMAIL=ann%2Bx%7Ey%40example.com&FNAME=Ann+Lee"
+                    f"&X-MW-PUBLIC-KEY={KEY}&X-MW-REMOTE-ADDR=&X-MW-TIMESTAMP={stamp}&details%5Bstatus%5D=confirmed")
+    assert posted["x-mw-signature"] == expected and posted["x-mw-timestamp"] == str(stamp)
+    text, expected = sdk_sign(state.private_key, KEY, stamp, "GET", f"{url}/lists", [("per_page", "50"), ("page", "2")], [])
+    assert text == f"GET {url}/lists?page=2&per_page=50&X-MW-PUBLIC-KEY={KEY}&X-MW-REMOTE-ADDR=&X-MW-TIMESTAMP={stamp}"
+    assert got["x-mw-signature"] == expected
+
+
+def test_the_stand_in_checks_1x_signatures_as_mailwizz_does(mailwizz):
+    import httpx
+
+    url, state = mailwizz
+    stamp = int(time.time())
+    headers = {"X-MW-PUBLIC-KEY": KEY, "X-MW-TIMESTAMP": str(stamp)}
+    _, good = sdk_sign(state.private_key, KEY, stamp, "GET", f"{url}/lists", [("page", "1")], [])
+    assert httpx.get(f"{url}/lists", params={"page": "1"}, headers={**headers, "X-MW-SIGNATURE": good}).status_code == 200
+    # the same string without the empty X-MW-REMOTE-ADDR: another HMAC, refused with a 400
+    text = f"GET {url}/lists?page=1&X-MW-PUBLIC-KEY={KEY}&X-MW-TIMESTAMP={stamp}"
+    bad = hmac.new(state.private_key.encode(), text.encode(), hashlib.sha1).hexdigest()
+    answer = httpx.get(f"{url}/lists", params={"page": "1"}, headers={**headers, "X-MW-SIGNATURE": bad})
+    assert answer.status_code == 400 and answer.json()["error"] == "Invalid API request signature."
 
 
 def test_retries_on_500_and_429_with_retry_after(mailwizz):

@@ -16,6 +16,7 @@ from email_engine_assets.campaigns.store import claim_batch
 from email_engine_assets.content.unsubscribe import unsubscribe_token
 from email_engine_assets.feedback.webhook_app import build_app
 from email_engine_assets.feedback.webhook_auth import sign
+from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
 from email_engine_tests.http_servers import serving
 from email_engine_tests.test_webhook_core import mailwizz_body
 from email_engine_tests.webhook_helpers import (
@@ -34,7 +35,7 @@ def hooks(engine, workspace, monkeypatch):
         conn.exec_driver_sql("TRUNCATE webhook_inbox RESTART IDENTITY")
     webhook_env(monkeypatch)
     workspace.tenant("acme", TENANT_YAML.format(tenant="acme"), sources=("crm", "files"))
-    with serving(build_app(workspace.root, engine, signing_key=lambda: SIGNING_KEY)) as url:
+    with serving(build_app(workspace.root, engine, signing_key=lambda: SIGNING_KEY), **uvicorn_settings(WebhookLimits())) as url:
         yield url, engine, workspace
 
 
@@ -152,11 +153,11 @@ def test_a_missing_secret_or_a_broken_tenant_file_is_503_and_an_edited_file_is_r
         unset = client.post("/hooks/mailwizz/acme", content=mailwizz_body("click"), params={"token": MAILWIZZ_TOKEN})
         path = workspace.root / "tenants" / "acme.yaml"
         path.write_text(TENANT_YAML.format(tenant="acme").replace("TEST_MAILWIZZ_TOKEN", "OTHER_TOKEN_VAR") + "\n")
-        monkeypatch.setenv("OTHER_TOKEN_VAR", "rotated-token-value")
+        monkeypatch.setenv("OTHER_TOKEN_VAR", ROTATED)
         old = client.post("/hooks/mailwizz/acme", content=mailwizz_body("click"), params={"token": MAILWIZZ_TOKEN})
-        new = client.post("/hooks/mailwizz/acme", content=mailwizz_body("click"), params={"token": "rotated-token-value"})
+        new = client.post("/hooks/mailwizz/acme", content=mailwizz_body("click"), params={"token": ROTATED})
         path.write_text("id: acme\nname: [broken\n")
-        broken = client.post("/hooks/mailwizz/acme", content=mailwizz_body("click"), params={"token": "rotated-token-value"})
+        broken = client.post("/hooks/mailwizz/acme", content=mailwizz_body("click"), params={"token": ROTATED})
         health = client.get("/health")
         nowhere = client.get("/nowhere")
     assert (unset.status_code, unset.json()) == (503, {"error": "the MailWizz webhook token is not available on this server; try again later"})
@@ -166,6 +167,9 @@ def test_a_missing_secret_or_a_broken_tenant_file_is_503_and_an_edited_file_is_r
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert (nowhere.status_code, nowhere.json()) == (404, {"error": "no such route"})
     assert len(stored(engine)) == 2
+
+
+ROTATED = "rotated-token-value-0123456789abcdef"
 
 
 def _ledger(engine) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-MAILWIZZ_TOKEN = "mw-token-0123456789abcdef"
+MAILWIZZ_TOKEN = "mw-token-0123456789abcdef0123456789abcdef"
 CONTACTS_SECRET = "contacts-secret-0123456789abcdef"
 SIGNING_KEY = b"k" * 32
 

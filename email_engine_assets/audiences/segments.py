@@ -49,7 +49,7 @@ from email_engine_assets.audiences.selection import Condition, validate_named
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
-SEGMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+SEGMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*\Z")
 SEGMENT_NAME_MAX_CHARS = 63
 SEGMENT_KEYS: tuple[str, ...] = ("name", "all", "any", "exclude", "verdicts", "max_contacts")
 # The verdicts a segment may select; 'invalid' addresses are never mailed.

@@ -63,7 +63,7 @@ from email_engine_assets.audiences.matcher import (
 from email_engine_assets.audiences.selection import Condition, validate_named
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
-RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+RULE_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*\Z")
 RULE_KEYS: tuple[str, ...] = ("name", "tag", "all", "any", "exclude")
 OUTPUT_SCHEMA = pl.Schema({"contact_id": pl.Int64, "tag": pl.String, "rule": pl.String})
 

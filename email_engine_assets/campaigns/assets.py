@@ -33,6 +33,7 @@ TRANSPORT_TAG = "email_engine/transport"  # <tenant>.<transport>, limited per va
 FREEZE_PAGE = 10_000
 SEND_BATCH_SIZE = 200  # rows claimed and composed at a time; each goes in flight only when a connection takes it
 PREFLIGHT_SAMPLES = 20
+MTA_WARNING = "powermta_warning"  # campaign_sends metadata: why the management figures are missing
 
 
 def _load(context: dg.AssetExecutionContext) -> tuple:
@@ -149,7 +150,11 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
     try:
         composer = context.resources.composers.composer(tenant, campaign)
         composer = context.resources.transports.composer_for(tenant, campaign, composer)  # MailWizz: its tag mode checked too
-        render = gates.preflight(composer.preflight(samples))
+        problems = composer.preflight(samples)
+        transport_check = getattr(context.resources.transports, "preflight", None)
+        if not problems and transport_check is not None:  # MailWizz: its lists and the fields the content needs
+            problems = transport_check(tenant, campaign, composer)
+        render = gates.preflight(problems)
     except PartMissing as exc:
         render = gates.Gate(gates.PREFLIGHT_RENDERS, False, str(exc))
     results = [
@@ -157,8 +162,15 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         render,
         gates.audience_not_empty(campaign.file.segment, sum(counts.values())),
         gates.sender_reputation(last, tenant.feedback.max_hard_bounce_rate, tenant.feedback.max_complaint_rate),
+        _headers_gate(context, tenant, campaign),
     ]
     return gates.apply_overrides(results, overrides)
+
+
+def _headers_gate(context, tenant, campaign: Campaign) -> gates.Gate:
+    """``powermta_headers``: from the transports part when it reads PowerMTA's config (a part without it passes)."""
+    check = getattr(context.resources.transports, "powermta_headers", None)
+    return check(tenant, campaign) if check is not None else gates.powermta_headers(None)
 
 
 @dg.asset(
@@ -193,7 +205,7 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                 transport.close()
         if report.recovered_unknown:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
-    mta = _mta_figures(context, tenant, campaign)
+    mta, mta_warning = _mta_figures(context, tenant, campaign)
     with engine.connect() as conn:
         row = store.campaign_row(conn, campaign.tenant_id, campaign.name)
         counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, campaign.tenant_id, campaign.name))
@@ -202,20 +214,23 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "state": row["state"], **{k: counts[k] for k in ("audience", "queued", "sent", "handed_off", "failed", "unknown")},
             "skipped": dg.MetadataValue.json(counts["skipped"]),
             **({"powermta": dg.MetadataValue.json(mta)} if mta else {}),
+            **({MTA_WARNING: mta_warning} if mta_warning else {}),
         }
     )
 
 
-def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> dict | None:
-    """The MTA's queue / connection / rate figures after the send; a failure is a warning, never a failed send."""
+def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> tuple[dict | None, str | None]:
+    """The MTA's queue / connection / rate figures after the send, or why they were not read: a failure
+    (an answer that is not the expected JSON envelope included) is a warning, never a failed send."""
     figures = getattr(context.resources.transports, "delivery_figures", None)
     if figures is None:
-        return None
+        return None, None
     try:
-        return figures(tenant, campaign)
-    except Exception as exc:  # noqa: BLE001 (the send is done; its figures are a courtesy)
-        context.log.warning(f"PowerMTA management figures not read: {str(exc)[:300]}")
-        return None
+        return figures(tenant, campaign), None
+    except Exception as exc:  # noqa: BLE001 (the send is done; its figures are information, not feedback)
+        warning = f"PowerMTA management figures not read: {str(exc)[:300]}"
+        context.log.warning(warning)
+        return None, warning
 
 
 campaign_send_job = dg.define_asset_job(

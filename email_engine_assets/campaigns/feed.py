@@ -138,9 +138,14 @@ class LedgerFeed:
             skipped, self._skipped = self._skipped, []
             if not (results or skipped or candidates or wanted):
                 break
-            with self._autocommit.connect() as conn:  # one statement: one round trip, its own transaction
+            suppress = [r for r in results if r.get("suppress")]
+            # One statement, its own transaction (one round trip); a suppression to write joins it in one transaction.
+            with (self.engine.begin() if suppress else self._autocommit.connect()) as conn:
                 done = store.record_and_mark(conn, self.campaign.tenant_id, self.campaign.name, results + skipped,
                                              [h.row["row_id"] for h in candidates])
+                for r in suppress:  # MailWizz holds the address as unsubscribed or blacklisted: suppression wins
+                    store.suppress(conn, self.campaign.tenant_id, r["email"], r["suppress"],
+                                   f"{r['detail'][:200]} (campaign {self.campaign.name})")
             self.outcomes.update(r["state"] for r in results + skipped)
             results, first = [], False
             if not done.running:  # paused or cancelled: the rows not marked stay queued
@@ -164,7 +169,12 @@ class LedgerFeed:
         if handed is None:  # not a row in flight (a second result for one row): nothing to record
             return None
         status = d.status if d.status in DELIVERY_STATUSES else "unknown"
-        return handed.result(status, str(d.detail)[:500])
+        if d.skipped:  # e.g. MailWizz does not take the address: skipped_bad_address
+            status = skipped_state(d.skipped)
+        result = handed.result(status, str(d.detail)[:500])
+        if d.suppress:
+            result.update(suppress=d.suppress, email=handed.row["email"])
+        return result
 
     def _next(self, n: int) -> list[Handed]:
         out: list[Handed] = []

@@ -25,10 +25,10 @@ from email_engine_assets.tenancy.config import (
     validate_file,
 )
 from email_engine_assets.tenancy.sending import OUTBOX
-from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict
+from email_engine_assets.tenancy.strict import SLUG_PATTERN, Slug, Strict, is_slug
 
 MAX_CAMPAIGNS_PER_TENANT = 1000
-_ADDRESS = re.compile(r"^[^@\s<>\"\\,;]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_ADDRESS = re.compile(r"^[^@\s<>\"\\,;]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
 
 
 def _address(value: str) -> str:
@@ -83,7 +83,7 @@ def campaign_key(tenant_id: str, name: str) -> str:
 def split_key(key: str) -> tuple[str, str]:
     """(tenant, name) of ``<tenant>.<name>``; ``ValueError`` naming the key otherwise."""
     tenant_id, dot, name = key.partition(".")
-    if not dot or not re.match(SLUG_PATTERN, tenant_id) or not re.match(SLUG_PATTERN, name) or len(key) > 129:
+    if not dot or not is_slug(tenant_id) or not is_slug(name):
         raise ValueError(f"{key[:140]!r}: a campaign is named <tenant>.<name>, both lower-case slugs")
     return tenant_id, name
 
@@ -91,7 +91,7 @@ def split_key(key: str) -> tuple[str, str]:
 def parse_campaign(path: Path, tenant: TenantConfig, text: str | None = None) -> Campaign:
     """One campaign file, checked against its tenant (the transport must be one of the tenant's)."""
     text = read_tenant_text(path) if text is None else text
-    if not re.match(SLUG_PATTERN, path.stem) or len(path.stem) > 64:
+    if not is_slug(path.stem):
         raise ConfigError(path, [f"file name {path.stem[:80]!r}: a campaign name must be a slug matching {SLUG_PATTERN}"])
     data, _ = parse_mapping(path, text)
     config = validate_file(path, data, CampaignFile)

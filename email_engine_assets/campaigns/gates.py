@@ -12,7 +12,9 @@ NO_SUPPRESSED_MEMBERS = "no_suppressed_members"
 PREFLIGHT_RENDERS = "preflight_renders"
 AUDIENCE_NOT_EMPTY = "audience_not_empty"
 SENDER_REPUTATION = "sender_reputation"
-CHECK_NAMES: tuple[str, ...] = (NO_SUPPRESSED_MEMBERS, PREFLIGHT_RENDERS, AUDIENCE_NOT_EMPTY, SENDER_REPUTATION)
+POWERMTA_HEADERS = "powermta_headers"
+CHECK_NAMES: tuple[str, ...] = (NO_SUPPRESSED_MEMBERS, PREFLIGHT_RENDERS, AUDIENCE_NOT_EMPTY, SENDER_REPUTATION,
+                                POWERMTA_HEADERS)
 
 MAX_HARD_BOUNCE_RATE = 0.02
 MAX_COMPLAINT_RATE = 0.001
@@ -85,6 +87,25 @@ def _percent(rate: float) -> str:
     """``0.02`` -> ``2.0%``, ``0.001`` -> ``0.1%``, ``0.0005`` -> ``0.05%`` (never rounded to a different limit)."""
     shown = f"{rate:.1%}"
     return shown if abs(float(shown[:-1]) / 100 - rate) < 1e-12 else f"{rate * 100:.6g}%"
+
+
+def powermta_headers(transport: str | None, address: str | None = None, source: str | None = None,
+                     missing: Sequence[str] = (), problem: str | None = None) -> Gate:
+    """The ``<source>`` block of PowerMTA's config that matches the engine's connecting ``address`` sets
+    what the injection headers need (``missing``: the settings it lacks; ``source``: the block, None when
+    no block matches). Without them PowerMTA passes ``x-job`` / ``x-virtual-mta`` on to the recipients
+    and ``jobId`` stays empty. ``transport`` None: no PowerMTA transport with a config file to check."""
+    if transport is None:
+        return Gate(POWERMTA_HEADERS, True, "no PowerMTA config file to check")
+    if problem:
+        return Gate(POWERMTA_HEADERS, False, f"transport {transport!r}: {problem}")
+    if missing:
+        settings = ", ".join(f"{m} yes" for m in missing)
+        where = (f"its {source} lacks {settings}" if source
+                 else f"no <source> block matches it; add one that sets {settings}")
+        return Gate(POWERMTA_HEADERS, False, f"transport {transport!r}: PowerMTA sees the engine connect from {address}: "
+                                             f"{where} (else x-job and x-virtual-mta reach the recipients and jobId is empty)")
+    return Gate(POWERMTA_HEADERS, True, f"transport {transport!r}: {source} processes the injection headers")
 
 
 def apply_overrides(gates: Sequence[Gate], overrides: Sequence[str]) -> list[Gate]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from email_engine_assets.audiences import store as segments
-from email_engine_assets.campaigns import store
+from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.parts import (
     AudienceChanged,
@@ -26,12 +26,16 @@ from email_engine_assets.content.rendering import TenantInfo
 from email_engine_assets.content.templates import load_templates
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_resources.delivery import MessageTransport
+from email_engine_resources.mailwizz import FieldsMissing, ListRefused
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.outbox import Outbox
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.powermta import PowerMtaSmtpTransport
+from email_engine_resources.powermta_client import connecting_address
 from email_engine_resources.powermta_config import (
+    PowerMtaConfig,
     PowerMtaConfigError,
+    header_settings,
     read_powermta_config,
 )
 from email_engine_resources.powermta_management import PowerMtaManagement
@@ -81,6 +85,17 @@ class TemplateComposer(content.Composer):
                                tenant=TenantInfo(id=self.tenant.id, name=self.tenant.name), renderer=self.renderer)
             self._list_contents[template] = ListContent(made.subject, made.html, made.text, dict(made.custom_fields))
         return self._list_contents[template]
+
+    def list_contents(self) -> dict[str, ListContent]:
+        """Every reachable template's list content, by template name (one MailWizz cannot carry is left
+        out: :meth:`preflight` names it)."""
+        out = {}
+        for template in self.chooser.reachable():
+            try:
+                out[template.name] = self.list_content(template.name)
+            except MailwizzTagError:
+                continue
+        return out
 
     def preflight(self, samples) -> list[Problem]:
         problems = super().preflight(samples)
@@ -139,6 +154,12 @@ def _shown(campaign: Campaign, root: Path) -> str:
         return str(campaign.path.relative_to(root))
     except ValueError:
         return str(campaign.path)
+
+
+def _mailwizz_instance(config, tuning: dict):
+    from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
+
+    return mailwizz_instance(config, **tuning)
 
 
 class TransportUnavailable(PartMissing):
@@ -209,26 +230,43 @@ class Transports:
         raise PartMissing(f"transport {config.name!r} of kind {config.kind} is not available in this build")
 
     def _powermta(self, config, where: str):
+        x_envid_header = True
         if config.config_file:
             # The virtual MTA (or pool) must exist in PowerMTA's own config before anything is claimed.
             try:
-                read_powermta_config(config.config_file).check_virtual_mta(config.virtual_mta)
+                pmta = read_powermta_config(config.config_file)
+                pmta.check_virtual_mta(config.virtual_mta)
             except PowerMtaConfigError as exc:
                 raise TransportUnavailable(f"{where}: {exc}") from None
+            # An x-envid header goes only where PowerMTA processes it; else the ENVID goes on MAIL FROM alone.
+            x_envid_header = _header_settings(pmta, config)[3]
         try:
             return PowerMtaSmtpTransport(
                 name=config.name, host=config.host, port=config.port, bounce_address=config.bounce_address,
                 virtual_mta=config.virtual_mta, connections=config.connections, timeout_seconds=config.timeout_seconds,
-                retries=config.retries, allow_private=config.allow_private, **self.powermta_tuning,
+                retries=config.retries, allow_private=config.allow_private, x_envid_header=x_envid_header,
+                **self.powermta_tuning,
             )
         except ValueError as exc:  # names the field; the values are settings, not secrets
             raise TransportUnavailable(f"{where}: {exc}") from None
 
-    def _mailwizz(self, config, where: str) -> MailwizzList:
-        from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
-
+    def powermta_headers(self, tenant, campaign: Campaign) -> gates.Gate:
+        """The ``powermta_headers`` check: with a ``config_file``, the ``<source>`` block matching the
+        engine's connecting address (``source_address``, else the local address of a connection to
+        ``host``:``port``) processes ``x-job`` (and ``x-virtual-mta`` when one is named)."""
+        config = tenant.transport(campaign.file.transport)
+        if config is None or config.kind != "powermta" or not config.config_file:
+            return gates.powermta_headers(None)
         try:
-            instance = mailwizz_instance(config, **self.mailwizz_tuning)
+            pmta = read_powermta_config(config.config_file)
+        except PowerMtaConfigError as exc:
+            return gates.powermta_headers(config.name, problem=str(exc))
+        address, block, missing, _x_envid, problem = _header_settings(pmta, config)
+        return gates.powermta_headers(config.name, address, block.where() if block else None, missing, problem)
+
+    def _mailwizz(self, config, where: str) -> MailwizzList:
+        try:
+            instance = _mailwizz_instance(config, self.mailwizz_tuning)
         except (LookupError, ValueError) as exc:  # an unset variable is named, its value never read out
             raise TransportUnavailable(f"{where}: {exc}") from None
         try:
@@ -238,6 +276,38 @@ class Transports:
             instance.close()
             raise TransportUnavailable(f"{where}: MailWizz cannot be used: {exc}") from None
         return MailwizzList(config.name, instance)
+
+    def preflight(self, tenant, campaign: Campaign, composer: Composer) -> list[Problem]:
+        """What the campaign's list transport must have before a send starts (``preflight_renders``).
+
+        MailWizz: the list of each reachable template (``<tenant>.<campaign>.<template>``, the one
+        the hand-off uses) exists, or is created now, and holds the custom fields its content needs.
+        Named as problems: the fields this MailWizz cannot create through its API (to create in
+        MailWizz), and a list it refuses to create for lack of the customer's company details (to
+        fill in). Any other error is left to the send, which checks the transport before it claims.
+        """
+        if not self.is_list(tenant, campaign) or not hasattr(composer, "list_contents"):
+            return []
+        config = self._config(tenant, campaign)
+        where = f"tenants/{tenant.id}.yaml, transport {config.name!r}"
+        try:
+            instance = _mailwizz_instance(config, self.mailwizz_tuning)
+        except (LookupError, ValueError):
+            return []
+        f = campaign.file
+        problems = []
+        with instance:
+            for template, content in composer.list_contents().items():
+                name = f"{campaign.key}.{template}"
+                try:
+                    list_uid = instance.ensure_list(name, from_name=f.from_name, from_email=f.from_email,
+                                                    reply_to=f.reply_to or f.from_email, subject=content.subject)
+                    instance.ensure_fields(list_uid, content.custom_fields, list_name=name)
+                except (ListRefused, FieldsMissing) as exc:
+                    problems.append(Problem(where, None, None, exc.message))
+                except MailwizzError:
+                    break
+        return problems
 
     def delivery_figures(self, tenant, campaign: Campaign) -> dict[str, int | float] | None:
         """Queued / connections / rates from the PowerMTA management API of the campaign's transport
@@ -292,6 +362,20 @@ class Transports:
         finally:
             transport.close()
         return out
+
+
+def _header_settings(pmta: PowerMtaConfig, config) -> tuple:
+    """(address, matching <source> block, missing settings, x-envid processed, problem) for a powermta transport."""
+    address = config.source_address
+    if address is None:
+        try:
+            address = connecting_address(config.host, config.port)
+        except OSError as exc:
+            problem = (f"cannot tell which address PowerMTA sees the engine connect from ({config.host}:{config.port}: "
+                       f"{exc.strerror or exc}); set source_address")
+            return None, None, [], False, problem
+    block, missing, x_envid = header_settings(pmta, address, virtual_mta=config.virtual_mta is not None)
+    return address, block, missing, x_envid, None
 
 
 def _rows_to_hand_off(campaign: Campaign) -> bool:

@@ -36,11 +36,11 @@ from email_engine_assets.tenancy.sending import DkimSettings
 from email_engine_resources.email_domain import split_address
 
 DISPLAY_NAME_MAX_CHARS = 200
-_ROW_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
-_RAW_VALUE = re.compile(r"^[\x20-\x7e]{1,900}$")
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*$")
+_ROW_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}\Z")
+_RAW_VALUE = re.compile(r"^[\x20-\x7e]{1,900}\Z")
+_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_ATOM_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]*\Z")
 _LINE_BREAKS = re.compile(r"[\r\n\t\x0b\x0c\x85\u2028\u2029]+")
 _OWN_HEADERS = frozenset(
     h.lower()

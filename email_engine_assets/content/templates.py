@@ -23,7 +23,6 @@ Jinja source (line ``n`` of the part) is reported at the line of the YAML file a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +42,7 @@ from email_engine_assets.tenancy.config import (
     parse_mapping,
     validate_file,
 )
-from email_engine_assets.tenancy.strict import SLUG_PATTERN, LanguageCode, Strict
+from email_engine_assets.tenancy.strict import SLUG_PATTERN, LanguageCode, Strict, is_slug
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 TEMPLATES_DIR = "templates"
@@ -52,7 +51,6 @@ MAX_TEMPLATES_PER_TENANT = 1000
 SUBJECT_MAX_CHARS = 500
 TEMPLATE_PARTS: tuple[str, ...] = ("subject", "html", "text")
 
-_SLUG = re.compile(SLUG_PATTERN)
 
 
 class TemplateFile(Strict):
@@ -163,7 +161,7 @@ def load_templates(workspace_root: Path, tenant_id: str) -> TemplateSet:
     file, a file name that is not a slug, a file over the cap or beyond the
     ``MAX_TEMPLATES_PER_TENANT``-th is an error of that file; the others load.
     """
-    if not _SLUG.match(tenant_id):
+    if not is_slug(tenant_id):
         raise ValueError(f"tenant id {excerpt(tenant_id, 64)!r} is not a slug")
     folder = Path(workspace_root) / TEMPLATES_DIR / tenant_id
     templates: dict[str, Template] = {}
@@ -182,7 +180,7 @@ def load_templates(workspace_root: Path, tenant_id: str) -> TemplateSet:
         if count >= MAX_TEMPLATES_PER_TENANT:
             errors[path.stem] = f"{shown}: more than {MAX_TEMPLATES_PER_TENANT} template files for one tenant; not read"
             continue
-        if not _SLUG.match(path.stem) or len(path.stem) > 64:
+        if not is_slug(path.stem):
             errors[path.stem] = f"{shown}: the file name must be a slug matching {SLUG_PATTERN} (it names the template)"
             continue
         if path.stem in templates or path.stem in errors:

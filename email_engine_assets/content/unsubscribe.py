@@ -19,7 +19,7 @@ TOKEN_MAX_CHARS = 400
 _VERSION = "v1"
 _MAC_BYTES = 16
 _SEP = "\x00"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\Z")
 _PART_MAX_CHARS = 128
 
 

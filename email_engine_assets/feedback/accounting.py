@@ -2,7 +2,10 @@
 
 An accounting file (REFERENCE.md, "PowerMTA") is RFC 4180 CSV in UTF-8 with one header line
 first; a file that mixes record types carries the union of their columns, so columns are read by
-header NAME (case-insensitive), never by position. Files grow while PowerMTA writes them: the
+header NAME (case-insensitive), never by position. A name may come twice (published production
+headers list ``rcvSourceIp`` twice): the first non-empty value wins. Only a header without a
+``type`` column refuses a file. Times are PowerMTA's ``2026-11-29 12:00:00+0100``, ISO 8601 forms
+or Unix seconds (``timeQueued`` stands in when ``timeLogged`` is absent or empty). Files grow while PowerMTA writes them: the
 caller keeps the header and a byte offset, and hands over the bytes after the offset;
 :func:`complete_length` says how many of them form complete lines (a partial last line waits for
 the next tick).
@@ -54,12 +57,15 @@ KEPT_REASONS: tuple[str, ...] = (
 )
 
 MAX_LINE_BYTES = 64 * 1024
-MAX_HEADER_COLUMNS = 1000
 MAX_KEPT_RAW_CHARS = 4096
 MAX_DETAIL_CHARS = 300
 MAX_TOKEN_CHARS = 100
 DIGEST_BYTES = 20
-TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+# Other spellings of a time, tried on the text with a ``T`` made a space and a final ``Z`` made ``+00:00``
+# (ISO 8601); a fraction of a second and an offset written ``+0100`` or ``+01:00`` are both taken.
+TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f")
+# Unix seconds ("normally time_t" in older guides): 9 to 11 digits, never a YYYYMMDD date.
+EPOCH_SECONDS = r"^\d{9,11}(?:\.\d{1,6})?$"
 
 _EVENT_SCHEMA = {name: (pl.Datetime("us", "UTC") if kind == "Datetime" else pl.String) for name, kind in EVENT_FRAME_SCHEMA.items()}
 KEPT_SCHEMA = {"byte_offset": pl.Int64, "line_digest": pl.String, "raw_line": pl.String, "reason": pl.String}
@@ -85,22 +91,21 @@ class ParsedLines:
 
 
 def header_columns(header: bytes) -> list[str]:
-    """The column names of a header line (without its line ending); :class:`HeaderError` when unusable."""
+    """The column names of a header line (without its line ending); :class:`HeaderError` when it has no ``type`` column.
+
+    Nothing else refuses a header: a name may come twice (published production headers list
+    ``rcvSourceIp`` twice; the first non-empty value of a repeated name wins, see :func:`_column`),
+    and a byte that is not UTF-8 is replaced rather than refused.
+    """
     if len(header) > MAX_LINE_BYTES:
         raise HeaderError(f"header line longer than {MAX_LINE_BYTES} bytes")
+    text = header.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n")
     try:
-        text = header.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise HeaderError(f"header is not UTF-8 (byte {exc.start})") from None
-    names = next(csv.reader([text]), [])
-    if not names or len(names) > MAX_HEADER_COLUMNS:
-        raise HeaderError(f"header has {len(names)} columns (1 to {MAX_HEADER_COLUMNS} expected)")
-    lowered = [n.strip().lower() for n in names]
-    if "type" not in lowered:
+        names = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise HeaderError(f"header is not a CSV line: {exc}") from None
+    if "type" not in (n.strip().lower() for n in names):
         raise HeaderError("header has no 'type' column; is this a PowerMTA accounting file?")
-    dup = next((n for n in lowered if lowered.count(n) > 1), None)
-    if dup is not None:
-        raise HeaderError(f"header names column {dup!r} twice")
     return [n.strip() for n in names]
 
 
@@ -153,7 +158,7 @@ def line_digest(raw: bytes) -> str:
 
 
 # The columns the mapping reads; the others are tokenised by the CSV reader but never built.
-USED_COLUMNS = ("type", "timelogged", "rcpt", "envid", "header_x-envid", "jobid", "bouncecat", "dsnstatus", "dsndiag",
+USED_COLUMNS = ("type", "timelogged", "timequeued", "rcpt", "envid", "header_x-envid", "jobid", "bouncecat", "dsnstatus", "dsndiag",
                 "feedbacktype", "format")
 _SENTINEL = b"\x01"
 
@@ -293,14 +298,20 @@ def _empty_events() -> pl.DataFrame:
 
 
 def _column(columns: list[str], *names: str, trim: bool = True) -> pl.Expr:
-    """The first of ``names`` (case-insensitive) the header has; null when absent or empty."""
-    lowered = {c.lower(): f"c{i}" for i, c in enumerate(columns)}
+    """The first of ``names`` (case-insensitive) the header has; null when absent or empty.
+
+    A name the header repeats gives the first non-empty value among its columns, left to right.
+    """
     for name in names:
-        if name.lower() in lowered:
-            text = pl.col(lowered[name.lower()])
-            if trim:
-                text = text.str.strip_chars()
-            return pl.when(text == "").then(None).otherwise(text)
+        positions = [f"c{i}" for i, c in enumerate(columns) if c.lower() == name.lower()]
+        if positions:
+            values = []
+            for position in positions:
+                text = pl.col(position)
+                if trim:
+                    text = text.str.strip_chars()
+                values.append(pl.when(text == "").then(None).otherwise(text))
+            return values[0] if len(values) == 1 else pl.coalesce(values)
     return pl.lit(None, dtype=pl.String)
 
 
@@ -313,6 +324,14 @@ def _powermta_time(text: pl.Expr) -> pl.Expr:
     signed = pl.when(zone.str.starts_with("-")).then(-minutes).otherwise(minutes)
     shaped = zone.str.contains(r"^[+-][0-2]\d[0-5]\d$").fill_null(False) & (text.str.len_bytes() == 24)
     return pl.when(shaped).then((local - pl.duration(minutes=signed)).dt.replace_time_zone("UTC"))
+
+
+def _other_time(text: pl.Expr) -> pl.Expr:
+    """Unix seconds (:data:`EPOCH_SECONDS`) or an ISO 8601 / :data:`TIME_FORMATS` spelling, as UTC; null otherwise."""
+    seconds = text.str.extract(EPOCH_SECONDS.replace("^", "^(").replace("$", ")$"), 1).cast(pl.Float64, strict=False)
+    epoch = (seconds * 1_000_000).round().cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
+    iso = text.str.replace(r"^(\d{4}-\d{2}-\d{2})[Tt]", "${1} ").str.replace(r"[Zz]$", "+00:00")
+    return pl.coalesce([epoch] + [iso.str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us") for f in TIME_FORMATS])
 
 
 def _bounce_class_expr(cat: pl.Expr, status: pl.Expr) -> pl.Expr:
@@ -334,7 +353,7 @@ def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: pl.Series, te
     job = _column(columns, "jobId").str.splitn(".", 2)
     parsed = frame.lazy().select(
         kind=_column(columns, "type").str.to_lowercase(),
-        time_text=_column(columns, "timeLogged"),
+        time_text=pl.coalesce([_column(columns, "timeLogged"), _column(columns, "timeQueued")]),
         rcpt=_column(columns, "rcpt"),
         token=pl.coalesce([_column(columns, "envId"), _column(columns, "header_x-envid")]),
         job=_column(columns, "jobId"),
@@ -353,9 +372,7 @@ def _map(columns, frame: pl.DataFrame, raws: list[bytes], offsets: pl.Series, te
     ).collect()
     unparsed = parsed["occurred_at"].is_null() & parsed["time_text"].is_not_null()
     if unparsed.any():  # other spellings of the time, tried only where PowerMTA's own did not parse
-        parsed = parsed.with_columns(occurred_at=pl.coalesce(
-            [pl.col("occurred_at")]
-            + [pl.col("time_text").str.to_datetime(f, strict=False, time_zone="UTC", time_unit="us") for f in TIME_FORMATS]))
+        parsed = parsed.with_columns(occurred_at=pl.coalesce([pl.col("occurred_at"), _other_time(pl.col("time_text"))]))
 
     known = pl.col("kind").is_in(RECORD_TYPES).fill_null(False)
     ignored = pl.col("kind").is_in(IGNORED_TYPES).fill_null(False)

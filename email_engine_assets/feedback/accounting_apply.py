@@ -1,9 +1,13 @@
 """Applying new PowerMTA accounting lines of a tenant: files -> chunks -> delivery events.
 
-For each ``powermta`` transport of the tenant with an accounting directory (``accounting_dir``,
-else the directory of the ``<acct-file>`` of its ``config_file``): the ``acct-*.csv`` files there
-(regular files only, a symlink is never followed; at most :data:`MAX_FILES_PER_RUN` with new
-bytes per run, oldest name first) are read from their stored offset in chunks of
+For each ``powermta`` transport of the tenant, where its accounting files are
+(:func:`accounting_sources`): with ``accounting_dir``, the ``acct.csv`` and ``acct-*.csv`` files
+there; else, for each ``<acct-file>`` of its ``config_file`` (includes followed), the files under
+its base name and rotation names (``acct-2026-11-29-0000.csv`` for ``acct.csv``) in its directory
+and in its ``move-to`` directory. Regular files only, a symlink is never followed; a name is read
+once, from the first directory that has it (a file moved by ``move-to`` keeps its name and its
+offset); at most :data:`MAX_FILES_PER_RUN` with new bytes per run, oldest name first. They are
+read from their stored offset in chunks of
 :data:`CHUNK_BYTES`. Each chunk's complete lines are parsed
 (:mod:`email_engine_assets.feedback.accounting`), recorded (``record_events``), the unusable
 lines kept, and the offset advanced -- all in ONE transaction: a crash at any point leaves the
@@ -16,8 +20,8 @@ the offset: rotated or truncated) is read again from its start; lines already ap
 
 from __future__ import annotations
 
-import fnmatch
 import os
+import re
 import stat
 from dataclasses import dataclass
 
@@ -42,7 +46,7 @@ from email_engine_resources.powermta_config import (
     read_powermta_config,
 )
 
-ACCOUNTING_PATTERN = "acct-*.csv"
+ACCOUNTING_NAMES = re.compile(r"acct(?:-.*)?\.csv")  # with accounting_dir: acct.csv, acct-*.csv
 CHUNK_BYTES = 50 * 1024 * 1024
 MAX_FILES_PER_RUN = 100
 IDENTITY_BYTES = 4096
@@ -53,44 +57,62 @@ COUNT_KEYS = ("files", "lines", "delivered", "bounced", "deferred", "complained"
 
 @dataclass(frozen=True)
 class AccountingSource:
-    """A transport's accounting directory (``dir_problem`` says why there is none)."""
+    """Where a transport's accounting files are: (directory, names) pairs, searched in order
+    (``dir_problem`` says why there are none)."""
 
     transport: str
-    directory: str | None
+    locations: tuple[tuple[str, re.Pattern[str]], ...] = ()
     dir_problem: str | None = None
+
+    @property
+    def directory(self) -> str | None:
+        """The first directory (where PowerMTA writes); ``None`` when there is none."""
+        return self.locations[0][0] if self.locations else None
 
 
 def accounting_sources(tenant: TenantConfig) -> list[AccountingSource]:
-    """The tenant's powermta transports that have (or should have) an accounting directory."""
+    """The tenant's powermta transports that have (or should have) accounting files."""
     out = []
     for transport in tenant.transports:
         if transport.kind != "powermta":
             continue
         if transport.accounting_dir:
-            out.append(AccountingSource(transport.name, transport.accounting_dir))
+            out.append(AccountingSource(transport.name, ((transport.accounting_dir, ACCOUNTING_NAMES),)))
         elif transport.config_file:
             try:
-                directory = read_powermta_config(transport.config_file).accounting_dir()
+                acct_files = read_powermta_config(transport.config_file).acct_files
             except PowerMtaConfigError as exc:
-                out.append(AccountingSource(transport.name, None, f"transport {transport.name!r}: {exc}"))
+                out.append(AccountingSource(transport.name, (), f"transport {transport.name!r}: {exc}"))
                 continue
-            if directory:
-                out.append(AccountingSource(transport.name, directory))
+            locations = tuple(dict.fromkeys((d, a.names()) for a in acct_files for d in a.locations()))
+            if locations:
+                out.append(AccountingSource(transport.name, locations))
     return out
 
 
-def accounting_files(directory: str) -> list[tuple[str, os.stat_result]]:
-    """``acct-*.csv`` regular files of ``directory`` (symlinks skipped), by name, with their stat."""
-    found = []
-    with os.scandir(directory) as entries:
+def accounting_files(source: AccountingSource) -> list[tuple[str, str, os.stat_result]]:
+    """(name, path, stat) of the source's accounting files (regular files, symlinks skipped), by name.
+
+    A name found in several directories is taken from the first (PowerMTA's own before ``move-to``).
+    A ``move-to`` directory that does not exist yet is no error (nothing was moved); the first
+    directory must be listable (``OSError`` otherwise).
+    """
+    found: dict[str, tuple[str, os.stat_result]] = {}
+    for i, (directory, names) in enumerate(source.locations):
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            if i == 0:
+                raise
+            continue
         for entry in entries:
-            if not fnmatch.fnmatchcase(entry.name, ACCOUNTING_PATTERN) or not entry.is_file(follow_symlinks=False):
+            if entry.name in found or not names.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
                 continue
             try:
-                found.append((entry.name, entry.stat(follow_symlinks=False)))
+                found[entry.name] = (entry.path, entry.stat(follow_symlinks=False))
             except OSError:
                 continue  # gone since the listing (moved away by PowerMTA)
-    return sorted(found)
+    return [(name, path, st) for name, (path, st) in sorted(found.items())]
 
 
 def apply_accounting(engine: sa.Engine, tenant: TenantConfig, *, chunk_bytes: int = CHUNK_BYTES) -> dict[str, int]:
@@ -102,15 +124,14 @@ def apply_accounting(engine: sa.Engine, tenant: TenantConfig, *, chunk_bytes: in
             problems.append(source.dir_problem or f"transport {source.transport!r}: no accounting directory")
             continue
         try:
-            files = accounting_files(source.directory)
+            files = accounting_files(source)
         except OSError as exc:
             problems.append(f"transport {source.transport!r}: {source.directory}: cannot be listed: {exc.strerror or exc}")
             continue
         with engine.connect() as conn:
             known = store.positions(conn, tenant.id, source.transport)
-        pending = [(name, st) for name, st in files if name not in known or _changed(known[name], st)]
-        for name, _st in pending[:MAX_FILES_PER_RUN]:
-            path = os.path.join(source.directory, name)
+        pending = [(name, path, st) for name, path, st in files if name not in known or _changed(known[name], st)]
+        for name, path, _st in pending[:MAX_FILES_PER_RUN]:
             try:
                 _apply_file(engine, tenant.id, source.transport, path, name, known.get(name), totals, chunk_bytes)
             except (OSError, HeaderError) as exc:
@@ -152,7 +173,7 @@ def _apply_file(engine: sa.Engine, tenant_id: str, transport: str, path: str, na
         if position is None or restart:
             identity_len = min(IDENTITY_BYTES, header_end + 1 + complete_length(os.pread(fd, IDENTITY_BYTES, header_end + 1)))
             with engine.begin() as conn:
-                store.start_file(conn, tenant_id, transport, name, header=header.decode("utf-8").lstrip("\ufeff"),
+                store.start_file(conn, tenant_id, transport, name, header=header.decode("utf-8", "replace").lstrip("\ufeff"),
                                  offset=header_end + 1, size=header_end + 1, inode=st.st_ino,
                                  first_line_digest=_identity(fd, identity_len), restart=restart)
             totals["restarted_files"] += int(restart)

@@ -39,10 +39,10 @@ def changed_files(engine, tenant) -> list[tuple[str, str, int, int]]:
     changed = []
     for source in sources:
         try:
-            files = accounting_files(source.directory)
+            files = accounting_files(source)
         except OSError:
             continue  # the run reports it; the sensor stays cheap
-        for name, st in files:
+        for name, _path, st in files:
             size, inode = known.get((source.transport, name), (None, None))
             if size != st.st_size or (inode is not None and inode != st.st_ino):
                 changed.append((source.transport, name, st.st_size, st.st_ino))

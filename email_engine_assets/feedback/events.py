@@ -33,8 +33,8 @@ BOUNCE_CATEGORIES = HARD_BOUNCE_CATEGORIES | SOFT_BOUNCE_CATEGORIES | REPUTATION
 _STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 # Enhanced status codes (RFC 3463) that say the address itself is bad: 5.1.x addressing
 # (bad mailbox 5.1.1, bad domain 5.1.2, ...) and 5.2.1 (mailbox disabled).
-_HARD_STATUS = re.compile(r"^5\.1\.\d+$|^5\.2\.1$")
-_SENDER_STATUS = re.compile(r"^5\.7\.\d+$")  # security / policy: the sender, not the address
+_HARD_STATUS = re.compile(r"^5\.1\.\d+\Z|^5\.2\.1\Z")
+_SENDER_STATUS = re.compile(r"^5\.7\.\d+\Z")  # security / policy: the sender, not the address
 
 
 def bounce_class(bounce_cat: str | None, dsn_status: str | None) -> str:

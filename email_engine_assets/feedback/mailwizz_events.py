@@ -9,14 +9,14 @@ bounce and one unsubscribe per (campaign, subscriber), so the key is the instanc
 uid, the kind and the subscriber.
 
 A bounce record carries no date: it is dated when first polled. An unsubscribe's ``date_added``
-is in the MailWizz customer's time zone (the transport's ``timezone``).
+is the raw database value, in UTC (MailWizz runs its database session at ``+00:00``); only a
+campaign's ``send_at`` is in the customer's time zone.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from email_engine_assets.audiences.suppressions import suppression_key
 from email_engine_assets.feedback.events import FeedbackEvent, dedupe_digest
@@ -42,15 +42,15 @@ def _text(value, limit: int = DETAIL_CHARS) -> str:
     return "".join(c for c in text if c.isprintable())[:limit]
 
 
-def _date(value, timezone: str, fallback: datetime) -> datetime:
+def _utc_date(value, fallback: datetime) -> datetime:
     try:
-        return datetime.strptime(str(value), DATE_FORMAT).replace(tzinfo=ZoneInfo(timezone))
+        return datetime.strptime(str(value), DATE_FORMAT).replace(tzinfo=UTC)
     except (TypeError, ValueError):
         return fallback
 
 
 def feedback_event(
-    kind: str, record: dict, *, instance: str, campaign_uid: str, campaign: str, timezone: str, polled_at: datetime
+    kind: str, record: dict, *, instance: str, campaign_uid: str, campaign: str, polled_at: datetime
 ) -> FeedbackEvent | str:
     """The event of one ``unsubscribes`` / ``bounces`` record, or why it cannot be one (a short reason)."""
     subscriber = record.get("subscriber") if isinstance(record.get("subscriber"), dict) else {}
@@ -63,7 +63,7 @@ def feedback_event(
     if kind == "unsubscribes":
         why = "; ".join(t for t in (_text(record.get("reason"), 140), _text(record.get("note"), 140)) if t)
         return FeedbackEvent(
-            "unsubscribed", "mailwizz", _date(record.get("date_added"), timezone, polled_at), key,
+            "unsubscribed", "mailwizz", _utc_date(record.get("date_added"), polled_at), key,
             campaign=campaign, email=email, detail=why or None,
         )
     if kind == "bounces":

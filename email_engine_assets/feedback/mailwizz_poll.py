@@ -53,7 +53,7 @@ def _poll(engine, tenant_id: str, transport: MailwizzTransport, mw: MailwizzInst
         events: list[FeedbackEvent] = []
         for record in records:
             made = feedback_event(kind, record, instance=transport.name, campaign_uid=uid, campaign=campaign,
-                                  timezone=transport.timezone, polled_at=now)
+                                  polled_at=now)
             if isinstance(made, str):
                 counts["unusable"] += 1
             else:

@@ -8,11 +8,14 @@ Routes (status codes are the contract senders rely on; every refusal stores noth
 - ``GET /health``.
 
 200 for every accepted request (also a byte-identical retry, which stores nothing new; MailWizz
-counts only 200 as success), 404 unknown tenant or source, 413 body over the cap (Content-Length
-checked before reading, a chunked body cut off while streaming), 401 bad token, signature or
-timestamp, 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the
-request now (its database, a secret missing from its environment, a broken tenant file): the
-sender retries. Errors are ``{"error": "..."}`` and never echo a token, signature or secret.
+counts only 200 as success), 404 unknown tenant or source (or one whose token / secret is unset in
+the file or under 32 characters), 413 body over the cap (Content-Length checked before reading, a
+chunked body cut off while streaming), 408 body not received in time, 401 bad token, signature or
+timestamp (the token, and the signature header with its timestamp, checked before the body is
+read), 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the request
+now (its database, a secret missing from its environment, a broken tenant file, too many requests
+in flight): the sender retries. Errors are ``{"error": "..."}``, never echo a token, signature or
+secret, and close the connection. Header deadline and cap: :mod:`webhook_server`.
 
 The body is committed to ``webhook_inbox`` before the 200 (``synchronous_commit`` as the server
 is set; concurrent bodies share a commit, :class:`GroupCommit`); the ``delivery_events`` asset
@@ -26,7 +29,6 @@ import asyncio
 import html
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -38,6 +40,7 @@ import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -46,9 +49,11 @@ from email_engine_assets.content.unsubscribe import BadToken, verify_unsubscribe
 from email_engine_assets.feedback.inbox_store import store_bodies
 from email_engine_assets.feedback.unsubscribe_store import unsubscribe
 from email_engine_assets.feedback.webhook_auth import (
+    MIN_SECRET_CHARS,
     SIGNATURE_HEADER,
     TOKEN_HEADER,
     Unauthorized,
+    check_signature_header,
     check_token,
     verify_signature,
 )
@@ -63,11 +68,11 @@ from email_engine_assets.tenancy.config import (
     TenantConfig,
     read_tenant_file,
 )
-from email_engine_assets.tenancy.strict import SLUG_PATTERN
+from email_engine_assets.feedback.webhook_server import InFlightLimit, WebhookLimits
+from email_engine_assets.tenancy.strict import is_slug
 
 MAX_BODY_BYTES = 1 << 20
 UNSUBSCRIBE_MAX_BODY_BYTES = 16 << 10
-_SLUG = re.compile(SLUG_PATTERN)
 log = logging.getLogger("email_engine.webhooks")
 
 # (tenant, kind, source, body, content type) -> stored as new? The durable default is
@@ -117,7 +122,7 @@ class TenantFiles:
 
     def get(self, tenant_id: str) -> TenantConfig | None:
         """The tenant's config; None when there is no such tenant; :class:`ConfigError` when its file is broken."""
-        if not _SLUG.match(tenant_id) or len(tenant_id) > 64:
+        if not is_slug(tenant_id):
             return None
         found = self._path(tenant_id)
         if found is None or not stat.S_ISREG(found[1].st_mode):
@@ -206,25 +211,38 @@ def check_declared_length(request: Request, cap: int) -> None:
             raise Refused(413, f"body is {declared} bytes; at most {cap} bytes are taken")
 
 
-async def read_body(request: Request, cap: int) -> bytes:
-    """The body, at most ``cap`` bytes: a larger Content-Length is refused before anything is read,
-    and a body without one (chunked) is cut off as soon as it passes the cap."""
+async def read_body(request: Request, cap: int, timeout_s: float) -> bytes:
+    """The body, at most ``cap`` bytes, all of it within ``timeout_s`` (else 408): a larger
+    Content-Length is refused before anything is read, and a body without one (chunked) is cut
+    off as soon as it passes the cap."""
     check_declared_length(request, cap)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise Refused(413, f"body is over {cap} bytes; at most {cap} bytes are taken")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise Refused(413, f"body is over {cap} bytes; at most {cap} bytes are taken")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(408, f"body not received within {timeout_s:g} s") from None
     return b"".join(chunks)
 
 
-def _secret(read: Callable[[], str], what: str) -> str:
+def _secret(read: Callable[[], str], what: str, where: str, route_off: str) -> str:
+    """The secret a route checks against. Unset: 503 (the sender retries). Shorter than
+    :data:`MIN_SECRET_CHARS`: the route is off, answered ``route_off`` (404) as if unconfigured,
+    and the reason is logged; the tenant's other routes are not affected."""
     try:
-        return read()
+        value = read()
     except LookupError as exc:
-        log.error("%s: %s", what, exc)  # names the environment variable, never a value
+        log.error("%s (%s): %s", what, where, exc)  # names the environment variable, never a value
         raise Refused(503, f"{what} is not available on this server; try again later") from None
+    if len(value) < MIN_SECRET_CHARS:
+        log.error("%s (%s) is shorter than %d characters: this route answers 404 until it is longer",
+                  what, where, MIN_SECRET_CHARS)
+        raise Refused(404, route_off)
+    return value
 
 
 _PAGE = """<!doctype html>
@@ -242,6 +260,9 @@ _PAGE_HEADERS = {
 }
 
 
+_CLOSE = {"Connection": "close"}
+
+
 def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), headers=_PAGE_HEADERS)
 
@@ -254,8 +275,12 @@ def build_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     store: StoreBody | None = None,
     clock: Callable[[], float] = time.time,
+    limits: WebhookLimits = WebhookLimits(),
 ) -> Starlette:
     """The ASGI app for the workspace at ``workspace_root`` and the application database ``engine``.
+
+    ``limits`` gives the body deadline and the number of requests handled at once (the server's
+    part of them is :func:`email_engine_assets.feedback.webhook_server.uvicorn_settings`).
 
     ``signing_key`` gives the project's key for unsubscribe tokens (default
     :func:`email_engine_resources.signing_key.signing_key`, read once, on first use).
@@ -294,15 +319,17 @@ def build_app(
 
     async def mailwizz_hook(request: Request) -> Response:
         tenant = await tenant_of(request)
+        off = "tenant takes no MailWizz webhooks (no webhooks.mailwizz_token)"
         if tenant.webhooks.mailwizz_token is None:
-            raise Refused(404, "tenant takes no MailWizz webhooks (no webhooks.mailwizz_token)")
+            raise Refused(404, off)
+        expected = _secret(tenant.webhooks.mailwizz_token.read, "the MailWizz webhook token",
+                           f"tenant {tenant.id}, webhooks.mailwizz_token", off)
         check_declared_length(request, max_body_bytes)
-        expected = _secret(tenant.webhooks.mailwizz_token.read, "the MailWizz webhook token")
         try:
             check_token(request.query_params.get("token") or request.headers.get(TOKEN_HEADER), expected)
         except Unauthorized as exc:
             raise Refused(401, str(exc)) from None
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, limits.body_timeout_s)
         try:
             parse_mailwizz(body, tenant.id)
         except MalformedPayload as exc:
@@ -314,11 +341,16 @@ def build_app(
         source = tenant.source(request.path_params["source"])
         if source is None:
             raise Refused(404, "unknown source")
+        off = "source takes no webhook pushes (no webhook_secret)"
         if source.webhook_secret is None:
-            raise Refused(404, "source takes no webhook pushes (no webhook_secret)")
-        body = await read_body(request, max_body_bytes)
-        secret = _secret(source.webhook_secret.read, "the source's webhook secret")
+            raise Refused(404, off)
+        secret = _secret(source.webhook_secret.read, "the source's webhook secret",
+                         f"tenant {tenant.id}, source {source.id}, webhook_secret", off)
+        check_declared_length(request, max_body_bytes)
         try:
+            # The header and its timestamp before a byte of the body: an unsigned or stale push costs no read.
+            check_signature_header(request.headers.get(SIGNATURE_HEADER), clock())
+            body = await read_body(request, max_body_bytes, limits.body_timeout_s)
             verify_signature(request.headers.get(SIGNATURE_HEADER), secret, body, clock())
         except Unauthorized as exc:
             raise Refused(401, str(exc)) from None
@@ -346,7 +378,7 @@ def build_app(
 
     async def unsubscribe_post(request: Request) -> Response:
         tenant_id, campaign, contact_id = await run_in_threadpool(token_parts, request)
-        body = await read_body(request, UNSUBSCRIBE_MAX_BODY_BYTES)
+        body = await read_body(request, UNSUBSCRIBE_MAX_BODY_BYTES, limits.body_timeout_s)
         if not is_one_click(request.headers.get("content-type"), body):
             raise Refused(422, "body must be List-Unsubscribe=One-Click (RFC 8058)")
 
@@ -367,20 +399,21 @@ def build_app(
         await run_in_threadpool(ping)
         return JSONResponse({"status": "ok"})
 
+    # A refusal closes the connection: its body may be unread, and a peer trickling it holds nothing.
     async def refused(request: Request, exc: Refused) -> Response:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=_CLOSE)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers={**(getattr(exc, "headers", None) or {}), **_CLOSE})
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("webhook request failed")
-        return JSONResponse({"error": "internal error; nothing was stored"}, status_code=500)
+        return JSONResponse({"error": "internal error; nothing was stored"}, status_code=500, headers=_CLOSE)
 
     async def database_down(request: Request, exc: sa.exc.SQLAlchemyError) -> Response:
         log.error("database error: %s", type(exc).__name__)
-        return JSONResponse({"error": "the database is not available; try again later"}, status_code=503)
+        return JSONResponse({"error": "the database is not available; try again later"}, status_code=503, headers=_CLOSE)
 
     routes = [
         Route("/hooks/mailwizz/{tenant}", mailwizz_hook, methods=["POST"]),
@@ -389,8 +422,13 @@ def build_app(
         Route("/u/{token}", unsubscribe_post, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
+        middleware=[Middleware(InFlightLimit, limit=limits.max_in_flight)],
         exception_handlers={Refused: refused, HTTPException: http_error, sa.exc.SQLAlchemyError: database_down,
                             Exception: internal_error},
     )
+    # No redirect from /path/ to /path: Starlette builds it from the Host header, and the 307
+    # echoed a ?token= to whatever host the peer named. A trailing slash is simply no such route.
+    app.router.redirect_slashes = False
+    return app

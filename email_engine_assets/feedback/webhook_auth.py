@@ -12,7 +12,11 @@ Signature recipe (``X-Signature`` header of ``POST /hooks/contacts/<tenant>/<sou
 
 The timestamp must be within :data:`REPLAY_WINDOW_S` of the server's clock, in either direction,
 so that a captured request cannot be replayed later. Several ``v1=`` values may be given (a
-sender rotating its secret); one matching is enough.
+sender rotating its secret); one matching is enough. The header and its timestamp are checked
+before the body is read (:func:`check_signature_header`), the HMAC once it is.
+
+A token or secret shorter than :data:`MIN_SECRET_CHARS` is refused where it is resolved: the
+route it guards is off, as if it were not configured.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import hmac
 import re
 
 REPLAY_WINDOW_S = 300
+MIN_SECRET_CHARS = 32
 SIGNATURE_HEADER = "X-Signature"
 TOKEN_HEADER = "X-Webhook-Token"
 MAX_HEADER_CHARS = 1024
-_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
-_UNIX = re.compile(r"^\d{1,12}$")
+_HEX = re.compile(r"[0-9a-fA-F]{64}\Z")
+_UNIX = re.compile(r"\d{1,12}\Z")
 
 
 class Unauthorized(ValueError):
@@ -76,16 +81,22 @@ def parse_signature(header: str | None) -> tuple[str, list[str]]:
     return timestamp, macs
 
 
+def check_signature_header(header: str | None, now: float) -> tuple[str, list[str]]:
+    """What can be checked without the body: the header's form and its timestamp, within
+    :data:`REPLAY_WINDOW_S` seconds of ``now``; returns what :func:`parse_signature` does."""
+    text, macs = parse_signature(header)
+    if abs(now - int(text)) > REPLAY_WINDOW_S:
+        raise Unauthorized(f"signature timestamp is outside the {REPLAY_WINDOW_S // 60}-minute window (check the sender's clock)")
+    return text, macs
+
+
 def verify_signature(header: str | None, secret: str, body: bytes, now: float) -> int:
     """Check ``header`` against ``body`` and ``secret`` at time ``now``; returns the timestamp.
 
     Refused (:class:`Unauthorized`): a malformed header, a timestamp more than
     :data:`REPLAY_WINDOW_S` seconds before or after ``now``, or no ``v1`` that matches.
     """
-    text, macs = parse_signature(header)
-    timestamp = int(text)
-    if abs(now - timestamp) > REPLAY_WINDOW_S:
-        raise Unauthorized(f"signature timestamp is outside the {REPLAY_WINDOW_S // 60}-minute window (check the sender's clock)")
+    text, macs = check_signature_header(header, now)
     expected = _mac(secret, text, body).encode("ascii")  # the digits as sent are what was signed
     # Every candidate is compared (no early exit): the time taken says nothing about which matched.
     matched = False
@@ -93,4 +104,4 @@ def verify_signature(header: str | None, secret: str, body: bytes, now: float) -
         matched |= hmac.compare_digest(mac.encode("ascii"), expected)
     if not matched:
         raise Unauthorized("signature does not match the body")
-    return timestamp
+    return int(text)

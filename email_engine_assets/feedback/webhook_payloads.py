@@ -22,20 +22,18 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from email_engine_assets.audiences.suppressions import suppression_key
 from email_engine_assets.feedback.events import FeedbackEvent
-from email_engine_assets.tenancy.strict import SLUG_PATTERN
+from email_engine_assets.tenancy.strict import is_slug
 
 MAILWIZZ_EVENT_TYPES = {"open": "opened", "click": "clicked"}
 MAX_URL_CHARS = 2048
 MAX_NAME_CHARS = 200
 _BOM = b"\xef\xbb\xbf"
-_SLUG = re.compile(SLUG_PATTERN)
 
 
 class MalformedPayload(ValueError):
@@ -121,7 +119,7 @@ def campaign_of(mailwizz_name: str | None, tenant_id: str) -> str | None:
     if not mailwizz_name:
         return None
     parts = mailwizz_name.split(".", 2)
-    if len(parts) == 3 and parts[0] == tenant_id and _SLUG.match(parts[1]) and len(parts[1]) <= 64:
+    if len(parts) == 3 and parts[0] == tenant_id and is_slug(parts[1]):
         return parts[1]
     return None
 

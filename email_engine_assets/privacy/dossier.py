@@ -17,6 +17,7 @@ from email_engine_assets.contacts.fields import TEXT_FIELDS
 
 SECTIONS: tuple[str, ...] = (
     "staged_rows", "rejected_rows", "tags", "validation", "enrichment", "segments", "sends", "events", "suppression", "mailwizz",
+    "files_on_disk",
 )
 
 
@@ -148,4 +149,9 @@ def explain_lines(dossier: dict) -> list[str]:
     lines.append("  suppression: " + (f"{suppression['reason']} since {_when(suppression['created_at'])}" if suppression else "-"))
     mailwizz = dossier.get("mailwizz") or []
     lines.append("  mailwizz: " + ("; ".join(f"{m['instance']} list {m['list_name']}: {m['state']}" for m in mailwizz) or "-"))
+    disk = dossier.get("files_on_disk") or {}
+    for path in disk.get("outbox") or []:
+        lines.append(f"  outbox message: {path}")
+    for entry in disk.get("inbox") or []:
+        lines.append(f"  inbox file ({entry['written_by']}): {entry['path']}, line(s) {', '.join(map(str, entry['lines']))}")
     return lines

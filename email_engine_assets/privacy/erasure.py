@@ -11,7 +11,6 @@ files) keep their rows without the person: a count never changes because someone
 from __future__ import annotations
 
 import hashlib
-import re
 
 # table -> what `forget` does to the person's rows
 ERASED_TABLES: dict[str, str] = {
@@ -22,14 +21,14 @@ ERASED_TABLES: dict[str, str] = {
     "segment_profiles": "deleted (with the contact)",
     "segment_members": "deleted (with the contact); the snapshot's counts stay",
     "staged_rows": "turned into rejected rows 'erased' without raw text (the file's counts still add up)",
-    "rejected_rows": "raw text holding the address emptied (row, line and reason kept)",
+    "rejected_rows": "raw text naming the address (parsed as its file's format, by key) emptied; row, line and reason kept",
     "campaign_sends": "email replaced by 'erased:<row id>', contact NULL, address removed from detail; queued rows skipped",
     "delivery_events": "email and contact NULL, address removed from detail and url (the event still counts)",
     "suppressions": "deleted: the erasure record (salted hash) takes its place",
     "mailwizz_subscribers": "contact NULL at once; deleted once MailWizz has deleted the subscriber",
     "mailwizz_suppression_pushes": "deleted with the address's suppression (cascade)",
-    "accounting_kept_lines": "raw line emptied where it holds the address (file, offset and reason kept)",
-    "webhook_inbox": "body emptied where it holds the address (pending rows of the tenant are applied first)",
+    "accounting_kept_lines": "raw line emptied where a field names the address (file, offset and reason kept)",
+    "webhook_inbox": "body emptied where a decoded JSON value names the address (pending rows are applied first)",
     "erased_addresses": "the salted hash of the address key is added",
 }
 
@@ -41,20 +40,8 @@ REPORT_KEYS: tuple[str, ...] = (
 )
 
 SALT_BYTES = 32
-REDACTED = "[erased]"
 
 
 def erasure_hash(salt: bytes, email_key: str) -> bytes:
     """sha256(salt || key in UTF-8): the same bytes as SQL's ``sha256(salt || convert_to(key, 'UTF8'))``."""
     return hashlib.sha256(salt + email_key.encode("utf-8")).digest()
-
-
-def literal_pattern(text: str) -> str:
-    """A PostgreSQL regular expression (ARE) that matches ``text`` literally: every non-alphanumeric escaped."""
-    return "".join(ch if ch.isalnum() else "\\" + ch for ch in text)
-
-
-def needles(email_key: str, given: str) -> list[str]:
-    """The lowercase forms the address may take in free text: its key, and the form the operator typed."""
-    forms = [email_key.lower(), given.strip().lower()]
-    return [f for f in dict.fromkeys(forms) if f and re.search(r"\S@\S", f)]

@@ -1,8 +1,11 @@
 """SQL of one person: read everything the tenant holds about an address, and erase it in one transaction.
 
-Every statement is bounded by the tenant and the address key (or the contact id it keys). The
-person's free text (a reject's raw line, a send's or an event's detail) is found by the lowercase
-forms of the address (:func:`.erasure.needles`), case-insensitively.
+Every statement is bounded by the tenant and the address key (or the contact id it keys). Raw
+texts (a reject's raw line, a webhook body, a kept accounting line) are pre-filtered in SQL by a
+piece of the local part and of the domain (:attr:`.matching.Person.probes`) or a JSON escape, and each candidate is
+then parsed in its form and kept only when a value's email key is the person's
+(:func:`.matching.holds`): ``joann@`` is not ``ann@``, ``ann\\u0040example.com`` is. A send's or an
+event's detail and url are redacted by the same matcher (:func:`.matching.redact`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,8 @@ import sqlalchemy as sa
 from email_engine_assets.contacts.fields import TEXT_FIELDS
 from email_engine_assets.contacts.normalise import REASON_ERASED
 from email_engine_assets.contacts.store import tenant_lock
-from email_engine_assets.privacy.erasure import (
-    REDACTED,
-    SALT_BYTES,
-    erasure_hash,
-    literal_pattern,
-)
+from email_engine_assets.privacy.erasure import SALT_BYTES, erasure_hash
+from email_engine_assets.privacy.matching import Person, holds, redact
 
 _PRIMARY = ("primary_priority", "primary_file_id", "primary_line_no")
 
@@ -35,17 +34,57 @@ def _rows(conn: sa.Connection, sql: str, params: dict) -> list[dict]:
     return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
 
 
-def _holds(column: str) -> str:
-    """SQL: ``column`` holds one of the needles (``:needles``, lowercase), case-insensitively."""
-    return f"EXISTS (SELECT 1 FROM unnest(CAST(:needles AS text[])) n WHERE strpos(lower({column}), n) > 0)"
+_BATCH = 1000
 
 
-def _scrubbed(column: str, patterns: int) -> str:
-    """SQL: ``column`` with each needle (``:p0``, ``:p1`` ..., literal regexes) replaced by the redaction mark."""
-    expr = column
-    for i in range(patterns):
-        expr = f"regexp_replace({expr}, :p{i}, '{REDACTED}', 'gi')"
-    return f"CASE WHEN {_holds(column)} THEN {expr} ELSE {column} END"
+def _maybe(column: str) -> str:
+    """SQL: ``column`` (text) may hold the person: it holds both probes (``:lp``, ``:dp``, lowercase,
+    :attr:`.matching.Person.probes`), or a JSON escape (``\\u``) that may hide any character.
+    Python decides (:func:`.matching.holds`)."""
+    return (f"((strpos(lower({column}), :lp) > 0 AND strpos(lower({column}), :dp) > 0)"
+            f" OR strpos({column}, '\\u') > 0)")
+
+
+def _maybe_bytes(column: str) -> str:
+    """:func:`_maybe` for raw bytes in any encoding (compared in their escaped text form)."""
+    text = f"lower(encode({column}, 'escape'))"
+    return (f"((strpos({text}, lower(encode(convert_to(:lp, 'UTF8'), 'escape'))) > 0"
+            f" AND strpos({text}, lower(encode(convert_to(:dp, 'UTF8'), 'escape'))) > 0)"
+            f" OR position(convert_to('\\u', 'UTF8') IN {column}) > 0)")
+
+
+def _probes(person: Person) -> dict[str, str]:
+    local, domain = person.probes
+    return {"lp": local, "dp": domain}
+
+
+def _streamed(conn: sa.Connection, sql: str, params: dict):
+    """The rows of ``sql``, fetched in batches (a tenant may hold millions of candidates)."""
+    result = conn.execute(sa.text(sql).execution_options(stream_results=True, max_row_buffer=_BATCH), params)
+    yield from result
+
+
+def body_text(body: bytes | memoryview) -> str:
+    """A raw webhook body as text: UTF-8 (a byte that is not is replaced, the rest still read)."""
+    return bytes(body).removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+
+
+def _rejected_of(conn: sa.Connection, tenant_id: str, person: Person) -> list[dict]:
+    """The tenant's rejected rows whose raw text (parsed as its file's format) or reason names the person."""
+    rows = _streamed(
+        conn,
+        f"""SELECT r.file_id, f.source_id AS source, f.path, r.line_no AS line, r.reason, r.raw_text,
+                   f.format, f.delimiter
+            FROM rejected_rows r JOIN import_files f ON f.file_id = r.file_id
+            WHERE r.tenant_id = :t AND {_maybe("r.raw_text || ' ' || r.reason")}
+            ORDER BY r.file_id, r.line_no""",
+        {"t": tenant_id, **_probes(person)},
+    )
+    return [
+        {k: v for k, v in r._mapping.items() if k not in ("format", "delimiter")}
+        for r in rows
+        if holds(person, r.raw_text, r.format or "text", r.delimiter) or holds(person, r.reason)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,26 +129,21 @@ def staged_rows(conn: sa.Connection, tenant_id: str, key: str) -> list[dict]:
     )
 
 
-def rejected_rows(conn: sa.Connection, tenant_id: str, needles: list[str]) -> list[dict]:
-    return _rows(
-        conn,
-        f"""SELECT r.file_id, f.source_id AS source, f.path, r.line_no AS line, r.reason, r.raw_text
-            FROM rejected_rows r JOIN import_files f ON f.file_id = r.file_id
-            WHERE r.tenant_id = :t AND {_holds("r.raw_text")} ORDER BY r.file_id, r.line_no""",
-        {"t": tenant_id, "needles": needles},
-    )
+def rejected_rows(conn: sa.Connection, tenant_id: str, person: Person) -> list[dict]:
+    """The tenant's rejected rows naming the person (their raw text parsed, never searched)."""
+    return _rejected_of(conn, tenant_id, person)
 
 
-def dossier_rows(conn: sa.Connection, tenant_id: str, key: str, needles: list[str]) -> dict:
+def dossier_rows(conn: sa.Connection, tenant_id: str, key: str, person: Person) -> dict:
     """Every row the tenant holds about the address, section by section (plain dicts, datetimes as they are)."""
     contact = contact_row(conn, tenant_id, key)
     cid = contact["contact_id"] if contact else None
-    p = {"t": tenant_id, "c": cid, "e": key, "h": email_sha256(key), "needles": needles}
+    p = {"t": tenant_id, "c": cid, "e": key, "h": email_sha256(key)}
     by_contact = "tenant_id = :t AND contact_id = :c"
     out: dict = {
         "contact": contact,
         "staged_rows": staged_rows(conn, tenant_id, key),
-        "rejected_rows": rejected_rows(conn, tenant_id, needles),
+        "rejected_rows": rejected_rows(conn, tenant_id, person),
         "tags": _rows(conn, f"SELECT tag, provenance, assigned_at FROM tag_assignments WHERE {by_contact} ORDER BY tag, provenance", p),
         "validation": next(iter(_rows(conn, f"SELECT * FROM email_validations WHERE {by_contact}", p)), None),
         "enrichment": next(iter(_rows(conn, f"SELECT * FROM contact_enrichment WHERE {by_contact}", p)), None),
@@ -200,46 +234,64 @@ _STAGED_TO_REJECTED = f"""
 """
 
 
-def erase(conn: sa.Connection, tenant_id: str, key: str, needles: list[str]) -> dict[str, int]:
-    """Forget the address in the tenant, in the caller's transaction; rows touched per table.
+def _redacted(conn: sa.Connection, person: Person, sql: str, params: dict, columns: tuple[str, ...]) -> list[dict]:
+    """``{"id", column: redacted text}`` for each row of ``sql`` (``id`` and ``columns``) where the person is named."""
+    out = []
+    for row in conn.execute(sa.text(sql), params):
+        changed = {c: redact(person, getattr(row, c)) for c in columns}
+        if any(changed[c] != getattr(row, c) for c in columns):
+            out.append({"id": row.id, **changed})
+    return out
+
+
+def erase(conn: sa.Connection, tenant_id: str, person: Person) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Forget the address in the tenant, in the caller's transaction: rows touched per table, and
+    the (campaign, row id) of the person's sends (their outbox files go next).
 
     Under the tenant's import lock, so no import or merge of the tenant interleaves: a file
     finished after this commits rejects the address (:func:`contacts.store.finish_file`).
     """
+    key = person.key
     tenant_lock(conn, tenant_id)
     contact = conn.execute(
         sa.text("SELECT contact_id FROM contacts WHERE tenant_id = :t AND email = :e FOR UPDATE"), {"t": tenant_id, "e": key}
     ).scalar_one_or_none()
-    p = {"t": tenant_id, "c": contact, "e": key, "needles": needles, "files": _tenant_file_ids(conn, tenant_id),
-         **{f"p{i}": literal_pattern(n) for i, n in enumerate(needles)}}
-
-    def scrubbed(column: str) -> str:
-        return _scrubbed(column, len(needles))
+    p = {"t": tenant_id, "c": contact, "e": key, "files": _tenant_file_ids(conn, tenant_id), **_probes(person)}
 
     def run(sql: str) -> int:
         return conn.execute(sa.text(sql), p).rowcount
 
     counts: dict[str, int] = {}
-    sends = list(conn.execute(
-        sa.text("SELECT row_id FROM campaign_sends WHERE tenant_id = :t AND (contact_id = :c OR email = :e) FOR UPDATE"), p
-    ).scalars())
+    sends = conn.execute(
+        sa.text("SELECT row_id, campaign FROM campaign_sends WHERE tenant_id = :t AND (contact_id = :c OR email = :e) FOR UPDATE"), p
+    ).all()
+    rows = [s.row_id for s in sends]
+    events = _redacted(
+        conn, person,
+        """SELECT event_id AS id, detail, url FROM delivery_events
+           WHERE tenant_id = :t AND (contact_id = :c OR email = :e OR send_row_id = ANY(CAST(:rows AS bigint[]))) FOR UPDATE""",
+        {**p, "rows": rows}, ("detail", "url"),
+    )
+    if events:
+        conn.execute(sa.text("UPDATE delivery_events SET detail = :detail, url = :url WHERE event_id = :id"), events)
     counts["delivery_events"] = conn.execute(
-        sa.text(
-            f"""UPDATE delivery_events SET email = NULL, contact_id = NULL,
-                       detail = {scrubbed("detail")}, url = {scrubbed("url")}
-                WHERE tenant_id = :t AND (contact_id = :c OR email = :e OR send_row_id = ANY(CAST(:rows AS bigint[])))"""
-        ),
-        {**p, "rows": sends},
+        sa.text("""UPDATE delivery_events SET email = NULL, contact_id = NULL
+                   WHERE tenant_id = :t AND (contact_id = :c OR email = :e OR send_row_id = ANY(CAST(:rows AS bigint[])))"""),
+        {**p, "rows": rows},
     ).rowcount
+    details = _redacted(conn, person, "SELECT row_id AS id, detail FROM campaign_sends WHERE row_id = ANY(CAST(:rows AS bigint[]))",
+                        {"rows": rows}, ("detail",))
+    if details:
+        conn.execute(sa.text("UPDATE campaign_sends SET detail = :detail WHERE row_id = :id"), details)
     # A queued row would be sent to nobody (its address is gone): it is settled as suppressed.
     counts["campaign_sends"] = conn.execute(
         sa.text(
-            f"""UPDATE campaign_sends SET email = 'erased:' || row_id, contact_id = NULL, detail = {scrubbed("detail")},
-                       state = CASE WHEN state = 'queued' THEN 'skipped_suppressed' ELSE state END,
-                       settled_at = CASE WHEN state = 'queued' THEN now() ELSE settled_at END
-                WHERE row_id = ANY(CAST(:rows AS bigint[]))"""
+            """UPDATE campaign_sends SET email = 'erased:' || row_id, contact_id = NULL,
+                      state = CASE WHEN state = 'queued' THEN 'skipped_suppressed' ELSE state END,
+                      settled_at = CASE WHEN state = 'queued' THEN now() ELSE settled_at END
+               WHERE row_id = ANY(CAST(:rows AS bigint[]))"""
         ),
-        {**p, "rows": sends},
+        {"rows": rows},
     ).rowcount
     for table in ("email_validations", "contact_enrichment", "tag_assignments", "segment_profiles", "segment_members"):
         counts[table] = run(f"DELETE FROM {table} WHERE tenant_id = :t AND contact_id = :c")
@@ -248,31 +300,61 @@ def erase(conn: sa.Connection, tenant_id: str, key: str, needles: list[str]) -> 
     )
     counts["contacts"] = run("DELETE FROM contacts WHERE tenant_id = :t AND contact_id = :c")
     counts["staged_rows"] = conn.execute(sa.text(_STAGED_TO_REJECTED), p).scalar_one()
-    counts["rejected_rows"] = run(
-        f"""UPDATE rejected_rows SET raw_text = '', reason = {scrubbed("reason")}
-            WHERE tenant_id = :t AND {_holds("raw_text || ' ' || reason")}"""
-    )
+    rejected = [{"f": r["file_id"], "l": r["line"], "reason": redact(person, r["reason"])} for r in _rejected_of(conn, tenant_id, person)]
+    if rejected:
+        conn.execute(sa.text("UPDATE rejected_rows SET raw_text = '', reason = :reason WHERE file_id = :f AND line_no = :l"), rejected)
+    counts["rejected_rows"] = len(rejected)
     counts["suppressions"] = run("DELETE FROM suppressions WHERE tenant_id = :t AND email = :e")
-    # Raw webhook bodies are bytes in any encoding: compared in their escaped text form (ASCII kept,
-    # other bytes as octal escapes), the needles in the same form. A row not applied yet (it came in
-    # after forget applied the tenant's pending rows) is closed as failed: it would bring the person back.
-    counts["webhook_inbox"] = run(
-        """UPDATE webhook_inbox SET body = ''::bytea,
-                  outcome = coalesce(outcome, 'failed'), applied_at = coalesce(applied_at, now()),
-                  detail = 'body erased: it held an erased address'
-           WHERE tenant_id = :t AND octet_length(body) > 0
-             AND EXISTS (SELECT 1 FROM unnest(CAST(:needles AS text[])) n
-                         WHERE strpos(lower(encode(body, 'escape')), lower(encode(convert_to(n, 'UTF8'), 'escape'))) > 0)"""
-    )
-    counts["accounting_kept_lines"] = run(
-        f"UPDATE accounting_kept_lines SET raw_line = '' WHERE tenant_id = :t AND {_holds('raw_line')}"
-    )
+    # A row not applied yet (it came in after forget applied the tenant's pending rows) is closed
+    # as failed: it would bring the person back.
+    bodies = [
+        r.id for r in _streamed(
+            conn, f"SELECT id, kind, body FROM webhook_inbox WHERE tenant_id = :t AND octet_length(body) > 0 AND {_maybe_bytes('body')}", p)
+        if holds(person, body_text(r.body), "json")
+    ]
+    counts["webhook_inbox"] = conn.execute(
+        sa.text("""UPDATE webhook_inbox SET body = ''::bytea,
+                          outcome = coalesce(outcome, 'failed'), applied_at = coalesce(applied_at, now()),
+                          detail = 'body erased: it held an erased address'
+                   WHERE id = ANY(CAST(:ids AS bigint[]))"""),
+        {"ids": bodies},
+    ).rowcount
+    kept = [
+        r.line_id for r in _streamed(
+            conn, f"SELECT line_id, raw_line FROM accounting_kept_lines WHERE tenant_id = :t AND {_maybe('raw_line')}", p)
+        if holds(person, r.raw_line, "csv", ",")
+    ]
+    counts["accounting_kept_lines"] = conn.execute(
+        sa.text("UPDATE accounting_kept_lines SET raw_line = '' WHERE line_id = ANY(CAST(:ids AS bigint[]))"), {"ids": kept}
+    ).rowcount
     salt = tenant_salt(conn, tenant_id)
     counts["erased_addresses"] = conn.execute(
         sa.text("INSERT INTO erased_addresses (tenant_id, email_hash) VALUES (:t, :h) ON CONFLICT DO NOTHING"),
         {"t": tenant_id, "h": erasure_hash(salt, key)},
     ).rowcount
-    return counts
+    return counts, [(s.campaign, s.row_id) for s in sends]
+
+
+def pushed_rows(conn: sa.Connection, tenant_id: str, source_id: str, row_ids: list[int]) -> set[int]:
+    """Which of ``row_ids`` are contacts pushes of the tenant's source: their ``webhook-<id>`` files are the engine's."""
+    return set(conn.execute(
+        sa.text("""SELECT id FROM webhook_inbox WHERE tenant_id = :t AND kind = 'contacts' AND source_id = :s
+                   AND id = ANY(CAST(:ids AS bigint[]))"""),
+        {"t": tenant_id, "s": source_id, "ids": row_ids},
+    ).scalars())
+
+
+def rename_digest(conn: sa.Connection, tenant_id: str, source_id: str, old: str, new: str, size: int) -> int:
+    """The import ledger's row of a file the engine rewrote names its new content, so that the
+    importer does not take the rewritten file as new content (it would merge the others again).
+    Nothing when no row holds ``old`` or one already holds ``new`` (then the importer skips it anyway)."""
+    return conn.execute(
+        sa.text("""UPDATE import_files f SET content_sha256 = :new, size_bytes = :size
+                   WHERE tenant_id = :t AND source_id = :s AND content_sha256 = :old
+                     AND NOT EXISTS (SELECT 1 FROM import_files o WHERE o.tenant_id = :t AND o.source_id = :s
+                                     AND o.content_sha256 = :new)"""),
+        {"t": tenant_id, "s": source_id, "old": old, "new": new, "size": size},
+    ).rowcount
 
 
 def mailwizz_rows(conn: sa.Connection, tenant_id: str, instance: str, key: str) -> int:

@@ -72,7 +72,7 @@ TLD_COUNTRY: dict[str, str] = {
 }
 
 _PSL = PublicSuffixList()
-_ALPHA = re.compile(r"^[a-z]+$")
+_ALPHA = re.compile(r"^[a-z]+\Z")
 _LEADING_THE = re.compile(r"^the\s+", re.IGNORECASE)
 
 

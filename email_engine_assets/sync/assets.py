@@ -69,7 +69,8 @@ def mailwizz_subscribers(
     return dg.MaterializeResult(
         metadata={
             "instances": len(transports),
-            **{k: overall[k] for k in ("added", "updated", "unsubscribed", "removed", "erased_removed", "refused", "api_calls")},
+            **{k: overall[k] for k in ("added", "updated", "unsubscribed", "removed", "erased_removed", "refused",
+                                            "held_out", "bad_address", "suppressed", "api_calls")},
             "per_instance": dg.MetadataValue.json(per_instance),
         }
     )

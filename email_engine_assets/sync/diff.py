@@ -12,7 +12,9 @@ pushed (``mailwizz_subscribers``) gives:
   valid, another category or language), removed from MailWizz and from the state.
 
 Rows in state ``unsubscribed`` are never subscribed again by a sync: the person may have
-unsubscribed in MailWizz itself, and only a person's own opt-in may undo that.
+unsubscribed in MailWizz itself, and only a person's own opt-in may undo that. An address MailWizz
+holds as unsubscribed or blacklisted is never pushed (MailWizz's bulk call would subscribe it
+again): its row is ``unsubscribed`` and the address becomes a suppression.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import polars as pl
 SUBSCRIBED, UNSUBSCRIBED, REFUSED = "subscribed", "unsubscribed", "refused"
 SYNC_STATES: tuple[str, ...] = (SUBSCRIBED, UNSUBSCRIBED, REFUSED)
 # MailWizz subscriber statuses and the state they leave a synced row in.
-STATE_OF_STATUS: dict[str, str] = {"confirmed": SUBSCRIBED, "unconfirmed": SUBSCRIBED, "unsubscribed": UNSUBSCRIBED}
+STATE_OF_STATUS: dict[str, str] = {"confirmed": SUBSCRIBED, "unconfirmed": SUBSCRIBED, "unsubscribed": UNSUBSCRIBED,
+                                   "blacklisted": UNSUBSCRIBED}
 NO_CATEGORY = "general"
 
 CANDIDATE_SCHEMA = {

@@ -24,7 +24,8 @@ from email_engine_assets.sync.diff import (
 )
 from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.sending import MailwizzTransport
-from email_engine_resources.mailwizz import MailwizzInstance, Subscriber
+from email_engine_assets.campaigns.store import suppress
+from email_engine_resources.mailwizz import MailwizzInstance, PushResult, Subscriber
 
 CALLS_PER_WRITE = 100
 
@@ -58,6 +59,9 @@ def _apply(engine, tenant_id: str, transport: MailwizzTransport, mw: MailwizzIns
             written = _add(mw, list_uid, chunk, totals)
             with engine.begin() as conn:
                 store.write_state(conn, tenant_id, name, written)
+                for row in written.filter(pl.col("suppress") != "").iter_rows(named=True):  # suppression wins from now on
+                    totals["suppressed"] += suppress(conn, tenant_id, row["email"], row["suppress"],
+                                                     f"{row['detail']} (MailWizz {name!r}, list {list_name})")
     for chunk in plan.update.iter_slices(CALLS_PER_WRITE):
         for row in chunk.iter_rows(named=True):
             mw.update_subscriber(row["list_uid"], row["subscriber_uid"], {"FNAME": row["first_name"], "LNAME": row["last_name"]})
@@ -75,20 +79,33 @@ def _apply(engine, tenant_id: str, transport: MailwizzTransport, mw: MailwizzIns
 
 
 def _add(mw: MailwizzInstance, list_uid: str, rows: pl.DataFrame, totals: Counter) -> pl.DataFrame:
+    """Push the rows; the state to write for each, with the suppression an address held out by MailWizz becomes."""
     subscribers = [Subscriber(r["email"], {"FNAME": r["first_name"], "LNAME": r["last_name"]}) for r in rows.iter_rows(named=True)]
     results = mw.push_subscribers(list_uid, subscribers)
     states = [state_of(p.status, p.subscriber_uid) for p in results]
     for sub, push, state in zip(subscribers, results, states, strict=True):
         if push.existed and state == SUBSCRIBED:
             mw.update_subscriber(list_uid, push.subscriber_uid, sub.fields)  # an earlier run's row: make it current
-        totals["added" if state == SUBSCRIBED else state] += 1
-    return rows.select("list_name", "email_sha256", "contact_id", "row_sha256").with_columns(
+        totals["bad_address" if push.bad_address else "held_out" if push.held else "added" if state == SUBSCRIBED else state] += 1
+    return rows.select("list_name", "email_sha256", "contact_id", "row_sha256", "email").with_columns(
         list_uid=pl.lit(list_uid),
         subscriber_uid=pl.Series([p.subscriber_uid for p in results], dtype=pl.String),
         state=pl.Series(states, dtype=pl.String),
-        detail=pl.Series([p.error or (None if s == SUBSCRIBED else f"MailWizz status {p.status}") for p, s in zip(results, states, strict=True)],
-                         dtype=pl.String),
+        detail=pl.Series([_detail(p, s) for p, s in zip(results, states, strict=True)], dtype=pl.String),
+        suppress=pl.Series([p.suppression for p in results], dtype=pl.String),
     )
+
+
+def _detail(push: PushResult, state: str) -> str | None:
+    if push.bad_address:
+        return f"bad_address: {push.error}"
+    if push.held or (push.existed and push.suppression):
+        return f"MailWizz holds the address as {push.status}: not pushed again; suppressed as {push.suppression}"
+    if push.error:
+        return push.error + (f"; suppressed as {push.suppression}" if push.suppression else "")
+    if push.status == "unconfirmed":
+        return "unconfirmed: MailWizz waits for the person's confirmation (the list forces double opt-in)"
+    return None if state == SUBSCRIBED else f"MailWizz status {push.status}"
 
 
 def _remove(engine, tenant_id: str, name: str, mw: MailwizzInstance, rows: pl.DataFrame, totals: Counter, counter: str,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
-import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from email_engine_assets.tenancy.sending import (
     TransportConfig,
     UnsubscribeSettings,
 )
-from email_engine_assets.tenancy.strict import SLUG_PATTERN, LanguageCode, Slug, Strict
+from email_engine_assets.tenancy.strict import LanguageCode, Slug, Strict, is_slug
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
 TENANT_FILE_MAX_BYTES = 1 << 20
@@ -324,7 +323,7 @@ def load_tenants(root: Path, tenant_ids: Iterable[str]) -> Workspace:
     digests: dict[str, str] = {}
     errors: dict[str, str] = {}
     for tenant_id in sorted(set(tenant_ids)):
-        if not re.match(SLUG_PATTERN, tenant_id):  # a partition key is not a path
+        if not is_slug(tenant_id):  # a partition key is not a path
             continue
         path = next((p for p in (root / "tenants" / f"{tenant_id}{ext}" for ext in (".yaml", ".yml")) if p.is_file()), None)
         if path is None:

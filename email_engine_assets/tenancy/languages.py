@@ -74,7 +74,7 @@ COUNTRY_LANGUAGE: dict[str, str] = {
     for country in countries
 }
 
-_LOCALE_TAG = re.compile(r"^([a-z]{2,3})(?:-[a-z0-9]{1,8})*$")
+_LOCALE_TAG = re.compile(r"^([a-z]{2,3})(?:-[a-z0-9]{1,8})*\Z")
 _NOT_WORD = re.compile(r"[\W_]+")
 
 

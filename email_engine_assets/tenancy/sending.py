@@ -78,11 +78,26 @@ class PowerMtaTransport(Strict):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retries: int = Field(default=3, ge=0, le=10, description="4xx replies retried this often, with backoff")
     allow_private: bool = False
-    config_file: str | None = Field(default=None, description="PowerMTA's config file (virtual MTAs, accounting)")
-    accounting_dir: str | None = Field(default=None, description="where PowerMTA writes acct-*.csv (default: the "
-                                                                 "directory of the config file's <acct-file>)")
+    config_file: str | None = Field(default=None, description="PowerMTA's config file (virtual MTAs, <source> header "
+                                                              "settings, accounting); its include lines are followed")
+    source_address: str | None = Field(default=None, description="the address PowerMTA sees the engine connect from, "
+                                                                 "matched against the config's <source> blocks (default: "
+                                                                 "the local address of a connection to host:port)")
+    accounting_dir: str | None = Field(default=None, description="where PowerMTA writes acct.csv / acct-*.csv (default: "
+                                                                 "each <acct-file> of the config file: its base and "
+                                                                 "rotation names, in its directory and its move-to)")
     management_url: str | None = Field(default=None, description="PowerMTA's HTTP management API, e.g. http://pmta:8080")
     management_api_key: EnvSecret | None = None
+
+    @field_validator("source_address")
+    @classmethod
+    def _source_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError("must be an IP address (the one PowerMTA sees the engine connect from)") from None
 
     @field_validator("management_url")
     @classmethod
