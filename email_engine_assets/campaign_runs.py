@@ -72,8 +72,8 @@ class SendOutcome:
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {**self.counts, **({"blocked": self.blocked} if self.blocked else {}),
-                **({"failures": self.failures} if self.failures else {})}
+        """The counts, ``blocked`` and ``failures``: the same keys whether the send ran, was blocked or failed."""
+        return {**self.counts, "blocked": self.blocked, "failures": self.failures}
 
 
 def run_parts() -> dict | None:
