@@ -176,6 +176,12 @@ def test_ordinary_templates_compute_as_jinja_does_under_the_caps():
     )
 
 
+def test_large_values_under_the_caps_are_built():
+    """Escaping is counted as it is (not as its worst case): 300,000 plain characters join in HTML."""
+    body = "<p>{{ (('a' * 300000) ~ 'b')|length }} {{ (['a' * 300000, 'b'])|join|length }} {{ ('<' * 200000)|length }}</p>"
+    assert "<p>300001 300001 200000</p>" in Renderer().render(template(body), {}).html
+
+
 def test_subject_line_breaks_never_reach_a_header():
     t = template("<p>x</p>")
     out = Renderer().render(t, {"first_name": "Ann\r\nBcc: victim@example.com"})

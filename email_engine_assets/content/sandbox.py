@@ -84,6 +84,15 @@ def text_size(value: Any, budget: int = MAX_STRING_CHARS) -> int:
     return total
 
 
+def escaped_size(value: Any, autoescape: bool = True) -> int:
+    """An upper bound of the length of ``value`` once HTML-escaped (exact for text; Markup stays as it is)."""
+    if not autoescape or isinstance(value, Markup):
+        return text_size(value)
+    if isinstance(value, str):
+        return len(value) + 4 * (value.count("&") + value.count('"') + value.count("'")) + 3 * (value.count("<") + value.count(">"))
+    return text_size(value) * _ESCAPED
+
+
 def percent_size(template: str, values: Any) -> int:
     """An upper bound of the length of ``template % values`` (printf-style), without building it."""
     mapping = values if isinstance(values, Mapping) else None
@@ -100,6 +109,15 @@ def percent_size(template: str, values: Any) -> int:
         if total > MAX_STRING_CHARS:
             break
     return total
+
+
+def refuse_joined(items: Iterable[Any], separator: int, autoescape: bool, what: str) -> None:
+    """Refuse joining ``items`` with a separator of ``separator`` characters past the cap, stopping
+    at the first item that passes it (each item is measured once)."""
+    total = -separator
+    for item in items:
+        total += escaped_size(item, autoescape) + separator
+        refuse_string(total, what)
 
 
 def _count(value: Any) -> int:
@@ -147,10 +165,9 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
 
 def checked_join(eval_ctx: EvalContext, pieces: tuple[Any, ...]) -> str:
     """``a ~ b ~ ...``: Jinja's concatenation, its length checked first."""
-    factor = _ESCAPED if eval_ctx.autoescape else 1
     total = 0
     for piece in pieces:
-        total += text_size(piece) * (1 if isinstance(piece, Markup) else factor)
+        total += escaped_size(piece, eval_ctx.autoescape)
         refuse_string(total, "'~'")
     return (markup_join if eval_ctx.autoescape else str_join)(pieces)
 
@@ -214,7 +231,7 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     if not isinstance(text, str) or not isinstance(method, (types.BuiltinMethodType, types.MethodType)):
         return args, kwargs
     name = method.__name__
-    factor = _ESCAPED if isinstance(text, Markup) else 1
+    escaping = isinstance(text, Markup)  # a Markup method escapes its arguments
     what = f"str.{name}()"
     if name in ("center", "ljust", "rjust", "zfill") and args and isinstance(args[0], int):
         refuse_string(max(len(text), args[0]), what)
@@ -226,10 +243,10 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         times = len(text) + 1 if old == "" else text.count(old)
         if len(args) > 2 and isinstance(args[2], int) and args[2] >= 0:
             times = min(times, args[2])
-        refuse_string(len(text) + times * max(0, text_size(new) * factor - len(old)), what)
+        refuse_string(len(text) + times * max(0, escaped_size(new, escaping) - len(old)), what)
     elif name == "join" and args:
         items = _materialized(args[0])
-        refuse_string(sum(text_size(i) * factor for i in items) + len(text) * max(len(items) - 1, 0), what)
+        refuse_joined(items, len(text), escaping, what)
         args = (items, *args[1:])
     elif name == "translate" and args and isinstance(args[0], Mapping):
         longest = max((text_size(v) for v in args[0].values() if isinstance(v, str)), default=1)
@@ -267,8 +284,6 @@ class _CappedEscapeFormatter(_CappedFormatter, EscapeFormatter):
 
 def _filter_check(name: str, autoescape: bool, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Refuse a filter call whose result would pass a cap; the value to call it with."""
-    factor = _ESCAPED if autoescape else 1
-
     def arg(position: int, key: str, default: Any) -> Any:
         return args[position] if len(args) > position else kwargs.get(key, default)
 
@@ -290,13 +305,13 @@ def _filter_check(name: str, autoescape: bool, value: Any, args: tuple[Any, ...]
         times = len(text) + 1 if old_text == "" else text.count(old_text)
         if isinstance(count, int) and count >= 0:
             times = min(times, count)
-        refuse_string(len(text) * factor + times * text_size(new) * factor, what)
+        refuse_string(escaped_size(text, autoescape) + times * escaped_size(new, autoescape), what)
     elif name == "join":
         value = _materialized(value)
         separator = arg(0, "d", "")
-        refuse_string(sum(text_size(i) for i in value) * factor + text_size(separator) * factor * max(len(value) - 1, 0), what)
+        refuse_joined(value, escaped_size(separator, autoescape), autoescape, what)
     elif name == "format" and text is not None:
-        refuse_string(percent_size(text, kwargs or tuple(args)) * factor, what)
+        refuse_string(percent_size(text, kwargs or tuple(args)), what)
     elif name == "urlize" and text is not None:
         extra = text_size(arg(2, "target", None) or "") + text_size(arg(3, "rel", None) or "")
         refuse_string((len(text) // 4 + 1) * extra, what)
@@ -310,7 +325,7 @@ def _filter_check(name: str, autoescape: bool, value: Any, args: tuple[Any, ...]
     elif name == "list" and text is not None:
         refuse_items(len(text), what)
     elif name in ("string", "pprint", "e", "escape", "forceescape", "safe", "urlencode", "xmlattr") and text is None:
-        refuse_string(text_size(value) * factor, what)
+        refuse_string(escaped_size(value, autoescape), what)
     return value
 
 
