@@ -104,7 +104,10 @@ def percent_size(template: str, values: Any) -> int:
             continue
         total += _count(next(positional, 0) if width == "*" else int(width or 0))
         total += _count(next(positional, 0) if precision == "*" else int(precision or 0))
-        value = mapping.get(key) if mapping is not None and key is not None else next(positional, None)
+        if mapping is not None:  # '%(name)s' takes the named value, '%s' prints the whole mapping
+            value = mapping.get(key) if key is not None else mapping
+        else:
+            value = next(positional, None)
         total += text_size(value) * (_REPR if conversion in "ra" else 1) + _NUMBER_TEXT
         if total > MAX_STRING_CHARS:
             break
