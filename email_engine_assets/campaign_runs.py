@@ -74,9 +74,8 @@ class SendOutcome:
     warnings: list[str] = field(default_factory=list)  # information the run could not gather; the send went on
 
     def as_json(self) -> dict:
-        return {**self.counts, **({"blocked": self.blocked} if self.blocked else {}),
-                **({"failures": self.failures} if self.failures else {}),
-                **({"warnings": self.warnings} if self.warnings else {})}
+        """The counts, ``blocked``, ``failures`` and ``warnings``: the same keys whether the send ran, was blocked or failed."""
+        return {**self.counts, "blocked": self.blocked, "failures": self.failures, "warnings": self.warnings}
 
 
 def run_parts() -> dict | None:
@@ -201,13 +200,15 @@ def preview(key: str, address: str) -> dict:
         composer = TemplateComposers().composer(tenant, campaign)
     except PartMissing as exc:
         raise CampaignRefused(f"campaign {key}: {exc}") from None
-    out: dict = {"campaign": key, "contact_id": contact_id, "email": email_key}
+    # one shape whatever the outcome: what does not apply is null
+    out: dict = {"campaign": key, "contact_id": contact_id, "email": email_key, "template": None, "rule": None,
+                 "skipped": None, "detail": None, "headers": None, "dkim_signed": None, "text": None}
     try:
         made = composer.compose(contact, contact_id=contact_id, row_token=token or f"preview{contact_id}")
     except ValueError as exc:  # the tenant's message settings cannot sign or write it (the send's preflight blocks too)
         raise CampaignRefused(f"campaign {key}: {exc}") from None
     if isinstance(made, Skipped):
-        return {**out, "template": None, "rule": None, "skipped": made.reason, "detail": made.detail}
+        return {**out, "skipped": made.reason, "detail": made.detail}
     message = email.message_from_bytes(made.message, policy=email.policy.default)
     text = next((part.get_content() for part in message.walk() if part.get_content_type() == "text/plain"), "")
     return {**out, "template": made.template, "rule": made.rule,

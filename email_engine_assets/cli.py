@@ -254,14 +254,18 @@ def cmd_preview(args) -> int:
     except runs.CampaignRefused as exc:
         print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
+    # a template that cannot be rendered is an error of the campaign's files, not an answer about the contact
+    status = 1 if shown["skipped"] == "render_error" else 0
+    if status:
+        print(f"error: {terminal_safe(shown['detail'] or 'the template cannot be rendered')}", file=sys.stderr)
     if args.json:
         print(json.dumps(shown))
-        return 0
+        return status
     print(terminal_safe(f"campaign: {shown['campaign']}"))
     print(terminal_safe(f"contact:  {shown['email']} (contact {shown['contact_id']})"))
     if shown["template"] is None:
-        print(terminal_safe(f"template: none -- this contact would be skipped ({shown['skipped']}) {shown['detail']}".rstrip()))
-        return 0
+        print(terminal_safe(f"template: none -- this contact would be skipped ({shown['skipped']}) {shown['detail'] or ''}".rstrip()))
+        return status
     print(terminal_safe(f"template: {shown['template']} (rule: {shown['rule']})"))
     print()
     for name, value in shown["headers"]:

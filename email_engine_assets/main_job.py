@@ -52,6 +52,19 @@ class MainJobOutcome:
         return not self.failures
 
 
+# ``import --json``: the same keys whatever the status (imported, already_imported, failed); what
+# does not apply is null.
+IMPORT_KEYS: tuple[str, ...] = ("file", "status", *ledger.COUNT_COLUMNS, "contacts_total", "error")
+
+
+def import_counts(file: str, status: str, counts: dict | None = None, *, contacts_total: int | None = None,
+                  error: str | None = None) -> dict:
+    """The answer of ``import`` for one file, in the shape of :data:`IMPORT_KEYS`."""
+    found = {"file": file, "status": status, **{k: int((counts or {}).get(k) or 0) for k in ledger.COUNT_COLUMNS},
+             "contacts_total": contacts_total, "error": error or None}
+    return {key: found[key] for key in IMPORT_KEYS}
+
+
 @dataclass
 class ImportOutcome:
     counts: dict
@@ -172,7 +185,9 @@ def import_one_file(
     with engine.connect() as conn:
         known = ledger.file_outcome(conn, tenant_id, source_id, digest)
     if known and known["status"] == "imported":
-        counts = {"file": known["path"], "status": "already_imported", **{k: 0 for k in ledger.COUNT_COLUMNS}}
+        with engine.connect() as conn:
+            total = merge_store.contact_counts(conn, tenant_id)
+        counts = import_counts(known["path"], "already_imported", contacts_total=total)
         on_counts(counts)
         return ImportOutcome(counts)
     folder = ws.source_dir(tenant_id, source_id)
@@ -194,10 +209,9 @@ def import_one_file(
             row = ledger.file_outcome(conn, tenant_id, source_id, digest)
             total = merge_store.contact_counts(conn, tenant_id)
         if row is None:
-            outcome.counts = {"file": str(target), "status": "failed", "error": "the import run left no ledger row"}
+            outcome.counts = import_counts(str(target), "failed", contacts_total=total, error="the import run left no ledger row")
         else:
-            outcome.counts = {"file": str(target), "status": row["status"], **{k: int(row[k]) for k in ledger.COUNT_COLUMNS},
-                              "contacts_total": total, **({"error": row["error"]} if row["error"] else {})}
+            outcome.counts = import_counts(str(target), row["status"], row, contacts_total=total, error=row["error"])
         on_counts(outcome.counts)
         if quality and outcome.counts["status"] == "imported":
             progress(f"validating, enriching and tagging the contacts of {tenant_id} ...")
@@ -265,7 +279,8 @@ def print_summary(outcome: MainJobOutcome) -> None:
 def check_addresses_now(addresses: list[str], *, smtp: bool = False, dns: bool = True) -> list[dict]:
     """``email-engine check``: the asset's validation path (same code, same DNS cache) on given addresses.
 
-    Without ``dns``, the offline verdict: syntax and flags only, no network and no database.
+    Without ``dns``, the offline verdict: syntax and flags only, no network and no database
+    (``dns_cached`` is then null: every row has the same keys).
     """
     import polars as pl
 
@@ -278,7 +293,7 @@ def check_addresses_now(addresses: list[str], *, smtp: bool = False, dns: bool =
                          schema={"contact_id": pl.Int64, "email": pl.String})
     if not dns:
         rows = validate(syntax_and_flags(frame), {}).drop("contact_id").iter_rows(named=True)
-        return [{"input": given, **row} for given, row in zip(addresses, rows)]
+        return [{"input": given, **row, "dns_cached": None} for given, row in zip(addresses, rows)]
     resources = _resources()
     batch = validate_batch(get_engine(), frame, resources["dns"], resources["smtp_probe"] if smtp else None)
     return [

@@ -47,7 +47,8 @@ def test_send_json_counts_the_whole_campaign(cli_camp, capsys, tmp_path):
     assert cli.main(["campaign", "send", "acme.spring", "--json"]) == 0
     data = _json(capsys)
     assert data == {"campaign": "acme.spring", "state": "completed", "audience": 3, "queued": 0, "sent": 3, "handed_off": 0,
-                    "failed": 0, "unknown": 0, "skipped": {"suppressed": 0, "no_template": 0, "render_error": 0, "bad_address": 0, "cancelled": 0}}
+                    "failed": 0, "unknown": 0, "skipped": {"suppressed": 0, "no_template": 0, "render_error": 0, "bad_address": 0, "cancelled": 0},
+                    "blocked": [], "failures": [], "warnings": []}
     assert data["audience"] == sum(v for k, v in data.items() if k in ("queued", "sent", "handed_off", "failed", "unknown")) + sum(data["skipped"].values())
     assert outbox_recipients(tmp_path / "home" / "outbox") == ["ann@example.com", "bob@example.com", "cy@example.com"]
     assert cli.main(["campaign", "show", "acme.spring", "--json"]) == 0
@@ -66,7 +67,8 @@ def test_a_blocked_send_exits_3_with_the_check_and_override_goes_on(cli_camp, ca
     assert data["state"] == "draft" and data["sent"] == 0
     assert "BLOCKED by preflight_renders" in captured.err and "--override preflight_renders" in captured.err
     assert cli.main(["campaign", "send", "acme.spring", "--json", "--override", "preflight_renders"]) == 0
-    assert _json(capsys)["sent"] == 3
+    sent = _json(capsys)
+    assert sent["sent"] == 3 and sent["blocked"] == [] and set(sent) == set(data)  # one shape, blocked or sent
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs(limit=1)
     assert run.tags[OVERRIDE_TAG] == "preflight_renders"

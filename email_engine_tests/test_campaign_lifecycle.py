@@ -54,6 +54,7 @@ def test_a_draft_starts_only_by_send_and_a_later_send_changes_nothing(camp):
     assert outcome.as_json() == {
         "campaign": "acme.spring", "state": "completed", "audience": 5, "queued": 0, "sent": 5, "handed_off": 0,
         "failed": 0, "unknown": 0, "skipped": {"suppressed": 0, "no_template": 0, "render_error": 0, "bad_address": 0, "cancelled": 0},
+        "blocked": [], "failures": [], "warnings": [],
     }
     assert outbox_recipients(camp.outbox) == EMAILS
     again = campaign_runs.send("acme.spring", instance=camp.instance)

@@ -219,6 +219,30 @@ def test_a_broken_template_file_blocks_naming_the_file_and_line(cli_env, capsys)
     assert not list(cli_env.outbox.rglob("*.eml"))
 
 
+def test_a_template_that_builds_a_huge_string_fails_preview_and_blocks_the_send(cli_env, capsys):
+    doubling = ("{% set ns = namespace(s=first_name) %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}"
+                "<p>{{ ns.s|length }}</p>{{ unsubscribe_url }}")
+    write_template(cli_env.root, "acme", "news_de.yaml", simple("news", "de", body=doubling))
+    assert cli.main(["preview", "acme.news", "--email", "cy@example.com", "--json"]) == 1
+    captured = capsys.readouterr()
+    shown = json.loads(captured.out)
+    assert shown["skipped"] == "render_error" and shown["template"] is None
+    assert "templates/acme/news_de.yaml, line 5 (html): refused by the sandbox: '~' would make a string of" in shown["detail"]
+    assert captured.err.startswith("error: templates/acme/news_de.yaml, line 5 (html): refused by the sandbox")
+    assert cli.main(["preview", "acme.news", "--email", "cy@example.com"]) == 1
+    assert "would be skipped (render_error)" in capsys.readouterr().out
+    assert cli.main(["preview", "acme.news", "--email", "bob@example.com", "--json"]) == 0  # another template renders
+    rendered = json.loads(capsys.readouterr().out)
+    assert rendered["template"] == "news_fr" and rendered["skipped"] is None
+    assert list(rendered) == list(shown)  # the same keys, rendered or skipped
+
+    assert cli.main(["campaign", "send", "acme.news", "--json"]) == 3
+    [blocked] = json.loads(capsys.readouterr().out)["blocked"]
+    assert blocked["check"] == "preflight_renders"
+    assert "templates/acme/news_de.yaml:5" in blocked["reason"] and "would make a string of" in blocked["reason"]
+    assert not list(cli_env.outbox.rglob("*.eml"))
+
+
 def test_a_segment_rebuilt_under_another_definition_while_frozen_stops_the_run(shop):
     tenant = load_tenants(shop.root, ["acme"]).tenants["acme"]
     with shop.engine.begin() as conn:

@@ -114,6 +114,7 @@ def test_stats_count_every_key_with_rates_per_language_and_template(engine, spri
     }
     assert stats["delivered_rate"] == 0.8 and stats["opened_rate"] == 0.7 and stats["unique_opened_rate"] == 0.3
     assert stats["sent_rate"] == 1.0 and set(RATE_KEYS) <= set(stats)
+    assert stats["mailwizz"] is None  # the key is there for every transport: one shape
     en, fr = stats["by_template"]["news_en"], stats["by_template"]["news_fr"]
     assert (en["sent"], en["delivered"], en["deferred"], en["bounced_hard"], en["complained"]) == (6, 5, 1, 1, 1)
     assert (en["opened"], en["unique_opened"], en["clicked"], en["unique_clicked"], en["unsubscribed"]) == (4, 2, 2, 1, 1)

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from email_engine_assets import cli
+from email_engine_assets.main_job import IMPORT_KEYS
 from email_engine_resources import postgres as database
 from email_engine_resources.settings import DEFAULT_WORKSPACE, PROJECT_ROOT
 from email_engine_tests.dns_server import LoopbackDnsServer, TestZone
@@ -140,7 +141,9 @@ def test_import_json_rejects_and_rerun(cli_env, example_workspace, tmp_path, cap
     again.write_bytes(drop.read_bytes())
     assert cli.main(["--workspace", str(example_workspace), "import", str(again), "--tenant", "acme", "--source", "crm", "--json"]) == 0
     second = json.loads(capsys.readouterr().out)
-    assert second == {"file": out["file"], "status": "already_imported", "rows_total": 0, "new": 0, "merged": 0, "duplicates": 0, "rejected": 0}
+    assert second == {"file": out["file"], "status": "already_imported", "rows_total": 0, "new": 0, "merged": 0, "duplicates": 0,
+                      "rejected": 0, "contacts_total": out["contacts_total"], "error": None}
+    assert list(out) == list(second) == list(IMPORT_KEYS)  # the same keys whatever the status
     assert not (example_workspace / "inbox/acme/crm/renamed.csv").exists()
     assert cli.main(["--workspace", str(example_workspace), "rejects", "--tenant", "acme", "--source", "crm"]) == 0
     shown = capsys.readouterr().out
@@ -159,6 +162,9 @@ def test_check_prints_json_lines_with_verdicts(cli_env, example_workspace, capsy
         again = json.loads(capsys.readouterr().out.strip())
         assert server.stats.total == queries  # answered from the shared cache
     assert [r["verdict"] for r in first] == ["valid", "invalid", "invalid"]
+    assert cli.main(["--workspace", str(example_workspace), "check", "--no-dns", "ann@good.example", "not an address"]) == 0
+    offline = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [list(r) for r in offline] == [list(first[0])] * 2 and offline[0]["dns_cached"] is None  # one shape, online or not
     assert first[0]["email"] == "ann@good.example" and first[0]["input"] == "Ann@Good.example"
     assert again["dns_cached"] is True and again["verdict"] == "valid"
 

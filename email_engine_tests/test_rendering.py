@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,89 @@ def test_huge_output_and_computations_are_capped(expression):
     t = template(f"<p>{expression}</p>")
     with pytest.raises(RenderError):
         Renderer().render(t, {})
+
+
+DOUBLING = "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = EXPR %}{% endfor %}{{ ns.s|length }}"
+
+
+@pytest.mark.parametrize(
+    ("expression", "refused"),
+    [
+        # a string doubled in a loop through a namespace, by each operator and by a captured block
+        (DOUBLING.replace("EXPR", "ns.s ~ ns.s"), "'~' would make a string of"),
+        (DOUBLING.replace("EXPR", "ns.s + ns.s"), "'+' would make a string of"),
+        (DOUBLING.replace("EXPR", "ns.s * 2"), "'*' would make a string of"),
+        (DOUBLING.replace("EXPR", "'{0}{0}'.format(ns.s)"), "str.format() would make a string of"),
+        ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set b %}{{ ns.s }}{{ ns.s }}{% endset %}"
+         "{% set ns.s = b %}{% endfor %}", "a captured block would make a string of"),
+        ("{% macro m(n) %}{% for i in range(10000) %}{{ n }}{% endfor %}{% endmacro %}{{ m('y' * 100000)|length }}",
+         "a captured block would make a string of"),
+        # widths
+        ("{{ '%999999999s'|format('x') }}", "the 'format' filter would make a string of"),
+        ("{{ '%999999999s' % 'x' }}", "'%' formatting would make a string of"),
+        ("{{ '%.999999999f' % 1.5 }}", "'%' formatting would make a string of"),
+        ("{{ '{:>999999999}'.format('x') }}", "str.format() would make a string of"),
+        ("{{ '{:{w}}'.format('x', w=999999999) }}", "str.format() would make a string of"),
+        ("{{ 'x'|center(999999999) }}", "the 'center' filter would make a string of 999999999 characters"),
+        ("{{ 'x'.center(999999999) }}", "str.center() would make a string of"),
+        ("{{ 'x'.ljust(999999999) }}", "str.ljust() would make a string of"),
+        ("{{ 'x'.rjust(999999999) }}", "str.rjust() would make a string of"),
+        ("{{ ('a\\n' * 100000)|indent(100000) }}", "the 'indent' filter would make a string of"),
+        ("{{ ('a ' * 100000)|wordwrap(1, wrapstring='x' * 100000) }}", "the 'wordwrap' filter would make a string of"),
+        ("{{ ('\\t' * 100000).expandtabs(100000) }}", "str.expandtabs() would make a string of"),
+        # many copies of one string
+        ("{{ ('a' * 100000)|replace('a', 'b' * 100000) }}", "the 'replace' filter would make a string of"),
+        ("{{ (['x' * 100000] * 100000)|join }}", "the 'join' filter would make a string of"),
+        ("{{ ''.join(['x' * 100000] * 100000) }}", "str.join() would make a string of"),
+        ("{{ ['x' * 100000] * 100000 }}", "printing a list would make a string of"),
+        ("{{ ('a' * 100000).translate({97: 'b' * 100000}) }}", "str.translate() would make a string of"),
+        ("{{ lipsum(100000, max=100000) }}", "lipsum() would make a string of"),
+        # lists and numbers
+        ("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "'+' would make a list of"),
+        ("{{ [1]|batch(999999999, 'x')|list }}", "the 'batch' filter would make a list of"),
+        ("{% set l = [1] %}{% for i in range(40) %}{{ l.extend(l) }}{% endfor %}", "access to attribute 'extend' of 'list' object is unsafe"),
+        ("{% set ns = namespace(n=10) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}{% endfor %}", "'*' would make an integer of over"),
+        ("{% set ns = namespace(n=10) %}{% for i in range(10) %}{% set ns.n = ns.n ** 60 %}{% endfor %}", "'**' would make an integer of over"),
+    ],
+)
+def test_every_intermediate_value_is_capped_before_it_is_built(expression, refused):
+    """Each one ends with a render error naming the line and the limit, under 64 MiB of memory growth
+    (without the caps each needs gigabytes)."""
+    t = template(f"<p>\n{expression}\n</p>")
+    renderer = Renderer()
+    renderer.compile(t)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderError) as caught:
+            renderer.render(t, {})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.1f} MiB"
+    assert caught.value.line == 6 and caught.value.part == "html"
+    assert caught.value.message.startswith("refused by the sandbox: ") and refused in caught.value.message, caught.value.message
+
+
+def test_ordinary_templates_compute_as_jinja_does_under_the_caps():
+    body = (
+        "{% set ns = namespace(n=0, s='') %}{% for tag in tags %}{% set ns.n = ns.n + 1 %}{% set ns.s = ns.s ~ tag %}{% endfor %}"
+        "{{ ns.n }}|{{ ns.s }}|{{ '%s, %-6s|' % (first_name, 'x') }}{{ '%05.1f'|format(3.14159) }}|{{ '{:>6}|{}'.format(first_name, 2) }}"
+        "|{{ first_name|center(9) }}|{{ first_name.ljust(5, '.') }}|{{ tags|join(', ') }}|{{ 'a\nb'|replace('\n', '<br>') }}"
+        "|{{ 'x' * 3 }}|{{ [1, 2] + [3] }}|{{ 2 ** 10 }}|{{ 'a,b'.split(',') }}|{% set b %}[{{ first_name }}]{% endset %}{{ b }}"
+        "|{{ ('word ' * 20)|wordwrap(30)|length }}|{{ 'l1\nl2'|indent(2) }}|{{ {'a': 1}|tojson }}|{{ tags|batch(1)|list|length }}"
+    )
+    t = template("<p>{{ company }}</p>", text=body)
+    out = Renderer().render(t, {"first_name": "Ann", "tags": ["vip", "b2b"]})
+    assert out.text == (
+        "2|vipb2b|Ann, x     |003.1|   Ann|2|   Ann   |Ann..|vip, b2b|a<br>b|xxx|1, 2, 3|1024|a, b|[Ann]"
+        "|99|l1\n  l2|{\"a\": 1}|2\n"
+    )
+
+
+def test_large_values_under_the_caps_are_built():
+    """Escaping is counted as it is (not as its worst case): 300,000 plain characters join in HTML."""
+    body = "<p>{{ (('a' * 300000) ~ 'b')|length }} {{ (['a' * 300000, 'b'])|join|length }} {{ ('<' * 200000)|length }}</p>"
+    assert "<p>300001 300001 200000</p>" in Renderer().render(template(body), {}).html
 
 
 def test_subject_line_breaks_never_reach_a_header():

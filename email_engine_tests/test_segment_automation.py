@@ -11,6 +11,7 @@ from email_engine_assets.audiences import store
 from email_engine_assets.audiences.segments import Segment, segments_digest
 from email_engine_assets.audiences.sensors import segment_definitions_sensor
 from email_engine_resources.workspace import WorkspaceResource
+from email_engine_tests.test_cli import cli_env, dagster_db, example_workspace  # noqa: F401 (fixtures)
 from email_engine_tests.dns_server import LoopbackDnsServer
 from email_engine_tests.test_orchestration import (
     ZONE,
@@ -143,3 +144,26 @@ def test_the_sensor_observes_registered_tenants_once_per_definition_and_skips_br
         assert observation.tags["dagster/data_version"] == segments_digest(
             [Segment.model_validate({"name": "all_valid"})]
         )
+
+
+def test_a_segment_past_its_time_limit_fails_the_run_naming_it_and_the_others_are_built(
+    cli_env, example_workspace, engine, capsys
+):
+    from email_engine_assets import cli
+    from email_engine_tests.test_segments import SLOW_PATTERN
+
+    tenant = example_workspace / "tenants" / "acme.yaml"
+    text = tenant.read_text(encoding="utf-8").replace(
+        "segments:\n",
+        "segment_build: {timeout_seconds: 1}\n"
+        f"segments:\n  - name: slow_pattern\n    all: [{{field: email, regex: '{SLOW_PATTERN}'}}]\n"
+        "    verdicts: [valid, risky, unknown]\n",
+    )
+    tenant.write_text(text, encoding="utf-8")
+    assert cli.main(["--workspace", str(example_workspace), "run"]) == 1
+    out = capsys.readouterr().out
+    failed = next(line for line in out.splitlines() if line.startswith("FAILED acme: segments:"))
+    assert "segment 'slow_pattern': its evaluation was stopped after 1 s" in failed, out
+    with engine.connect() as conn:
+        assert store.current_snapshot(conn, "acme", "slow_pattern") is None
+        assert store.current_snapshot(conn, "acme", "b2b_newsletter") is not None  # the other segments are built

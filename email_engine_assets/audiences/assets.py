@@ -131,12 +131,25 @@ def segments(context: dg.AssetExecutionContext, db: PostgresResource, workspace:
         with engine.begin() as conn:
             profiles_written = store.refresh_segment_profiles(conn, tenant.id)
         built = {}
+        failed: dict[str, str] = {}
         for segment in tenant.segments:
-            with engine.begin() as conn:
-                built[segment.name] = store.build_segment(conn, tenant.id, segment, refresh_profiles=False)
+            try:
+                with engine.begin() as conn:
+                    built[segment.name] = store.build_segment(
+                        conn, tenant.id, segment, refresh_profiles=False, timeout_seconds=tenant.segment_build.timeout_seconds
+                    )
+            except store.SegmentBuildFailed as exc:  # that segment only: the others are built
+                failed[segment.name] = str(exc)
+                context.log.error(f"tenant {tenant.id}: {exc}")
+                continue
             context.log.info(f"segment {segment.name}: {built[segment.name]['members']} members")
         with engine.begin() as conn:
-            dropped = store.drop_segments_except(conn, tenant.id, list(built))
+            dropped = store.drop_segments_except(conn, tenant.id, [*built, *failed])
+    if failed:
+        raise dg.Failure(
+            description="; ".join(failed.values()),
+            metadata={"failed_segments": dg.MetadataValue.json(failed), "built_segments": dg.MetadataValue.json(sorted(built))},
+        )
     return dg.MaterializeResult(
         metadata={
             "segments": len(built),

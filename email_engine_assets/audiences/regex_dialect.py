@@ -15,6 +15,11 @@ PostgreSQL bounds repetition counts at 255. So a pattern is accepted only when i
 * bracket classes ``[...]`` / ``[^...]`` of characters, ranges and the escapes above.
 
 Anything else is refused with the reason and a portable alternative (``[0-9]`` for ``\\d``).
+
+A pattern that can take PostgreSQL minutes to compile is refused too: nested unbounded repetition,
+a group repeated more than once (``*``, ``+``, ``{n,}``, ``{n}`` or ``{n,m}`` with a count over 1)
+around a part that repeats without bound (``(a+)+``, ``(.*)*``, ``(.*.*){200}``); the product of
+nested counts is capped. What this check cannot see is stopped by the segment build's time limit.
 """
 
 from __future__ import annotations
@@ -79,6 +84,12 @@ class _Translator:
         # Largest product of counts inside each open group; that of the group just closed.
         counts: list[int] = [1]
         closed = 1
+        # Whether each open group holds a part repeated without bound; that of the group just closed,
+        # and where each open group / the group just closed started.
+        unbounded: list[bool] = [False]
+        closed_unbounded = False
+        starts: list[int] = [0]
+        closed_start = 0
         # What a quantifier may follow: an atom (quantifiable), or a quantifier (only '?' for lazy).
         quantifiable = lazy_ok = False
         while self.i < len(self.p):
@@ -91,15 +102,27 @@ class _Translator:
                     continue
                 if not quantifiable:
                     raise self.fail(f"quantifier {c!r} must follow a character, class or group (write \\{c} for the character)")
+                at = self.i
+                after_group = self.out[-1:] == [")"]
                 if c == "{":
-                    bound = self._counted_repeat()
-                    product = bound * (closed if self.out[-2:-1] == [")"] else 1)
+                    bound, endless = self._counted_repeat()
+                    product = bound * (closed if after_group else 1)
                     if product > MAX_NESTED_REPEAT:
                         raise self.fail(f"nested repetition counts multiply to {product}; at most {MAX_NESTED_REPEAT} are portable")
                     counts[-1] = max(counts[-1], product)
+                    repeats = endless or bound > 1
                 else:
                     self.out.append(c)
                     self.i += 1
+                    endless = repeats = c != "?"
+                if after_group and repeats and closed_unbounded:
+                    raise NotPortable(
+                        f"nested unbounded repetition: the quantifier at position {at} repeats the group at position "
+                        f"{closed_start}, which holds a part repeated without bound ('*', '+' or '{{n,}}'); PostgreSQL "
+                        "may take minutes to compile such a pattern: bound the inner repetition (e.g. {1,20}) or drop "
+                        "the outer quantifier"
+                    )
+                unbounded[-1] = unbounded[-1] or endless
                 quantifiable, lazy_ok = False, True
                 continue
             lazy_ok = False
@@ -122,6 +145,8 @@ class _Translator:
                     self.i += 1
                 depth += 1
                 counts.append(1)
+                unbounded.append(False)
+                starts.append(self.i - 1 if self.out[-1] == "(" else self.i - 3)
                 quantifiable = False
                 continue
             if c == ")":
@@ -130,6 +155,8 @@ class _Translator:
                     raise self.fail("unbalanced ')'")
                 closed = counts.pop()
                 counts[-1] = max(counts[-1], closed)
+                closed_unbounded, closed_start = unbounded.pop(), starts.pop()
+                unbounded[-1] = unbounded[-1] or closed_unbounded
                 quantifiable = True
             elif c == ".":
                 self.out.append("[^\\n]")
@@ -157,8 +184,8 @@ class _Translator:
         hint = _HINTS.get(c, "only \\n, \\t and \\ before punctuation are portable")
         raise self.fail(f"the escape '\\{c}' is not portable ({hint})", start)
 
-    def _counted_repeat(self) -> int:
-        """Copy ``{n}``, ``{n,}`` or ``{n,m}``; return its largest finite count."""
+    def _counted_repeat(self) -> tuple[int, bool]:
+        """Copy ``{n}``, ``{n,}`` or ``{n,m}``; return its largest finite count and whether it is unbounded."""
         start = self.i
         end = self.p.find("}", self.i)
         body = self.p[self.i + 1 : end] if end > 0 else ""
@@ -171,7 +198,7 @@ class _Translator:
             raise self.fail("repetition count {n,m} needs n <= m", start)
         self.out.append("{" + low + comma + high + "}")
         self.i = end + 1
-        return max(int(low), int(high) if high else 1)
+        return max(int(low), int(high) if high else 1), bool(comma) and not high
 
     def _bracket(self) -> None:
         start = self.i

@@ -57,6 +57,10 @@ SEGMENT_VERDICTS: tuple[str, ...] = tuple(verdict for verdict in VERDICTS if ver
 DEFAULT_VERDICTS: tuple[str, ...] = ("valid",)
 MAX_CONDITIONS = 50
 MAX_SEGMENTS = 200
+# The time one segment's evaluation may take in PostgreSQL (a ``statement_timeout``); past it the
+# segment's build fails, naming it, and its previous snapshot stays.
+DEFAULT_BUILD_TIMEOUT_SECONDS = 30
+MAX_BUILD_TIMEOUT_SECONDS = 300
 
 Conditions = Annotated[list[Condition], Field(max_length=MAX_CONDITIONS)]
 
@@ -142,6 +146,17 @@ def _unique_names(segments: list[Segment]) -> list[Segment]:
             raise ValidationError.from_exception_data("segments", [detail])
         first_seen[segment.name] = position
     return segments
+
+
+class SegmentBuildSettings(BaseModel):
+    """``segment_build:`` of a tenant file: ``timeout_seconds``, the longest one segment's evaluation may run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_seconds: float = Field(
+        default=DEFAULT_BUILD_TIMEOUT_SECONDS, gt=0, le=MAX_BUILD_TIMEOUT_SECONDS,
+        description="a segment whose evaluation runs longer fails its build (its previous snapshot stays)",
+    )
 
 
 SegmentList = Annotated[list[Segment], Field(max_length=MAX_SEGMENTS), AfterValidator(_unique_names)]

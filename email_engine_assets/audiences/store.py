@@ -243,7 +243,24 @@ class SnapshotChanged(RuntimeError):
     """The segment was rebuilt with another definition while its members were being read."""
 
 
-def build_segment(conn: sa.Connection, tenant_id: str, segment: Segment, *, refresh_profiles: bool = True) -> dict:
+class SegmentBuildFailed(RuntimeError):
+    """PostgreSQL could not evaluate a segment (past its time limit, or a pattern it refuses);
+    ``str()`` names the segment. The caller's transaction is aborted: roll it back."""
+
+    def __init__(self, segment: str, reason: str):
+        self.segment = segment
+        self.reason = reason
+        super().__init__(f"segment {segment!r}: {reason}; its previous snapshot (if any) is kept")
+
+
+# query_canceled (statement_timeout), invalid_regular_expression ("too complex"), program_limit_exceeded
+_EVALUATION_ERRORS = {"57014", "2201B", "54000", "54001"}
+
+
+def build_segment(
+    conn: sa.Connection, tenant_id: str, segment: Segment, *, refresh_profiles: bool = True,
+    timeout_seconds: float | None = None,
+) -> dict:
     """Evaluate ``segment`` over the tenant and make its snapshot the result, in the caller's transaction.
 
     Suppressed addresses are left out (and counted); ``max_contacts`` keeps the first members in
@@ -251,6 +268,9 @@ def build_segment(conn: sa.Connection, tenant_id: str, segment: Segment, *, refr
     old members are removed first (the schema refuses a snapshot mixing two definitions). Commit once
     after it: readers see the old snapshot or the new one. ``refresh_profiles=False`` when the caller
     just ran :func:`refresh_segment_profiles` for this tenant.
+
+    The evaluation runs under ``timeout_seconds`` (a ``statement_timeout``): past it, or when
+    PostgreSQL refuses a pattern, :class:`SegmentBuildFailed` names the segment.
     """
     if refresh_profiles:
         refresh_segment_profiles(conn, tenant_id)
@@ -262,17 +282,35 @@ def build_segment(conn: sa.Connection, tenant_id: str, segment: Segment, *, refr
         "NOT suppressed AND row_number() OVER (PARTITION BY suppressed ORDER BY contact_id) <= :cap"
     )
     conn.exec_driver_sql("DROP TABLE IF EXISTS pg_temp.segment_build")
-    conn.execute(
-        sa.text(
-            f"""CREATE TEMPORARY TABLE segment_build ON COMMIT DROP AS
-                WITH matched AS ({select_sql}),
-                     flagged AS (SELECT m.*, EXISTS (SELECT 1 FROM suppressions s
-                                                     WHERE s.tenant_id = :tenant AND s.email = m.email) AS suppressed
-                                 FROM matched m)
-                SELECT contact_id, language, verdict, suppressed, {member} AS member FROM flagged"""
-        ),
-        params,
-    )
+    if timeout_seconds is not None:
+        previous = conn.execute(sa.text("SELECT current_setting('statement_timeout')")).scalar_one()
+        limit = f"{max(1, round(timeout_seconds * 1000))}ms"
+        conn.execute(sa.text("SELECT set_config('statement_timeout', :limit, true)"), {"limit": limit})
+    try:
+        conn.execute(
+            sa.text(
+                f"""CREATE TEMPORARY TABLE segment_build ON COMMIT DROP AS
+                    WITH matched AS ({select_sql}),
+                         flagged AS (SELECT m.*, EXISTS (SELECT 1 FROM suppressions s
+                                                         WHERE s.tenant_id = :tenant AND s.email = m.email) AS suppressed
+                                     FROM matched m)
+                    SELECT contact_id, language, verdict, suppressed, {member} AS member FROM flagged"""
+            ),
+            params,
+        )
+    except sa.exc.DBAPIError as exc:
+        code = getattr(exc.orig, "sqlstate", None)
+        if code not in _EVALUATION_ERRORS:
+            raise
+        limit_text = f" after {timeout_seconds:g} s (segment_build.timeout_seconds of the tenant file)" if timeout_seconds else ""
+        reason = (
+            f"its evaluation was stopped{limit_text}; simplify its conditions (a regex with nested or large "
+            "repetition counts is the usual cause)"
+            if code == "57014" else f"PostgreSQL refused to evaluate it: {str(exc.orig).strip().splitlines()[0]}"
+        )
+        raise SegmentBuildFailed(segment.name, reason) from None
+    if timeout_seconds is not None:
+        conn.execute(sa.text("SELECT set_config('statement_timeout', :limit, true)"), {"limit": previous})
     conn.exec_driver_sql("CREATE INDEX ON segment_build (contact_id) WHERE member")
     conn.exec_driver_sql("ANALYZE segment_build")
     keys = {"tenant": tenant_id, "segment": segment.name, "hash": digest}

@@ -1,8 +1,10 @@
 """Rendering a template for one contact: Jinja2's sandbox, strict about names, capped.
 
-* ``SandboxedEnvironment``: no attribute starting with ``_`` (``{{ ''.__class__ }}`` is refused),
-  no unsafe callables; ``range`` at most ``MAX_RANGE`` items; ``*`` and ``**`` refused when their
-  result would be huge (``{{ 'x' * 10**9 }}``); each part's output is capped.
+* The sandbox (:mod:`email_engine_assets.content.sandbox`): no attribute starting with ``_``
+  (``{{ ''.__class__ }}`` is refused), no unsafe callables, no in-place change of a list or dict;
+  every string, list and number a template builds is capped before it is built (``'x' * 10**9``,
+  a string doubled in a loop, ``'%999999999s'|format(x)``, ``x.center(10**9)``); each part's
+  output is capped.
 * ``StrictUndefined``: a name that is not a known variable (:data:`KNOWN_VARIABLES`) is an error,
   found before any contact is rendered (:meth:`Renderer.check`); a known field without a value
   renders empty.
@@ -29,17 +31,15 @@ import inscriptis
 from inscriptis.model.config import ParserConfig
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
+from email_engine_assets.content.sandbox import Sandbox, refuse_string, text_size
 from email_engine_assets.content.templates import Template
 from email_engine_assets.tenancy.config import excerpt
 
 # What a template may name: the contact's fields, the unsubscribe link, the campaign, the tenant.
 KNOWN_VARIABLES: tuple[str, ...] = (*CANONICAL_FIELDS, "unsubscribe_url", "campaign", "tenant")
 RTL_LANGUAGES: frozenset[str] = frozenset({"ar"})
-MAX_RANGE = 10_000
-MAX_REPEAT_CHARS = 100_000
 PART_MAX_CHARS = {"subject": 500, "html": 1 << 20, "text": 1 << 20}
 
 _HTML_TAG = re.compile(r"<html\b([^>]*)>", re.IGNORECASE)
@@ -84,34 +84,15 @@ def _finalize(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, (list, tuple, set, frozenset)):
+        refuse_string(text_size(value), "printing a list")
         return ", ".join(str(v) for v in value)
+    if not isinstance(value, str):
+        refuse_string(text_size(value), "printing a value")
     return value
 
 
-def _capped_range(*args: int) -> range:
-    found = range(*args)
-    if len(found) > MAX_RANGE:
-        raise SecurityError(f"range() of more than {MAX_RANGE} items")
-    return found
-
-
-class _Sandbox(SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, *, autoescape: bool):
-        super().__init__(
-            undefined=StrictUndefined, autoescape=autoescape, finalize=_finalize, keep_trailing_newline=True, auto_reload=False
-        )
-        self.globals["range"] = _capped_range
-
-    def call_binop(self, context, operator, left, right):  # noqa: ANN001 (Jinja's signature)
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
-            raise SecurityError("exponent over 64 refused")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_REPEAT_CHARS:
-                    raise SecurityError(f"repetition longer than {MAX_REPEAT_CHARS} refused")
-        return super().call_binop(context, operator, left, right)
+def _sandbox(*, autoescape: bool) -> Sandbox:
+    return Sandbox(undefined=StrictUndefined, autoescape=autoescape, finalize=_finalize, keep_trailing_newline=True, auto_reload=False)
 
 
 def html_document(source: str, language: str) -> str:
@@ -179,8 +160,8 @@ class Renderer:
     """Compiles each template part once and renders it for many contacts."""
 
     def __init__(self) -> None:
-        self._html_env = _Sandbox(autoescape=True)
-        self._text_env = _Sandbox(autoescape=False)
+        self._html_env = _sandbox(autoescape=True)
+        self._text_env = _sandbox(autoescape=False)
         self._compiled: dict[Template, dict[str, _Part]] = {}
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 

@@ -91,9 +91,9 @@ def refresh_stats(engine: sa.Engine, workspace_root: Path, tenant: TenantConfig,
         stats = campaign_stats(key, totals, templates, languages, rates_over="handed_off" if is_mailwizz else "sent",
                                mailwizz=(mailwizz or {}).get("templates"))
         stats["computed_at"] = datetime.now(timezone.utc).isoformat()
-        if mailwizz:
-            stats["mailwizz"] = {"campaigns": mailwizz.get("statuses", {}),
-                                 "fetched_at": fetched_at.isoformat() if fetched_at else None}
+        # always there (null without MailWizz figures): the stats object has one shape
+        stats["mailwizz"] = {"campaigns": mailwizz.get("statuses", {}),
+                             "fetched_at": fetched_at.isoformat() if fetched_at else None} if mailwizz else None
         stats_store.save_stats(conn, tenant.id, name, stats, mailwizz, fetched_at)
     return stats, notes
 

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from email_engine_assets.audiences.segments import SegmentList
+from email_engine_assets.audiences.segments import SegmentBuildSettings, SegmentList
 from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.tenancy.feedback_settings import (
@@ -123,6 +123,7 @@ class TenantConfig(Strict):
     validation: ValidationSettings = ValidationSettings()
     tag_rules: TagRuleList = Field(default_factory=list)
     segments: SegmentList = Field(default_factory=list)
+    segment_build: SegmentBuildSettings = SegmentBuildSettings()
     transports: list[TransportConfig] = Field(default_factory=list, description="the implicit 'outbox' is always there")
     unsubscribe: UnsubscribeSettings | None = None
     dkim: DkimSettings | None = None
