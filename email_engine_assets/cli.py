@@ -55,7 +55,18 @@ def cmd_run(args) -> int:
     _prepare(args.workspace)
     outcome = run_main_job()
     print_summary(outcome)
+    print_refused(outcome.refused)
     return 0 if outcome.ok else 1
+
+
+def print_refused(refused: dict) -> None:
+    """The "refused inputs" block: each input not read, by tenant, with why (``run`` then exits 1)."""
+    if not refused:
+        return
+    print(f"\nrefused inputs ({sum(map(len, refused.values()))}; each is reported by every run until it is read or gone):")
+    for tenant_id, problems in sorted(refused.items()):
+        for problem in problems:
+            print(f"REFUSED {terminal_safe(tenant_id)}: {terminal_safe(problem.line())}")
 
 
 def cmd_import(args) -> int:
