@@ -66,7 +66,10 @@ def print_refused(refused: dict) -> None:
     print(f"\nrefused inputs ({sum(map(len, refused.values()))}; each is reported by every run until it is read or gone):")
     for tenant_id, problems in sorted(refused.items()):
         for problem in problems:
-            print(f"REFUSED {terminal_safe(tenant_id)}: {terminal_safe(problem.line())}")
+            first, *more = problem.line().splitlines() or [""]
+            print(f"REFUSED {terminal_safe(tenant_id)}: {terminal_safe(first)}")
+            for line in more:
+                print(f"    {terminal_safe(line)}")
 
 
 def cmd_import(args) -> int:
