@@ -176,23 +176,31 @@ def test_a_file_stopped_part_way_is_a_problem_unless_it_is_the_newest_still_grow
         assert unread_inputs(conn, ["acme"]) == {}
 
 
-def test_a_failed_webhook_row_is_named_fails_the_feedback_check_and_clears_once_retried(cli_env, workspace, capsys, engine):
+def test_a_failed_webhook_row_is_named_fails_the_feedback_check_and_clears_once_retried_or_discarded(
+        cli_env, workspace, capsys, engine):
     workspace.tenant("acme")
     with engine.begin() as conn:
         row_id, _ = store_body(conn, "acme", "contacts", "events", b'{"email": "ann@example.com"}', "application/json")
+        junk_id, _ = store_body(conn, "acme", "mailwizz", None, b"<html>not a hit</html>", "text/html")
     code, out = run(workspace, capsys)
     assert code == 1
-    (line,) = refused_lines(out)
-    assert line.startswith(f"REFUSED acme: webhook_row #{row_id} contacts/events: source events is not in the tenant file"), out
+    lines = refused_lines(out)
+    assert lines[0].startswith(f"REFUSED acme: webhook_row #{row_id} contacts/events: source events is not in the tenant file"), out
+    assert lines[1].startswith(f"REFUSED acme: webhook_row #{junk_id} mailwizz: body not readable") and len(lines) == 2, out
     passed, severity, description = last_check("delivery_events", "acme")
     assert not passed and severity == dg.AssetCheckSeverity.ERROR and f"#{row_id}" in description
     code, out = run(workspace, capsys)
-    assert code == 1 and len(refused_lines(out)) == 1  # each run says it again
+    assert code == 1 and len(refused_lines(out)) == 2  # each run says it again
     workspace.tenant("acme", sources=("crm", "events"))
-    assert cli.main(["--workspace", str(workspace.root), "webhooks", "retry", "acme"]) == 0
+    assert cli.main(["--workspace", str(workspace.root), "webhooks", "retry", "acme"]) == 1  # the junk row fails again
+    assert cli.main(["--workspace", str(workspace.root), "webhooks", "discard", "acme", str(junk_id), str(row_id)]) == 1
+    assert f"not a failed row of acme with a body: #{row_id}" in capsys.readouterr().err  # applied by the retry
     code, out = run(workspace, capsys)
     assert (code, refused_lines(out)) == (0, []), out
     assert last_check("delivery_events", "acme")[0]
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT outcome, octet_length(body), detail FROM webhook_inbox WHERE id = :i"), {"i": junk_id}).one()
+    assert kept[:2] == ("failed", 0) and kept[2].startswith("discarded by the operator: body not readable")
 
 
 def test_a_failed_mailwizz_poll_is_named_by_run_until_a_poll_reads(cli_env, workspace, capsys, engine, monkeypatch):

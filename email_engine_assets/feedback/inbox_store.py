@@ -190,3 +190,16 @@ def unread_failed_rows(conn: sa.Connection, tenant_id: str, limit: int) -> tuple
     )]
     total = rows and conn.execute(sa.text(f"SELECT count(*) FROM webhook_inbox WHERE {where}"), {"t": tenant_id}).scalar_one()
     return rows, int(total or 0)
+
+
+def discard_failed(conn: sa.Connection, tenant_id: str, row_ids: Sequence[int]) -> list[int]:
+    """Empty the body of these ``failed`` rows of the tenant (the operator gave them up: nothing is
+    left to read, as after an erasure); they stay ``failed``, their reason kept and marked. Returns the ids done."""
+    return list(conn.execute(
+        sa.text(
+            """UPDATE webhook_inbox SET body = '\\x'::bytea, detail = 'discarded by the operator: ' || coalesce(detail, '')
+               WHERE tenant_id = :t AND outcome = 'failed' AND id = ANY(:ids) AND octet_length(body) > 0
+               RETURNING id"""
+        ),
+        {"t": tenant_id, "ids": list(row_ids)},
+    ).scalars())
