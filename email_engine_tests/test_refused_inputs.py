@@ -203,7 +203,7 @@ def test_a_failed_webhook_row_is_named_fails_the_feedback_check_and_clears_once_
     assert kept[:2] == ("failed", 0) and kept[2].startswith("discarded by the operator: body not readable")
 
 
-def test_a_failed_mailwizz_poll_is_named_by_run_until_a_poll_reads(cli_env, workspace, capsys, engine, monkeypatch):
+def test_a_failed_mailwizz_poll_is_named_by_run_until_read_or_its_transport_is_removed(cli_env, workspace, capsys, engine, monkeypatch):
     from email_engine_assets.feedback.mailwizz_assets import mailwizz_feedback
     from email_engine_resources.postgres import PostgresResource
     from email_engine_resources.workspace import WorkspaceResource
@@ -226,10 +226,12 @@ def test_a_failed_mailwizz_poll_is_named_by_run_until_a_poll_reads(cli_env, work
         assert code == 1
         (line,) = refused_lines(out)
         assert line.startswith("REFUSED acme: mailwizz_poll mailwizz transport 'mw': poll stopped: ") and KEY_ENV in line, out
-        monkeypatch.setenv(KEY_ENV, "test-public-key")
-        assert poll().passed
+        code, out = run(workspace, capsys)
+        assert code == 1 and len(refused_lines(out)) == 1  # no poll ran since: still unread
+        workspace.tenant("acme")  # the transport is gone from the tenant file: nothing will poll it again
         code, out = run(workspace, capsys)
         assert (code, refused_lines(out)) == (0, []), out
+    # (a poll that reads again clears it too: test_mailwizz_feedback)
 
 
 # --- the send -----------------------------------------------------------------------------------------

@@ -14,16 +14,21 @@ import sqlalchemy as sa
 
 from email_engine_assets.campaigns.registry import register_campaigns
 from email_engine_assets.content.templates import TEMPLATES_DIR, load_templates
+from email_engine_assets.feedback.mailwizz_poll import forget_removed_transports
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
 from email_engine_assets.tenancy.input_problems import (
     CAMPAIGN_FILE,
+    INBOX_FILE,
     TEMPLATE_FILE,
     TENANT_FILE,
     TENANT_FILE_KINDS,
     InputProblem,
 )
-from email_engine_assets.tenancy.input_problems_store import replace_problems
+from email_engine_assets.tenancy.input_problems_store import (
+    forget_other_scopes,
+    replace_problems,
+)
 from email_engine_assets.tenancy.partitions import tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -45,6 +50,9 @@ def read_tenant_files(engine: sa.Engine, root: Path, tenant_id: str) -> dict[str
                  for name, why in sorted(templates.errors.items())]
     with engine.begin() as conn:
         replace_problems(conn, tenant_id, TENANT_FILE_KINDS, problems)
+        # what no pass will read again: the inbox files of a source, the polls of a transport, removed from the file
+        forget_other_scopes(conn, tenant_id, INBOX_FILE, ["", *(s.id for s in tenant.sources)])
+        forget_removed_transports(conn, tenant)
     return {"tenant_file": 1, "campaigns": len(registered.files.campaigns), "templates": len(templates.templates),
             "unread": len(problems)}
 

@@ -50,7 +50,8 @@ def mailwizz_feedback(context: dg.AssetExecutionContext, db: PostgresResource, w
                     per_instance[transport.name] = poll_instance(engine, tenant.id, transport, mw, datetime.now(UTC))
             except (LookupError, MailwizzError) as exc:
                 # Pages read before the error are recorded; the next poll reads that campaign again.
-                failures.append(InputProblem(MAILWIZZ_POLL, f"mailwizz transport {transport.name!r}", f"poll stopped: {exc}"))
+                failures.append(InputProblem(MAILWIZZ_POLL, f"mailwizz transport {transport.name!r}", f"poll stopped: {exc}",
+                                             transport.name))
         with engine.begin() as conn:
             replace_problems(conn, tenant.id, [MAILWIZZ_POLL], failures)
     for problem in failures:

@@ -51,3 +51,12 @@ def forget_tenants_except(conn: sa.Connection, kinds: Sequence[str], tenant_ids:
     """Problems of ``kinds`` of tenants that are gone from the workspace (their tenant file removed)."""
     conn.execute(sa.text("DELETE FROM input_problems WHERE kind = ANY(:kinds) AND NOT (tenant_id = ANY(:tenants))"),
                  {"kinds": list(kinds), "tenants": list(tenant_ids)})
+
+
+def forget_other_scopes(conn: sa.Connection, tenant_id: str, kind: str, scopes: Sequence[str]) -> int:
+    """The tenant's problems of ``kind`` outside ``scopes``: the inputs of a source or transport the
+    tenant file no longer has, which no pass will read again."""
+    return conn.execute(
+        sa.text("DELETE FROM input_problems WHERE tenant_id = :t AND kind = :k AND NOT (scope = ANY(:scopes))"),
+        {"t": tenant_id, "k": kind, "scopes": list(scopes)},
+    ).rowcount
