@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import re
 
 import dagster as dg
 
@@ -22,7 +21,6 @@ from email_engine_assets.contacts.inbox import (
 from email_engine_assets.quality import store as quality_store
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.config import load_workspace
-from email_engine_assets.tenancy.strict import SLUG_PATTERN
 from email_engine_assets.tenancy.input_problems import INPUT_KINDS, InputProblem
 from email_engine_assets.tenancy.input_problems_store import (
     forget_tenants_except,
@@ -37,6 +35,7 @@ from email_engine_assets.tenancy.partitions import (
     sources_by_tenant,
     tenant_partitions,
 )
+from email_engine_assets.tenancy.strict import SLUG_PATTERN
 from email_engine_resources.email_domain import email_domain
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource

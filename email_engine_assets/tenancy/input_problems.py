@@ -15,7 +15,7 @@ send while any :data:`FEEDBACK_KINDS` input of the tenant is unread.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 TENANT_FILE = "tenant_file"
@@ -74,7 +74,3 @@ def described(problems: Sequence[InputProblem], what: str, shown: int = SHOWN) -
     more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
     return f"{what} not read ({len(problems)}): {listed}{more}"
 
-
-def of_kinds(problems: Iterable[InputProblem], kinds: Iterable[str]) -> list[InputProblem]:
-    wanted = set(kinds)
-    return [p for p in problems if p.kind in wanted]
