@@ -13,8 +13,11 @@ def replace_problems(conn: sa.Connection, tenant_id: str, kinds: Sequence[str], 
                      scopes: Sequence[str] | None = None) -> None:
     """What one read pass met: the tenant's earlier problems of ``kinds`` (only those of ``scopes``
     when given) are replaced by ``problems``; one still there keeps its ``first_seen``."""
-    problems = list(problems)
-    names = [p.name for p in problems]
+    first: dict[str, InputProblem] = {}
+    for problem in problems:  # one per name (two transports may share a directory): the first met
+        first.setdefault(problem.name, problem)
+    problems = list(first.values())
+    names = list(first)
     params = {"t": tenant_id, "kinds": list(kinds), "names": names, "scopes": list(scopes or [])}
     conn.execute(
         sa.text("""DELETE FROM input_problems WHERE tenant_id = :t AND kind = ANY(:kinds) AND NOT (name = ANY(:names))
