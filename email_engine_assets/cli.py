@@ -55,7 +55,21 @@ def cmd_run(args) -> int:
     _prepare(args.workspace)
     outcome = run_main_job()
     print_summary(outcome)
+    print_refused(outcome.refused)
     return 0 if outcome.ok else 1
+
+
+def print_refused(refused: dict) -> None:
+    """The "refused inputs" block: each input not read, by tenant, with why (``run`` then exits 1)."""
+    if not refused:
+        return
+    print(f"\nrefused inputs ({sum(map(len, refused.values()))}; each is reported by every run until it is read or gone):")
+    for tenant_id, problems in sorted(refused.items()):
+        for problem in problems:
+            first, *more = problem.line().splitlines() or [""]
+            print(f"REFUSED {terminal_safe(tenant_id)}: {terminal_safe(first)}")
+            for line in more:
+                print(f"    {terminal_safe(line)}")
 
 
 def cmd_import(args) -> int:
@@ -310,6 +324,15 @@ def cmd_webhooks_inbox(args) -> int:
         print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2
     engine = get_engine()
+    if args.webhooks_command == "discard":
+        from email_engine_assets.feedback.webhook_apply import discard_failed_rows
+
+        done = discard_failed_rows(engine, args.tenant, args.ids)
+        print(f"discarded {len(done)} failed row(s)" + (f": {' '.join(f'#{i}' for i in done)}" if done else ""))
+        missing = sorted(set(args.ids) - set(done))
+        if missing:
+            print(f"error: not a failed row of {args.tenant} with a body: {' '.join(f'#{i}' for i in missing)}", file=sys.stderr)
+        return 1 if missing else 0
     if args.webhooks_command == "retry":
         with engine.begin() as conn:
             reopened = inbox_store.reopen_failed(conn, args.tenant)
@@ -446,10 +469,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--forwarded-allow-ips", default="127.0.0.1", help="the reverse proxies whose forwarded headers count")
     serve.set_defaults(func=cmd_webhooks)
     for name, help_text in (("status", "the tenant's webhook rows: pending, applied, failed (with why)"),
-                            ("retry", "make the tenant's failed webhook rows pending again and apply them now")):
+                            ("retry", "make the tenant's failed webhook rows pending again and apply them now"),
+                            ("discard", "give up failed webhook rows that can never apply (their bodies are emptied)")):
         inbox = hooks_sub.add_parser(name, help=help_text)
         inbox.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         inbox.add_argument("tenant")
+        if name == "discard":
+            inbox.add_argument("ids", nargs="+", type=int, metavar="ID", help="row ids, as `webhooks status` shows them")
         inbox.set_defaults(func=cmd_webhooks_inbox)
     p = add("contact", cmd_contact, "one person: explain where their data came from, export it as JSON, or forget them")
     p.add_argument("action", choices=["explain", "export", "forget"])

@@ -2,11 +2,13 @@
 
 import dagster as dg
 
-# A tenant's golden records, then its quality assets, tags and segments: what automation does after an import, in one run.
+# A tenant's own files read, its golden records, then its quality assets, tags and segments: what
+# automation does after an import, in one run.
 tenant_job = dg.define_asset_job(
     "tenant_job",
-    selection=["contacts", "email_validations", "contact_enrichment", "tag_assignments", "segments"],
-    description="Merge a tenant's imports into its contacts, then validate, enrich and tag them, and build its segments.",
+    selection=["tenant_files", "contacts", "email_validations", "contact_enrichment", "tag_assignments", "segments"],
+    description="Read a tenant's tenant, campaign and template files; merge its imports into its contacts, then "
+                "validate, enrich and tag them, and build its segments.",
 )
 
 # What happened to sent messages, applied: webhook rows and accounting lines into events, then the

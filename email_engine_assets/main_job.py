@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,11 @@ from email_engine_assets.contacts.inbox import (
 from email_engine_assets.quality import store as quality_store
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.config import load_workspace
+from email_engine_assets.tenancy.input_problems import INPUT_KINDS, InputProblem
+from email_engine_assets.tenancy.input_problems_store import (
+    forget_tenants_except,
+    unread_inputs,
+)
 from email_engine_assets.tenancy.partitions import (
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -29,15 +35,18 @@ from email_engine_assets.tenancy.partitions import (
     sources_by_tenant,
     tenant_partitions,
 )
+from email_engine_assets.tenancy.strict import SLUG_PATTERN
 from email_engine_resources.email_domain import email_domain
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
 MERGE_ASSETS = [dg.AssetKey("contacts")]
+TENANT_FILES_ASSETS = [dg.AssetKey("tenant_files")]
 QUALITY_ASSETS = [dg.AssetKey(k) for k in ("email_validations", "contact_enrichment", "tag_assignments")]
 # the full event log is in the instance (Dagster UI); the terminal gets warnings and the summary
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 CLI_TAG = "email_engine/cli"
+SLUG = re.compile(SLUG_PATTERN)
 
 
 @dataclass
@@ -46,10 +55,11 @@ class MainJobOutcome:
     summary: list[dict] = field(default_factory=list)
     quality: list[dict] = field(default_factory=list)
     campaigns: list[dict] = field(default_factory=list)  # per due campaign: counts, and "blocked" when a check stopped it
+    refused: dict[str, list[InputProblem]] = field(default_factory=dict)  # per tenant: the inputs not read
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.refused
 
 
 # ``import --json``: the same keys whatever the status (imported, already_imported, failed); what
@@ -88,7 +98,9 @@ def _resources() -> dict:
 
 
 def _register(instance: dg.DagsterInstance, ws) -> None:
-    for definition, keys in ((tenant_partitions, sorted(ws.tenants)), (source_partitions, sources_by_tenant(ws))):
+    # A tenant whose file is broken is a partition too: tenant_files[tenant] names the file and why.
+    tenant_keys = sorted(set(ws.tenants) | {t for t in ws.errors if SLUG.fullmatch(t)})
+    for definition, keys in ((tenant_partitions, tenant_keys), (source_partitions, sources_by_tenant(ws))):
         existing = set(instance.get_dynamic_partitions(definition.name))
         missing = [k for k in keys if k not in existing]
         if missing:
@@ -133,19 +145,29 @@ def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: 
 
 def run_main_job() -> MainJobOutcome:
     """Per tenant: ``feedback_job`` (pending webhook rows and accounting lines, then the suppression
-    policy), ``import_job`` over its sources, then ``tenant_job`` (contacts, quality, tags, segments);
-    last, every due campaign through its transport (``campaign_send_job``)."""
+    policy), ``import_job`` over its sources, then ``tenant_job`` (its tenant, campaign and template
+    files, contacts, quality, tags, segments); last, every due campaign through its transport
+    (``campaign_send_job``). ``refused``: every input of the tenants that is not read now (the run
+    is not ok while there is one)."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
-    outcome.failures += [f"tenant {t} not run, invalid tenant file: {e}" for t, e in ws.errors.items()]
+    outcome.failures += [f"tenant {t} not run: its tenant file is refused" + ("" if SLUG.fullmatch(t) else f": {e}")
+                         for t, e in ws.errors.items()]
+    with get_engine().begin() as conn:  # a tenant gone from the workspace has nothing left to report
+        forget_tenants_except(conn, INPUT_KINDS, [*ws.tenants, *ws.errors])
     with dg.DagsterInstance.get() as instance:
         _register(instance, ws)
+        for tenant_id in sorted(t for t in ws.errors if SLUG.fullmatch(t)):
+            execute_job("tenant_job", instance, outcome.failures, f"{tenant_id} files", partition_key=tenant_id,
+                        tags={"tenant": tenant_id}, asset_selection=TENANT_FILES_ASSETS)
         for tenant in ws.tenants.values():
             execute_job("feedback_job", instance, outcome.failures, f"{tenant.id} feedback", partition_key=tenant.id,
                         tags={"tenant": tenant.id})
             import_tenant(instance, ws, tenant.id, {s.id for s in tenant.sources}, outcome.failures)
             execute_job("tenant_job", instance, outcome.failures, tenant.id, partition_key=tenant.id, tags={"tenant": tenant.id})
         send_due(instance, outcome)
+    with get_engine().connect() as conn:
+        outcome.refused = unread_inputs(conn, [*ws.tenants, *ws.errors])
     outcome.summary = summary_rows(list(ws.tenants))
     outcome.quality = quality_rows(list(ws.tenants))
     return outcome

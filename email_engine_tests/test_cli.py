@@ -173,7 +173,9 @@ def test_an_invalid_tenant_file_fails_the_run_but_not_the_other_tenants(cli_env,
     (example_workspace / "tenants" / "acme.yaml").write_text("id: acme\nname: Acme\nsources:\n  - id: crm\n    priority: high\n")
     assert cli.main(["--workspace", str(example_workspace), "run"]) == 1
     out = capsys.readouterr().out
-    assert "FAILED tenant acme not run, invalid tenant file:" in out and "acme.yaml: sources[0].priority = 'high'" in out
+    assert "FAILED tenant acme not run: its tenant file is refused" in out
+    refused = [line for line in out.splitlines() if line.startswith("REFUSED acme: tenant_file tenants/acme.yaml: ")]
+    assert refused and "acme.yaml: sources[0].priority = 'high'" in out
     with engine.connect() as conn:
         imported = conn.execute(sa.text("SELECT DISTINCT tenant_id FROM import_files WHERE status = 'imported'")).scalars().all()
     assert imported == ["globex"]

@@ -26,7 +26,8 @@ def test_definitions_load_with_both_partition_dimensions():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"contact_imports", "contacts", "email_validations", "contact_enrichment", "tag_assignments",
                     "segment_definitions", "segments", "mailwizz_subscribers",
-                    "campaign_audiences", "campaign_sends", "campaign_stats", "delivery_events", "suppressions", "mailwizz_feedback"}
+                    "campaign_audiences", "campaign_sends", "campaign_stats", "delivery_events", "suppressions", "mailwizz_feedback",
+                    "tenant_files"}
     imports = graph.get(dg.AssetKey("contact_imports")).partitions_def
     assert isinstance(imports, dg.MultiPartitionsDefinition)
     assert {d.name for d in imports.partitions_defs} == {"tenant", "source"}

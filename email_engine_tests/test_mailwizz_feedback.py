@@ -214,17 +214,26 @@ def test_polled_feedback_suppresses_through_the_assets_and_is_pushed_back(engine
     assert sorted(state.unsubscribed_everywhere) == ["gone@example.com", "left@example.com"]
 
 
-def test_a_missing_key_fails_the_poll_naming_the_transport(engine, mw, workspace, monkeypatch):
+def test_a_missing_key_fails_the_polls_check_naming_the_transport_until_a_poll_reads(engine, mw, workspace, monkeypatch):
     url, state, tenant = mw
     workspace.tenant("acme", tenant_text(url))
     monkeypatch.delenv(KEY_ENV)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("tenant", ["acme"])
-        result = dg.materialize([mailwizz_feedback], partition_key="acme", instance=instance, raise_on_error=False,
-                                resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
-    assert "mailwizz transport 'mw'" in failure and KEY_ENV in failure and "test-public-key" not in failure
+
+    def poll_once():
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("tenant", ["acme"])
+            result = dg.materialize([mailwizz_feedback], partition_key="acme", instance=instance,
+                                    resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+        (check,) = result.get_asset_check_evaluations()
+        return check
+
+    check = poll_once()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "mailwizz transport 'mw'" in check.description and KEY_ENV in check.description
+    assert "test-public-key" not in check.description
+    monkeypatch.setenv(KEY_ENV, "test-public-key")
+    check = poll_once()
+    assert check.passed and check.description == "MailWizz polls: all read"
 
 
 def test_the_hourly_schedule_runs_only_tenants_with_a_mailwizz_transport(workspace):

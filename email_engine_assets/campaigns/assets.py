@@ -19,6 +19,8 @@ from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.wiring import PartMissing
 from email_engine_assets.feedback.stats_refresh import refresh_before_send
+from email_engine_assets.tenancy.input_problems import FEEDBACK_KINDS
+from email_engine_assets.tenancy.input_problems_store import unread_inputs
 from email_engine_assets.tenancy.locks import tenant_work_lock
 
 CAMPAIGNS = "campaigns"
@@ -147,6 +149,7 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         suppressed = store.suppressed_at_freeze(conn, t, c)
         samples = store.sample_contacts(conn, t, c, PREFLIGHT_SAMPLES)
         last = store.last_completed(conn, t, c)
+        unread = [p.line() for p in unread_inputs(conn, [t], FEEDBACK_KINDS).get(t, [])]
     try:
         composer = context.resources.composers.composer(tenant, campaign)
         composer = context.resources.transports.composer_for(tenant, campaign, composer)  # MailWizz: its tag mode checked too
@@ -161,7 +164,7 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         gates.suppressed_members(campaign.file.segment, suppressed),
         render,
         gates.audience_not_empty(campaign.file.segment, sum(counts.values())),
-        gates.sender_reputation(last, tenant.feedback.max_hard_bounce_rate, tenant.feedback.max_complaint_rate),
+        gates.sender_reputation(last, tenant.feedback.max_hard_bounce_rate, tenant.feedback.max_complaint_rate, unread),
         _headers_gate(context, tenant, campaign),
     ]
     return gates.apply_overrides(results, overrides)

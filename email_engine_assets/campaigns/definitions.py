@@ -8,6 +8,7 @@ from email_engine_assets.campaigns.assets import (
     campaign_sends,
 )
 from email_engine_assets.campaigns.sensors import due_campaigns_sensor
+from email_engine_assets.campaigns.tenant_files import tenant_files
 from email_engine_assets.campaigns.wiring import (
     SegmentAudience,
     TemplateComposers,
@@ -25,7 +26,7 @@ def campaign_resources() -> dict:
 
 
 defs = dg.Definitions(
-    assets=[campaign_audiences, campaign_sends],
+    assets=[tenant_files, campaign_audiences, campaign_sends],
     jobs=[campaign_send_job],
     sensors=[due_campaigns_sensor],
     resources=campaign_resources(),

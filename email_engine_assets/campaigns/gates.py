@@ -68,18 +68,29 @@ def audience_not_empty(segment: str, audience: int) -> Gate:
 
 
 def sender_reputation(last: LastCampaign | None, max_hard_bounce_rate: float = MAX_HARD_BOUNCE_RATE,
-                      max_complaint_rate: float = MAX_COMPLAINT_RATE) -> Gate:
+                      max_complaint_rate: float = MAX_COMPLAINT_RATE, unread_feedback: Sequence[str] = ()) -> Gate:
     """The last completed campaign of the tenant: hard bounces and complaints at most the tenant's
-    limits (``feedback.max_hard_bounce_rate`` 2%, ``feedback.max_complaint_rate`` 0.1% by default)."""
-    if last is None or last.sent == 0 or (last.hard_bounces is None and last.complaints is None):
-        return Gate(SENDER_REPUTATION, True, "no feedback data on the last completed campaign")
+    limits (``feedback.max_hard_bounce_rate`` 2%, ``feedback.max_complaint_rate`` 0.1% by default);
+    and no feedback input of the tenant left unread (``unread_feedback``: an accounting file, a
+    webhook row, a MailWizz poll the engine could not read, each named with why): a send must not
+    go out on complaints and bounces it could not read."""
     problems = []
+    if unread_feedback:
+        listed = "; ".join(unread_feedback[:3]) + (f" (and {len(unread_feedback) - 3} more)" if len(unread_feedback) > 3 else "")
+        problems.append(f"{len(unread_feedback)} feedback input(s) not read: {listed}")
+    if last is None or last.sent == 0 or (last.hard_bounces is None and last.complaints is None):
+        if problems:
+            return Gate(SENDER_REPUTATION, False, problems[0])
+        return Gate(SENDER_REPUTATION, True, "no feedback data on the last completed campaign")
+    rates = []
     for label, count, limit in (("hard bounces", last.hard_bounces, max_hard_bounce_rate),
                                 ("complaints", last.complaints, max_complaint_rate)):
         if count is not None and count / last.sent > limit:
-            problems.append(f"{label} {count}/{last.sent} = {count / last.sent:.2%} > {_percent(limit)}")
+            rates.append(f"{label} {count}/{last.sent} = {count / last.sent:.2%} > {_percent(limit)}")
+    if rates:
+        problems.append(f"last completed campaign {last.campaign}: " + ", ".join(rates))
     if problems:
-        return Gate(SENDER_REPUTATION, False, f"last completed campaign {last.campaign}: " + ", ".join(problems))
+        return Gate(SENDER_REPUTATION, False, "; ".join(problems))
     return Gate(SENDER_REPUTATION, True, f"last completed campaign {last.campaign} within the limits")
 
 

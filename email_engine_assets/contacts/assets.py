@@ -15,6 +15,9 @@ from email_engine_assets.contacts.importer import (
     unexpected_failure,
 )
 from email_engine_assets.tenancy.config import load_tenants
+from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
+from email_engine_assets.tenancy.input_problems import INBOX_FILE, InputProblem
+from email_engine_assets.tenancy.input_problems_store import replace_problems
 from email_engine_assets.tenancy.partitions import (
     broken_tenant_message,
     import_key,
@@ -66,6 +69,7 @@ def contact_imports(context: dg.AssetExecutionContext, config: ImportsConfig, db
             continue
         by_tenant.setdefault(tenant_id, []).append((source, ws.source_dir(tenant_id, source_id)))
     reports = _import_tenants(engine, ws, by_tenant, run_id=context.run.run_id, workers=config.tenant_workers)
+    _record_unread_files(engine, by_tenant, reports)
     if not_sources:
         context.log.info(f"not a source of the tenant, nothing to import: {', '.join(not_sources[:MAX_LISTED])}")
     totals = {k: sum(r.counts.get(k, 0) for r in reports) for k in ledger.COUNT_COLUMNS}
@@ -113,6 +117,16 @@ def contact_imports(context: dg.AssetExecutionContext, config: ImportsConfig, db
             metadata=metadata,
         )
     yield dg.MaterializeResult(metadata=metadata)
+
+
+def _record_unread_files(engine, by_tenant: dict[str, list], reports: list) -> None:
+    """The files of this run's sources that could not be imported, as the tenants' ``inbox_file``
+    problems: they replace those of the same sources (a file fixed, replaced or moved away clears)."""
+    with engine.begin() as conn:
+        for tenant_id, sources in by_tenant.items():
+            problems = [InputProblem(INBOX_FILE, r.path, r.error or "not imported", r.source_id or "")
+                        for r in reports if r.tenant_id == tenant_id and r.status == "failed"]
+            replace_problems(conn, tenant_id, [INBOX_FILE], problems, scopes=[source.id for source, _ in sources] + [""])
 
 
 def _import_tenants(engine, ws, by_tenant: dict[str, list], *, run_id: str, workers: int) -> list:
@@ -172,6 +186,7 @@ class ContactsConfig(dg.Config):
     check_specs=[
         dg.AssetCheckSpec("imports_balanced", asset="contacts", description="rows_total = new + merged + duplicates + rejected, and the stored rows agree"),
         dg.AssetCheckSpec("contacts_have_provenance", asset="contacts", description="every contact has at least one staged row"),
+        inputs_read_spec("contacts", [INBOX_FILE]),
     ],
     description="Golden records per tenant: staged rows merged with per-field survivorship, sources unioned.",
 )
@@ -197,5 +212,6 @@ def contacts(context: dg.AssetExecutionContext, config: ContactsConfig, db: Post
                 passed=orphans == 0,
                 metadata={"tenant": tenant_id, "contacts_without_provenance": orphans},
             ),
+            inputs_read_result(engine, tenant_id, [INBOX_FILE], "inbox files"),
         ],
     )

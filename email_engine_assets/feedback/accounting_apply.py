@@ -41,6 +41,8 @@ from email_engine_assets.feedback.accounting import (
 )
 from email_engine_assets.feedback.store import record_events
 from email_engine_assets.tenancy.config import TenantConfig
+from email_engine_assets.tenancy.input_problems import ACCOUNTING_FILE, InputProblem
+from email_engine_assets.tenancy.input_problems_store import replace_problems
 from email_engine_resources.powermta_config import (
     PowerMtaConfigError,
     read_powermta_config,
@@ -116,31 +118,72 @@ def accounting_files(source: AccountingSource) -> list[tuple[str, str, os.stat_r
 
 
 def apply_accounting(engine: sa.Engine, tenant: TenantConfig, *, chunk_bytes: int = CHUNK_BYTES) -> dict[str, int]:
-    """Read new lines of the tenant's powermta transports' accounting files into delivery events."""
+    """Read new lines of the tenant's powermta transports' accounting files into delivery events.
+
+    What could not be read (a directory, a file refused, a file left with an incomplete last line
+    although a newer file exists, files left for the next run) is recorded as the tenant's
+    ``accounting_file`` input problems, replacing those of the last pass, and listed in ``problems``.
+    """
     totals = dict.fromkeys(COUNT_KEYS, 0)
-    problems: list[str] = []
+    problems: list[InputProblem] = []
     for source in accounting_sources(tenant):
         if source.directory is None:
-            problems.append(source.dir_problem or f"transport {source.transport!r}: no accounting directory")
+            problems.append(InputProblem(ACCOUNTING_FILE, f"transport {source.transport}",
+                                         source.dir_problem or "no accounting directory"))
             continue
         try:
             files = accounting_files(source)
         except OSError as exc:
-            problems.append(f"transport {source.transport!r}: {source.directory}: cannot be listed: {exc.strerror or exc}")
+            problems.append(InputProblem(ACCOUNTING_FILE, source.directory, f"cannot be listed: {exc.strerror or exc}"))
             continue
         with engine.connect() as conn:
             known = store.positions(conn, tenant.id, source.transport)
         pending = [(name, path, st) for name, path, st in files if name not in known or _changed(known[name], st)]
+        refused: set[str] = set()
         for name, path, _st in pending[:MAX_FILES_PER_RUN]:
             try:
                 _apply_file(engine, tenant.id, source.transport, path, name, known.get(name), totals, chunk_bytes)
             except (OSError, HeaderError) as exc:
-                problems.append(f"{path}: {getattr(exc, 'strerror', None) or exc}")
-        if len(pending) > MAX_FILES_PER_RUN:
-            problems.append(f"transport {source.transport!r}: {len(pending) - MAX_FILES_PER_RUN} more files wait for the next run")
+                refused.add(name)
+                problems.append(InputProblem(ACCOUNTING_FILE, path, str(getattr(exc, "strerror", None) or exc)))
+        waiting = {name for name, _path, _st in pending[MAX_FILES_PER_RUN:]}
+        if waiting:
+            problems.append(InputProblem(ACCOUNTING_FILE, source.directory,
+                                         f"{len(waiting)} more files wait for the next run (at most {MAX_FILES_PER_RUN} a run)"))
+        with engine.connect() as conn:
+            read = store.positions(conn, tenant.id, source.transport)
+        problems += _stopped_part_way(files, read, refused | waiting)
+    with engine.begin() as conn:
+        replace_problems(conn, tenant.id, [ACCOUNTING_FILE], problems)
     out: dict = dict(totals)
     if problems:
-        out["problems"] = problems[:20]
+        out["problems"] = [p.line() for p in problems[:20]]
+    return out
+
+
+def _stopped_part_way(files: list[tuple[str, str, os.stat_result]], read: dict[str, store.FilePosition],
+                      skip: set[str]) -> list[InputProblem]:
+    """Files whose last line is incomplete although a newer file exists: they will not grow any more.
+
+    Only the newest file of the directory (last modified) may still be written; its incomplete last
+    line waits for the next run and is no problem.
+    """
+    if len(files) < 2:
+        return []
+    newest = max(files, key=lambda f: (f[2].st_mtime_ns, f[0]))[0]
+    out = []
+    for name, path, st in files:
+        if name == newest or name in skip or st.st_size == 0:
+            continue
+        position = read.get(name)
+        if position is None:
+            why = "no complete header line, and a newer file exists: it will not be completed"
+        elif position.byte_offset < st.st_size:
+            why = (f"read up to byte {position.byte_offset} of {st.st_size}: its last line is incomplete, "
+                   "and a newer file exists: it will not be completed")
+        else:
+            continue
+        out.append(InputProblem(ACCOUNTING_FILE, path, why))
     return out
 
 

@@ -15,18 +15,22 @@ from email_engine_assets.feedback.mailwizz_assets import (
 )
 from email_engine_assets.feedback.suppression_apply import apply_policy
 from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
+from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
+from email_engine_assets.tenancy.input_problems import ACCOUNTING_FILE, WEBHOOK_ROW
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 FEEDBACK = "feedback"
+FEEDBACK_INPUTS = (ACCOUNTING_FILE, WEBHOOK_ROW)
 
 
 @dg.asset(
     partitions_def=tenant_partitions,
     group_name=FEEDBACK,
     kinds={"postgres"},
+    check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS)],
     description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
                 "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",
 )
@@ -40,7 +44,8 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
         metadata={
             "webhooks": dg.MetadataValue.json(webhooks),
             "accounting": dg.MetadataValue.json(accounting),
-        }
+        },
+        check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs")],
     )
 
 

@@ -178,3 +178,28 @@ def failed_rows(conn: sa.Connection, tenant_id: str, limit: int = 20) -> list[di
         ),
         {"t": tenant_id, "n": limit},
     )]
+
+
+def unread_failed_rows(conn: sa.Connection, tenant_id: str, limit: int) -> tuple[list[dict], int]:
+    """The tenant's oldest ``failed`` rows that still hold their body (an erased body is nothing
+    left to read), at most ``limit``, and how many there are in all."""
+    where = "tenant_id = :t AND outcome = 'failed' AND octet_length(body) > 0"
+    rows = [dict(r._mapping) for r in conn.execute(
+        sa.text(f"SELECT id, kind, source_id, detail FROM webhook_inbox WHERE {where} ORDER BY id LIMIT :n"),
+        {"t": tenant_id, "n": limit},
+    )]
+    total = rows and conn.execute(sa.text(f"SELECT count(*) FROM webhook_inbox WHERE {where}"), {"t": tenant_id}).scalar_one()
+    return rows, int(total or 0)
+
+
+def discard_failed(conn: sa.Connection, tenant_id: str, row_ids: Sequence[int]) -> list[int]:
+    """Empty the body of these ``failed`` rows of the tenant (the operator gave them up: nothing is
+    left to read, as after an erasure); they stay ``failed``, their reason kept and marked. Returns the ids done."""
+    return list(conn.execute(
+        sa.text(
+            """UPDATE webhook_inbox SET body = '\\x'::bytea, detail = 'discarded by the operator: ' || coalesce(detail, '')
+               WHERE tenant_id = :t AND outcome = 'failed' AND id = ANY(:ids) AND octet_length(body) > 0
+               RETURNING id"""
+        ),
+        {"t": tenant_id, "ids": list(row_ids)},
+    ).scalars())

@@ -7,6 +7,9 @@ import dagster as dg
 from email_engine_assets.feedback.mailwizz_poll import poll_instance
 from email_engine_assets.sync.instances import mailwizz_instance
 from email_engine_assets.tenancy.config import TenantConfig
+from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
+from email_engine_assets.tenancy.input_problems import MAILWIZZ_POLL, InputProblem
+from email_engine_assets.tenancy.input_problems_store import replace_problems
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_assets.tenancy.sending import MailwizzTransport
@@ -29,25 +32,33 @@ def mailwizz_transports(tenant: TenantConfig) -> list[MailwizzTransport]:
     partitions_def=tenant_partitions,
     group_name="feedback",
     kinds={"postgres", "mailwizz"},
+    check_specs=[inputs_read_spec("mailwizz_feedback", [MAILWIZZ_POLL])],
     description="Unsubscribes and bounces MailWizz recorded for the tenant's campaigns (<tenant>.<campaign>.<template>), "
                 "polled page by page from each mailwizz transport and recorded once each as delivery events "
-                "(bounce type hard -> hard, soft -> soft, internal -> reputation).",
+                "(bounce type hard -> hard, soft -> soft, internal -> reputation). A poll that fails part-way keeps "
+                "the pages it read and fails the inputs_read check, naming the transport, until a poll reads it.",
 )
 def mailwizz_feedback(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     per_instance: dict[str, dict[str, int]] = {}
-    failures = []
+    failures: list[InputProblem] = []
     with tenant_work_lock(engine, "mailwizz_feedback", tenant.id):
         for transport in mailwizz_transports(tenant):  # one instance down does not hold the others back
             try:
                 with mailwizz_instance(transport) as mw:
                     per_instance[transport.name] = poll_instance(engine, tenant.id, transport, mw, datetime.now(UTC))
             except (LookupError, MailwizzError) as exc:
-                failures.append(f"mailwizz transport {transport.name!r}: {exc}")
-    if failures:
-        # Pages read before the error are recorded; the next poll reads that campaign again.
-        raise dg.Failure("\n".join(failures), metadata={"polled": dg.MetadataValue.json(per_instance)})
+                # Pages read before the error are recorded; the next poll reads that campaign again.
+                failures.append(InputProblem(MAILWIZZ_POLL, f"mailwizz transport {transport.name!r}", f"poll stopped: {exc}",
+                                             transport.name))
+        with engine.begin() as conn:
+            replace_problems(conn, tenant.id, [MAILWIZZ_POLL], failures)
+    for problem in failures:
+        context.log.error(problem.line())
     totals = {k: sum(v.get(k, 0) for v in per_instance.values()) for k in ("campaigns", "records", "inserted", "linked", "unusable")}
-    return dg.MaterializeResult(metadata={"instances": len(per_instance), **totals,
-                                          "per_instance": dg.MetadataValue.json(per_instance)})
+    return dg.MaterializeResult(
+        metadata={"instances": len(per_instance), **totals, "per_instance": dg.MetadataValue.json(per_instance),
+                  **({"failed_polls": dg.MetadataValue.json([p.line() for p in failures])} if failures else {})},
+        check_results=[inputs_read_result(engine, tenant.id, [MAILWIZZ_POLL], "MailWizz polls")],
+    )

@@ -22,8 +22,16 @@ from email_engine_assets.feedback.mailwizz_store import (
     set_poll,
 )
 from email_engine_assets.feedback.store import record_events
+from email_engine_assets.tenancy.config import TenantConfig
+from email_engine_assets.tenancy.input_problems import MAILWIZZ_POLL
+from email_engine_assets.tenancy.input_problems_store import forget_other_scopes
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz import FEEDBACK_KINDS, MailwizzInstance
+
+
+def forget_removed_transports(conn: sa.Connection, tenant: TenantConfig) -> None:
+    """A failed poll of a transport the tenant file no longer has: no poll will read it again."""
+    forget_other_scopes(conn, tenant.id, MAILWIZZ_POLL, [t.name for t in tenant.transports if isinstance(t, MailwizzTransport)])
 
 
 def poll_instance(engine: sa.Engine, tenant_id: str, transport: MailwizzTransport, mw: MailwizzInstance,

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from email_engine_assets.content.templates import load_templates
 from email_engine_assets.feedback import stats_store
 from email_engine_assets.feedback.accounting_apply import apply_accounting
+from email_engine_assets.feedback.mailwizz_poll import forget_removed_transports
 from email_engine_assets.feedback.stats import campaign_stats, mailwizz_counts
 from email_engine_assets.feedback.suppression_apply import apply_policy
 from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
@@ -32,6 +33,8 @@ def apply_pending_feedback(engine: sa.Engine, workspace_root: Path, tenant: Tena
     with tenant_work_lock(engine, "delivery_events", tenant.id):
         webhooks = apply_webhook_rows(engine, workspace_root, tenant)
         accounting = apply_accounting(engine, tenant)
+    with engine.begin() as conn:
+        forget_removed_transports(conn, tenant)
     with tenant_work_lock(engine, "suppressions", tenant.id):
         suppressions = apply_policy(engine, tenant)
     return {"webhooks": webhooks, "accounting": accounting, "suppressions": suppressions}

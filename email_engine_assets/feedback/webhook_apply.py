@@ -28,8 +28,10 @@ from email_engine_assets.contacts.inbox import RefusedFile, real_source_folder
 from email_engine_assets.feedback.events import events_frame
 from email_engine_assets.feedback.inbox_store import (
     claim_pending,
+    discard_failed,
     ensure_tenant,
     mark_done,
+    unread_failed_rows,
 )
 from email_engine_assets.feedback.store import record_events
 from email_engine_assets.feedback.webhook_payloads import (
@@ -38,8 +40,11 @@ from email_engine_assets.feedback.webhook_payloads import (
     parse_mailwizz,
 )
 from email_engine_assets.tenancy.config import TenantConfig
+from email_engine_assets.tenancy.input_problems import WEBHOOK_ROW, InputProblem
+from email_engine_assets.tenancy.input_problems_store import replace_problems
 
 BATCH_ROWS = 500
+LISTED_FAILED_ROWS = 50
 
 
 class CannotApply(ValueError):
@@ -142,4 +147,27 @@ def apply_webhook_rows(engine: sa.Engine, workspace_root: Path, tenant: TenantCo
         counts["duplicates"] += recorded["duplicates"]
         counts["applied"] += sum(1 for o in outcomes if o[1] == "applied")
         counts["failed"] += sum(1 for o in outcomes if o[1] == "failed")
+    with engine.begin() as conn:
+        replace_problems(conn, tenant.id, [WEBHOOK_ROW], failed_row_problems(conn, tenant.id))
     return counts
+
+
+def discard_failed_rows(engine: sa.Engine, tenant_id: str, row_ids: list[int]) -> list[int]:
+    """The operator gives up failed rows that can never apply: their bodies are emptied and they are
+    no longer unread input. Returns the ids discarded (failed rows of the tenant with a body)."""
+    with engine.begin() as conn:
+        done = discard_failed(conn, tenant_id, row_ids)
+        replace_problems(conn, tenant_id, [WEBHOOK_ROW], failed_row_problems(conn, tenant_id))
+    return done
+
+
+def failed_row_problems(conn: sa.Connection, tenant_id: str) -> list[InputProblem]:
+    """The tenant's failed rows as input problems (until ``webhooks retry`` applies them, or an
+    erasure empties them); past :data:`LISTED_FAILED_ROWS`, one more problem counts the rest."""
+    rows, total = unread_failed_rows(conn, tenant_id, LISTED_FAILED_ROWS)
+    out = [InputProblem(WEBHOOK_ROW, f"#{r['id']} {r['kind']}" + (f"/{r['source_id']}" if r["source_id"] else ""),
+                        f"{r['detail'] or 'failed'} (fix it and run `email-engine webhooks retry {tenant_id}`, "
+                        f"or give it up: `webhooks discard {tenant_id} {r['id']}`)") for r in rows]
+    if total > len(rows):
+        out.append(InputProblem(WEBHOOK_ROW, "more failed rows", f"{total - len(rows)} more (email-engine webhooks status {tenant_id})"))
+    return out
