@@ -116,5 +116,8 @@ def test_a_config_file_that_cannot_be_read_blocks_the_send_naming_it(engine, wor
     with PowerMtaStandIn() as mta:
         outcome = _send(workspace, engine, monkeypatch, mta, conf)
         assert mta.received == []
-    assert [b["check"] for b in outcome.blocked] == ["powermta_headers"]
-    assert re.search(r"customs/a\.conf, line 1: <source> is never closed", outcome.blocked[0]["reason"])
+    # the headers cannot be checked, and the accounting files it names cannot be found: both block
+    reasons = {b["check"]: b["reason"] for b in outcome.blocked}
+    assert set(reasons) == {"powermta_headers", "sender_reputation"}
+    for reason in reasons.values():
+        assert re.search(r"customs/a\.conf, line 1: <source> is never closed", reason)

@@ -252,12 +252,12 @@ def test_a_send_waits_while_the_tenants_feedback_is_unread_unless_overridden(cam
     acct = tmp_path / "acct"
     acct.mkdir()
     refused = acct / "acct-1.csv"
-    refused.write_bytes(b"\xff\xfetype,rcpt\n")  # not UTF-8: the whole file is refused
+    refused.write_bytes(b"\xff\xfetype,rcpt\n")  # no readable type column: the whole file is refused
     camp.workspace.tenant("acme", transports=f"[{{name: pmta, kind: powermta, host: 127.0.0.1, "
                                              f"bounce_address: b@example.com, accounting_dir: {acct}}}]")
     blocked = campaign_runs.send("acme.spring", instance=camp.instance)
     assert [b["check"] for b in blocked.blocked] == ["sender_reputation"] and blocked.counts["sent"] == 0
-    assert blocked.blocked[0]["reason"].startswith(f"1 feedback input(s) not read: accounting_file {refused}: header is not UTF-8")
+    assert blocked.blocked[0]["reason"].startswith(f"1 feedback input(s) not read: accounting_file {refused}: header has no 'type' column")
     done = campaign_runs.send("acme.spring", overrides=["sender_reputation"], instance=camp.instance)
     assert done.blocked == [] and done.counts["sent"] == 6
     refused.write_text(HEADER)
