@@ -29,10 +29,12 @@ from email_engine_tests.powermta_server import (
 T = accounting_time()
 
 
-def tenant_config(tmp_path, tenant_id: str, acct_dir, extra: str = ""):
-    text = textwrap.dedent(f"""\
+def pmta_tenant_text(tenant_id: str, *, name: str | None = None, accounting_dir=None, config_file=None) -> str:
+    """A tenant file with one source and one PowerMTA transport reading ``accounting_dir`` or ``config_file``."""
+    where = f"accounting_dir: {accounting_dir}" if accounting_dir is not None else f"config_file: {config_file}"
+    return textwrap.dedent(f"""\
         id: {tenant_id}
-        name: {tenant_id}
+        name: {name or tenant_id}
         sources:
           - id: crm
             priority: 10
@@ -41,8 +43,11 @@ def tenant_config(tmp_path, tenant_id: str, acct_dir, extra: str = ""):
             kind: powermta
             host: 127.0.0.1
             bounce_address: bounces@example.com
-            accounting_dir: {acct_dir}
-        """) + extra
+        """) + f"    {where}\n"
+
+
+def tenant_config(tmp_path, tenant_id: str, acct_dir, extra: str = ""):
+    text = pmta_tenant_text(tenant_id, accounting_dir=acct_dir) + extra
     path = tmp_path / f"{tenant_id}.yaml"
     path.write_text(text)
     return parse_tenant(path, text)
@@ -203,40 +208,14 @@ def test_small_chunks_and_symlinks_and_other_names(engine, tmp_path, monkeypatch
 def test_accounting_dir_defaults_to_the_acct_file_of_the_config(engine, tmp_path):
     conf = tmp_path / "pmta.conf"
     conf.write_text(f"<acct-file {tmp_path}/logs/acct.csv>\nrecords d,b\n</acct-file>\n")
-    text = textwrap.dedent(f"""\
-        id: acme
-        name: acme
-        sources:
-          - id: crm
-            priority: 10
-        transports:
-          - name: pmta
-            kind: powermta
-            host: 127.0.0.1
-            bounce_address: bounces@example.com
-            config_file: {conf}
-        """)
-    tenant = parse_tenant(tmp_path / "acme.yaml", text)
+    tenant = _tenant_with_config(tmp_path, conf)
     assert accounting_apply.accounting_sources(tenant)[0].directory == f"{tmp_path}/logs"
     conf.write_text("<acct-file /x>\n")
     assert "never closed" in apply_accounting(engine, tenant)["problems"][0]
 
 
 def _tenant_with_config(tmp_path, conf) -> object:
-    text = textwrap.dedent(f"""\
-        id: acme
-        name: acme
-        sources:
-          - id: crm
-            priority: 10
-        transports:
-          - name: pmta
-            kind: powermta
-            host: 127.0.0.1
-            bounce_address: bounces@example.com
-            config_file: {conf}
-        """)
-    return parse_tenant(tmp_path / "acme.yaml", text)
+    return parse_tenant(tmp_path / "acme.yaml", pmta_tenant_text("acme", config_file=conf))
 
 
 def test_files_are_found_under_the_base_name_its_rotation_names_and_the_move_to_directory(engine, db_url, tmp_path, workspace):

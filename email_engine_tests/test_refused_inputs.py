@@ -22,6 +22,7 @@ from email_engine_assets.tenancy.input_problems_store import unread_inputs
 from email_engine_resources import postgres as database
 from email_engine_tests.smtp_server import free_port
 from email_engine_tests.test_campaign_stats import camp  # noqa: F401 (a fixture)
+from email_engine_tests.test_accounting_apply import pmta_tenant_text
 
 HEADER = "type,timeLogged,orig,rcpt,dsnAction,dsnStatus,dsnDiag,jobId,envId\n"
 
@@ -55,19 +56,7 @@ def refused_lines(out: str) -> list[str]:
 
 
 def pmta_tenant(workspace, acct_dir: Path) -> None:
-    workspace.tenant("acme", textwrap.dedent(f"""\
-        id: acme
-        name: Acme
-        sources:
-          - id: crm
-            priority: 10
-        transports:
-          - name: pmta
-            kind: powermta
-            host: 127.0.0.1
-            bounce_address: bounces@example.com
-            accounting_dir: {acct_dir}
-        """))
+    workspace.tenant("acme", pmta_tenant_text("acme", name="Acme", accounting_dir=acct_dir))
 
 
 # --- one test per kind of input ---------------------------------------------------------------------
