@@ -124,10 +124,20 @@ def execute_job(
         for event in result.all_events:
             if event.is_step_failure:
                 err = event.step_failure_data.error
-                failures.append(f"{label}: {event.step_key}: {err.message.strip() if err else 'step failed'}")
+                failures.append(f"{label}: {event.step_key}: {_error_text(err) if err else 'step failed'}")
         if len(failures) == before:
             failures.append(f"{label}: run {result.run_id} failed")
     return result
+
+
+def _error_text(err) -> str:
+    """The error's message without the qualified class name Dagster puts before it
+    (``dagster._core.definitions.events.Failure: segment 'x': ...`` → ``segment 'x': ...``)."""
+    message = err.message.strip()
+    head, sep, rest = message.partition(": ")
+    if sep and err.cls_name and head.split(".")[-1] == err.cls_name and " " not in head:
+        return rest.strip()
+    return message
 
 
 def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: set[str], failures: list[str]) -> None:
