@@ -239,10 +239,11 @@ def cmd_campaign(args) -> int:
             _print_stats(shown, args.json)
             return 0
         if args.action in ("pause", "cancel"):
-            _print_counts(runs.change_state(args.target, args.action), args.json)
+            _print_counts(runs.change_state(args.target, args.action, definitions=args.definitions), args.json)
             return 0
         send = runs.resume if args.action == "resume" else runs.send
-        outcome = send(args.target, overrides=args.override or [], resend_unknown=args.resend_unknown)
+        outcome = send(args.target, overrides=args.override or [], resend_unknown=args.resend_unknown,
+                       definitions=args.definitions)
     except runs.CampaignRefused as exc:
         print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
@@ -489,8 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, definitions=None) -> int:
+    """``definitions``: the code location whose resources the commands use (default: the project's;
+    tests pass ``definitions.with_resources({...})``)."""
     args = build_parser().parse_args(argv)
+    args.definitions = definitions
     if not hasattr(args, "workspace"):
         args.workspace = None
     from email_engine_assets.tenancy.config import ConfigError
