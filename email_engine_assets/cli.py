@@ -49,6 +49,14 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from email_engine_assets.doctor.cli import doctor
+
+    if args.workspace:  # the schema is probed, never upgraded here
+        os.environ[settings.WORKSPACE_ENV] = str(Path(args.workspace).resolve())
+    return doctor(args.tenant, as_json=args.json, definitions=args.definitions)
+
+
 def cmd_run(args) -> int:
     from email_engine_assets.main_job import print_summary, run_main_job
 
@@ -482,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["explain", "export", "forget"])
     p.add_argument("tenant")
     p.add_argument("email")
+    p = add("doctor", cmd_doctor, "probe the database, resolver, outbox, transports and webhook app; exit 1 if one fails")
+    p.add_argument("tenant", nargs="?", help="only this tenant's transports (the shared parts are always probed)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: ok and each probe's name, status, reason")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply pending schema migrations")

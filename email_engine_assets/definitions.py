@@ -7,6 +7,7 @@ import dagster as dg
 from email_engine_assets.audiences.definitions import defs as audiences_defs
 from email_engine_assets.campaigns.definitions import defs as campaigns_defs
 from email_engine_assets.contacts.definitions import defs as contacts_defs
+from email_engine_assets.doctor.definitions import defs as doctor_defs
 from email_engine_assets.feedback.definitions import defs as feedback_defs
 from email_engine_assets.jobs import feedback_job, tenant_job
 from email_engine_assets.quality.definitions import defs as quality_defs
@@ -17,7 +18,7 @@ from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_resources.workspace import WorkspaceResource
 
-DOMAINS = (contacts_defs, quality_defs, audiences_defs, sync_defs, campaigns_defs, feedback_defs)
+DOMAINS = (contacts_defs, quality_defs, audiences_defs, sync_defs, campaigns_defs, feedback_defs, doctor_defs)
 
 
 def dns_resource() -> DnsResolverResource:
