@@ -81,6 +81,9 @@ def celery_config() -> dict:
         "config_source": {
             "task_default_queue": queue(),
             "worker_prefetch_multiplier": 1,  # a worker takes a step only when it is free to run it
+            # the reply queue of each orchestrating process goes an hour after its last use (Celery: a day);
+            # a running orchestrator reads it every second
+            "result_expires": 3600,
         },
     }
 

@@ -47,7 +47,7 @@ def test_the_executor_is_chosen_by_the_environment(monkeypatch):
     assert executors.run_config_for_cli() == {}
     assert executors.celery_config() == {
         "broker": "amqp://guest:guest@127.0.0.1:5672//", "backend": "rpc://",
-        "config_source": {"task_default_queue": "email_engine", "worker_prefetch_multiplier": 1},
+        "config_source": {"task_default_queue": "email_engine", "worker_prefetch_multiplier": 1, "result_expires": 3600},
     }
 
     @dg.asset
