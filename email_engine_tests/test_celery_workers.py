@@ -64,6 +64,16 @@ def test_the_executor_is_chosen_by_the_environment(monkeypatch):
     assert config["config_source"]["task_default_queue"] == "engine_b"
 
 
+def test_every_job_of_the_code_location_takes_the_celery_executor_from_the_environment():
+    """What the daemon and the UI launch: the code location, loaded in a process of its own."""
+    probe = "from email_engine_assets.definitions import defs; print(sorted({j.executor_def.name for j in defs.resolve_all_job_defs()}))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMAIL_ENGINE_CELERY")}
+    done = subprocess.run([sys.executable, "-c", probe], env={**env, executors.EXECUTOR_ENV: "celery"},
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['celery']"
+
+
 @pytest.mark.parametrize("variable, value, named", [
     (executors.EXECUTOR_ENV, "threads", "EMAIL_ENGINE_EXECUTOR: expected one of default, celery (or unset), got 'threads'"),
     (executors.BROKER_ENV, "http://mail:s3cret@mq.internal/", "EMAIL_ENGINE_CELERY_BROKER: expected a broker URL"),
