@@ -18,6 +18,9 @@ def _prepare(workspace: str | None) -> list[str]:
     """Environment shared by every command: workspace, database, Dagster home on PostgreSQL."""
     if workspace:
         os.environ[settings.WORKSPACE_ENV] = str(Path(workspace).resolve())
+    from email_engine_assets.executors import check as check_executor
+
+    check_executor()
     from email_engine_resources.migrations import upgrade
     from email_engine_resources.postgres import (
         application_url,
@@ -173,6 +176,29 @@ def cmd_ui(args) -> int:
     workspace_yaml = settings.PROJECT_ROOT / "workspace.yaml"
     cmd = [dagster, "dev", "-w", str(workspace_yaml), "-h", args.host, "-p", str(args.port)]
     return subprocess.call(cmd, cwd=settings.PROJECT_ROOT)
+
+
+def cmd_worker(args) -> int:
+    """A Celery worker for the runs of ``EMAIL_ENGINE_EXECUTOR=celery``, on the queue ``EMAIL_ENGINE_CELERY_QUEUE``."""
+    from email_engine_assets import executors
+
+    # the worker rebuilds each job from the code location with the executor the run was made with
+    os.environ[executors.EXECUTOR_ENV] = "celery"
+    queue = executors.queue()
+    _prepare(args.workspace)
+    from email_engine_resources.postgres import get_engine
+
+    get_engine().dispose()  # no pooled connection is shared with the worker's forked processes
+    from email_engine_assets.definitions import defs
+    from email_engine_assets.worker import app
+
+    defs.resolve_all_job_defs()  # loaded once, before the pool forks, not on each process's first step
+
+    argv = ["worker", "-Q", queue, "-n", args.name or f"{queue}@%h", "--loglevel", args.loglevel]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    app.worker_main(argv)
+    return 0
 
 
 def _print_counts(data: dict, as_json: bool) -> None:
@@ -443,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ui", cmd_ui, "start the Dagster webserver and daemon on the same storage")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
+    p = add("worker", cmd_worker, "run the steps of this project's runs as a Celery worker (EMAIL_ENGINE_EXECUTOR=celery)")
+    p.add_argument("--name", help="the worker's node name (default: <queue>@<host>; %%h stands for the host name)")
+    p.add_argument("--concurrency", type=int, help="steps run at once (default: one per CPU)")
+    p.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p = add("dagster", cmd_dagster, "run a dagster CLI command on this project's storage (e.g. definitions validate -w workspace.yaml)")
     p.add_argument("dagster_args", nargs=argparse.REMAINDER)
     p = add("campaign", cmd_campaign, "list, show, send, pause, resume or cancel a campaign, or show its stats (<tenant>.<name>)")
@@ -508,12 +538,16 @@ def main(argv: list[str] | None = None, definitions=None) -> int:
     args.definitions = definitions
     if not hasattr(args, "workspace"):
         args.workspace = None
+    from email_engine_assets.executors import ExecutorConfigError
     from email_engine_assets.tenancy.config import ConfigError
 
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"error: invalid tenant configuration\n{exc}", file=sys.stderr)
+        return 2
+    except ExecutorConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

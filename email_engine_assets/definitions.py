@@ -8,6 +8,7 @@ from email_engine_assets.audiences.definitions import defs as audiences_defs
 from email_engine_assets.campaigns.definitions import defs as campaigns_defs
 from email_engine_assets.contacts.definitions import defs as contacts_defs
 from email_engine_assets.doctor.definitions import defs as doctor_defs
+from email_engine_assets.executors import code_location_executor
 from email_engine_assets.feedback.definitions import defs as feedback_defs
 from email_engine_assets.jobs import feedback_job, tenant_job
 from email_engine_assets.quality.definitions import defs as quality_defs
@@ -57,6 +58,7 @@ defs = dg.Definitions.merge(
             ),
         ],
         resources=fixed_at_launch(default_resources()),
+        executor=code_location_executor(),  # EMAIL_ENGINE_EXECUTOR=celery: every job's steps run on Celery workers
     ),
 )
 

@@ -18,6 +18,7 @@ from email_engine_assets.contacts.inbox import (
     place_file,
     real_source_folder,
 )
+from email_engine_assets.execution import RunResult, run_job
 from email_engine_assets.quality import store as quality_store
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.tenancy.config import load_workspace
@@ -85,12 +86,6 @@ class ImportOutcome:
         return self.counts.get("status") in ("imported", "already_imported") and not self.failures
 
 
-def _definitions() -> dg.Definitions:
-    from email_engine_assets.definitions import defs
-
-    return defs
-
-
 def _resources() -> dict:
     from email_engine_assets.definitions import default_resources
 
@@ -112,20 +107,14 @@ def _register(instance: dg.DagsterInstance, ws) -> None:
 def execute_job(
     job_name: str, instance: dg.DagsterInstance, failures: list[str], label: str, *,
     partition_key: str | None = None, tags: dict[str, str] | None = None, asset_selection: list[dg.AssetKey] | None = None,
-) -> dg.ExecuteInProcessResult:
-    """One run of a job of the code location, as the UI would launch it; failed steps are added to ``failures``."""
-    job = _definitions().resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, asset_selection=asset_selection,
-        tags={CLI_TAG: "true", **(tags or {})}, run_config=QUIET, raise_on_error=False,
-    )
+) -> RunResult:
+    """One run of a job of the code location, as the UI would launch it, with the configured executor
+    (see ``executors``); failed steps are added to ``failures``."""
+    result = run_job(job_name, instance, partition_key=partition_key, asset_selection=asset_selection,
+                     tags={CLI_TAG: "true", **(tags or {})}, run_config=QUIET)
     if not result.success:
-        before = len(failures)
-        for event in result.all_events:
-            if event.is_step_failure:
-                err = event.step_failure_data.error
-                failures.append(f"{label}: {event.step_key}: {_error_text(err) if err else 'step failed'}")
-        if len(failures) == before:
+        failures += [f"{label}: {step_key}: {_error_text(err) if err else 'step failed'}" for step_key, err in result.step_failures]
+        if not result.step_failures:
             failures.append(f"{label}: run {result.run_id} failed")
     return result
 
