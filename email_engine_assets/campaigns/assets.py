@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from email_engine_assets.audiences.assets import segments
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import campaign_counts
@@ -17,11 +18,13 @@ from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
+from email_engine_assets.campaigns.tenant_files import tenant_files
 from email_engine_assets.campaigns.wiring import PartMissing
 from email_engine_assets.feedback.stats_refresh import refresh_before_send
 from email_engine_assets.tenancy.input_problems import FEEDBACK_KINDS
 from email_engine_assets.tenancy.input_problems_store import unread_inputs
 from email_engine_assets.tenancy.locks import tenant_work_lock
+from email_engine_assets.tenancy.partitions import across_tenants_and_campaigns
 
 CAMPAIGNS = "campaigns"
 campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")
@@ -52,6 +55,9 @@ def _load(context: dg.AssetExecutionContext) -> tuple:
     partitions_def=campaign_partitions,
     group_name=CAMPAIGNS,
     kinds={"postgres"},
+    # the snapshot it freezes, and the campaign and template files as the tenant's files read them
+    deps=[dg.AssetDep(segments, partition_mapping=across_tenants_and_campaigns),
+          dg.AssetDep(tenant_files, partition_mapping=across_tenants_and_campaigns)],
     required_resource_keys={"db", "workspace", "audience_source", "composers", "transports"},
     check_specs=[dg.AssetCheckSpec(name, asset="campaign_audiences", blocking=True) for name in gates.CHECK_NAMES],
     description="The campaign's audience frozen into ledger rows (queued, or skipped_suppressed); blocking checks gate the send.",
