@@ -137,8 +137,8 @@ def _segments_current(context: dg.AssetExecutionContext, engine, tenant, campaig
     build = build_tenant_segments(engine, tenant, context.log)
     if segment in build.failed:
         raise dg.Failure(description=f"campaign {campaign.key}: audience not frozen: {build.failed[segment]}")
-    if build.failed:  # another segment of the tenant: the asset's own run will report it
-        context.log.warning(f"segments of tenant {tenant.id} not rebuilt: {'; '.join(build.failed.values())}")
+    if build.failed:  # other segments of the tenant (theirs kept): the asset's own run fails on them, this send goes on
+        context.log.warning(f"tenant {tenant.id}: {'; '.join(build.failed.values())}")
         return
     context.log_event(dg.AssetMaterialization(
         asset_key=segments.key, partition=tenant.id, metadata=segments_metadata(tenant, build),
