@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -39,6 +41,7 @@ from email_engine_assets.campaigns.registry import (
 )
 from email_engine_assets.campaigns.sender import SEND_LOCK
 from email_engine_assets.campaigns.wiring import (
+    TRANSPORT_KEYS,
     PartMissing,
     TemplateComposers,
     Transports,
@@ -78,12 +81,10 @@ class SendOutcome:
         return {**self.counts, "blocked": self.blocked, "failures": self.failures, "warnings": self.warnings}
 
 
-def run_parts() -> dict | None:
-    """Resources replacing the code location's campaign parts (None: the deployment's own)."""
-    return None
-
-
-def _definitions() -> dg.Definitions:
+def _definitions(definitions: dg.Definitions | None = None) -> dg.Definitions:
+    """``definitions`` (the code location with resources replaced, e.g. ``definitions.with_resources``), else the code location."""
+    if definitions is not None:
+        return definitions
     from email_engine_assets.definitions import defs
 
     return defs
@@ -132,8 +133,10 @@ def show(key: str) -> dict:
 
 
 def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, action: str = "send",
-         instance: dg.DagsterInstance | None = None) -> SendOutcome:
-    """Run the campaign now (``action="due"``: only if it is due, as the sensor and the main job do)."""
+         instance: dg.DagsterInstance | None = None, definitions: dg.Definitions | None = None) -> SendOutcome:
+    """Run the campaign now (``action="due"``: only if it is due, as the sensor and the main job do).
+
+    The run uses the resources of ``definitions`` (default: the code location's)."""
     try:
         gates.parse_overrides(",".join(overrides))
         tenant, campaign, problem = register_one(get_engine(), _root(), key)
@@ -158,9 +161,9 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
     try:
         if key not in instance.get_dynamic_partitions(campaign_partitions.name):
             instance.add_dynamic_partitions(campaign_partitions.name, [key])
-        job = _definitions().resolve_job_def("campaign_send_job")
+        job = _definitions(definitions).resolve_job_def("campaign_send_job")
         result = job.execute_in_process(instance=instance, partition_key=key, tags=tags, run_config=QUIET,
-                                        raise_on_error=False, resources=run_parts())
+                                        raise_on_error=False)
     finally:
         if own:
             instance.dispose()
@@ -221,12 +224,16 @@ def _reason(evaluation) -> str:
     return getattr(value, "value", None) or getattr(value, "text", None) or str(evaluation.description or "failed")
 
 
-def transports() -> Transports:
-    """The transports that pause, resume and cancel reach (tests pass their own, as with ``run_parts``)."""
-    return Transports()
+@contextmanager
+def _transports(definitions: dg.Definitions | None) -> Iterator[Transports]:
+    """The transports that pause, resume and cancel reach: the ``outbox``, ``powermta`` and ``mailwizz``
+    resources of ``definitions`` (default: the code location's), initialised as a run would."""
+    resources = _definitions(definitions).resources or {}
+    with dg.build_resources({k: resources[k] for k in TRANSPORT_KEYS}) as built:
+        yield Transports.of(built)
 
 
-def change_state(key: str, action: str) -> dict:
+def change_state(key: str, action: str, definitions: dg.Definitions | None = None) -> dict:
     """``pause`` or ``cancel`` now; the running send sees it at its next batch.
 
     A MailWizz campaign's MailWizz campaigns (one per template handed off) are paused too, and
@@ -235,38 +242,42 @@ def change_state(key: str, action: str) -> dict:
     MailWizz only. The counts carry ``mailwizz``: each MailWizz campaign's status afterwards.
     For MailWizz the command waits until a send in progress has stopped (one batch at most).
     """
-    tenant_id, name = split_key(key)
     try:
         tenant, campaign, _ = register_one(get_engine(), _root(), key)
-        parts = transports()
-        with get_engine().begin() as conn:
-            state = store.campaign_row(conn, tenant_id, name)["state"]
-            # Already where asked (a retry after MailWizz did not answer), or settled here while MailWizz sends on.
-            remote_only = parts.is_list(tenant, campaign) and state in REMOTE_ONLY.get(action, ())
-            if not remote_only:
-                store.transition(conn, tenant_id, name, action)
-        if not parts.is_list(tenant, campaign):
-            return counts_of(key)
-        if action == "resume":
-            remote = parts.remote_campaigns(tenant, campaign, action)
-        else:
-            # A send in progress stops after its batch, whose hand-off may still create a MailWizz
-            # campaign: MailWizz is reached once the send has let go of the campaign.
-            with tenant_work_lock(get_engine(), SEND_LOCK, key):
-                remote = parts.remote_campaigns(tenant, campaign, action)
+        with _transports(definitions) as parts:
+            return _change_state(key, action, tenant, campaign, parts)
     except (LookupError, ValueError, LifecycleError, PartMissing) as exc:
         raise CampaignRefused(f"campaign {key}: {exc}") from None
+
+
+def _change_state(key: str, action: str, tenant, campaign, parts: Transports) -> dict:
+    tenant_id, name = split_key(key)
+    with get_engine().begin() as conn:
+        state = store.campaign_row(conn, tenant_id, name)["state"]
+        # Already where asked (a retry after MailWizz did not answer), or settled here while MailWizz sends on.
+        remote_only = parts.is_list(tenant, campaign) and state in REMOTE_ONLY.get(action, ())
+        if not remote_only:
+            store.transition(conn, tenant_id, name, action)
+    if not parts.is_list(tenant, campaign):
+        return counts_of(key)
+    if action == "resume":
+        remote = parts.remote_campaigns(tenant, campaign, action)
+    else:
+        # A send in progress stops after its batch, whose hand-off may still create a MailWizz
+        # campaign: MailWizz is reached once the send has let go of the campaign.
+        with tenant_work_lock(get_engine(), SEND_LOCK, key):
+            remote = parts.remote_campaigns(tenant, campaign, action)
     counts = counts_of(key)
     return {**counts, "mailwizz": remote} if remote else counts
 
 
 def resume(key: str, **kwargs) -> SendOutcome:
     """Back to ``running`` (MailWizz campaigns unpaused) and go on sending where it stopped."""
-    change_state(key, "resume")
+    change_state(key, "resume", kwargs.get("definitions"))
     return send(key, **kwargs)
 
 
-def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
+def send_due_campaigns(instance: dg.DagsterInstance, definitions: dg.Definitions | None = None) -> list[SendOutcome]:
     """The main job's last step: every due campaign through its own transport, and every campaign a
     dead run left ``running`` goes on; drafts never start."""
     ws = load_workspace(_root())
@@ -277,7 +288,7 @@ def send_due_campaigns(instance: dg.DagsterInstance) -> list[SendOutcome]:
     outcomes = []
     for key in due:
         try:
-            outcomes.append(send(key, action="due", instance=instance))
+            outcomes.append(send(key, action="due", instance=instance, definitions=definitions))
         except CampaignRefused as exc:  # e.g. its file broke after it was scheduled: the others still go
             outcomes.append(SendOutcome(counts=counts_of(key), failures=[f"{key}: {exc}"]))
     return outcomes

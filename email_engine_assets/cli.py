@@ -49,6 +49,14 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from email_engine_assets.doctor.cli import doctor
+
+    if args.workspace:  # the schema is probed, never upgraded here
+        os.environ[settings.WORKSPACE_ENV] = str(Path(args.workspace).resolve())
+    return doctor(args.tenant, as_json=args.json, definitions=args.definitions)
+
+
 def cmd_run(args) -> int:
     from email_engine_assets.main_job import print_summary, run_main_job
 
@@ -239,10 +247,11 @@ def cmd_campaign(args) -> int:
             _print_stats(shown, args.json)
             return 0
         if args.action in ("pause", "cancel"):
-            _print_counts(runs.change_state(args.target, args.action), args.json)
+            _print_counts(runs.change_state(args.target, args.action, definitions=args.definitions), args.json)
             return 0
         send = runs.resume if args.action == "resume" else runs.send
-        outcome = send(args.target, overrides=args.override or [], resend_unknown=args.resend_unknown)
+        outcome = send(args.target, overrides=args.override or [], resend_unknown=args.resend_unknown,
+                       definitions=args.definitions)
     except runs.CampaignRefused as exc:
         print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
@@ -481,6 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["explain", "export", "forget"])
     p.add_argument("tenant")
     p.add_argument("email")
+    p = add("doctor", cmd_doctor, "probe the database, resolver, outbox, transports and webhook app; exit 1 if one fails")
+    p.add_argument("tenant", nargs="?", help="only this tenant's transports (the shared parts are always probed)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: ok and each probe's name, status, reason")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply pending schema migrations")
@@ -489,8 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, definitions=None) -> int:
+    """``definitions``: the code location whose resources the commands use (default: the project's;
+    tests pass ``definitions.with_resources({...})``)."""
     args = build_parser().parse_args(argv)
+    args.definitions = definitions
     if not hasattr(args, "workspace"):
         args.workspace = None
     from email_engine_assets.tenancy.config import ConfigError

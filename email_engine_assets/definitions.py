@@ -7,16 +7,18 @@ import dagster as dg
 from email_engine_assets.audiences.definitions import defs as audiences_defs
 from email_engine_assets.campaigns.definitions import defs as campaigns_defs
 from email_engine_assets.contacts.definitions import defs as contacts_defs
+from email_engine_assets.doctor.definitions import defs as doctor_defs
 from email_engine_assets.feedback.definitions import defs as feedback_defs
 from email_engine_assets.jobs import feedback_job, tenant_job
 from email_engine_assets.quality.definitions import defs as quality_defs
 from email_engine_assets.sync.definitions import defs as sync_defs
 from email_engine_resources.dns import DnsResolverResource
+from email_engine_resources.fixed import fixed_at_launch
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
 from email_engine_resources.workspace import WorkspaceResource
 
-DOMAINS = (contacts_defs, quality_defs, audiences_defs, sync_defs, campaigns_defs, feedback_defs)
+DOMAINS = (contacts_defs, quality_defs, audiences_defs, sync_defs, campaigns_defs, feedback_defs, doctor_defs)
 
 
 def dns_resource() -> DnsResolverResource:
@@ -45,29 +47,6 @@ def default_resources() -> dict:
     }
 
 
-def fixed_at_launch(resources: dict[str, dg.ConfigurableResource]) -> dict[str, dg.ResourceDefinition]:
-    """The deployment's resources, each with an empty run config schema.
-
-    These settings decide where data goes (database, nameservers, SMTP port and HELO name): a
-    run config that sets any of them (the Launchpad's ``resources: {db: {config: {url: ...}}}``)
-    fails config validation, so the run never starts. They change only with the deployment's
-    environment.
-    """
-    return {key: _fixed(resource) for key, resource in resources.items()}
-
-
-def _fixed(resource: dg.ConfigurableResource) -> dg.ResourceDefinition:
-    def provide(context: dg.InitResourceContext) -> dg.ConfigurableResource:
-        resource.setup_for_execution(context)  # e.g. the database refuses a run on an out-of-date schema
-        return resource
-
-    return dg.ResourceDefinition(
-        resource_fn=provide,
-        config_schema={},
-        description=f"{type(resource).__name__}, set by the deployment's environment; not configurable per run",
-    )
-
-
 defs = dg.Definitions.merge(
     *DOMAINS,
     dg.Definitions(
@@ -80,3 +59,13 @@ defs = dg.Definitions.merge(
         resources=fixed_at_launch(default_resources()),
     ),
 )
+
+
+def with_resources(overrides: dict) -> dg.Definitions:
+    """The code location with some resources replaced (by key): tests give the stand-ins this way,
+    through the same injection a run uses, and pass the result where a command takes ``definitions``."""
+    return dg.Definitions(
+        assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, sensors=defs.sensors,
+        schedules=defs.schedules, executor=defs.executor, loggers=defs.loggers,
+        resources={**(defs.resources or {}), **overrides},
+    )

@@ -183,11 +183,12 @@ def run_main_job() -> MainJobOutcome:
     return outcome
 
 
-def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome) -> None:
-    """The due campaigns, each through its own transport; a campaign blocked by a check is reported, not failed."""
+def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome, definitions: dg.Definitions | None = None) -> None:
+    """The due campaigns, each through its own transport (the resources of ``definitions``, default the
+    code location's); a campaign blocked by a check is reported, not failed."""
     from email_engine_assets.campaign_runs import send_due_campaigns
 
-    for sent in send_due_campaigns(instance):
+    for sent in send_due_campaigns(instance, definitions):
         outcome.campaigns.append(sent.as_json())
         outcome.failures += sent.failures
 

@@ -24,7 +24,9 @@ from email_engine_assets.campaigns.parts import (
     Skipped,
     Snapshot,
 )
-from email_engine_assets.campaigns.wiring import TemplateComposers, Transports
+from email_engine_assets.campaigns.wiring import TemplateComposers
+from email_engine_assets.definitions import with_resources
+from email_engine_resources.transports import OutboxResource
 
 
 class StaticAudience:
@@ -118,12 +120,35 @@ def write_real_templates(root: Path, tenant_id: str = "acme") -> None:
     )
 
 
-def parts(audience, composers=None, outbox_root: Path | None = None) -> dict:
-    return {
+def parts(audience, composers=None, outbox_root: Path | None = None, **transports) -> dict:
+    """The resources replacing the code location's campaign parts: ``outbox`` under ``outbox_root`` when given,
+    ``powermta`` / ``mailwizz`` as passed (e.g. ``PowerMtaResource(retry_backoff_seconds=0.01)``)."""
+    out = {
         "audience_source": dg.ResourceDefinition.hardcoded_resource(audience),
         "composers": dg.ResourceDefinition.hardcoded_resource(composers or SimpleComposers()),
-        "transports": dg.ResourceDefinition.hardcoded_resource(Transports(outbox_root)),
+        **transports,
     }
+    if outbox_root is not None:
+        out["outbox"] = OutboxResource(root=str(outbox_root))
+    return out
+
+
+def campaign_defs(audience, composers=None, outbox_root: Path | None = None, **transports) -> dg.Definitions:
+    """The code location with these parts, for ``campaign_runs`` / ``cli.main(..., definitions=...)``."""
+    return with_resources(parts(audience, composers, outbox_root, **transports))
+
+
+class Late:
+    """A part looked up at each use in ``holder`` (an attribute, or a key of a dict): a test swaps the
+    audience or the composers between runs of the same code location."""
+
+    def __init__(self, holder, name: str):
+        self._holder, self._name = holder, name
+
+    def __getattr__(self, attr):
+        holder = self._holder
+        part = holder[self._name] if isinstance(holder, dict) else getattr(holder, self._name)
+        return getattr(part, attr)
 
 
 def add_contacts(engine: sa.Engine, tenant_id: str, emails: list[str], category: str | None = None) -> list[int]:

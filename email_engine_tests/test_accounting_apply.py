@@ -405,8 +405,8 @@ def test_the_send_records_management_figures_and_a_failure_is_only_a_warning(
     state = ManagementState(api_key="mgmt-key", answer_as=answer_as)
     try:
         with PowerMtaStandIn(accounting_dir=tmp_path / "acct") as mta, running_management(state) as (url, _s):
-            setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], Transports(), transport="pmta")
-            assert cli.main(["campaign", "send", "acme.spring", "--json"]) == 0  # the send goes, whatever the answer
+            env = setup(workspace, engine, monkeypatch, _pmta_with_management(mta, url, conf), PEOPLE[:2], {}, transport="pmta")
+            assert cli.main(["campaign", "send", "acme.spring", "--json"], definitions=env.defs) == 0  # the send goes, whatever the answer
             with dg.DagsterInstance.get() as instance:
                 metadata = _send_metadata(instance)
     finally:
@@ -434,10 +434,10 @@ def test_a_virtual_mta_missing_from_the_config_stops_the_send_before_any_claim(e
     conf = tmp_path / "pmta.conf"
     conf.write_text(PMTA_CONF)
     with PowerMtaStandIn() as mta:
-        setup(workspace, engine, monkeypatch, _pmta_with_management(mta, "http://127.0.0.1:9", conf, vmta="vmta-gone"),
-              PEOPLE[:2], Transports(), transport="pmta")
+        env = setup(workspace, engine, monkeypatch, _pmta_with_management(mta, "http://127.0.0.1:9", conf, vmta="vmta-gone"),
+              PEOPLE[:2], {}, transport="pmta")
         with dg.instance_for_test() as instance:
-            outcome = campaign_runs.send("acme.spring", instance=instance)
+            outcome = campaign_runs.send("acme.spring", instance=instance, definitions=env.defs)
         assert mta.received == []
     assert any("'vmta-gone' is neither a <virtual-mta> nor a <virtual-mta-pool>" in f for f in outcome.failures)
     assert {state for state, _detail, _token in send_ledger(engine).values()} == {"queued"}

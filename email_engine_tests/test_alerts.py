@@ -31,7 +31,7 @@ from email_engine_tests.campaign_parts import (
     SimpleComposers,
     StaticAudience,
     add_contacts,
-    parts,
+    campaign_defs,
     write_campaign,
 )
 from email_engine_tests.http_servers import serving
@@ -198,10 +198,10 @@ def test_the_sensor_posts_a_blocked_send_with_its_checks(chat, monkeypatch, engi
     workspace.tenant("acme")
     ids = add_contacts(engine, "acme", ["ann@example.com"])
     composers = SimpleComposers(problems=[Problem("templates/acme/news.yaml", 3, "first_name", "undefined")])
-    monkeypatch.setattr(campaign_runs, "run_parts", lambda: parts(StaticAudience({"vip": ids}), composers))
+    defs = campaign_defs(StaticAudience({"vip": ids}), composers)
     write_campaign(workspace.root, "acme", "spring")
     with dg.instance_for_test() as instance:
-        outcome = campaign_runs.send("acme.spring", instance=instance)
+        outcome = campaign_runs.send("acme.spring", instance=instance, definitions=defs)
         assert [b["check"] for b in outcome.blocked] == ["preflight_renders"]
         [run] = instance.get_runs(limit=1)
         alert_on_run_failure(failure_context(instance, run.run_id))

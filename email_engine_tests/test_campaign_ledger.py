@@ -21,11 +21,12 @@ from email_engine_assets.campaigns.parts import Problem
 from email_engine_resources.settings import PROJECT_ROOT
 from email_engine_tests.campaign_parts import (
     HookedTemplateComposers,
+    Late,
     SimpleComposers,
     StaticAudience,
     add_contacts,
+    campaign_defs,
     outbox_recipients,
-    parts,
     write_campaign,
     write_real_templates,
 )
@@ -40,7 +41,7 @@ def camp(engine, workspace, tmp_path, monkeypatch):
     ids = add_contacts(engine, "acme", emails)
     env = SimpleNamespace(engine=engine, root=workspace.root, ids=ids, emails=emails, outbox=home / "outbox", home=home,
                           audience=StaticAudience({"vip": ids}), composers=SimpleComposers())
-    monkeypatch.setattr(campaign_runs, "run_parts", lambda: parts(env.audience, env.composers))
+    env.defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
     write_campaign(workspace.root, "acme", "spring")
     with dg.instance_for_test() as instance:
         env.instance = instance
@@ -59,11 +60,11 @@ def _ledger(engine) -> dict[str, str]:
 
 def test_a_failed_preflight_blocks_before_anything_leaves_and_an_override_goes_on(camp):
     camp.composers = SimpleComposers(problems=[Problem("templates/acme/welcome.yaml", 3, "first_name", "undefined")])
-    blocked = campaign_runs.send("acme.spring", instance=camp.instance)
+    blocked = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert [b["check"] for b in blocked.blocked] == ["preflight_renders"]
     assert "welcome.yaml:3: first_name: undefined" in blocked.blocked[0]["reason"]
     assert blocked.counts["state"] == "draft" and blocked.counts["sent"] == 0 and not camp.outbox.exists()
-    done = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=camp.instance)
+    done = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=camp.instance, definitions=camp.defs)
     assert done.blocked == [] and done.counts["sent"] == 6
     run = camp.instance.get_runs(limit=1)[0]
     assert run.tags[campaign_assets.OVERRIDE_TAG] == "preflight_renders"  # the override is recorded with the run
@@ -71,31 +72,31 @@ def test_a_failed_preflight_blocks_before_anything_leaves_and_an_override_goes_o
 
 def test_an_unknown_override_is_refused_by_name(camp):
     with pytest.raises(campaign_runs.CampaignRefused, match="unknown check.*no_such_check"):
-        campaign_runs.send("acme.spring", overrides=["no_such_check"], instance=camp.instance)
+        campaign_runs.send("acme.spring", overrides=["no_such_check"], instance=camp.instance, definitions=camp.defs)
 
 
 def test_suppressed_members_of_the_snapshot_block_and_are_never_mailed(camp):
     _suppress(camp.engine, "p01@example.com")
-    blocked = campaign_runs.send("acme.spring", instance=camp.instance)
+    blocked = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert [b["check"] for b in blocked.blocked] == ["no_suppressed_members"]
     assert "1 member(s) of segment 'vip'" in blocked.blocked[0]["reason"]
-    done = campaign_runs.send("acme.spring", overrides=["no_suppressed_members"], instance=camp.instance)
+    done = campaign_runs.send("acme.spring", overrides=["no_suppressed_members"], instance=camp.instance, definitions=camp.defs)
     assert (done.counts["sent"], done.counts["skipped"]["suppressed"], done.counts["audience"]) == (5, 1, 6)
     assert "p01@example.com" not in outbox_recipients(camp.outbox)
 
 
 def test_an_empty_segment_blocks(camp):
     camp.audience = StaticAudience({"vip": []})
-    blocked = campaign_runs.send("acme.spring", instance=camp.instance)
+    blocked = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert [b["check"] for b in blocked.blocked] == ["audience_not_empty"]
 
 
 def test_the_last_campaigns_bounce_rate_blocks_the_next_and_no_data_passes(camp):
-    campaign_runs.send("acme.spring", instance=camp.instance)  # completed, no feedback data: the next one passes
+    campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)  # completed, no feedback data: the next one passes
     write_campaign(camp.root, "acme", "summer")
     with camp.engine.begin() as conn:
         conn.execute(sa.text("UPDATE campaigns SET hard_bounces = 1, complaints = 0 WHERE campaign = 'spring'"))
-    blocked = campaign_runs.send("acme.summer", instance=camp.instance)
+    blocked = campaign_runs.send("acme.summer", instance=camp.instance, definitions=camp.defs)
     assert [b["check"] for b in blocked.blocked] == ["sender_reputation"]
     assert "hard bounces 1/6 = 16.67% > 2.0%" in blocked.blocked[0]["reason"]
 
@@ -111,7 +112,7 @@ def test_an_address_suppressed_while_the_campaign_runs_gets_nothing_from_later_b
 
     write_real_templates(camp.root)
     camp.composers = HookedTemplateComposers(on_compose=suppress_during_first_batch)
-    done = campaign_runs.send("acme.spring", instance=camp.instance)
+    done = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert "p05@example.com" not in seen and "p05@example.com" not in outbox_recipients(camp.outbox)
     assert (done.counts["sent"], done.counts["skipped"]["suppressed"], done.counts["state"]) == (5, 1, "completed")
     with camp.engine.connect() as conn:
@@ -122,23 +123,23 @@ def test_an_address_suppressed_while_the_campaign_runs_gets_nothing_from_later_b
 def test_skipped_contacts_are_counted_by_reason(camp, engine):
     add = add_contacts(engine, "acme", ["nocat@example.com"], category="nocat")
     camp.audience = StaticAudience({"vip": camp.ids + add})
-    done = campaign_runs.send("acme.spring", instance=camp.instance)
+    done = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert (done.counts["audience"], done.counts["sent"], done.counts["skipped"]["no_template"]) == (7, 6, 1)
 
 
 def test_rows_left_sending_become_unknown_are_reported_and_resent_only_on_request(camp, monkeypatch):
     monkeypatch.setattr(campaign_assets, "SEND_BATCH_SIZE", 2)
-    camp.composers = SimpleComposers(on_compose=lambda c: c["email"] == "p00@example.com" and campaign_runs.change_state("acme.spring", "pause"))
-    campaign_runs.send("acme.spring", instance=camp.instance)
+    camp.composers = SimpleComposers(on_compose=lambda c: c["email"] == "p00@example.com" and campaign_runs.change_state("acme.spring", "pause", camp.defs))
+    campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     with camp.engine.begin() as conn:  # a run claimed p02 and died before recording anything
         conn.execute(sa.text("UPDATE campaign_sends SET state = 'sending', claimed_at = now() WHERE email = 'p02@example.com'"))
     camp.composers = SimpleComposers()
-    resumed = campaign_runs.resume("acme.spring", instance=camp.instance)
+    resumed = campaign_runs.resume("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert (resumed.counts["state"], resumed.counts["sent"], resumed.counts["unknown"]) == ("completed", 5, 1)
     assert "p02@example.com" not in outbox_recipients(camp.outbox)
-    again = campaign_runs.send("acme.spring", instance=camp.instance)
+    again = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert again.counts["unknown"] == 1  # a plain send never resends it
-    resent = campaign_runs.send("acme.spring", resend_unknown=True, instance=camp.instance)
+    resent = campaign_runs.send("acme.spring", resend_unknown=True, instance=camp.instance, definitions=camp.defs)
     assert (resent.counts["state"], resent.counts["sent"], resent.counts["unknown"]) == ("completed", 6, 0)
     assert outbox_recipients(camp.outbox) == camp.emails
 
@@ -148,12 +149,12 @@ import json, sys, time
 import dagster as dg
 from email_engine_assets import campaign_runs
 from email_engine_assets.campaigns import assets
-from email_engine_tests.campaign_parts import HookedTemplateComposers, StaticAudience, parts
+from email_engine_tests.campaign_parts import HookedTemplateComposers, StaticAudience, campaign_defs
 assets.SEND_BATCH_SIZE = 4
 ids = json.loads(sys.argv[2])
-campaign_runs.run_parts = lambda: parts(StaticAudience({"vip": ids}), HookedTemplateComposers(on_compose=lambda c: time.sleep(0.02)))
+defs = campaign_defs(StaticAudience({"vip": ids}), HookedTemplateComposers(on_compose=lambda c: time.sleep(0.02)))
 with dg.instance_for_test() as instance:
-    campaign_runs.send(sys.argv[1], instance=instance)
+    campaign_runs.send(sys.argv[1], instance=instance, definitions=defs)
 """
 
 
@@ -179,7 +180,7 @@ def test_sigkill_mid_send_then_resume_sends_nobody_twice(camp, engine, tmp_path)
     before = _ledger(engine)
     assert 0 < sum(s == "sent" for s in before.values()) < 60
     assert "running" == campaign_runs.counts_of("acme.spring")["state"]
-    done = campaign_runs.send("acme.spring", instance=camp.instance)
+    done = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     after = _ledger(engine)
     assert done.counts["state"] == "completed" and set(after.values()) <= set(SETTLED_STATES)
     assert set(after) == set(emails)

@@ -36,7 +36,6 @@ from email_engine_assets.campaigns.wiring import (
     PartMissing,
     SegmentAudience,
     TemplateComposers,
-    Transports,
 )
 from email_engine_assets.content.composer import SKIP_REASONS as COMPOSE_SKIP_REASONS
 from email_engine_assets.content.unsubscribe import verify_unsubscribe_token
@@ -45,6 +44,7 @@ from email_engine_assets.tenancy.partitions import tenant_partitions
 from email_engine_resources import postgres as database
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.signing_key import signing_key
+from email_engine_resources.transports import MailwizzResource, OutboxResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.campaign_parts import write_campaign
 from email_engine_tests.content_helpers import simple, write_template
@@ -124,8 +124,8 @@ def _ledger(engine) -> dict[str, tuple]:
 
 
 def test_segment_to_outbox_through_the_real_assets(shop):
-    resources = {**campaign_resources(), "transports": dg.ResourceDefinition.hardcoded_resource(Transports(shop.outbox)),
-                 "db": PostgresResource(), "workspace": WorkspaceResource()}
+    resources = {**campaign_resources(), "outbox": OutboxResource(root=str(shop.outbox)), "powermta": PowerMtaResource(),
+                 "mailwizz": MailwizzResource(), "db": PostgresResource(), "workspace": WorkspaceResource()}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(tenant_partitions.name, ["acme"])
         instance.add_dynamic_partitions(campaign_partitions.name, ["acme.news"])

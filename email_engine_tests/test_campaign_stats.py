@@ -29,7 +29,7 @@ from email_engine_tests.campaign_parts import (
     SimpleComposers,
     StaticAudience,
     add_contacts,
-    parts,
+    campaign_defs,
     write_campaign,
 )
 from email_engine_tests.mailwizz_server import running_mailwizz
@@ -224,7 +224,7 @@ def camp(engine, workspace, tmp_path, monkeypatch):
     monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
     env = SimpleNamespace(engine=engine, root=workspace.root, workspace=workspace)
     env.ids = add_contacts(engine, "acme", [f"p{i:02d}@example.com" for i in range(6)])
-    monkeypatch.setattr(campaign_runs, "run_parts", lambda: parts(StaticAudience({"vip": env.ids}), SimpleComposers()))
+    env.defs = campaign_defs(StaticAudience({"vip": env.ids}), SimpleComposers())
     write_campaign(workspace.root, "acme", "spring")
     write_campaign(workspace.root, "acme", "summer")
     with dg.instance_for_test() as instance:
@@ -239,32 +239,32 @@ def tokens(engine, campaign: str) -> list[str]:
 
 def test_hard_bounces_over_the_limit_block_the_next_send_until_overridden(camp):
     camp.workspace.tenant("acme")
-    assert campaign_runs.send("acme.spring", instance=camp.instance).counts["sent"] == 6
+    assert campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs).counts["sent"] == 6
     record(camp.engine, "acme", [event("bounced", token=tokens(camp.engine, "spring")[0], bounce="hard")])
-    blocked = campaign_runs.send("acme.summer", instance=camp.instance)
+    blocked = campaign_runs.send("acme.summer", instance=camp.instance, definitions=camp.defs)
     assert [b["check"] for b in blocked.blocked] == ["sender_reputation"]
     assert blocked.blocked[0]["reason"] == "last completed campaign acme.spring: hard bounces 1/6 = 16.67% > 2.0%"
     assert blocked.counts["sent"] == 0
-    done = campaign_runs.send("acme.summer", overrides=["sender_reputation"], instance=camp.instance)
+    done = campaign_runs.send("acme.summer", overrides=["sender_reputation"], instance=camp.instance, definitions=camp.defs)
     # the policy, applied before the check, suppressed the hard-bounced address: it is skipped, the others sent
     assert done.blocked == [] and done.counts["sent"] == 5 and done.counts["skipped"]["suppressed"] == 1
 
 
 def test_reputation_bounces_never_block_and_the_limits_are_the_tenants(camp):
     camp.workspace.tenant("acme", feedback="{max_hard_bounce_rate: 0.5, max_complaint_rate: 0.1}")
-    campaign_runs.send("acme.spring", instance=camp.instance)
+    campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     sent = tokens(camp.engine, "spring")
     record(camp.engine, "acme", [event("bounced", token=sent[0], bounce="hard"), event("bounced", token=sent[1], bounce="reputation"),
                                  event("bounced", token=sent[2], bounce="reputation"), event("complained", token=sent[3])])
-    blocked = campaign_runs.send("acme.summer", instance=camp.instance)  # 1/6 hard is under 50%; 1/6 complaints over 10%
+    blocked = campaign_runs.send("acme.summer", instance=camp.instance, definitions=camp.defs)  # 1/6 hard is under 50%; 1/6 complaints over 10%
     assert [b["reason"] for b in blocked.blocked] == ["last completed campaign acme.spring: complaints 1/6 = 16.67% > 10.0%"]
     camp.workspace.tenant("acme", feedback="{max_hard_bounce_rate: 0.5, max_complaint_rate: 0.2}")
-    assert campaign_runs.send("acme.summer", instance=camp.instance).blocked == []
+    assert campaign_runs.send("acme.summer", instance=camp.instance, definitions=camp.defs).blocked == []
 
 
 def test_feedback_pending_when_the_check_runs_is_applied_first(camp, monkeypatch):
     camp.workspace.tenant("acme")
-    campaign_runs.send("acme.spring", instance=camp.instance)
+    campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     first = tokens(camp.engine, "spring")[0]
     applied = []
 
@@ -274,7 +274,7 @@ def test_feedback_pending_when_the_check_runs_is_applied_first(camp, monkeypatch
             return record_events(conn, tenant.id, events_frame([event("complained", token=first, origin="mailwizz")]))
 
     monkeypatch.setattr(stats_refresh, "apply_webhook_rows", webhook_rows_arrive)
-    blocked = campaign_runs.send("acme.summer", instance=camp.instance)
+    blocked = campaign_runs.send("acme.summer", instance=camp.instance, definitions=camp.defs)
     assert applied == ["acme"] and "complaints 1/6" in blocked.blocked[0]["reason"]
 
 

@@ -12,7 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from email_engine_assets import campaign_runs
-from email_engine_assets.campaigns.wiring import Transports
+from email_engine_resources.transports import PowerMtaResource
 from email_engine_assets.feedback.accounting_sensor import accounting_sensor
 from email_engine_assets.feedback.assets import delivery_events, suppressions
 from email_engine_assets.tenancy.partitions import tenant_partitions
@@ -36,13 +36,13 @@ def test_bounced_and_complainer_are_left_out_of_the_next_campaign_and_the_reputa
     acct.mkdir()
     with PowerMtaStandIn(accounting_dir=acct) as mta:
         transport = pmta_yaml(mta) + f"  accounting_dir: {acct}\n"
-        setup(workspace, engine, monkeypatch, transport, PEOPLE,
-              Transports(powermta_tuning={"retry_backoff_seconds": 0.01, "helo_name": "sender.acme.example"}), transport="pmta")
+        env = setup(workspace, engine, monkeypatch, transport, PEOPLE,
+              {"powermta": PowerMtaResource(retry_backoff_seconds=0.01, helo_name="sender.acme.example")}, transport="pmta")
         mta.bounce("bad@example.com", "bad-mailbox")        # hard: the address is gone
         mta.bounce("drop@example.com", "spam-related")      # reputation: the sender's problem, not the contact's
         resources = {"workspace": WorkspaceResource(path=str(workspace.root)), "db": PostgresResource(url=db_url)}
         with dg.instance_for_test() as instance:
-            first = campaign_runs.send("acme.spring", instance=instance)
+            first = campaign_runs.send("acme.spring", instance=instance, definitions=env.defs)
             assert first.failures == [] and first.counts["sent"] == 5
             assert mta.complain("cy@example.com") == 1       # a feedback-loop report arrives later
 
@@ -73,11 +73,11 @@ def test_bounced_and_complainer_are_left_out_of_the_next_campaign_and_the_reputa
             # tenant's limits, and this fixed audience (unlike a segment) still names the suppressed --
             # then sent on the operator's override, the suppressed two skipped at freeze and claim
             write_campaign(workspace.root, "acme", "summer", transport="pmta")
-            blocked = campaign_runs.send("acme.summer", instance=instance)
+            blocked = campaign_runs.send("acme.summer", instance=instance, definitions=env.defs)
             assert {b["check"] for b in blocked.blocked} == {"sender_reputation", "no_suppressed_members"}
             assert blocked.counts["sent"] == 0
             before = len(mta.received)
-            second = campaign_runs.send("acme.summer", overrides=["sender_reputation", "no_suppressed_members"], instance=instance)
+            second = campaign_runs.send("acme.summer", overrides=["sender_reputation", "no_suppressed_members"], instance=instance, definitions=env.defs)
             assert second.failures == [] and second.blocked == []
     assert sends(engine, "summer") == {
         "ann@example.com": "sent", "bad@example.com": "skipped_suppressed", "cy@example.com": "skipped_suppressed",

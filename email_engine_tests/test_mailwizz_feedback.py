@@ -23,6 +23,7 @@ from email_engine_assets.sync.instances import mailwizz_instance
 from email_engine_assets.tenancy.config import parse_tenant
 from email_engine_resources import mailwizz_client
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import MailwizzResource
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.mailwizz_server import MailwizzState, running_mailwizz
 
@@ -206,7 +207,7 @@ def test_polled_feedback_suppresses_through_the_assets_and_is_pushed_back(engine
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["acme"])
         result = dg.materialize([mailwizz_feedback, suppressions], partition_key="acme", instance=instance,
-                                resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+                                resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()})
     assert result.success
     with engine.connect() as conn:
         made = dict(conn.execute(sa.text("SELECT email, reason FROM suppressions WHERE tenant_id = 'acme'")).all())
@@ -223,7 +224,7 @@ def test_a_missing_key_fails_the_polls_check_naming_the_transport_until_a_poll_r
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("tenant", ["acme"])
             result = dg.materialize([mailwizz_feedback], partition_key="acme", instance=instance,
-                                    resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+                                    resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()})
         (check,) = result.get_asset_check_evaluations()
         return check
 
@@ -251,7 +252,7 @@ def test_suppressions_follow_delivery_events_where_mailwizz_feedback_never_ran()
     from email_engine_assets.feedback.assets import delivery_events
 
     defs = dg.Definitions(assets=[delivery_events, suppressions, mailwizz_feedback],
-                          resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+                          resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["globex"])  # no mailwizz transport: mailwizz_feedback stays missing
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)

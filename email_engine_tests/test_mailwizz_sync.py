@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from email_engine_assets.sync.assets import mailwizz_subscribers
 from email_engine_assets.sync.diff import plan_sync, standing_list_name, with_list_names
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import MailwizzResource
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.mailwizz_server import MailwizzState, running_mailwizz
 
@@ -75,7 +76,7 @@ def seed(engine, people=PEOPLE) -> dict[str, int]:
 def sync(instance, config: dict | None = None):
     return dg.materialize(
         [mailwizz_subscribers], partition_key="acme", instance=instance,
-        resources={"db": PostgresResource(), "workspace": WorkspaceResource()},
+        resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()},
         run_config={"ops": {"mailwizz_subscribers": {"config": config or {}}}},
     )
 

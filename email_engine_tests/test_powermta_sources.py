@@ -10,7 +10,6 @@ import dagster as dg
 import pytest
 
 from email_engine_assets import campaign_runs
-from email_engine_assets.campaigns.wiring import Transports
 from email_engine_tests.powermta_server import PowerMtaStandIn
 from email_engine_tests.test_campaign_transports import PEOPLE, ledger, setup
 
@@ -33,9 +32,9 @@ def _yaml(mta, conf, extra: str = "") -> str:
 
 
 def _send(workspace, engine, monkeypatch, mta, conf, extra: str = "", overrides=()):
-    setup(workspace, engine, monkeypatch, _yaml(mta, conf, extra), PEOPLE[:2], Transports(), transport="pmta")
+    env = setup(workspace, engine, monkeypatch, _yaml(mta, conf, extra), PEOPLE[:2], {}, transport="pmta")
     with dg.instance_for_test() as instance:
-        return campaign_runs.send("acme.spring", overrides=list(overrides), instance=instance)
+        return campaign_runs.send("acme.spring", overrides=list(overrides), instance=instance, definitions=env.defs)
 
 
 @pytest.mark.parametrize(("config", "reason"), [

@@ -205,6 +205,7 @@ def test_a_failed_webhook_row_is_named_fails_the_feedback_check_and_clears_once_
 def test_a_failed_mailwizz_poll_is_named_by_run_until_read_or_its_transport_is_removed(cli_env, workspace, capsys, engine, monkeypatch):
     from email_engine_assets.feedback.mailwizz_assets import mailwizz_feedback
     from email_engine_resources.postgres import PostgresResource
+    from email_engine_resources.transports import MailwizzResource
     from email_engine_resources.workspace import WorkspaceResource
     from email_engine_tests.mailwizz_server import MailwizzState, running_mailwizz
     from email_engine_tests.test_mailwizz_feedback import KEY_ENV, tenant_text
@@ -213,7 +214,7 @@ def test_a_failed_mailwizz_poll_is_named_by_run_until_read_or_its_transport_is_r
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("tenant", ["acme"])
             result = dg.materialize([mailwizz_feedback], partition_key="acme", instance=instance,
-                                    resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+                                    resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()})
         return result.get_asset_check_evaluations()[0]
 
     with running_mailwizz(MailwizzState()) as (url, _state):
@@ -244,13 +245,13 @@ def test_a_send_waits_while_the_tenants_feedback_is_unread_unless_overridden(cam
     refused.write_bytes(b"\xff\xfetype,rcpt\n")  # no readable type column: the whole file is refused
     camp.workspace.tenant("acme", transports=f"[{{name: pmta, kind: powermta, host: 127.0.0.1, "
                                              f"bounce_address: b@example.com, accounting_dir: {acct}}}]")
-    blocked = campaign_runs.send("acme.spring", instance=camp.instance)
+    blocked = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert [b["check"] for b in blocked.blocked] == ["sender_reputation"] and blocked.counts["sent"] == 0
     assert blocked.blocked[0]["reason"].startswith(f"1 feedback input(s) not read: accounting_file {refused}: header has no 'type' column")
-    done = campaign_runs.send("acme.spring", overrides=["sender_reputation"], instance=camp.instance)
+    done = campaign_runs.send("acme.spring", overrides=["sender_reputation"], instance=camp.instance, definitions=camp.defs)
     assert done.blocked == [] and done.counts["sent"] == 6
     refused.write_text(HEADER)
-    assert campaign_runs.send("acme.summer", instance=camp.instance).blocked == []
+    assert campaign_runs.send("acme.summer", instance=camp.instance, definitions=camp.defs).blocked == []
 
 
 def test_the_table_checks_exactly_the_python_vocabulary(engine):

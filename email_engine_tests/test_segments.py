@@ -469,3 +469,17 @@ def test_a_segment_past_its_time_limit_fails_naming_it_and_keeps_its_previous_sn
     with engine.connect() as conn:
         assert store.segment_members(conn, "acme", "slow") == ids
         assert store.current_snapshot(conn, "acme", "slow").definition_hash == before.definition_hash
+
+
+def test_a_pathological_pattern_fails_even_when_no_row_reaches_it(engine):
+    """PostgreSQL compiles a pattern at its first use: a build that no row reaches must not pass now and hang later."""
+    unreached = Segment.model_validate({"name": "unreached", "all": [
+        {"field": "country", "equals": "zz"}, {"field": "email", "regex": SLOW_PATTERN},
+    ]})
+    with engine.begin() as conn:
+        insert_contacts(conn, people(2))
+    started = time.perf_counter()
+    with pytest.raises(store.SegmentBuildFailed) as caught, engine.begin() as conn:
+        store.build_segment(conn, "acme", unreached, timeout_seconds=1)
+    assert time.perf_counter() - started < 5
+    assert str(caught.value).startswith("segment 'unreached': its evaluation was stopped after 1 s")

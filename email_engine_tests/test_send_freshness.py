@@ -17,8 +17,8 @@ from email_engine_assets.tenancy.config import load_tenants
 from email_engine_tests.campaign_parts import (
     SimpleComposers,
     add_contacts,
+    campaign_defs,
     outbox_recipients,
-    parts,
     write_campaign,
 )
 from email_engine_tests.test_cli import cli_env, dagster_db, email_engine, example_workspace  # noqa: F401 (fixtures)
@@ -130,12 +130,12 @@ def test_a_blocked_send_sent_later_freezes_the_contacts_added_in_between(engine,
     _validate(engine, ids)
     build_tenant_segments(engine, tenant, _Log())
     composers = SimpleComposers(problems=[Problem("templates/acme/news.yaml", 3, "fname", "undefined variable")])
-    monkeypatch.setattr(campaign_runs, "run_parts", lambda: parts(SegmentAudience(), composers))
+    defs = campaign_defs(SegmentAudience(), composers)
     write_campaign(workspace.root, "acme", "spring", segment="everyone")
     with dg.instance_for_test() as instance:
-        blocked = campaign_runs.send("acme.spring", instance=instance)
+        blocked = campaign_runs.send("acme.spring", instance=instance, definitions=defs)
         assert [b["check"] for b in blocked.blocked] == ["preflight_renders"] and blocked.counts["audience"] == 2
         _validate(engine, add_contacts(engine, "acme", ["cy@example.com"]))  # imported and checked while it waits
-        done = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=instance)
+        done = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=instance, definitions=defs)
     assert done.failures == [] and (done.counts["audience"], done.counts["sent"]) == (3, 3)
     assert outbox_recipients(tmp_path / "home" / "outbox") == ["ann@example.com", "bob@example.com", "cy@example.com"]

@@ -25,11 +25,12 @@ from email_engine_assets.tenancy.config import parse_tenant
 from email_engine_assets.tenancy.feedback_settings import FeedbackPolicy
 from email_engine_tests.campaign_parts import (
     HookedTemplateComposers,
+    Late,
     SimpleComposers,
     StaticAudience,
     add_contacts,
+    campaign_defs,
     outbox_recipients,
-    parts,
     write_campaign,
     write_real_templates,
 )
@@ -232,7 +233,7 @@ def camp(engine, workspace, tmp_path, monkeypatch):
     ids = add_contacts(engine, "acme", emails)
     env = SimpleNamespace(engine=engine, root=workspace.root, ids=dict(zip(emails, ids, strict=True)), emails=emails,
                           outbox=home / "outbox", audience=StaticAudience({"vip": ids}), composers=SimpleComposers())
-    monkeypatch.setattr(campaign_runs, "run_parts", lambda: parts(env.audience, env.composers))
+    env.defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
     write_campaign(workspace.root, "acme", "spring")
     with dg.instance_for_test() as instance:
         env.instance = instance
@@ -250,7 +251,7 @@ def _states(engine, campaign: str) -> dict[str, str]:
 
 
 def test_the_next_campaign_leaves_out_the_bounced_and_the_complainer_but_not_the_reputation_bounced(camp):
-    assert campaign_runs.send("acme.spring", instance=camp.instance).counts["sent"] == 5
+    assert campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs).counts["sent"] == 5
     tokens = _tokens(camp.engine, "spring")
     linked = record(camp.engine, "acme", [
         ev("hard", None, token=tokens["hard@example.com"], detail="5.1.1 (bad destination mailbox address)"),
@@ -265,7 +266,7 @@ def test_the_next_campaign_leaves_out_the_bounced_and_the_complainer_but_not_the
         "hard@example.com": "bounced", "complainer@example.com": "complained"}
     write_campaign(camp.root, "acme", "summer")
     # 1 hard bounce and 1 complaint out of 5 put spring over the reputation limits: the operator overrides
-    done = campaign_runs.send("acme.summer", overrides=["no_suppressed_members", "sender_reputation"], instance=camp.instance)
+    done = campaign_runs.send("acme.summer", overrides=["no_suppressed_members", "sender_reputation"], instance=camp.instance, definitions=camp.defs)
     assert _states(camp.engine, "summer") == {
         "hard@example.com": "skipped_suppressed", "complainer@example.com": "skipped_suppressed",
         "reputation@example.com": "sent", "soft@example.com": "sent", "fine@example.com": "sent",
@@ -286,7 +287,7 @@ def test_a_policy_suppression_stops_the_queued_rows_of_a_running_campaign(camp, 
 
     write_real_templates(camp.root)
     camp.composers = HookedTemplateComposers(on_compose=complaint_arrives_during_the_first_batch)
-    done = campaign_runs.send("acme.spring", instance=camp.instance)
+    done = campaign_runs.send("acme.spring", instance=camp.instance, definitions=camp.defs)
     assert "fine@example.com" not in seen and "fine@example.com" not in outbox_recipients(camp.outbox)
     assert (done.counts["sent"], done.counts["skipped"]["suppressed"]) == (4, 1)
     with camp.engine.connect() as conn:

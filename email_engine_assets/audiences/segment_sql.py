@@ -89,6 +89,11 @@ class _Builder:
         return f"NOT {test}" if operator == "exists" and value is False else test
 
 
+def regex_patterns(*groups: Sequence[Condition]) -> list[str]:
+    """The PostgreSQL patterns the conditions' ``regex`` operators bind, in order."""
+    return [postgres_regex(cond.operator[1]) for group in groups for cond in group if cond.operator[0] == "regex"]
+
+
 def where_clause(
     all: Sequence[Condition] = (),  # noqa: A002 - the seed's vocabulary
     any: Sequence[Condition] = (),  # noqa: A002

@@ -10,7 +10,7 @@ from datetime import datetime
 import polars as pl
 import sqlalchemy as sa
 
-from email_engine_assets.audiences.segment_sql import where_clause
+from email_engine_assets.audiences.segment_sql import regex_patterns, where_clause
 from email_engine_assets.audiences.segments import Segment
 from email_engine_assets.quality.store import ContactRange
 from email_engine_resources.frames import copy_frame, read_frame
@@ -287,6 +287,10 @@ def build_segment(
         limit = f"{max(1, round(timeout_seconds * 1000))}ms"
         conn.execute(sa.text("SELECT set_config('statement_timeout', :limit, true)"), {"limit": limit})
     try:
+        # PostgreSQL compiles a pattern at its first use, which is where a pathological one spends its
+        # time: compile each alone first, so it fails now even when no row reaches it yet.
+        for pattern in regex_patterns(segment.all, segment.any, segment.exclude):
+            conn.execute(sa.text("SELECT '' ~* :pattern"), {"pattern": pattern})
         conn.execute(
             sa.text(
                 f"""CREATE TEMPORARY TABLE segment_build ON COMMIT DROP AS

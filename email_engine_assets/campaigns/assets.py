@@ -23,7 +23,7 @@ from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.tenant_files import tenant_files
-from email_engine_assets.campaigns.wiring import PartMissing
+from email_engine_assets.campaigns.wiring import TRANSPORT_KEYS, PartMissing, Transports
 from email_engine_assets.feedback.stats_refresh import refresh_before_send
 from email_engine_assets.tenancy.input_problems import FEEDBACK_KINDS
 from email_engine_assets.tenancy.input_problems_store import unread_inputs
@@ -62,7 +62,7 @@ def _load(context: dg.AssetExecutionContext) -> tuple:
     # the snapshot it freezes, and the campaign and template files as the tenant's files read them
     deps=[dg.AssetDep(segments, partition_mapping=across_tenants_and_campaigns),
           dg.AssetDep(tenant_files, partition_mapping=across_tenants_and_campaigns)],
-    required_resource_keys={"db", "workspace", "audience_source", "composers", "transports"},
+    required_resource_keys={"db", "workspace", "audience_source", "composers", *TRANSPORT_KEYS},
     check_specs=[dg.AssetCheckSpec(name, asset="campaign_audiences", blocking=True) for name in gates.CHECK_NAMES],
     description="The campaign's audience frozen into ledger rows (queued, or skipped_suppressed); blocking checks gate the send.",
 )
@@ -195,11 +195,11 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
         unread = [p.line() for p in unread_inputs(conn, [t], FEEDBACK_KINDS).get(t, [])]
     try:
         composer = context.resources.composers.composer(tenant, campaign)
-        composer = context.resources.transports.composer_for(tenant, campaign, composer)  # MailWizz: its tag mode checked too
+        transports = Transports.of(context.resources)
+        composer = transports.composer_for(tenant, campaign, composer)  # MailWizz: its tag mode checked too
         problems = composer.preflight(samples)
-        transport_check = getattr(context.resources.transports, "preflight", None)
-        if not problems and transport_check is not None:  # MailWizz: its lists and the fields the content needs
-            problems = transport_check(tenant, campaign, composer)
+        if not problems:  # MailWizz: its lists and the fields the content needs
+            problems = transports.preflight(tenant, campaign, composer)
         render = gates.preflight(problems)
     except PartMissing as exc:
         render = gates.Gate(gates.PREFLIGHT_RENDERS, False, str(exc))
@@ -214,9 +214,8 @@ def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) ->
 
 
 def _headers_gate(context, tenant, campaign: Campaign) -> gates.Gate:
-    """``powermta_headers``: from the transports part when it reads PowerMTA's config (a part without it passes)."""
-    check = getattr(context.resources.transports, "powermta_headers", None)
-    return check(tenant, campaign) if check is not None else gates.powermta_headers(None)
+    """``powermta_headers``: read from PowerMTA's config file through the ``powermta`` resource."""
+    return Transports.of(context.resources).powermta_headers(tenant, campaign)
 
 
 @dg.asset(
@@ -224,7 +223,7 @@ def _headers_gate(context, tenant, campaign: Campaign) -> gates.Gate:
     group_name=CAMPAIGNS,
     kinds={"postgres"},
     deps=[campaign_audiences],
-    required_resource_keys={"db", "workspace", "composers", "transports"},
+    required_resource_keys={"db", "workspace", "composers", *TRANSPORT_KEYS},
     description="Claims and composes queued rows batch by batch; marks each in flight as a connection takes it (suppression and state re-checked), records.",
 )
 def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -237,8 +236,9 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         context.log.info(f"campaign {campaign.key} is {row['state']}: nothing to send")
     else:
         try:
-            composer = context.resources.transports.composer_for(tenant, campaign, context.resources.composers.composer(tenant, campaign))
-            transport = context.resources.transports.transport(tenant, campaign)
+            transports = Transports.of(context.resources)
+            composer = transports.composer_for(tenant, campaign, context.resources.composers.composer(tenant, campaign))
+            transport = transports.transport(tenant, campaign)
         except PartMissing as exc:
             raise dg.Failure(description=str(exc)) from None
         try:
@@ -268,11 +268,8 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> tuple[dict | None, str | None]:
     """The MTA's queue / connection / rate figures after the send, or why they were not read: a failure
     (an answer that is not the expected JSON envelope included) is a warning, never a failed send."""
-    figures = getattr(context.resources.transports, "delivery_figures", None)
-    if figures is None:
-        return None, None
     try:
-        return figures(tenant, campaign), None
+        return Transports.of(context.resources).delivery_figures(tenant, campaign), None
     except Exception as exc:  # noqa: BLE001 (the send is done; its figures are information, not feedback)
         warning = f"PowerMTA management figures not read: {str(exc)[:300]}"
         context.log.warning(warning)

@@ -9,19 +9,20 @@ from email_engine_assets.campaigns.assets import (
 )
 from email_engine_assets.campaigns.sensors import due_campaigns_sensor
 from email_engine_assets.campaigns.tenant_files import tenant_files
-from email_engine_assets.campaigns.wiring import (
-    SegmentAudience,
-    TemplateComposers,
-    Transports,
-)
+from email_engine_assets.campaigns.wiring import SegmentAudience, TemplateComposers
+from email_engine_resources.fixed import fixed_at_launch
+from email_engine_resources.transports import transport_resources
 
 
 def campaign_resources() -> dict:
-    """The parts a campaign run needs; tests and other deployments pass their own under the same keys."""
+    """The audience and composer a campaign run needs; tests and other deployments pass their own under
+    the same keys. The transports are the ``outbox``, ``powermta`` and ``mailwizz`` resources: each hands out
+    per-tenant clients built from the tenant files' entries; like the database, they are the deployment's
+    settings, not a run's (:func:`~email_engine_resources.fixed.fixed_at_launch`)."""
     return {
         "audience_source": dg.ResourceDefinition.hardcoded_resource(SegmentAudience(), "the segment snapshots"),
         "composers": dg.ResourceDefinition.hardcoded_resource(TemplateComposers(), "the tenant's templates"),
-        "transports": dg.ResourceDefinition.hardcoded_resource(Transports(), "outbox, PowerMTA, MailWizz by tenant-file name"),
+        **fixed_at_launch(transport_resources()),
     }
 
 

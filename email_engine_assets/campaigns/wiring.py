@@ -1,8 +1,8 @@
 """Where a campaign's parts come from: the audience (segments), the composer (templates), the transport.
 
 The segment snapshots and the template composer are other domains; they are reached here, at one
-seam. Tests and other deployments pass their own parts as the ``audience_source`` /
-``composers`` / ``transports`` resources.
+seam. Tests and other deployments pass their own parts as the ``audience_source`` / ``composers``
+resources, and their own ``outbox`` / ``powermta`` / ``mailwizz`` resources (the transports).
 """
 
 from __future__ import annotations
@@ -28,19 +28,21 @@ from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_resources.delivery import MessageTransport
 from email_engine_resources.mailwizz import FieldsMissing, ListRefused
 from email_engine_resources.mailwizz_client import MailwizzError
-from email_engine_resources.outbox import Outbox
 from email_engine_resources.postgres import get_engine
-from email_engine_resources.powermta import PowerMtaSmtpTransport
 from email_engine_resources.powermta_client import connecting_address
 from email_engine_resources.powermta_config import (
     PowerMtaConfig,
     PowerMtaConfigError,
     header_settings,
-    read_powermta_config,
 )
-from email_engine_resources.powermta_management import PowerMtaManagement
 from email_engine_resources.signing_key import SigningKeyError, signing_key
+from email_engine_resources.transports import (
+    MailwizzResource,
+    OutboxResource,
+    PowerMtaResource,
+)
 
+TRANSPORT_KEYS = ("outbox", "powermta", "mailwizz")  # the resources a run reaches the transports through
 LIST_TRANSPORT_KINDS = frozenset({"mailwizz"})  # transports that personalise one content per template themselves
 
 
@@ -156,12 +158,6 @@ def _shown(campaign: Campaign, root: Path) -> str:
         return str(campaign.path)
 
 
-def _mailwizz_instance(config, tuning: dict):
-    from email_engine_assets.sync.instances import mailwizz_instance  # noqa: PLC0415 (the other domain, reached at run time)
-
-    return mailwizz_instance(config, **tuning)
-
-
 class TransportUnavailable(PartMissing):
     """The campaign's transport cannot be used now (a secret not set, a key refused, a bad setting):
     raised before any row is claimed, so the rows stay queued for the next run."""
@@ -198,15 +194,20 @@ class Transports:
 
     ``powermta``: SMTP injection (the ledger token is the ENVID, the job ``<tenant>.<campaign>``);
     ``mailwizz``: a list hand-off per chosen template, the API key read from the environment when
-    the run builds the transport. ``mailwizz_tuning`` / ``powermta_tuning`` pass client settings
-    the tenant file does not hold (backoffs, batch sizes: tests and benchmarks).
+    the run builds the transport. The clients come from the code location's ``outbox``,
+    ``powermta`` and ``mailwizz`` resources (:meth:`of`), for the tenant's transport entry.
     """
 
-    def __init__(self, outbox_root: Path | None = None, *, mailwizz_tuning: dict | None = None,
-                 powermta_tuning: dict | None = None):
-        self.outbox_root = outbox_root
-        self.mailwizz_tuning = dict(mailwizz_tuning or {})
-        self.powermta_tuning = dict(powermta_tuning or {})
+    def __init__(self, outbox: OutboxResource | None = None, powermta: PowerMtaResource | None = None,
+                 mailwizz: MailwizzResource | None = None):
+        self.outbox = outbox or OutboxResource()
+        self.powermta = powermta or PowerMtaResource()
+        self.mailwizz = mailwizz or MailwizzResource()
+
+    @classmethod
+    def of(cls, resources) -> Transports:
+        """From a run's (or ``dg.build_resources``') resources: ``outbox``, ``powermta``, ``mailwizz``."""
+        return cls(resources.outbox, resources.powermta, resources.mailwizz)
 
     def _config(self, tenant, campaign: Campaign):
         config = tenant.transport(campaign.file.transport)
@@ -222,7 +223,7 @@ class Transports:
         config = self._config(tenant, campaign)
         where = f"tenant {tenant.id}, transport {config.name!r}"
         if config.kind == "outbox":
-            return Outbox(self.outbox_root)
+            return self.outbox.outbox()
         if config.kind == "powermta":
             return self._powermta(config, where)
         if config.kind == "mailwizz":
@@ -234,19 +235,14 @@ class Transports:
         if config.config_file:
             # The virtual MTA (or pool) must exist in PowerMTA's own config before anything is claimed.
             try:
-                pmta = read_powermta_config(config.config_file)
+                pmta = self.powermta.config_file(config)
                 pmta.check_virtual_mta(config.virtual_mta)
             except PowerMtaConfigError as exc:
                 raise TransportUnavailable(f"{where}: {exc}") from None
             # An x-envid header goes only where PowerMTA processes it; else the ENVID goes on MAIL FROM alone.
             x_envid_header = _header_settings(pmta, config)[3]
         try:
-            return PowerMtaSmtpTransport(
-                name=config.name, host=config.host, port=config.port, bounce_address=config.bounce_address,
-                virtual_mta=config.virtual_mta, connections=config.connections, timeout_seconds=config.timeout_seconds,
-                retries=config.retries, allow_private=config.allow_private, x_envid_header=x_envid_header,
-                **self.powermta_tuning,
-            )
+            return self.powermta.injection(config, x_envid_header=x_envid_header)
         except ValueError as exc:  # names the field; the values are settings, not secrets
             raise TransportUnavailable(f"{where}: {exc}") from None
 
@@ -258,7 +254,7 @@ class Transports:
         if config is None or config.kind != "powermta" or not config.config_file:
             return gates.powermta_headers(None)
         try:
-            pmta = read_powermta_config(config.config_file)
+            pmta = self.powermta.config_file(config)
         except PowerMtaConfigError as exc:
             return gates.powermta_headers(config.name, problem=str(exc))
         address, block, missing, _x_envid, problem = _header_settings(pmta, config)
@@ -266,7 +262,7 @@ class Transports:
 
     def _mailwizz(self, config, where: str) -> MailwizzList:
         try:
-            instance = _mailwizz_instance(config, self.mailwizz_tuning)
+            instance = self.mailwizz.instance(config)
         except (LookupError, ValueError) as exc:  # an unset variable is named, its value never read out
             raise TransportUnavailable(f"{where}: {exc}") from None
         try:
@@ -291,7 +287,7 @@ class Transports:
         config = self._config(tenant, campaign)
         where = f"tenants/{tenant.id}.yaml, transport {config.name!r}"
         try:
-            instance = _mailwizz_instance(config, self.mailwizz_tuning)
+            instance = self.mailwizz.instance(config)
         except (LookupError, ValueError):
             return []
         f = campaign.file
@@ -315,8 +311,7 @@ class Transports:
         config = self._config(tenant, campaign)
         if config.kind != "powermta" or not config.management_url:
             return None
-        key = config.management_api_key.read() if config.management_api_key is not None else None
-        with PowerMtaManagement(config.management_url, key, allow_private=config.allow_private) as api:
+        with self.powermta.management(config) as api:
             return api.figures()
 
     def composer_for(self, tenant, campaign: Campaign, composer: Composer) -> Composer:

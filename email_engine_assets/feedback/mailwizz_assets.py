@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from email_engine_assets.feedback.mailwizz_poll import poll_instance
-from email_engine_assets.sync.instances import mailwizz_instance
 from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
 from email_engine_assets.tenancy.input_problems import MAILWIZZ_POLL, InputProblem
@@ -19,6 +18,7 @@ from email_engine_assets.tenancy.partitions import (
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import MailwizzResource
 from email_engine_resources.workspace import WorkspaceResource
 
 # suppressions[tenant] follows delivery_events and mailwizz_feedback eagerly; a tenant without a
@@ -43,7 +43,8 @@ def mailwizz_transports(tenant: TenantConfig) -> list[MailwizzTransport]:
                 "(bounce type hard -> hard, soft -> soft, internal -> reputation). A poll that fails part-way keeps "
                 "the pages it read and fails the inputs_read check, naming the transport, until a poll reads it.",
 )
-def mailwizz_feedback(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def mailwizz_feedback(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
+                      mailwizz: MailwizzResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     per_instance: dict[str, dict[str, int]] = {}
@@ -51,7 +52,7 @@ def mailwizz_feedback(context: dg.AssetExecutionContext, db: PostgresResource, w
     with tenant_work_lock(engine, "mailwizz_feedback", tenant.id):
         for transport in mailwizz_transports(tenant):  # one instance down does not hold the others back
             try:
-                with mailwizz_instance(transport) as mw:
+                with mailwizz.instance(transport) as mw:
                     per_instance[transport.name] = poll_instance(engine, tenant.id, transport, mw, datetime.now(UTC))
             except (LookupError, MailwizzError) as exc:
                 # Pages read before the error are recorded; the next poll reads that campaign again.

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from email_engine_assets.quality.syntax import check_address
+from email_engine_resources.email_domain import split_address
 
 REDACTED = "[erased]"
 KINDS = ("csv", "json", "ndjson", "text")
@@ -57,7 +58,7 @@ class Person:
         domain is plain ASCII (an IDN may be written in Unicode); ``""`` when there is none. A text
         that holds a JSON escape (``\\u``, which may hide any character) is a candidate too. Python
         then decides (:func:`holds`)."""
-        domain = self.key.rpartition("@")[2]
+        domain = split_address(self.key)[1] or ""
         plain = domain.isascii() and "xn--" not in domain
         return _longest_run(self.local), (_longest_run(domain) if plain else "")
 
@@ -69,8 +70,7 @@ def _longest_run(text: str) -> str:
 
 def person_of(key: str) -> Person:
     """The person of an address key (already made by the key function)."""
-    local, _, _domain = key.rpartition("@")
-    return Person(key=key, local=local)
+    return Person(key=key, local=split_address(key)[0])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,8 +80,8 @@ def _key_of(token: str) -> str | None:
 
 def _is(person: Person, token: str) -> bool:
     token = token.strip(".")
-    local, at, _domain = token.rpartition("@")
-    if not at or unicodedata.normalize("NFC", local).lower() != person.local:
+    local, domain = split_address(token)
+    if domain is None or unicodedata.normalize("NFC", local).lower() != person.local:
         return False
     if token.lower() == person.key:
         return True

@@ -12,13 +12,14 @@ from email_engine_assets.quality.assets import (
     email_validations,
 )
 from email_engine_assets.quality.store import contact_ranges
-from email_engine_assets.sync.instances import mailwizz_instance, synced_instances
+from email_engine_assets.sync.instances import synced_instances
 from email_engine_assets.sync.push import sync_instance
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
 from email_engine_resources.mailwizz import BULK_SIZE
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import MailwizzResource
 from email_engine_resources.workspace import WorkspaceResource
 
 SYNC = "sync"
@@ -39,7 +40,8 @@ class SyncConfig(dg.Config):
                 "for each mailwizz transport with `sync:`; only changed rows are pushed, suppressed contacts unsubscribed.",
 )
 def mailwizz_subscribers(
-    context: dg.AssetExecutionContext, config: SyncConfig, db: PostgresResource, workspace: WorkspaceResource
+    context: dg.AssetExecutionContext, config: SyncConfig, db: PostgresResource, workspace: WorkspaceResource,
+    mailwizz: MailwizzResource,
 ) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     transports = synced_instances(tenant)
@@ -53,7 +55,7 @@ def mailwizz_subscribers(
         failures = []
         for transport in transports:  # one instance down does not hold the others back
             try:
-                with mailwizz_instance(transport, bulk_size=config.bulk_size) as mw:
+                with mailwizz.instance(transport, bulk_size=config.bulk_size) as mw:
                     totals = sync_instance(engine, tenant, transport, mw, ranges)
                     totals["api_calls"] = mw.client.calls
             except (LookupError, MailwizzError) as exc:

@@ -5,24 +5,17 @@ from __future__ import annotations
 from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz import MailwizzInstance
+from email_engine_resources.transports import MailwizzResource
 
 
 def mailwizz_instance(config: MailwizzTransport, **tuning) -> MailwizzInstance:
-    """The API of ``config``'s instance; the keys come from ``EnvSecret.read()`` at this call (``LookupError`` if unset).
+    """The API of ``config``'s instance, built as the ``mailwizz`` resource builds it; the keys come from
+    ``EnvSecret.read()`` at this call (``LookupError`` if unset). For code outside a run (the CLI's
+    stats, erasure, suppressions); assets take the ``mailwizz`` resource.
 
     ``tuning``: ``bulk_size``, ``backoff_initial`` (tests and benchmarks).
     """
-    return MailwizzInstance(
-        config.base_url,
-        config.api_key.read(),
-        api_version=config.api_version,
-        private_key=config.private_key.read() if config.private_key else None,
-        timezone=config.timezone,
-        timeout=config.timeout_seconds,
-        retries=config.retries,
-        allow_private=config.allow_private,
-        **tuning,
-    )
+    return MailwizzResource(**tuning).instance(config)
 
 
 def synced_instances(tenant: TenantConfig) -> list[MailwizzTransport]:
