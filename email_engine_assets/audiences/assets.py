@@ -6,6 +6,10 @@ import dagster as dg
 import polars as pl
 
 from email_engine_assets.audiences import store
+from email_engine_assets.audiences.segment_build import (
+    SegmentsBuilt,
+    build_tenant_segments,
+)
 from email_engine_assets.audiences.segments import segments_digest
 from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
 from email_engine_assets.quality.assets import (
@@ -124,43 +128,27 @@ def _desired_tags(conn, tenant, ids) -> tuple[pl.DataFrame, pl.DataFrame, pl.Dat
 )
 def segments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
-    engine = db.engine()
-    with tenant_work_lock(engine, "segments", tenant.id):
-        # Each step commits on its own: a crash leaves the snapshots of the last build (or the new one of a
-        # segment whose transaction committed), never half of one; the next run rebuilds what differs.
-        with engine.begin() as conn:
-            profiles_written = store.refresh_segment_profiles(conn, tenant.id)
-        built = {}
-        failed: dict[str, str] = {}
-        for segment in tenant.segments:
-            try:
-                with engine.begin() as conn:
-                    built[segment.name] = store.build_segment(
-                        conn, tenant.id, segment, refresh_profiles=False, timeout_seconds=tenant.segment_build.timeout_seconds
-                    )
-            except store.SegmentBuildFailed as exc:  # that segment only: the others are built
-                failed[segment.name] = str(exc)
-                context.log.error(f"tenant {tenant.id}: {exc}")
-                continue
-            context.log.info(f"segment {segment.name}: {built[segment.name]['members']} members")
-        with engine.begin() as conn:
-            dropped = store.drop_segments_except(conn, tenant.id, [*built, *failed])
-    if failed:
+    build = build_tenant_segments(db.engine(), tenant, context.log)
+    if build.failed:
         raise dg.Failure(
-            description="; ".join(failed.values()),
-            metadata={"failed_segments": dg.MetadataValue.json(failed), "built_segments": dg.MetadataValue.json(sorted(built))},
+            description="; ".join(build.failed.values()),
+            metadata={"failed_segments": dg.MetadataValue.json(build.failed), "built_segments": dg.MetadataValue.json(sorted(build.built))},
         )
-    return dg.MaterializeResult(
-        metadata={
-            "segments": len(built),
-            "members": sum(counts["members"] for counts in built.values()),
-            "suppressed_excluded": sum(counts["suppressed_excluded"] for counts in built.values()),
-            "profiles_written": profiles_written,
-            "dropped_segments": dg.MetadataValue.json(dropped),
-            "definitions_digest": segments_digest(tenant.segments),
-            "per_segment": dg.MetadataValue.json({name: _segment_metadata(counts) for name, counts in built.items()}),
-        }
-    )
+    return dg.MaterializeResult(metadata=segments_metadata(tenant, build))
+
+
+def segments_metadata(tenant, build: SegmentsBuilt) -> dict:
+    """The metadata of a materialization of ``segments`` (by the asset, or by a send that rebuilt them first)."""
+    built = build.built
+    return {
+        "segments": len(built),
+        "members": sum(counts["members"] for counts in built.values()),
+        "suppressed_excluded": sum(counts["suppressed_excluded"] for counts in built.values()),
+        "profiles_written": build.profiles_written,
+        "dropped_segments": dg.MetadataValue.json(build.dropped),
+        "definitions_digest": segments_digest(tenant.segments),
+        "per_segment": dg.MetadataValue.json({name: _segment_metadata(counts) for name, counts in built.items()}),
+    }
 
 
 def _segment_metadata(counts: dict) -> dict:

@@ -389,6 +389,26 @@ def current_snapshot(conn: sa.Connection, tenant_id: str, segment: str) -> Snaps
     return None if row is None else SnapshotInfo(**row._asdict())
 
 
+def segment_input_changes(conn: sa.Connection, tenant_id: str) -> dict[str, datetime | None]:
+    """When each input of the tenant's segments last changed (``freshness.SEGMENT_INPUTS``); ``None``: never.
+
+    The newest row of each table (a removed tag rewrites ``contacts.tags``; a removed contact takes
+    its snapshot rows with it), and for suppressions the later of the newest one and the last lift.
+    """
+    row = conn.execute(
+        sa.text(
+            """SELECT (SELECT max(updated_at) FROM contacts WHERE tenant_id = :t) AS contacts,
+                      (SELECT max(checked_at) FROM email_validations WHERE tenant_id = :t) AS verdicts,
+                      (SELECT max(updated_at) FROM contact_enrichment WHERE tenant_id = :t) AS enrichment,
+                      (SELECT max(assigned_at) FROM tag_assignments WHERE tenant_id = :t) AS tags,
+                      greatest((SELECT max(created_at) FROM suppressions WHERE tenant_id = :t),
+                               (SELECT last_lifted_at FROM suppression_lifts WHERE tenant_id = :t)) AS suppressions"""
+        ),
+        {"t": tenant_id},
+    ).one()
+    return dict(row._mapping)
+
+
 def segment_members(
     conn: sa.Connection,
     tenant_id: str,

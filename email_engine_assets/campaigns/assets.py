@@ -10,6 +10,11 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from email_engine_assets.audiences.assets import segments, segments_metadata
+from email_engine_assets.audiences.segment_build import (
+    build_tenant_segments,
+    outdated,
+)
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import campaign_counts
@@ -17,11 +22,13 @@ from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
+from email_engine_assets.campaigns.tenant_files import tenant_files
 from email_engine_assets.campaigns.wiring import TRANSPORT_KEYS, PartMissing, Transports
 from email_engine_assets.feedback.stats_refresh import refresh_before_send
 from email_engine_assets.tenancy.input_problems import FEEDBACK_KINDS
 from email_engine_assets.tenancy.input_problems_store import unread_inputs
 from email_engine_assets.tenancy.locks import tenant_work_lock
+from email_engine_assets.tenancy.partitions import across_tenants_and_campaigns
 
 CAMPAIGNS = "campaigns"
 campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")
@@ -52,6 +59,9 @@ def _load(context: dg.AssetExecutionContext) -> tuple:
     partitions_def=campaign_partitions,
     group_name=CAMPAIGNS,
     kinds={"postgres"},
+    # the snapshot it freezes, and the campaign and template files as the tenant's files read them
+    deps=[dg.AssetDep(segments, partition_mapping=across_tenants_and_campaigns),
+          dg.AssetDep(tenant_files, partition_mapping=across_tenants_and_campaigns)],
     required_resource_keys={"db", "workspace", "audience_source", "composers", *TRANSPORT_KEYS},
     check_specs=[dg.AssetCheckSpec(name, asset="campaign_audiences", blocking=True) for name in gates.CHECK_NAMES],
     description="The campaign's audience frozen into ledger rows (queued, or skipped_suppressed); blocking checks gate the send.",
@@ -76,6 +86,7 @@ def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     if state == "scheduled" and action != "send" and not is_due(state, row["send_at"], datetime.now(timezone.utc)):
         raise dg.Failure(description=f"campaign {campaign.key} is not due before {row['send_at'].isoformat()}")
     if state in ("draft", "scheduled"):
+        _segments_current(context, engine, tenant, campaign)
         with tenant_work_lock(engine, "campaign_audiences", campaign.key):
             _freeze(context, engine, campaign)
     # The checks guard the start: a campaign already started was checked (or overridden) then.
@@ -110,8 +121,34 @@ def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     )
 
 
+def _segments_current(context: dg.AssetExecutionContext, engine, tenant, campaign: Campaign) -> None:
+    """Rebuild the tenant's segments in this run when the campaign's snapshot is older than its inputs.
+
+    Contacts, verdicts, enrichment, tags or suppressions changed after it was built, or the tenant file
+    defines the segment otherwise (an import, a re-check or an unsuppress with no automation between
+    it and the send): the same build as the ``segments`` asset's, recorded as a materialization of
+    ``segments[tenant]``, so the freeze reads what the inputs hold now.
+    """
+    segment = campaign.file.segment
+    reasons = outdated(engine, tenant, segment)
+    if not reasons:
+        return
+    context.log.info(f"rebuilding the segments of tenant {tenant.id} before freezing {campaign.key}: {'; '.join(reasons)}")
+    build = build_tenant_segments(engine, tenant, context.log)
+    if segment in build.failed:
+        raise dg.Failure(description=f"campaign {campaign.key}: audience not frozen: {build.failed[segment]}")
+    if build.failed:  # other segments of the tenant (theirs kept): the asset's own run fails on them, this send goes on
+        context.log.warning(f"tenant {tenant.id}: {'; '.join(build.failed.values())}")
+        return
+    context.log_event(dg.AssetMaterialization(
+        asset_key=segments.key, partition=tenant.id, metadata=segments_metadata(tenant, build),
+        description=f"rebuilt before freezing campaign {campaign.key}: {'; '.join(reasons)}",
+    ))
+
+
 def _freeze(context: dg.AssetExecutionContext, engine, campaign: Campaign) -> None:
-    """Ledger rows from the segment's current snapshot; again only if it changed and nothing was claimed."""
+    """Ledger rows from the segment's current snapshot; again only if the snapshot changed (another
+    definition, or rebuilt since the freeze) and nothing was claimed."""
     audience = context.resources.audience_source
     t, c, segment = campaign.tenant_id, campaign.name, campaign.file.segment
     try:
@@ -121,7 +158,7 @@ def _freeze(context: dg.AssetExecutionContext, engine, campaign: Campaign) -> No
             if snapshot is None:
                 context.log.warning(f"segment {segment!r} of tenant {t} has no snapshot")
                 return
-            if row["audience_frozen_at"] is not None and (row["snapshot_hash"] == snapshot.definition_hash or store.audience_claimed(conn, t, c)):
+            if row["audience_frozen_at"] is not None and (store.audience_claimed(conn, t, c) or _frozen_from(row, snapshot)):
                 return
             store.clear_audience(conn, t, c)
             after, frozen = 0, 0
@@ -138,6 +175,12 @@ def _freeze(context: dg.AssetExecutionContext, engine, campaign: Campaign) -> No
     except (PartMissing, AudienceChanged) as exc:
         raise dg.Failure(description=f"campaign {campaign.key}: audience not frozen: {exc}; run it again") from None
     context.log.info(f"froze {frozen} member(s) of segment {segment!r} (snapshot {snapshot.definition_hash[:12]})")
+
+
+def _frozen_from(row: dict, snapshot) -> bool:
+    """Whether the campaign's frozen audience is ``snapshot``: same definition, not rebuilt since."""
+    rebuilt = snapshot.built_at is not None and snapshot.built_at > row["audience_frozen_at"]
+    return row["snapshot_hash"] == snapshot.definition_hash and not rebuilt
 
 
 def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) -> list[gates.Gate]:

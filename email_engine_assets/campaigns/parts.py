@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 # What a composer returns is the content domain's: one definition of a composed message, of a skip
@@ -77,6 +78,7 @@ class ComposerFactory(Protocol):
 class Snapshot:
     definition_hash: str
     members: int
+    built_at: datetime | None = None  # None: a source that does not date its snapshots
 
 
 class AudienceSource(Protocol):

@@ -56,7 +56,7 @@ class SegmentAudience:
 
     def current_snapshot(self, conn, tenant_id: str, segment: str) -> Snapshot | None:
         info = segments.current_snapshot(conn, tenant_id, segment)
-        return None if info is None else Snapshot(info.definition_hash, int(info.members))
+        return None if info is None else Snapshot(info.definition_hash, int(info.members), info.built_at)
 
     def segment_members(self, conn, tenant_id: str, segment: str, *, after_contact_id: int, limit: int,
                         definition_hash: str | None = None) -> list[int]:

@@ -18,7 +18,11 @@ from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
 from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
 from email_engine_assets.tenancy.input_problems import ACCOUNTING_FILE, WEBHOOK_ROW
 from email_engine_assets.tenancy.locks import tenant_work_lock
-from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_assets.tenancy.partitions import (
+    across_tenants_and_campaigns,
+    tenant_config,
+    tenant_partitions,
+)
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -30,6 +34,8 @@ FEEDBACK_INPUTS = (ACCOUNTING_FILE, WEBHOOK_ROW)
     partitions_def=tenant_partitions,
     group_name=FEEDBACK,
     kinds={"postgres"},
+    # what the sends' messages did: the events are linked to their ledger rows
+    deps=[dg.AssetDep("campaign_sends", partition_mapping=across_tenants_and_campaigns)],
     check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS)],
     description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
                 "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",

@@ -10,7 +10,11 @@ from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_
 from email_engine_assets.tenancy.input_problems import MAILWIZZ_POLL, InputProblem
 from email_engine_assets.tenancy.input_problems_store import replace_problems
 from email_engine_assets.tenancy.locks import tenant_work_lock
-from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_assets.tenancy.partitions import (
+    across_tenants_and_campaigns,
+    tenant_config,
+    tenant_partitions,
+)
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.postgres import PostgresResource
@@ -32,6 +36,7 @@ def mailwizz_transports(tenant: TenantConfig) -> list[MailwizzTransport]:
     partitions_def=tenant_partitions,
     group_name="feedback",
     kinds={"postgres", "mailwizz"},
+    deps=[dg.AssetDep("campaign_sends", partition_mapping=across_tenants_and_campaigns)],  # the MailWizz campaigns sends made
     check_specs=[inputs_read_spec("mailwizz_feedback", [MAILWIZZ_POLL])],
     description="Unsubscribes and bounces MailWizz recorded for the tenant's campaigns (<tenant>.<campaign>.<template>), "
                 "polled page by page from each mailwizz transport and recorded once each as delivery events "

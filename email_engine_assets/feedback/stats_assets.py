@@ -13,6 +13,7 @@ import dagster as dg
 
 from email_engine_assets.campaigns.assets import campaign_partitions, campaign_sends
 from email_engine_assets.campaigns.files import split_key
+from email_engine_assets.feedback.assets import delivery_events
 from email_engine_assets.feedback.stats import COUNT_KEYS, RATE_KEYS
 from email_engine_assets.feedback.stats_refresh import (
     apply_pending_feedback,
@@ -20,11 +21,19 @@ from email_engine_assets.feedback.stats_refresh import (
 )
 from email_engine_assets.feedback.stats_store import campaigns_receiving_feedback
 from email_engine_assets.tenancy.config import load_tenants
-from email_engine_assets.tenancy.partitions import fail_if_broken
+from email_engine_assets.tenancy.partitions import (
+    across_tenants_and_campaigns,
+    fail_if_broken,
+)
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
 STATS_REFRESH_CRON = "0 * * * *"
+# Eager on the campaign's own send only: delivery_events is a tenant partition upstream of every
+# campaign (all-partitions mapping), so following it would recount every campaign of every tenant
+# after any tenant's feedback, and one tenant without events would hold all of them back. Feedback
+# reaches the stats through this asset's own apply and the hourly schedule.
+AFTER_EACH_SEND = dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets("delivery_events"))
 FEEDBACK_WINDOW = timedelta(days=14)
 
 
@@ -32,8 +41,8 @@ FEEDBACK_WINDOW = timedelta(days=14)
     partitions_def=campaign_partitions,
     group_name="feedback",
     kinds={"postgres"},
-    deps=[campaign_sends],
-    automation_condition=dg.AutomationCondition.eager(),
+    deps=[campaign_sends, dg.AssetDep(delivery_events, partition_mapping=across_tenants_and_campaigns)],
+    automation_condition=AFTER_EACH_SEND,
     description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked, unsubscribed, "
                 "with rates, per language and template; MailWizz's own figures merged for campaigns sent there.",
 )

@@ -18,6 +18,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
     tenant_of_import = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="tenant")
 
+# Between tenant partitions (``<tenant>``) and campaign partitions (``<tenant>.<campaign>``): every
+# partition of one side depends on every partition of the other. Dagster has no built-in mapping of
+# ``<tenant>.<campaign>`` to ``<tenant>`` (a custom PartitionMapping is deprecated: automation and
+# the UI ignore it), and a tenant x campaign multi-partition would hold every tenant x every
+# campaign name. So the edge is declared for lineage only: no automation condition follows it
+# (``campaign_stats`` ignores it; campaign assets run only when a campaign's state asks for it).
+across_tenants_and_campaigns = dg.AllPartitionMapping()
+
 
 # Tags of a run over a range of partitions (what a single-run backfill carries); Dagster does not export them.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
