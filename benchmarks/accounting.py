@@ -42,6 +42,7 @@ from email_engine_assets.feedback.accounting import (  # noqa: E402
 from email_engine_assets.feedback.accounting_apply import CHUNK_BYTES, apply_accounting  # noqa: E402
 from email_engine_assets.tenancy.config import parse_tenant  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
+from email_engine_resources.transports import PowerMtaResource  # noqa: E402
 from email_engine_tests.powermta_server import ACCOUNTING_COLUMNS  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench_accounting"
@@ -148,14 +149,14 @@ def main() -> None:
                 """)
             tenant = parse_tenant(Path(tmp) / f"{TENANT}.yaml", text)
             started = time.perf_counter()
-            result = apply_accounting(engine, tenant)
+            result = apply_accounting(engine, tenant, PowerMtaResource())
             apply_s = time.perf_counter() - started
             assert result["lines"] == args.lines and result["linked"] == args.lines - result["ignored"], result
             print(f"apply  parse + record_events + offsets: {apply_s:6.2f} s  {args.lines / apply_s:>12,.0f} lines/s "
                   f"(target < 30 s for 1M); linked {result['linked']:,}")
             print(f"apply  ratio against csv.DictReader alone: {ref_s / apply_s:.2f}x")
             started = time.perf_counter()
-            again = apply_accounting(engine, tenant)
+            again = apply_accounting(engine, tenant, PowerMtaResource())
             print(f"apply  again (nothing new): {time.perf_counter() - started:.3f} s, lines {again['lines']}")
 
 

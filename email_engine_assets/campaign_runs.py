@@ -52,6 +52,7 @@ from email_engine_assets.feedback.stats_refresh import (
     apply_pending_feedback,
     refresh_stats,
 )
+from email_engine_assets.location import location_resources
 from email_engine_assets.tenancy.config import load_workspace, one_tenant
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.postgres import get_engine
@@ -294,9 +295,10 @@ def send_due_campaigns(instance: dg.DagsterInstance, definitions: dg.Definitions
     return outcomes
 
 
-def stats(key: str) -> tuple[dict, list[str]]:
+def stats(key: str, definitions: dg.Definitions | None = None) -> tuple[dict, list[str]]:
     """The campaign's stats (``feedback.stats``), after applying the tenant's pending feedback; and notes
-    (MailWizz figures that could not be refreshed). Stored as ``campaign_stats`` would store them."""
+    (MailWizz figures that could not be refreshed). Stored as ``campaign_stats`` would store them, through
+    the ``powermta`` and ``mailwizz`` resources of ``definitions`` (default: the code location's)."""
     try:
         tenant_id, name = split_key(key)
     except ValueError as exc:
@@ -310,11 +312,12 @@ def stats(key: str) -> tuple[dict, list[str]]:
     with engine.connect() as conn:
         if store.campaign_row(conn, tenant_id, name) is None:
             raise CampaignRefused(f"no campaign {key!r} (a campaign is known once it has been listed, sent or due)")
-    apply_pending_feedback(engine, root, tenant)
-    try:
-        return refresh_stats(engine, root, tenant, name)
-    except LookupError as exc:
-        raise CampaignRefused(str(exc)) from None
+    with location_resources(("powermta", "mailwizz"), definitions) as built:
+        apply_pending_feedback(engine, root, tenant, powermta=built.powermta, mailwizz=built.mailwizz)
+        try:
+            return refresh_stats(engine, root, tenant, name, mailwizz=built.mailwizz)
+        except LookupError as exc:
+            raise CampaignRefused(str(exc)) from None
 
 
 def suppress(tenant_id: str, address: str, reason: str = "manual", detail: str | None = None) -> tuple[str, bool]:

@@ -267,7 +267,7 @@ def cmd_campaign(args) -> int:
             _print_counts(runs.show(args.target), args.json)
             return 0
         if args.action == "stats":
-            shown, notes = runs.stats(args.target)
+            shown, notes = runs.stats(args.target, definitions=args.definitions)
             for note in notes:
                 print(f"note: {terminal_safe(note)}", file=sys.stderr)
             _print_stats(shown, args.json)
@@ -406,16 +406,18 @@ def cmd_webhooks(args) -> int:
 
 def cmd_contact(args) -> int:
     """``contact explain|export|forget <tenant> <email>``; forget exits 1 while a part is left to do."""
+    from email_engine_assets.location import location_resources
     from email_engine_assets.privacy import person
     from email_engine_assets.privacy.dossier import dossier_json, explain_lines
     from email_engine_assets.privacy.erasure import REPORT_KEYS
 
     _prepare(args.workspace)
     try:
-        if args.action == "forget":
-            outcome = person.forget(args.tenant, args.email)
-        else:
-            shown = person.dossier(args.tenant, args.email)
+        with location_resources(("outbox", "mailwizz"), args.definitions) as built:
+            if args.action == "forget":
+                outcome = person.forget(args.tenant, args.email, mailwizz=built.mailwizz, outbox=built.outbox)
+            else:
+                shown = person.dossier(args.tenant, args.email, outbox=built.outbox)
     except person.PersonRefused as exc:
         print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2

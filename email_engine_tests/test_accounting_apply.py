@@ -19,6 +19,7 @@ from email_engine_assets.tenancy.partitions import tenant_partitions
 from email_engine_resources.delivery import OutgoingMessage
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.powermta import PowerMtaSmtpTransport
+from email_engine_resources.transports import MailwizzResource, OutboxResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.powermta_server import (
     AccountingFile,
@@ -27,6 +28,7 @@ from email_engine_tests.powermta_server import (
 )
 
 T = accounting_time()
+POWERMTA = PowerMtaResource()  # the deployment's powermta resource, as a run injects it
 
 
 def pmta_tenant_text(tenant_id: str, *, name: str | None = None, accounting_dir=None, config_file=None) -> str:
@@ -102,17 +104,17 @@ def test_a_growing_file_is_read_line_by_line_and_a_partial_line_waits(engine, tm
     partial = acct.line(type="b", timeLogged=T, rcpt="B@Example.com", jobId="acme.spring", bounceCat="bad-mailbox")
     acct.append(partial[:20])
 
-    first = apply_accounting(engine, tenant)
+    first = apply_accounting(engine, tenant, POWERMTA)
     assert first["lines"] == 1 and first["delivered"] == 1 and first["linked"] == 1 and first["files"] == 1
     assert offset(engine, "acme", acct.path.name) == acct.path.stat().st_size - 20
 
     acct.append(partial[20:], d("c@example.com", tokens["c@example.com"]))
-    second = apply_accounting(engine, tenant)
+    second = apply_accounting(engine, tenant, POWERMTA)
     assert second["lines"] == 2 and second["bounced"] == 1 and second["linked"] == 2
     assert offset(engine, "acme", acct.path.name) == acct.path.stat().st_size
     assert events(engine, "acme") == [("delivered", None, "a@example.com", True), ("bounced", "hard", "b@example.com", True),
                                       ("delivered", None, "c@example.com", True)]
-    assert apply_accounting(engine, tenant)["lines"] == 0  # nothing new: the file is not even read
+    assert apply_accounting(engine, tenant, POWERMTA)["lines"] == 0  # nothing new: the file is not even read
 
 
 def test_a_rotated_copy_and_a_replaced_file_count_each_line_once(engine, tmp_path):
@@ -121,20 +123,20 @@ def test_a_rotated_copy_and_a_replaced_file_count_each_line_once(engine, tmp_pat
     tenant = tenant_config(tmp_path, "acme", tmp_path / "acct")
     acct = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv")
     acct.append(d("a@example.com", tokens["a@example.com"]))
-    apply_accounting(engine, tenant)
+    apply_accounting(engine, tenant, POWERMTA)
 
     # PowerMTA rotates: the same lines appear again under another name, plus a new one.
     rotated = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0002.csv")
     rotated.path.write_bytes(acct.path.read_bytes())
     rotated.append(d("b@example.com", tokens["b@example.com"]))
-    result = apply_accounting(engine, tenant)
+    result = apply_accounting(engine, tenant, POWERMTA)
     assert result["lines"] == 2 and result["duplicates"] == 1 and result["delivered"] == 2
 
     # The first file is replaced under its name by a shorter one (truncated, then rewritten).
     os.unlink(acct.path)
     replaced = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv")
     replaced.append({**d("b@example.com"), "type": "t", "dsnStatus": "4.2.2"})
-    result = apply_accounting(engine, tenant)
+    result = apply_accounting(engine, tenant, POWERMTA)
     assert result["restarted_files"] == 1 and result["deferred"] == 1 and result["duplicates"] == 0
     assert [e[0] for e in events(engine, "acme")] == ["delivered", "delivered", "deferred"]
 
@@ -154,7 +156,7 @@ def test_unmatched_lines_are_recorded_unlinked_and_unusable_ones_kept(engine, tm
         d("q@example.com", token="UnknownTok", job=""),  # no job, token not ours: kept
         d("a@example.com", token="acmeToka", job=""),   # no job, but our token: linked
     )
-    result = apply_accounting(engine, tenant)
+    result = apply_accounting(engine, tenant, POWERMTA)
     assert result["unmatched"] == 2 and result["linked"] == 1 and result["other_tenants"] == 1
     assert result["kept_with_reason"] == 3
     assert [r for _f, _o, r in kept(engine, "acme")] == ["unknown_type", "bad_time", "no_job_not_in_ledger"]
@@ -162,7 +164,7 @@ def test_unmatched_lines_are_recorded_unlinked_and_unusable_ones_kept(engine, tm
     assert [(e[2], e[3]) for e in events(engine, "acme")] == [("nobody@example.com", False), ("a@example.com", False),
                                                               ("a@example.com", True)]
     # The other tenant reads the same directory for its own lines.
-    other = apply_accounting(engine, tenant_config(tmp_path, "other", tmp_path / "acct"))
+    other = apply_accounting(engine, tenant_config(tmp_path, "other", tmp_path / "acct"), POWERMTA)
     assert other["linked"] == 1 and other["other_tenants"] == 3
 
 
@@ -178,11 +180,11 @@ def test_a_chunk_is_all_or_nothing(engine, tmp_path, monkeypatch):
 
     monkeypatch.setattr(accounting_apply.store, "keep_lines", crash)
     with pytest.raises(RuntimeError):
-        apply_accounting(engine, tenant)
+        apply_accounting(engine, tenant, POWERMTA)
     header_end = len(acct.path.read_bytes().split(b"\n")[0]) + 1
     assert events(engine, "acme") == [] and offset(engine, "acme", acct.path.name) == header_end
     monkeypatch.undo()
-    assert apply_accounting(engine, tenant)["delivered"] == 1 and len(kept(engine, "acme")) == 1
+    assert apply_accounting(engine, tenant, POWERMTA)["delivered"] == 1 and len(kept(engine, "acme")) == 1
 
 
 def test_small_chunks_and_symlinks_and_other_names(engine, tmp_path, monkeypatch):
@@ -200,7 +202,7 @@ def test_small_chunks_and_symlinks_and_other_names(engine, tmp_path, monkeypatch
     outside.write_bytes(acct.path.read_bytes())
     os.symlink(outside, tmp_path / "acct" / "acct-2026-11-29-0009.csv")
     (tmp_path / "acct" / "notes.csv").write_bytes(acct.path.read_bytes())
-    result = apply_accounting(engine, tenant, chunk_bytes=300)
+    result = apply_accounting(engine, tenant, POWERMTA, chunk_bytes=300)
     assert result["files"] == 1 and result["lines"] == 30 and result["linked"] == 30 and result["duplicates"] == 0
     assert len(chunks) > 5 and chunks[-1] == acct.path.stat().st_size
 
@@ -209,9 +211,9 @@ def test_accounting_dir_defaults_to_the_acct_file_of_the_config(engine, tmp_path
     conf = tmp_path / "pmta.conf"
     conf.write_text(f"<acct-file {tmp_path}/logs/acct.csv>\nrecords d,b\n</acct-file>\n")
     tenant = _tenant_with_config(tmp_path, conf)
-    assert accounting_apply.accounting_sources(tenant)[0].directory == f"{tmp_path}/logs"
+    assert accounting_apply.accounting_sources(tenant, POWERMTA)[0].directory == f"{tmp_path}/logs"
     conf.write_text("<acct-file /x>\n")
-    assert "never closed" in apply_accounting(engine, tenant)["problems"][0]
+    assert "never closed" in apply_accounting(engine, tenant, POWERMTA)["problems"][0]
 
 
 def _tenant_with_config(tmp_path, conf) -> object:
@@ -236,19 +238,19 @@ def test_files_are_found_under_the_base_name_its_rotation_names_and_the_move_to_
         AccountingFile(tmp_path / os.path.dirname(name), os.path.basename(name)).append(
             d(f"u{i}@example.com", tokens[f"u{i}@example.com"]))
     tenant = _tenant_with_config(tmp_path, conf)
-    result = apply_accounting(engine, tenant)
+    result = apply_accounting(engine, tenant, POWERMTA)
     assert result["files"] == 4 and result["linked"] == 4 and "problems" not in result
     assert sorted(e[2] for e in events(engine, "acme")) == [f"u{i}@example.com" for i in range(4)]
     # PowerMTA moves the newest rotated file: it keeps its name and its offset, nothing is read twice
     AccountingFile(tmp_path / "logs", "pmta-2026-11-29-1200.csv").append(d("u5@example.com", tokens["u5@example.com"]))
     os.rename(tmp_path / "logs" / "pmta-2026-11-29-1200.csv", tmp_path / "archive" / "pmta-2026-11-29-1200.csv")
-    result = apply_accounting(engine, tenant)
+    result = apply_accounting(engine, tenant, POWERMTA)
     assert result["files"] == 1 and result["lines"] == 1 and result["restarted_files"] == 0 and result["linked"] == 1
     # a move-to directory that is not there (yet) is no problem; PowerMTA's own directory must be
     for moved in (tmp_path / "archive").iterdir():
         os.unlink(moved)
     os.rmdir(tmp_path / "archive")
-    assert "problems" not in apply_accounting(engine, tenant)
+    assert "problems" not in apply_accounting(engine, tenant, POWERMTA)
 
 
 def test_a_file_with_the_published_multi_type_header_is_read_not_refused(engine, tmp_path):
@@ -259,7 +261,7 @@ def test_a_file_with_the_published_multi_type_header_is_read_not_refused(engine,
     columns = PUBLISHED_HEADER.decode().split(",")
     acct = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv", columns=tuple(columns))
     acct.append(d("a@example.com", tokens["a@example.com"]))
-    result = apply_accounting(engine, tenant_config(tmp_path, "acme", tmp_path / "acct"))
+    result = apply_accounting(engine, tenant_config(tmp_path, "acme", tmp_path / "acct"), POWERMTA)
     assert "problems" not in result and result["linked"] == 1
 
 
@@ -282,7 +284,7 @@ def test_the_sensor_requests_one_run_per_tenant_with_new_bytes(engine, db_url, t
         tokens = ledger(conn, "acme", "a@example.com")
     acct = AccountingFile(tmp_path / "acct", "acct-2026-11-29-0001.csv")
     acct.append(d("a@example.com", tokens["a@example.com"]))
-    resources = {"workspace": WorkspaceResource(path=str(workspace.root)), "db": PostgresResource(url=db_url)}
+    resources = {"workspace": WorkspaceResource(path=str(workspace.root)), "db": PostgresResource(url=db_url), "powermta": POWERMTA}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(tenant_partitions.name, ["acme", "quiet"])
 
@@ -293,12 +295,12 @@ def test_the_sensor_requests_one_run_per_tenant_with_new_bytes(engine, db_url, t
         first = tick()
         assert [(r.partition_key, r.run_key.startswith("accounting:acme:")) for r in first.run_requests] == [("acme", True)]
         assert tick().run_requests[0].run_key == first.run_requests[0].run_key  # same state, same key
-        apply_accounting(engine, parse_tenant(workspace.root / "tenants" / "acme.yaml"))
+        apply_accounting(engine, parse_tenant(workspace.root / "tenants" / "acme.yaml"), POWERMTA)
         assert tick().run_requests == []
         acct.append(b"d,partial")
         grown = tick()
         assert grown.run_requests and grown.run_requests[0].run_key != first.run_requests[0].run_key
-        apply_accounting(engine, parse_tenant(workspace.root / "tenants" / "acme.yaml"))
+        apply_accounting(engine, parse_tenant(workspace.root / "tenants" / "acme.yaml"), POWERMTA)
         assert tick().run_requests == []  # the partial line waits without asking again
 
 
@@ -328,7 +330,7 @@ def test_the_virtual_mta_must_be_in_powermtas_config(tmp_path, vmta, ok):
             config_file: {conf}
         """) + extra
     tenant = parse_tenant(tmp_path / "acme.yaml", text)
-    transports = Transports()
+    transports = Transports(OutboxResource(), POWERMTA, MailwizzResource())
     config = tenant.transport("pmta")
     if ok:
         assert isinstance(transports._powermta(config, "tenant acme"), PowerMtaSmtpTransport)
@@ -352,7 +354,7 @@ def test_the_stand_in_accounts_what_it_received_and_the_lines_link(engine, tmp_p
         results = pmta.deliver(messages)
         assert {r.status for r in results} == {"sent"}
         assert mta.complain("angry@example.com", format="jmrp") == 1
-    result = apply_accounting(engine, tenant_config(tmp_path, "acme", tmp_path / "acct"))
+    result = apply_accounting(engine, tenant_config(tmp_path, "acme", tmp_path / "acct"), POWERMTA)
     assert result["linked"] == 4 and result["unmatched"] == 0
     assert sorted((e[0], e[1], e[2]) for e in events(engine, "acme")) == [
         ("bounced", "hard", "gone@example.com"), ("complained", None, "angry@example.com"),

@@ -32,6 +32,7 @@ from email_engine_tests.campaign_parts import (
     campaign_defs,
     write_campaign,
 )
+from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_tests.mailwizz_server import running_mailwizz
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
@@ -106,7 +107,7 @@ def spring(engine, workspace):
 
 
 def test_stats_count_every_key_with_rates_per_language_and_template(engine, spring):
-    stats, notes = stats_refresh.refresh_stats(engine, spring.root, spring.tenant, "spring")
+    stats, notes = stats_refresh.refresh_stats(engine, spring.root, spring.tenant, "spring", mailwizz=MailwizzResource())
     assert notes == [] and stats["campaign"] == "acme.spring" and stats["rates_over"] == "sent"
     assert {k: stats[k] for k in COUNT_KEYS} == {
         "sent": 10, "delivered": 8, "deferred": 1, "bounced_hard": 1, "bounced_soft": 1, "bounced_reputation": 1,
@@ -143,10 +144,10 @@ def test_a_rate_over_nothing_is_null_and_mailwizz_figures_are_checked():
 
 def test_the_stats_of_the_other_tenant_are_its_own(engine, spring, workspace):
     workspace.tenant("globex")
-    stats, _ = stats_refresh.refresh_stats(engine, spring.root, tenant_of(spring.root, "globex"), "spring")
+    stats, _ = stats_refresh.refresh_stats(engine, spring.root, tenant_of(spring.root, "globex"), "spring", mailwizz=MailwizzResource())
     assert (stats["sent"], stats["opened"], stats["complained"], stats["delivered"]) == (1, 1, 1, 0)
     with pytest.raises(LookupError, match="no campaign 'globex.autumn'"):
-        stats_refresh.refresh_stats(engine, spring.root, tenant_of(spring.root, "globex"), "autumn")
+        stats_refresh.refresh_stats(engine, spring.root, tenant_of(spring.root, "globex"), "autumn", mailwizz=MailwizzResource())
 
 
 # -- MailWizz -------------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ def test_mailwizz_figures_are_merged_per_template_and_kept_when_mailwizz_is_down
                                                           "unsubscribes_count": 1, "hard_bounces_count": 0})
         mw_campaign(state, "c3", "acme.spring2.news_en", {"opens_count": 99})  # another campaign's: never merged
         tenant = tenant_of(workspace.root)
-        stats, notes = stats_refresh.refresh_stats(engine, workspace.root, tenant, "spring")
+        stats, notes = stats_refresh.refresh_stats(engine, workspace.root, tenant, "spring", mailwizz=MailwizzResource())
         assert notes == [] and stats["rates_over"] == "handed_off" and stats["sent"] == 3
         assert {k: stats[k] for k in ("delivered", "opened", "unique_opened", "complained", "bounced_reputation", "clicked",
                                       "unique_clicked", "unsubscribed")} == {
@@ -203,15 +204,16 @@ def test_mailwizz_figures_are_merged_per_template_and_kept_when_mailwizz_is_down
         assert ("GET", "/api/campaigns/c3/stats") not in state.calls
 
         state.fail_next(10)  # MailWizz down: the last figures fetched are kept, and a note says so
-        again, notes = stats_refresh.refresh_stats(engine, workspace.root, tenant, "spring")
+        again, notes = stats_refresh.refresh_stats(engine, workspace.root, tenant, "spring", mailwizz=MailwizzResource())
         assert len(notes) == 1 and "MailWizz figures not refreshed" in notes[0] and state.api_key not in notes[0]
         assert {k: again[k] for k in COUNT_KEYS} == {k: stats[k] for k in COUNT_KEYS}
         state.failures = 0
         state.campaigns["c1"]["stats"]["opens_count"] = "many"  # a reply that is not a count is refused, not counted
-        _, notes = stats_refresh.refresh_stats(engine, workspace.root, tenant, "spring")
+        _, notes = stats_refresh.refresh_stats(engine, workspace.root, tenant, "spring", mailwizz=MailwizzResource())
         assert "opens_count" in notes[0] and "expected a count" in notes[0]
         calls = len(state.calls)
-        stats_refresh.refresh_before_send(engine, workspace.root, tenant, "summer")  # the check never calls MailWizz
+        stats_refresh.refresh_before_send(engine, workspace.root, tenant, "summer", powermta=PowerMtaResource(),
+                                          mailwizz=MailwizzResource())  # the check never calls MailWizz
         assert len(state.calls) == calls
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT complaints FROM campaigns WHERE campaign = 'spring'")).scalar_one() == 1
@@ -320,12 +322,14 @@ def test_the_asset_applies_feedback_counts_and_reports_metadata(engine, spring):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["acme.spring", "acme.nothing"])
         result = dg.materialize([campaign_stats], partition_key="acme.spring", instance=instance,
-                                resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+                                resources={"db": PostgresResource(), "workspace": WorkspaceResource(),
+                                           "powermta": PowerMtaResource(), "mailwizz": MailwizzResource()})
         meta = result.asset_materializations_for_node("campaign_stats")[0].metadata
         assert meta["sent"].value == 10 and meta["unique_opened"].value == 3 and meta["delivered_rate"].value == 0.8
         assert meta["by_language"].value["fr"]["sent"] == 3 and meta["rates_over"].value == "sent"
         failed = dg.materialize([campaign_stats], partition_key="acme.nothing", instance=instance, raise_on_error=False,
-                                resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+                                resources={"db": PostgresResource(), "workspace": WorkspaceResource(),
+                                           "powermta": PowerMtaResource(), "mailwizz": MailwizzResource()})
         assert not failed.success
 
 

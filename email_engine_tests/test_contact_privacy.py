@@ -355,6 +355,34 @@ def test_mailwizz_down_the_database_is_erased_and_forget_again_finishes(engine, 
         assert conn.execute(sa.text("SELECT count(*) FROM mailwizz_subscribers")).scalar_one() == 0
 
 
+def test_contact_commands_reach_the_outbox_and_mailwizz_through_the_resources_they_are_given(
+        engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    """The outbox folder and the MailWizz instances are the ``outbox`` / ``mailwizz`` resources of the
+    definitions the command runs with (here another outbox folder), never clients built on the side."""
+    from email_engine_assets.definitions import with_resources
+    from email_engine_resources.outbox import Outbox
+    from email_engine_resources.transports import MailwizzResource, OutboxResource
+
+    url, mw_state = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    elsewhere = tmp_path / "mounted-outbox"
+    with engine.connect() as conn:
+        row_id = conn.execute(sa.text("SELECT row_id FROM campaign_sends WHERE token = 'tok-ann'")).scalar_one()
+    message = Outbox(elsewhere).path("acme", "spring", row_id)
+    message.parent.mkdir(parents=True)
+    message.write_bytes(b"To: <ann@example.com>\r\n\r\nHello\r\n")
+    defs = with_resources({"outbox": OutboxResource(root=str(elsewhere)), "mailwizz": MailwizzResource(backoff_initial=0.01)})
+    assert cli.main(["contact", "export", "acme", ANN]) == 0
+    assert _json_out(capsys)["files_on_disk"]["outbox"] == []  # the default folder holds nothing of hers
+    assert cli.main(["contact", "export", "acme", ANN], definitions=defs) == 0
+    assert _json_out(capsys)["files_on_disk"]["outbox"] == [str(message)]
+    assert cli.main(["contact", "forget", "acme", ANN], definitions=defs) == 0
+    out = capsys.readouterr().out
+    assert "outbox files: 1" in out and "mailwizz mw: 2 subscriber(s) deleted" in out
+    assert not message.exists()
+    assert sum(s["EMAIL"] == ANN for lst in mw_state.lists.values() for s in lst["subscribers"].values()) == 0
+
+
 def test_every_table_naming_a_person_is_handled_by_forget(engine):
     """A new table with an email-like column, a contact_id or raw input text (a raw line, a payload, a body) must say
     what forget does to it (erasure.ERASED_TABLES)."""

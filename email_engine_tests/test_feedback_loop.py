@@ -12,7 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from email_engine_assets import campaign_runs
-from email_engine_resources.transports import PowerMtaResource
+from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_assets.feedback.accounting_sensor import accounting_sensor
 from email_engine_assets.feedback.assets import delivery_events, suppressions
 from email_engine_assets.tenancy.partitions import tenant_partitions
@@ -40,7 +40,8 @@ def test_bounced_and_complainer_are_left_out_of_the_next_campaign_and_the_reputa
               {"powermta": PowerMtaResource(retry_backoff_seconds=0.01, helo_name="sender.acme.example")}, transport="pmta")
         mta.bounce("bad@example.com", "bad-mailbox")        # hard: the address is gone
         mta.bounce("drop@example.com", "spam-related")      # reputation: the sender's problem, not the contact's
-        resources = {"workspace": WorkspaceResource(path=str(workspace.root)), "db": PostgresResource(url=db_url)}
+        resources = {"workspace": WorkspaceResource(path=str(workspace.root)), "db": PostgresResource(url=db_url),
+                     "powermta": PowerMtaResource(), "mailwizz": MailwizzResource()}
         with dg.instance_for_test() as instance:
             first = campaign_runs.send("acme.spring", instance=instance, definitions=env.defs)
             assert first.failures == [] and first.counts["sent"] == 5

@@ -19,11 +19,10 @@ from email_engine_assets.feedback.mailwizz_events import campaign_of, feedback_e
 from email_engine_assets.feedback.mailwizz_poll import poll_instance
 from email_engine_assets.feedback.schedules import mailwizz_feedback_schedule
 from email_engine_assets.feedback.suppression_apply import apply_policy
-from email_engine_assets.sync.instances import mailwizz_instance
 from email_engine_assets.tenancy.config import parse_tenant
 from email_engine_resources import mailwizz_client
 from email_engine_resources.postgres import PostgresResource
-from email_engine_resources.transports import MailwizzResource
+from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.mailwizz_server import MailwizzState, running_mailwizz
 
@@ -80,13 +79,13 @@ def test_each_suppression_is_pushed_once(engine, mw):
     with engine.begin() as conn:  # another tenant's suppression is never pushed for this one
         conn.execute(sa.text("INSERT INTO tenants (tenant_id, name, config_sha256) VALUES ('globex', 'Globex', 'x')"))
         conn.execute(sa.text("INSERT INTO suppressions (tenant_id, email, reason) VALUES ('globex', 'other@example.com', 'bounced')"))
-    first = apply_policy(engine, tenant)
+    first = apply_policy(engine, tenant, mailwizz=MailwizzResource())
     assert sorted(state.unsubscribed_everywhere) == ["a@example.com", "b@example.com"]
     assert (first["mailwizz_pushed"], first["mailwizz_pending"]) == (2, 0)
-    again = apply_policy(engine, tenant)
+    again = apply_policy(engine, tenant, mailwizz=MailwizzResource())
     assert again["mailwizz_pushed"] == 0 and len(state.unsubscribed_everywhere) == 2
     suppress(engine, "c@example.com")
-    apply_policy(engine, tenant)
+    apply_policy(engine, tenant, mailwizz=MailwizzResource())
     assert state.unsubscribed_everywhere[-1] == "c@example.com" and len(state.unsubscribed_everywhere) == 3
     assert pushes(engine) == {e: ("pushed", 1) for e in ("a@example.com", "b@example.com", "c@example.com")}
 
@@ -95,22 +94,22 @@ def test_a_failed_push_is_retried_at_the_next_run_and_a_refusal_is_not(engine, m
     url, state, tenant = mw
     suppress(engine, "a@example.com", "b@example.com", "c@example.com")
     state.fail_next(1, only=PUSH_PATH)
-    failed = apply_policy(engine, tenant)
+    failed = apply_policy(engine, tenant, mailwizz=MailwizzResource())
     assert (failed["mailwizz_failed"], failed["mailwizz_pending"]) == (1, 3)  # the instance failed: the others wait
     assert "a push failed" in failed["mailwizz_errors"] and state.unsubscribed_everywhere == []
     assert pushes(engine) == {"a@example.com": ("failed", 1)}
     suppress(engine, "bad@nodot")  # a key MailWizz does not take for an email: 422
-    done = apply_policy(engine, tenant)
+    done = apply_policy(engine, tenant, mailwizz=MailwizzResource())
     assert (done["mailwizz_pushed"], done["mailwizz_refused"], done["mailwizz_pending"]) == (3, 1, 0)
     assert pushes(engine) == {"a@example.com": ("pushed", 2), "b@example.com": ("pushed", 1), "c@example.com": ("pushed", 1),
                               "bad@nodot": ("refused", 1)}
-    assert apply_policy(engine, tenant)["mailwizz_refused"] == 0  # not tried again
+    assert apply_policy(engine, tenant, mailwizz=MailwizzResource())["mailwizz_refused"] == 0  # not tried again
 
 
 def test_a_lifted_suppression_leaves_the_push_table_with_it(engine, mw):
     url, state, tenant = mw
     suppress(engine, "a@example.com")
-    apply_policy(engine, tenant)
+    apply_policy(engine, tenant, mailwizz=MailwizzResource())
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM suppressions WHERE email = 'a@example.com'"))
     assert pushes(engine) == {}
@@ -163,7 +162,7 @@ def test_poll_pages_records_once_and_stops_at_what_it_knows(engine, mw):
     transport = tenant.transports[0]
 
     def poll():
-        with mailwizz_instance(transport) as instance:
+        with MailwizzResource().instance(transport) as instance:
             return poll_instance(engine, "acme", transport, instance, NOW)
 
     first = poll()
@@ -190,7 +189,7 @@ def test_unsubscribe_dates_are_utc_whatever_the_instance_time_zone(engine, mw):
     assert transport.timezone == "Europe/Paris"  # the customer's zone: it applies to send_at only
     uid = state.campaign_named("acme.spring.news_en")
     state.add_unsubscribe(uid, "left@example.com", date_added="2026-07-01 22:30:00")
-    with mailwizz_instance(transport) as instance:
+    with MailwizzResource().instance(transport) as instance:
         poll_instance(engine, "acme", transport, instance, NOW)
     with engine.connect() as conn:
         when = conn.execute(sa.text("SELECT occurred_at FROM delivery_events WHERE tenant_id = 'acme' AND origin = 'mailwizz'")).scalar_one()
@@ -252,7 +251,8 @@ def test_suppressions_follow_delivery_events_where_mailwizz_feedback_never_ran()
     from email_engine_assets.feedback.assets import delivery_events
 
     defs = dg.Definitions(assets=[delivery_events, suppressions, mailwizz_feedback],
-                          resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()})
+                          resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource(),
+                                     "powermta": PowerMtaResource()})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["globex"])  # no mailwizz transport: mailwizz_feedback stays missing
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)

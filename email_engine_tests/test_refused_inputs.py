@@ -20,6 +20,7 @@ from email_engine_assets.tenancy.config import parse_tenant
 from email_engine_assets.tenancy.input_problems import INPUT_KINDS, INPUTS_READ
 from email_engine_assets.tenancy.input_problems_store import unread_inputs
 from email_engine_resources import postgres as database
+from email_engine_resources.transports import PowerMtaResource
 from email_engine_tests.smtp_server import free_port
 from email_engine_tests.test_campaign_stats import camp  # noqa: F401 (a fixture)
 from email_engine_tests.test_accounting_apply import pmta_tenant_text
@@ -150,7 +151,7 @@ def test_a_file_stopped_part_way_is_a_problem_unless_it_is_the_newest_still_grow
     older.write_text(HEADER + line.format("ann@example.com") + line.format("bob@example.com")[:20])
     newest.write_text(HEADER + line.format("cat@example.com")[:20])
     os.utime(older, ns=(1_000_000_000, 1_000_000_000))
-    out = apply_accounting(engine, tenant)
+    out = apply_accounting(engine, tenant, PowerMtaResource())
     with engine.connect() as conn:
         (problem,) = unread_inputs(conn, ["acme"])["acme"]
     assert problem.name == str(older) and "last line is incomplete" in problem.reason
@@ -158,7 +159,7 @@ def test_a_file_stopped_part_way_is_a_problem_unless_it_is_the_newest_still_grow
     with older.open("a") as f:  # PowerMTA finished the line after all
         f.write(line.format("bob@example.com")[20:])
     os.utime(older, ns=(1_000_000_000, 1_000_000_000))
-    assert "problems" not in apply_accounting(engine, tenant)  # the newest file's partial line waits: no problem
+    assert "problems" not in apply_accounting(engine, tenant, PowerMtaResource())  # the newest file's partial line waits: no problem
     with engine.connect() as conn:
         assert unread_inputs(conn, ["acme"]) == {}
 
@@ -169,7 +170,7 @@ def test_two_transports_sharing_a_directory_record_a_refused_file_once(engine, t
     (acct / "acct-1.csv").write_text("rcpt\nann@example.com\n")
     transport = "{{name: {}, kind: powermta, host: 127.0.0.1, bounce_address: b@example.com, accounting_dir: " + str(acct) + "}}"
     text = f"id: acme\nname: Acme\nsources: [{{id: crm}}]\ntransports: [{transport.format('one')}, {transport.format('two')}]\n"
-    apply_accounting(engine, parse_tenant(tmp_path / "acme.yaml", text))
+    apply_accounting(engine, parse_tenant(tmp_path / "acme.yaml", text), PowerMtaResource())
     with engine.connect() as conn:
         (problem,) = unread_inputs(conn, ["acme"])["acme"]
     assert problem.name == str(acct / "acct-1.csv") and "type" in problem.reason

@@ -23,6 +23,7 @@ from email_engine_assets.feedback.store import record_events
 from email_engine_assets.feedback.suppression_apply import apply_policy
 from email_engine_assets.tenancy.config import parse_tenant
 from email_engine_assets.tenancy.feedback_settings import FeedbackPolicy
+from email_engine_resources.transports import MailwizzResource
 from email_engine_tests.campaign_parts import (
     HookedTemplateComposers,
     Late,
@@ -122,7 +123,7 @@ def test_every_default_policy_number_on_real_events(engine, monkeypatch, chunk):
         ev("hard", "kept@x.example"),
         ev("delivered", "fine@x.example"), ev("opened", "fine@x.example"),
     ])
-    counts = apply_policy(engine, tenant())
+    counts = apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     assert suppressions(engine) == {
         "hard@x.example": ("bounced", "1 hard bounce (last: 5.1.1 (bad destination mailbox address))"),
         "soft3@x.example": ("bounced", "3 soft bounces in 7 days (last: 4.2.2 (mailbox full 0))"),
@@ -137,29 +138,29 @@ def test_every_default_policy_number_on_real_events(engine, monkeypatch, chunk):
 
 def test_runs_are_incremental_and_a_late_event_completes_an_older_window(engine):
     record(engine, "acme", [ev("soft", "a@x.example", days_ago=10, detail="4.2.2 full"), ev("soft", "a@x.example", days_ago=6, detail="4.2.2 still full")])
-    assert apply_policy(engine, tenant())["suppressed"] == 0
+    assert apply_policy(engine, tenant(), mailwizz=MailwizzResource())["suppressed"] == 0
     # arrives now, dated between the two: 3 soft bounces within 7 days (days 10, 8, 6)
     record(engine, "acme", [ev("soft", "a@x.example", days_ago=8, detail="4.4.7 expired")])
-    counts = apply_policy(engine, tenant())
+    counts = apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     assert counts["addresses_read"] == 1
     assert suppressions(engine)["a@x.example"] == ("bounced", "3 soft bounces in 7 days (last: 4.2.2 still full)")
     # a new soft bounce of another address far from its old ones does not suppress
     record(engine, "acme", [ev("soft", "b@x.example", days_ago=30), ev("soft", "b@x.example", days_ago=29)])
-    apply_policy(engine, tenant())
+    apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     record(engine, "acme", [ev("soft", "b@x.example", days_ago=0)])
-    apply_policy(engine, tenant())
+    apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     assert "b@x.example" not in suppressions(engine)
 
 
 def test_applied_twice_is_applied_once(engine):
     record(engine, "acme", [ev("hard", "a@x.example"), ev("complained", "b@x.example")])
-    first = apply_policy(engine, tenant())
+    first = apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     before = suppressions(engine)
-    second = apply_policy(engine, tenant())
+    second = apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     assert (first["suppressed"], second["suppressed"], second["addresses_read"]) == (2, 0, 0)
     with engine.begin() as conn:  # even re-reading every event from the start changes nothing
         conn.execute(sa.text("UPDATE feedback_policy_marks SET last_event_id = 0"))
-    again = apply_policy(engine, tenant())
+    again = apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     assert (again["addresses_read"], again["suppressed"]) == (2, 0)
     assert suppressions(engine) == before
 
@@ -172,10 +173,10 @@ def test_the_tenant_file_overrides_the_policy_numbers(engine):
         *[ev("soft", "two-soft@x.example", days_ago=d) for d in (1.5, 0)],
         *[ev("soft", "two-soft-apart@x.example", days_ago=d) for d in (3, 0)],
     ])
-    apply_policy(engine, strict)
+    apply_policy(engine, strict, mailwizz=MailwizzResource())
     assert suppressions(engine) == {"two-soft@x.example": ("bounced", "2 soft bounces in 2 days")}
     record(engine, "acme", [ev("hard", "one-hard@x.example"), ev("complained", "one-complaint@x.example")])
-    apply_policy(engine, strict)
+    apply_policy(engine, strict, mailwizz=MailwizzResource())
     assert suppressions(engine)["one-hard@x.example"] == ("bounced", "2 hard bounces")
     assert suppressions(engine)["one-complaint@x.example"] == ("complained", "2 complaints")
 
@@ -183,9 +184,9 @@ def test_the_tenant_file_overrides_the_policy_numbers(engine):
 def test_tenants_are_isolated(engine):
     record(engine, "acme", [ev("hard", "shared@x.example")])
     record(engine, "globex", [ev("delivered", "shared@x.example"), ev("soft", "shared@x.example")])
-    apply_policy(engine, tenant("globex"))
+    apply_policy(engine, tenant("globex"), mailwizz=MailwizzResource())
     assert suppressions(engine, "globex") == {} and suppressions(engine, "acme") == {}
-    apply_policy(engine, tenant("acme"))
+    apply_policy(engine, tenant("acme"), mailwizz=MailwizzResource())
     assert suppressions(engine, "acme") == {"shared@x.example": ("bounced", "1 hard bounce")}
     assert suppressions(engine, "globex") == {}
     with engine.connect() as conn:
@@ -201,18 +202,18 @@ def test_an_event_still_being_written_is_not_skipped_by_the_watermark(engine, mo
         slow.begin()
         record_events(slow, "acme", events_frame([ev("hard", "late@x.example")]))  # an id taken, not committed
         record(engine, "acme", [ev("hard", "early@x.example")])  # a higher id, committed
-        counts = apply_policy(engine, tenant())
+        counts = apply_policy(engine, tenant(), mailwizz=MailwizzResource())
         assert set(suppressions(engine)) == {"early@x.example"}
         assert counts["events_to"] == counts["events_from"] == 0  # the mark stays: not every event below it is final
         slow.commit()
-    apply_policy(engine, tenant())
+    apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     assert set(suppressions(engine)) == {"early@x.example", "late@x.example"}
 
 
 def test_contact_statuses_follow_the_suppressions(engine):
     ids = dict(zip(["a@x.example", "b@x.example", "c@x.example"], add_contacts(engine, "acme", ["a@x.example", "b@x.example", "c@x.example"]), strict=True))
     record(engine, "acme", [ev("hard", "a@x.example", detail="5.1.1"), ev("unsubscribed", "b@x.example", origin="unsubscribe_link")])
-    apply_policy(engine, tenant())
+    apply_policy(engine, tenant(), mailwizz=MailwizzResource())
     with engine.connect() as conn:
         a, c = contact_status(conn, "acme", "a@x.example"), contact_status(conn, "acme", "c@x.example")
         assert (a["status"], a["detail"], a["contact_id"]) == ("bounced", "1 hard bounce (last: 5.1.1)", ids["a@x.example"])
@@ -261,7 +262,7 @@ def test_the_next_campaign_leaves_out_the_bounced_and_the_complainer_but_not_the
         ev("delivered", None, token=tokens["fine@example.com"]),
     ])
     assert linked["linked"] == 5  # the events carry no address: it comes from the ledger row of the token
-    apply_policy(camp.engine, tenant())
+    apply_policy(camp.engine, tenant(), mailwizz=MailwizzResource())
     assert {e: r for e, (r, _) in suppressions(camp.engine).items()} == {
         "hard@example.com": "bounced", "complainer@example.com": "complained"}
     write_campaign(camp.root, "acme", "summer")
@@ -282,7 +283,7 @@ def test_a_policy_suppression_stops_the_queued_rows_of_a_running_campaign(camp, 
     def complaint_arrives_during_the_first_batch(contact):
         if not seen:
             record(camp.engine, "acme", [ev("complained", "fine@example.com", origin="powermta")])
-            apply_policy(camp.engine, tenant())
+            apply_policy(camp.engine, tenant(), mailwizz=MailwizzResource())
         seen.append(contact["email"])
 
     write_real_templates(camp.root)

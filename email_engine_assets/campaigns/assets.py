@@ -186,7 +186,8 @@ def _frozen_from(row: dict, snapshot) -> bool:
 def _gates(context, engine, tenant, campaign: Campaign, overrides: list[str]) -> list[gates.Gate]:
     t, c = campaign.tenant_id, campaign.name
     # sender_reputation reads the last campaign's stats: pending feedback applied and counted first.
-    refresh_before_send(engine, context.resources.workspace.root(), tenant, c)
+    refresh_before_send(engine, context.resources.workspace.root(), tenant, c,
+                        powermta=context.resources.powermta, mailwizz=context.resources.mailwizz)
     with engine.connect() as conn:
         counts = store.state_counts(conn, t, c)
         suppressed = store.suppressed_at_freeze(conn, t, c)

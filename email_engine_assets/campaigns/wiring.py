@@ -198,11 +198,10 @@ class Transports:
     ``powermta`` and ``mailwizz`` resources (:meth:`of`), for the tenant's transport entry.
     """
 
-    def __init__(self, outbox: OutboxResource | None = None, powermta: PowerMtaResource | None = None,
-                 mailwizz: MailwizzResource | None = None):
-        self.outbox = outbox or OutboxResource()
-        self.powermta = powermta or PowerMtaResource()
-        self.mailwizz = mailwizz or MailwizzResource()
+    def __init__(self, outbox: OutboxResource, powermta: PowerMtaResource, mailwizz: MailwizzResource):
+        self.outbox = outbox
+        self.powermta = powermta
+        self.mailwizz = mailwizz
 
     @classmethod
     def of(cls, resources) -> Transports:

@@ -43,10 +43,8 @@ from email_engine_assets.feedback.store import record_events
 from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.input_problems import ACCOUNTING_FILE, InputProblem
 from email_engine_assets.tenancy.input_problems_store import replace_problems
-from email_engine_resources.powermta_config import (
-    PowerMtaConfigError,
-    read_powermta_config,
-)
+from email_engine_resources.powermta_config import PowerMtaConfigError
+from email_engine_resources.transports import PowerMtaResource
 
 ACCOUNTING_NAMES = re.compile(r"acct(?:-.*)?\.csv")  # with accounting_dir: acct.csv, acct-*.csv
 CHUNK_BYTES = 50 * 1024 * 1024
@@ -72,8 +70,9 @@ class AccountingSource:
         return self.locations[0][0] if self.locations else None
 
 
-def accounting_sources(tenant: TenantConfig) -> list[AccountingSource]:
-    """The tenant's powermta transports that have (or should have) accounting files."""
+def accounting_sources(tenant: TenantConfig, powermta: PowerMtaResource) -> list[AccountingSource]:
+    """The tenant's powermta transports that have (or should have) accounting files; without
+    ``accounting_dir``, PowerMTA's config file is read through the ``powermta`` resource."""
     out = []
     for transport in tenant.transports:
         if transport.kind != "powermta":
@@ -82,7 +81,7 @@ def accounting_sources(tenant: TenantConfig) -> list[AccountingSource]:
             out.append(AccountingSource(transport.name, ((transport.accounting_dir, ACCOUNTING_NAMES),)))
         elif transport.config_file:
             try:
-                acct_files = read_powermta_config(transport.config_file).acct_files
+                acct_files = powermta.config_file(transport).acct_files
             except PowerMtaConfigError as exc:
                 out.append(AccountingSource(transport.name, (), f"transport {transport.name!r}: {exc}"))
                 continue
@@ -117,7 +116,8 @@ def accounting_files(source: AccountingSource) -> list[tuple[str, str, os.stat_r
     return [(name, path, st) for name, (path, st) in sorted(found.items())]
 
 
-def apply_accounting(engine: sa.Engine, tenant: TenantConfig, *, chunk_bytes: int = CHUNK_BYTES) -> dict[str, int]:
+def apply_accounting(engine: sa.Engine, tenant: TenantConfig, powermta: PowerMtaResource, *,
+                     chunk_bytes: int = CHUNK_BYTES) -> dict[str, int]:
     """Read new lines of the tenant's powermta transports' accounting files into delivery events.
 
     What could not be read (a directory, a file refused, a file left with an incomplete last line
@@ -126,7 +126,7 @@ def apply_accounting(engine: sa.Engine, tenant: TenantConfig, *, chunk_bytes: in
     """
     totals = dict.fromkeys(COUNT_KEYS, 0)
     problems: list[InputProblem] = []
-    for source in accounting_sources(tenant):
+    for source in accounting_sources(tenant, powermta):
         if source.directory is None:
             problems.append(InputProblem(ACCOUNTING_FILE, f"transport {source.transport}",
                                          source.dir_problem or "no accounting directory"))

@@ -24,14 +24,15 @@ from email_engine_assets.feedback.assets import delivery_events
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import tenant_partitions
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 
 TICK_BUDGET_S = 20.0
 
 
-def changed_files(engine, tenant) -> list[tuple[str, str, int, int]]:
+def changed_files(engine, tenant, powermta: PowerMtaResource) -> list[tuple[str, str, int, int]]:
     """(transport, file, size, inode) of the tenant's accounting files that are new or changed since last read."""
-    sources = [s for s in accounting_sources(tenant) if s.directory]
+    sources = [s for s in accounting_sources(tenant, powermta) if s.directory]
     if not sources:
         return []
     with engine.connect() as conn:
@@ -55,7 +56,8 @@ def run_key(tenant_id: str, changed: list[tuple[str, str, int, int]]) -> str:
 
 
 @dg.sensor(asset_selection=[delivery_events], minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def accounting_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource, db: PostgresResource) -> dg.SensorResult:
+def accounting_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceResource, db: PostgresResource,
+                      powermta: PowerMtaResource) -> dg.SensorResult:
     """Requests a ``delivery_events`` run for each tenant whose PowerMTA accounting files are new or grew."""
     tenant_ids = sorted(context.instance.get_dynamic_partitions(tenant_partitions.name))
     start = context.cursor or ""
@@ -72,7 +74,7 @@ def accounting_sensor(context: dg.SensorEvaluationContext, workspace: WorkspaceR
         tenant = ws.tenants.get(tenant_id)
         if tenant is None:
             continue
-        changed = changed_files(engine, tenant)
+        changed = changed_files(engine, tenant, powermta)
         if changed:
             requests.append(dg.RunRequest(run_key=run_key(tenant_id, changed), partition_key=tenant_id,
                                           tags={"email_engine/feedback": "accounting"}))

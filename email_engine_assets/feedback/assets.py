@@ -24,6 +24,7 @@ from email_engine_assets.tenancy.partitions import (
     tenant_partitions,
 )
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 
 FEEDBACK = "feedback"
@@ -40,12 +41,13 @@ FEEDBACK_INPUTS = (ACCOUNTING_FILE, WEBHOOK_ROW)
     description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
                 "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",
 )
-def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
+                    powermta: PowerMtaResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "delivery_events", tenant.id):
         webhooks = apply_webhook_rows(engine, workspace.root(), tenant)
-        accounting = apply_accounting(engine, tenant)
+        accounting = apply_accounting(engine, tenant, powermta)
     return dg.MaterializeResult(
         metadata={
             "webhooks": dg.MetadataValue.json(webhooks),
@@ -64,9 +66,10 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
     description="Addresses the tenant must not mail again: hard bounces, soft bounces past the policy, complaints, "
                 "unsubscribes (reputation bounces never count against the contact).",
 )
-def suppressions(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def suppressions(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
+                 mailwizz: MailwizzResource) -> dg.MaterializeResult:
     tenant = tenant_config(context, workspace)
     engine = db.engine()
     with tenant_work_lock(engine, "suppressions", tenant.id):
-        counts = apply_policy(engine, tenant)
+        counts = apply_policy(engine, tenant, mailwizz=mailwizz)
     return dg.MaterializeResult(metadata={k: v for k, v in counts.items() if isinstance(v, (int, float, str))})

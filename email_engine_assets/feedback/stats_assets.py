@@ -26,6 +26,7 @@ from email_engine_assets.tenancy.partitions import (
     fail_if_broken,
 )
 from email_engine_resources.postgres import PostgresResource
+from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 
 STATS_REFRESH_CRON = "0 * * * *"
@@ -46,7 +47,8 @@ FEEDBACK_WINDOW = timedelta(days=14)
     description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked, unsubscribed, "
                 "with rates, per language and template; MailWizz's own figures merged for campaigns sent there.",
 )
-def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
+                   powermta: PowerMtaResource, mailwizz: MailwizzResource) -> dg.MaterializeResult:
     try:
         tenant_id, name = split_key(context.partition_key)
     except ValueError as exc:
@@ -58,9 +60,9 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
     if tenant is None:
         raise dg.Failure(description=f"tenant {tenant_id!r} has no tenants/{tenant_id}.yaml in {root}")
     engine = db.engine()
-    applied = apply_pending_feedback(engine, root, tenant)
+    applied = apply_pending_feedback(engine, root, tenant, powermta=powermta, mailwizz=mailwizz)
     try:
-        stats, notes = refresh_stats(engine, root, tenant, name)
+        stats, notes = refresh_stats(engine, root, tenant, name, mailwizz=mailwizz)
     except LookupError as exc:
         raise dg.Failure(description=str(exc)) from None
     for note in notes:

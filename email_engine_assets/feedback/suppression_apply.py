@@ -27,23 +27,24 @@ from email_engine_assets.feedback.policy_store import (
     policy_mark,
     set_policy_mark,
 )
-from email_engine_assets.sync.instances import mailwizz_instance
 from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz_client import MailwizzError
+from email_engine_resources.transports import MailwizzResource
 
 EVENTS_PER_CHUNK = 500_000
 
 
-def apply_policy(engine: sa.Engine, tenant: TenantConfig, *, push: bool = True) -> dict[str, int | str]:
+def apply_policy(engine: sa.Engine, tenant: TenantConfig, *, mailwizz: MailwizzResource | None) -> dict[str, int | str]:
     """Suppress the addresses the tenant's policy says to; counts for the run's metadata.
 
     ``addresses_read``: addresses with new decisive events; ``suppressed_<reason>``: suppressions
-    made now; ``mailwizz_*``: the push to the tenant's MailWizz instances (``push=False`` skips it).
+    made now; ``mailwizz_*``: the push to the tenant's MailWizz instances through the ``mailwizz``
+    resource (``None``: no push, the policy step alone).
     """
     counts: dict[str, int | str] = apply_rules(engine, tenant)
-    if push:
-        counts.update(push_to_mailwizz(engine, tenant))
+    if mailwizz is not None:
+        counts.update(push_to_mailwizz(engine, tenant, mailwizz))
     return counts
 
 
@@ -77,13 +78,13 @@ def apply_rules(engine: sa.Engine, tenant: TenantConfig) -> dict[str, int]:
     }
 
 
-def push_to_mailwizz(engine: sa.Engine, tenant: TenantConfig) -> dict[str, int | str]:
+def push_to_mailwizz(engine: sa.Engine, tenant: TenantConfig, mailwizz: MailwizzResource) -> dict[str, int | str]:
     """Each mailwizz transport of the tenant gets its pending suppressions; totals, and the errors as text."""
     totals = {"mailwizz_pushed": 0, "mailwizz_refused": 0, "mailwizz_failed": 0, "mailwizz_pending": 0}
     errors = []
     for transport in (t for t in tenant.transports if isinstance(t, MailwizzTransport)):
         try:
-            with mailwizz_instance(transport) as mw:
+            with mailwizz.instance(transport) as mw:
                 done = push_suppressions(engine, tenant.id, transport.name, mw)
         except (LookupError, MailwizzError) as exc:
             errors.append(f"{transport.name}: {exc}")

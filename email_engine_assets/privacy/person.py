@@ -7,6 +7,9 @@ the inbox are not changed: they are reported (path and lines) as left to do. Mai
 database erasure stands, what is left is reported (the CLI exits non-zero), and running ``forget``
 again finishes it (the database part then finds nothing more; the MailWizz sync also deletes the
 subscribers of erased contacts it pushed). Nothing here logs the address.
+
+MailWizz and the outbox are reached through the ``mailwizz`` and ``outbox`` resources the caller
+passes (the CLI builds the code location's).
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ from email_engine_assets.feedback.webhook_apply import apply_webhook_rows
 from email_engine_assets.privacy import files, store
 from email_engine_assets.privacy.dossier import build_dossier
 from email_engine_assets.privacy.matching import Person, person_of
-from email_engine_assets.sync.instances import mailwizz_instance
 from email_engine_assets.tenancy.config import TenantConfig, Workspace, one_tenant
 from email_engine_assets.tenancy.sending import MailwizzTransport
 from email_engine_resources.mailwizz_client import MailwizzError
-from email_engine_resources.outbox import default_root
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.settings import workspace_dir
+from email_engine_resources.transports import MailwizzResource, OutboxResource
 
 
 class PersonRefused(Exception):
@@ -76,15 +78,16 @@ def _disk(outbox: list, hits: list[files.InboxHit]) -> dict:
     }
 
 
-def dossier(tenant_id: str, address: str) -> dict:
-    """Everything the tenant holds about the address (:func:`.dossier.build_dossier`), files on disk included."""
+def dossier(tenant_id: str, address: str, *, outbox: OutboxResource) -> dict:
+    """Everything the tenant holds about the address (:func:`.dossier.build_dossier`), files on disk
+    included (the messages under the ``outbox`` resource's folder)."""
     tenant, ws, key = _target(tenant_id, address)
     person = person_of(key)
     with get_engine().connect() as conn:
         rows = store.dossier_rows(conn, tenant_id, key, person)
         hits = _inbox_hits(conn, ws, tenant, person)
-    outbox = files.outbox_files(default_root(), tenant_id, [(s["campaign"], s["row_id"]) for s in rows["sends"]])
-    rows["files_on_disk"] = _disk(outbox, hits)
+    found = files.outbox_files(outbox.outbox().root, tenant_id, [(s["campaign"], s["row_id"]) for s in rows["sends"]])
+    rows["files_on_disk"] = _disk(found, hits)
     return build_dossier(tenant_id, key, rows)
 
 
@@ -92,8 +95,9 @@ def mailwizz_transports(tenant: TenantConfig) -> list[MailwizzTransport]:
     return [t for t in tenant.transports if isinstance(t, MailwizzTransport)]
 
 
-def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
-    """Erase the person from the tenant everywhere; ``tuning`` goes to the MailWizz instances (tests)."""
+def forget(tenant_id: str, address: str, *, mailwizz: MailwizzResource, outbox: OutboxResource) -> ForgetOutcome:
+    """Erase the person from the tenant everywhere: the database, the ``outbox`` resource's messages,
+    the pushed inbox files, and each MailWizz instance of the tenant (through the ``mailwizz`` resource)."""
     tenant, ws, key = _target(tenant_id, address)
     person = person_of(key)
     engine = get_engine()
@@ -130,8 +134,8 @@ def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
             done.pushed_removed += 1
         else:
             done.pushed_rewritten += 1
-    outbox = files.outbox_files(default_root(), tenant_id, sends)
-    done.outbox_removed, failed = files.remove_outbox_files(outbox)
+    written = files.outbox_files(outbox.outbox().root, tenant_id, sends)
+    done.outbox_removed, failed = files.remove_outbox_files(written)
     for path, why in failed:
         outcome.left.append(f"outbox file {path}: not deleted ({why}); run forget again")
     done.operator_files = [h for h in hits if h.pushed_row is None]
@@ -140,7 +144,7 @@ def forget(tenant_id: str, address: str, **tuning) -> ForgetOutcome:
                             f"{', '.join(map(str, hit.lines))} hold the address; edit or remove them")
     for transport in mailwizz_transports(tenant):
         try:
-            with mailwizz_instance(transport, **tuning) as mw:
+            with mailwizz.instance(transport) as mw:
                 deleted = mw.delete_everywhere(key)
         except (MailwizzError, LookupError) as exc:
             with engine.connect() as conn:
