@@ -235,3 +235,75 @@ def test_the_sensors_own_ticks_post_a_run_that_failed_after_the_first(chat, monk
         alert_on_run_failure.evaluate_tick(second)
     [(_, body)] = state.received
     assert "job: fragile_job" in body["text"] and "partition: acme.spring" in body["text"]
+
+
+# -- refused inputs -------------------------------------------------------------------------------
+
+def test_a_run_that_refused_inputs_is_posted_naming_them_and_a_clean_run_is_not(chat, monkeypatch, engine, workspace):
+    """A real mailwizz_feedback run whose transport's key is unset: the run succeeds, its inputs_read check
+    fails (ERROR), and alert_on_unread_inputs posts the asset, the partition and the transport it names."""
+    from email_engine_assets.feedback.alert_sensors import alert_on_unread_inputs
+    from email_engine_assets.feedback.mailwizz_assets import mailwizz_feedback
+    from email_engine_resources.postgres import PostgresResource
+    from email_engine_resources.transports import MailwizzResource
+    from email_engine_resources.workspace import WorkspaceResource
+
+    url, state = chat
+    for k, v in slack_env(url).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("ACME_MW_KEY", raising=False)
+    workspace.tenant("acme", """\
+id: acme
+name: Acme
+sources:
+  - id: crm
+transports:
+  - name: mw
+    kind: mailwizz
+    base_url: http://127.0.0.1:9/api
+    api_key: {env: ACME_MW_KEY}
+    allow_private: true
+""")
+    workspace.tenant("globex")
+    resources = {"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()}
+
+    def run_and_tick(tenant: str, instance) -> None:
+        result = dg.materialize([mailwizz_feedback], partition_key=tenant, instance=instance, resources=resources)
+        assert result.success
+        run = instance.get_run_by_id(result.run_id)
+        [record] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)
+        alert_on_unread_inputs(dg.build_run_status_sensor_context(
+            sensor_name="alert_on_unread_inputs", dagster_instance=instance, dagster_run=run, dagster_event=record.dagster_event))
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["acme", "globex"])
+        run_and_tick("globex", instance)  # every input read: nothing to say
+        assert state.received == []
+        run_and_tick("acme", instance)
+    [(path, body)] = state.received
+    lines = body["text"].splitlines()
+    assert path == SLACK_PATH and lines[0] == "Email Engine: inputs not read"
+    assert lines[1].startswith("job: ") and "partition: acme" in lines
+    [unread] = [line for line in lines if line.startswith("- mailwizz_feedback inputs_read: ")]
+    assert "MailWizz polls not read (1)" in unread and "mailwizz transport 'mw'" in unread and "ACME_MW_KEY" in unread
+
+
+@dg.asset(check_specs=[dg.AssetCheckSpec("inputs_read", asset="half_read")])
+def half_read():
+    yield dg.AssetCheckResult(check_name="inputs_read", passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                              description="inbox files not read (1): inbox/acme/crm/x.csv: not UTF-8")
+    raise RuntimeError("the database went away")
+
+
+def test_a_failed_run_names_the_inputs_it_refused_and_is_not_taken_for_a_blocked_send(chat, monkeypatch):
+    url, state = chat
+    for k, v in slack_env(url).items():
+        monkeypatch.setenv(k, v)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([half_read], instance=instance, raise_on_error=False, tags={"dagster/partition": "acme"})
+        alert_on_run_failure(failure_context(instance, result.run_id))
+    [(_, body)] = state.received
+    lines = body["text"].splitlines()
+    assert lines[0] == "Email Engine: run failed" and "partition: acme" in lines
+    assert any(line.startswith("error: ") and "the database went away" in line for line in lines)
+    assert lines[-1] == "- half_read inputs_read: inbox files not read (1): inbox/acme/crm/x.csv: not UTF-8"

@@ -1,4 +1,4 @@
-"""The text of an alert: a run that failed, a send its checks blocked. Short, plain, never a secret.
+"""The text of an alert: a run that failed, a send its checks blocked, inputs a run refused. Short, plain, never a secret.
 
 Posted to the operator's chat (Telegram or a Slack-compatible webhook) by
 :mod:`email_engine_resources.alerts`. A text names the tenant / campaign (the run's partition),
@@ -36,15 +36,32 @@ def _cap(text: str) -> str:
     return text if len(text) <= ALERT_MAX_CHARS else text[: ALERT_MAX_CHARS - 1] + "…"
 
 
-def run_failure_text(job: str, run_id: str, partition: str | None, error: str | None) -> str:
-    """A failed run: the job, the partition (tenant, ``<tenant>.<campaign>``, ``<source>|<tenant>``), the run id, why."""
-    lines = [f"{PRODUCT}: run failed", f"job: {_short(job, 100)}"]
+def run_failure_text(job: str, run_id: str, partition: str | None, error: str | None,
+                     unread: Sequence[tuple[str, str]] = ()) -> str:
+    """A failed run: the job, the partition (tenant, ``<tenant>.<campaign>``, ``<source>|<tenant>``), the run id, why;
+    and the inputs it could not read (``unread``: (asset, its ``inputs_read`` check's description))."""
+    lines = [f"{PRODUCT}: run failed", *_run_lines(job, run_id, partition)]
+    if error:
+        lines.append(f"error: {_short(scrub(error), ERROR_MAX_CHARS)}")
+    lines += _unread_lines(unread)
+    return _cap("\n".join(lines))
+
+
+def unread_inputs_text(job: str, run_id: str, partition: str | None, unread: Sequence[tuple[str, str]]) -> str:
+    """A run that went through but refused inputs: each asset whose ``inputs_read`` check failed, and what it names."""
+    return _cap("\n".join([f"{PRODUCT}: inputs not read", *_run_lines(job, run_id, partition), *_unread_lines(unread)]))
+
+
+def _run_lines(job: str, run_id: str, partition: str | None) -> list[str]:
+    lines = [f"job: {_short(job, 100)}"]
     if partition:
         lines.append(f"partition: {_short(partition, 140)}")
     lines.append(f"run: {_short(run_id, 40)}")
-    if error:
-        lines.append(f"error: {_short(scrub(error), ERROR_MAX_CHARS)}")
-    return _cap("\n".join(lines))
+    return lines
+
+
+def _unread_lines(unread: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"- {_short(asset, 60)} inputs_read: {_short(scrub(description), ERROR_MAX_CHARS)}" for asset, description in unread]
 
 
 def blocked_send_text(campaign_key: str, blocked: Sequence[tuple[str, str]]) -> str:
