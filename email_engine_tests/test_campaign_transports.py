@@ -282,22 +282,32 @@ def test_mailwizz_sends_nobody_until_the_last_batch_is_on_its_list(engine, works
     assert set(statuses(state).values()) == {"sent"} and toggles(state) == 2
 
 
-def test_a_run_killed_before_the_release_is_released_once_by_the_next_send(engine, workspace, monkeypatch, mailwizz):
-    url, state = mailwizz
-    env = mw_setup(workspace, engine, monkeypatch, url, state)
-    release = MailwizzInstance.release
-
-    def killed(self, prefix):
+class _KilledAtRelease(MailwizzInstance):
+    def release(self, prefix):
         raise RuntimeError("killed after the last hand-off, before the release")
 
-    monkeypatch.setattr(MailwizzInstance, "release", killed)
+
+class KilledBeforeRelease(MailwizzResource):
+    """The ``mailwizz`` resource of a run that dies after its last hand-off, before the release."""
+
+    def instance(self, config, *, bulk_size=None):
+        made = super().instance(config, bulk_size=bulk_size)
+        made.__class__ = _KilledAtRelease
+        return made
+
+
+def test_a_run_killed_before_the_release_is_released_once_by_the_next_send(engine, workspace, monkeypatch, mailwizz):
+    from email_engine_assets.definitions import with_resources
+
+    url, state = mailwizz
+    env = mw_setup(workspace, engine, monkeypatch, url, state)
+    killed = with_resources({**env.defs.resources, "mailwizz": KilledBeforeRelease(backoff_initial=0.01)})
     with dg.instance_for_test() as instance:
-        [failure] = campaign_runs.send("acme.spring", instance=instance, definitions=env.defs).failures
+        [failure] = campaign_runs.send("acme.spring", instance=instance, definitions=killed).failures
         assert "campaign_sends" in failure
         assert campaign_runs.counts_of("acme.spring")["state"] == "running"  # not completed: the release is owed
         assert {s for s, _, _ in ledger(engine).values()} == {"handed_off"}
         assert set(statuses(state).values()) == {"paused"} and state.run_cron() == 0
-        monkeypatch.setattr(MailwizzInstance, "release", release)
         again = campaign_runs.send("acme.spring", instance=instance, definitions=env.defs)
         assert again.failures == [] and again.counts["state"] == "completed" and again.counts["handed_off"] == 3
         assert set(statuses(state).values()) == {"pending-sending"} and toggles(state) == 2
