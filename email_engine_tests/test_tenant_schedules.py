@@ -151,3 +151,20 @@ def test_the_recheck_schedule_requests_the_due_tenants_and_names_them_with_their
     assert "next at 2026-12-09T01:00Z: acme" in message and "next at 2026-12-09T03:00Z: globex" in message
     assert "tenant initech not scheduled, its tenant file is invalid: " in message
     assert "tenants/initech.yaml: schedules.recheck.cron = '0 2 * * 8': not a valid cron expression" in message
+
+
+def test_a_refused_schedule_fails_the_tenant_files_check_of_its_tenant_only(engine, workspace):
+    from email_engine_assets.campaigns.tenant_files import tenant_files
+
+    workspace.tenant("acme", tenant_yaml("acme", "schedules:\n  stats_refresh: {cron: '0 9 * * *', timezone: Europe/Pariss}\n"))
+    workspace.tenant("globex", tenant_yaml("globex", "schedules:\n  stats_refresh: {cron: '0 9 * * *', timezone: Europe/Paris}\n"))
+    checks = {}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", ["acme", "globex"])
+        for tenant_id in ("acme", "globex"):
+            result = dg.materialize([tenant_files], partition_key=tenant_id, instance=instance,
+                                    resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+            (checks[tenant_id],) = result.get_asset_check_evaluations()
+    assert not checks["acme"].passed and checks["acme"].severity == dg.AssetCheckSeverity.ERROR
+    assert "tenants/acme.yaml: schedules.stats_refresh.timezone = 'Europe/Pariss': unknown time zone" in checks["acme"].description
+    assert checks["globex"].passed

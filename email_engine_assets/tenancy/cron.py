@@ -114,7 +114,7 @@ def instant_of(wall: datetime, zone: ZoneInfo) -> datetime:
     later = wall.replace(tzinfo=zone, fold=1)
     if _wall(later, zone) == wall:  # exists; fold=1 is the second occurrence when it is repeated
         return later.astimezone(timezone.utc)
-    # In a gap: the clock jumps somewhere between these two readings of it; find the jump to the minute.
+    # In a gap: the clock jumps somewhere between these two readings of it; find the jump to the second.
     low = later.astimezone(timezone.utc)  # read with the offset after the gap: before the jump
     high = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)  # the offset before: after it
     if high < low:
