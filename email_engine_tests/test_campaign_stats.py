@@ -369,6 +369,7 @@ def test_the_hourly_refresh_covers_the_campaigns_still_receiving_feedback(engine
         campaign_stats_schedule,
     )
     from email_engine_resources.postgres import PostgresResource
+    from email_engine_resources.workspace import WorkspaceResource
 
     now = datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc)
     workspace.tenant("acme")
@@ -388,10 +389,11 @@ def test_the_hourly_refresh_covers_the_campaigns_still_receiving_feedback(engine
                 {"c": name, "s": state, "started": started, "completed": completed})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("campaign", ["acme.draft", "acme.going", "acme.recent", "acme.old"])
+        instance.add_dynamic_partitions("tenant", ["acme"])
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=now,
-                                            resources={"db": PostgresResource()})
+                                            resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
         requests = list(campaign_stats_schedule(context))
     assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("acme.going", "campaign_stats:acme.going:2026-11-29T10"),
-        ("acme.recent", "campaign_stats:acme.recent:2026-11-29T10"),
+        ("acme.going", "stats_refresh:acme:going:2026-11-29T10:00Z"),
+        ("acme.recent", "stats_refresh:acme:recent:2026-11-29T10:00Z"),
     ]

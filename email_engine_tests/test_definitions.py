@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from email_engine_assets.definitions import defs
 from email_engine_assets.quality.assets import email_validations
-from email_engine_assets.quality.schedules import daily_recheck_schedule
-from email_engine_resources.postgres import get_engine
+from email_engine_assets.quality.schedules import recheck_schedule
+from email_engine_resources.postgres import PostgresResource, get_engine
 from email_engine_resources.settings import PROJECT_ROOT
+from email_engine_resources.workspace import WorkspaceResource
 
 
 def test_definitions_load_with_both_partition_dimensions():
@@ -44,14 +45,17 @@ def test_definitions_load_with_both_partition_dimensions():
     assert stats.automation_condition is not None  # after each send, and hourly while feedback arrives
 
 
-def test_schedule_yields_one_run_per_tenant():
+def test_schedule_yields_one_run_per_tenant(engine, workspace):
+    workspace.tenant("acme")
+    workspace.tenant("globex")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["acme", "globex"])
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 28, 3))
-        requests = list(daily_recheck_schedule(context))
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 28, 3),
+                                            resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
+        requests = list(recheck_schedule(context))
     assert [(r.partition_key, r.run_key) for r in requests] == [
-        ("acme", "recheck:acme:2026-11-28"),
-        ("globex", "recheck:globex:2026-11-28"),
+        ("acme", "recheck:acme:2026-11-28T03:00Z"),
+        ("globex", "recheck:globex:2026-11-28T03:00Z"),
     ]
 
 

@@ -236,15 +236,15 @@ def test_a_missing_key_fails_the_polls_check_naming_the_transport_until_a_poll_r
     assert check.passed and check.description == "MailWizz polls: all read"
 
 
-def test_the_hourly_schedule_runs_only_tenants_with_a_mailwizz_transport(workspace):
+def test_the_hourly_schedule_runs_only_tenants_with_a_mailwizz_transport(engine, workspace):
     workspace.tenant("acme", tenant_text("http://127.0.0.1:9/api"))
     workspace.tenant("globex")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tenant", ["acme", "globex", "ghost"])
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 29, 13),
-                                            resources={"workspace": WorkspaceResource()})
+                                            resources={"db": PostgresResource(), "workspace": WorkspaceResource()})
         requests = list(mailwizz_feedback_schedule(context))
-    assert [(r.partition_key, r.run_key) for r in requests] == [("acme", "mailwizz_feedback:acme:2026-11-29T13")]
+    assert [(r.partition_key, r.run_key) for r in requests] == [("acme", "mailwizz_poll:acme:2026-11-29T13:00Z")]
 
 
 def test_suppressions_follow_delivery_events_where_mailwizz_feedback_never_ran():

@@ -1,6 +1,7 @@
 """campaign_stats[campaign]: what each campaign's messages did, kept current while feedback arrives.
 
-Materialized after each send of the campaign (eager on ``campaign_sends``), and every hour by
+Materialized after each send of the campaign (eager on ``campaign_sends``), and on the tenant's
+stats-refresh cron (``schedules.stats_refresh`` of its tenant file, default hourly) by
 ``campaign_stats_schedule`` while feedback still arrives: for campaigns started and not completed,
 or completed within :data:`FEEDBACK_WINDOW` (bounces, complaints, opens and clicks keep coming for
 days; an old campaign is not counted again every hour forever). Each run first applies the
@@ -21,15 +22,16 @@ from email_engine_assets.feedback.stats_refresh import (
 )
 from email_engine_assets.feedback.stats_store import campaigns_receiving_feedback
 from email_engine_assets.tenancy.config import load_tenants
+from email_engine_assets.tenancy.cron import STATS_REFRESH
 from email_engine_assets.tenancy.partitions import (
     across_tenants_and_campaigns,
     fail_if_broken,
 )
+from email_engine_assets.tenancy.tenant_schedules import TICK_CRON, evaluate_kind
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
 
-STATS_REFRESH_CRON = "0 * * * *"
 # Eager on the campaign's own send only: delivery_events is a tenant partition upstream of every
 # campaign (all-partitions mapping), so following it would recount every campaign of every tenant
 # after any tenant's feedback, and one tenant without events would hold all of them back. Feedback
@@ -78,15 +80,20 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.schedule(target=[campaign_stats], cron_schedule=STATS_REFRESH_CRON, execution_timezone="UTC",
+@dg.schedule(target=[campaign_stats], cron_schedule=TICK_CRON, execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.RUNNING)
-def campaign_stats_schedule(context: dg.ScheduleEvaluationContext, db: PostgresResource):
-    """Every hour, the stats of each campaign still receiving feedback (see the module's docstring)."""
-    now = context.scheduled_execution_time
-    with db.engine().connect() as conn:
-        keys = campaigns_receiving_feedback(conn, now - FEEDBACK_WINDOW)
+def campaign_stats_schedule(context: dg.ScheduleEvaluationContext, db: PostgresResource, workspace: WorkspaceResource):
+    """On each tenant's stats-refresh cron, the stats of its campaigns still receiving feedback (see the module's docstring)."""
+    engine = db.engine()
+    tick = evaluate_kind(context, engine, workspace.root(), STATS_REFRESH, "campaign_stats_schedule")
+    if not tick.due:
+        return tick.skip_reason()
+    with engine.connect() as conn:
+        keys = campaigns_receiving_feedback(conn, tick.tick - FEEDBACK_WINDOW)
     known = set(campaign_partitions.get_partition_keys(dynamic_partitions_store=context.instance))
-    hour = now.strftime("%Y-%m-%dT%H")
+    requests = []
     for key in keys:
-        if key in known:
-            yield dg.RunRequest(run_key=f"campaign_stats:{key}:{hour}", partition_key=key)
+        tenant_id, name = split_key(key)
+        if key in known and tenant_id in tick.due:
+            requests.append(dg.RunRequest(run_key=tick.run_key(tenant_id, name), partition_key=key, tags=tick.tags(tenant_id)))
+    return requests or tick.skip_reason("no campaign of the due tenants is receiving feedback")

@@ -3,6 +3,6 @@
 import dagster as dg
 
 from email_engine_assets.quality.assets import contact_enrichment, email_validations
-from email_engine_assets.quality.schedules import daily_recheck_schedule, recheck_job
+from email_engine_assets.quality.schedules import recheck_job, recheck_schedule
 
-defs = dg.Definitions(assets=[email_validations, contact_enrichment], jobs=[recheck_job], schedules=[daily_recheck_schedule])
+defs = dg.Definitions(assets=[email_validations, contact_enrichment], jobs=[recheck_job], schedules=[recheck_schedule])

@@ -35,6 +35,7 @@ from email_engine_assets.tenancy.feedback_settings import (
     FeedbackPolicy,
     WebhookSettings,
 )
+from email_engine_assets.tenancy.schedule_settings import ScheduleSettings
 from email_engine_assets.tenancy.sending import (
     OUTBOX,
     DkimSettings,
@@ -129,6 +130,7 @@ class TenantConfig(Strict):
     dkim: DkimSettings | None = None
     webhooks: WebhookSettings = WebhookSettings()
     feedback: FeedbackPolicy = FeedbackPolicy()
+    schedules: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "TenantConfig":
