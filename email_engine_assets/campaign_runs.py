@@ -52,6 +52,7 @@ from email_engine_assets.campaigns.wiring import (
     Transports,
     transport_tag,
 )
+from email_engine_assets import executors
 from email_engine_assets.execution import (
     RunResult,
     daemon_running,
@@ -172,7 +173,9 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
             instance.add_dynamic_partitions(campaign_partitions.name, [key])
         queued = through_queue if through_queue is not None else definitions is None and daemon_running(instance)
         if queued:
-            result = follow(instance, submit_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config=config))
+            # the CLI's runs execute as they would here: in the launched run's process, or on Celery workers
+            result = follow(instance, submit_job("campaign_send_job", instance, partition_key=key, tags=tags,
+                                                 run_config={**config, **executors.run_config_for_cli()}))
         else:
             result = run_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config={**config, **QUIET},
                              definitions=definitions)
