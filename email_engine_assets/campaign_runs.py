@@ -174,8 +174,10 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
         queued = through_queue if through_queue is not None else definitions is None and daemon_running(instance)
         if queued:
             # the CLI's runs execute as they would here: in the launched run's process, or on Celery workers
-            result = follow(instance, submit_job("campaign_send_job", instance, partition_key=key, tags=tags,
-                                                 run_config={**config, **executors.run_config_for_cli()}))
+            run_id = submit_job("campaign_send_job", instance, partition_key=key, tags=tags,
+                                run_config={**config, **executors.run_config_for_cli()})
+            notes.append(f"run {run_id} submitted to the run queue (a daemon launches it); followed to its end")
+            result = follow(instance, run_id)
         else:
             result = run_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config={**config, **QUIET},
                              definitions=definitions)
