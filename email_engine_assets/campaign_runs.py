@@ -54,6 +54,7 @@ from email_engine_assets.campaigns.wiring import (
 )
 from email_engine_assets import executors
 from email_engine_assets.execution import (
+    QueueNotServed,
     RunResult,
     daemon_running,
     follow,
@@ -177,7 +178,10 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
             run_id = submit_job("campaign_send_job", instance, partition_key=key, tags=tags,
                                 run_config={**config, **executors.run_config_for_cli()})
             notes.append(f"run {run_id} submitted to the run queue (a daemon launches it); followed to its end")
-            result = follow(instance, run_id)
+            try:
+                result = follow(instance, run_id)
+            except QueueNotServed as exc:
+                raise CampaignRefused(f"campaign {key}: {exc}") from None
         else:
             result = run_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config={**config, **QUIET},
                              definitions=definitions)

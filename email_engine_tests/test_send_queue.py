@@ -94,7 +94,6 @@ def test_a_queued_send_and_a_cli_send_on_one_transport_never_overlap(engine, two
     assert not execution.daemon_running(instance)  # the embedded default: the CLI executes its runs itself
     queue_daemon = [QueuedRunCoordinatorDaemon(interval_seconds=1)]
     target = WorkspaceFileTarget(paths=[str(PROJECT_ROOT / "workspace.yaml")])
-    started = time.monotonic()
     held, released = threading.Event(), []
 
     def busy_transport():
@@ -121,7 +120,6 @@ def test_a_queued_send_and_a_cli_send_on_one_transport_never_overlap(engine, two
         outcomes["second"] = campaign_runs.send("acme.second", instance=instance, through_queue=False)
         queued.join(timeout=60)
         holder.join(timeout=5)
-    assert time.monotonic() - started < 60
     assert outcomes["first"].counts["sent"] == outcomes["second"].counts["sent"] == CONTACTS
     assert not outcomes["first"].failures and not outcomes["second"].failures
 
