@@ -307,3 +307,37 @@ def test_a_failed_run_names_the_inputs_it_refused_and_is_not_taken_for_a_blocked
     assert lines[0] == "Email Engine: run failed" and "partition: acme" in lines
     assert any(line.startswith("error: ") and "the database went away" in line for line in lines)
     assert lines[-1] == "- half_read inputs_read: inbox files not read (1): inbox/acme/crm/x.csv: not UTF-8"
+
+
+def test_the_unread_inputs_sensors_own_ticks_post_a_run_after_the_first(chat, monkeypatch):
+    """Through the sensor's evaluation (cursor kept between ticks), as the daemon runs it: a run that
+    succeeded with a failed inputs_read check is posted, one whose checks passed is not."""
+    from email_engine_assets.feedback.alert_sensors import alert_on_unread_inputs
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("inputs_read", asset="read_in_full")])
+    def read_in_full():
+        yield dg.Output(None)
+        yield dg.AssetCheckResult(check_name="inputs_read", passed=True, description="inbox files: all read")
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("inputs_read", asset="read_in_part")])
+    def read_in_part():
+        yield dg.Output(None)
+        yield dg.AssetCheckResult(check_name="inputs_read", passed=False, severity=dg.AssetCheckSeverity.ERROR,
+                                  description="inbox files not read (1): inbox/acme/crm/x.csv: not UTF-8")
+
+    url, state = chat
+    for k, v in slack_env(url).items():
+        monkeypatch.setenv(k, v)
+    defs = dg.Definitions(assets=[read_in_full, read_in_part], sensors=[alert_on_unread_inputs])
+    with dg.instance_for_test() as instance:
+        first = dg.build_sensor_context(instance=instance, definitions=defs)
+        alert_on_unread_inputs.evaluate_tick(first)  # the first tick starts watching from now
+        assert dg.materialize([read_in_full], instance=instance, tags={"dagster/partition": "acme"}).success
+        refused = dg.materialize([read_in_part], instance=instance, tags={"dagster/partition": "acme"})
+        assert refused.success
+        second = dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor)
+        alert_on_unread_inputs.evaluate_tick(second)
+    [(_, body)] = state.received
+    assert body["text"].splitlines() == ["Email Engine: inputs not read", "job: __ephemeral_asset_job__", "partition: acme",
+                                         f"run: {refused.run_id}",
+                                         "- read_in_part inputs_read: inbox files not read (1): inbox/acme/crm/x.csv: not UTF-8"]
