@@ -401,7 +401,7 @@ def cmd_webhooks(args) -> int:
     _prepare(args.workspace)
     app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes, limits=limits)
     # EMAIL_ENGINE_LOG_FORMAT=json: uvicorn's loggers go to the root's JSON handler, not its own.
-    logs = {"log_config": None} if args.log_format == "json" else {}
+    logs = {"log_config": None} if getattr(args, "log_format", "text") == "json" else {}
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=args.proxy_headers,
                 forwarded_allow_ips=args.forwarded_allow_ips, **logs, **uvicorn_settings(limits))
 

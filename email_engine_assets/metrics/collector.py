@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from email_engine_assets.metrics import families as f
 from email_engine_assets.metrics import store
+from email_engine_assets.metrics.exposition import to_prometheus
 
 log = logging.getLogger("email_engine.metrics")
 
@@ -28,13 +29,6 @@ _DAGSTER = (f.SENSOR_TICK_AGE, f.RUNS_FAILED)
 _LABELS = {f.LEDGER_ROWS: ("tenant", "transport", "state"), f.DELIVERY_EVENTS: ("tenant", "type", "bounce_class"),
            f.SUPPRESSIONS: ("tenant", "reason"), f.IMPORT_FILES: ("tenant", "status"), f.INBOX_PENDING: ("tenant",),
            f.INBOX_OLDEST_AGE: ("tenant",), f.SENSOR_TICK_AGE: ("sensor",)}
-
-
-def to_prometheus(family: f.Family) -> GaugeMetricFamily:
-    gauge = GaugeMetricFamily(family.name, family.help, labels=list(family.labels))
-    for labels, value in family.samples:
-        gauge.add_metric(list(labels), value)
-    return gauge
 
 
 def read_database(engine: sa.Engine) -> list[f.Family]:

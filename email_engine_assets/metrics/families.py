@@ -64,15 +64,20 @@ def database_families(ledger: Iterable[tuple[str, str, str, int]], events: Itera
                       suppressions: Iterable[tuple[str, str, int]], import_files: Iterable[tuple[str, str, int]],
                       backlog: Iterable[tuple[str, int, float]]) -> list[Family]:
     """The families read from the application database, from the rows of ``metrics.store``."""
-    backlog = list(backlog)
     return [
         Family(LEDGER_ROWS, ("tenant", "transport", "state"), [((t, tr, s), float(n)) for t, tr, s, n in sorted(ledger)]),
         Family(DELIVERY_EVENTS, ("tenant", "type", "bounce_class"), [((t, e, b), float(n)) for t, e, b, n in sorted(events)]),
         Family(SUPPRESSIONS, ("tenant", "reason"), [((t, r), float(n)) for t, r, n in sorted(suppressions)]),
         Family(IMPORT_FILES, ("tenant", "status"), [((t, s), float(n)) for t, s, n in sorted(import_files)]),
-        Family(INBOX_PENDING, ("tenant",), [((t,), float(n)) for t, n, _ in sorted(backlog)]),
-        Family(INBOX_OLDEST_AGE, ("tenant",), [((t,), round(age, 3)) for t, _, age in sorted(backlog)]),
+        *backlog_families(backlog),
     ]
+
+
+def backlog_families(backlog: Iterable[tuple[str, int, float]]) -> list[Family]:
+    """The webhook inbox rows not applied yet ``(tenant, rows, age of the oldest)``: both endpoints export them."""
+    backlog = sorted(backlog)
+    return [Family(INBOX_PENDING, ("tenant",), [((t,), float(n)) for t, n, _ in backlog]),
+            Family(INBOX_OLDEST_AGE, ("tenant",), [((t,), round(age, 3)) for t, _, age in backlog])]
 
 
 def dagster_families(last_ticks: Mapping[str, float | None], failed_runs: int, now: float) -> list[Family]:
