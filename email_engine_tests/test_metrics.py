@@ -370,3 +370,40 @@ def test_an_unknown_log_format_is_refused(capsys, monkeypatch):
     monkeypatch.setenv("EMAIL_ENGINE_LOG_FORMAT", "xml")
     assert cli.main(["metrics", "serve"]) == 2
     assert "EMAIL_ENGINE_LOG_FORMAT" in capsys.readouterr().err
+
+
+# --- the Dagster part: sensor tick age, failed runs ------------------------------------------------------
+
+def test_sensor_tick_age_and_failed_runs_come_from_the_instance():
+    import dagster as dg
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteInstigatorOrigin, RemoteRepositoryOrigin
+    from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickData, TickStatus
+
+    from email_engine_assets.metrics.collector import read_dagster
+
+    @dg.op
+    def breaks():
+        raise RuntimeError("boom")
+
+    @dg.job
+    def failing():
+        breaks()
+
+    now = time.time()
+    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("email_engine"), "__repository__")
+    with dg.instance_for_test() as instance:
+        for name, status, ticked in (("inbox_sensor", InstigatorStatus.RUNNING, now - 42),
+                                     ("doctor_sensor", InstigatorStatus.STOPPED, now - 5),
+                                     ("quiet_sensor", InstigatorStatus.RUNNING, None)):
+            state = InstigatorState(RemoteInstigatorOrigin(repository, name), InstigatorType.SENSOR, status)
+            instance.add_instigator_state(state)
+            if ticked is not None:
+                instance.create_tick(TickData(instigator_origin_id=state.instigator_origin_id, instigator_name=name,
+                                              instigator_type=InstigatorType.SENSOR, status=TickStatus.SKIPPED,
+                                              timestamp=ticked, selector_id=state.selector_id))
+        for _ in range(2):
+            assert not failing.execute_in_process(instance=instance, raise_on_error=False).success
+        ages, runs = read_dagster(instance, now)
+    assert ages.name == f.SENSOR_TICK_AGE
+    assert ages.samples == [(("inbox_sensor",), 42.0)]  # a stopped sensor and one that never ticked: no sample
+    assert runs.samples == [((), 2.0)]
