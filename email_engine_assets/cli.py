@@ -1,4 +1,4 @@
-"""``email-engine``: run the main job, import a file, show rejects, run and preview campaigns, suppress, start the UI, serve webhooks, migrate."""
+"""``email-engine``: run the main job, import a file, show rejects, run and preview campaigns, suppress, start the UI, serve webhooks and metrics, migrate."""
 
 from __future__ import annotations
 
@@ -400,8 +400,29 @@ def cmd_webhooks(args) -> int:
         return 2
     _prepare(args.workspace)
     app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes, limits=limits)
+    # EMAIL_ENGINE_LOG_FORMAT=json: uvicorn's loggers go to the root's JSON handler, not its own.
+    logs = {"log_config": None} if getattr(args, "log_format", "text") == "json" else {}
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=args.proxy_headers,
-                forwarded_allow_ips=args.forwarded_allow_ips, **uvicorn_settings(limits))
+                forwarded_allow_ips=args.forwarded_allow_ips, **logs, **uvicorn_settings(limits))
+
+
+def cmd_metrics(args) -> int:
+    """``metrics serve``: the engine's figures for Prometheus, read from PostgreSQL when scraped."""
+    from email_engine_assets.metrics.serve import serve
+    from email_engine_resources.postgres import get_engine
+
+    if not 0 < args.port < 65536:
+        print(f"metrics serve: --port must be between 1 and 65535, not {args.port}", file=sys.stderr)
+        return 2
+    _prepare(args.workspace)
+    try:
+        serve(get_engine(), args.host, args.port)
+    except OSError as exc:
+        print(f"metrics serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def cmd_contact(args) -> int:
@@ -522,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["explain", "export", "forget"])
     p.add_argument("tenant")
     p.add_argument("email")
+    metrics = sub.add_parser("metrics", help="Prometheus figures of the engine (ledger, events, suppressions, files, sensors, runs)")
+    metrics_sub = metrics.add_subparsers(dest="metrics_command", required=True)
+    p = metrics_sub.add_parser("serve", help="serve GET /metrics, read from PostgreSQL and Dagster's storage when scraped")
+    p.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9108)
+    p.set_defaults(func=cmd_metrics)
     p = add("doctor", cmd_doctor, "probe the database, resolver, outbox, transports and webhook app; exit 1 if one fails")
     p.add_argument("tenant", nargs="?", help="only this tenant's transports (the shared parts are always probed)")
     p.add_argument("--json", action="store_true", help="print one JSON object: ok and each probe's name, status, reason")
@@ -538,6 +566,13 @@ def main(argv: list[str] | None = None, definitions=None) -> int:
     tests pass ``definitions.with_resources({...})``)."""
     args = build_parser().parse_args(argv)
     args.definitions = definitions
+    from email_engine_assets.metrics.log_format import configure as configure_logging
+
+    try:
+        args.log_format = configure_logging(os.environ)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not hasattr(args, "workspace"):
         args.workspace = None
     from email_engine_assets.executors import ExecutorConfigError

@@ -5,7 +5,10 @@ Routes (status codes are the contract senders rely on; every refusal stores noth
 - ``POST /hooks/mailwizz/<tenant>``: token ``?token=`` or ``X-Webhook-Token``;
 - ``POST /hooks/contacts/<tenant>/<source>``: ``X-Signature: t=<unix>,v1=<hex>`` (webhook_auth);
 - ``POST /u/<token>``: RFC 8058 one-click unsubscribe; ``GET /u/<token>``: a page with a button;
-- ``GET /health``.
+- ``GET /health``;
+- ``GET /metrics``: Prometheus figures of this process (requests by route and status, latency,
+  inbox backlog), answered to loopback or with ``EMAIL_ENGINE_METRICS_TOKEN``
+  (:mod:`email_engine_assets.metrics.access`: 403 / 401 otherwise).
 
 200 for every accepted request (also a byte-identical retry, which stores nothing new; MailWizz
 counts only 200 as success), 404 unknown tenant or source (or one whose token / secret is unset in
@@ -69,6 +72,7 @@ from email_engine_assets.tenancy.config import (
     read_tenant_file,
 )
 from email_engine_assets.feedback.webhook_server import InFlightLimit, WebhookLimits
+from email_engine_assets.metrics.webhook_metrics import WebhookMetrics
 from email_engine_assets.tenancy.strict import is_slug
 
 MAX_BODY_BYTES = 1 << 20
@@ -287,6 +291,7 @@ def build_app(
     """
     tenants = TenantFiles(workspace_root)
     store = store or GroupCommit(engine)
+    metrics = WebhookMetrics(engine)
     key_cache: list[bytes] = []
 
     def key() -> bytes:
@@ -421,10 +426,13 @@ def build_app(
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe_post, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
+    metrics.routes = routes
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(InFlightLimit, limit=limits.max_in_flight)],
+        # Measured outside the in-flight limit: its 503s are counted too.
+        middleware=[Middleware(metrics.middleware), Middleware(InFlightLimit, limit=limits.max_in_flight)],
         exception_handlers={Refused: refused, HTTPException: http_error, sa.exc.SQLAlchemyError: database_down,
                             Exception: internal_error},
     )
