@@ -408,15 +408,22 @@ def cmd_webhooks(args) -> int:
 
 def cmd_metrics(args) -> int:
     """``metrics serve``: the engine's figures for Prometheus, read from PostgreSQL when scraped."""
+    from email_engine_assets.feedback.incidents import watch_settings
     from email_engine_assets.metrics.serve import serve
+    from email_engine_resources.alerts import AlertPoster
     from email_engine_resources.postgres import get_engine
 
     if not 0 < args.port < 65536:
         print(f"metrics serve: --port must be between 1 and 65535, not {args.port}", file=sys.stderr)
         return 2
+    try:
+        watch = watch_settings(os.environ)
+    except ValueError as exc:
+        print(f"metrics serve: {exc}", file=sys.stderr)
+        return 2
     _prepare(args.workspace)
     try:
-        serve(get_engine(), args.host, args.port)
+        serve(get_engine(), args.host, args.port, watch=watch, poster=AlertPoster.from_environment())
     except OSError as exc:
         print(f"metrics serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

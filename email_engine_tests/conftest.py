@@ -35,7 +35,7 @@ def _no_instance_left_current():
 APP_TABLES = (
     "tenants", "data_sources", "import_files", "rejected_rows", "staged_rows", "contacts",
     "dns_cache", "email_validations", "validation_runs", "contact_enrichment", "tag_assignments",
-    "probe_slots", "webhook_inbox", "input_problems", "tenant_schedule_ticks",
+    "probe_slots", "webhook_inbox", "input_problems", "tenant_schedule_ticks", "alert_incidents",
 )
 
 

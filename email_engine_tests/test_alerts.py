@@ -309,7 +309,7 @@ def test_a_failed_run_names_the_inputs_it_refused_and_is_not_taken_for_a_blocked
     assert lines[-1] == "- half_read inputs_read: inbox files not read (1): inbox/acme/crm/x.csv: not UTF-8"
 
 
-def test_the_unread_inputs_sensors_own_ticks_post_a_run_after_the_first(chat, monkeypatch):
+def test_the_unread_inputs_sensors_own_ticks_post_a_run_after_the_first(chat, monkeypatch, engine):
     """Through the sensor's evaluation (cursor kept between ticks), as the daemon runs it: a run that
     succeeded with a failed inputs_read check is posted, one whose checks passed is not."""
     from email_engine_assets.feedback.alert_sensors import alert_on_unread_inputs

@@ -6,20 +6,32 @@ reputation) gets a "send blocked" notice naming the checks, their reasons and th
 other failure a "run failed" notice. A second sensor watches runs that succeeded: one whose
 ``inputs_read`` check failed (severity ERROR, not blocking: an inbox file, a webhook row, an
 accounting file or a MailWizz poll it could not read) gets an "inputs not read" notice naming each
-asset and the inputs its check names; a failed run names them in its "run failed" notice. Nothing is
+asset and the inputs its check names -- once per incident (partition, asset; ``alert_incidents``):
+later runs refusing the same asset's inputs post nothing, and the first run whose check passes again
+posts one "resolved" notice. A failed run names them in its "run failed" notice (every failed run is
+posted, as before). Nothing is
 posted when no alert is configured (:mod:`email_engine_resources.alerts`), and a post that fails
 never fails the sensor.
 """
 
+import logging
+
 import dagster as dg
+import sqlalchemy as sa
 
 from email_engine_assets.feedback.alerts import (
     blocked_send_text,
+    resolved_text,
     run_failure_text,
     unread_inputs_text,
 )
+from email_engine_assets.feedback.incident_apply import record
+from email_engine_assets.feedback.incidents import INPUTS_NOT_READ, unread_inputs_conditions
 from email_engine_assets.tenancy.input_problems import INPUTS_READ
 from email_engine_resources.alerts import AlertPoster
+from email_engine_resources.postgres import get_engine
+
+log = logging.getLogger("email_engine.alerts")
 
 PARTITION_TAG = "dagster/partition"
 
@@ -49,6 +61,17 @@ def unread_inputs(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
     """(asset, description) of each failed ``inputs_read`` check of the run: the description names the refused inputs."""
     return [(evaluation.asset_key.to_user_string(), str(evaluation.description or "inputs not read"))
             for evaluation in _failed_evaluations(instance, run_id) if evaluation.check_name == INPUTS_READ]
+
+
+def inputs_read_checks(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, bool, str]]:
+    """(asset, passed, description) of each ``inputs_read`` check evaluation of the run."""
+    out = []
+    for record_ in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record_.dagster_event.event_specific_data
+        if evaluation is not None and evaluation.check_name == INPUTS_READ:
+            out.append((evaluation.asset_key.to_user_string(), bool(evaluation.passed),
+                        str(evaluation.description or ("inputs read" if evaluation.passed else "inputs not read"))))
+    return out
 
 
 def failure_reason(instance: dg.DagsterInstance, run_id: str, fallback: str | None) -> str | None:
@@ -103,15 +126,29 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
     monitor_all_code_locations=True,  # as alert_on_run_failure: runs the CLI executes are seen too
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts runs that succeeded but failed an inputs_read check (refused inbox files, webhook rows, "
-                "accounting files, MailWizz polls) to the configured chat, naming each input.",
+                "accounting files, MailWizz polls) to the configured chat, naming each input: once per "
+                "(partition, asset) until its check passes again, then once 'resolved'.",
 )
 def alert_on_unread_inputs(context: dg.RunStatusSensorContext) -> None:
     run = context.dagster_run
-    unread = unread_inputs(context.instance, run.run_id)
-    if not unread:
+    checked = inputs_read_checks(context.instance, run.run_id)
+    if not checked:
         return
     poster = AlertPoster.from_environment()
     if poster.settings is None:
         return
-    if not poster.post(unread_inputs_text(run.job_name, run.run_id, _partition(run), unread)):
-        context.log.warning("the alert was not posted (see the email_engine.alerts log)")
+    partition = _partition(run)
+    conditions, covered = unread_inputs_conditions(partition, checked)
+    try:
+        decision = record(get_engine(), conditions, [INPUTS_NOT_READ], sorted(covered))
+        opened = {c.key for c in decision.opened}
+        cleared = decision.cleared
+    except sa.exc.SQLAlchemyError as exc:  # incidents unreadable: post what the run refused, as without them
+        log.warning("alert incidents not recorded: %s", type(exc).__name__)
+        opened, cleared = {c.key for c in conditions}, []
+    unread = [(asset, description) for asset, passed, description in checked
+              if not passed and f"{INPUTS_NOT_READ}:{partition or ''}:{asset}" in opened]
+    texts = [unread_inputs_text(run.job_name, run.run_id, partition, unread)] if unread else []
+    texts += [resolved_text(i.kind, i.tenant, i.detail, i.opened_at) + f"\nrun: {run.run_id}" for i in cleared]
+    if not all([poster.post(text) for text in texts]):
+        context.log.warning("an alert was not posted (see the email_engine.alerts log)")

@@ -72,3 +72,31 @@ def blocked_send_text(campaign_key: str, blocked: Sequence[tuple[str, str]]) -> 
     checks = " ".join(f"--override {_short(c, 60)}" for c, _ in blocked)
     lines.append(f"to go on anyway: email-engine campaign send {_short(campaign_key, 140)} {checks}")
     return _cap("\n".join(lines))
+
+
+_INCIDENT_TITLES = {
+    "sensor_silent": "a sensor is silent",
+    "daemon_silent": "the Dagster daemon is silent",
+    "inbox_backlog": "the webhook inbox is growing",
+    "input_refused": "input refused",
+    "inputs_not_read": "inputs not read",
+    "guard_rail_paused": "campaign paused by its guard rail",
+}
+
+
+def incident_text(kind: str, tenant: str, detail: str) -> str:
+    """An incident that opened: posted once, however long its condition holds."""
+    lines = [f"{PRODUCT}: {_INCIDENT_TITLES.get(kind, _short(kind, 60))}"]
+    if tenant:
+        lines.append(f"tenant: {_short(tenant, 100)}")
+    lines.append(_short(scrub(detail), ALERT_MAX_CHARS))
+    return _cap("\n".join(lines))
+
+
+def resolved_text(kind: str, tenant: str, detail: str, opened_at: str) -> str:
+    """An incident that cleared: what it was (its detail when it opened) and since when."""
+    lines = [f"{PRODUCT}: resolved: {_INCIDENT_TITLES.get(kind, _short(kind, 60))}"]
+    if tenant:
+        lines.append(f"tenant: {_short(tenant, 100)}")
+    lines += [f"was: {_short(scrub(detail), ERROR_MAX_CHARS)}", f"open since: {_short(opened_at, 40)}"]
+    return _cap("\n".join(lines))

@@ -39,7 +39,8 @@ def read_database(engine: sa.Engine) -> list[f.Family]:
                                    store.import_file_counts(conn), store.inbox_backlog(conn))
 
 
-def read_dagster(instance: dg.DagsterInstance, now: float) -> list[f.Family]:
+def sensor_last_ticks(instance: dg.DagsterInstance) -> dict[str, float | None]:
+    """The running sensors of the instance and the time of each one's last tick (None: never ticked)."""
     from dagster._core.scheduler.instigation import InstigatorType
 
     last_ticks: dict[str, float | None] = {}
@@ -50,6 +51,11 @@ def read_dagster(instance: dg.DagsterInstance, now: float) -> list[f.Family]:
         name = state.instigator_name
         at = ticks[0].timestamp if ticks else None
         last_ticks[name] = max(filter(None, (at, last_ticks.get(name))), default=None)
+    return last_ticks
+
+
+def read_dagster(instance: dg.DagsterInstance, now: float) -> list[f.Family]:
+    last_ticks = sensor_last_ticks(instance)
     failed = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     return f.dagster_families(last_ticks, failed, now)
 

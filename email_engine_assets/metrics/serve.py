@@ -10,7 +10,10 @@ import dagster as dg
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
 
+from email_engine_assets.feedback.incidents import WatchSettings
 from email_engine_assets.metrics.collector import EngineCollector
+from email_engine_assets.metrics.watch import start_watcher
+from email_engine_resources.alerts import AlertPoster
 
 log = logging.getLogger("email_engine.metrics")
 
@@ -33,14 +36,25 @@ def registry_for(engine: sa.Engine, instance: Callable[[], dg.DagsterInstance] |
     return registry
 
 
-def serve(engine: sa.Engine, host: str, port: int, stop: threading.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or for ever)."""
-    server, thread = start_http_server(port, addr=host, registry=registry_for(engine, cached_instance()))
+def serve(engine: sa.Engine, host: str, port: int, stop: threading.Event | None = None,
+          watch: WatchSettings | None = None, poster: AlertPoster | None = None) -> None:
+    """Serve until ``stop`` is set (or for ever); with ``watch`` and a configured ``poster``, the
+    alert watcher runs alongside (``metrics.watch``)."""
+    stop = stop or threading.Event()
+    instance = cached_instance()
+    server, thread = start_http_server(port, addr=host, registry=registry_for(engine, instance))
     log.info("serving metrics on http://%s:%d/metrics", host, port)
     print(f"serving metrics on http://{host}:{port}/metrics", flush=True)
+    watcher = None
+    if watch is not None and poster is not None and poster.settings is not None:
+        watcher = start_watcher(engine, instance, poster, watch, stop)
+        print(f"watching for alerts every {watch.interval_s:g} s ({poster.settings.kind})", flush=True)
     try:
-        (stop or threading.Event()).wait()
+        stop.wait()
     finally:
+        stop.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        if watcher is not None:
+            watcher.join(timeout=10)
