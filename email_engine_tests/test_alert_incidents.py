@@ -157,6 +157,30 @@ def test_the_watcher_posts_backlog_refused_input_and_a_silent_daemon_once_and_th
         assert all(r.cleared_at is not None for r in incident_store.incidents(conn))
 
 
+def test_while_the_daemon_is_silent_its_sensors_are_not_posted_one_by_one(chat, engine):  # noqa: F811
+    url, state = chat
+    poster = AlertPoster.from_environment(slack_env(url))
+    settings = inc.WatchSettings(silent_after_s=600)
+    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("email_engine"), "__repository__")
+    with dg.instance_for_test() as instance:
+        hour_ago = time.time() - 3600
+        instance.add_daemon_heartbeat(DaemonHeartbeat(hour_ago, "SENSOR", "d1", None))
+        for name in ("webhook_inbox_sensor", "accounting_sensor"):
+            sensor = InstigatorState(RemoteInstigatorOrigin(repository, name), InstigatorType.SENSOR, InstigatorStatus.RUNNING)
+            instance.add_instigator_state(sensor)
+            instance.create_tick(TickData(instigator_origin_id=sensor.instigator_origin_id, instigator_name=name,
+                                          instigator_type=InstigatorType.SENSOR, status=TickStatus.SKIPPED,
+                                          timestamp=hour_ago, selector_id=sensor.selector_id))
+        watch_once(engine, lambda: instance, poster, settings)
+        watch_once(engine, lambda: instance, poster, settings)
+        assert [t[0] for t in texts(state)] == ["Email Engine: the Dagster daemon is silent"]
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", "d1", None))  # back, but no tick yet
+        watch_once(engine, lambda: instance, poster, settings)
+        watch_once(engine, lambda: instance, poster, settings)
+    assert [t[0] for t in texts(state)[1:]] == ["Email Engine: a sensor is silent", "Email Engine: a sensor is silent",
+                                                "Email Engine: resolved: the Dagster daemon is silent"]
+
+
 def test_a_silent_sensor_is_posted_once_by_metrics_serve_and_once_when_it_ticks_again(chat, engine, dagster_home_env):  # noqa: F811
     """``email-engine metrics serve`` in its own process, its watcher evaluating every 0.3 s, against
     the Dagster instance of its DAGSTER_HOME where one running sensor last ticked an hour ago."""

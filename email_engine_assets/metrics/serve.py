@@ -19,13 +19,15 @@ log = logging.getLogger("email_engine.metrics")
 
 
 def cached_instance() -> Callable[[], dg.DagsterInstance]:
-    """The Dagster instance of ``DAGSTER_HOME``, made on the first scrape and kept."""
+    """The Dagster instance of ``DAGSTER_HOME``, made on first use (a scrape or the alert watcher) and kept."""
     made: list[dg.DagsterInstance] = []
+    lock = threading.Lock()
 
     def get() -> dg.DagsterInstance:
-        if not made:
-            made.append(dg.DagsterInstance.get())
-        return made[0]
+        with lock:
+            if not made:
+                made.append(dg.DagsterInstance.get())
+            return made[0]
 
     return get
 

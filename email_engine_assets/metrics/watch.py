@@ -37,10 +37,15 @@ def database_conditions(engine: sa.Engine, settings: inc.WatchSettings) -> list[
     return inc.inbox_backlogs(backlog, settings.inbox_backlog_max) + inc.refused_inputs(refused)
 
 
-def dagster_conditions(instance: dg.DagsterInstance, now: float, settings: inc.WatchSettings) -> list[inc.Condition]:
+def dagster_conditions(instance: dg.DagsterInstance, now: float,
+                       settings: inc.WatchSettings) -> tuple[list[inc.Condition], list[str]]:
+    """The conditions and the kinds they cover. While the daemon is silent every sensor is: then
+    only the daemon is reported, and the sensors' incidents are left as they are."""
     heartbeats = {name: beat.timestamp for name, beat in instance.get_daemon_heartbeats().items()}
-    return (inc.silent_daemon(heartbeats, now, settings.silent_after_s)
-            + inc.silent_sensors(sensor_last_ticks(instance), now, settings.silent_after_s))
+    daemon = inc.silent_daemon(heartbeats, now, settings.silent_after_s)
+    if daemon:
+        return daemon, [inc.DAEMON_SILENT]
+    return inc.silent_sensors(sensor_last_ticks(instance), now, settings.silent_after_s), [inc.DAEMON_SILENT, inc.SENSOR_SILENT]
 
 
 def watch_once(engine: sa.Engine, instance: Callable[[], dg.DagsterInstance] | None, poster: AlertPoster,
@@ -55,8 +60,9 @@ def watch_once(engine: sa.Engine, instance: Callable[[], dg.DagsterInstance] | N
         log.error("alert watch: reading the database failed: %s", type(exc).__name__)
     if instance is not None:
         try:
-            conditions += dagster_conditions(instance(), clock(), settings)
-            kinds += [inc.SENSOR_SILENT, inc.DAEMON_SILENT]
+            found, covered = dagster_conditions(instance(), clock(), settings)
+            conditions += found
+            kinds += covered
         except Exception as exc:  # the storage down or unreadable: its kinds wait for the next evaluation
             log.error("alert watch: reading the Dagster instance failed: %s", type(exc).__name__)
     if not kinds:
