@@ -5,6 +5,7 @@ real PostgreSQL, a real Dagster instance and the loopback chat stand-in."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -201,7 +202,7 @@ def test_a_silent_sensor_is_posted_once_by_metrics_serve_and_once_when_it_ticks_
             instance.add_instigator_state(states[name])
             tick(instance, states[name], ticked)
 
-        env = {**dict(__import__("os").environ), **slack_env(url), inc.SILENT_AFTER_ENV: "600", inc.WATCH_INTERVAL_ENV: "0.3"}
+        env = {**os.environ, **slack_env(url), inc.SILENT_AFTER_ENV: "600", inc.WATCH_INTERVAL_ENV: "0.3"}
         proc = subprocess.Popen([str(Path(sys.executable).parent / "email-engine"), "metrics", "serve", "--port", str(free_port())],
                                 env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
