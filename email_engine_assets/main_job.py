@@ -225,11 +225,13 @@ def import_one_file(
         execute_job("import_job", instance, outcome.failures, f"{tenant_id}/{source_id}",
                     partition_key=import_key(tenant_id, source_id), tags={"tenant": tenant_id, "source": source_id})
         progress(f"merging into the contacts of {tenant_id} ...")
-        execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
-                    tags={"tenant": tenant_id}, asset_selection=MERGE_ASSETS)
+        merged = execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
+                             tags={"tenant": tenant_id}, asset_selection=MERGE_ASSETS)
         with engine.connect() as conn:
             row = ledger.file_outcome(conn, tenant_id, source_id, digest)
-            total = merge_store.contact_counts(conn, tenant_id)
+            total = _contacts_total(merged)
+            if total is None:
+                total = merge_store.contact_counts(conn, tenant_id)
         if row is None:
             outcome.counts = import_counts(str(target), "failed", contacts_total=total, error="the import run left no ledger row")
         else:
@@ -240,6 +242,15 @@ def import_one_file(
             execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
                         tags={"tenant": tenant_id}, asset_selection=QUALITY_ASSETS)
     return outcome
+
+
+def _contacts_total(result: RunResult) -> int | None:
+    """``contacts_total`` of the merge run's ``contacts`` materialization (counted once, by the asset)."""
+    for event in result.events:
+        if event.is_step_materialization and event.asset_key == MERGE_ASSETS[0]:
+            total = event.step_materialization_data.materialization.metadata.get("contacts_total")
+            return None if total is None else int(total.value)
+    return None
 
 
 def summary_rows(tenant_ids: list[str]) -> list[dict]:
