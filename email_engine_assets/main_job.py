@@ -182,6 +182,16 @@ def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome, definitions:
         outcome.failures += sent.failures
 
 
+def keep_storage_connections(instance: dg.DagsterInstance) -> None:
+    """One pooled connection per Dagster storage for the rest of this process, as the webserver does.
+
+    By default each storage opens a new PostgreSQL connection for every read and every event it
+    writes: a run the CLI executes itself writes dozens of events, and a connection costs a server
+    process each time. No statement timeout is set (0): the CLI waits for its own runs.
+    """
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
+
+
 def import_one_file(
     path: Path, tenant_id: str, source_id: str, *, quality: bool = True,
     on_counts: Callable[[dict], None] = lambda counts: None, progress: Callable[[str], None] = lambda message: None,
@@ -220,6 +230,7 @@ def import_one_file(
         raise SystemExit(f"cannot place {path.name!r} in inbox/{tenant_id}/{source_id}: {exc.why}") from None
     outcome = ImportOutcome(counts={})
     with dg.DagsterInstance.get() as instance:
+        keep_storage_connections(instance)
         _register(instance, ws)
         progress(f"importing {target} ...")
         execute_job("import_job", instance, outcome.failures, f"{tenant_id}/{source_id}",
