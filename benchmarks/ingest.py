@@ -54,6 +54,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from email_engine_resources import postgres as database  # noqa: E402
+from email_engine_resources import migrations  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
@@ -442,6 +443,7 @@ def one_round(number: int, url: str, path: Path, folder: Path, library: bool, pr
     """A fresh scratch database, the CLI warmed up on it, then the sides in an order that alternates by round."""
     bench_url = recreate_database(url)
     engine = database.get_engine(bench_url)
+    migrations._UP_TO_DATE.clear()  # a process migrates a database once: this one is new
     upgrade(engine)
     if cli:
         warm_up(bench_url, folder)
