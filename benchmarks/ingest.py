@@ -451,7 +451,8 @@ def print_summary(rows: int, records: int, rounds: list[dict], pandas: dict | No
           f"{median('floor', 'merge_seconds'):.2f} s; {rounds[-1]['floor']['contacts']:,} contacts)")
     print(f"cli                  {cli:8.2f} s  (start -> merge commit seen; counts printed {median('cli', 'counts_seconds'):.2f} s,"
           f" exit {median('cli', 'exit_seconds'):.2f} s; {counts['contacts_total']:,} contacts)")
-    counted = median("cli", "counts_seconds") / floor
+    counted_ratios = [r["cli"]["counts_seconds"] / r["floor"]["seconds"] for r in rounds if r["cli"]["counts_seconds"] is not None]
+    counted = statistics.median(counted_ratios) if counted_ratios else float("nan")
     ratios = sorted(r["cli"]["seconds"] / r["floor"]["seconds"] for r in rounds)
     print(f"cli / floor          {statistics.median(ratios):8.2f}   (per round: {', '.join(f'{x:.2f}' for x in ratios)};"
           f" target <= {TARGETS['cli_over_floor']})")
