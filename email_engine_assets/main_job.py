@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,14 +183,22 @@ def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome, definitions:
         outcome.failures += sent.failures
 
 
-def keep_storage_connections(instance: dg.DagsterInstance) -> None:
-    """One pooled connection per Dagster storage for the rest of this process, as the webserver does.
+@contextmanager
+def storage_connections_kept(instance: dg.DagsterInstance) -> Iterator[None]:
+    """One pooled connection per Dagster storage for the block, as the webserver keeps, closed after it.
 
     By default each storage opens a new PostgreSQL connection for every read and every event it
     writes: a run the CLI executes itself writes dozens of events, and a connection costs a server
     process each time. No statement timeout is set (0): the CLI waits for its own runs.
     """
     instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
+    try:
+        yield
+    finally:
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            engine = getattr(storage, "_engine", None)  # the pool optimize_for_webserver made
+            if engine is not None:
+                engine.dispose()
 
 
 def import_one_file(
@@ -229,8 +238,7 @@ def import_one_file(
     except RefusedFile as exc:
         raise SystemExit(f"cannot place {path.name!r} in inbox/{tenant_id}/{source_id}: {exc.why}") from None
     outcome = ImportOutcome(counts={})
-    with dg.DagsterInstance.get() as instance:
-        keep_storage_connections(instance)
+    with dg.DagsterInstance.get() as instance, storage_connections_kept(instance):
         _register(instance, ws)
         progress(f"importing {target} ...")
         execute_job("import_job", instance, outcome.failures, f"{tenant_id}/{source_id}",
