@@ -269,8 +269,18 @@ def _kill_late(proc: subprocess.Popen, watch: MergeWatch, timeout: float) -> Non
         if watch.seen is not None and time.perf_counter() - watch.seen > timeout:
             watch.killed = True
             proc.kill()
+            end_statements(watch.url)  # the server would go on with the killed CLI's statement
             return
         time.sleep(0.2)
+
+
+def end_statements(url: str) -> None:
+    """End every statement still running in the scratch database (this benchmark is its only user)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'")
 
 
 def ledger_counts(url: str, tenant: str) -> dict:
