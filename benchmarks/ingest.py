@@ -1,6 +1,7 @@
 """End-to-end ingestion against the in-database floor, same file, same server, sides interleaved.
 
     python benchmarks/ingest.py --rows 1000000 [--repeat 3] [--database-url URL] [--library] [--pandas]
+                                [--file PATH] [--cli-timeout SECONDS]
     python benchmarks/ingest.py --rows 100000 --repeat 1      # a quick check
 
 Generates a seeded messy CSV (about 5% repeated addresses in other case and spacing, about 3% bad
@@ -12,7 +13,7 @@ the end) and the sides' order alternating from round to round, times:
 * **floor**: in one transaction on one connection, ``COPY`` of the raw file into an unindexed
   table, then one ``INSERT … SELECT DISTINCT ON (lower(trim(email))) … ON CONFLICT DO UPDATE``
   into the ``contacts`` table itself (so with its indexes: primary key, unique (tenant_id, email),
-  GIN on tags, and its foreign key to ``tenants``) for a tenant of its own, keeping rows whose
+  unique (tenant_id, contact_id), GIN on tags, and its foreign key to ``tenants``) for a tenant of its own, keeping rows whose
   trimmed email has an ``@`` after its first character; then the commit. No rejects recorded, no
   ledger, no provenance. The table is emptied afterwards;
 * **cli**: ``email-engine import FILE --tenant cliN --source crm --json --no-quality`` as a
@@ -27,7 +28,10 @@ the end) and the sides' order alternating from round to round, times:
 
 Prints each round, then the medians, cli/floor and the load average, and checks that every row
 is accounted for (rows_total = new + merged + duplicates + rejected = data rows in the file).
-Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server.
+``--file`` keeps the generated file (reused when it exists); ``--cli-timeout`` stops a CLI still
+running that long after its merge commit (the commit is timed, the counts come from the ledger).
+Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server; the
+scratch database's name can be changed with ``EMAIL_ENGINE_BENCH_DATABASE``.
 """
 
 from __future__ import annotations
