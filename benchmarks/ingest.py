@@ -1,23 +1,37 @@
-"""End-to-end ingestion against the in-database floor and a naive pandas load, same file, same server.
+"""End-to-end ingestion against the in-database floor, same file, same server, sides interleaved.
 
-    python benchmarks/ingest.py --rows 1000000 [--database-url URL] [--skip-pandas]
+    python benchmarks/ingest.py --rows 1000000 [--repeat 3] [--database-url URL] [--library] [--pandas]
+                                [--file PATH] [--cli-timeout SECONDS]
+    python benchmarks/ingest.py --rows 100000 --repeat 1      # a quick check
 
 Generates a seeded messy CSV (about 5% repeated addresses in other case and spacing, about 3% bad
 rows of several kinds, accents in composed and decomposed form, quoted fields with delimiters
-and line breaks; columns Email, First Name, Last Name, Company, Phone, Country, Language, Tags)
-in a scratch database ``email_engine_bench`` that is dropped at the end, then times:
+and line breaks; columns Email, First Name, Last Name, Company, Phone, Country, Language, Tags),
+then, ``--repeat`` times, each round in a fresh scratch database ``email_engine_bench`` (dropped at
+the end) and the sides' order alternating from round to round, times:
 
-* **floor**: ``COPY`` of the raw file into an unindexed table, then one
-  ``INSERT … SELECT DISTINCT ON (lower(trim(email))) … ON CONFLICT DO UPDATE`` into the
-  ``contacts`` table itself (same indexes: unique (tenant_id, email), GIN on tags; same foreign
-  key to ``tenants``), for a tenant of its own; the table is emptied afterwards;
-* **ours**: ``import_file`` then ``merge_staged`` on a fresh tenant, in a child process whose
-  peak RSS is reported;
-* **pandas**: ``read_csv`` in chunks + ``to_sql`` (the naive reference).
+* **floor**: in one transaction on one connection, ``COPY`` of the raw file into an unindexed
+  table, then one ``INSERT … SELECT DISTINCT ON (lower(trim(email))) … ON CONFLICT DO UPDATE``
+  into the ``contacts`` table itself (so with its indexes: primary key, unique (tenant_id, email),
+  unique (tenant_id, contact_id), GIN on tags, and its foreign key to ``tenants``) for a tenant of its own, keeping rows whose
+  trimmed email has an ``@`` after its first character; then the commit. No rejects recorded, no
+  ledger, no provenance. The table is emptied afterwards;
+* **cli**: ``email-engine import FILE --tenant cliN --source crm --json --no-quality`` as a
+  subprocess (Python start-up included), from its start to the merge commit, seen from outside by
+  a connection that polls the file's ``merged_at`` every 50 ms; also reported: the moment its
+  JSON counts reach stdout (after the ``contacts`` checks that follow the commit) and its exit.
+  The scratch database is also its Dagster storage, created before the round by a small warm-up
+  import (as on any installation after its first run);
+* **library** (``--library``): ``import_file`` then ``merge_staged`` in a child process (no CLI,
+  no Dagster run), with its peak RSS;
+* **pandas** (``--pandas``, once): ``read_csv`` in chunks + ``to_sql`` (the naive reference).
 
-Prints the times, ours/floor and pandas/ours, the peak RSS of ours, and checks that every row
+Prints each round, then the medians, cli/floor and the load average, and checks that every row
 is accounted for (rows_total = new + merged + duplicates + rejected = data rows in the file).
-Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server.
+``--file`` keeps the generated file (reused when it exists); ``--cli-timeout`` stops a CLI still
+running that long after its merge commit (the commit is timed, the counts come from the ledger).
+Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server; the
+scratch database's name can be changed with ``EMAIL_ENGINE_BENCH_DATABASE``.
 """
 
 from __future__ import annotations
@@ -26,9 +40,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -41,13 +58,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from email_engine_resources import postgres as database  # noqa: E402
+from email_engine_resources import migrations  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
 
-BENCH_DATABASE = "email_engine_bench"
+BENCH_DATABASE = os.environ.get("EMAIL_ENGINE_BENCH_DATABASE", "email_engine_bench")
 TENANT, SOURCE = "bench", "crm"
 HEADER = ["Email", "First Name", "Last Name", "Company", "Phone", "Country", "Language", "Tags"]
-TARGETS = {"ours_over_floor": 1.5, "peak_rss_bytes": 1 << 30}
+TARGETS = {"cli_over_floor": 1.5, "peak_rss_bytes": 1 << 30}
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 FIRST = ["john", "marie", "li", "ahmed", "olga", "pierre", "anna", "josé", "wei", "fatima", "lucas", "zoë",
          "noah", "chloé", "ivan", "sara", "tom", "yuki", "omar", "nina", "françois", "søren", "łukasz", "renée"]
@@ -180,22 +199,151 @@ def run_floor(engine: sa.Engine, path: Path) -> dict:
                 copy.write(block)
         copied = time.perf_counter()
         inserted = conn.exec_driver_sql(FLOOR_MERGE).rowcount
+        merged = time.perf_counter()
     done = time.perf_counter()
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE floor_raw")
         conn.exec_driver_sql("TRUNCATE contacts CASCADE")
         conn.exec_driver_sql("DELETE FROM tenants WHERE tenant_id = 'floor'")
-    return {"seconds": done - started, "copy_seconds": copied - started, "merge_seconds": done - copied, "contacts": inserted}
+    return {"seconds": done - started, "copy_seconds": copied - started, "merge_seconds": merged - copied,
+            "commit_seconds": done - merged, "contacts": inserted}
 
 
-def run_ours(url: str, path: Path, profile: Path | None) -> dict:
-    """The product's path in a child process (its own peak RSS, not the generator's)."""
-    command = [sys.executable, __file__, "--ours-child", str(path), "--database-url", url]
+TENANT_FILE = """id: {tenant}
+name: Bench {tenant}
+sources:
+  - id: crm
+    priority: 10
+"""
+
+
+def cli_environment(url: str, folder: Path) -> dict:
+    """``email-engine``'s environment: the scratch database as the application and Dagster storage."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_ENGINE_", "DAGSTER_"))}
+    return {**env, DATABASE_URL_ENV: url, "EMAIL_ENGINE_HOME": str(folder / "home"),
+            "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def make_workspace(folder: Path, tenants: list[str]) -> Path:
+    workspace = folder / "workspace"
+    (workspace / "tenants").mkdir(parents=True, exist_ok=True)
+    for tenant in tenants:
+        (workspace / "tenants" / f"{tenant}.yaml").write_text(TENANT_FILE.format(tenant=tenant))
+    return workspace
+
+
+def run_cli(url: str, path: Path, folder: Path, tenant: str, timeout: float) -> dict:
+    """``email-engine import`` in a subprocess, timed from outside: start -> merge commit, counts on stdout, exit.
+
+    A CLI still running ``timeout`` seconds after the merge commit (its checks, say) is killed: the
+    commit is timed, its counts and exit are not; the file's counts then come from the ledger.
+    """
+    workspace = make_workspace(folder, [tenant])
+    command = [sys.executable, "-m", "email_engine_assets.cli", "--workspace", str(workspace),
+               "import", str(path), "--tenant", tenant, "--source", SOURCE, "--json", "--no-quality"]
+    with tempfile.TemporaryFile() as stderr, MergeWatch(url, tenant) as watch:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, env=cli_environment(url, folder), cwd=folder, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)
+        killer = threading.Thread(target=_kill_late, args=(proc, watch, timeout), daemon=True)
+        killer.start()
+        first = proc.stdout.readline()
+        counted = time.perf_counter()
+        rest = proc.stdout.read()
+        code = proc.wait()
+        done = time.perf_counter()
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace")
+    if watch.seen is None:
+        raise SystemExit(f"email-engine import: no merge commit seen for {tenant}:\n{first}{rest}\n{errors}")
+    if watch.killed:
+        return {"seconds": watch.seen - started, "counts_seconds": None, "exit_seconds": None,
+                "counts": ledger_counts(url, tenant), "killed_after": timeout}
+    if code != 0 or not first.strip():
+        raise SystemExit(f"email-engine import failed ({code}):\n{first}{rest}\n{errors}")
+    counts = json.loads(first)
+    if counts["status"] != "imported":
+        raise SystemExit(f"email-engine import: {counts}")
+    return {"seconds": watch.seen - started, "counts_seconds": counted - started, "exit_seconds": done - started,
+            "counts": counts}
+
+
+def _kill_late(proc: subprocess.Popen, watch: MergeWatch, timeout: float) -> None:
+    while proc.poll() is None:
+        if watch.seen is not None and time.perf_counter() - watch.seen > timeout:
+            watch.killed = True
+            proc.kill()
+            end_statements(watch.url)  # the server would go on with the killed CLI's statement
+            return
+        time.sleep(0.2)
+
+
+def end_statements(url: str) -> None:
+    """End every statement still running in the scratch database (this benchmark is its only user)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active'")
+
+
+def ledger_counts(url: str, tenant: str) -> dict:
+    engine = database.get_engine(url)
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT rows_total, new, merged, duplicates, rejected FROM import_files "
+                                   "WHERE tenant_id = :t AND status = 'imported'"), {"t": tenant}).one()
+        total = conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = :t"), {"t": tenant}).scalar_one()
+    return {**row._asdict(), "contacts_total": total}
+
+
+class MergeWatch:
+    """Sees the merge commit from outside: polls, on a connection of its own, until the tenant's file
+    has ``merged_at`` (set by the merge's transaction, so visible once it committed)."""
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, url: str, tenant: str) -> None:
+        self.url, self.tenant, self.seen, self.killed = database.sqlalchemy_url(url).replace("+psycopg", ""), tenant, None, False
+        self._stop = threading.Event()
+
+    def __enter__(self) -> MergeWatch:
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                merged = conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM import_files WHERE tenant_id = %s AND merged_at IS NOT NULL)", [self.tenant]
+                ).fetchone()[0]
+                if merged:
+                    self.seen = time.perf_counter()
+                    return
+                self._stop.wait(self.POLL_SECONDS)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def warm_up(url: str, folder: Path) -> None:
+    """A small import first: Dagster's storage schema, the instance and the page cache are ready before the clock."""
+    path = folder / "warm.csv"
+    path.write_text("email,first_name\n" + "".join(f"w{i}@example.com,W\n" for i in range(100)))
+    run_cli(url, path, folder, "warm", 600)
+
+
+def run_library(url: str, path: Path, profile: Path | None) -> dict:
+    """``import_file`` + ``merge_staged`` in a child process (its own peak RSS, not the generator's)."""
+    command = [sys.executable, __file__, "--library-child", str(path), "--database-url", url]
     if profile:
         command += ["--profile", str(profile)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise SystemExit(f"ours failed:\n{completed.stderr}")
+        raise SystemExit(f"library failed:\n{completed.stderr}")
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -215,7 +363,7 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def ours_child(path: Path, url: str, profile: Path | None) -> None:
+def library_child(path: Path, url: str, profile: Path | None) -> None:
     from email_engine_assets.contacts.importer import import_file
     from email_engine_assets.contacts.merge_store import merge_staged
     from email_engine_assets.contacts.store import register_workspace
@@ -278,56 +426,132 @@ def data_rows(path: Path) -> int:
     return pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item()
 
 
-def print_report(rows: int, records: int, floor: dict, ours: dict, pandas: dict | None) -> bool:
-    counts = ours["counts"]
-    accounted = counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"]
-    ratio = ours["seconds"] / floor["seconds"]
-    rss = ours["peak_rss_bytes"]
-    print(f"rows                 {rows:,} ({records:,} records in the file)")
-    print(f"floor                {floor['seconds']:8.2f} s  (COPY {floor['copy_seconds']:.2f} s, "
-          f"INSERT … ON CONFLICT {floor['merge_seconds']:.2f} s; {floor['contacts']:,} contacts)")
-    print(f"ours                 {ours['seconds']:8.2f} s  (import_file {ours['import_seconds']:.2f} s, "
-          f"merge_staged {ours['merge_seconds']:.2f} s; {ours['contacts']:,} contacts)")
+def accounted(counts: dict, records: int) -> bool:
+    return counts["rows_total"] == counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"] == records
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs"
+
+
+def _shown(seconds: float | None, cli: dict) -> str:
+    return f"{seconds:.2f}" if seconds is not None else f"killed {cli['killed_after']:.0f} s after the commit"
+
+
+def print_round(number: int, results: dict) -> None:
+    floor = results["floor"]
+    if "cli" not in results:
+        print(f"round {number}: floor {floor['seconds']:6.2f} s   library {results['library']['seconds']:.2f} s "
+              f"(import_file {results['library']['import_seconds']:.2f} + merge_staged {results['library']['merge_seconds']:.2f})"
+              f"   [{load()}]", flush=True)
+        return
+    cli = results["cli"]
+    print(f"round {number}: floor {floor['seconds']:6.2f} s (COPY {floor['copy_seconds']:.2f} + INSERT {floor['merge_seconds']:.2f} "
+          f"+ commit {floor['commit_seconds']:.2f})   cli {cli['seconds']:6.2f} s (counts {_shown(cli['counts_seconds'], cli)}, "
+          f"exit {_shown(cli['exit_seconds'], cli)})   "
+          f"cli/floor {cli['seconds'] / floor['seconds']:.2f}"
+          + (f"   library {results['library']['seconds']:.2f} s" if "library" in results else "") + f"   [{load()}]", flush=True)
+
+
+def print_summary(rows: int, records: int, rounds: list[dict], pandas: dict | None) -> bool:
+    def median(side: str, key: str = "seconds") -> float:
+        values = [r[side][key] for r in rounds if r[side].get(key) is not None]
+        return statistics.median(values) if values else float("nan")
+
+    floor, cli = median("floor"), median("cli")
+    counts = rounds[-1]["cli"]["counts"]
+    print(f"\nrows                 {rows:,} ({records:,} records in the file), median of {len(rounds)} round(s)")
+    print(f"floor                {floor:8.2f} s  (COPY {median('floor', 'copy_seconds'):.2f} s, INSERT … ON CONFLICT "
+          f"{median('floor', 'merge_seconds'):.2f} s; {rounds[-1]['floor']['contacts']:,} contacts)")
+    print(f"cli                  {cli:8.2f} s  (start -> merge commit seen; counts printed {median('cli', 'counts_seconds'):.2f} s,"
+          f" exit {median('cli', 'exit_seconds'):.2f} s; {counts['contacts_total']:,} contacts)")
+    counted_ratios = [r["cli"]["counts_seconds"] / r["floor"]["seconds"] for r in rounds if r["cli"]["counts_seconds"] is not None]
+    counted = statistics.median(counted_ratios) if counted_ratios else float("nan")
+    ratios = sorted(r["cli"]["seconds"] / r["floor"]["seconds"] for r in rounds)
+    print(f"cli / floor          {statistics.median(ratios):8.2f}   (per round: {', '.join(f'{x:.2f}' for x in ratios)};"
+          f" target <= {TARGETS['cli_over_floor']})")
+    print(f"counts / floor       {counted:8.2f}   (to the counts on stdout, after the contacts checks;"
+          f" {sum(r['cli']['counts_seconds'] is None for r in rounds)} round(s) killed before)")
+    balanced = all(accounted(r["cli"]["counts"], records) for r in rounds)
+    if "library" in rounds[-1]:
+        library = median("library")
+        rss = max(r["library"]["peak_rss_bytes"] for r in rounds)
+        print(f"library              {library:8.2f} s  (import_file {median('library', 'import_seconds'):.2f} s, "
+              f"merge_staged {median('library', 'merge_seconds'):.2f} s); library / floor {library / floor:.2f}")
+        print(f"peak RSS of library  {rss / 2**20:8.0f} MiB (target <= {TARGETS['peak_rss_bytes'] / 2**20:.0f} MiB)")
+        balanced = balanced and all(accounted(r["library"]["counts"], records) for r in rounds)
     if pandas:
-        print(f"pandas               {pandas['seconds']:8.2f} s  (read_csv + to_sql, no dedupe or checks)")
-    print(f"ours / floor         {ratio:8.2f}   (target <= {TARGETS['ours_over_floor']})")
-    if pandas:
-        print(f"pandas / ours        {pandas['seconds'] / ours['seconds']:8.2f}")
-    print(f"peak RSS of ours     {rss / 2**20:8.0f} MiB (target <= {TARGETS['peak_rss_bytes'] / 2**20:.0f} MiB)")
-    balanced = counts["rows_total"] == accounted == records
+        print(f"pandas               {pandas['seconds']:8.2f} s  (read_csv + to_sql, no dedupe or checks); pandas / cli {pandas['seconds'] / cli:.2f}")
     print(f"accounting           rows_total {counts['rows_total']:,} = new {counts['new']:,} + merged {counts['merged']:,}"
           f" + duplicates {counts['duplicates']:,} + rejected {counts['rejected']:,}: {'ok' if balanced else 'MISMATCH'}")
+    print(f"load                 {load()}")
     return balanced
+
+
+def one_round(number: int, url: str, path: Path, folder: Path, library: bool, profile: Path | None, cli: bool = True,
+              cli_timeout: float = 600) -> dict:
+    """A fresh scratch database, the CLI warmed up on it, then the sides in an order that alternates by round."""
+    bench_url = recreate_database(url)
+    engine = database.get_engine(bench_url)
+    migrations._UP_TO_DATE.clear()  # a process migrates a database once: this one is new
+    upgrade(engine)
+    if cli:
+        warm_up(bench_url, folder)
+    sides = ["floor", *(["cli"] if cli else []), *(["library"] if library else [])]
+    if number % 2 == 0:
+        sides.reverse()
+    results = {}
+    for side in sides:
+        checkpoint(engine)
+        if side == "floor":
+            results[side] = run_floor(engine, path)
+        elif side == "cli":
+            results[side] = run_cli(bench_url, path, folder, f"cli{number}", cli_timeout)
+        else:
+            results[side] = run_library(bench_url, path, profile)
+    engine.dispose()
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (fresh database each); medians are reported")
     parser.add_argument("--database-url", default=None, help=f"server URL (default: ${DATABASE_URL_ENV}, else embedded)")
-    parser.add_argument("--skip-pandas", action="store_true")
-    parser.add_argument("--profile", type=Path, default=None, help="write a cProfile dump of ours here")
-    parser.add_argument("--ours-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--library", action="store_true", help="also time import_file + merge_staged in process")
+    parser.add_argument("--no-cli", action="store_true", help=argparse.SUPPRESS)  # profiling the library side alone
+    parser.add_argument("--pandas", action="store_true", help="also time read_csv + to_sql once")
+    parser.add_argument("--cli-timeout", type=float, default=600, help="kill the CLI this long after its merge commit")
+    parser.add_argument("--profile", type=Path, default=None, help="write a cProfile dump of the library side here")
+    parser.add_argument("--file", type=Path, default=None, help="keep the generated file here (reused when it exists)")
+    parser.add_argument("--library-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.ours_child:
-        ours_child(args.ours_child, args.database_url, args.profile)
+    if args.library_child:
+        library_child(args.library_child, args.database_url, args.profile)
         return
-    if args.rows < 1:
-        parser.error("--rows must be positive")
+    if args.rows < 1 or args.repeat < 1:
+        parser.error("--rows and --repeat must be positive")
     url = server_url(args.database_url)
-    bench_url = recreate_database(url)
+    print(f"server {database.with_database(url, BENCH_DATABASE).rsplit('@', 1)[-1]}; {load()}", flush=True)
     try:
-        with tempfile.TemporaryDirectory(prefix="email_engine_bench_") as folder:
-            path = Path(folder) / "contacts.csv"
-            write_file(path, args.rows, args.seed)
+        with tempfile.TemporaryDirectory(prefix="email_engine_bench_") as name:
+            folder = Path(name)
+            path = args.file or folder / "contacts.csv"
+            if not path.exists():
+                write_file(path, args.rows, args.seed)
             records = data_rows(path)
-            engine = database.get_engine(bench_url)
-            upgrade(engine)
-            floor = run_floor(engine, path)
-            ours = run_ours(bench_url, path, args.profile)
-            pandas = None if args.skip_pandas else run_pandas(engine, path)
-            engine.dispose()
-            balanced = print_report(args.rows, records, floor, ours, pandas)
+            rounds = []
+            for number in range(1, args.repeat + 1):
+                rounds.append(one_round(number, url, path, folder, args.library, args.profile, not args.no_cli, args.cli_timeout))
+                print_round(number, rounds[-1])
+                shutil.rmtree(folder / "workspace", ignore_errors=True)
+            pandas = None
+            if args.pandas:
+                engine = database.get_engine(database.with_database(url, BENCH_DATABASE))
+                pandas = run_pandas(engine, path)
+                engine.dispose()
+            balanced = args.no_cli or print_summary(args.rows, records, rounds, pandas)
     finally:
         database.drop_database(database.with_database(url, BENCH_DATABASE))
     if not balanced:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,6 +183,24 @@ def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome, definitions:
         outcome.failures += sent.failures
 
 
+@contextmanager
+def storage_connections_kept(instance: dg.DagsterInstance) -> Iterator[None]:
+    """One pooled connection per Dagster storage for the block, as the webserver keeps, closed after it.
+
+    By default each storage opens a new PostgreSQL connection for every read and every event it
+    writes: a run the CLI executes itself writes dozens of events, and a connection costs a server
+    process each time. No statement timeout is set (0): the CLI waits for its own runs.
+    """
+    instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=5)
+    try:
+        yield
+    finally:
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            engine = getattr(storage, "_engine", None)  # the pool optimize_for_webserver made
+            if engine is not None:
+                engine.dispose()
+
+
 def import_one_file(
     path: Path, tenant_id: str, source_id: str, *, quality: bool = True,
     on_counts: Callable[[dict], None] = lambda counts: None, progress: Callable[[str], None] = lambda message: None,
@@ -219,17 +238,19 @@ def import_one_file(
     except RefusedFile as exc:
         raise SystemExit(f"cannot place {path.name!r} in inbox/{tenant_id}/{source_id}: {exc.why}") from None
     outcome = ImportOutcome(counts={})
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, storage_connections_kept(instance):
         _register(instance, ws)
         progress(f"importing {target} ...")
         execute_job("import_job", instance, outcome.failures, f"{tenant_id}/{source_id}",
                     partition_key=import_key(tenant_id, source_id), tags={"tenant": tenant_id, "source": source_id})
         progress(f"merging into the contacts of {tenant_id} ...")
-        execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
-                    tags={"tenant": tenant_id}, asset_selection=MERGE_ASSETS)
+        merged = execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
+                             tags={"tenant": tenant_id}, asset_selection=MERGE_ASSETS)
         with engine.connect() as conn:
             row = ledger.file_outcome(conn, tenant_id, source_id, digest)
-            total = merge_store.contact_counts(conn, tenant_id)
+            total = _contacts_total(merged)
+            if total is None:
+                total = merge_store.contact_counts(conn, tenant_id)
         if row is None:
             outcome.counts = import_counts(str(target), "failed", contacts_total=total, error="the import run left no ledger row")
         else:
@@ -240,6 +261,15 @@ def import_one_file(
             execute_job("tenant_job", instance, outcome.failures, tenant_id, partition_key=tenant_id,
                         tags={"tenant": tenant_id}, asset_selection=QUALITY_ASSETS)
     return outcome
+
+
+def _contacts_total(result: RunResult) -> int | None:
+    """``contacts_total`` of the merge run's ``contacts`` materialization (counted once, by the asset)."""
+    for event in result.events:
+        if event.is_step_materialization and event.asset_key == MERGE_ASSETS[0]:
+            total = event.step_materialization_data.materialization.metadata.get("contacts_total")
+            return None if total is None else int(total.value)
+    return None
 
 
 def summary_rows(tenant_ids: list[str]) -> list[dict]:

@@ -234,6 +234,20 @@ def _tenant_files(conn: sa.Connection, tenant_id: str, *, pending_only: bool = F
     )
 
 
+def _may_know_an_address(conn: sa.Connection, files: list[int]) -> bool:
+    """Whether an address of these pending files may already be a contact of the tenant.
+
+    Not when every file counted no ``merged`` address at staging: each file was counted, under the
+    tenant lock, against the tenant's contacts and the files then waiting to be merged, and only a
+    merge adds contacts, one that takes every file waiting. The UPDATE, a probe of ``contacts`` per
+    staged row that finds nothing, is then skipped (a first import of a tenant, a file of new people).
+    """
+    known = conn.execute(
+        sa.text("SELECT coalesce(sum(merged), 0) FROM import_files WHERE file_id = ANY(:files)"), {"files": files}
+    ).scalar_one()
+    return known > 0
+
+
 def merge_staged(conn: sa.Connection, tenant_id: str, *, rebuild: bool = False) -> dict[str, int]:
     """Merge pending staged rows (or, with ``rebuild``, all of them) into the tenant's contacts.
 
@@ -253,7 +267,8 @@ def merge_staged(conn: sa.Connection, tenant_id: str, *, rebuild: bool = False) 
         result["updated"] += conn.execute(sa.text(_update(_AGGREGATED, rebuild)), params).rowcount
         result["inserted"] += conn.execute(sa.text(_insert(_AGGREGATED)), params).rowcount
     singles = _singles(aggregated)
-    result["updated"] += conn.execute(sa.text(_update(singles, rebuild)), params).rowcount
+    if rebuild or _may_know_an_address(conn, files):
+        result["updated"] += conn.execute(sa.text(_update(singles, rebuild)), params).rowcount
     result["inserted"] += conn.execute(sa.text(_insert(singles)), params).rowcount
     if aggregated:
         conn.execute(sa.text("DROP TABLE merge_multi"))
@@ -299,7 +314,14 @@ def contact_counts(conn: sa.Connection, tenant_id: str) -> int:
     return conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = :t"), {"t": tenant_id}).scalar_one()
 
 
+def _whole_tenant_plans(conn: sa.Connection) -> None:
+    """Hash joins for a query over all of a tenant's rows: statistics taken before a large merge
+    (the tenant then had few contacts) must not turn it into a nested loop over both sides."""
+    conn.execute(sa.text(f"SELECT set_config('work_mem', '{MERGE_WORK_MEM}', true), set_config('enable_nestloop', 'off', true)"))
+
+
 def contacts_without_provenance(conn: sa.Connection, tenant_id: str) -> int:
+    _whole_tenant_plans(conn)
     return conn.execute(
         sa.text(
             """SELECT count(*) FROM contacts c WHERE c.tenant_id = :t AND NOT EXISTS (
