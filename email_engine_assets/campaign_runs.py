@@ -37,6 +37,7 @@ from email_engine_assets.campaigns.assets import (
 )
 from email_engine_assets.campaigns.control import CampaignRefused
 from email_engine_assets.campaigns.files import split_key
+from email_engine_assets.campaigns.guard_rail import GUARD_RAIL
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import refusal
 from email_engine_assets.campaigns.parts import Skipped
@@ -133,7 +134,8 @@ def show(key: str) -> dict:
         row = store.campaign_row(conn, tenant_id, name)
     return {**counts_of(key), "segment": row["segment"], "category": row["category"], "transport": row["transport"],
             "send_at": row["send_at"].isoformat() if row["send_at"] else None, "rate_per_minute": row["rate_per_minute"],
-            "snapshot_hash": row["snapshot_hash"]}
+            "snapshot_hash": row["snapshot_hash"], "paused_reason": row["paused_reason"],
+            "guard_rail_overridden": row["guard_rail_overridden"]}
 
 
 def send_run_config(*, send_now: bool = False, overrides: list[str] = (), resend_unknown: bool = False) -> dict:
@@ -259,20 +261,22 @@ def _transports(definitions: dg.Definitions | None) -> Iterator[Transports]:
         yield Transports.of(built)
 
 
-def change_state(key: str, action: str, definitions: dg.Definitions | None = None) -> dict:
+def change_state(key: str, action: str, definitions: dg.Definitions | None = None, overrides: list[str] = ()) -> dict:
     """``pause`` or ``cancel`` now (``resume``: see :func:`resume`), as ``campaign_pause_job`` /
     ``campaign_cancel_job`` do (:func:`email_engine_assets.campaigns.control.change_state`)."""
     try:
         with _transports(definitions) as parts:
-            return control.change_state(get_engine(), _root(), key, action, parts)
+            return control.change_state(get_engine(), _root(), key, action, parts, overrides)
     except (LookupError, ValueError, PartMissing) as exc:  # the transports' resources could not be built
         raise CampaignRefused(f"campaign {key}: {exc}") from None
 
 
 def resume(key: str, **kwargs) -> SendOutcome:
     """Back to ``running`` (MailWizz campaigns unpaused) and go on sending where it stopped."""
-    change_state(key, "resume", kwargs.get("definitions"))
-    return send(key, **kwargs)
+    overrides = list(kwargs.pop("overrides", None) or [])
+    # guard_rail is the resume's own override (a campaign its guard rail paused); the rest are the send's checks
+    change_state(key, "resume", kwargs.get("definitions"), overrides)
+    return send(key, overrides=[o for o in overrides if o != GUARD_RAIL], **kwargs)
 
 
 def send_due_campaigns(instance: dg.DagsterInstance, definitions: dg.Definitions | None = None) -> list[SendOutcome]:

@@ -24,6 +24,7 @@ from email_engine_assets.audiences.segment_build import (
 )
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
+from email_engine_assets.campaigns.guard_rail_apply import SendGuard
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.parts import AudienceChanged
@@ -296,16 +297,26 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
             transport = transports.transport(tenant, campaign)
         except PartMissing as exc:
             raise dg.Failure(description=str(exc)) from None
+        guard = SendGuard(engine, context.resources.workspace.root(), tenant, c,
+                          powermta=context.resources.powermta, mailwizz=context.resources.mailwizz)
         try:
             with tenant_work_lock(engine, TRANSPORT_LOCK, transport_tag(t, row["transport"])):
                 context.log.info(f"sending {campaign.key} through transport {transport_tag(t, row['transport'])} (its lock held)")
                 report = send_campaign(
                     engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend_unknown,
                     batch_size=SEND_BATCH_SIZE, on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
+                    between_batches=guard,
                 )
         finally:
             if hasattr(transport, "close"):  # MailWizz: the API client's connections
                 transport.close()
+        for key, reason in guard.paused.items():
+            context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
+            if transports.is_list(tenant, campaign):  # its MailWizz campaigns paused too, now the send has let go
+                try:
+                    context.log.info(f"MailWizz campaigns: {transports.remote_campaigns(tenant, campaign, 'pause')}")
+                except PartMissing as exc:
+                    context.log.warning(f"MailWizz campaigns of {key} not paused: {exc}; `campaign pause` retries")
         if report.recovered_unknown:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
     mta, mta_warning = _mta_figures(context, tenant, campaign)

@@ -66,12 +66,15 @@ def send_campaign(
     rate_per_minute: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, resend_unknown: bool = False,
     sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
     on_batch: Callable[[int, Counter], None] = lambda batch, outcomes: None,
+    between_batches: Callable[[int], None] = lambda batches: None,
 ) -> SendReport:
     """Send what is queued for ``campaign`` (which must be ``running`` for anything to be claimed).
 
     Holds the campaign's lock for the whole loop: two runs never send the same campaign at once,
     so a row found ``sending`` here belongs to a run that died. ``batch_size`` rows are claimed
     and composed at a time (``on_batch`` is told the outcomes so far as each next one is claimed).
+    ``between_batches`` runs as each next batch is claimed, before any of its rows is marked: the
+    guard rail applies feedback there and may pause the campaign, which the marking then sees.
     """
     t, c = campaign.tenant_id, campaign.name
     report = SendReport()
@@ -84,7 +87,7 @@ def send_campaign(
         is_list = hasattr(transport, "hand_off")
         feed = LedgerFeed(engine, campaign, composer, report.outcomes, window=size, rate_per_minute=rate_per_minute,
                           one_template=is_list, sleep=sleep, clock=clock,
-                          on_window=lambda windows: on_batch(windows, report.outcomes))
+                          on_window=lambda windows: (on_batch(windows, report.outcomes), between_batches(windows)))
         if is_list:
             hand_off_all(campaign, feed, composer, transport)
         elif hasattr(transport, "deliver_from"):  # PowerMTA: each connection takes rows when it is ready

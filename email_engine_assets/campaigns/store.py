@@ -15,6 +15,7 @@ from email_engine_assets.campaigns.files import (
     check_schedule,
 )
 from email_engine_assets.campaigns.gates import LastCampaign
+from email_engine_assets.campaigns.guard_rail import FeedbackSample
 from email_engine_assets.campaigns.lifecycle import (
     EDITABLE_STATES,
     initial_state,
@@ -22,7 +23,8 @@ from email_engine_assets.campaigns.lifecycle import (
 )
 
 _CAMPAIGN_COLUMNS = """tenant_id, campaign, state, segment, category, transport, send_at, rate_per_minute,
-    config_sha256, snapshot_hash, audience_frozen_at, started_at, completed_at, hard_bounces, complaints"""
+    config_sha256, snapshot_hash, audience_frozen_at, started_at, completed_at, hard_bounces, complaints,
+    paused_reason, guard_rail_overridden"""
 
 
 def sync_campaign(conn: sa.Connection, campaign: Campaign, now: datetime) -> str | None:
@@ -123,7 +125,8 @@ def transition(conn: sa.Connection, tenant_id: str, name: str, action: str) -> t
         sa.text(
             """UPDATE campaigns SET state = :s, updated_at = now(),
                    started_at = CASE WHEN :s = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-                   completed_at = CASE WHEN :s = 'completed' THEN now() ELSE completed_at END
+                   completed_at = CASE WHEN :s = 'completed' THEN now() ELSE completed_at END,
+                   paused_reason = CASE WHEN :s = 'running' THEN NULL ELSE paused_reason END
                WHERE tenant_id = :t AND campaign = :c"""
         ),
         {"s": after, "t": tenant_id, "c": name},
@@ -459,3 +462,46 @@ def unsuppress(conn: sa.Connection, tenant_id: str, email_key: str) -> str | Non
         sa.text("DELETE FROM suppressions WHERE tenant_id = :t AND email = :e AND reason <> 'erased' RETURNING reason"),
         {"t": tenant_id, "e": email_key},
     ).scalar()
+
+
+def guard_sample(conn: sa.Connection, tenant_id: str, name: str) -> FeedbackSample:
+    """The campaign's ledger rows with feedback (delivered, bounced, complained), and among them those
+    hard-bounced and those complained (each row counted once)."""
+    row = conn.execute(
+        sa.text(
+            """SELECT count(*) AS sample,
+                      count(*) FILTER (WHERE hard) AS hard_bounces,
+                      count(*) FILTER (WHERE complained) AS complaints
+               FROM (SELECT send_row_id,
+                            bool_or(event_type = 'bounced' AND bounce_class = 'hard') AS hard,
+                            bool_or(event_type = 'complained') AS complained
+                     FROM delivery_events
+                     WHERE tenant_id = :t AND campaign = :c AND send_row_id IS NOT NULL
+                       AND event_type IN ('delivered', 'bounced', 'complained')
+                     GROUP BY send_row_id) per_row"""
+        ),
+        {"t": tenant_id, "c": name},
+    ).one()
+    return FeedbackSample(int(row.sample), int(row.hard_bounces), int(row.complaints))
+
+
+def guarded_campaigns(conn: sa.Connection, tenant_id: str) -> list[str]:
+    """The tenant's running campaigns its guard rail watches (not resumed with ``--override guard_rail``)."""
+    return list(conn.execute(
+        sa.text("""SELECT campaign FROM campaigns WHERE tenant_id = :t AND state = 'running'
+                   AND NOT guard_rail_overridden ORDER BY campaign"""), {"t": tenant_id}).scalars())
+
+
+def pause_by_guard_rail(conn: sa.Connection, tenant_id: str, name: str, reason: str) -> bool:
+    """A running campaign (not overridden) becomes ``paused`` with ``reason``; False when it was not running."""
+    return bool(conn.execute(
+        sa.text("""UPDATE campaigns SET state = 'paused', paused_reason = :r, updated_at = now()
+                   WHERE tenant_id = :t AND campaign = :c AND state = 'running' AND NOT guard_rail_overridden"""),
+        {"t": tenant_id, "c": name, "r": reason},
+    ).rowcount)
+
+
+def override_guard_rail(conn: sa.Connection, tenant_id: str, name: str) -> None:
+    """The operator resumed after review: the guard rail no longer pauses this campaign."""
+    conn.execute(sa.text("UPDATE campaigns SET guard_rail_overridden = true, updated_at = now() WHERE tenant_id = :t AND campaign = :c"),
+                 {"t": tenant_id, "c": name})
