@@ -201,6 +201,9 @@ def _outcome(key: str, result: RunResult, notes: list[str]) -> SendOutcome:
             metadata = event.step_materialization_data.materialization.metadata
             if MTA_WARNING in metadata:
                 outcome.warnings.append(str(metadata[MTA_WARNING].value))
+            for domain, figures in (metadata["held_destinations"].value if "held_destinations" in metadata else {}).items():
+                outcome.warnings.append(f"destination {domain} throttles the sender ({figures['refusals']} recent deferral(s) "
+                                        f"or refusal(s)): {figures['waiting']} row(s) wait, queued; `campaign send` goes on later")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.asset_check_evaluation_data.passed:
             evaluation = event.asset_check_evaluation_data
             outcome.blocked.append({"check": evaluation.check_name, "reason": _reason(evaluation)})

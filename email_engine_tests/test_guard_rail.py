@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from email_engine_assets import campaign_runs
 from email_engine_assets.campaigns.guard_rail import FeedbackSample, trip
 from email_engine_resources.transports import PowerMtaResource
-from email_engine_tests.powermta_server import PowerMtaStandIn
+from email_engine_tests.powermta_server import PowerMtaStandIn, accounting_time
 from email_engine_tests.test_campaign_transports import TENANT, pmta_yaml, setup
 
 AUDIENCE = 600  # three batches of 200
@@ -100,3 +100,39 @@ def test_the_guard_rail_waits_for_its_sample_and_names_the_rate():
     reason = trip(FeedbackSample(1000, 21, 2), **limits)
     assert "hard bounces 21/1000 = 2.10% > 2.0%" in reason and "complaints 2/1000 = 0.20% > 0.1%" in reason
     assert "over 1000 message(s) with feedback (min_sample 200)" in reason and "--override guard_rail" in reason
+
+
+def test_a_destination_that_keeps_deferring_is_not_fed_its_rows_wait_counted_and_named(engine, workspace, monkeypatch, tmp_path):
+    acct = tmp_path / "pmta-acct"
+    acct.mkdir()
+    people = ([(f"a{i}@example.com", "A", "en") for i in range(4)] + [(f"s{i}@slow.example", "S", "en") for i in range(3)]
+              + [(f"o{i}@other.example", "O", "en") for i in range(2)])
+    with PowerMtaStandIn(accounting_dir=acct) as mta:
+        transport = pmta_yaml(mta) + f"  accounting_dir: {acct}\n"
+        env = setup(workspace, engine, monkeypatch, transport, people,
+                    {"powermta": PowerMtaResource(retry_backoff_seconds=0.01, helo_name="sender.acme.example")}, transport="pmta")
+        workspace.tenant("acme", TENANT.format(transport=textwrap.indent(textwrap.dedent(transport), "  "))
+                         + "guard_rails:\n  destination_deferrals: 3\n")
+        # PowerMTA's own retries of an earlier campaign: slow.example throttles (4.7.0 / 421), other.example only timed out
+        mta.accounting.append(*[
+            {"type": "t", "timeLogged": accounting_time(), "orig": "bounces@bounce.acme.example", "rcpt": rcpt,
+             "dsnAction": "delayed", "dsnStatus": status, "dsnDiag": diag, "jobId": "acme.earlier"}
+            for rcpt, status, diag in [
+                ("x1@slow.example", "4.7.0 (other or undefined security status)", "smtp;421 4.7.0 try again later"),
+                ("x2@slow.example", "4.7.0 (other or undefined security status)", "smtp;421 4.7.0 try again later"),
+                ("x3@slow.example", "4.7.28 (delivery not authorized)", "smtp;421 4.7.28 rate limited"),
+                ("x1@other.example", "4.4.1 (no answer from host)", "smtp;timeout"),
+                ("x2@other.example", "4.4.1 (no answer from host)", "smtp;timeout"),
+                ("x3@other.example", "4.4.1 (no answer from host)", "smtp;timeout"),
+            ]])
+        with dg.instance_for_test() as instance:
+            sent = campaign_runs.send("acme.spring", instance=instance, definitions=env.defs)
+    assert sent.failures == []
+    states = ledger_states(engine)
+    assert {e for e, s in states.items() if s == "queued"} == {"s0@slow.example", "s1@slow.example", "s2@slow.example"}
+    assert sorted(m.recipients[0] for m in mta.received) == sorted(e for e, s in states.items() if s == "sent")
+    assert len(mta.received) == 6 and sent.counts["state"] == "running"  # the waiting rows keep it running
+    assert [w for w in sent.warnings if "slow.example" in w] == [
+        "destination slow.example throttles the sender (3 recent deferral(s) or refusal(s)): 3 row(s) wait, queued; "
+        "`campaign send` goes on later"]
+    assert not [w for w in sent.warnings if "other.example" in w]

@@ -288,6 +288,7 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
         with engine.begin() as conn:
             store.reopen_for_resend(conn, t, c)
             row = store.campaign_row(conn, t, c)
+    held: dict[str, dict] = {}
     if row["state"] != "running":
         context.log.info(f"campaign {campaign.key} is {row['state']}: nothing to send")
     else:
@@ -305,7 +306,7 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
                 report = send_campaign(
                     engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend_unknown,
                     batch_size=SEND_BATCH_SIZE, on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
-                    between_batches=guard,
+                    between_batches=guard, held_domains=_throttling(tenant, row["transport"]),
                 )
         finally:
             if hasattr(transport, "close"):  # MailWizz: the API client's connections
@@ -317,6 +318,10 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
                     context.log.info(f"MailWizz campaigns: {transports.remote_campaigns(tenant, campaign, 'pause')}")
                 except PartMissing as exc:
                     context.log.warning(f"MailWizz campaigns of {key} not paused: {exc}; `campaign pause` retries")
+        held = report.held
+        for domain, figures in held.items():
+            context.log.warning(f"destination {domain} throttles the sender ({figures['refusals']} deferral(s) or refusal(s) "
+                                f"recently): not fed; {figures['waiting']} row(s) wait, queued, for a later run")
         if report.recovered_unknown:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
     mta, mta_warning = _mta_figures(context, tenant, campaign)
@@ -328,7 +333,18 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
         "skipped": dg.MetadataValue.json(counts["skipped"]),
         **({"powermta": dg.MetadataValue.json(mta)} if mta else {}),
         **({MTA_WARNING: mta_warning} if mta_warning else {}),
+        **({"held_destinations": dg.MetadataValue.json(held)} if held else {}),
     }
+
+
+def _throttling(tenant, transport_name: str):
+    """PowerMTA: the recipient domains whose recent accounting records say they throttle the sender
+    (``guard_rails.destination_*``); none for the other transports (MailWizz and the outbox queue nothing)."""
+    config = tenant.transport(transport_name)
+    if config is None or config.kind != "powermta":
+        return None
+    rails = tenant.guard_rails
+    return lambda conn: store.throttling_domains(conn, tenant.id, rails.destination_deferrals, rails.destination_window_s)
 
 
 def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> tuple[dict | None, str | None]:
