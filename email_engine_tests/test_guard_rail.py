@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
 from email_engine_assets import campaign_runs
+from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.guard_rail import FeedbackSample, trip
+from email_engine_assets.execution import run_job
 from email_engine_resources.transports import PowerMtaResource
+from email_engine_tests.campaign_parts import (
+    Late,
+    SimpleComposers,
+    StaticAudience,
+    add_contacts,
+    campaign_defs,
+    outbox_recipients,
+    write_campaign,
+)
 from email_engine_tests.powermta_server import PowerMtaStandIn, accounting_time
 from email_engine_tests.test_campaign_transports import TENANT, pmta_yaml, setup
 
@@ -136,3 +148,42 @@ def test_a_destination_that_keeps_deferring_is_not_fed_its_rows_wait_counted_and
         "destination slow.example throttles the sender (3 recent deferral(s) or refusal(s)): 3 row(s) wait, queued; "
         "`campaign send` goes on later"]
     assert not [w for w in sent.warnings if "other.example" in w]
+
+
+def test_the_resume_job_needs_the_guard_rail_override_after_a_guard_rail_pause(engine, workspace, tmp_path, monkeypatch):
+    workspace.tenant("acme")
+    home = tmp_path / "home"
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(home))
+    emails = [f"p{i}@example.com" for i in range(4)]
+    env = SimpleNamespace(audience=StaticAudience({"vip": add_contacts(engine, "acme", emails)}), composers=SimpleComposers())
+    defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
+    write_campaign(workspace.root, "acme", "spring")
+    sent = []
+
+    def paused_by_its_guard_rail(contact):  # as the guard rail would, before anything is sent
+        if not sent:
+            with engine.begin() as conn:
+                assert store.pause_by_guard_rail(conn, "acme", "spring", "guard rail: complaints 9/300 = 3.00% > 0.1% ...")
+        sent.append(contact["email"])
+
+    env.composers = SimpleComposers(on_compose=paused_by_its_guard_rail)
+    with dg.instance_for_test() as instance:
+        outcome = campaign_runs.send("acme.spring", instance=instance, definitions=defs)
+        assert outcome.counts["state"] == "paused" and outcome.counts["sent"] == 0
+
+        def resume(overrides=None):
+            config = {"campaign": "acme.spring", **({"overrides": overrides} if overrides is not None else {})}
+            return run_job("campaign_resume_job", instance, run_config={"ops": {"campaign_resume": {"config": config}}},
+                           definitions=defs)
+
+        env.composers = SimpleComposers()
+        for refused, why in ((resume(), "paused by its guard rail: complaints 9/300"),
+                             (resume(["sender_reputation"]), "unknown override(s) sender_reputation")):
+            assert not refused.success
+            [(_, error)] = refused.step_failures
+            assert why in error.message
+        assert resume(["guard_rail"]).success
+    with engine.connect() as conn:
+        row = store.campaign_row(conn, "acme", "spring")
+    assert (row["state"], row["paused_reason"], row["guard_rail_overridden"]) == ("completed", None, True)
+    assert outbox_recipients(home / "outbox") == emails

@@ -66,6 +66,10 @@ def _state_op(action: str) -> dg.OpDefinition:
                    "as `email-engine campaign resume` does.")
 def campaign_resume(context: dg.OpExecutionContext, config: ResumeConfig) -> dg.Output[dict]:
     key = config.campaign
+    unknown = [o for o in config.overrides if o != GUARD_RAIL]
+    if unknown:
+        raise dg.Failure(description=f"resume refused: unknown override(s) {', '.join(o[:64] for o in unknown)}; "
+                                     f"a resume takes only {GUARD_RAIL}")
     counts = _changed(context, key, "resume", config.overrides)
     tenant, campaign = load_campaign(context, key)
     if key not in context.instance.get_dynamic_partitions(campaign_partitions.name):

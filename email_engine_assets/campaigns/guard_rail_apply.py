@@ -80,5 +80,11 @@ class SendGuard:
         if self.clock() - self.last < self.every_s:
             return
         self.last = self.clock()
-        apply_pending_feedback(self.engine, self.root, self.tenant, powermta=self.powermta, mailwizz=self.mailwizz)
+        try:
+            apply_pending_feedback(self.engine, self.root, self.tenant, powermta=self.powermta, mailwizz=self.mailwizz)
+        except Exception as exc:  # noqa: BLE001 -- the check goes on with the feedback already applied
+            # Raised here it would stop the send mid-batch and leave its rows in flight unknown; the
+            # delivery_events run reports the input it could not read.
+            log.warning("campaign %s.%s: pending feedback not applied before the guard-rail check: %s: %s",
+                        self.tenant.id, self.name, type(exc).__name__, str(exc)[:200])
         self.paused.update(check_running(self.engine, self.tenant, only=self.name))
