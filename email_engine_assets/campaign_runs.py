@@ -37,6 +37,7 @@ from email_engine_assets.campaigns.assets import (
 )
 from email_engine_assets.campaigns.control import CampaignRefused
 from email_engine_assets.campaigns.files import split_key
+from email_engine_assets.campaigns.guard_rail import GUARD_RAIL
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import refusal
 from email_engine_assets.campaigns.parts import Skipped
@@ -133,7 +134,8 @@ def show(key: str) -> dict:
         row = store.campaign_row(conn, tenant_id, name)
     return {**counts_of(key), "segment": row["segment"], "category": row["category"], "transport": row["transport"],
             "send_at": row["send_at"].isoformat() if row["send_at"] else None, "rate_per_minute": row["rate_per_minute"],
-            "snapshot_hash": row["snapshot_hash"]}
+            "snapshot_hash": row["snapshot_hash"], "paused_reason": row["paused_reason"],
+            "guard_rail_overridden": row["guard_rail_overridden"]}
 
 
 def send_run_config(*, send_now: bool = False, overrides: list[str] = (), resend_unknown: bool = False) -> dict:
@@ -199,6 +201,9 @@ def _outcome(key: str, result: RunResult, notes: list[str]) -> SendOutcome:
             metadata = event.step_materialization_data.materialization.metadata
             if MTA_WARNING in metadata:
                 outcome.warnings.append(str(metadata[MTA_WARNING].value))
+            for domain, figures in (metadata["held_destinations"].value if "held_destinations" in metadata else {}).items():
+                outcome.warnings.append(f"destination {domain} throttles the sender ({figures['refusals']} recent deferral(s) "
+                                        f"or refusal(s)): {figures['waiting']} row(s) wait, queued; `campaign send` goes on later")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.asset_check_evaluation_data.passed:
             evaluation = event.asset_check_evaluation_data
             outcome.blocked.append({"check": evaluation.check_name, "reason": _reason(evaluation)})
@@ -259,20 +264,22 @@ def _transports(definitions: dg.Definitions | None) -> Iterator[Transports]:
         yield Transports.of(built)
 
 
-def change_state(key: str, action: str, definitions: dg.Definitions | None = None) -> dict:
+def change_state(key: str, action: str, definitions: dg.Definitions | None = None, overrides: list[str] = ()) -> dict:
     """``pause`` or ``cancel`` now (``resume``: see :func:`resume`), as ``campaign_pause_job`` /
     ``campaign_cancel_job`` do (:func:`email_engine_assets.campaigns.control.change_state`)."""
     try:
         with _transports(definitions) as parts:
-            return control.change_state(get_engine(), _root(), key, action, parts)
+            return control.change_state(get_engine(), _root(), key, action, parts, overrides)
     except (LookupError, ValueError, PartMissing) as exc:  # the transports' resources could not be built
         raise CampaignRefused(f"campaign {key}: {exc}") from None
 
 
 def resume(key: str, **kwargs) -> SendOutcome:
     """Back to ``running`` (MailWizz campaigns unpaused) and go on sending where it stopped."""
-    change_state(key, "resume", kwargs.get("definitions"))
-    return send(key, **kwargs)
+    overrides = list(kwargs.pop("overrides", None) or [])
+    # guard_rail is the resume's own override (a campaign its guard rail paused); the rest are the send's checks
+    change_state(key, "resume", kwargs.get("definitions"), overrides)
+    return send(key, overrides=[o for o in overrides if o != GUARD_RAIL], **kwargs)
 
 
 def send_due_campaigns(instance: dg.DagsterInstance, definitions: dg.Definitions | None = None) -> list[SendOutcome]:

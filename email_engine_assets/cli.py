@@ -509,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show", "send", "pause", "resume", "cancel", "stats"])
     p.add_argument("target", nargs="?", help="<tenant>.<name> (list: an optional tenant)")
     p.add_argument("--json", action="store_true", help="print one JSON object (list: one per line)")
-    p.add_argument("--override", action="append", metavar="CHECK", help="go on although CHECK fails (recorded with the run)")
+    p.add_argument("--override", action="append", metavar="CHECK", help="go on although CHECK fails (recorded with the run); resume: guard_rail after a guard-rail pause")
     p.add_argument("--resend-unknown", action="store_true", help="send again the rows whose fate is unknown (may reach someone twice)")
     p = add("preview", cmd_preview, "show the template, rule and message a contact would get from a campaign")
     p.add_argument("campaign", help="<tenant>.<name>")

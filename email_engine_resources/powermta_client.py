@@ -26,6 +26,9 @@ Outcomes, per message:
   could not be opened or was lost before the data went out) still there after ``retries`` tries
   with exponential backoff; or a message that cannot be sent as given (bad token, header
   injection, too large, a non-ASCII local part without ``SMTPUTF8``);
+* a ``421`` (PowerMTA itself full or shutting down) closes the connection, and the slot backs
+  off before reconnecting: every message it holds waits ``retry_backoff_s`` (doubling with each
+  ``421`` in a row), so a full PowerMTA is not hammered with new sessions;
 * ``unknown``: the connection was lost or timed out once the message data had started to go out:
   the server may have accepted it, so it is never retried; so is a reply to the data that is
   neither 2xx, 4xx nor 5xx.
@@ -322,6 +325,7 @@ class _Outcome:
     detail: str
     keep_connection: bool = True
     before_any_reply: bool = False  # a reused connection that was already gone
+    server_busy: bool = False  # a 421: PowerMTA itself closes the session (full, shutting down)
 
 
 RETRY = "retry"
@@ -335,7 +339,7 @@ def _accepted(reply: Reply, expected: int) -> bool:
 def _classify(stage: str, reply: Reply) -> _Outcome:
     detail = f"{stage}: {reply}"
     if reply.code == 421:
-        return _Outcome(RETRY, detail, keep_connection=False)
+        return _Outcome(RETRY, detail, keep_connection=False, server_busy=True)
     if 400 <= reply.code < 500:
         return _Outcome(RETRY, detail)
     return _Outcome(FAILED, detail)
@@ -454,6 +458,7 @@ class _Slot:
         self.outcomes: list[DeliveryResult] = []
         self.drained = False
         self.conn: _Connection | None = None
+        self.busy = 0  # 421s in a row: the backoff before reconnecting doubles with each
         self.loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -534,6 +539,13 @@ class _Slot:
         if not outcome.keep_connection:
             self.conn.close()
             self.conn = None
+        if outcome.server_busy:  # PowerMTA is full: this connection backs off before it reconnects, whatever it holds
+            self.busy += 1
+            until = self.loop.time() + min(self.config.retry_backoff_s * 2 ** (self.busy - 1), MAX_BACKOFF_S)
+            for held in self.held:
+                held.not_before = max(held.not_before, until)
+        elif outcome.status == SENT:
+            self.busy = 0
         if outcome.status == RETRY and outcome.before_any_reply and not item.reconnected:
             item.reconnected = True  # an idle connection the server had closed: not a try
         elif outcome.status == RETRY:

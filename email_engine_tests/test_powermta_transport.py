@@ -346,3 +346,13 @@ def test_an_unexpected_reply_after_the_data_is_unknown_not_failed():
         results = by_row(transport(mta).deliver([message(1), message(2)]))
     assert results[1].status == "unknown" and "unexpected reply 354" in results[1].detail
     assert results[2].status == "sent"
+
+
+def test_a_421_backs_the_connection_off_before_it_reconnects():
+    with PowerMtaStandIn() as mta:
+        mta.fail("rcpt", "421 4.3.2 too many messages, try later", recipient="user1@example.com", times=1)
+        results = by_row(transport(mta, connections=1, retry_backoff_seconds=0.5).deliver([message(1), message(2)]))
+        first, second = mta.sessions
+    assert {r.status for r in results.values()} == {"sent"}
+    # message 2 was ready at once, yet the new session waited out the backoff (PowerMTA said it was full)
+    assert second.opened_at - first.opened_at >= 0.45

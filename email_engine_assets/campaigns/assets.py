@@ -24,6 +24,7 @@ from email_engine_assets.audiences.segment_build import (
 )
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
+from email_engine_assets.campaigns.guard_rail_apply import SendGuard
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.parts import AudienceChanged
@@ -287,6 +288,7 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
         with engine.begin() as conn:
             store.reopen_for_resend(conn, t, c)
             row = store.campaign_row(conn, t, c)
+    held: dict[str, dict] = {}
     if row["state"] != "running":
         context.log.info(f"campaign {campaign.key} is {row['state']}: nothing to send")
     else:
@@ -296,16 +298,30 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
             transport = transports.transport(tenant, campaign)
         except PartMissing as exc:
             raise dg.Failure(description=str(exc)) from None
+        guard = SendGuard(engine, context.resources.workspace.root(), tenant, c,
+                          powermta=context.resources.powermta, mailwizz=context.resources.mailwizz)
         try:
             with tenant_work_lock(engine, TRANSPORT_LOCK, transport_tag(t, row["transport"])):
                 context.log.info(f"sending {campaign.key} through transport {transport_tag(t, row['transport'])} (its lock held)")
                 report = send_campaign(
                     engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend_unknown,
                     batch_size=SEND_BATCH_SIZE, on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
+                    between_batches=guard, held_domains=_throttling(tenant, row["transport"]),
                 )
         finally:
             if hasattr(transport, "close"):  # MailWizz: the API client's connections
                 transport.close()
+        for key, reason in guard.paused.items():
+            context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
+            if transports.is_list(tenant, campaign):  # its MailWizz campaigns paused too, now the send has let go
+                try:
+                    context.log.info(f"MailWizz campaigns: {transports.remote_campaigns(tenant, campaign, 'pause')}")
+                except PartMissing as exc:
+                    context.log.warning(f"MailWizz campaigns of {key} not paused: {exc}; `campaign pause` retries")
+        held = report.held
+        for domain, figures in held.items():
+            context.log.warning(f"destination {domain} throttles the sender ({figures['refusals']} deferral(s) or refusal(s) "
+                                f"recently): not fed; {figures['waiting']} row(s) wait, queued, for a later run")
         if report.recovered_unknown:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
     mta, mta_warning = _mta_figures(context, tenant, campaign)
@@ -317,7 +333,18 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
         "skipped": dg.MetadataValue.json(counts["skipped"]),
         **({"powermta": dg.MetadataValue.json(mta)} if mta else {}),
         **({MTA_WARNING: mta_warning} if mta_warning else {}),
+        **({"held_destinations": dg.MetadataValue.json(held)} if held else {}),
     }
+
+
+def _throttling(tenant, transport_name: str):
+    """PowerMTA: the recipient domains whose recent accounting records say they throttle the sender
+    (``guard_rails.destination_*``); none for the other transports (MailWizz and the outbox queue nothing)."""
+    config = tenant.transport(transport_name)
+    if config is None or config.kind != "powermta":
+        return None
+    rails = tenant.guard_rails
+    return lambda conn: store.throttling_domains(conn, tenant.id, rails.destination_deferrals, rails.destination_window_s)
 
 
 def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> tuple[dict | None, str | None]:

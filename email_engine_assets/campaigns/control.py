@@ -7,12 +7,15 @@ from the ``outbox`` / ``powermta`` / ``mailwizz`` resources of the caller.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.files import split_key
+from email_engine_assets.campaigns.guard_rail import GUARD_RAIL
+from email_engine_assets.campaigns.guard_rail_apply import resolve
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError
 from email_engine_assets.campaigns.registry import register_one
@@ -41,7 +44,8 @@ def counts_of(engine: sa.Engine, key: str) -> dict:
         return campaign_counts(key, row["state"], store.state_counts(conn, tenant_id, name))
 
 
-def change_state(engine: sa.Engine, root: Path, key: str, action: str, transports: Transports) -> dict:
+def change_state(engine: sa.Engine, root: Path, key: str, action: str, transports: Transports,
+                 overrides: Sequence[str] = ()) -> dict:
     """``pause``, ``resume`` or ``cancel`` now; the running send sees it at its next batch. The
     campaign's counts afterwards; :class:`CampaignRefused` naming why when it does not apply
     (an unknown campaign, a state that does not allow the action).
@@ -51,22 +55,41 @@ def change_state(engine: sa.Engine, root: Path, key: str, action: str, transport
     every row is already handed off (``completed`` here, MailWizz possibly still sending) act on
     MailWizz only. The counts carry ``mailwizz``: each MailWizz campaign's status afterwards.
     For MailWizz the change waits until a send in progress has stopped (one batch at most).
+
+    A campaign its guard rail paused resumes only with ``guard_rail`` in ``overrides`` (after
+    review): the guard rail then no longer pauses it, and its ``guard_rail_paused`` incident clears.
     """
     if action not in ACTIONS:
         raise CampaignRefused(f"unknown action {action[:20]!r}; expected one of {', '.join(ACTIONS)}")
     try:
         tenant, campaign, _ = register_one(engine, root, key)
-        return _change_state(engine, key, action, tenant, campaign, transports)
+        counts = _change_state(engine, key, action, tenant, campaign, transports, overrides)
     except (LookupError, ValueError, LifecycleError, PartMissing) as exc:
         raise CampaignRefused(f"campaign {key}: {exc}") from None
+    if action == "resume":
+        resolve(engine, key)
+    return counts
 
 
-def _change_state(engine: sa.Engine, key: str, action: str, tenant, campaign, parts: Transports) -> dict:
+def _guard_rail_review(conn: sa.Connection, tenant_id: str, name: str, overrides: Sequence[str]) -> None:
+    row = store.campaign_row(conn, tenant_id, name)
+    if row["state"] != "paused" or not row["paused_reason"]:
+        return
+    if GUARD_RAIL not in overrides:
+        raise LifecycleError(f"paused by its {row['paused_reason']}")
+    store.override_guard_rail(conn, tenant_id, name)
+
+
+
+def _change_state(engine: sa.Engine, key: str, action: str, tenant, campaign, parts: Transports,
+                  overrides: Sequence[str] = ()) -> dict:
     tenant_id, name = split_key(key)
     with engine.begin() as conn:
         state = store.campaign_row(conn, tenant_id, name)["state"]
         # Already where asked (a retry after MailWizz did not answer), or settled here while MailWizz sends on.
         remote_only = parts.is_list(tenant, campaign) and state in REMOTE_ONLY.get(action, ())
+        if action == "resume":
+            _guard_rail_review(conn, tenant_id, name, overrides)
         if not remote_only:
             store.transition(conn, tenant_id, name, action)
     if not parts.is_list(tenant, campaign):

@@ -21,6 +21,7 @@ from email_engine_assets.campaigns.assets import (
     send_started,
 )
 from email_engine_assets.campaigns.control import CampaignRefused, change_state
+from email_engine_assets.campaigns.guard_rail import GUARD_RAIL
 from email_engine_assets.campaigns.wiring import TRANSPORT_KEYS, Transports
 
 
@@ -28,10 +29,15 @@ class CampaignConfig(dg.Config):
     campaign: str = Field(description="the campaign's key, <tenant>.<campaign> (its partition of campaign_sends)")
 
 
-def _changed(context, key: str, action: str) -> dict:
+class ResumeConfig(CampaignConfig):
+    overrides: list[str] = Field(default_factory=list, description=(
+        f"{GUARD_RAIL}: resume a campaign its guard rail paused, after review (it then no longer pauses it)"))
+
+
+def _changed(context, key: str, action: str, overrides: list[str] = ()) -> dict:
     try:
         counts = change_state(context.resources.db.engine(), context.resources.workspace.root(), key, action,
-                              Transports.of(context.resources))
+                              Transports.of(context.resources), overrides)
     except CampaignRefused as exc:
         raise dg.Failure(description=f"{action} refused: {exc}") from None
     context.log.info(f"campaign {key}: {action}: now {counts['state']}")
@@ -58,9 +64,13 @@ def _state_op(action: str) -> dg.OpDefinition:
 @dg.op(name="campaign_resume", required_resource_keys={"db", "workspace", "composers", *TRANSPORT_KEYS},
        description="Resume the campaign named in the config (MailWizz campaigns unpaused) and send what is left, "
                    "as `email-engine campaign resume` does.")
-def campaign_resume(context: dg.OpExecutionContext, config: CampaignConfig) -> dg.Output[dict]:
+def campaign_resume(context: dg.OpExecutionContext, config: ResumeConfig) -> dg.Output[dict]:
     key = config.campaign
-    counts = _changed(context, key, "resume")
+    unknown = [o for o in config.overrides if o != GUARD_RAIL]
+    if unknown:
+        raise dg.Failure(description=f"resume refused: unknown override(s) {', '.join(o[:64] for o in unknown)}; "
+                                     f"a resume takes only {GUARD_RAIL}")
+    counts = _changed(context, key, "resume", config.overrides)
     tenant, campaign = load_campaign(context, key)
     if key not in context.instance.get_dynamic_partitions(campaign_partitions.name):
         context.instance.add_dynamic_partitions(campaign_partitions.name, [key])

@@ -70,13 +70,16 @@ class LedgerFeed:
     def __init__(self, engine: sa.Engine, campaign: Campaign, composer: Composer, outcomes: Counter, *, window: int,
                  rate_per_minute: int | None = None, one_template: bool = False,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 on_window: Callable[[int], None] = lambda windows: None):
+                 on_window: Callable[[int], None] = lambda windows: None,
+                 held_domains: Callable[[sa.Connection], dict[str, int]] | None = None):
         self.engine, self.campaign, self.composer = engine, campaign, composer
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.outcomes = outcomes  # what was recorded, by state
         self.window, self.rate, self.one_template = window, rate_per_minute, one_template
         self.sleep, self.clock, self.on_window = sleep, clock, on_window
         self.windows = 0
+        self.held_domains = held_domains
+        self.held: dict[str, int] = {}  # recipient domains not fed for the rest of the run: {domain: refusals seen}
         self.handed: dict[int, Handed] = {}  # in flight: marked sending, no outcome recorded yet
         self._ready: deque[Handed] = deque()  # claimed and composed, still queued in the database
         self._skipped: list[dict] = []  # composer skips, recorded with the next commit
@@ -195,8 +198,10 @@ class LedgerFeed:
                         self.sleep(wait)
             started = self.clock()
             with self.engine.begin() as conn:
+                if self.held_domains is not None:  # a destination that throttles is not fed: its rows wait, queued
+                    self.held.update(self.held_domains(conn))
                 rows, suppressed = store.claim_batch(conn, self.campaign.tenant_id, self.campaign.name, self.window,
-                                                     after_row_id=self._after)
+                                                     after_row_id=self._after, held=sorted(self.held))
             if not rows and not suppressed:
                 self._done = True
                 return

@@ -59,6 +59,7 @@ class SendReport:
     outcomes: Counter = field(default_factory=Counter)
     completed: bool = False
     released: dict[str, str] = field(default_factory=dict)  # list transport: its campaigns' status after the release
+    held: dict[str, dict] = field(default_factory=dict)  # throttling destinations: {domain: {refusals, waiting}}
 
 
 def send_campaign(
@@ -66,12 +67,18 @@ def send_campaign(
     rate_per_minute: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, resend_unknown: bool = False,
     sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
     on_batch: Callable[[int, Counter], None] = lambda batch, outcomes: None,
+    between_batches: Callable[[int], None] = lambda batches: None,
+    held_domains: Callable[[sa.Connection], dict[str, int]] | None = None,
 ) -> SendReport:
     """Send what is queued for ``campaign`` (which must be ``running`` for anything to be claimed).
 
     Holds the campaign's lock for the whole loop: two runs never send the same campaign at once,
     so a row found ``sending`` here belongs to a run that died. ``batch_size`` rows are claimed
     and composed at a time (``on_batch`` is told the outcomes so far as each next one is claimed).
+    ``between_batches`` runs as each next batch is claimed, before any of its rows is marked: the
+    guard rail applies feedback there and may pause the campaign, which the marking then sees.
+    ``held_domains`` (read as each batch is claimed) names the recipient domains that throttle the
+    sender: their rows are not claimed and wait, ``queued`` (``report.held``: refusals and rows waiting).
     """
     t, c = campaign.tenant_id, campaign.name
     report = SendReport()
@@ -84,7 +91,8 @@ def send_campaign(
         is_list = hasattr(transport, "hand_off")
         feed = LedgerFeed(engine, campaign, composer, report.outcomes, window=size, rate_per_minute=rate_per_minute,
                           one_template=is_list, sleep=sleep, clock=clock,
-                          on_window=lambda windows: on_batch(windows, report.outcomes))
+                          on_window=lambda windows: (on_batch(windows, report.outcomes), between_batches(windows)),
+                          held_domains=held_domains)
         if is_list:
             hand_off_all(campaign, feed, composer, transport)
         elif hasattr(transport, "deliver_from"):  # PowerMTA: each connection takes rows when it is ready
@@ -96,6 +104,9 @@ def send_campaign(
         if report.batches:
             on_batch(report.batches, report.outcomes)
         with engine.begin() as conn:
+            if feed.held:
+                waiting = store.queued_by_domain(conn, t, c, sorted(feed.held))
+                report.held = {d: {"refusals": n, "waiting": waiting.get(d, 0)} for d, n in sorted(feed.held.items())}
             report.completed = store.complete_if_settled(conn, t, c)
             if report.completed and hasattr(transport, "release"):
                 # MailWizz: its campaigns wait paused until every row is on their lists. Released inside

@@ -15,6 +15,7 @@ from email_engine_assets.campaigns.files import (
     check_schedule,
 )
 from email_engine_assets.campaigns.gates import LastCampaign
+from email_engine_assets.campaigns.guard_rail import FeedbackSample
 from email_engine_assets.campaigns.lifecycle import (
     EDITABLE_STATES,
     initial_state,
@@ -22,7 +23,8 @@ from email_engine_assets.campaigns.lifecycle import (
 )
 
 _CAMPAIGN_COLUMNS = """tenant_id, campaign, state, segment, category, transport, send_at, rate_per_minute,
-    config_sha256, snapshot_hash, audience_frozen_at, started_at, completed_at, hard_bounces, complaints"""
+    config_sha256, snapshot_hash, audience_frozen_at, started_at, completed_at, hard_bounces, complaints,
+    paused_reason, guard_rail_overridden"""
 
 
 def sync_campaign(conn: sa.Connection, campaign: Campaign, now: datetime) -> str | None:
@@ -123,7 +125,8 @@ def transition(conn: sa.Connection, tenant_id: str, name: str, action: str) -> t
         sa.text(
             """UPDATE campaigns SET state = :s, updated_at = now(),
                    started_at = CASE WHEN :s = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
-                   completed_at = CASE WHEN :s = 'completed' THEN now() ELSE completed_at END
+                   completed_at = CASE WHEN :s = 'completed' THEN now() ELSE completed_at END,
+                   paused_reason = CASE WHEN :s = 'running' THEN NULL ELSE paused_reason END
                WHERE tenant_id = :t AND campaign = :c"""
         ),
         {"s": after, "t": tenant_id, "c": name},
@@ -226,6 +229,7 @@ WITH live AS (
     FROM campaign_sends s
     LEFT JOIN suppressions sp ON sp.tenant_id = s.tenant_id AND sp.email = s.email
     WHERE s.tenant_id = :t AND s.campaign = :c AND s.state = 'queued' AND s.row_id > :after AND EXISTS (SELECT 1 FROM live)
+      AND NOT (split_part(s.email, '@', 2) = ANY(CAST(:held AS text[])))
     ORDER BY s.row_id
     LIMIT :n
 ), settled AS (
@@ -313,7 +317,8 @@ def ledger_token(conn: sa.Connection, tenant_id: str, name: str, contact_id: int
     ).scalar()
 
 
-def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int, *, after_row_id: int = 0) -> tuple[list[dict], int]:
+def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int, *, after_row_id: int = 0,
+                held: Sequence[str] = ()) -> tuple[list[dict], int]:
     """The next ``limit`` queued rows of a running campaign after ``after_row_id``, for this run to
     compose: (rows, rows skipped as suppressed).
 
@@ -321,9 +326,11 @@ def claim_batch(conn: sa.Connection, tenant_id: str, name: str, limit: int, *, a
     a cancel committed before takes effect here), and an address suppressed by then is settled
     ``skipped_suppressed``. The rows returned stay ``queued``: a row is in flight only once
     :func:`record_and_mark` hands it to a connection (the campaign's send lock keeps other runs
-    away). Each row comes with its contact's fields.
+    away). Each row comes with its contact's fields. Rows whose recipient domain is in ``held`` (a
+    destination that throttles) are passed over: they stay ``queued`` for a later run.
     """
-    rows = conn.execute(sa.text(_CLAIM), {"t": tenant_id, "c": name, "n": limit, "after": after_row_id}).mappings().all()
+    rows = conn.execute(sa.text(_CLAIM), {"t": tenant_id, "c": name, "n": limit, "after": after_row_id,
+                                          "held": list(held)}).mappings().all()
     claimed = [dict(r) for r in rows if not r["suppressed"]]
     ids = [r["contact_id"] for r in claimed if r["contact_id"] is not None]
     contacts = {}
@@ -459,3 +466,72 @@ def unsuppress(conn: sa.Connection, tenant_id: str, email_key: str) -> str | Non
         sa.text("DELETE FROM suppressions WHERE tenant_id = :t AND email = :e AND reason <> 'erased' RETURNING reason"),
         {"t": tenant_id, "e": email_key},
     ).scalar()
+
+
+def guard_sample(conn: sa.Connection, tenant_id: str, name: str) -> FeedbackSample:
+    """The campaign's ledger rows with feedback (delivered, bounced, complained), and among them those
+    hard-bounced and those complained (each row counted once)."""
+    row = conn.execute(
+        sa.text(
+            """SELECT count(*) AS sample,
+                      count(*) FILTER (WHERE hard) AS hard_bounces,
+                      count(*) FILTER (WHERE complained) AS complaints
+               FROM (SELECT send_row_id,
+                            bool_or(event_type = 'bounced' AND bounce_class = 'hard') AS hard,
+                            bool_or(event_type = 'complained') AS complained
+                     FROM delivery_events
+                     WHERE tenant_id = :t AND campaign = :c AND send_row_id IS NOT NULL
+                       AND event_type IN ('delivered', 'bounced', 'complained')
+                     GROUP BY send_row_id) per_row"""
+        ),
+        {"t": tenant_id, "c": name},
+    ).one()
+    return FeedbackSample(int(row.sample), int(row.hard_bounces), int(row.complaints))
+
+
+def guarded_campaigns(conn: sa.Connection, tenant_id: str) -> list[str]:
+    """The tenant's running campaigns its guard rail watches (not resumed with ``--override guard_rail``)."""
+    return list(conn.execute(
+        sa.text("""SELECT campaign FROM campaigns WHERE tenant_id = :t AND state = 'running'
+                   AND NOT guard_rail_overridden ORDER BY campaign"""), {"t": tenant_id}).scalars())
+
+
+def pause_by_guard_rail(conn: sa.Connection, tenant_id: str, name: str, reason: str) -> bool:
+    """A running campaign (not overridden) becomes ``paused`` with ``reason``; False when it was not running."""
+    return bool(conn.execute(
+        sa.text("""UPDATE campaigns SET state = 'paused', paused_reason = :r, updated_at = now()
+                   WHERE tenant_id = :t AND campaign = :c AND state = 'running' AND NOT guard_rail_overridden"""),
+        {"t": tenant_id, "c": name, "r": reason},
+    ).rowcount)
+
+
+def override_guard_rail(conn: sa.Connection, tenant_id: str, name: str) -> None:
+    """The operator resumed after review: the guard rail no longer pauses this campaign."""
+    conn.execute(sa.text("UPDATE campaigns SET guard_rail_overridden = true, updated_at = now() WHERE tenant_id = :t AND campaign = :c"),
+                 {"t": tenant_id, "c": name})
+
+
+# PowerMTA accounting details that say a destination throttles the sender (not the recipient's fault):
+# an enhanced status 4.7.x, a 421, or PowerMTA's policy- / spam-related bounce categories.
+_THROTTLE_PATTERN = r"(^|[^0-9.])4\.7\.[0-9]+|(^|[^0-9])421([^0-9]|$)|policy-related|spam-related"
+
+
+def throttling_domains(conn: sa.Connection, tenant_id: str, at_least: int, window_s: int) -> dict[str, int]:
+    """Recipient domains of the tenant with at least ``at_least`` deferrals or refusals that say they
+    throttle (``_THROTTLE_PATTERN``) in the last ``window_s`` seconds: {domain: how many}."""
+    return {d: int(n) for d, n in conn.execute(
+        sa.text("""SELECT split_part(email, '@', 2) AS domain, count(*) FROM delivery_events
+                   WHERE tenant_id = :t AND origin = 'powermta' AND event_type IN ('deferred', 'bounced')
+                     AND occurred_at > now() - make_interval(secs => :w) AND email IS NOT NULL
+                     AND detail ~* :p
+                   GROUP BY 1 HAVING count(*) >= :n ORDER BY 1"""),
+        {"t": tenant_id, "w": window_s, "p": _THROTTLE_PATTERN, "n": at_least}).all()}
+
+
+def queued_by_domain(conn: sa.Connection, tenant_id: str, name: str, domains: Sequence[str]) -> dict[str, int]:
+    """The campaign's rows still ``queued`` for each of ``domains``."""
+    return {d: int(n) for d, n in conn.execute(
+        sa.text("""SELECT split_part(email, '@', 2), count(*) FROM campaign_sends
+                   WHERE tenant_id = :t AND campaign = :c AND state = 'queued'
+                     AND split_part(email, '@', 2) = ANY(CAST(:d AS text[])) GROUP BY 1 ORDER BY 1"""),
+        {"t": tenant_id, "c": name, "d": list(domains)}).all()}

@@ -8,6 +8,7 @@ its address.
 
 import dagster as dg
 
+from email_engine_assets.campaigns.guard_rail_apply import check_running
 from email_engine_assets.feedback.accounting_apply import apply_accounting
 from email_engine_assets.feedback.mailwizz_assets import (
     EAGER_UNLESS_ONLY_MAILWIZZ_MISSING,
@@ -48,10 +49,14 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
     with tenant_work_lock(engine, "delivery_events", tenant.id):
         webhooks = apply_webhook_rows(engine, workspace.root(), tenant)
         accounting = apply_accounting(engine, tenant, powermta)
+    paused = check_running(engine, tenant)  # the guard rail: running campaigns whose feedback is over a limit
+    for key, reason in paused.items():
+        context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
     return dg.MaterializeResult(
         metadata={
             "webhooks": dg.MetadataValue.json(webhooks),
             "accounting": dg.MetadataValue.json(accounting),
+            "guard_rail_paused": dg.MetadataValue.json(paused),
         },
         check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs")],
     )

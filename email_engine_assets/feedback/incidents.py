@@ -21,7 +21,7 @@ DAEMON_SILENT = "daemon_silent"          # the Dagster daemon's last heartbeat i
 INBOX_BACKLOG = "inbox_backlog"          # a tenant's webhook inbox holds more unapplied rows than the limit
 INPUT_REFUSED = "input_refused"          # accounting files or webhook rows of a tenant refused (input_problems)
 INPUTS_NOT_READ = "inputs_not_read"      # a run succeeded but an asset's inputs_read check failed
-GUARD_RAIL_PAUSED = "guard_rail_paused"  # a campaign paused by its guard rail (ready; nothing raises it yet)
+GUARD_RAIL_PAUSED = "guard_rail_paused"  # a campaign paused by its guard rail (campaigns.guard_rail_apply)
 WATCHED_KINDS = (SENSOR_SILENT, DAEMON_SILENT, INBOX_BACKLOG, INPUT_REFUSED)  # evaluated by metrics serve
 REFUSED_INPUT_KINDS = ("accounting_file", "webhook_row")
 

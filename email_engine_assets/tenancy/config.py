@@ -33,6 +33,7 @@ from email_engine_assets.audiences.tag_rules import TagRuleList
 from email_engine_assets.contacts.fields import CANONICAL_FIELDS
 from email_engine_assets.tenancy.feedback_settings import (
     FeedbackPolicy,
+    GuardRails,
     WebhookSettings,
 )
 from email_engine_assets.tenancy.schedule_settings import ScheduleSettings
@@ -130,6 +131,7 @@ class TenantConfig(Strict):
     dkim: DkimSettings | None = None
     webhooks: WebhookSettings = WebhookSettings()
     feedback: FeedbackPolicy = FeedbackPolicy()
+    guard_rails: GuardRails = GuardRails()
     schedules: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
