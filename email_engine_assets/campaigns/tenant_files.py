@@ -30,7 +30,7 @@ from email_engine_assets.tenancy.input_problems_store import (
     replace_problems,
 )
 from email_engine_assets.tenancy.partitions import tenant_partitions
-from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, each_tenant, run_tenants
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, TENANT_WORKERS, each_tenant, run_tenants
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -77,4 +77,4 @@ def tenant_files(context: dg.AssetExecutionContext, db: PostgresResource, worksp
             check_results=[inputs_read_result(engine, tenant_id, TENANT_FILE_KINDS, "tenant, campaign and template files")],
         )
 
-    yield from each_tenant(context, run_tenants(context), one)
+    yield from each_tenant(context, run_tenants(context), one, workers=TENANT_WORKERS)

@@ -26,7 +26,7 @@ from email_engine_assets.tenancy.partitions import (
     tenant_of_import,
     tenant_partitions,
 )
-from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, each_tenant, run_tenants
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, TenantsConfig, each_tenant, run_tenants
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -173,7 +173,7 @@ def _files_table(reports) -> str:
     return "\n".join(lines)
 
 
-class ContactsConfig(dg.Config):
+class ContactsConfig(TenantsConfig):
     rebuild: bool = Field(default=False, description="recompute every golden record from all staged rows")
 
 
@@ -195,7 +195,8 @@ class ContactsConfig(dg.Config):
 )
 def contacts(context: dg.AssetExecutionContext, config: ContactsConfig, db: PostgresResource):
     engine = db.engine()
-    yield from each_tenant(context, run_tenants(context), lambda tenant_id: _merge_tenant(engine, tenant_id, config))
+    yield from each_tenant(context, run_tenants(context), lambda tenant_id: _merge_tenant(engine, tenant_id, config),
+                          workers=config.tenant_workers)
 
 
 def _merge_tenant(engine, tenant_id: str, config: ContactsConfig) -> dg.MaterializeResult:

@@ -104,8 +104,26 @@ def each_tenant(
             metadata={**summary, "failed_tenants": ", ".join(failed)},
         )
     for tenant_id, result in results.items():
-        context.add_asset_metadata({**(result.metadata or {}), "tenant": tenant_id}, partition_key=tenant_id)
+        partition_metadata(context, tenant_id, {**(result.metadata or {}), "tenant": tenant_id})
     yield dg.MaterializeResult(metadata=summary, check_results=checks)
+
+
+def partition_metadata(context: dg.AssetExecutionContext, partition_key: str, metadata: dict) -> None:
+    """``context.add_asset_metadata(metadata, partition_key=...)`` for a key of the run's range.
+
+    Dagster's method first checks the key is in the range by loading the range from the instance:
+    two queries and a new storage connection per call, 86 ms each here, minutes over a thousand
+    tenants. The keys given here come from the range, so the metadata goes straight to the step's
+    accumulator; on a Dagster without it, the public method.
+    """
+    step = getattr(context.op_execution_context, "_step_execution_context", None)
+    accumulator = getattr(step, "_metadata_accumulator", None)
+    if accumulator is None or not hasattr(accumulator, "with_additional_asset_metadata"):
+        context.add_asset_metadata(metadata, partition_key=partition_key)
+        return
+    step._metadata_accumulator = accumulator.with_additional_asset_metadata(
+        asset_key=context.asset_key, metadata=metadata, partition_key=partition_key
+    )
 
 
 def failure_text(exc: BaseException) -> str:
