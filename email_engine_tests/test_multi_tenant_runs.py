@@ -196,3 +196,36 @@ def test_tenant_ranges_stop_before_a_tenant_not_wanted():
     assert tenant_ranges(order, {"c", "z"}, max_tenants=10) == [["c"], ["z"]]
     assert tenant_range_tags(["a"]) == {"tenant": "a"}
     assert tenant_range_tags(["a", "b", "c"]) == {"tenants": "a..c", RANGE_START_TAG: "a", RANGE_END_TAG: "c"}
+
+
+def test_after_imports_automation_asks_for_one_run_over_the_tenants_not_one_each():
+    """The automation sensor emits a backfill when more than one partition is due (``emit_backfills``);
+    the single-run backfill policy of the downstream assets makes that backfill one run over the range."""
+    from dagster._core.definitions.automation_tick_evaluation_context import (
+        build_run_requests,
+        build_run_requests_with_backfill_policies,
+    )
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    from email_engine_assets.definitions import defs
+
+    tenant_ids = ["t1", "t2", "t3", "t4"]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", tenant_ids)
+        instance.add_dynamic_partitions("source", ["crm"])
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        for tenant_id in tenant_ids:
+            instance.report_runless_asset_event(dg.AssetMaterialization("contact_imports", partition=import_key(tenant_id, "crm")))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        for key in ("contacts", "email_validations", "contact_enrichment", "tag_assignments"):
+            assert result.get_requested_partitions(dg.AssetKey(key)) == set(tenant_ids)
+        graph = defs.resolve_asset_graph()
+        (request,) = build_run_requests(result._requested_subsets, graph, None, emit_backfills=True)
+        assert request.asset_graph_subset is not None  # a backfill, not a run per tenant
+        with partition_loading_context(dynamic_partitions_store=instance):
+            runs = build_run_requests_with_backfill_policies(
+                list(request.asset_graph_subset.iterate_asset_partitions()), graph, instance
+            )
+    (run,) = runs
+    assert {k.to_user_string() for k in run.asset_selection} >= {"contacts", "email_validations", "contact_enrichment", "tag_assignments"}
+    assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == ("t1", "t4")
