@@ -229,3 +229,31 @@ def test_after_imports_automation_asks_for_one_run_over_the_tenants_not_one_each
     (run,) = runs
     assert {k.to_user_string() for k in run.asset_selection} >= {"contacts", "email_validations", "contact_enrichment", "tag_assignments"}
     assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == ("t1", "t4")
+
+
+def test_email_engine_run_gives_the_tenants_a_range_run_failed_for_a_run_of_their_own(engine, workspace):
+    """``over_tenants`` (what ``email-engine run`` does per stage): a tenant that fails a range run is run
+    alone, its failure reported under its own name; the others are run together again and succeed."""
+    from email_engine_assets.main_job import over_tenants
+
+    for n in TENANTS:
+        write_tenant(workspace, f"pd{n}", n)
+    tenant_ids = [f"pd{n}" for n in TENANTS]
+    (workspace.root / "tenants" / "pd2.yaml").unlink()  # delivery_events needs the tenant file: pd2 fails
+    failures: list[str] = []
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tenant", tenant_ids)
+        over_tenants("feedback_job", instance, tenant_ids, tenant_ids, failures, " feedback")
+        runs = instance.get_runs()
+        materialized = {
+            key: {p for p in tenant_ids
+                  if instance.get_latest_materialization_event(dg.AssetKey(key)) and
+                  instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[p]),
+                                                  limit=1).records}
+            for key in ("delivery_events", "suppressions")
+        }
+    assert len(failures) == 1 and failures[0].startswith("pd2 feedback: delivery_events: "), failures
+    assert "no tenants/pd2.yaml" in failures[0]
+    assert materialized == {"delivery_events": {"pd1", "pd3"}, "suppressions": {"pd1", "pd3"}}
+    # the range run, then pd1 and pd3 together (they are not side by side: one run each), then pd2 alone
+    assert len(runs) == 4
