@@ -38,7 +38,13 @@ MAX_LISTED = 50
 
 
 def run_tenants(context: dg.AssetExecutionContext) -> list[str]:
-    """The tenants of the run: its partition, or every tenant of its range in the tenant dimension's order."""
+    """The tenants of the run: its partition, or every tenant of its range in the tenant dimension's order.
+
+    A run of one partition does not ask ``partition_keys``: for dynamic partitions that loads the
+    range from the instance (a few queries on new storage connections, per asset of the run).
+    """
+    if not context.has_partition_key_range:
+        return [context.partition_key]
     return list(context.partition_keys)
 
 
