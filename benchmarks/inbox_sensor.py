@@ -1,6 +1,6 @@
 """The inbox sensor and the import runs it requests, at the scale of many tenants × sources.
 
-    python benchmarks/inbox_sensor.py [--tenants 1000] [--sources 20] [--import-runs N] [--downstream-tenants 20] [--database-url URL]
+    python benchmarks/inbox_sensor.py [--tenants 1000] [--sources 20] [--import-runs N] [--downstream-tenants 5 | --no-downstream] [--database-url URL]
 
 Builds a temporary workspace of ``tenants`` tenant files with ``sources`` sources each and one small
 settled file per (tenant, source), in a scratch database ``email_engine_bench_inbox`` (dropped at
@@ -16,9 +16,12 @@ the end) and a temporary Dagster instance whose run and event storage is Postgre
   sources (what the sensor asked for before) and one run per (tenant, source) partition; prints
   files per second of each, ours / each, and the time all the files would take at that rate;
 * the fixed cost of a run: the first block again when the ledger holds all its files;
-* **downstream**: ``tenant_job`` (contacts merge, validations, enrichment, tags) for
-  ``--downstream-tenants`` tenants, one run each as automation requests them (DNS cache warmed,
-  resolver on a closed port); prints seconds a run and the time for every tenant;
+* **downstream**: ``tenant_job`` (tenant files, contacts merge, validations, enrichment, tags,
+  segments) first one run per tenant for ``--downstream-tenants`` tenants (the reference: how it
+  ran before), then over ranges of all the other tenants, up to ``MAX_TENANTS_PER_RUN`` a run, as
+  the backfill automation emits after the imports launches them (single-run backfill policy) and
+  ``email-engine run`` executes them (DNS cache warmed, resolver on a closed port); prints both,
+  then import, downstream and total time for every tenant;
 * a last tick after the imports, from an empty cursor: the ledger alone must make it request nothing.
 
 Server: ``--database-url``, else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server.
@@ -87,7 +90,9 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--sources", type=int, default=20)
     parser.add_argument("--import-runs", type=int, default=None, help="execute only the first N requested runs (default: all)")
-    parser.add_argument("--downstream-tenants", type=int, default=20, help="run tenant_job for this many tenants (0: skip)")
+    parser.add_argument("--downstream-tenants", type=int, default=5,
+                        help="tenants run one run each first, for reference; then tenant_job over ranges of all the others")
+    parser.add_argument("--no-downstream", dest="downstream_tenants", action="store_const", const=None, help="skip the downstream")
     parser.add_argument("--database-url")
     args = parser.parse_args()
 
@@ -210,8 +215,13 @@ def run(instance, args, files: int) -> int:
     fixed_s = time.perf_counter() - started
     print(f"fixed cost of a run of {len(covered_tenants(instance, chosen[0]))} tenant(s) with nothing new: {fixed_s:.2f}s, in process")
 
-    if args.downstream_tenants:
-        downstream(instance, engine, defs, covered_tenants(instance, chosen[0])[: args.downstream_tenants], args.tenants)
+    if args.downstream_tenants is not None:
+        downstream_s = downstream(instance, engine, defs, covered_tenants(instance, chosen[0])[: args.downstream_tenants], args.tenants)
+        ticks_s = sum(t[0] for t in ticks)
+        import_s = files / ours_rate
+        print(f"import {(ticks_s + import_s) / 60:.1f} min (sensor ticks {ticks_s:.0f}s + import runs over blocks at their rate for all {files} files), "
+              f"downstream {downstream_s / 60:.1f} min, total {(ticks_s + import_s + downstream_s) / 60:.1f} min "
+              f"for {args.tenants} tenants x {args.sources} sources")
 
     if not args.import_runs:
         after, seconds = tick(instance, None)
@@ -221,14 +231,19 @@ def run(instance, args, files: int) -> int:
     return 0 if worst < TICK_TARGET_S and max(t[1] for t in ticks) <= MAX_RUNS_PER_TICK else 1
 
 
-def downstream(instance, engine, defs, tenants: list[str], all_tenants: int) -> None:
-    """What automation runs after the imports: ``tenant_job`` (contacts, validations, enrichment, tags), one run per tenant.
+def downstream(instance, engine, defs, reference: list[str], all_tenants: int) -> float:
+    """What follows the imports: ``tenant_job`` (tenant files, contacts merge, validations, enrichment,
+    tags, segments) for every tenant, over ranges of tenants (``MAX_TENANTS_PER_RUN`` a run): the runs
+    the backfill automation emits launch (single-run backfill policy), and ``email-engine run`` executes.
+    For reference, the same job one run per tenant (as it ran before) on ``reference`` tenants, first.
 
     The DNS cache is warmed with the tenants' domains and the resolver points at a closed port, so
-    the time is ours, not the network's.
+    the time is ours, not the network's. Returns the seconds of the runs over ranges.
     """
     from email_engine_assets.definitions import DOMAINS
     from email_engine_assets.jobs import tenant_job
+    from email_engine_assets.main_job import MAX_TENANTS_PER_RUN
+    from email_engine_assets.tenancy.partitions import tenant_range_tags, tenant_ranges
     from email_engine_resources.dns import DnsResolverResource
     from email_engine_resources.postgres import PostgresResource
     from email_engine_resources.smtp_probe import SmtpProbeResource
@@ -244,10 +259,18 @@ def downstream(instance, engine, defs, tenants: list[str], all_tenants: int) -> 
     dns = DnsResolverResource(nameservers=["127.0.0.1"], port=free_port("127.0.0.1"), timeout_s=0.2, retries=0)
     resources = {"db": PostgresResource(), "workspace": WorkspaceResource(), "dns": dns, "smtp_probe": SmtpProbeResource()}
     job = dg.Definitions.merge(*DOMAINS, dg.Definitions(jobs=[tenant_job], resources=resources)).resolve_job_def("tenant_job")
-    seconds = timed_runs(job, instance, [{"partition_key": t, "tags": {"tenant": t}} for t in tenants])
-    per_run = seconds / len(tenants)
-    print(f"downstream: tenant_job (contacts + quality), one run per tenant: {len(tenants)} runs in {seconds:.1f}s = {per_run:.2f}s a run; "
-          f"{all_tenants} tenants: {all_tenants * per_run / 60:.1f} min in process")
+    order = list(instance.get_dynamic_partitions("tenant"))
+    if reference:
+        seconds = timed_runs(job, instance, [{"partition_key": t, "tags": {"tenant": t}} for t in reference])
+        per_run = seconds / len(reference)
+        print(f"downstream, one run per tenant (before): {len(reference)} runs in {seconds:.1f}s = {per_run:.2f}s a run; "
+              f"{all_tenants} tenants: {all_tenants * per_run / 60:.1f} min in process")
+    rest = [t for t in order if t not in set(reference)]
+    ranges = tenant_ranges(order, rest, max_tenants=MAX_TENANTS_PER_RUN)
+    seconds = timed_runs(job, instance, [{"tags": tenant_range_tags(r)} for r in ranges], label="downstream run")
+    print(f"downstream, runs over ranges of tenants (ours): {len(ranges)} runs for {len(rest)} tenants in {seconds:.1f}s "
+          f"= {seconds / len(rest):.3f}s a tenant; {all_tenants} tenants: {all_tenants * seconds / len(rest) / 60:.1f} min in process")
+    return seconds * all_tenants / len(rest)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,15 @@ from email_engine_assets.tenancy.input_problems_store import (
     unread_inputs,
 )
 from email_engine_assets.tenancy.partitions import (
-    RANGE_END_TAG,
-    RANGE_START_TAG,
+    import_block_request,
+    import_blocks,
     import_key,
     source_partitions,
     source_ranges,
     sources_by_tenant,
     tenant_partitions,
+    tenant_range_tags,
+    tenant_ranges,
 )
 from email_engine_assets.tenancy.strict import SLUG_PATTERN
 from email_engine_resources.email_domain import email_domain
@@ -130,25 +132,20 @@ def _error_text(err) -> str:
     return message
 
 
-def import_tenant(instance: dg.DagsterInstance, ws, tenant_id: str, source_ids: set[str], failures: list[str]) -> None:
-    """``import_job`` over ``source_ids`` of the tenant: one run per range of its sources (see ``source_ranges``)."""
-    order = list(instance.get_dynamic_partitions(source_partitions.name))
-    tenant_sources = {s.id for s in ws.tenants[tenant_id].sources}
-    for first, last in source_ranges(tenant_sources, order, source_ids):
-        label = f"{tenant_id}/{first}" + (f"..{last}" if last != first else "")
-        if first == last:
-            execute_job("import_job", instance, failures, label, partition_key=import_key(tenant_id, first), tags={"tenant": tenant_id})
-        else:
-            tags = {"tenant": tenant_id, RANGE_START_TAG: import_key(tenant_id, first), RANGE_END_TAG: import_key(tenant_id, last)}
-            execute_job("import_job", instance, failures, label, tags=tags)
+# A run of ``feedback_job`` or ``tenant_job`` covers up to this many tenants side by side (see ``tenant_ranges``).
+MAX_TENANTS_PER_RUN = 500
+# An import run covers up to this many (tenant, source) partitions, as the inbox sensor's do.
+MAX_IMPORT_PARTITIONS_PER_RUN = 2000
 
 
 def run_main_job() -> MainJobOutcome:
-    """Per tenant: ``feedback_job`` (pending webhook rows and accounting lines, then the suppression
-    policy), ``import_job`` over its sources, then ``tenant_job`` (its tenant, campaign and template
-    files, contacts, quality, tags, segments); last, every due campaign through its transport
-    (``campaign_send_job``). ``refused``: every input of the tenants that is not read now (the run
-    is not ok while there is one)."""
+    """``feedback_job`` (pending webhook rows and accounting lines, then the suppression policy),
+    ``import_job`` over the tenants' sources, then ``tenant_job`` (tenant, campaign and template files,
+    contacts, quality, tags, segments); last, every due campaign through its transport
+    (``campaign_send_job``). Each stage runs over ranges of tenants, many tenants a run (Dagster's
+    fixed cost per run is paid per range, not per tenant); each tenant still has its feedback before
+    its import, and its import before its downstream. ``refused``: every input of the tenants that is
+    not read now (the run is not ok while there is one)."""
     outcome = MainJobOutcome()
     ws = load_workspace(WorkspaceResource().root())
     outcome.failures += [f"tenant {t} not run: its tenant file is refused" + ("" if SLUG.fullmatch(t) else f": {e}")
@@ -160,17 +157,77 @@ def run_main_job() -> MainJobOutcome:
         for tenant_id in sorted(t for t in ws.errors if SLUG.fullmatch(t)):
             execute_job("tenant_job", instance, outcome.failures, f"{tenant_id} files", partition_key=tenant_id,
                         tags={"tenant": tenant_id}, asset_selection=TENANT_FILES_ASSETS)
-        for tenant in ws.tenants.values():
-            execute_job("feedback_job", instance, outcome.failures, f"{tenant.id} feedback", partition_key=tenant.id,
-                        tags={"tenant": tenant.id})
-            import_tenant(instance, ws, tenant.id, {s.id for s in tenant.sources}, outcome.failures)
-            execute_job("tenant_job", instance, outcome.failures, tenant.id, partition_key=tenant.id, tags={"tenant": tenant.id})
+        order = list(instance.get_dynamic_partitions(tenant_partitions.name))
+        over_tenants("feedback_job", instance, order, ws.tenants, outcome.failures, " feedback")
+        import_tenants(instance, ws, sorted(ws.tenants), outcome.failures)
+        over_tenants("tenant_job", instance, order, ws.tenants, outcome.failures, "")
         send_due(instance, outcome)
     with get_engine().connect() as conn:
         outcome.refused = unread_inputs(conn, [*ws.tenants, *ws.errors])
     outcome.summary = summary_rows(list(ws.tenants))
     outcome.quality = quality_rows(list(ws.tenants))
     return outcome
+
+
+def import_tenants(instance: dg.DagsterInstance, ws, tenant_ids: list[str], failures: list[str]) -> None:
+    """``import_job`` over every source of ``tenant_ids``: runs over blocks of tenants × sources, as the
+    inbox sensor requests them (``import_blocks``); a tenant whose sources do not form one range gets runs of its own."""
+    source_order = list(instance.get_dynamic_partitions(source_partitions.name))
+    tenant_order = list(instance.get_dynamic_partitions(tenant_partitions.name))
+    tenant_sources = {t: {s.id for s in ws.tenants[t].sources} for t in tenant_ids}
+    plans = {t: source_ranges(tenant_sources[t], source_order, tenant_sources[t]) for t in tenant_ids}
+    blocks = import_blocks({t: r for t, r in plans.items() if r}, tenant_sources, tenant_order, source_order,
+                           max_partitions=MAX_IMPORT_PARTITIONS_PER_RUN)
+    for block in blocks:
+        request = import_block_request(block, run_key="")
+        tenants = block.tenants[0] if len(block.tenants) == 1 else f"{block.tenants[0]}..{block.tenants[-1]}"
+        label = f"{tenants}/{block.first}" + (f"..{block.last}" if block.last != block.first else "")
+        execute_job("import_job", instance, failures, label, partition_key=request.partition_key, tags=dict(request.tags))
+
+
+def over_tenants(job_name: str, instance: dg.DagsterInstance, order: list[str], tenant_ids, failures: list[str],
+                 what: str, *, asset_selection: list[dg.AssetKey] | None = None) -> None:
+    """``job_name`` over ``tenant_ids``: one run per range of tenants side by side in the tenant dimension."""
+    for block in tenant_ranges(order, tenant_ids, max_tenants=MAX_TENANTS_PER_RUN):
+        _run_tenants(job_name, instance, order, block, failures, what, asset_selection, split=True)
+
+
+def _run_tenants(job_name: str, instance: dg.DagsterInstance, order: list[str], block: list[str], failures: list[str],
+                 what: str, asset_selection, *, split: bool) -> None:
+    """One run over ``block``. When a step fails for some tenants, the steps after it did not run for
+    any: the tenants it failed for are run again one by one (each failure reported as a run of that
+    tenant alone reports it), the others together again (or one by one, the second time)."""
+    if len(block) == 1:
+        execute_job(job_name, instance, failures, f"{block[0]}{what}", partition_key=block[0],
+                    tags=tenant_range_tags(block), asset_selection=asset_selection)
+        return
+    own: list[str] = []
+    result = execute_job(job_name, instance, own, f"{block[0]}..{block[-1]}{what}", tags=tenant_range_tags(block),
+                         asset_selection=asset_selection)
+    if result.success:
+        return
+    stopped = stopped_tenants(result, block)
+    rest = [t for t in block if t not in stopped]
+    if split and rest:
+        for sub in tenant_ranges(order, rest, max_tenants=len(block)):
+            _run_tenants(job_name, instance, order, sub, failures, what, asset_selection, split=False)
+    else:
+        stopped |= set(rest)
+    for tenant_id in (t for t in block if t in stopped):
+        _run_tenants(job_name, instance, order, [tenant_id], failures, what, asset_selection, split=False)
+
+
+def stopped_tenants(result: RunResult, block: list[str]) -> set[str]:
+    """The tenants of ``block`` a failed step of the run did not materialize (all of them when the
+    step failed before it materialized any, or is not an asset's)."""
+    materialized: dict[str, set[str]] = {}
+    for event in result.events:
+        if event.is_step_materialization and event.asset_key and event.partition:
+            materialized.setdefault(event.asset_key.to_user_string(), set()).add(event.partition)
+    stopped: set[str] = set()
+    for step_key, _ in result.step_failures:
+        stopped |= set(block) - materialized.get(step_key, set())
+    return stopped if result.step_failures else set(block)
 
 
 def send_due(instance: dg.DagsterInstance, outcome: MainJobOutcome, definitions: dg.Definitions | None = None) -> None:

@@ -23,7 +23,8 @@ from email_engine_assets.quality.store import contact_ranges
 from email_engine_assets.quality.write_behind import written_behind
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.locks import tenant_work_lock
-from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_assets.tenancy.partitions import tenant_partitions
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, TenantsConfig, each_tenant, tenant_configs
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -49,15 +50,19 @@ def segment_definitions(context: dg.AssetExecutionContext, workspace: WorkspaceR
     kinds={"postgres", "polars"},
     deps=[CONTACTS, email_validations, contact_enrichment],
     automation_condition=EAGER,
+    backfill_policy=SINGLE_RUN,
     description="Tags from import columns (import:<source>) and the tenant's rules (rule:<name>); manual tags kept.",
 )
-def tag_assignments(
-    context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
+def tag_assignments(context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource):
+    tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
-    with tenant_work_lock(engine, "tag_assignments", tenant.id):
-        return _assign_tags(tenant, engine, config)
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        tenant = tenant_config(tenant_id)
+        with tenant_work_lock(engine, "tag_assignments", tenant.id):
+            return _assign_tags(tenant, engine, config)
+
+    yield from each_tenant(context, tenants, one, workers=config.tenant_workers)
 
 
 def _assign_tags(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
@@ -124,17 +129,24 @@ def _desired_tags(conn, tenant, ids) -> tuple[pl.DataFrame, pl.DataFrame, pl.Dat
     kinds={"postgres"},
     deps=[CONTACTS, email_validations, contact_enrichment, tag_assignments, segment_definitions],
     automation_condition=EAGER,
+    backfill_policy=SINGLE_RUN,
     description="Membership snapshot of each segment of the tenant file, evaluated in PostgreSQL; suppressed addresses left out.",
 )
-def segments(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
-    build = build_tenant_segments(db.engine(), tenant, context.log)
-    if build.failed:
-        raise dg.Failure(
-            description="; ".join(build.failed.values()),
-            metadata={"failed_segments": dg.MetadataValue.json(build.failed), "built_segments": dg.MetadataValue.json(sorted(build.built))},
-        )
-    return dg.MaterializeResult(metadata=segments_metadata(tenant, build))
+def segments(context: dg.AssetExecutionContext, config: TenantsConfig, db: PostgresResource, workspace: WorkspaceResource):
+    tenants, tenant_config = tenant_configs(context, workspace)
+    engine = db.engine()
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        tenant = tenant_config(tenant_id)
+        build = build_tenant_segments(engine, tenant, context.log)
+        if build.failed:
+            raise dg.Failure(
+                description="; ".join(build.failed.values()),
+                metadata={"failed_segments": dg.MetadataValue.json(build.failed), "built_segments": dg.MetadataValue.json(sorted(build.built))},
+            )
+        return dg.MaterializeResult(metadata=segments_metadata(tenant, build))
+
+    yield from each_tenant(context, tenants, one, workers=config.tenant_workers)
 
 
 def segments_metadata(tenant, build: SegmentsBuilt) -> dict:

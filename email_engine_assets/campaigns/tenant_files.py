@@ -30,6 +30,7 @@ from email_engine_assets.tenancy.input_problems_store import (
     replace_problems,
 )
 from email_engine_assets.tenancy.partitions import tenant_partitions
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, TENANT_WORKERS, each_tenant, run_tenants
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -62,13 +63,18 @@ def read_tenant_files(engine: sa.Engine, root: Path, tenant_id: str) -> dict[str
     group_name="campaigns",
     kinds={"yaml"},
     check_specs=[inputs_read_spec("tenant_files", TENANT_FILE_KINDS)],
+    backfill_policy=SINGLE_RUN,
     description="The tenant's own files read: its tenant file, its campaign files (recorded in the campaigns table) "
                 "and its template files; the inputs_read check names each file that could not be read and why.",
 )
-def tenant_files(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource) -> dg.MaterializeResult:
+def tenant_files(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource):
     engine = db.engine()
-    counts = read_tenant_files(engine, workspace.root(), context.partition_key)
-    return dg.MaterializeResult(
-        metadata=counts,
-        check_results=[inputs_read_result(engine, context.partition_key, TENANT_FILE_KINDS, "tenant, campaign and template files")],
-    )
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        counts = read_tenant_files(engine, workspace.root(), tenant_id)
+        return dg.MaterializeResult(
+            metadata=counts,
+            check_results=[inputs_read_result(engine, tenant_id, TENANT_FILE_KINDS, "tenant, campaign and template files")],
+        )
+
+    yield from each_tenant(context, run_tenants(context), one, workers=TENANT_WORKERS)

@@ -26,6 +26,7 @@ from email_engine_assets.tenancy.partitions import (
     tenant_of_import,
     tenant_partitions,
 )
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, TenantsConfig, each_tenant, run_tenants
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.workspace import WorkspaceResource
 
@@ -172,7 +173,7 @@ def _files_table(reports) -> str:
     return "\n".join(lines)
 
 
-class ContactsConfig(dg.Config):
+class ContactsConfig(TenantsConfig):
     rebuild: bool = Field(default=False, description="recompute every golden record from all staged rows")
 
 
@@ -188,11 +189,17 @@ class ContactsConfig(dg.Config):
         dg.AssetCheckSpec("contacts_have_provenance", asset="contacts", description="every contact has at least one staged row"),
         inputs_read_spec("contacts", [INBOX_FILE]),
     ],
+    # One run merges a range of tenants (the backfill automation emits after a large import, ``email-engine run``).
+    backfill_policy=SINGLE_RUN,
     description="Golden records per tenant: staged rows merged with per-field survivorship, sources unioned.",
 )
-def contacts(context: dg.AssetExecutionContext, config: ContactsConfig, db: PostgresResource) -> dg.MaterializeResult:
-    tenant_id = context.partition_key
+def contacts(context: dg.AssetExecutionContext, config: ContactsConfig, db: PostgresResource):
     engine = db.engine()
+    yield from each_tenant(context, run_tenants(context), lambda tenant_id: _merge_tenant(engine, tenant_id, config),
+                          workers=config.tenant_workers)
+
+
+def _merge_tenant(engine, tenant_id: str, config: ContactsConfig) -> dg.MaterializeResult:
     with engine.begin() as conn:
         merged = contacts_store.merge_staged(conn, tenant_id, rebuild=config.rebuild)
     with engine.connect() as conn:

@@ -21,9 +21,9 @@ from email_engine_assets.tenancy.input_problems import ACCOUNTING_FILE, WEBHOOK_
 from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_assets.tenancy.partitions import (
     across_tenants_and_campaigns,
-    tenant_config,
     tenant_partitions,
 )
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, each_tenant, tenant_configs
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.transports import MailwizzResource, PowerMtaResource
 from email_engine_resources.workspace import WorkspaceResource
@@ -41,25 +41,31 @@ FEEDBACK_INPUTS = (ACCOUNTING_FILE, WEBHOOK_ROW)
     check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS)],
     description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
                 "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",
+    backfill_policy=SINGLE_RUN,
 )
 def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
-                    powermta: PowerMtaResource) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
+                    powermta: PowerMtaResource):
+    tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
-    with tenant_work_lock(engine, "delivery_events", tenant.id):
-        webhooks = apply_webhook_rows(engine, workspace.root(), tenant)
-        accounting = apply_accounting(engine, tenant, powermta)
-    paused = check_running(engine, tenant)  # the guard rail: running campaigns whose feedback is over a limit
-    for key, reason in paused.items():
-        context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
-    return dg.MaterializeResult(
-        metadata={
-            "webhooks": dg.MetadataValue.json(webhooks),
-            "accounting": dg.MetadataValue.json(accounting),
-            "guard_rail_paused": dg.MetadataValue.json(paused),
-        },
-        check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs")],
-    )
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        tenant = tenant_config(tenant_id)
+        with tenant_work_lock(engine, "delivery_events", tenant.id):
+            webhooks = apply_webhook_rows(engine, workspace.root(), tenant)
+            accounting = apply_accounting(engine, tenant, powermta)
+        paused = check_running(engine, tenant)  # the guard rail: running campaigns whose feedback is over a limit
+        for key, reason in paused.items():
+            context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
+        return dg.MaterializeResult(
+            metadata={
+                "webhooks": dg.MetadataValue.json(webhooks),
+                "accounting": dg.MetadataValue.json(accounting),
+                "guard_rail_paused": dg.MetadataValue.json(paused),
+            },
+            check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs")],
+        )
+
+    yield from each_tenant(context, tenants, one)
 
 
 @dg.asset(
@@ -70,11 +76,17 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
     automation_condition=EAGER_UNLESS_ONLY_MAILWIZZ_MISSING,
     description="Addresses the tenant must not mail again: hard bounces, soft bounces past the policy, complaints, "
                 "unsubscribes (reputation bounces never count against the contact).",
+    backfill_policy=SINGLE_RUN,
 )
 def suppressions(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
-                 mailwizz: MailwizzResource) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
+                 mailwizz: MailwizzResource):
+    tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
-    with tenant_work_lock(engine, "suppressions", tenant.id):
-        counts = apply_policy(engine, tenant, mailwizz=mailwizz)
-    return dg.MaterializeResult(metadata={k: v for k, v in counts.items() if isinstance(v, (int, float, str))})
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        tenant = tenant_config(tenant_id)
+        with tenant_work_lock(engine, "suppressions", tenant.id):
+            counts = apply_policy(engine, tenant, mailwizz=mailwizz)
+        return dg.MaterializeResult(metadata={k: v for k, v in counts.items() if isinstance(v, (int, float, str))})
+
+    yield from each_tenant(context, tenants, one)

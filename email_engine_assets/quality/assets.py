@@ -12,7 +12,8 @@ from email_engine_assets.quality.validation_run import validate_batch
 from email_engine_assets.quality.verdict import VERDICTS
 from email_engine_assets.quality.write_behind import written_behind
 from email_engine_assets.tenancy.locks import tenant_work_lock
-from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_assets.tenancy.partitions import tenant_partitions
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, TenantsConfig, each_tenant, tenant_configs
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
 from email_engine_resources.smtp_probe import SmtpProbeResource
@@ -22,7 +23,7 @@ QUALITY = "quality"
 EAGER = dg.AutomationCondition.eager()
 
 
-class ChunkConfig(dg.Config):
+class ChunkConfig(TenantsConfig):
     """How many contacts a tenant-level asset reads, computes and writes at a time (memory follows it)."""
 
     contacts_per_chunk: int = Field(default=store.CONTACTS_PER_CHUNK, ge=1)
@@ -45,6 +46,7 @@ CONTACTS = dg.AssetKey("contacts")
         dg.AssetCheckSpec("every_contact_has_verdict", asset="email_validations"),
         dg.AssetCheckSpec("invalid_share_stable", asset="email_validations", description="warn when the invalid share jumps"),
     ],
+    backfill_policy=SINGLE_RUN,
     description="Verdict per contact: syntax, DNS (MX, null MX, A fallback), flags, optional SMTP probe. Re-checks stale verdicts.",
 )
 def email_validations(
@@ -54,11 +56,16 @@ def email_validations(
     workspace: WorkspaceResource,
     dns: DnsResolverResource,
     smtp_probe: SmtpProbeResource,
-) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
+):
+    tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
-    with tenant_work_lock(engine, "email_validations", tenant.id):
-        return _validate_tenant(tenant, engine, dns, smtp_probe, config)
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        tenant = tenant_config(tenant_id)
+        with tenant_work_lock(engine, "email_validations", tenant.id):
+            return _validate_tenant(tenant, engine, dns, smtp_probe, config)
+
+    yield from each_tenant(context, tenants, one, workers=config.tenant_workers)
 
 
 def _validate_tenant(
@@ -127,15 +134,19 @@ def _validate_tenant(
     kinds={"postgres", "polars"},
     deps=[CONTACTS],
     automation_condition=EAGER,
+    backfill_policy=SINGLE_RUN,
     description="Language (9 + fallback en), ISO country and E.164 phone per contact, each with the rule that decided it.",
 )
-def contact_enrichment(
-    context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource
-) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
+def contact_enrichment(context: dg.AssetExecutionContext, config: ChunkConfig, db: PostgresResource, workspace: WorkspaceResource):
+    tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
-    with tenant_work_lock(engine, "contact_enrichment", tenant.id):
-        return _enrich_tenant(tenant, engine, config)
+
+    def one(tenant_id: str) -> dg.MaterializeResult:
+        tenant = tenant_config(tenant_id)
+        with tenant_work_lock(engine, "contact_enrichment", tenant.id):
+            return _enrich_tenant(tenant, engine, config)
+
+    yield from each_tenant(context, tenants, one, workers=config.tenant_workers)
 
 
 def _enrich_tenant(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:

@@ -15,7 +15,8 @@ from email_engine_assets.quality.store import contact_ranges
 from email_engine_assets.sync.instances import synced_instances
 from email_engine_assets.sync.push import sync_instance
 from email_engine_assets.tenancy.locks import tenant_work_lock
-from email_engine_assets.tenancy.partitions import tenant_config, tenant_partitions
+from email_engine_assets.tenancy.partitions import tenant_partitions
+from email_engine_assets.tenancy.tenant_runs import SINGLE_RUN, each_tenant, tenant_configs
 from email_engine_resources.mailwizz import BULK_SIZE
 from email_engine_resources.mailwizz_client import MailwizzError
 from email_engine_resources.postgres import PostgresResource
@@ -36,16 +37,21 @@ class SyncConfig(dg.Config):
     kinds={"postgres", "mailwizz"},
     deps=[CONTACTS, email_validations, contact_enrichment],
     automation_condition=EAGER,
+    backfill_policy=SINGLE_RUN,
     description="Sendable contacts (latest verdict valid, not suppressed) in standing MailWizz lists per (category, language), "
                 "for each mailwizz transport with `sync:`; only changed rows are pushed, suppressed contacts unsubscribed.",
 )
 def mailwizz_subscribers(
     context: dg.AssetExecutionContext, config: SyncConfig, db: PostgresResource, workspace: WorkspaceResource,
     mailwizz: MailwizzResource,
-) -> dg.MaterializeResult:
-    tenant = tenant_config(context, workspace)
-    transports = synced_instances(tenant)
+):
+    tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
+    yield from each_tenant(context, tenants, lambda tenant_id: _sync_tenant(tenant_config(tenant_id), engine, config, mailwizz))
+
+
+def _sync_tenant(tenant, engine, config: SyncConfig, mailwizz: MailwizzResource) -> dg.MaterializeResult:
+    transports = synced_instances(tenant)
     per_instance: dict[str, dict[str, int]] = {}
     with tenant_work_lock(engine, "mailwizz_subscribers", tenant.id):
         ranges = []

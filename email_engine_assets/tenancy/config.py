@@ -311,10 +311,25 @@ def load_workspace(root: Path) -> Workspace:
     return Workspace(root=root, tenants=tenants, digests=digests, errors=errors)
 
 
+# Parsed tenant files by (path, digest of the text): each asset of a run over a thousand tenants reads
+# every tenant file again, and parsing is most of the cost. The text is read and hashed each time,
+# so an edited file is parsed again; configs are frozen, so sharing one is safe.
+_PARSED: dict[tuple[str, str], TenantConfig] = {}
+_PARSED_MAX = 4096
+
+
 def read_tenant_file(path: Path) -> tuple[TenantConfig, str]:
     """One tenant file: its validated config and the digest of its text."""
     text = read_tenant_text(path)
-    return parse_tenant(path, text), hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    key = (str(path), digest)
+    config = _PARSED.get(key)
+    if config is None:
+        config = parse_tenant(path, text)  # a refused file raises: never cached
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = config
+    return config, digest
 
 
 def load_tenants(root: Path, tenant_ids: Iterable[str]) -> Workspace:

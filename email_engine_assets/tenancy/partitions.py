@@ -187,3 +187,30 @@ def import_block_request(block: ImportBlock, *, run_key: str) -> dg.RunRequest:
             RANGE_END_TAG: import_key(last_tenant, block.last),
         },
     )
+
+
+def tenant_ranges(order: list[str], wanted: Iterable[str], *, max_tenants: int) -> list[list[str]]:
+    """``wanted`` as runs of tenants side by side in the tenant dimension (``order``, as registered),
+    at most ``max_tenants`` each: a run over a range covers every tenant between its two ends, so a
+    range stops before a tenant not wanted. Wanted tenants not in ``order`` come last, one each."""
+    wanted = set(wanted)
+    ranges: list[list[str]] = []
+    current: list[str] = []
+    for tenant_id in order:
+        if tenant_id in wanted and len(current) < max_tenants:
+            current.append(tenant_id)
+            continue
+        if current:
+            ranges.append(current)
+        current = [tenant_id] if tenant_id in wanted else []
+    if current:
+        ranges.append(current)
+    ranges += [[t] for t in sorted(wanted - set(order))]
+    return ranges
+
+
+def tenant_range_tags(tenants: list[str]) -> dict[str, str]:
+    """Tags of one run over tenants ``tenants[0]..tenants[-1]`` of a tenant-partitioned job (``tenant`` when one)."""
+    if len(tenants) == 1:
+        return {"tenant": tenants[0]}
+    return {TENANTS_TAG: f"{tenants[0]}..{tenants[-1]}", RANGE_START_TAG: tenants[0], RANGE_END_TAG: tenants[-1]}
