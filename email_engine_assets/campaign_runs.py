@@ -1,9 +1,16 @@
 """The operator's campaign commands: list, show, send, pause, resume, cancel, preview, stats; suppress, unsuppress.
 
-``send`` (and ``resume``) run ``campaign_send_job`` for the campaign's partition in this process,
-recorded in the Dagster instance like a run launched from the UI. A send blocked by a check is
+``send`` (and ``resume``) run ``campaign_send_job`` for the campaign's partition, with the run
+config the UI's Launchpad takes (``send_now``, ``overrides``, ``resend_unknown``). With a daemon
+dequeuing the instance's run queue the run is submitted there and followed to its end (the queue's
+per-transport limit applies); without one (the embedded default) this process executes it with
+``dg.execute_job`` and the configured executor. Either way the send step holds its transport's
+PostgreSQL lock, so two sends through one transport never overlap. A send blocked by a check is
 reported with the check and its reason (exit code 3 in the CLI); ``--override CHECK`` lets the
-operator go on, and the override is kept in the run's tags.
+operator go on, and the override is kept in the run's config and on the check's result.
+
+``pause``, ``resume`` and ``cancel`` are :mod:`email_engine_assets.campaigns.control`'s, as the
+``campaign_*_job`` jobs run them.
 """
 
 from __future__ import annotations
@@ -22,24 +29,22 @@ from email_engine_assets.audiences.suppressions import (
     suppression_key,
 )
 from email_engine_assets.campaigns import gates, store
+from email_engine_assets.campaigns import control
 from email_engine_assets.campaigns.assets import (
-    ACTION_TAG,
     MTA_WARNING,
-    OVERRIDE_TAG,
-    RESEND_UNKNOWN_TAG,
     TRANSPORT_TAG,
     campaign_partitions,
 )
+from email_engine_assets.campaigns.control import CampaignRefused
 from email_engine_assets.campaigns.files import split_key
 from email_engine_assets.campaigns.ledger import campaign_counts
-from email_engine_assets.campaigns.lifecycle import LifecycleError, refusal
+from email_engine_assets.campaigns.lifecycle import refusal
 from email_engine_assets.campaigns.parts import Skipped
 from email_engine_assets.campaigns.registry import (
     load_one,
     register_campaigns,
     register_one,
 )
-from email_engine_assets.campaigns.sender import SEND_LOCK
 from email_engine_assets.campaigns.wiring import (
     TRANSPORT_KEYS,
     PartMissing,
@@ -47,25 +52,26 @@ from email_engine_assets.campaigns.wiring import (
     Transports,
     transport_tag,
 )
+from email_engine_assets.execution import (
+    RunResult,
+    daemon_running,
+    follow,
+    run_job,
+    submit_job,
+)
 from email_engine_assets.contacts.store import register_workspace
 from email_engine_assets.feedback.stats_refresh import (
     apply_pending_feedback,
     refresh_stats,
 )
 from email_engine_assets.tenancy.config import load_workspace, one_tenant
-from email_engine_assets.tenancy.locks import tenant_work_lock
 from email_engine_resources.postgres import get_engine
 from email_engine_resources.workspace import WorkspaceResource
 
 CLI_TAG = "email_engine/cli"
-# Ledger states in which pause / resume of a MailWizz campaign act on MailWizz only.
-REMOTE_ONLY = {"pause": ("paused", "completed"), "resume": ("running", "completed")}
 # A blocked check fails the run with ERROR events; the outcome reports it (and any failure) itself.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
-class CampaignRefused(Exception):
-    """The command does not apply (unknown campaign, a state that refuses it); ``str()`` says why."""
+__all__ = ["CampaignRefused"]  # raised by every command here, from the campaigns domain
 
 
 @dataclass
@@ -95,12 +101,7 @@ def _root():
 
 
 def counts_of(key: str) -> dict:
-    tenant_id, name = split_key(key)
-    with get_engine().connect() as conn:
-        row = store.campaign_row(conn, tenant_id, name)
-        if row is None:
-            raise CampaignRefused(f"no campaign {key!r}")
-        return campaign_counts(key, row["state"], store.state_counts(conn, tenant_id, name))
+    return control.counts_of(get_engine(), key)
 
 
 def list_campaigns(tenant_id: str | None = None) -> tuple[list[dict], dict[str, str]]:
@@ -132,11 +133,23 @@ def show(key: str) -> dict:
             "snapshot_hash": row["snapshot_hash"]}
 
 
+def send_run_config(*, send_now: bool = False, overrides: list[str] = (), resend_unknown: bool = False) -> dict:
+    """The run config of ``campaign_send_job``, as the Launchpad takes it (what is left out is the default)."""
+    audiences = {**({"send_now": True} if send_now else {}), **({"overrides": list(overrides)} if overrides else {})}
+    ops = {"campaign_audiences": {"config": audiences}} if audiences else {}
+    if resend_unknown:
+        ops["campaign_sends"] = {"config": {"resend_unknown": True}}
+    return {"ops": ops} if ops else {}
+
+
 def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, action: str = "send",
-         instance: dg.DagsterInstance | None = None, definitions: dg.Definitions | None = None) -> SendOutcome:
+         instance: dg.DagsterInstance | None = None, definitions: dg.Definitions | None = None,
+         through_queue: bool | None = None) -> SendOutcome:
     """Run the campaign now (``action="due"``: only if it is due, as the sensor and the main job do).
 
-    The run uses the resources of ``definitions`` (default: the code location's)."""
+    ``through_queue`` None: through the run queue when a daemon dequeues it, else executed here
+    (always here with ``definitions``: their resources exist in this process only). The run uses
+    the resources of ``definitions`` (default: the code location's)."""
     try:
         gates.parse_overrides(",".join(overrides))
         tenant, campaign, problem = register_one(get_engine(), _root(), key)
@@ -150,35 +163,38 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
         raise CampaignRefused(f"campaign {key}: {refusal(row['state'], 'send')}")
     if row["state"] == "completed" and not (resend_unknown and unknown):
         return SendOutcome(counts_of(key), notes=notes + ["the campaign is completed: nothing more to send"])
-    tags = {CLI_TAG: "true", ACTION_TAG: action, TRANSPORT_TAG: transport_tag(tenant.id, row["transport"])}
-    if overrides:
-        tags[OVERRIDE_TAG] = ",".join(overrides)
-    if resend_unknown:
-        tags[RESEND_UNKNOWN_TAG] = "true"
-    outcome = SendOutcome(counts={}, notes=notes)
+    tags = {CLI_TAG: "true", TRANSPORT_TAG: transport_tag(tenant.id, row["transport"])}
+    config = send_run_config(send_now=action == "send", overrides=list(overrides), resend_unknown=resend_unknown)
     own = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
         if key not in instance.get_dynamic_partitions(campaign_partitions.name):
             instance.add_dynamic_partitions(campaign_partitions.name, [key])
-        job = _definitions(definitions).resolve_job_def("campaign_send_job")
-        result = job.execute_in_process(instance=instance, partition_key=key, tags=tags, run_config=QUIET,
-                                        raise_on_error=False)
+        queued = through_queue if through_queue is not None else definitions is None and daemon_running(instance)
+        if queued:
+            result = follow(instance, submit_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config=config))
+        else:
+            result = run_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config={**config, **QUIET},
+                             definitions=definitions)
     finally:
         if own:
             instance.dispose()
-    outcome.warnings = [
-        str(m.metadata[MTA_WARNING].value) for m in result.asset_materializations_for_node("campaign_sends")
-        if MTA_WARNING in m.metadata
-    ]
-    outcome.blocked = [
-        {"check": e.check_name, "reason": _reason(e)} for e in result.get_asset_check_evaluations() if not e.passed
-    ]
+    return _outcome(key, result, notes)
+
+
+def _outcome(key: str, result: RunResult, notes: list[str]) -> SendOutcome:
+    outcome = SendOutcome(counts={}, notes=notes)
+    for event in result.events:
+        if event.is_step_materialization and event.step_key == "campaign_sends":
+            metadata = event.step_materialization_data.materialization.metadata
+            if MTA_WARNING in metadata:
+                outcome.warnings.append(str(metadata[MTA_WARNING].value))
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.asset_check_evaluation_data.passed:
+            evaluation = event.asset_check_evaluation_data
+            outcome.blocked.append({"check": evaluation.check_name, "reason": _reason(evaluation)})
     if not result.success and not outcome.blocked:
-        for event in result.all_events:
-            if event.is_step_failure:
-                err = event.step_failure_data.error
-                outcome.failures.append(f"{key}: {event.step_key}: {err.message.strip() if err else 'step failed'}")
+        for step_key, err in result.step_failures:
+            outcome.failures.append(f"{key}: {step_key}: {err.message.strip() if err else 'step failed'}")
         outcome.failures = outcome.failures or [f"{key}: run {result.run_id} failed"]
     outcome.counts = counts_of(key)
     return outcome
@@ -234,41 +250,13 @@ def _transports(definitions: dg.Definitions | None) -> Iterator[Transports]:
 
 
 def change_state(key: str, action: str, definitions: dg.Definitions | None = None) -> dict:
-    """``pause`` or ``cancel`` now; the running send sees it at its next batch.
-
-    A MailWizz campaign's MailWizz campaigns (one per template handed off) are paused too, and
-    resumed by ``resume``; ``cancel`` leaves them paused. ``pause`` / ``resume`` of a campaign whose
-    every row is already handed off (``completed`` here, MailWizz possibly still sending) act on
-    MailWizz only. The counts carry ``mailwizz``: each MailWizz campaign's status afterwards.
-    For MailWizz the command waits until a send in progress has stopped (one batch at most).
-    """
+    """``pause`` or ``cancel`` now (``resume``: see :func:`resume`), as ``campaign_pause_job`` /
+    ``campaign_cancel_job`` do (:func:`email_engine_assets.campaigns.control.change_state`)."""
     try:
-        tenant, campaign, _ = register_one(get_engine(), _root(), key)
         with _transports(definitions) as parts:
-            return _change_state(key, action, tenant, campaign, parts)
-    except (LookupError, ValueError, LifecycleError, PartMissing) as exc:
+            return control.change_state(get_engine(), _root(), key, action, parts)
+    except (LookupError, ValueError, PartMissing) as exc:  # the transports' resources could not be built
         raise CampaignRefused(f"campaign {key}: {exc}") from None
-
-
-def _change_state(key: str, action: str, tenant, campaign, parts: Transports) -> dict:
-    tenant_id, name = split_key(key)
-    with get_engine().begin() as conn:
-        state = store.campaign_row(conn, tenant_id, name)["state"]
-        # Already where asked (a retry after MailWizz did not answer), or settled here while MailWizz sends on.
-        remote_only = parts.is_list(tenant, campaign) and state in REMOTE_ONLY.get(action, ())
-        if not remote_only:
-            store.transition(conn, tenant_id, name, action)
-    if not parts.is_list(tenant, campaign):
-        return counts_of(key)
-    if action == "resume":
-        remote = parts.remote_campaigns(tenant, campaign, action)
-    else:
-        # A send in progress stops after its batch, whose hand-off may still create a MailWizz
-        # campaign: MailWizz is reached once the send has let go of the campaign.
-        with tenant_work_lock(get_engine(), SEND_LOCK, key):
-            remote = parts.remote_campaigns(tenant, campaign, action)
-    counts = counts_of(key)
-    return {**counts, "mailwizz": remote} if remote else counts
 
 
 def resume(key: str, **kwargs) -> SendOutcome:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from email_engine_assets import cli
-from email_engine_assets.campaigns.assets import OVERRIDE_TAG, TRANSPORT_TAG
+from email_engine_assets.campaigns.assets import TRANSPORT_TAG
 from email_engine_assets.campaigns.parts import Problem
 from email_engine_resources import postgres as database
 from email_engine_tests.campaign_parts import (
@@ -72,7 +72,8 @@ def test_a_blocked_send_exits_3_with_the_check_and_override_goes_on(cli_camp, ca
     assert sent["sent"] == 3 and sent["blocked"] == [] and set(sent) == set(data)  # one shape, blocked or sent
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs(limit=1)
-    assert run.tags[OVERRIDE_TAG] == "preflight_renders"
+    # the override is kept in the run config, as the Launchpad shows and takes it
+    assert run.run_config["ops"]["campaign_audiences"]["config"]["overrides"] == ["preflight_renders"]
 
 
 def test_list_pause_cancel_and_refusals(cli_camp, capsys):

@@ -67,7 +67,11 @@ def test_a_failed_preflight_blocks_before_anything_leaves_and_an_override_goes_o
     done = campaign_runs.send("acme.spring", overrides=["preflight_renders"], instance=camp.instance, definitions=camp.defs)
     assert done.blocked == [] and done.counts["sent"] == 6
     run = camp.instance.get_runs(limit=1)[0]
-    assert run.tags[campaign_assets.OVERRIDE_TAG] == "preflight_renders"  # the override is recorded with the run
+    # the override is recorded with the run: its config, and the check result
+    assert run.run_config["ops"]["campaign_audiences"]["config"]["overrides"] == ["preflight_renders"]
+    [check] = [e for e in camp.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+               if e.dagster_event.asset_check_evaluation_data.check_name == "preflight_renders"]
+    assert check.dagster_event.asset_check_evaluation_data.metadata["overridden"].value is True
 
 
 def test_an_unknown_override_is_refused_by_name(camp):

@@ -24,7 +24,6 @@ from email_engine_assets.audiences import store as segment_store
 from email_engine_assets.audiences.assets import segments
 from email_engine_assets.campaigns import store as campaign_store
 from email_engine_assets.campaigns.assets import (
-    ACTION_TAG,
     campaign_audiences,
     campaign_partitions,
     campaign_sends,
@@ -48,6 +47,8 @@ from email_engine_resources.transports import MailwizzResource, OutboxResource, 
 from email_engine_resources.workspace import WorkspaceResource
 from email_engine_tests.campaign_parts import write_campaign
 from email_engine_tests.content_helpers import simple, write_template
+
+SEND_NOW = {"ops": {"campaign_audiences": {"config": {"send_now": True}}}}  # as `campaign send`: a draft starts
 
 TENANT = """\
 id: acme
@@ -131,7 +132,7 @@ def test_segment_to_outbox_through_the_real_assets(shop):
         instance.add_dynamic_partitions(campaign_partitions.name, ["acme.news"])
         assert dg.materialize([segments], partition_key="acme", instance=instance, resources=resources).success
         frozen = dg.materialize([campaign_audiences], partition_key="acme.news", instance=instance, resources=resources,
-                                tags={ACTION_TAG: "send"})
+                                run_config=SEND_NOW)
         assert frozen.success
         assert all(e.passed for e in frozen.get_asset_check_evaluations())
         _suppress(shop.engine, "eve@example.com")  # after the freeze: the claim skips it
@@ -262,7 +263,7 @@ def test_a_segment_rebuilt_under_another_definition_while_frozen_stops_the_run(s
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(campaign_partitions.name, ["acme.news"])
         result = dg.materialize([campaign_audiences], partition_key="acme.news", instance=instance, resources=resources,
-                                tags={ACTION_TAG: "send"}, raise_on_error=False)
+                                run_config=SEND_NOW, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "audience not frozen" in failure.step_failure_data.error.message

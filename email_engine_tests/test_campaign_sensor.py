@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import yaml
 from dagster._core.test_utils import create_run_for_test
 
-from email_engine_assets.campaigns.assets import ACTION_TAG, TRANSPORT_TAG
+from email_engine_assets.campaigns.assets import TRANSPORT_TAG
 from email_engine_assets.campaigns.sensors import (
     MAX_RESUMES,
     RESUME_AFTER,
@@ -57,7 +57,7 @@ def test_the_sensor_registers_campaigns_and_starts_only_the_due_ones(engine, db_
         second = _tick(instance, workspace.root, db_url)
     [request] = second.run_requests
     assert request.partition_key == "acme.now"
-    assert request.tags[TRANSPORT_TAG] == "acme.mta1" and request.tags[ACTION_TAG] == "due"
+    assert request.tags[TRANSPORT_TAG] == "acme.mta1" and request.run_config == {}  # the defaults: only a due campaign starts
     assert request.run_key.startswith("due:acme.now:")
     assert second.dynamic_partitions_requests == []
 
@@ -96,7 +96,7 @@ def test_a_campaign_a_dead_run_left_running_is_resumed_once_that_run_has_ended(e
         later = datetime.now(timezone.utc) + RESUME_AFTER + timedelta(seconds=5)
         [request] = resume_run_requests(instance, engine, later)
     assert request.partition_key == "acme.spring" and request.run_key == f"resume:acme.spring:{dead.run_id}"
-    assert request.tags[ACTION_TAG] == "due" and request.tags[TRANSPORT_TAG] == "acme.mta1"
+    assert request.run_config == {} and request.tags[TRANSPORT_TAG] == "acme.mta1"
     assert request.tags[RESUMED_AFTER_TAG] == dead.run_id
 
 

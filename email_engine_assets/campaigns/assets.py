@@ -3,12 +3,19 @@
 ``campaign_audiences`` freezes the segment's snapshot into ledger rows and evaluates the blocking
 checks; only when they pass (or the operator overrode them) does the campaign become ``running``.
 ``campaign_sends`` then claims, composes, delivers and records, batch by batch.
+
+What the operator allows travels as typed run config (the Launchpad validates it, the run keeps
+it): ``campaign_audiences`` takes ``send_now`` (start a draft, or a scheduled campaign before its
+time) and ``overrides`` (check names); ``campaign_sends`` takes ``resend_unknown``. The defaults are
+what the sensor and automation runs need: a draft or a campaign not yet due is refused.
 """
 
 
+import enum
 from datetime import datetime, timezone
 
 import dagster as dg
+from pydantic import Field
 
 from email_engine_assets.audiences.assets import segments, segments_metadata
 from email_engine_assets.audiences.segment_build import (
@@ -23,7 +30,12 @@ from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.tenant_files import tenant_files
-from email_engine_assets.campaigns.wiring import TRANSPORT_KEYS, PartMissing, Transports
+from email_engine_assets.campaigns.wiring import (
+    TRANSPORT_KEYS,
+    PartMissing,
+    Transports,
+    transport_tag,
+)
 from email_engine_assets.feedback.stats_refresh import refresh_before_send
 from email_engine_assets.tenancy.input_problems import FEEDBACK_KINDS
 from email_engine_assets.tenancy.input_problems_store import unread_inputs
@@ -33,11 +45,11 @@ from email_engine_assets.tenancy.partitions import across_tenants_and_campaigns
 CAMPAIGNS = "campaigns"
 campaign_partitions = dg.DynamicPartitionsDefinition(name="campaign")
 
-# Run tags: why the run was started, what the operator allowed, which transport instance it uses.
-ACTION_TAG = "email_engine/campaign_action"  # "send" (the operator: starts a draft) or "due" (sensor, main job)
-OVERRIDE_TAG = "email_engine/override"  # comma-separated check names
-RESEND_UNKNOWN_TAG = "email_engine/resend_unknown"
-TRANSPORT_TAG = "email_engine/transport"  # <tenant>.<transport>, limited per value in dagster.yaml
+# The run tag the run queue limits per transport instance (<tenant>.<transport>, dagster.yaml).
+TRANSPORT_TAG = "email_engine/transport"
+# The PostgreSQL lock a send step holds for its transport instance: one sender per MTA or MailWizz
+# instance whichever way the run started (queued, the CLI's own, a UI launch without the tag).
+TRANSPORT_LOCK = "campaign_transport"
 
 FREEZE_PAGE = 10_000
 SEND_BATCH_SIZE = 200  # rows claimed and composed at a time; each goes in flight only when a connection takes it
@@ -45,9 +57,36 @@ PREFLIGHT_SAMPLES = 20
 MTA_WARNING = "powermta_warning"  # campaign_sends metadata: why the management figures are missing
 
 
-def _load(context: dg.AssetExecutionContext) -> tuple:
+# The checks an operator may override, as the Launchpad's choices.
+CheckName = enum.Enum("CheckName", {name: name for name in gates.CHECK_NAMES}, type=str)
+
+
+class CampaignAudiencesConfig(dg.Config):
+    """What the operator allows the start of the send: the defaults are the sensor's (only a due campaign starts)."""
+
+    send_now: bool = Field(default=False, description=(
+        "start the campaign now, as `email-engine campaign send` does: a draft, or a scheduled campaign before "
+        "its send_at; false (the sensor, automation, a plain materialization): only a due campaign starts"))
+    overrides: list[CheckName] = Field(default_factory=list, description=(
+        "blocking checks to go on past (recorded in the run config, and as `overridden` on each check)"))
+
+    def override_names(self) -> list[str]:
+        return [getattr(o, "value", o) for o in self.overrides]
+
+
+class CampaignSendsConfig(dg.Config):
+    resend_unknown: bool = Field(default=False, description=(
+        "send again the rows whose fate is unknown (may reach someone twice); reopens a completed campaign that has some"))
+
+
+def _load(context) -> tuple:
+    return load_campaign(context, context.partition_key)
+
+
+def load_campaign(context, key: str) -> tuple:
+    """(tenant, campaign) of ``key`` (``<tenant>.<campaign>``), recorded; a :class:`dg.Failure` naming why not."""
     try:
-        tenant, campaign, problem = register_one(context.resources.db.engine(), context.resources.workspace.root(), context.partition_key)
+        tenant, campaign, problem = register_one(context.resources.db.engine(), context.resources.workspace.root(), key)
     except (LookupError, ValueError) as exc:
         raise dg.Failure(description=str(exc)) from None
     if problem:
@@ -66,14 +105,13 @@ def _load(context: dg.AssetExecutionContext) -> tuple:
     check_specs=[dg.AssetCheckSpec(name, asset="campaign_audiences", blocking=True) for name in gates.CHECK_NAMES],
     description="The campaign's audience frozen into ledger rows (queued, or skipped_suppressed); blocking checks gate the send.",
 )
-def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def campaign_audiences(context: dg.AssetExecutionContext, config: CampaignAudiencesConfig) -> dg.MaterializeResult:
     tenant, campaign = _load(context)
     engine = context.resources.db.engine()
     t, c = campaign.tenant_id, campaign.name
-    tags = context.run.tags
-    action = tags.get(ACTION_TAG, "due")
+    action = "send" if config.send_now else "due"
     try:
-        overrides = gates.parse_overrides(tags.get(OVERRIDE_TAG, ""))
+        overrides = gates.parse_overrides(",".join(config.override_names()))
     except ValueError as exc:
         raise dg.Failure(description=str(exc)) from None
     with engine.connect() as conn:
@@ -82,9 +120,11 @@ def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     if state == "cancelled":
         raise dg.Failure(description=f"campaign {campaign.key} is cancelled: it sends nothing more")
     if state == "draft" and action != "send":
-        raise dg.Failure(description=f"campaign {campaign.key} is a draft: only `campaign send` starts it")
+        raise dg.Failure(description=f"campaign {campaign.key} is a draft: nothing sent; only `campaign send` "
+                                     "(or campaign_send_job with send_now: true) starts it")
     if state == "scheduled" and action != "send" and not is_due(state, row["send_at"], datetime.now(timezone.utc)):
-        raise dg.Failure(description=f"campaign {campaign.key} is not due before {row['send_at'].isoformat()}")
+        raise dg.Failure(description=f"campaign {campaign.key} is not due before {row['send_at'].isoformat()}: nothing sent; "
+                                     "`campaign send` (or campaign_send_job with send_now: true) starts it now")
     if state in ("draft", "scheduled"):
         _segments_current(context, engine, tenant, campaign)
         with tenant_work_lock(engine, "campaign_audiences", campaign.key):
@@ -97,9 +137,6 @@ def campaign_audiences(context: dg.AssetExecutionContext) -> dg.MaterializeResul
                 store.transition(conn, t, c, "send" if action == "send" else "due")
         except LifecycleError as exc:  # paused or cancelled by the operator meanwhile
             raise dg.Failure(description=f"campaign {campaign.key}: {exc}") from None
-    elif state == "completed" and tags.get(RESEND_UNKNOWN_TAG) == "true":
-        with engine.begin() as conn:
-            store.reopen_for_resend(conn, t, c)
     with engine.connect() as conn:
         row = store.campaign_row(conn, t, c)
         counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, t, c))
@@ -226,12 +263,29 @@ def _headers_gate(context, tenant, campaign: Campaign) -> gates.Gate:
     required_resource_keys={"db", "workspace", "composers", *TRANSPORT_KEYS},
     description="Claims and composes queued rows batch by batch; marks each in flight as a connection takes it (suppression and state re-checked), records.",
 )
-def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def campaign_sends(context: dg.AssetExecutionContext, config: CampaignSendsConfig) -> dg.MaterializeResult:
     tenant, campaign = _load(context)
+    return dg.MaterializeResult(metadata=send_started(context, tenant, campaign, resend_unknown=config.resend_unknown))
+
+
+def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = False) -> dict:
+    """Send what is queued for a started campaign (the step of ``campaign_sends``, and of ``campaign_resume``
+    after the resume): the ``campaign_sends`` metadata. A campaign not started (a draft, a scheduled one:
+    a materialization of ``campaign_sends`` alone) is refused with a :class:`dg.Failure` naming why; a
+    paused, cancelled or completed one sends nothing. The step holds its transport instance's lock
+    (:data:`TRANSPORT_LOCK`) while it sends."""
     engine = context.resources.db.engine()
+    t, c = campaign.tenant_id, campaign.name
     with engine.connect() as conn:
-        row = store.campaign_row(conn, campaign.tenant_id, campaign.name)
-    resend = context.run.tags.get(RESEND_UNKNOWN_TAG) == "true"
+        row = store.campaign_row(conn, t, c)
+    if row["state"] in ("draft", "scheduled"):
+        raise dg.Failure(description=(
+            f"campaign {campaign.key} is {row['state']} (not started): nothing sent; campaign_audiences starts it "
+            "(campaign_send_job; with send_now: true for a draft or before send_at), or `email-engine campaign send`"))
+    if row["state"] == "completed" and resend_unknown:
+        with engine.begin() as conn:
+            store.reopen_for_resend(conn, t, c)
+            row = store.campaign_row(conn, t, c)
     if row["state"] != "running":
         context.log.info(f"campaign {campaign.key} is {row['state']}: nothing to send")
     else:
@@ -242,10 +296,12 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         except PartMissing as exc:
             raise dg.Failure(description=str(exc)) from None
         try:
-            report = send_campaign(
-                engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend, batch_size=SEND_BATCH_SIZE,
-                on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
-            )
+            with tenant_work_lock(engine, TRANSPORT_LOCK, transport_tag(t, row["transport"])):
+                context.log.info(f"sending {campaign.key} through transport {transport_tag(t, row['transport'])} (its lock held)")
+                report = send_campaign(
+                    engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend_unknown,
+                    batch_size=SEND_BATCH_SIZE, on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
+                )
         finally:
             if hasattr(transport, "close"):  # MailWizz: the API client's connections
                 transport.close()
@@ -253,16 +309,14 @@ def campaign_sends(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             context.log.warning(f"{report.recovered_unknown} row(s) left 'sending' by an interrupted run are now 'unknown' (not resent)")
     mta, mta_warning = _mta_figures(context, tenant, campaign)
     with engine.connect() as conn:
-        row = store.campaign_row(conn, campaign.tenant_id, campaign.name)
-        counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, campaign.tenant_id, campaign.name))
-    return dg.MaterializeResult(
-        metadata={
-            "state": row["state"], **{k: counts[k] for k in ("audience", "queued", "sent", "handed_off", "failed", "unknown")},
-            "skipped": dg.MetadataValue.json(counts["skipped"]),
-            **({"powermta": dg.MetadataValue.json(mta)} if mta else {}),
-            **({MTA_WARNING: mta_warning} if mta_warning else {}),
-        }
-    )
+        row = store.campaign_row(conn, t, c)
+        counts = campaign_counts(campaign.key, row["state"], store.state_counts(conn, t, c))
+    return {
+        "state": row["state"], **{k: counts[k] for k in ("audience", "queued", "sent", "handed_off", "failed", "unknown")},
+        "skipped": dg.MetadataValue.json(counts["skipped"]),
+        **({"powermta": dg.MetadataValue.json(mta)} if mta else {}),
+        **({MTA_WARNING: mta_warning} if mta_warning else {}),
+    }
 
 
 def _mta_figures(context: dg.AssetExecutionContext, tenant, campaign) -> tuple[dict | None, str | None]:

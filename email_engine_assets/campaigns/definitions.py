@@ -1,4 +1,4 @@
-"""The campaigns domain: audiences frozen into the send ledger, sends, the due-campaign sensor."""
+"""The campaigns domain: audiences frozen into the send ledger, sends, the due-campaign sensor; pause, resume, cancel."""
 
 import dagster as dg
 
@@ -7,6 +7,7 @@ from email_engine_assets.campaigns.assets import (
     campaign_send_job,
     campaign_sends,
 )
+from email_engine_assets.campaigns.control_jobs import CONTROL_JOBS
 from email_engine_assets.campaigns.sensors import due_campaigns_sensor
 from email_engine_assets.campaigns.tenant_files import tenant_files
 from email_engine_assets.campaigns.wiring import SegmentAudience, TemplateComposers
@@ -28,7 +29,7 @@ def campaign_resources() -> dict:
 
 defs = dg.Definitions(
     assets=[tenant_files, campaign_audiences, campaign_sends],
-    jobs=[campaign_send_job],
+    jobs=[campaign_send_job, *CONTROL_JOBS],
     sensors=[due_campaigns_sensor],
     resources=campaign_resources(),
 )

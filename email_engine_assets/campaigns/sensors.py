@@ -1,5 +1,6 @@
 """The sensor that starts due campaigns: one run per (campaign, send_at), tagged with its transport;
-and that resumes a campaign a dead run left ``running``.
+and that resumes a campaign a dead run left ``running``. Its runs take the send job's default config
+(``send_now: false``: only a due campaign starts).
 
 A run that died mid-send (its process killed, the machine lost: run monitoring marks it failed)
 leaves its campaign ``running`` with rows still queued. The sensor resumes it once that run has
@@ -16,7 +17,6 @@ import dagster as dg
 
 from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.assets import (
-    ACTION_TAG,
     TRANSPORT_TAG,
     campaign_partitions,
     campaign_send_job,
@@ -73,7 +73,7 @@ def resume_run_requests(instance: dg.DagsterInstance, engine, now: datetime) -> 
         requests.append(dg.RunRequest(
             run_key=f"resume:{key}:{last}",
             partition_key=key,
-            tags={ACTION_TAG: "due", RESUMED_AFTER_TAG: last, TRANSPORT_TAG: transport_tag(tenant_id, rows[key]["transport"])},
+            tags={RESUMED_AFTER_TAG: last, TRANSPORT_TAG: transport_tag(tenant_id, rows[key]["transport"])},
         ))
     return requests
 
@@ -90,7 +90,7 @@ def due_run_requests(engine, now: datetime) -> list[dg.RunRequest]:
                 dg.RunRequest(
                     run_key=f"due:{key}:{row['send_at'].isoformat()}",
                     partition_key=key,
-                    tags={ACTION_TAG: "due", TRANSPORT_TAG: transport_tag(tenant_id, row["transport"])},
+                    tags={TRANSPORT_TAG: transport_tag(tenant_id, row["transport"])},
                 )
             )
     return requests
