@@ -7,8 +7,10 @@ messages written by the outbox transport), then in the browser:
    graph with a path from the inbox (``contact_imports``) to the stats (``campaign_stats``), and
    they are exactly those the webserver's GraphQL endpoint serves to the page;
 2. the ``campaign_sends`` partition of the campaign: the send counts of its materialization;
-3. ``campaign_pause_job`` launched from the Launchpad with typed run config pauses a campaign in
-   the middle of its send; the run succeeds and the send stops with rows still queued.
+3. ``campaign_pause_job`` launched from the Launchpad with typed run config (the Launchpad refuses
+   the empty config first) pauses a campaign in the middle of a send that went through the daemon's
+   run queue; the run page shows the run succeed, and the campaign is paused with one message out
+   and its other rows still queued.
 
 Screenshots of each step go to ``$EMAIL_ENGINE_ARTIFACTS/ui/`` (default: ``artifacts/ui/`` in the
 repository, ignored by git). Needs Debian's ``chromium`` and the Playwright package (the ``[test]``
@@ -353,8 +355,13 @@ def check_pause_from_the_launchpad(page, base: str, shots: Path, before_launch) 
     return run_id
 
 
-def test_the_ui_shows_one_lineage_a_campaigns_counts_and_pauses_a_send_from_the_launchpad(two_databases, tmp_path):
-    chromium = _browser_parts()
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Checked before the database fixtures (session scope, first argument): a skip costs nothing."""
+    return _browser_parts()
+
+
+def test_the_ui_shows_one_lineage_a_campaigns_counts_and_pauses_a_send_from_the_launchpad(chromium, two_databases, tmp_path):
     from playwright.sync_api import sync_playwright
 
     started = time.monotonic()
