@@ -52,7 +52,9 @@ from email_engine_assets.campaigns.wiring import (
     Transports,
     transport_tag,
 )
+from email_engine_assets import executors
 from email_engine_assets.execution import (
+    QueueNotServed,
     RunResult,
     daemon_running,
     follow,
@@ -172,7 +174,14 @@ def send(key: str, *, overrides: list[str] = (), resend_unknown: bool = False, a
             instance.add_dynamic_partitions(campaign_partitions.name, [key])
         queued = through_queue if through_queue is not None else definitions is None and daemon_running(instance)
         if queued:
-            result = follow(instance, submit_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config=config))
+            # the CLI's runs execute as they would here: in the launched run's process, or on Celery workers
+            run_id = submit_job("campaign_send_job", instance, partition_key=key, tags=tags,
+                                run_config={**config, **executors.run_config_for_cli()})
+            notes.append(f"run {run_id} submitted to the run queue (a daemon launches it); followed to its end")
+            try:
+                result = follow(instance, run_id)
+            except QueueNotServed as exc:
+                raise CampaignRefused(f"campaign {key}: {exc}") from None
         else:
             result = run_job("campaign_send_job", instance, partition_key=key, tags=tags, run_config={**config, **QUIET},
                              definitions=definitions)

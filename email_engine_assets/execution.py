@@ -97,14 +97,25 @@ QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 _ENDED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
+# A queue daemon writes its heartbeat every 30 s; Dagster's own "healthy" tolerates half an hour of
+# silence, far too long to leave a send waiting in a queue nobody reads.
+HEARTBEAT_MAX_AGE_SECONDS = 90
+
+
+class QueueNotServed(RuntimeError):
+    """A submitted run waits in the queue but no daemon dequeues it any more; ``str()`` says what to do."""
+
+
 def daemon_running(instance: dg.DagsterInstance) -> bool:
     """Whether a daemon dequeues this instance's run queue now: the instance queues its runs and the
-    queue daemon's heartbeat on its storage is recent (errors aside: a daemon that reports an error
-    still launches runs)."""
+    queue daemon's heartbeat on its storage is at most :data:`HEARTBEAT_MAX_AGE_SECONDS` old (errors
+    aside: a daemon that reports an error still launches runs)."""
+    import time
+
     if instance.is_ephemeral or QUEUE_DAEMON not in instance.get_required_daemon_types():
         return False
-    status = instance.get_daemon_statuses([QUEUE_DAEMON]).get(QUEUE_DAEMON)
-    return bool(status and status.healthy)
+    heartbeat = instance.get_daemon_heartbeats().get(QUEUE_DAEMON)
+    return heartbeat is not None and time.time() - heartbeat.timestamp <= HEARTBEAT_MAX_AGE_SECONDS
 
 
 def submit_job(
@@ -155,4 +166,7 @@ def follow(instance: dg.DagsterInstance, run_id: str, *, poll_seconds: float = 0
             on_status(seen)
         if run.status in _ENDED:
             return result_of(instance, run_id)
+        if run.status == dg.DagsterRunStatus.QUEUED and not daemon_running(instance):
+            raise QueueNotServed(f"run {run_id} waits in the run queue but no daemon dequeues it any more: start the "
+                                 "daemon (email-engine ui) or delete the queued run in the UI and run the command again")
         time.sleep(poll_seconds)
