@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -350,8 +351,10 @@ def check_pause_from_the_launchpad(page, base: str, shots: Path, before_launch) 
     page.get_by_role("button", name="Launch Run").click()
     page.wait_for_url("**/runs/*")
     run_id = page.url.split("/runs/")[1].split("?")[0].strip("/")
-    page.get_by_text("Success", exact=True).first.wait_for(timeout=2 * TIMEOUT_MS)
+    ended = page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first  # the run page's status tag
+    ended.wait_for(timeout=2 * TIMEOUT_MS)
     page.screenshot(path=str(shots / "04-campaign-pause-run.png"))
+    assert ended.inner_text() == "Success", f"run {run_id} of campaign_pause_job: {ended.inner_text()} (see the screenshot)"
     return run_id
 
 
