@@ -42,6 +42,7 @@ class FirstRows:
 
     def __init__(self) -> None:
         self.seen = pl.Series("email", [], dtype=pl.String)
+        self._hashes = pl.Series("hash", [], dtype=pl.UInt64)
         self.duplicates = 0
         self._last_line: int | None = None
 
@@ -54,8 +55,15 @@ class FirstRows:
             raise ValueError("rows must be flagged in line order")
         self._last_line = lines[-1]
         email = accepted["email"]
-        first = email.is_first_distinct() & ~email.is_in(self.seen.implode())
+        hashes = email.hash(seed=0)
+        # The addresses seen before whose hash a row of the chunk has: a hash set of the chunk is
+        # probed with integers; only these few candidates are then compared as text.
+        candidates = self.seen.filter(self._hashes.is_in(hashes.implode()))
+        first = email.is_first_distinct() & ~email.is_in(candidates.implode())
         self.seen = pl.concat([self.seen, email.filter(first)], rechunk=False)
+        self._hashes = pl.concat([self._hashes, hashes.filter(first)], rechunk=False)
+        if self.seen.n_chunks() > 64:  # many short chunks (a wide file): keep the probes over few arrays
+            self.seen, self._hashes = self.seen.rechunk(), self._hashes.rechunk()
         self.duplicates += accepted.height - int(first.sum())
         return accepted.with_columns(is_duplicate=~first)
 
