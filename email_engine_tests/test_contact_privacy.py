@@ -334,6 +334,20 @@ def test_late_feedback_counts_but_brings_the_address_back_nowhere(engine, worksp
         assert conn.execute(sa.text("SELECT email FROM suppressions WHERE tenant_id = 'acme'")).scalars().all() == ["bob@example.com"]
 
 
+def test_a_large_later_import_rejects_the_erased_address_and_still_adds_up(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    """Past the one-statement finish: the file's repeats were flagged while staging, then its erased rows left."""
+    url, _ = mailwizz
+    people = seed(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    filler = "".join(f"f{i}@example.com,F\n" for i in range(12_000))
+    (tmp_path / "large.csv").write_text(f"email,first_name\nANN@example.com,Ann\n{filler}F7@example.com,Again\nann@example.com,Twice\n")
+    counts = _import(engine, people["tenant"], "crm", tmp_path / "large.csv")
+    assert counts == {"rows_total": 12_003, "new": 12_000, "merged": 0, "duplicates": 1, "rejected": 2}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tenant_id = 'acme' AND email = :e"), {"e": ANN}).scalar_one() == 0
+        assert unbalanced_imports(conn, "acme") == []
+
+
 def test_mailwizz_down_the_database_is_erased_and_forget_again_finishes(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
     url, mw_state = mailwizz
     seed(engine, workspace, tmp_path, url)

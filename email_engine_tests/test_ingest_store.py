@@ -21,7 +21,7 @@ from email_engine_assets.contacts.merge_store import (
     merge_staged,
     unbalanced_imports,
 )
-from email_engine_assets.contacts.normalise import normalise_chunk
+from email_engine_assets.contacts.normalise import FirstRows, normalise_chunk
 from email_engine_assets.tenancy.config import SourceConfig, TenantConfig, Workspace
 
 CRM = SourceConfig(id="crm", priority=20)
@@ -103,7 +103,9 @@ def test_read_ahead_raises_the_producers_error_in_the_caller():
     assert seen == [1]
 
 
-def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant):
+@pytest.mark.parametrize("flag_while_staging", [True, False], ids=["flagged while staging", "flagged at the end"])
+def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant, flag_while_staging):
+    first_rows = FirstRows() if flag_while_staging else None
     with ledger.file_session(engine) as conn, conn.begin():
         file_id = ledger.claim_file(conn, tenant_id="acme", source_id="crm", path="x.csv", sha256="d1", size=1, priority=20, run_id=None)
         ledger.tenant_lock(conn, "acme")
@@ -113,11 +115,48 @@ def test_repeats_across_chunks_keep_the_first_line_and_balance(engine, tenant):
         ]
         for lines, emails in chunks:
             raw = pl.DataFrame({"__line": lines, "__raw": emails, "email": emails}, schema_overrides={"__line": pl.Int64})
-            ledger.stage_chunk(conn, "acme", file_id, normalise_chunk(raw, {"email": "email"}))
-        counts = ledger.finish_file(conn, "acme", file_id, fmt="csv", encoding="utf-8", delimiter=",")
+            ledger.stage_chunk(conn, "acme", file_id, normalise_chunk(raw, {"email": "email"}), first_rows)
+        counts = ledger.finish_file(
+            conn, "acme", file_id, fmt="csv", encoding="utf-8", delimiter=",",
+            staged=5 if first_rows else None, first_rows=first_rows,
+        )
         flags = conn.execute(sa.text("SELECT line_no, is_duplicate FROM staged_rows WHERE file_id = :f ORDER BY line_no"), {"f": file_id}).all()
     assert counts == {"rows_total": 6, "new": 3, "merged": 0, "duplicates": 2, "rejected": 1}
     assert [tuple(f) for f in flags] == [(2, False), (3, False), (4, True), (5, True), (6, False)]
+
+
+@pytest.mark.parametrize("flag_while_staging", [True, False], ids=["flagged while staging", "flagged at the end"])
+def test_a_large_file_counts_its_repeats_and_the_addresses_the_tenant_knows(engine, tenant, flag_while_staging):
+    def raw(lines, emails):
+        return pl.DataFrame({"__line": lines, "__raw": emails, "email": emails}, schema_overrides={"__line": pl.Int64})
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO contacts (tenant_id, email) VALUES ('acme', 'u2@example.com')"))
+    _stage_and_finish(engine, "pending", [(2, "u1@example.com"), (3, "zz@example.com")], staged=2)  # not merged yet
+    first_rows = FirstRows() if flag_while_staging else None
+    emails = [f"U{i % 9000}@Example.com" if i % 7 == 0 else f"u{i % 9000}@example.com" for i in range(12_000)]
+    with ledger.file_session(engine) as conn, conn.begin():
+        file_id = ledger.claim_file(conn, tenant_id="acme", source_id="crm", path="big.csv", sha256="big", size=1, priority=20, run_id=None)
+        ledger.tenant_lock(conn, "acme")
+        for start in (0, 6_000):
+            chunk = raw(list(range(start + 2, start + 6_002)), emails[start : start + 6_000])
+            ledger.stage_chunk(conn, "acme", file_id, normalise_chunk(chunk, {"email": "email"}), first_rows)
+        ledger.stage_chunk(conn, "acme", file_id, normalise_chunk(raw([12_002], ["not an address"]), {"email": "email"}), first_rows)
+        counts = ledger.finish_file(
+            conn, "acme", file_id, fmt="csv", encoding="utf-8", delimiter=",", staged=12_000, first_rows=first_rows
+        )
+        right = conn.execute(
+            sa.text("SELECT count(*) FROM staged_rows WHERE file_id = :f AND is_duplicate = (line_no - 2 >= 9000)"), {"f": file_id}
+        ).scalar_one()
+    assert counts == {"rows_total": 12_001, "new": 8_998, "merged": 2, "duplicates": 3_000, "rejected": 1}
+    assert right == 12_000  # the first line of each address is kept, every later one is a duplicate
+
+
+def test_rows_out_of_line_order_cannot_be_flagged():
+    first_rows = FirstRows()
+    first_rows.flag(pl.DataFrame({"line_no": [5, 6], "email": ["a@x.fr", "b@x.fr"]}))
+    with pytest.raises(ValueError, match="line order"):
+        first_rows.flag(pl.DataFrame({"line_no": [4], "email": ["c@x.fr"]}))
 
 
 def _sources_as_stored(engine) -> dict[str, tuple]:

@@ -25,7 +25,7 @@ from email_engine_assets.contacts.inbox import (
     open_regular_file,
     real_source_folder,
 )
-from email_engine_assets.contacts.normalise import NormalisedChunk, normalise_chunk
+from email_engine_assets.contacts.normalise import FirstRows, NormalisedChunk, normalise_chunk
 from email_engine_assets.contacts.readers import (
     FileFormat,
     FileReadError,
@@ -141,13 +141,14 @@ def import_file(
         with conn.begin():
             ledger.tenant_lock(conn, tenant.id)
             chunks = normalised_chunks(path, fmt, mapping, tenant, source) if mapping else ()
-            staged = 0
+            staged, first_rows = 0, FirstRows()
             for chunk, reader_rejects in read_ahead(chunks) if mapping and size > READ_AHEAD_BYTES else chunks:
-                ledger.stage_chunk(conn, tenant.id, file_id, chunk)
+                ledger.stage_chunk(conn, tenant.id, file_id, chunk, first_rows)
                 ledger.stage_reader_rejects(conn, tenant.id, file_id, reader_rejects)
                 staged += chunk.accepted.height
             report.counts = ledger.finish_file(
-                conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter, staged=staged
+                conn, tenant.id, file_id, fmt=fmt.kind, encoding=fmt.encoding, delimiter=fmt.delimiter,
+                staged=staged, first_rows=first_rows,
             )
         report.status = "imported"
     except (FileReadError, MissingEmailColumn, ValueError, UnicodeError, OSError, sa.exc.SQLAlchemyError) as exc:

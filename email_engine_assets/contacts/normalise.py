@@ -32,6 +32,42 @@ class NormalisedChunk:
     rejects: pl.DataFrame  # REJECT_COLUMNS
 
 
+class FirstRows:
+    """The email keys of a file staged so far, to flag its repeats chunk by chunk as they are staged.
+
+    The first row of an address in the file is kept, later ones are duplicates: chunks come in the
+    file's record order, so a row repeats an address when an earlier chunk had it or an earlier row
+    of its own chunk did. ``duplicates`` counts the rows flagged.
+    """
+
+    def __init__(self) -> None:
+        self.seen = pl.Series("email", [], dtype=pl.String)
+        self._hashes = pl.Series("hash", [], dtype=pl.UInt64)
+        self.duplicates = 0
+        self._last_line: int | None = None
+
+    def flag(self, accepted: pl.DataFrame) -> pl.DataFrame:
+        """``accepted`` with ``is_duplicate``; its rows must follow the rows flagged before, in line order."""
+        if accepted.height == 0:
+            return accepted.with_columns(is_duplicate=pl.lit(False))
+        lines = accepted["line_no"]
+        if not lines.is_sorted() or (self._last_line is not None and lines[0] <= self._last_line):
+            raise ValueError("rows must be flagged in line order")
+        self._last_line = lines[-1]
+        email = accepted["email"]
+        hashes = email.hash(seed=0)
+        # The addresses seen before whose hash a row of the chunk has: a hash set of the chunk is
+        # probed with integers; only these few candidates are then compared as text.
+        candidates = self.seen.filter(self._hashes.is_in(hashes.implode()))
+        first = email.is_first_distinct() & ~email.is_in(candidates.implode())
+        self.seen = pl.concat([self.seen, email.filter(first)], rechunk=False)
+        self._hashes = pl.concat([self._hashes, hashes.filter(first)], rechunk=False)
+        if self.seen.n_chunks() > 64:  # many short chunks (a wide file): keep the probes over few arrays
+            self.seen, self._hashes = self.seen.rechunk(), self._hashes.rechunk()
+        self.duplicates += accepted.height - int(first.sum())
+        return accepted.with_columns(is_duplicate=~first)
+
+
 def clean_text(expr: pl.Expr) -> pl.Expr:
     """NFC, trim, and turn empty strings into nulls.
 

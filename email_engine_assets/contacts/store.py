@@ -13,6 +13,7 @@ from email_engine_assets.contacts.normalise import (
     REASON_ERASED,
     REJECT_COLUMNS,
     STAGED_COLUMNS,
+    FirstRows,
     NormalisedChunk,
 )
 from email_engine_assets.tenancy.config import Workspace
@@ -153,8 +154,14 @@ def release_file(conn: sa.Connection, file_id: int) -> None:
     conn.commit()
 
 
-def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk) -> None:
-    """COPY one normalised chunk into staged_rows and rejected_rows."""
+def stage_chunk(
+    conn: sa.Connection, tenant_id: str, file_id: int, chunk: NormalisedChunk, first_rows: FirstRows | None = None
+) -> None:
+    """COPY one normalised chunk into staged_rows and rejected_rows.
+
+    ``first_rows``: the file's addresses staged so far; its repeats are then flagged as they are
+    copied (:class:`FirstRows`) and :func:`finish_file` need not look for them.
+    """
     # Tags are stored sorted: the merge then takes a single row's tags as they are. A chunk holds
     # few distinct tag lists: each is sorted once and joined back.
     distinct = chunk.accepted.select(pl.col("tags").unique()).with_columns(sorted_tags=pl.col("tags").list.sort())
@@ -162,7 +169,10 @@ def stage_chunk(conn: sa.Connection, tenant_id: str, file_id: int, chunk: Normal
         chunk.accepted.join(distinct, on="tags", how="left", maintain_order="left")
         .with_columns(tenant_id=pl.lit(tenant_id), file_id=pl.lit(file_id, pl.Int64), tags=pl.col("sorted_tags"))
     )
-    copy_frame(conn, "staged_rows", accepted, ["tenant_id", "file_id", *STAGED_COLUMNS])
+    columns = ["tenant_id", "file_id", *STAGED_COLUMNS]
+    if first_rows is not None:
+        accepted, columns = first_rows.flag(accepted), [*columns, "is_duplicate"]
+    copy_frame(conn, "staged_rows", accepted, columns)
     stage_rejects(conn, tenant_id, file_id, chunk.rejects)
 
 
@@ -209,6 +219,21 @@ _COUNT_KNOWN = """
         UNION
         SELECT a.email FROM file_addresses a JOIN staged_rows o ON o.email = a.email WHERE o.file_id = ANY(:pending)
     ) k
+"""
+# The same, for a file whose repeats were flagged while staging: its first rows are its addresses.
+_COUNT_KNOWN_STAGED = """
+    SELECT count(*) FROM (
+        SELECT s.email FROM staged_rows s JOIN contacts c ON c.tenant_id = :t AND c.email = s.email
+        WHERE s.file_id = :f AND NOT s.is_duplicate
+        UNION
+        SELECT s.email FROM staged_rows s JOIN staged_rows o ON o.email = s.email
+        WHERE s.file_id = :f AND NOT s.is_duplicate AND o.file_id = ANY(:pending)
+    ) k
+"""
+_HAS_CONTACTS = "SELECT EXISTS (SELECT 1 FROM contacts WHERE tenant_id = :t)"
+_COUNT_STAGED = """
+    SELECT count(*) FILTER (WHERE is_duplicate) AS duplicates, count(*) FILTER (WHERE NOT is_duplicate) AS addresses
+    FROM staged_rows WHERE file_id = :f
 """
 _PENDING_FILES = """
     SELECT file_id FROM import_files
@@ -287,7 +312,8 @@ def reject_erased(conn: sa.Connection, tenant_id: str, file_id: int) -> int:
 
 
 def finish_file(
-    conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None, staged: int | None = None
+    conn: sa.Connection, tenant_id: str, file_id: int, *, fmt: str, encoding: str, delimiter: str | None,
+    staged: int | None = None, first_rows: FirstRows | None = None,
 ) -> dict[str, int]:
     """Flag in-file duplicates, count new vs merged addresses, close the ledger row; returns the counts.
 
@@ -295,7 +321,9 @@ def finish_file(
     tenant never saw the address (not in contacts, not staged by an earlier file still waiting to
     be merged); ``merged`` = it did. Rows of erased addresses are rejected first
     (:func:`reject_erased`). ``staged``: the rows staged for the file, when the caller knows; up to
-    :data:`SMALL_FILE_ROWS` one statement does it all. Called under :func:`tenant_lock`.
+    :data:`SMALL_FILE_ROWS` one statement does it all. ``first_rows``: the :class:`FirstRows`
+    every chunk of the file was staged with (its repeats are flagged already; ``staged`` is then
+    required). Called under :func:`tenant_lock`.
     """
     params = {"t": tenant_id, "f": file_id, "fmt": fmt, "enc": encoding, "dl": delimiter}
     erased = reject_erased(conn, tenant_id, file_id)
@@ -306,6 +334,8 @@ def finish_file(
     # Hash joins over the file's rows: statistics taken while staged_rows held few live rows (after
     # a killed import, say) must not turn the joins into one index probe per address.
     conn.execute(sa.text(f"SELECT set_config('work_mem', '{FINISH_WORK_MEM}', true), set_config('enable_nestloop', 'off', true)"))
+    if first_rows is not None and staged is not None:
+        return _finish_flagged(conn, params, staged, first_rows.duplicates, erased)
     addresses = conn.execute(sa.text(_FILE_ADDRESSES), {"f": file_id}).rowcount
     conn.execute(sa.text("ANALYZE file_addresses"))
     counts = {"duplicates": conn.execute(sa.text(_FLAG_DUPLICATES), {"f": file_id}).rowcount}
@@ -313,6 +343,31 @@ def finish_file(
     counts["merged"] = conn.execute(sa.text(_COUNT_KNOWN), {"t": tenant_id, "pending": pending}).scalar_one()
     counts["new"] = addresses - counts["merged"]
     conn.execute(sa.text("DROP TABLE file_addresses"))
+    counts["rejected"] = conn.execute(
+        sa.text("SELECT count(*) FROM rejected_rows WHERE tenant_id = :t AND file_id = :f"), {"t": tenant_id, "f": file_id}
+    ).scalar_one()
+    counts["rows_total"] = counts["new"] + counts["merged"] + counts["duplicates"] + counts["rejected"]
+    conn.execute(sa.text(_CLOSE_IMPORTED), {**params, **counts})
+    return {k: int(counts[k]) for k in COUNT_COLUMNS}
+
+
+def _finish_flagged(conn: sa.Connection, params: dict, staged: int, duplicates: int, erased: int) -> dict[str, int]:
+    """:func:`finish_file` for a file whose repeats were flagged while staging: no pass to find them.
+
+    Its addresses are its first rows; only those of a tenant that has contacts or files waiting to
+    be merged are looked up. Rows of erased addresses left staged_rows: the rest is counted again.
+    """
+    tenant_id, file_id = params["t"], params["f"]
+    if erased:
+        row = conn.execute(sa.text(_COUNT_STAGED), {"f": file_id}).one()
+        duplicates, addresses = row.duplicates, row.addresses
+    else:
+        addresses = staged - duplicates
+    counts = {"duplicates": duplicates, "merged": 0}
+    pending = list(conn.execute(sa.text(_PENDING_FILES), {"t": tenant_id, "f": file_id}).scalars())
+    if pending or conn.execute(sa.text(_HAS_CONTACTS), {"t": tenant_id}).scalar_one():
+        counts["merged"] = conn.execute(sa.text(_COUNT_KNOWN_STAGED), {"t": tenant_id, "f": file_id, "pending": pending}).scalar_one()
+    counts["new"] = addresses - counts["merged"]
     counts["rejected"] = conn.execute(
         sa.text("SELECT count(*) FROM rejected_rows WHERE tenant_id = :t AND file_id = :f"), {"t": tenant_id, "f": file_id}
     ).scalar_one()
