@@ -229,7 +229,7 @@ WITH live AS (
     FROM campaign_sends s
     LEFT JOIN suppressions sp ON sp.tenant_id = s.tenant_id AND sp.email = s.email
     WHERE s.tenant_id = :t AND s.campaign = :c AND s.state = 'queued' AND s.row_id > :after AND EXISTS (SELECT 1 FROM live)
-      AND NOT (split_part(s.email, '@', 2) = ANY(CAST(:held AS text[])))
+      AND NOT (email_domain(s.email) = ANY(CAST(:held AS text[])))
     ORDER BY s.row_id
     LIMIT :n
 ), settled AS (
@@ -520,7 +520,7 @@ def throttling_domains(conn: sa.Connection, tenant_id: str, at_least: int, windo
     """Recipient domains of the tenant with at least ``at_least`` deferrals or refusals that say they
     throttle (``_THROTTLE_PATTERN``) in the last ``window_s`` seconds: {domain: how many}."""
     return {d: int(n) for d, n in conn.execute(
-        sa.text("""SELECT split_part(email, '@', 2) AS domain, count(*) FROM delivery_events
+        sa.text("""SELECT email_domain(email) AS domain, count(*) FROM delivery_events
                    WHERE tenant_id = :t AND origin = 'powermta' AND event_type IN ('deferred', 'bounced')
                      AND occurred_at > now() - make_interval(secs => :w) AND email IS NOT NULL
                      AND detail ~* :p
@@ -531,7 +531,7 @@ def throttling_domains(conn: sa.Connection, tenant_id: str, at_least: int, windo
 def queued_by_domain(conn: sa.Connection, tenant_id: str, name: str, domains: Sequence[str]) -> dict[str, int]:
     """The campaign's rows still ``queued`` for each of ``domains``."""
     return {d: int(n) for d, n in conn.execute(
-        sa.text("""SELECT split_part(email, '@', 2), count(*) FROM campaign_sends
+        sa.text("""SELECT email_domain(email), count(*) FROM campaign_sends
                    WHERE tenant_id = :t AND campaign = :c AND state = 'queued'
-                     AND split_part(email, '@', 2) = ANY(CAST(:d AS text[])) GROUP BY 1 ORDER BY 1"""),
+                     AND email_domain(email) = ANY(CAST(:d AS text[])) GROUP BY 1 ORDER BY 1"""),
         {"t": tenant_id, "c": name, "d": list(domains)}).all()}
