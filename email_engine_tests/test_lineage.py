@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from email_engine_assets.definitions import defs
+from email_engine_tests.graphs import components as graph_components
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph_edges.txt"
 UPDATE_ENV = "UPDATE_SNAPSHOTS"
@@ -28,21 +29,9 @@ def graph_edges(definitions: dg.Definitions) -> list[str]:
 def components(definitions: dg.Definitions) -> list[set[str]]:
     """The connected components of the asset graph, edges taken both ways."""
     graph = definitions.resolve_asset_graph()
-    neighbours: dict[str, set[str]] = {k.to_user_string(): set() for k in graph.get_all_asset_keys()}
-    for key in graph.get_all_asset_keys():
-        for parent in graph.get(key).parent_keys:
-            neighbours[key.to_user_string()].add(parent.to_user_string())
-            neighbours[parent.to_user_string()].add(key.to_user_string())
-    unseen, found = set(neighbours), []
-    while unseen:
-        stack, component = [unseen.pop()], set()
-        while stack:
-            node = stack.pop()
-            component.add(node)
-            stack += [n for n in neighbours[node] if n in unseen]
-            unseen -= neighbours[node]
-        found.append(component)
-    return found
+    keys = graph.get_all_asset_keys()
+    edges = {(p.to_user_string(), k.to_user_string()) for k in keys for p in graph.get(k).parent_keys}
+    return graph_components({k.to_user_string() for k in keys}, edges)
 
 
 def test_the_asset_graph_is_one_connected_component_from_the_inbox_to_the_stats():

@@ -40,6 +40,7 @@ from email_engine_assets.campaigns import store
 from email_engine_resources import postgres as database
 from email_engine_resources.settings import PROJECT_ROOT
 from email_engine_tests.dns_server import LoopbackDnsServer, TestZone
+from email_engine_tests.graphs import components as graph_components
 from email_engine_tests.smtp_server import free_port
 
 pytestmark = pytest.mark.browser
@@ -270,23 +271,6 @@ def _edges_between_boxes(drawn: dict, slack: float = 15) -> set[tuple[str, str]]
     return found
 
 
-def _components(nodes: set[str], edges: set[tuple[str, str]]) -> list[set[str]]:
-    neighbours = {n: set() for n in nodes}
-    for a, b in edges:
-        neighbours[a].add(b)
-        neighbours[b].add(a)
-    unseen, found = set(nodes), []
-    while unseen:
-        stack, component = [unseen.pop()], set()
-        while stack:
-            node = stack.pop()
-            component.add(node)
-            stack += [n for n in neighbours[node] if n in unseen]
-            unseen -= neighbours[node]
-        found.append(component)
-    return found
-
-
 def _downstream(start: str, edges: set[tuple[str, str]]) -> set[str]:
     reached, stack = {start}, [start]
     while stack:
@@ -319,7 +303,7 @@ def check_lineage(page, base: str, shots: Path) -> None:
     drawn_edges = _edges_between_boxes(drawn)
     assert drawn_nodes == served_nodes, (sorted(drawn_nodes ^ served_nodes), "drawn vs served asset nodes differ")
     assert drawn_edges == served_edges, (sorted(drawn_edges ^ served_edges), "drawn vs served edges differ")
-    components = _components(drawn_nodes, drawn_edges)
+    components = graph_components(drawn_nodes, drawn_edges)
     assert len(components) == 1, f"the drawn lineage is {len(components)} unconnected pieces: {sorted(map(sorted, components))}"
     from_inbox = _downstream("contact_imports", drawn_edges)
     assert {"contacts", "segments", "campaign_audiences", "campaign_sends", "delivery_events", "suppressions",
