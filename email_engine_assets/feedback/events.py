@@ -17,8 +17,8 @@ import polars as pl
 EVENT_TYPES: tuple[str, ...] = ("delivered", "deferred", "bounced", "complained", "opened", "clicked", "unsubscribed")
 BOUNCE_CLASSES: tuple[str, ...] = ("hard", "soft", "reputation")
 # powermta: accounting files; mailwizz: its webhooks and polled bounces / unsubscribes;
-# unsubscribe_link: our own one-click route; operator: the CLI.
-EVENT_ORIGINS: tuple[str, ...] = ("powermta", "mailwizz", "unsubscribe_link", "operator")
+# unsubscribe_link: our own one-click route; operator: the CLI; tracking: our own /o/ and /c/ routes.
+EVENT_ORIGINS: tuple[str, ...] = ("powermta", "mailwizz", "unsubscribe_link", "operator", "tracking")
 
 # PowerMTA's bounceCat values (REFERENCE): the address is bad, the address may recover, or the
 # message / sender was refused (never held against the contact).

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from email_engine_assets.feedback.events import dedupe_digest
 
-INBOX_KINDS: tuple[str, ...] = ("mailwizz", "contacts")
+INBOX_KINDS: tuple[str, ...] = ("mailwizz", "contacts", "tracking")
 OUTCOMES: tuple[str, ...] = ("applied", "failed")
 MAX_CONTENT_TYPE_CHARS = 200
 MAX_DETAIL_CHARS = 500

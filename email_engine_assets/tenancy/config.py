@@ -45,6 +45,7 @@ from email_engine_assets.tenancy.sending import (
     TransportConfig,
     UnsubscribeSettings,
 )
+from email_engine_assets.tenancy.tracking_settings import TrackingSettings
 from email_engine_assets.tenancy.strict import LanguageCode, Slug, Strict, is_slug
 from email_engine_assets.tenancy.tag_slug import tag_slug
 
@@ -133,6 +134,7 @@ class TenantConfig(Strict):
     feedback: FeedbackPolicy = FeedbackPolicy()
     guard_rails: GuardRails = GuardRails()
     schedules: ScheduleSettings = ScheduleSettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "TenantConfig":
@@ -140,7 +142,14 @@ class TenantConfig(Strict):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             if dupes:
                 raise ValueError(f"duplicate {label}: {', '.join(dupes)}")
+        if self.tracking.on and self.tracking_base_url is None:
+            raise ValueError("tracking is on but has no base_url, and there is no unsubscribe.base_url to default to")
         return self
+
+    @property
+    def tracking_base_url(self) -> str | None:
+        """Where ``/o/`` and ``/c/`` are served: ``tracking.base_url``, else ``unsubscribe.base_url``."""
+        return self.tracking.base_url or (self.unsubscribe.base_url if self.unsubscribe else None)
 
     def source(self, source_id: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.id == source_id), None)

@@ -48,7 +48,7 @@ def _loopback_host(host: str | None) -> bool:
         return False
 
 
-def _https_or_loopback_http(value: str) -> str:
+def https_or_loopback_http(value: str) -> str:
     """An https URL; plain http only towards a loopback host (tests, a local reverse proxy)."""
     parts = urlsplit(value)
     if parts.scheme == "https" and parts.hostname:
@@ -154,7 +154,7 @@ class MailwizzTransport(Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _https_or_loopback_http(value)
+        return https_or_loopback_http(value)
 
 
 TransportConfig = Annotated[OutboxTransport | PowerMtaTransport | MailwizzTransport, Field(discriminator="kind")]
@@ -169,7 +169,7 @@ class UnsubscribeSettings(Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _https_or_loopback_http(value).rstrip("/")
+        return https_or_loopback_http(value).rstrip("/")
 
 
 class DkimSettings(Strict):
