@@ -4,7 +4,8 @@
 thread that runs its own asyncio loop, so hundreds of delayed answers can be pending at once
 (each delay is a ``loop.call_later``, not a sleeping thread). It serves a ``TestZone``:
 
-* fixed records (MX, A, AAAA, CNAME) given as dicts;
+* fixed records (MX, A, AAAA, CNAME, TXT) given as dicts; a TXT value longer than 255 bytes goes
+  out as several character-strings of one record, as real DNS carries a DKIM key of 2048 bits;
 * generated domains: every ``<label>.<suffix>`` for a suffix in ``generated_mx_suffixes``
   has ``MX 10 mx.<label>.<suffix>`` (so a 50,000-domain zone costs no memory);
 * names that exist with no record of any type asked (``NOERROR``, no data);
@@ -43,10 +44,13 @@ import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
+import dns.resolver
 import dns.rrset
 from dns.rdtypes.ANY.MX import MX
+from dns.rdtypes.ANY.TXT import TXT
 
 MAX_CNAME_HOPS = 8
+TXT_STRING_MAX = 255  # bytes in one character-string (RFC 1035 §3.3)
 BENCH_SUFFIX = "bench.example"
 SOA_TEXT = "ns.{zone} hostmaster.{zone} 1 3600 600 86400 {minimum}"
 
@@ -61,6 +65,7 @@ class TestZone:
     a: dict[str, list[str]] = field(default_factory=dict)
     aaaa: dict[str, list[str]] = field(default_factory=dict)
     cname: dict[str, str] = field(default_factory=dict)
+    txt: dict[str, list[str]] = field(default_factory=dict)  # name -> the value of each TXT record
     bare_cname: dict[str, str] = field(default_factory=dict)
     servfail: set[str] = field(default_factory=set)
     drop: set[str] = field(default_factory=set)
@@ -89,11 +94,13 @@ class TestZone:
             return list(self.a.get(name, []))
         if rdtype == dns.rdatatype.AAAA:
             return list(self.aaaa.get(name, []))
+        if rdtype == dns.rdatatype.TXT:
+            return list(self.txt.get(name, []))  # whole values: _rrset splits them into character-strings
         return []
 
     def fixed(self, name: str) -> bool:
         """Whether ``name`` is listed explicitly (not only matched by a generated suffix)."""
-        tables = (self.mx, self.a, self.aaaa, self.cname, self.bare_cname)
+        tables = (self.mx, self.a, self.aaaa, self.txt, self.cname, self.bare_cname)
         return (
             any(name in table for table in tables)
             or name in self.servfail
@@ -128,12 +135,40 @@ def _rrset(name: str, ttl: int, rdtype: str, texts: list[str]) -> dns.rrset.RRse
     if rdtype == "MX":  # built directly: parsing text costs more than the rest of an answer
         rdatas = [_mx(text) for text in texts]
         return dns.rrset.from_rdata_list(dns.name.from_text(name), ttl, rdatas)
+    if rdtype == "TXT":  # built directly: the text form would need quoting and splitting
+        return dns.rrset.from_rdata_list(dns.name.from_text(name), ttl, [txt_rdata(text) for text in texts])
     return dns.rrset.from_text_list(f"{name}.", ttl, "IN", rdtype, texts)
 
 
 def _mx(text: str) -> MX:
     preference, exchange = text.split(" ", 1)
     return MX(dns.rdataclass.IN, dns.rdatatype.MX, int(preference), dns.name.from_text(exchange))
+
+
+def txt_rdata(value: str) -> TXT:
+    """One TXT record holding ``value`` (UTF-8) in character-strings of at most 255 bytes."""
+    data = value.encode("utf-8")
+    strings = [data[i : i + TXT_STRING_MAX] for i in range(0, len(data), TXT_STRING_MAX)] or [b""]
+    return TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings)
+
+
+def txt_lookup(server: LoopbackDnsServer | DnsServerProcess, timeout_s: float = 2.0) -> Callable[..., bytes | None]:
+    """A ``dnsfunc`` for dkimpy (``dkim.verify(message, dnsfunc=...)``) that asks ``server`` for TXT
+    records with dnspython: the first record's character-strings joined, as dkimpy's own lookup does;
+    None when there is none."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [server.host]
+    resolver.port = server.port
+
+    def lookup(name: bytes | str, timeout: float = timeout_s) -> bytes | None:
+        qname = name.decode("ascii") if isinstance(name, bytes) else name
+        try:
+            answer = resolver.resolve(qname, "TXT", lifetime=min(timeout, timeout_s))
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return b"".join(next(iter(answer.rrset)).strings)
+
+    return lookup
 
 
 def _soa(zone: TestZone, qname: str) -> dns.rrset.RRset:

@@ -324,3 +324,49 @@ def test_a_due_campaign_whose_file_broke_is_a_failure_of_its_own(shop):
         [outcome] = campaign_runs.send_due_campaigns(instance)
     assert outcome.counts["state"] == "scheduled" and outcome.counts["sent"] == 0
     assert outcome.failures[0].startswith("acme.now: ") and "colour" in outcome.failures[0]
+
+
+DKIM_BLOCK = "dkim:\n  domain: acme.example\n  selector: s1\n  private_key: {env: ACME_DKIM_KEY_FOR_TEST}\n"
+
+
+def test_a_dkim_key_that_cannot_sign_stops_every_send_even_overridden_before_any_row_is_claimed(cli_env, capsys, monkeypatch):
+    """A 512-bit key: blocked at the checks, and a run that overrides them fails when the composer is
+    built, before the claim; with a good key the next run sends, every message verifying through the
+    public key published in (loopback) DNS."""
+    import base64
+    import shutil
+    import subprocess
+
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from email_engine_tests.dns_server import LoopbackDnsServer, TestZone, txt_lookup
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl makes the 512-bit key (cryptography generates no key that short)")
+    weak = subprocess.run(["openssl", "genrsa", "512"], capture_output=True, check=True).stdout.decode("ascii")
+    monkeypatch.setenv("ACME_DKIM_KEY_FOR_TEST", weak)
+    (cli_env.root / "tenants" / "acme.yaml").write_text(TENANT + DKIM_BLOCK)
+    reason = "tenants/acme.yaml: dkim.private_key: an RSA key of 512 bits; DKIM needs at least 1024"
+    assert cli.main(["campaign", "send", "acme.news", "--json"]) == 3
+    data = json.loads(capsys.readouterr().out)
+    assert [(b["check"], b["reason"][:len(reason)]) for b in data["blocked"]] == [("preflight_renders", reason)]
+    assert cli.main(["campaign", "send", "acme.news", "--json", "--override", "preflight_renders"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["sent"] == 0 and any(reason in f and "campaign_sends" in f for f in data["failures"]), data["failures"]
+    assert {row[0] for row in _ledger(cli_env.engine).values()} == {"queued"}  # no row claimed
+    assert not list(cli_env.outbox.rglob("*.eml"))
+    assert weak.split("\n")[1][:20] not in json.dumps(data)
+
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    monkeypatch.setenv("ACME_DKIM_KEY_FOR_TEST", good.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode("ascii"))
+    assert cli.main(["campaign", "send", "acme.news", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sent"] == 4
+    der = good.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    zone = TestZone(txt={"s1._domainkey.acme.example": ["v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode("ascii")]})
+    files = sorted(cli_env.outbox.rglob("*.eml"))
+    with LoopbackDnsServer(zone) as server:
+        lookup = txt_lookup(server)
+        assert len(files) == 4 and all(dkim.verify(path.read_bytes(), dnsfunc=lookup) for path in files)

@@ -205,14 +205,21 @@ def test_example_templates_load_render_and_carry_to_mailwizz(tenant_id, category
             ("b2b_fr_salon", "variant"), ("b2b_de", "category_language"), ("b2b_en", "category_en")]
 
 
-def test_a_broken_dkim_key_blocks_at_preflight_and_never_counts_as_a_bad_address(acme):
+def test_a_broken_dkim_key_is_refused_before_any_composer_and_never_counts_as_a_bad_address(acme):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from email_engine_assets.content.dkim_signing import DkimKeyError
     from email_engine_assets.content.messages import DkimKey
 
-    c = composer(acme, dkim_key=DkimKey("acme.example", "s1", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"))
-    (problem,) = c.preflight([{"email": "a@example.com", "language": "fr"}])
-    assert problem.file == "tenants/acme.yaml" and "DKIM signing for acme.example failed" in problem.message
-    assert "bm90IGEga2V5" not in problem.message
-    with pytest.raises(ValueError, match="DKIM"):
-        c.compose({"email": "a@example.com", "language": "fr"}, contact_id=1, row_token="r1")
+    with pytest.raises(DkimKeyError, match="^private_key: not a valid PEM private key") as caught:
+        DkimKey("acme.example", "s1", b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    assert "bm90IGEga2V5" not in str(caught.value)
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    c = composer(acme, dkim_key=DkimKey("acme.example", "s1", pem))  # PKCS#1 ("RSA PRIVATE KEY") too
+    assert c.preflight([{"email": "a@example.com", "language": "fr"}]) == []
+    signed = c.compose({"email": "a@example.com", "language": "fr"}, contact_id=1, row_token="r1")
+    assert isinstance(signed, Composed) and signed.message.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
     with pytest.raises(ValueError, match="address"):
         composer(acme, from_email="not an address")

@@ -165,7 +165,7 @@ def test_dkim_signature_verifies_and_covers_list_unsubscribe(rsa_key):
     assert not dkim.verify(tampered, dnsfunc=dns)
 
 
-def test_dkim_key_from_settings_reads_the_environment(monkeypatch):
+def test_dkim_key_from_settings_reads_the_environment(monkeypatch, rsa_key):
     from email_engine_assets.tenancy.sending import DkimSettings
 
     settings = DkimSettings(domain="acme.example", selector="s1", private_key={"env": "ACME_DKIM_PEM"})
@@ -173,8 +173,12 @@ def test_dkim_key_from_settings_reads_the_environment(monkeypatch):
     with pytest.raises(LookupError, match="ACME_DKIM_PEM"):
         DkimKey.from_settings(settings)
     monkeypatch.setenv("ACME_DKIM_PEM", "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ValueError, match="^private_key: not a valid PEM private key") as caught:
+        DkimKey.from_settings(settings)  # parsed when built, never at the first message
+    assert "abc" not in str(caught.value)
+    monkeypatch.setenv("ACME_DKIM_PEM", rsa_key[0].decode("ascii"))
     key = DkimKey.from_settings(settings)
-    assert key.private_key.startswith(b"-----BEGIN") and "abc" not in repr(key)
+    assert key.private_key.startswith(b"-----BEGIN") and "PRIVATE" not in repr(key)
 
 
 def test_signing_key_from_the_environment(monkeypatch):

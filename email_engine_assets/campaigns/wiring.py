@@ -20,6 +20,7 @@ from email_engine_assets.campaigns.parts import (
     Snapshot,
 )
 from email_engine_assets.content import composer as content
+from email_engine_assets.content.dkim_signing import DkimKeyError
 from email_engine_assets.content.mailwizz_tags import MailwizzTagError, to_mailwizz
 from email_engine_assets.content.messages import DkimKey
 from email_engine_assets.content.rendering import TenantInfo
@@ -132,7 +133,9 @@ class TemplateComposers:
         dkim = None
         if tenant.dkim is not None:
             try:
-                dkim = DkimKey.from_settings(tenant.dkim)
+                dkim = DkimKey.from_settings(tenant.dkim)  # the key parsed here: one that cannot sign stops every run
+            except DkimKeyError as exc:
+                raise PartMissing(f"{tenant_file}: dkim.{excerpt(str(exc), 200)}") from None
             except (LookupError, ValueError, UnicodeError) as exc:
                 raise PartMissing(f"{tenant_file}: dkim.private_key: {excerpt(str(exc), 200)}") from None
         try:

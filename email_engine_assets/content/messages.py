@@ -13,8 +13,10 @@ cost milliseconds per message); the tests parse every shape back with :mod:`emai
 The boundary is derived from the Message-ID, so one ledger row always yields the same message but
 for its Date.
 
-With a :class:`DkimKey` the message is signed (dkimpy, rsa-sha256, relaxed/relaxed) over the
-headers a receiver checks, ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` included.
+With a :class:`DkimKey` the message is signed (rsa-sha256, relaxed/relaxed, by OpenSSL: see
+:mod:`~email_engine_assets.content.dkim_signing`) over the headers a receiver checks,
+``List-Unsubscribe`` and ``List-Unsubscribe-Post`` included. The key is parsed once, when the
+:class:`DkimKey` is built: a key that cannot sign fails there, before any message.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
-import dkim
 import idna
 
+from email_engine_assets.content.dkim_signing import DkimKeyError, RsaSigner
 from email_engine_assets.content.rendering import Rendered
 from email_engine_assets.tenancy.sending import DkimSettings
 from email_engine_resources.email_domain import split_address
@@ -61,11 +63,24 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True)
 class DkimKey:
-    """A DKIM signing key; ``private_key`` (PEM) never shows in a repr."""
+    """A DKIM signing key, parsed once here: :class:`DkimKeyError` (a ``ValueError`` naming the
+    setting and why) for a key that is no PEM private key, not RSA or under 1024 bits, or a bad
+    domain or selector. ``private_key`` (PEM) never shows in a repr."""
 
     domain: str
     selector: str
     private_key: bytes = field(repr=False)
+    signer: RsaSigner = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            domain = ascii_domain(self.domain)
+        except ValueError as exc:
+            raise DkimKeyError("domain", str(exc)) from None
+        object.__setattr__(self, "signer", RsaSigner(self.private_key, domain=domain, selector=self.selector))
+
+    def __reduce__(self):  # the parsed key does not pickle: another process parses the PEM again
+        return (DkimKey, (self.domain, self.selector, self.private_key))
 
     @classmethod
     def from_settings(cls, settings: DkimSettings) -> DkimKey:
@@ -234,17 +249,7 @@ def build_message(
 
 
 def _dkim_sign(data: bytes, key: DkimKey) -> bytes:
-    head = data.partition(b"\r\n\r\n")[0]
-    present = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n") if b":" in line and not line[:1].isspace()}
     try:
-        return dkim.sign(
-            data,
-            key.selector.encode("ascii"),
-            ascii_domain(key.domain).encode("ascii"),
-            key.private_key,
-            include_headers=[h for h in DKIM_SIGNED_HEADERS if h in present],
-            canonicalize=(b"relaxed", b"relaxed"),
-            linesep=b"\r\n",
-        )
-    except dkim.DKIMException as exc:
-        raise ValueError(f"DKIM signing for {key.domain} failed: {type(exc).__name__}") from None
+        return key.signer.signature_header(data, DKIM_SIGNED_HEADERS)
+    except ValueError as exc:
+        raise ValueError(f"DKIM signing for {key.domain} failed: {exc}") from None

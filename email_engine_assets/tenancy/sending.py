@@ -173,7 +173,8 @@ class UnsubscribeSettings(Strict):
 
 
 class DkimSettings(Strict):
-    """DKIM signing of outbox and SMTP messages (dkimpy); the PEM key comes from the environment."""
+    """DKIM signing of outbox and SMTP messages (rsa-sha256, relaxed/relaxed; an RSA key of at least
+    1024 bits, 2048 recommended); the PEM key comes from the environment."""
 
     domain: str
     selector: str
