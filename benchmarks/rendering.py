@@ -128,7 +128,7 @@ def run(source: str, n: int) -> None:
                               from_email="news@acme.example", reply_to=None, signing_key=b"k" * 32,
                               dkim_key=DkimKey("acme.example", "s1", pem))
             m = max(1, n // 10)
-            rate("compose + DKIM rsa-2048 (dkimpy)", m,
+            rate("compose + DKIM rsa-2048 (OpenSSL)", m,
                  lambda: [signed.compose(p, contact_id=i, row_token=f"r{i}") for i, p in enumerate(people[:m])])
 
 if __name__ == "__main__":
