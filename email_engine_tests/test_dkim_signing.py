@@ -224,6 +224,7 @@ def _refusals(keys):
     return {
         "not a PEM": (b"just some text", r"^private_key: not a PEM private key"),
         "a broken PEM": (garbage, r"^private_key: not a valid PEM private key"),
+        "a PEM on one line": (pem_of(keys[1024]).replace(b"\n", b"\\n"), r"^private_key: .*line breaks are the two characters \\n"),
         "a 512-bit RSA key": (openssl_rsa(512), r"^private_key: an RSA key of 512 bits; DKIM needs at least 1024"),
         "an EC key": (pem_of(ec.generate_private_key(ec.SECP256R1())), r"^private_key: an EC \(elliptic-curve\) key; .*needs an RSA key"),
         "a passphrase": (encrypted, r"^private_key: the PEM key is encrypted"),

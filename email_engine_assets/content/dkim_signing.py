@@ -57,6 +57,9 @@ def load_rsa_key(pem: bytes) -> rsa.RSAPrivateKey:
     except TypeError:
         raise DkimKeyError("private_key", "the PEM key is encrypted; give it without a passphrase") from None
     except (ValueError, UnsupportedAlgorithm):
+        if b"\\n" in pem and b"\n" not in pem.strip():
+            raise DkimKeyError("private_key", "not a valid PEM private key: its line breaks are the two characters "
+                                              "\\n; give the PEM with real line breaks") from None
         raise DkimKeyError("private_key", "not a valid PEM private key (its content does not decode as a key)") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         kind = "an EC (elliptic-curve)" if isinstance(key, ec.EllipticCurvePrivateKey) else "a non-RSA"
