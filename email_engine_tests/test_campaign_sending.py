@@ -49,6 +49,7 @@ from email_engine_tests.campaign_parts import write_campaign
 from email_engine_tests.content_helpers import simple, write_template
 
 SEND_NOW = {"ops": {"campaign_audiences": {"config": {"send_now": True}}}}  # as `campaign send`: a draft starts
+DKIM_BLOCK = "dkim:\n  domain: acme.example\n  selector: s1\n  private_key: {env: ACME_DKIM_KEY_FOR_TEST}\n"
 
 TENANT = """\
 id: acme
@@ -314,6 +315,33 @@ def test_a_dkim_key_missing_from_the_environment_is_a_part_missing_naming_the_fi
         TemplateComposers(key=b"k" * 32).composer(tenant, parse_campaign(path, tenant))
 
 
+@pytest.mark.parametrize("case", ["broken PEM", "EC key", "512-bit RSA key"])
+def test_a_dkim_key_that_cannot_sign_is_a_part_missing_naming_the_file_and_why(workspace, monkeypatch, case):
+    import shutil
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if case == "512-bit RSA key" and not shutil.which("openssl"):
+        pytest.skip("openssl makes the 512-bit key")
+    pem, reason = {
+        "broken PEM": (lambda: "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5\n-----END RSA PRIVATE KEY-----\n",
+                       "not a valid PEM private key"),
+        "EC key": (lambda: ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+                   r"an EC \(elliptic-curve\) key; DKIM signing here is rsa-sha256 and needs an RSA key"),
+        "512-bit RSA key": (lambda: subprocess.run(["openssl", "genrsa", "512"], capture_output=True, check=True).stdout.decode(),
+                            "an RSA key of 512 bits; DKIM needs at least 1024"),
+    }[case]
+    monkeypatch.setenv("ACME_DKIM_KEY_FOR_TEST", pem())
+    workspace.tenant("acme", TENANT + DKIM_BLOCK)
+    path = write_campaign(workspace.root, "acme", "news", segment="readers", category="news")
+    tenant = load_tenants(workspace.root, ["acme"]).tenants["acme"]
+    with pytest.raises(PartMissing, match=rf"^tenants/acme.yaml: dkim.private_key: {reason}"):
+        TemplateComposers(key=b"k" * 32).composer(tenant, parse_campaign(path, tenant))
+
+
 def test_a_due_campaign_whose_file_broke_is_a_failure_of_its_own(shop):
     path = write_campaign(shop.root, "acme", "now", segment="readers", category="news", send_at="now")
     tenant = load_tenants(shop.root, ["acme"]).tenants["acme"]
@@ -325,8 +353,6 @@ def test_a_due_campaign_whose_file_broke_is_a_failure_of_its_own(shop):
     assert outcome.counts["state"] == "scheduled" and outcome.counts["sent"] == 0
     assert outcome.failures[0].startswith("acme.now: ") and "colour" in outcome.failures[0]
 
-
-DKIM_BLOCK = "dkim:\n  domain: acme.example\n  selector: s1\n  private_key: {env: ACME_DKIM_KEY_FOR_TEST}\n"
 
 
 def test_a_dkim_key_that_cannot_sign_stops_every_send_even_overridden_before_any_row_is_claimed(cli_env, capsys, monkeypatch):
