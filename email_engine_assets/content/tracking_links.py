@@ -12,7 +12,8 @@ what a browser would follow:
   where the template's link went; the new ``href`` is written double-quoted and attribute-escaped;
 - tags inside comments, ``<script>`` and ``<style>`` are not links and are left alone;
 - in the text part, ``http(s)://`` URLs up to a space, ``<``, ``>`` or ``"``; trailing
-  ``.,;:!?'*``, closing quotes and a closing bracket without its opening one stay outside the link.
+  ``.,;:!?'*`` and closing quotes stay outside the link, and it ends before a closing bracket
+  without its opening one in the URL (``[label](https://…)[next](…)``, as the derived text part writes links).
 
 Never rewritten: the message's unsubscribe URL and anything under ``<tracking base>/u/`` or
 ``<unsubscribe base>/u/`` (scanners follow links: an unsubscribe must stay a page of its own), our
@@ -59,6 +60,7 @@ _TEXT_URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
 _TEXT_TRAILING = ".,;:!?'*\u00bb\u201d\u2019"
 _NEWLINE = re.compile("\n")
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
+_OPENERS = {v: k for k, v in _CLOSERS.items()}
 
 
 @dataclass(frozen=True)
@@ -225,24 +227,31 @@ def _track_html(source: str, links: _Links | None, pixel: str | None) -> str:
 
 
 def _text_url(match: re.Match) -> tuple[int, int]:
-    """The span of a URL in plain text, trailing punctuation and unmatched closing brackets left out."""
+    """The span of a URL in plain text: it ends before a closing bracket that closes nothing inside
+    it (``(see https://x.example/a_(b))``, ``[label](https://x.example/)[next](…)``), and trailing
+    punctuation stays outside."""
     start, end = match.span()
     text = match.string
-    while end > start:
-        last = text[end - 1]
-        if last in _TEXT_TRAILING:
-            end -= 1
-        elif last in _CLOSERS and text.count(_CLOSERS[last], start, end) < text.count(last, start, end):
-            end -= 1
-        else:
-            break
+    depth = {closer: 0 for closer in _CLOSERS}
+    for at in range(start, end):
+        char = text[at]
+        if char in _OPENERS:
+            depth[_OPENERS[char]] += 1
+        elif char in _CLOSERS:
+            if not depth[char]:
+                end = at
+                break
+            depth[char] -= 1
+    while end > start and text[end - 1] in _TEXT_TRAILING:
+        end -= 1
     return start, end
 
 
 def _track_text(source: str, links: _Links) -> str:
-    out, done = [], 0
-    for match in _TEXT_URL.finditer(source):
+    out, done, at = [], 0, 0
+    while match := _TEXT_URL.search(source, at):
         start, end = _text_url(match)
+        at = max(end, start + 1)  # a URL cut short at a bracket: the next one may start right after
         new = links.tracked(source[start:end])
         if new is not None:
             out += [source[done:start], new]
