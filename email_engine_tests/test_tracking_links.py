@@ -283,3 +283,18 @@ def test_the_preview_row_token_composes_with_tracking(acme):
     made = composer(acme, TRACKING.format(opens="true", clicks="true")).compose(ANNE, contact_id=7, row_token="preview7")
     _, html, _ = parts(made)
     assert verify_tracking_token(KEY, OPEN.findall(html)[0], "open").row_token == "preview7"
+
+
+def test_random_tag_soup_never_crashes_and_every_link_written_verifies():
+    import random
+
+    pieces = ["<", ">", "/", "!", "-", "--", "[", "]", '"', "'", "=", " ", "\n", "a", "A", "href", "HREF", "https://x.example/",
+              "&amp;", "&", "#", ";", "</body>", "<a ", "<!--", "-->", "<![", "<script>", "</script>", "<?", "data-no-track",
+              "<area ", "<a href=", "\x00", "é", "\r"]
+    rnd = random.Random(15)
+    for _ in range(3000):
+        soup = "".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 60)))
+        tracked = track(soup, soup)
+        for part in (tracked.html, tracked.text):
+            assert all(url == tracked.links[index] for index, url in clicked(part))
+        assert len(OPEN.findall(tracked.html)) == 1

@@ -47,7 +47,7 @@ from email_engine_assets.content.tracking_links import track_links
 from email_engine_assets.content.unsubscribe import unsubscribe_token, unsubscribe_url
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_assets.tenancy.languages import parse_language
-from email_engine_assets.tenancy.tracking_settings import TRUE_WORDS, TrackingSettings
+from email_engine_assets.tenancy.tracking_settings import TrackingSettings
 from email_engine_resources.email_domain import email_domain
 
 # Why a contact got no message; the ledger records it.
@@ -157,7 +157,7 @@ class Composer:
         except RenderError as exc:
             return Skipped("render_error", str(exc))
         tracked_links: tuple[str, ...] = ()
-        if self.tracking is not None and not self.excluded_from_tracking(contact):
+        if self.tracking is not None and not self.tracking.excludes(contact):
             tracked = track_links(
                 rendered.html, rendered.text, key=self._key, tenant_id=self.tenant.id, row_token=row_token,
                 base_url=self.tenant.tracking_base_url, unsubscribe_url=variables["unsubscribe_url"],
@@ -183,15 +183,6 @@ class Composer:
         except AddressError as exc:
             return Skipped("bad_address", excerpt(str(exc), 200))
         return Composed(choice.template.name, choice.rule, rendered.subject, message, mid, tracked_links)
-
-    def excluded_from_tracking(self, contact: Mapping[str, Any]) -> bool:
-        """The contact carries the tenant's ``tracking.exclude_tag`` or holds a true word in its
-        ``tracking.exclude_field`` (``yes``, ``true``, ``1``, ``y``, ``on``; any case)."""
-        settings = self.tenant.tracking
-        if settings.exclude_tag and settings.exclude_tag in {str(t) for t in contact.get("tags") or ()}:
-            return True
-        value = contact.get(settings.exclude_field) if settings.exclude_field else None
-        return value is not None and str(value).strip().lower() in TRUE_WORDS
 
     def preflight(self, samples: Iterable[Mapping[str, Any]]) -> list[PreflightProblem]:
         """Problems that must block the send: broken template files, and every template the
