@@ -37,6 +37,7 @@ from email_engine_assets.campaigns.wiring import (
     TemplateComposers,
 )
 from email_engine_assets.content.composer import SKIP_REASONS as COMPOSE_SKIP_REASONS
+from email_engine_assets.content.tracking_tokens import verify_tracking_token
 from email_engine_assets.content.unsubscribe import verify_unsubscribe_token
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.partitions import tenant_partitions
@@ -166,6 +167,43 @@ def test_segment_to_outbox_through_the_real_assets(shop):
         first = address.split("@")[0].title()
         assert message["Subject"] == {"news_fr_vip": f"Cher {first}", "news_fr": f"Bonjour {first}", "news_de": f"Hallo {first}"}[template]
         assert url in message.get_body(("plain",)).get_content()
+
+
+def test_with_the_tenants_tracking_on_the_outbox_messages_carry_tracked_links_and_the_pixel(shop):
+    tracking = "tracking:\n  opens: true\n  clicks: true\n  base_url: https://t.acme.example\n  exclude_tag: vip\n"
+    (shop.root / "tenants" / "acme.yaml").write_text(TENANT + tracking, encoding="utf-8")
+    link = '<a href="https://shop.acme.example/news?c=1&amp;d=2">La boutique</a>'
+    for name, tags in (("news_fr", ()), ("news_fr_vip", ("vip",)), ("news_de", ())):
+        language = name.split("_")[1]
+        write_template(shop.root, "acme", f"{name}.yaml", simple(
+            "news", language, tags=tags, body=f'<p>Hi {{{{ first_name }}}}</p>{link}<a href="{{{{ unsubscribe_url }}}}">unsubscribe</a>'))
+    resources = {**campaign_resources(), "outbox": OutboxResource(root=str(shop.outbox)), "powermta": PowerMtaResource(),
+                 "mailwizz": MailwizzResource(), "db": PostgresResource(), "workspace": WorkspaceResource()}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(tenant_partitions.name, ["acme"])
+        instance.add_dynamic_partitions(campaign_partitions.name, ["acme.news"])
+        assert dg.materialize([segments], partition_key="acme", instance=instance, resources=resources).success
+        assert dg.materialize([campaign_audiences], partition_key="acme.news", instance=instance, resources=resources,
+                              run_config=SEND_NOW).success
+        assert dg.materialize([campaign_sends], partition_key="acme.news", instance=instance, resources=resources).success
+    with shop.engine.connect() as conn:
+        tokens = dict(conn.execute(sa.text("SELECT email, token FROM campaign_sends WHERE tenant_id = 'acme' AND state = 'sent'")).all())
+    key = signing_key()
+    seen = {}
+    for path in shop.outbox.rglob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        address = message["To"].addresses[0].addr_spec
+        html = message.get_body(("html",)).get_content()
+        text = message.get_body(("plain",)).get_content()
+        unsubscribe = re.match(r"<([^>]+)>", message["List-Unsubscribe"]).group(1)
+        assert f'href="{unsubscribe}"' in html and unsubscribe.startswith("https://unsubscribe.acme.example/u/")
+        clicks = re.findall(r"https://t\.acme\.example/c/([\w.-]+)", html + text)
+        opens = re.findall(r'<img src="https://t\.acme\.example/o/([\w.-]+)"', html)
+        hits = [verify_tracking_token(key, t, "click") for t in clicks] + [verify_tracking_token(key, t, "open") for t in opens]
+        assert all((h.tenant_id, h.row_token) == ("acme", tokens[address]) for h in hits)
+        seen[address] = sorted({(h.kind, h.link_index, h.url) for h in hits}, key=str)
+    tracked = [("click", 0, "https://shop.acme.example/news?c=1&d=2"), ("open", None, None)]
+    assert seen == {"ann@example.com": [], "bob@example.com": tracked, "cy@example.com": tracked, "eve@example.com": tracked}
 
 
 @pytest.fixture

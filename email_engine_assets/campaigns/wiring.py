@@ -73,10 +73,11 @@ class TemplateComposer(content.Composer):
     :meth:`list_content` gives a template in the list's tag mode (``[FNAME]``, ``[UNSUBSCRIBE_URL]``).
 
     With ``list_mode`` (the campaign goes through a list transport) the preflight also refuses the
-    templates that mode cannot carry, so such a send is blocked before it starts."""
+    templates that mode cannot carry, so such a send is blocked before it starts; and the messages it
+    composes (which only choose the template there) carry no tracking of ours."""
 
     def __init__(self, *, list_mode: bool = False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(track=not list_mode, **kwargs)  # MailWizz tracks opens and clicks itself
         self.list_mode = list_mode
         self._list_contents: dict[str, ListContent] = {}
 

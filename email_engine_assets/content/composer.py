@@ -6,6 +6,13 @@
     problems = composer.preflight(samples)      # before any send: empty, or the send is blocked
     result = composer.compose(contact, contact_id=42, row_token="...")   # Composed | Skipped
 
+With the tenant's ``tracking:`` on (opens and/or clicks), the rendered parts go through
+:func:`~email_engine_assets.content.tracking_links.track_links` before the message is built: links
+through ``<tracking_base_url>/c/<token>``, a pixel at ``/o/<token>``, tokens signed with the
+unsubscribe signing key for the ledger row's token. A contact with the tenant's
+``tracking.exclude_tag``, or a true word in its ``tracking.exclude_field``, gets the message
+untracked. A list transport (MailWizz) tracks by itself: its composer is built with ``track=False``.
+
 A contact without a template is :class:`Skipped` (``no_template``), one whose values break its
 template ``render_error``, one whose address cannot be written in a message ``bad_address``:
 counted by the caller, never a crash of the loop. Compose is pure: it writes nothing, so a crash
@@ -36,9 +43,11 @@ from email_engine_assets.content.rendering import (
     TenantInfo,
 )
 from email_engine_assets.content.templates import Template, TemplateSet
+from email_engine_assets.content.tracking_links import track_links
 from email_engine_assets.content.unsubscribe import unsubscribe_token, unsubscribe_url
 from email_engine_assets.tenancy.config import TenantConfig, excerpt
 from email_engine_assets.tenancy.languages import parse_language
+from email_engine_assets.tenancy.tracking_settings import TrackingSettings
 from email_engine_resources.email_domain import email_domain
 
 # Why a contact got no message; the ledger records it.
@@ -52,6 +61,7 @@ class Composed:
     subject: str
     message: bytes
     message_id: str
+    tracked_links: tuple[str, ...] = ()  # link index -> the template's URL (empty: no click tracking)
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,10 @@ class Composer:
         signing_key: bytes,
         dkim_key: DkimKey | None = None,
         renderer: Renderer | None = None,
+        track: bool = True,
     ):
+        """``track=False``: no open or click tracking whatever the tenant's ``tracking:`` says
+        (a transport that tracks by itself)."""
         if tenant.unsubscribe is None:
             raise ValueError(f"tenant {tenant.id}: no unsubscribe.base_url in its file; every message needs a one-click unsubscribe link")
         mail_address(from_name, from_email)  # a bad sender or reply address fails here, not on every contact
@@ -118,6 +131,7 @@ class Composer:
         self._tenant_info = TenantInfo(id=tenant.id, name=tenant.name)
         self.renderer = renderer or Renderer()
         self.chooser = Chooser(templates, category=category, default_category=tenant.default_category)
+        self.tracking: TrackingSettings | None = tenant.tracking if track and tenant.tracking.on else None
 
     def choose(self, contact: Mapping[str, Any]):
         """The :class:`~email_engine_assets.content.choice.Choice` for ``contact`` (None: no template)."""
@@ -142,6 +156,14 @@ class Composer:
             rendered = self.renderer.render(choice.template, variables)
         except RenderError as exc:
             return Skipped("render_error", str(exc))
+        tracked_links: tuple[str, ...] = ()
+        if self.tracking is not None and not self.tracking.excludes(contact):
+            tracked = track_links(
+                rendered.html, rendered.text, key=self._key, tenant_id=self.tenant.id, row_token=row_token,
+                base_url=self.tenant.tracking_base_url, unsubscribe_url=variables["unsubscribe_url"],
+                unsubscribe_base_url=self.tenant.unsubscribe.base_url, opens=self.tracking.opens, clicks=self.tracking.clicks,
+            )
+            rendered, tracked_links = Rendered(rendered.subject, tracked.html, tracked.text), tracked.links
         mid = message_id(row_token, self._domain)
         to_name = contact.get("full_name") or " ".join(p for p in (contact.get("first_name"), contact.get("last_name")) if p) or None
         try:
@@ -160,7 +182,7 @@ class Composer:
             )
         except AddressError as exc:
             return Skipped("bad_address", excerpt(str(exc), 200))
-        return Composed(choice.template.name, choice.rule, rendered.subject, message, mid)
+        return Composed(choice.template.name, choice.rule, rendered.subject, message, mid, tracked_links)
 
     def preflight(self, samples: Iterable[Mapping[str, Any]]) -> list[PreflightProblem]:
         """Problems that must block the send: broken template files, and every template the

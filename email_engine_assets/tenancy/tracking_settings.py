@@ -3,13 +3,17 @@
 Off by default. ``base_url`` (https, or http to a loopback host) is where the webhook app answers
 ``/o/<token>`` and ``/c/<token>``; unset, the tenant's ``unsubscribe.base_url``. A contact whose
 ``exclude_field`` holds a true value (``true``, ``yes``, ``1``, ``y``, ``on``) or who carries
-``exclude_tag`` gets no pixel and no rewritten link. ``machines`` holds the rules that tell
+``exclude_tag`` gets no pixel and no rewritten link; a template keeps one link out of tracking with
+a ``data-no-track`` attribute on its ``<a>`` (:mod:`email_engine_assets.content.tracking_links`
+says which links are rewritten). ``machines`` holds the rules that tell
 machines from people (README "Tracking"); every one has a default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -67,3 +71,11 @@ class TrackingSettings(Strict):
     @property
     def on(self) -> bool:
         return self.opens or self.clicks
+
+    def excludes(self, contact: Mapping[str, Any]) -> bool:
+        """``contact`` (its fields and ``tags``) carries ``exclude_tag`` or holds a true word in
+        ``exclude_field`` (:data:`TRUE_WORDS`, any case, spaces trimmed)."""
+        if self.exclude_tag and self.exclude_tag in {str(t) for t in contact.get("tags") or ()}:
+            return True
+        value = contact.get(self.exclude_field) if self.exclude_field else None
+        return value is not None and str(value).strip().lower() in TRUE_WORDS
