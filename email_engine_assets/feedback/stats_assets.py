@@ -14,7 +14,7 @@ import dagster as dg
 
 from email_engine_assets.campaigns.assets import campaign_partitions, campaign_sends
 from email_engine_assets.campaigns.files import split_key
-from email_engine_assets.campaigns.guard_rail_apply import check_running
+from email_engine_assets.campaigns.guard_rail_apply import check_feedback, guard_metadata
 from email_engine_assets.feedback.assets import delivery_events
 from email_engine_assets.feedback.stats import COUNT_KEYS, RATE_KEYS
 from email_engine_assets.feedback.stats_refresh import (
@@ -64,8 +64,7 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
         raise dg.Failure(description=f"tenant {tenant_id!r} has no tenants/{tenant_id}.yaml in {root}")
     engine = db.engine()
     applied = apply_pending_feedback(engine, root, tenant, powermta=powermta, mailwizz=mailwizz)
-    for key, reason in check_running(engine, tenant).items():  # the guard rail, on the feedback just applied
-        context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
+    guard = check_feedback(engine, tenant, mailwizz=mailwizz)  # the guard rail, on the feedback just applied
     try:
         stats, notes = refresh_stats(engine, root, tenant, name, mailwizz=mailwizz)
     except LookupError as exc:
@@ -79,6 +78,7 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
         "by_language": dg.MetadataValue.json(stats["by_language"]),
         "by_template": dg.MetadataValue.json(stats["by_template"]),
         "feedback_applied": dg.MetadataValue.json(applied),
+        **guard_metadata(context.log, guard),
     })
     return dg.MaterializeResult(metadata=metadata)
 
