@@ -85,6 +85,12 @@ def metadata(result, asset: str) -> dict:
     return {k: getattr(v, "value", v) for k, v in mat.materialization.metadata.items()}
 
 
+def paused_in_mailwizz(result, asset: str) -> dg.AssetCheckEvaluation:
+    [check] = [c for c in result.get_asset_check_evaluations()
+               if c.check_name == "guard_rail_paused_in_mailwizz" and c.asset_key.path[-1] == asset]
+    return check
+
+
 def incidents(engine, kind: str) -> list[tuple[str, bool]]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(
@@ -140,6 +146,9 @@ def test_a_mailwizz_failing_the_pause_leaves_it_paused_here_alerts_once_and_is_r
         assert campaign_runs.show("acme.spring")["state"] == "paused"  # paused here whatever MailWizz said
         failed = metadata(first, "delivery_events")["guard_rail_mailwizz_failed"]
         assert "acme.spring.news_en still sending after pause-unpause" in failed["acme.spring"]
+        check = paused_in_mailwizz(first, "delivery_events")  # the failure shows as a failed check
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+        assert "acme.spring: acme.spring.news_en still sending" in check.description
         assert incidents(engine, "guard_rail_mailwizz") == [("guard_rail_mailwizz:acme.spring", False)]
         assert statuses(state) == {"acme.spring.news_en": "sending", "acme.spring.news_fr": "paused"}
         toggled_fr = toggles(state).count(f"/api/campaigns/{fr}/pause-unpause")
@@ -147,7 +156,9 @@ def test_a_mailwizz_failing_the_pause_leaves_it_paused_here_alerts_once_and_is_r
 
         state.failures = 0
         state.latency = 1.5  # now MailWizz does not answer in time
-        feedback_run([mailwizz_feedback])
+        timed_out = feedback_run([mailwizz_feedback])
+        assert not paused_in_mailwizz(timed_out, "mailwizz_feedback").passed
+        assert "timed out" in paused_in_mailwizz(timed_out, "mailwizz_feedback").description
         assert incidents(engine, "guard_rail_mailwizz") == [("guard_rail_mailwizz:acme.spring", False)]  # held: no second alert
         assert campaign_runs.show("acme.spring")["state"] == "paused"
 
@@ -156,6 +167,7 @@ def test_a_mailwizz_failing_the_pause_leaves_it_paused_here_alerts_once_and_is_r
         assert metadata(again, "mailwizz_feedback")["guard_rail_mailwizz"] == {
             "acme.spring": {"acme.spring.news_en": "paused", "acme.spring.news_fr": "paused"}}
         assert incidents(engine, "guard_rail_mailwizz") == [("guard_rail_mailwizz:acme.spring", True)]  # cleared once
+        assert paused_in_mailwizz(again, "mailwizz_feedback").passed
         assert set(statuses(state).values()) == {"paused"} and state.run_cron() == 0
         assert toggles(state).count(f"/api/campaigns/{fr}/pause-unpause") == toggled_fr
         feedback_run([mailwizz_feedback])  # settled: nothing retried, nothing toggled

@@ -33,8 +33,9 @@ from email_engine_assets.feedback import incident_store
 from email_engine_assets.feedback.incident_apply import post_decision, record
 from email_engine_assets.feedback.incidents import GUARD_RAIL_MAILWIZZ, GUARD_RAIL_PAUSED, Condition
 from email_engine_assets.feedback.stats_refresh import apply_pending_feedback, fetch_mailwizz
+from email_engine_assets.feedback.stats_store import stored_mailwizz
 from email_engine_resources.alerts import AlertPoster
-from email_engine_resources.mailwizz import PAUSABLE
+from email_engine_resources.mailwizz import FINISHED, PAUSABLE
 from email_engine_resources.mailwizz_client import MailwizzError, excerpt
 
 log = logging.getLogger("email_engine.campaigns")
@@ -85,6 +86,8 @@ def _check(engine: sa.Engine, tenant, *, only: str | None, post, mailwizz) -> Gu
         names = [n for n in store.guarded_campaigns(conn, tenant.id) if only is None or n == only]
         handed = [] if mailwizz is None or only is not None else store.handed_to_mailwizz(
             conn, tenant.id, mailwizz_names, datetime.now(UTC) - HANDED_OFF_WATCH)
+        # a campaign whose MailWizz campaigns were all last seen finished (sent) is not asked about again
+        handed = [n for n in handed if not _finished_in_mailwizz(stored_mailwizz(conn, tenant.id, n)[0])]
         transports = {n: store.campaign_row(conn, tenant.id, n)["transport"] for n in names + handed}
     for name in names + handed:
         key, handed_off = campaign_key(tenant.id, name), name in handed
@@ -117,6 +120,11 @@ def _check(engine: sa.Engine, tenant, *, only: str | None, post, mailwizz) -> Gu
     return outcome
 
 
+def _finished_in_mailwizz(figures: dict | None) -> bool:
+    statuses = (figures or {}).get("statuses") or {}
+    return bool(statuses) and all(status in FINISHED for status in statuses.values())
+
+
 def pause_in_mailwizz(engine: sa.Engine, tenant, mailwizz, paused: dict[str, str], *,
                       post: Callable[[str], bool] | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Pause the MailWizz campaigns (``<key>.<template>``) of the campaigns in ``paused`` sent through
@@ -143,15 +151,17 @@ def pause_in_mailwizz(engine: sa.Engine, tenant, mailwizz, paused: dict[str, str
             with mailwizz.instance(transport) as mw:
                 statuses = {n: mw.pause_if_sending(n) for n in mw.campaigns_named(f"{key}.")}
             sending = sorted(n for n, s in statuses.items() if s in PAUSABLE)
-            if sending:
-                raise MailwizzError(0, f"{', '.join(sending)} still {statuses[sending[0]]} after pause-unpause")
-            done[key] = statuses
+            if not sending:
+                done[key] = statuses
+                continue
+            # the toggle's answer lost or refused (5xx): read back, the campaign still sends
+            failed[key] = f"{', '.join(sending)} still {statuses[sending[0]]} after pause-unpause"
         except (MailwizzError, LookupError) as exc:
             failed[key] = excerpt(str(exc), 300)
-            log.error("campaign %s paused by its guard rail, not yet in MailWizz (transport %s): %s", key, transport.name, failed[key])
-            conditions.append(Condition(mailwizz_incident_key(key), GUARD_RAIL_MAILWIZZ, tenant.id,
-                                        f"campaign {key} paused by its guard rail but its MailWizz campaigns not paused "
-                                        f"(transport {transport.name}): {failed[key]}; tried again at the next feedback cycle"))
+        log.error("campaign %s paused by its guard rail, not yet in MailWizz (transport %s): %s", key, transport.name, failed[key])
+        conditions.append(Condition(mailwizz_incident_key(key), GUARD_RAIL_MAILWIZZ, tenant.id,
+                                    f"campaign {key} paused by its guard rail but its MailWizz campaigns not paused "
+                                    f"(transport {transport.name}): {failed[key]}; tried again at the next feedback cycle"))
     scope = sorted({mailwizz_incident_key(k) for k in [*paused, *pending]})
     if scope:
         post_decision(post or AlertPoster.from_environment().post, record(engine, conditions, [GUARD_RAIL_MAILWIZZ], scope))

@@ -9,6 +9,7 @@ its address.
 import dagster as dg
 
 from email_engine_assets.campaigns.guard_rail_apply import check_feedback, guard_metadata
+from email_engine_assets.campaigns.guard_rail_checks import paused_in_mailwizz_result, paused_in_mailwizz_spec
 from email_engine_assets.feedback.accounting_apply import apply_accounting
 from email_engine_assets.feedback.mailwizz_assets import (
     EAGER_UNLESS_ONLY_MAILWIZZ_MISSING,
@@ -38,7 +39,7 @@ FEEDBACK_INPUTS = (ACCOUNTING_FILE, WEBHOOK_ROW)
     kinds={"postgres"},
     # what the sends' messages did: the events are linked to their ledger rows
     deps=[dg.AssetDep("campaign_sends", partition_mapping=across_tenants_and_campaigns)],
-    check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS)],
+    check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS), paused_in_mailwizz_spec("delivery_events")],
     description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
                 "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",
     backfill_policy=SINGLE_RUN,
@@ -61,7 +62,8 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
                 "accounting": dg.MetadataValue.json(accounting),
                 **guard_metadata(context.log, guard),
             },
-            check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs")],
+            check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs"),
+                           paused_in_mailwizz_result(guard)],
         )
 
     yield from each_tenant(context, tenants, one)
