@@ -1,6 +1,6 @@
 """The asset check of a feedback run's guard rail: every campaign it paused is paused in MailWizz too.
 
-Declared on ``delivery_events`` and ``mailwizz_feedback`` (the runs that call
+Declared on ``delivery_events``, ``mailwizz_feedback`` and ``campaign_stats`` (the runs that call
 :func:`~email_engine_assets.campaigns.guard_rail_apply.check_feedback`): it fails, naming the campaign
 and MailWizz's answer, while a campaign paused by its guard rail still sends in MailWizz (the
 ``guard_rail_mailwizz`` incident alerts once; the next run tries again and passes once it holds).
