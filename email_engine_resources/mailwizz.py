@@ -435,6 +435,15 @@ class MailwizzInstance:
     def resume(self, name: str) -> str:
         return self._toggle(name, pause=False)
 
+    def pause_if_sending(self, name: str) -> str:
+        """Pause the campaign called ``name`` only when it is sending (or about to: pending-sending,
+        processing); its status afterwards. One status read first (``GET campaigns/{uid}``), then
+        ``PUT campaigns/{uid}/pause-unpause`` only then: a paused, sent or draft campaign is left as it is."""
+        current = self.status(name)
+        if current not in PAUSABLE:
+            return current
+        return self._put_toggle(name)
+
     def release(self, prefix: str) -> dict[str, str]:
         """Unpause every paused campaign whose name starts with ``prefix``; the status of each afterwards.
 
@@ -449,6 +458,9 @@ class MailwizzInstance:
             return current  # already where asked: a second toggle would undo it
         if pause and current not in PAUSABLE:
             raise MailwizzError(422, f"campaign {excerpt(name, 80)} is {current}: it cannot be paused")
+        return self._put_toggle(name)
+
+    def _put_toggle(self, name: str) -> str:
         try:
             self.client.put(f"campaigns/{self._campaign_uid(name)}/pause-unpause", idempotent=False)
         except MailwizzError as exc:

@@ -82,6 +82,15 @@ class PowerMtaManagement:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[key]") if self._api_key else text
 
+    def queued_recipients(self) -> int:
+        """Recipients in PowerMTA's queue now (``/status``: ``queue.smtp.rcp``); one call, for the alert watcher."""
+        status = self.get("status")
+        status = status.get("status", status) if isinstance(status, dict) else {}
+        value = _dig(status, ("queue", "smtp", "rcp"))
+        if value is None or value < 0:
+            raise PowerMtaManagementError(f"{self.base_url}/status: no queue.smtp.rcp count in the answer")
+        return int(value)
+
     def figures(self) -> dict[str, int | float]:
         """Queued recipients, connections and rates from ``/status``, queue counts from ``/queues``."""
         status = self.get("status")

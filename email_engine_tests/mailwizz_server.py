@@ -14,7 +14,9 @@ paused, draft or sent campaign mails nobody. Test knobs: ``latency`` per call, `
 ``blacklist`` of emails, ``canned`` raw answers (malformed replies), and ``calls`` recording
 (method, path) of every request. Feedback: ``unsubscribe-by-email-from-all-lists`` (recorded in
 ``unsubscribed_everywhere``), a campaign's ``unsubscribes`` and ``bounces`` listed newest first
-with pagination (``campaign_named``, ``add_unsubscribe``, ``add_bounce`` fill them).
+with pagination (``campaign_named``, ``add_unsubscribe``, ``add_bounce`` fill them); ``add_complaint``
+counts a processed feedback-loop complaint. ``GET campaigns/{uid}/stats`` counts the cron's deliveries
+and these bounces and complaints. ``run_cron(limit=n)`` sends part of a campaign (it stays ``sending``).
 
 As recorded MailWizz servers answer: the 1.x signature covers an empty ``X-MW-REMOTE-ADDR``; the
 bulk call re-subscribes an existing **unsubscribed** subscriber without a word and its records
@@ -111,12 +113,15 @@ class MailwizzState:
     campaign_unsubscribes: dict[str, list[dict]] = field(default_factory=dict)  # campaign uid -> records, oldest first
     campaign_bounces: dict[str, list[dict]] = field(default_factory=dict)
     unsubscribed_everywhere: list[str] = field(default_factory=list)  # EMAIL of each unsubscribe-by-email-from-all-lists call
+    campaign_complaints: dict[str, list[str]] = field(default_factory=dict)  # campaign uid -> emails that complained
     # --- end feedback ---
     lock: threading.RLock = field(default_factory=threading.RLock)
 
-    def run_cron(self, now: str | None = None) -> int:
+    def run_cron(self, now: str | None = None, limit: int | None = None) -> int:
         """One pass of MailWizz's send cron (``now`` "Y-m-d H:i:s" local; ``None``: every send_at has come).
 
+        ``limit``: at most that many emails per campaign in this pass (MailWizz's "subscribers at once"):
+        a campaign with subscribers left stays ``sending`` for the next pass, so a test can stop in the middle.
         Returns how many emails it sent.
         """
         sent = 0
@@ -126,11 +131,13 @@ class MailwizzState:
                     continue
                 c["status"], c["started"] = "sending", True
                 mailed = {email for name, email in self.delivered if name == c["name"]}
-                for sub in self.lists.get(c["list_uid"], {}).get("subscribers", {}).values():
-                    if sub["status"] == "confirmed" and sub["EMAIL"] not in mailed:
-                        self.delivered.append((c["name"], sub["EMAIL"]))
-                        sent += 1
-                c["status"] = "sent"
+                left = [sub for sub in self.lists.get(c["list_uid"], {}).get("subscribers", {}).values()
+                        if sub["status"] == "confirmed" and sub["EMAIL"] not in mailed]
+                for sub in left[:limit]:
+                    self.delivered.append((c["name"], sub["EMAIL"]))
+                    sent += 1
+                if limit is None or len(left) <= limit:
+                    c["status"] = "sent"
         return sent
 
     # --- feedback: what MailWizz itself recorded for a campaign ---
@@ -147,6 +154,12 @@ class MailwizzState:
             self.campaign_unsubscribes.setdefault(campaign_uid, []).append({
                 "ip_address": "198.51.100.7", "user_agent": "Mozilla/5.0", "reason": reason, "note": "",
                 "date_added": date_added, "subscriber": {"subscriber_uid": _uid(), "email": email}})
+
+    def add_complaint(self, campaign_uid: str, email: str) -> None:
+        """A feedback-loop complaint MailWizz processed for the campaign: counted in its stats'
+        ``complaints_count`` (the API lists no complaint records)."""
+        with self.lock:
+            self.campaign_complaints.setdefault(campaign_uid, []).append(email)
 
     def add_bounce(self, campaign_uid: str, email: str, bounce_type: str, message: str = "BOUNCED BACK") -> None:
         with self.lock:
@@ -497,7 +510,12 @@ def build_app(state: MailwizzState) -> Starlette:
         subscribers = len(state.lists.get(c.get("list_uid"), {}).get("subscribers", {}))
         mailed = sum(1 for name, _ in state.delivered if name == c["name"])
         counts = {key: 0 for key in STATS_COUNT_KEYS}
-        counts.update(subscribers_count=subscribers, processed_count=mailed, delivery_success_count=mailed)
+        bounces = [b["bounce_type"] for b in state.campaign_bounces.get(campaign_uid, [])]
+        counts.update(subscribers_count=subscribers, processed_count=mailed, delivery_success_count=mailed - len(bounces),
+                      bounces_count=len(bounces), hard_bounces_count=bounces.count("hard"), soft_bounces_count=bounces.count("soft"),
+                      internal_bounces_count=bounces.count("internal"), delivery_error_count=len(bounces),
+                      complaints_count=len(state.campaign_complaints.get(campaign_uid, [])))
+        counts["delivery_success_count"] = max(counts["delivery_success_count"], 0)
         counts.update(c.get("stats") or {})
         data = {"campaign_status": c["status"], **counts}
         for key in STATS_COUNT_KEYS:

@@ -464,6 +464,11 @@ class ManagementState:
     # The JSON envelope is unconfirmed (REFERENCE.md): "xml" answers XML whatever the format asked
     # (what public tools read with ?format=xml), "bare" answers the data as JSON without the envelope.
     answer_as: str = "envelope"
+    fail_with: int | None = None  # e.g. 503: every request answers that status (the management port unhealthy)
+
+    def queued(self, recipients: int) -> None:
+        """PowerMTA's queue now holds ``recipients`` (``/status``: ``queue.smtp.rcp``)."""
+        self.status["queue"]["smtp"]["rcp"] = recipients
 
 
 def _xml(name: str, data) -> str:
@@ -479,6 +484,8 @@ def _xml(name: str, data) -> str:
 def build_management_app(state: ManagementState) -> Starlette:
     def answer(request: Request, data) -> JSONResponse:
         state.requests.append(f"{request.url.path}?{request.url.query}")
+        if state.fail_with is not None:
+            return JSONResponse({"data": None, "status": "error", "message": "unavailable"}, status_code=state.fail_with)
         if state.api_key is not None and request.headers.get("x-api-key") != state.api_key:
             return JSONResponse({"data": None, "status": "error", "message": "unauthorized"}, status_code=401)
         if state.answer_as == "xml":

@@ -224,7 +224,7 @@ def test_a_missing_key_fails_the_polls_check_naming_the_transport_until_a_poll_r
             instance.add_dynamic_partitions("tenant", ["acme"])
             result = dg.materialize([mailwizz_feedback], partition_key="acme", instance=instance,
                                     resources={"db": PostgresResource(), "workspace": WorkspaceResource(), "mailwizz": MailwizzResource()})
-        (check,) = result.get_asset_check_evaluations()
+        [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "inputs_read"]
         return check
 
     check = poll_once()

@@ -97,6 +97,30 @@ def test_feedback_and_webhook_settings_are_checked(workspace, extra, expected):
     assert "s3cret-in-the-file" not in message  # a secret written in the file is never echoed
 
 
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("guard_rails:\n  min_sample: -5\n", ["guard_rails.min_sample", "-5", "greater than or equal to 1"]),
+        ("guard_rails:\n  check_every_s: -1\n", ["guard_rails.check_every_s", "greater than or equal to 0"]),
+        ("guard_rails:\n  min_sample: 10000001\n", ["guard_rails.min_sample", "less than or equal to 10000000"]),
+        ("guard_rails:\n  check_every_s: 3601\n", ["guard_rails.check_every_s", "less than or equal to 3600"]),
+        ("guard_rails:\n  destination_window_s: 86401\n", ["guard_rails.destination_window_s", "less than or equal to 86400"]),
+        ("guard_rails:\n  destination_deferrals: 0\n", ["guard_rails.destination_deferrals", "greater than or equal to 1"]),
+        ("guard_rails:\n  max_complaint_rate: 0.01\n", ["guard_rails.max_complaint_rate", "unknown key"]),
+        ("guard_rails:\n  min_sample: lots\n", ["guard_rails.min_sample", "'lots'", "integer"]),
+        ("guard_rails:\n  check_every_s: [30]\n", ["guard_rails.check_every_s", "number"]),
+        ("guard_rails: 200\n", ["guard_rails = 200", "valid dictionary"]),
+    ],
+)
+def test_bad_guard_rails_are_refused_naming_the_file_and_the_field(workspace, extra, expected):
+    workspace.tenant("acme", GOOD + extra)
+    message = tenant_errors(workspace)["acme"]
+    assert "tenants/acme.yaml" in message or f"tenants{os.sep}acme.yaml" in message, message
+    for part in expected:
+        assert part in message, message
+    assert "acme" not in load_workspace(workspace.root).tenants  # the tenant is not loaded with a default instead
+
+
 def test_a_source_webhook_secret_is_named_not_written(workspace):
     workspace.tenant("acme", GOOD.replace("    priority: 20\n", "    priority: 20\n    webhook_secret: plain-secret\n"))
     message = tenant_errors(workspace)["acme"]

@@ -24,7 +24,7 @@ from email_engine_assets.audiences.segment_build import (
 )
 from email_engine_assets.campaigns import gates, store
 from email_engine_assets.campaigns.files import Campaign
-from email_engine_assets.campaigns.guard_rail_apply import SendGuard
+from email_engine_assets.campaigns.guard_rail_apply import SendGuard, pause_in_mailwizz
 from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.parts import AudienceChanged
@@ -313,11 +313,12 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
                 transport.close()
         for key, reason in guard.paused.items():
             context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
-            if transports.is_list(tenant, campaign):  # its MailWizz campaigns paused too, now the send has let go
-                try:
-                    context.log.info(f"MailWizz campaigns: {transports.remote_campaigns(tenant, campaign, 'pause')}")
-                except PartMissing as exc:
-                    context.log.warning(f"MailWizz campaigns of {key} not paused: {exc}; `campaign pause` retries")
+        if guard.paused and transports.is_list(tenant, campaign):  # its MailWizz campaigns paused too, now the send has let go
+            done, failed = pause_in_mailwizz(engine, tenant, context.resources.mailwizz, guard.paused)
+            for key, statuses in done.items():
+                context.log.info(f"MailWizz campaigns of {key}: {statuses}")
+            for key, why in failed.items():
+                context.log.warning(f"MailWizz campaigns of {key} not paused: {why}; the next feedback cycle retries")
         held = report.held
         for domain, figures in held.items():
             context.log.warning(f"destination {domain} throttles the sender ({figures['refusals']} deferral(s) or refusal(s) "

@@ -10,6 +10,7 @@ tenant's limit (``feedback.max_hard_bounce_rate`` / ``max_complaint_rate``, the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 GUARD_RAIL = "guard_rail"  # the check name an operator gives to `campaign resume --override`
@@ -41,3 +42,13 @@ def trip(counts: FeedbackSample, *, min_sample: int, max_hard_bounce_rate: float
 def _percent(rate: float) -> str:
     shown = f"{rate:.1%}"
     return shown if abs(float(shown[:-1]) / 100 - rate) < 1e-12 else f"{rate * 100:.6g}%"
+
+
+def mailwizz_sample(templates: Mapping[str, Mapping[str, int]]) -> FeedbackSample:
+    """The sample of a campaign MailWizz sends, from MailWizz's own figures (``campaigns/{uid}/stats`` of
+    each of its MailWizz campaigns, on our keys): MailWizz knows what it delivered, which of those
+    bounced and were complained about (its feedback-loop processing), which the engine's events do not."""
+    delivered = sum(t.get("delivered", 0) for t in templates.values())
+    bounced = sum(t.get(k, 0) for t in templates.values() for k in ("bounced_hard", "bounced_soft", "bounced_reputation"))
+    return FeedbackSample(sample=delivered + bounced, hard_bounces=sum(t.get("bounced_hard", 0) for t in templates.values()),
+                          complaints=sum(t.get("complained", 0) for t in templates.values()))

@@ -496,12 +496,35 @@ def guarded_campaigns(conn: sa.Connection, tenant_id: str) -> list[str]:
                    AND NOT guard_rail_overridden ORDER BY campaign"""), {"t": tenant_id}).scalars())
 
 
-def pause_by_guard_rail(conn: sa.Connection, tenant_id: str, name: str, reason: str) -> bool:
-    """A running campaign (not overridden) becomes ``paused`` with ``reason``; False when it was not running."""
+def handed_to_mailwizz(conn: sa.Connection, tenant_id: str, transports: list[str], since: datetime) -> list[str]:
+    """The tenant's campaigns completed here (every row handed off) since ``since`` through one of the
+    ``transports`` (its MailWizz ones), not overridden: MailWizz may still be sending them."""
+    if not transports:
+        return []
+    return list(conn.execute(
+        sa.text("""SELECT campaign FROM campaigns WHERE tenant_id = :t AND state = 'completed' AND transport = ANY(:tr)
+                   AND completed_at >= :since AND NOT guard_rail_overridden ORDER BY campaign"""),
+        {"t": tenant_id, "tr": transports, "since": since}).scalars())
+
+
+def guard_rail_paused(conn: sa.Connection, tenant_id: str, name: str) -> bool:
+    """Whether the campaign is paused by its guard rail now (not resumed, not cancelled since)."""
+    return bool(conn.execute(
+        sa.text("""SELECT 1 FROM campaigns WHERE tenant_id = :t AND campaign = :c AND state = 'paused'
+                   AND paused_reason IS NOT NULL"""), {"t": tenant_id, "c": name}).first())
+
+
+def pause_by_guard_rail(conn: sa.Connection, tenant_id: str, name: str, reason: str, *,
+                        handed_off: bool = False) -> bool:
+    """A running campaign (not overridden) becomes ``paused`` with ``reason``; False when it was not running.
+
+    ``handed_off``: a campaign completed here whose MailWizz campaigns still send is paused too
+    (``resume --override guard_rail`` then unpauses them and completes it again)."""
+    states = ["running", "completed"] if handed_off else ["running"]
     return bool(conn.execute(
         sa.text("""UPDATE campaigns SET state = 'paused', paused_reason = :r, updated_at = now()
-                   WHERE tenant_id = :t AND campaign = :c AND state = 'running' AND NOT guard_rail_overridden"""),
-        {"t": tenant_id, "c": name, "r": reason},
+                   WHERE tenant_id = :t AND campaign = :c AND state = ANY(:s) AND NOT guard_rail_overridden"""),
+        {"t": tenant_id, "c": name, "r": reason, "s": states},
     ).rowcount)
 
 

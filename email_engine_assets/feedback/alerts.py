@@ -78,9 +78,11 @@ _INCIDENT_TITLES = {
     "sensor_silent": "a sensor is silent",
     "daemon_silent": "the Dagster daemon is silent",
     "inbox_backlog": "the webhook inbox is growing",
+    "powermta_queue": "the PowerMTA queue is growing",
     "input_refused": "input refused",
     "inputs_not_read": "inputs not read",
     "guard_rail_paused": "campaign paused by its guard rail",
+    "guard_rail_mailwizz": "campaign paused by its guard rail, still sending in MailWizz",
 }
 
 

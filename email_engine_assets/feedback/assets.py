@@ -8,7 +8,8 @@ its address.
 
 import dagster as dg
 
-from email_engine_assets.campaigns.guard_rail_apply import check_running
+from email_engine_assets.campaigns.guard_rail_apply import check_feedback, guard_metadata
+from email_engine_assets.campaigns.guard_rail_checks import paused_in_mailwizz_result, paused_in_mailwizz_spec
 from email_engine_assets.feedback.accounting_apply import apply_accounting
 from email_engine_assets.feedback.mailwizz_assets import (
     EAGER_UNLESS_ONLY_MAILWIZZ_MISSING,
@@ -38,13 +39,13 @@ FEEDBACK_INPUTS = (ACCOUNTING_FILE, WEBHOOK_ROW)
     kinds={"postgres"},
     # what the sends' messages did: the events are linked to their ledger rows
     deps=[dg.AssetDep("campaign_sends", partition_mapping=across_tenants_and_campaigns)],
-    check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS)],
+    check_specs=[inputs_read_spec("delivery_events", FEEDBACK_INPUTS), paused_in_mailwizz_spec("delivery_events")],
     description="Delivered, deferred, bounced, complained, opened, clicked and unsubscribed events of the tenant, "
                 "from the webhook inbox and the PowerMTA accounting files, linked to the send ledger.",
     backfill_policy=SINGLE_RUN,
 )
 def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
-                    powermta: PowerMtaResource):
+                    powermta: PowerMtaResource, mailwizz: MailwizzResource):
     tenants, tenant_config = tenant_configs(context, workspace)
     engine = db.engine()
 
@@ -53,16 +54,16 @@ def delivery_events(context: dg.AssetExecutionContext, db: PostgresResource, wor
         with tenant_work_lock(engine, "delivery_events", tenant.id):
             webhooks = apply_webhook_rows(engine, workspace.root(), tenant)
             accounting = apply_accounting(engine, tenant, powermta)
-        paused = check_running(engine, tenant)  # the guard rail: running campaigns whose feedback is over a limit
-        for key, reason in paused.items():
-            context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
+        # the guard rail: running campaigns (and MailWizz ones still sending) whose feedback is over a limit
+        guard = check_feedback(engine, tenant, mailwizz=mailwizz)
         return dg.MaterializeResult(
             metadata={
                 "webhooks": dg.MetadataValue.json(webhooks),
                 "accounting": dg.MetadataValue.json(accounting),
-                "guard_rail_paused": dg.MetadataValue.json(paused),
+                **guard_metadata(context.log, guard),
             },
-            check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs")],
+            check_results=[inputs_read_result(engine, tenant.id, FEEDBACK_INPUTS, "feedback inputs"),
+                           paused_in_mailwizz_result(guard)],
         )
 
     yield from each_tenant(context, tenants, one)

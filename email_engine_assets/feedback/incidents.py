@@ -19,18 +19,22 @@ from email_engine_assets.tenancy.input_problems import InputProblem
 SENSOR_SILENT = "sensor_silent"          # a running sensor has not ticked for longer than the limit
 DAEMON_SILENT = "daemon_silent"          # the Dagster daemon's last heartbeat is older than the limit
 INBOX_BACKLOG = "inbox_backlog"          # a tenant's webhook inbox holds more unapplied rows than the limit
+POWERMTA_QUEUE = "powermta_queue"        # a PowerMTA's queue (its /status: recipients queued) holds more than the limit
 INPUT_REFUSED = "input_refused"          # accounting files or webhook rows of a tenant refused (input_problems)
 INPUTS_NOT_READ = "inputs_not_read"      # a run succeeded but an asset's inputs_read check failed
 GUARD_RAIL_PAUSED = "guard_rail_paused"  # a campaign paused by its guard rail (campaigns.guard_rail_apply)
-WATCHED_KINDS = (SENSOR_SILENT, DAEMON_SILENT, INBOX_BACKLOG, INPUT_REFUSED)  # evaluated by metrics serve
+GUARD_RAIL_MAILWIZZ = "guard_rail_mailwizz"  # ... whose MailWizz campaigns could not be paused yet (retried each cycle)
+WATCHED_KINDS = (SENSOR_SILENT, DAEMON_SILENT, INBOX_BACKLOG, INPUT_REFUSED, POWERMTA_QUEUE)  # evaluated by metrics serve
 REFUSED_INPUT_KINDS = ("accounting_file", "webhook_row")
 
 SILENT_AFTER_ENV = "EMAIL_ENGINE_ALERT_SILENT_AFTER_S"
 INBOX_BACKLOG_ENV = "EMAIL_ENGINE_ALERT_INBOX_BACKLOG"
 WATCH_INTERVAL_ENV = "EMAIL_ENGINE_ALERT_WATCH_INTERVAL_S"
+POWERMTA_QUEUE_ENV = "EMAIL_ENGINE_ALERT_POWERMTA_QUEUE"
 SILENT_AFTER_S = 900.0
 INBOX_BACKLOG_MAX = 1000
 WATCH_INTERVAL_S = 60.0
+POWERMTA_QUEUE_MAX = 100_000  # recipients queued in one PowerMTA
 
 DETAIL_MAX = 600
 
@@ -82,6 +86,7 @@ class WatchSettings:
     silent_after_s: float = SILENT_AFTER_S
     inbox_backlog_max: int = INBOX_BACKLOG_MAX
     interval_s: float = WATCH_INTERVAL_S
+    powermta_queue_max: int = POWERMTA_QUEUE_MAX
 
 
 def watch_settings(environ: Mapping[str, str]) -> WatchSettings:
@@ -101,7 +106,8 @@ def watch_settings(environ: Mapping[str, str]) -> WatchSettings:
 
     return WatchSettings(number(SILENT_AFTER_ENV, SILENT_AFTER_S, float),
                          int(number(INBOX_BACKLOG_ENV, INBOX_BACKLOG_MAX, int)),
-                         number(WATCH_INTERVAL_ENV, WATCH_INTERVAL_S, float))
+                         number(WATCH_INTERVAL_ENV, WATCH_INTERVAL_S, float),
+                         int(number(POWERMTA_QUEUE_ENV, POWERMTA_QUEUE_MAX, int)))
 
 
 # -- conditions -----------------------------------------------------------------------------------
@@ -138,6 +144,20 @@ def inbox_backlogs(backlog: Iterable[tuple[str, int, float]], limit: int) -> lis
     return [Condition(f"{INBOX_BACKLOG}:{tenant}", INBOX_BACKLOG, tenant,
                       _clip(f"webhook inbox of {tenant}: {n} rows not applied (limit {limit}), oldest {age:.0f} s"))
             for tenant, n, age in sorted(backlog) if n > limit]
+
+
+def powermta_queues(readings: Iterable[tuple[str, Sequence[str], int]], limit: int) -> list[Condition]:
+    """PowerMTAs whose queue holds more than ``limit`` recipients: ``(management URL, the tenant
+    transports that use it as "tenant/transport", recipients queued)``. One condition per PowerMTA,
+    however many tenants send through it (the tenant is named when only one does)."""
+    out = []
+    for url, used_by, queued in sorted(readings):
+        if queued > limit:
+            tenants = sorted({name.split("/", 1)[0] for name in used_by})
+            out.append(Condition(f"{POWERMTA_QUEUE}:{url}", POWERMTA_QUEUE, tenants[0] if len(tenants) == 1 else "",
+                                 _clip(f"PowerMTA {url} ({', '.join(sorted(used_by))}): {queued} recipients queued "
+                                       f"(limit {limit})")))
+    return out
 
 
 def refused_inputs(problems: Mapping[str, Sequence[InputProblem]]) -> list[Condition]:

@@ -4,6 +4,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from email_engine_assets.campaigns.guard_rail_apply import check_feedback, guard_metadata
+from email_engine_assets.campaigns.guard_rail_checks import paused_in_mailwizz_result, paused_in_mailwizz_spec
 from email_engine_assets.feedback.mailwizz_poll import poll_instance
 from email_engine_assets.tenancy.config import TenantConfig
 from email_engine_assets.tenancy.input_checks import inputs_read_result, inputs_read_spec
@@ -37,7 +39,7 @@ def mailwizz_transports(tenant: TenantConfig) -> list[MailwizzTransport]:
     group_name="feedback",
     kinds={"postgres", "mailwizz"},
     deps=[dg.AssetDep("campaign_sends", partition_mapping=across_tenants_and_campaigns)],  # the MailWizz campaigns sends made
-    check_specs=[inputs_read_spec("mailwizz_feedback", [MAILWIZZ_POLL])],
+    check_specs=[inputs_read_spec("mailwizz_feedback", [MAILWIZZ_POLL]), paused_in_mailwizz_spec("mailwizz_feedback")],
     description="Unsubscribes and bounces MailWizz recorded for the tenant's campaigns (<tenant>.<campaign>.<template>), "
                 "polled page by page from each mailwizz transport and recorded once each as delivery events "
                 "(bounce type hard -> hard, soft -> soft, internal -> reputation). A poll that fails part-way keeps "
@@ -62,9 +64,12 @@ def mailwizz_feedback(context: dg.AssetExecutionContext, db: PostgresResource, w
             replace_problems(conn, tenant.id, [MAILWIZZ_POLL], failures)
     for problem in failures:
         context.log.error(problem.line())
+    # the guard rail on what MailWizz now reports (its bounces polled above, its complaints and deliveries in its stats)
+    guard = check_feedback(engine, tenant, mailwizz=mailwizz)
     totals = {k: sum(v.get(k, 0) for v in per_instance.values()) for k in ("campaigns", "records", "inserted", "linked", "unusable")}
     return dg.MaterializeResult(
         metadata={"instances": len(per_instance), **totals, "per_instance": dg.MetadataValue.json(per_instance),
-                  **({"failed_polls": dg.MetadataValue.json([p.line() for p in failures])} if failures else {})},
-        check_results=[inputs_read_result(engine, tenant.id, [MAILWIZZ_POLL], "MailWizz polls")],
+                  **({"failed_polls": dg.MetadataValue.json([p.line() for p in failures])} if failures else {}),
+                  **guard_metadata(context.log, guard)},
+        check_results=[inputs_read_result(engine, tenant.id, [MAILWIZZ_POLL], "MailWizz polls"), paused_in_mailwizz_result(guard)],
     )

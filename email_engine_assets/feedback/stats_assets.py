@@ -14,7 +14,8 @@ import dagster as dg
 
 from email_engine_assets.campaigns.assets import campaign_partitions, campaign_sends
 from email_engine_assets.campaigns.files import split_key
-from email_engine_assets.campaigns.guard_rail_apply import check_running
+from email_engine_assets.campaigns.guard_rail_apply import check_feedback, guard_metadata
+from email_engine_assets.campaigns.guard_rail_checks import paused_in_mailwizz_result, paused_in_mailwizz_spec
 from email_engine_assets.feedback.assets import delivery_events
 from email_engine_assets.feedback.stats import COUNT_KEYS, RATE_KEYS
 from email_engine_assets.feedback.stats_refresh import (
@@ -47,6 +48,7 @@ FEEDBACK_WINDOW = timedelta(days=14)
     kinds={"postgres"},
     deps=[campaign_sends, dg.AssetDep(delivery_events, partition_mapping=across_tenants_and_campaigns)],
     automation_condition=AFTER_EACH_SEND,
+    check_specs=[paused_in_mailwizz_spec("campaign_stats")],
     description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked, unsubscribed, "
                 "with rates, per language and template; MailWizz's own figures merged for campaigns sent there.",
 )
@@ -64,8 +66,7 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
         raise dg.Failure(description=f"tenant {tenant_id!r} has no tenants/{tenant_id}.yaml in {root}")
     engine = db.engine()
     applied = apply_pending_feedback(engine, root, tenant, powermta=powermta, mailwizz=mailwizz)
-    for key, reason in check_running(engine, tenant).items():  # the guard rail, on the feedback just applied
-        context.log.warning(f"campaign {key} paused by its guard rail: {reason}")
+    guard = check_feedback(engine, tenant, mailwizz=mailwizz)  # the guard rail, on the feedback just applied
     try:
         stats, notes = refresh_stats(engine, root, tenant, name, mailwizz=mailwizz)
     except LookupError as exc:
@@ -79,8 +80,9 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
         "by_language": dg.MetadataValue.json(stats["by_language"]),
         "by_template": dg.MetadataValue.json(stats["by_template"]),
         "feedback_applied": dg.MetadataValue.json(applied),
+        **guard_metadata(context.log, guard),
     })
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata, check_results=[paused_in_mailwizz_result(guard)])
 
 
 @dg.schedule(target=[campaign_stats], cron_schedule=TICK_CRON, execution_timezone="UTC",

@@ -64,8 +64,9 @@ class EngineCollector(Collector):
     """Queries at scrape time. ``instance`` gives the Dagster instance (None: no Dagster part)."""
 
     def __init__(self, engine: sa.Engine, instance: Callable[[], dg.DagsterInstance] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.engine, self.instance, self.clock = engine, instance, clock
+                 clock: Callable[[], float] = time.time, powermta: Callable[[], tuple[dict, dict]] | None = None) -> None:
+        """``powermta``: the alert watcher's last PowerMTA queue readings and failures (never read at scrape time)."""
+        self.engine, self.instance, self.clock, self.powermta = engine, instance, clock, powermta
 
     def describe(self) -> Iterator:
         return iter(())  # registering must not query
@@ -91,6 +92,7 @@ class EngineCollector(Collector):
                 up["dagster"] = False
         else:
             out += f.empty(_DAGSTER, _LABELS)
+        out += f.powermta_families(*(self.powermta() if self.powermta is not None else ({}, {})))
         out += f.status_families(up, time.perf_counter() - started)
         for family in out:
             yield to_prometheus(family)

@@ -19,6 +19,8 @@ SENSOR_TICK_AGE = PREFIX + "sensor_last_tick_age_seconds"
 RUNS_FAILED = PREFIX + "dagster_runs_failed"
 SOURCE_UP = PREFIX + "metrics_source_up"
 SCRAPE_SECONDS = PREFIX + "metrics_scrape_duration_seconds"
+POWERMTA_QUEUE = PREFIX + "powermta_queue_recipients"
+POWERMTA_QUEUE_READ_FAILURES = PREFIX + "powermta_queue_read_failures"
 
 # Figures of the webhook app's /metrics (kept in its process).
 WEBHOOK_REQUESTS = PREFIX + "webhook_requests"  # a counter: exposed as ..._total
@@ -36,6 +38,8 @@ HELP = {
     RUNS_FAILED: "Dagster runs that ended in failure (all time; use increase()).",
     SOURCE_UP: "1 when the part was read at this scrape, 0 when reading it failed (database, dagster).",
     SCRAPE_SECONDS: "Seconds this scrape took to read its figures.",
+    POWERMTA_QUEUE: "Recipients in the PowerMTA's queue (its management /status) at the alert watcher's last reading.",
+    POWERMTA_QUEUE_READ_FAILURES: "Readings of the PowerMTA's queue that failed since metrics serve started (use increase()).",
     WEBHOOK_REQUESTS: "Requests answered by the webhook app, by route, method and status.",
     WEBHOOK_LATENCY: "Seconds from a request's headers to the end of its answer, by route.",
 }
@@ -57,7 +61,7 @@ class Family:
 def engine_names() -> tuple[str, ...]:
     """Every family ``metrics serve`` exports (also when a part could not be read: then without samples)."""
     return (LEDGER_ROWS, DELIVERY_EVENTS, SUPPRESSIONS, IMPORT_FILES, INBOX_PENDING, INBOX_OLDEST_AGE,
-            SENSOR_TICK_AGE, RUNS_FAILED, SOURCE_UP, SCRAPE_SECONDS)
+            SENSOR_TICK_AGE, RUNS_FAILED, SOURCE_UP, SCRAPE_SECONDS, POWERMTA_QUEUE, POWERMTA_QUEUE_READ_FAILURES)
 
 
 def database_families(ledger: Iterable[tuple[str, str, str, int]], events: Iterable[tuple[str, str, str, int]],
@@ -85,6 +89,13 @@ def dagster_families(last_ticks: Mapping[str, float | None], failed_runs: int, n
     ticked has no sample) and the failed runs."""
     ages = [((name,), round(max(now - at, 0.0), 3)) for name, at in sorted(last_ticks.items()) if at is not None]
     return [Family(SENSOR_TICK_AGE, ("sensor",), ages), Family(RUNS_FAILED, (), [((), float(failed_runs))])]
+
+
+def powermta_families(readings: Mapping[str, tuple[tuple[str, ...], int]], failures: Mapping[str, int]) -> list[Family]:
+    """The alert watcher's last PowerMTA queue readings (management URL -> (tenant transports, recipients))
+    and its failed readings by URL. Labelled by the management URL, never by tenant: one PowerMTA, one series."""
+    return [Family(POWERMTA_QUEUE, ("management_url",), [((url,), float(n)) for url, (_, n) in sorted(readings.items())]),
+            Family(POWERMTA_QUEUE_READ_FAILURES, ("management_url",), [((url,), float(n)) for url, n in sorted(failures.items())])]
 
 
 def status_families(up: Mapping[str, bool], seconds: float) -> list[Family]:
