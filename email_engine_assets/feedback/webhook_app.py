@@ -84,7 +84,7 @@ from email_engine_assets.tenancy.config import (
     TenantConfig,
     read_tenant_file,
 )
-from email_engine_assets.feedback.webhook_server import InFlightLimit, WebhookLimits
+from email_engine_assets.feedback.webhook_server import InFlightLimit, WebhookLimits, peer_host
 from email_engine_assets.metrics.webhook_metrics import WebhookMetrics
 from email_engine_assets.tenancy.strict import is_slug
 from email_engine_assets.tenancy.tracking_settings import MachineRules
@@ -432,7 +432,7 @@ def build_app(
             if location is None:
                 raise Refused(400, "the tracked link is not an http or https address")
         rules = await machine_rules(hit.tenant_id)
-        client = client_address(request.client.host if request.client else None,
+        client = client_address(peer_host(request.scope),
                                 request.headers.getlist("x-forwarded-for"),
                                 trusted_proxies(os.environ.get(TRUSTED_PROXIES_ENV, "")))
         verdict = classify(kind, request.method, request.headers, client, rules)
