@@ -12,7 +12,9 @@ Routes (status codes are the contract senders rely on; every refusal stores noth
   takes over :data:`TRACKING_STORE_TIMEOUT_S`, the person still gets the pixel or reaches the link:
   the answer goes out anyway, and a hit that is not stored is logged and counted
   (``email_engine_tracking_hits_lost_total``). A forged, altered, truncated or wrong-kind token is
-  400 and stores nothing;
+  400 and stores nothing. The client address the rules read is the connection's peer, or
+  X-Forwarded-For through the proxies of ``EMAIL_ENGINE_TRUSTED_PROXIES`` (uvicorn's
+  ``--proxy-headers`` is not needed for it); it and the user agent are never stored;
 - ``GET /health``;
 - ``GET /metrics``: Prometheus figures of this process (requests by route and status, latency,
   inbox backlog), answered to loopback or with ``EMAIL_ENGINE_METRICS_TOKEN``
@@ -23,7 +25,7 @@ counts only 200 as success), 404 unknown tenant or source (or one whose token / 
 the file or under 32 characters), 413 body over the cap (Content-Length checked before reading, a
 chunked body cut off while streaming), 408 body not received in time, 401 bad token, signature or
 timestamp (the token, and the signature header with its timestamp, checked before the body is
-read), 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the request
+read), 422 malformed body, 400 bad unsubscribe or tracking token, 503 when the server cannot take the request
 now (its database, a secret missing from its environment, a broken tenant file, too many requests
 in flight): the sender retries. Errors are ``{"error": "..."}``, never echo a token, signature or
 secret, and close the connection. Header deadline and cap: :mod:`webhook_server`.
