@@ -105,3 +105,12 @@ def test_only_absolute_http_addresses_are_redirected_to():
     for url in ("javascript:alert(1)", "data:text/html,x", "//x.example/", "https:///x", " https://x.example",
                 "https://x.example/\r\nSet-Cookie: a=b", "ftp://x.example/", "", None):
         assert redirect_location(url) is None, url
+
+
+def test_webhooks_serve_refuses_trusted_proxies_it_cannot_read(monkeypatch, capsys):
+    from email_engine_assets.cli import main
+
+    monkeypatch.setenv("EMAIL_ENGINE_TRUSTED_PROXIES", "10.0.0.0/8, 300.1.2.3")
+    assert main(["webhooks", "serve", "--port", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "webhooks serve: EMAIL_ENGINE_TRUSTED_PROXIES: '300.1.2.3' is not an IP network (CIDR such as 10.0.0.0/8)")
