@@ -5,6 +5,7 @@ timing rules, nothing personal kept, and a click that still goes through with th
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import httpx
@@ -258,3 +259,26 @@ def test_with_the_database_down_a_click_still_redirects_and_the_lost_hit_is_coun
     assert opened.status_code == 200 and opened.content == PIXEL_GIF
     assert 'email_engine_tracking_hits_lost_total{kind="click"} 1.0' in figures
     assert 'email_engine_tracking_hits_lost_total{kind="open"} 1.0' in figures
+
+
+def test_a_database_that_hangs_does_not_hold_the_person_back(workspace, monkeypatch):
+    """A server that accepts connections and never answers: the click is answered when the store
+    deadline passes, and the hit counts as lost once the write gives up (its connect timeout)."""
+    monkeypatch.delenv(TRUSTED_PROXIES_ENV, raising=False)
+    workspace.tenant("acme", TENANT)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        hanging = sa.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/none", connect_args={"connect_timeout": 2})
+        app = build_app(workspace.root, hanging, signing_key=lambda: SIGNING_KEY, tracking_store_timeout_s=0.5)
+        with serving(app) as url, httpx.Client(base_url=url, headers={"User-Agent": BROWSER}) as client:
+            began = time.monotonic()
+            clicked = client.get(click("ann-tok", 0), follow_redirects=False)
+            answered_after = time.monotonic() - began
+            lost = 'email_engine_tracking_hits_lost_total{kind="click"} 1.0'
+            assert lost not in client.get("/metrics").text  # still being written: not lost yet
+            deadline = time.monotonic() + 10
+            while lost not in client.get("/metrics").text:
+                assert time.monotonic() < deadline, "the lost hit was never counted"
+                time.sleep(0.2)
+    assert clicked.status_code == 302 and clicked.headers["location"] == LINK
+    assert 0.4 < answered_after < 1.5

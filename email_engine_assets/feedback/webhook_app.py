@@ -312,13 +312,16 @@ def build_app(
     store: StoreBody | None = None,
     clock: Callable[[], float] = time.time,
     limits: WebhookLimits = WebhookLimits(),
+    tracking_store_timeout_s: float = TRACKING_STORE_TIMEOUT_S,
 ) -> Starlette:
     """The ASGI app for the workspace at ``workspace_root`` and the application database ``engine``.
 
     ``limits`` gives the body deadline and the number of requests handled at once (the server's
     part of them is :func:`email_engine_assets.feedback.webhook_server.uvicorn_settings`).
 
-    ``signing_key`` gives the project's key for unsubscribe tokens (default
+    ``tracking_store_timeout_s``: how long a tracking hit waits for its commit before it is answered anyway.
+
+    ``signing_key`` gives the project's key for unsubscribe and tracking tokens (default
     :func:`email_engine_resources.signing_key.signing_key`, read once, on first use).
     """
     tenants = TenantFiles(workspace_root)
@@ -442,7 +445,7 @@ def build_app(
         job = asyncio.ensure_future(store(hit.tenant_id, "tracking", None, body, HIT_CONTENT_TYPE))
         job.add_done_callback(functools.partial(hit_lost, kind, hit.tenant_id))
         try:
-            await asyncio.wait_for(asyncio.shield(job), TRACKING_STORE_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(job), tracking_store_timeout_s)
         except Exception:  # noqa: BLE001 - counted by hit_lost (or still being written): the person is answered
             pass
         return location
