@@ -387,6 +387,7 @@ def cmd_webhooks_inbox(args) -> int:
 def cmd_webhooks(args) -> int:
     import uvicorn
 
+    from email_engine_assets.feedback.tracking_rules import TRUSTED_PROXIES_ENV, trusted_networks
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
     from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
     from email_engine_resources.postgres import application_url
@@ -395,6 +396,7 @@ def cmd_webhooks(args) -> int:
         given = {"header_timeout_s": args.header_timeout, "body_timeout_s": args.body_timeout,
                  "max_header_bytes": args.max_header_bytes, "max_in_flight": args.max_in_flight}
         limits = WebhookLimits(**{name: value for name, value in given.items() if value is not None})
+        trusted_networks(os.environ.get(TRUSTED_PROXIES_ENV, ""))  # refused here, not per request
     except ValueError as exc:
         print(f"webhooks serve: {exc}", file=sys.stderr)
         return 2

@@ -51,8 +51,10 @@ def test_rows_are_applied_once_events_linked_and_pushes_imported(engine, workspa
     counts = apply_webhook_rows(engine, workspace.root, tenant)
     again = apply_webhook_rows(engine, workspace.root, tenant)
 
-    assert counts == {"applied": 4, "events": 2, "linked": 1, "duplicates": 0, "files": 2, "failed": 0}
-    assert again == {"applied": 0, "events": 0, "linked": 0, "duplicates": 0, "files": 0, "failed": 0}
+    assert counts == {"applied": 4, "events": 2, "linked": 1, "duplicates": 0, "files": 2, "failed": 0,
+                      "too_soon": 0, "scanner_burst": 0}
+    assert again == {"applied": 0, "events": 0, "linked": 0, "duplicates": 0, "files": 0, "failed": 0,
+                     "too_soon": 0, "scanner_burst": 0}
     with engine.connect() as conn:
         events = conn.execute(sa.text(
             """SELECT e.event_type, e.email, e.campaign, e.url, s.token, e.dedupe_key FROM delivery_events e

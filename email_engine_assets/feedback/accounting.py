@@ -42,10 +42,12 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from email_engine_assets.feedback.events import (
-    EVENT_FRAME_SCHEMA,
+    CLASSIFICATION_COLUMNS,
     HARD_BOUNCE_CATEGORIES,
     REPUTATION_BOUNCE_CATEGORIES,
     SOFT_BOUNCE_CATEGORIES,
+    event_frame_dtypes,
+    with_event_columns,
 )
 from email_engine_assets.quality.syntax import check_addresses
 
@@ -67,7 +69,7 @@ TIME_FORMATS = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f")
 # Unix seconds ("normally time_t" in older guides): 9 to 11 digits, never a YYYYMMDD date.
 EPOCH_SECONDS = r"^\d{9,11}(?:\.\d{1,6})?$"
 
-_EVENT_SCHEMA = {name: (pl.Datetime("us", "UTC") if kind == "Datetime" else pl.String) for name, kind in EVENT_FRAME_SCHEMA.items()}
+_EVENT_SCHEMA = {name: dtype for name, dtype in event_frame_dtypes().items() if name not in CLASSIFICATION_COLUMNS}
 KEPT_SCHEMA = {"byte_offset": pl.Int64, "line_digest": pl.String, "raw_line": pl.String, "reason": pl.String}
 
 
@@ -80,7 +82,7 @@ class ParsedLines:
     """What a run of complete lines gave: events to record, lines kept with a reason, counts.
 
     ``events`` has the columns of :data:`email_engine_assets.feedback.events.EVENT_FRAME_SCHEMA`
-    plus ``has_job`` (bool: the line named a job of this tenant; a line without a job is this
+    but the tracking classification, plus ``has_job`` (bool: the line named a job of this tenant; a line without a job is this
     tenant's only when its token is in the tenant's ledger, which the caller checks), ``byte_offset``
     and ``raw_line`` (for that check's leftovers). ``kept`` has :data:`KEPT_SCHEMA`.
     """
@@ -464,4 +466,4 @@ def _detail() -> pl.Expr:
 
 def event_columns(events: pl.DataFrame) -> pl.DataFrame:
     """The events as :func:`email_engine_assets.feedback.store.record_events` takes them."""
-    return events.select(list(EVENT_FRAME_SCHEMA))
+    return with_event_columns(events)

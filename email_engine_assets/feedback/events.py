@@ -84,6 +84,10 @@ class FeedbackEvent:
     email: str | None = None
     detail: str | None = None
     url: str | None = None
+    # Our own tracking hits (origin 'tracking') only; None elsewhere (nobody classed the hit).
+    machine: bool | None = None
+    classified_by: str | None = None  # the rule that decided (feedback.tracking_rules)
+    link_index: int | None = None
 
     def __post_init__(self) -> None:
         if self.event_type not in EVENT_TYPES:
@@ -110,11 +114,26 @@ def dedupe_digest(*parts: str | bytes) -> str:
 EVENT_FRAME_SCHEMA = {
     "event_type": "String", "origin": "String", "occurred_at": "Datetime", "dedupe_key": "String",
     "bounce_class": "String", "token": "String", "campaign": "String", "email": "String",
-    "detail": "String", "url": "String",
+    "detail": "String", "url": "String", "machine": "Boolean", "classified_by": "String", "link_index": "Int32",
 }
+# The tracking classification: a frame without these columns (accounting, MailWizz) records them NULL.
+CLASSIFICATION_COLUMNS: tuple[str, ...] = ("machine", "classified_by", "link_index")
+_DTYPES = {"String": pl.String, "Boolean": pl.Boolean, "Int32": pl.Int32}
+
+
+def event_frame_dtypes() -> dict[str, pl.DataType]:
+    """:data:`EVENT_FRAME_SCHEMA` as polars types."""
+    return {name: (pl.Datetime("us", "UTC") if kind == "Datetime" else _DTYPES[kind]) for name, kind in EVENT_FRAME_SCHEMA.items()}
+
+
+def with_event_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the columns of :data:`EVENT_FRAME_SCHEMA`, in order; a missing classification column is NULL."""
+    dtypes = event_frame_dtypes()
+    missing = [pl.lit(None, dtype=dtypes[name]).alias(name) for name in CLASSIFICATION_COLUMNS if name not in frame.columns]
+    return (frame.with_columns(missing) if missing else frame).select(list(EVENT_FRAME_SCHEMA))
 
 
 def events_frame(events) -> pl.DataFrame:
     """A polars frame of :class:`FeedbackEvent`\\ s with the columns :data:`EVENT_FRAME_SCHEMA` names."""
-    schema = {name: (pl.Datetime("us", "UTC") if kind == "Datetime" else pl.String) for name, kind in EVENT_FRAME_SCHEMA.items()}
+    schema = event_frame_dtypes()
     return pl.DataFrame([{name: getattr(e, name) for name in schema} for e in events], schema=schema, orient="row")

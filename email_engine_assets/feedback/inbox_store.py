@@ -110,6 +110,15 @@ def mark_done(conn: sa.Connection, outcomes: Sequence[tuple[int, str, str | None
     ).rowcount
 
 
+def empty_bodies(conn: sa.Connection, row_ids: Sequence[int]) -> int:
+    """Empty the bodies of these rows once applied (a tracking hit's url may be personalised; its
+    event holds what is kept). The dedupe key stays: the same body stored again is still a duplicate."""
+    return conn.execute(
+        sa.text("UPDATE webhook_inbox SET body = '\\x'::bytea WHERE id = ANY(:ids)"),
+        {"ids": list(row_ids)},
+    ).rowcount
+
+
 def ensure_tenant(conn: sa.Connection, tenant_id: str, name: str) -> None:
     """The tenant's row, for events of a tenant no import has registered yet (the next import
     run's registration fills in its config digest)."""

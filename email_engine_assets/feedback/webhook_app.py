@@ -5,6 +5,16 @@ Routes (status codes are the contract senders rely on; every refusal stores noth
 - ``POST /hooks/mailwizz/<tenant>``: token ``?token=`` or ``X-Webhook-Token``;
 - ``POST /hooks/contacts/<tenant>/<source>``: ``X-Signature: t=<unix>,v1=<hex>`` (webhook_auth);
 - ``POST /u/<token>``: RFC 8058 one-click unsubscribe; ``GET /u/<token>``: a page with a button;
+- ``GET`` / ``HEAD /o/<token>``: the open pixel (a 43-byte transparent GIF), ``GET`` / ``HEAD
+  /c/<token>``: a click, answered 302 to the address the signed token carries (http / https only),
+  both ``Cache-Control: no-store``; the hit is classed (:mod:`tracking_rules`) and committed to
+  the inbox as kind ``tracking`` (:mod:`tracking_hits`) before the answer. When storing fails or
+  takes over :data:`TRACKING_STORE_TIMEOUT_S`, the person still gets the pixel or reaches the link:
+  the answer goes out anyway, and a hit that is not stored is logged and counted
+  (``email_engine_tracking_hits_lost_total``). A forged, altered, truncated or wrong-kind token is
+  400 and stores nothing. The client address the rules read is the connection's peer, or
+  X-Forwarded-For through the proxies of ``EMAIL_ENGINE_TRUSTED_PROXIES`` (uvicorn's
+  ``--proxy-headers`` is not needed for it); it and the user agent are never stored;
 - ``GET /health``;
 - ``GET /metrics``: Prometheus figures of this process (requests by route and status, latency,
   inbox backlog), answered to loopback or with ``EMAIL_ENGINE_METRICS_TOKEN``
@@ -15,7 +25,7 @@ counts only 200 as success), 404 unknown tenant or source (or one whose token / 
 the file or under 32 characters), 413 body over the cap (Content-Length checked before reading, a
 chunked body cut off while streaming), 408 body not received in time, 401 bad token, signature or
 timestamp (the token, and the signature header with its timestamp, checked before the body is
-read), 422 malformed body, 400 bad unsubscribe token, 503 when the server cannot take the request
+read), 422 malformed body, 400 bad unsubscribe or tracking token, 503 when the server cannot take the request
 now (its database, a secret missing from its environment, a broken tenant file, too many requests
 in flight): the sender retries. Errors are ``{"error": "..."}``, never echo a token, signature or
 secret, and close the connection. Header deadline and cap: :mod:`webhook_server`.
@@ -29,6 +39,7 @@ event loop keeps serving while PostgreSQL commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 import os
@@ -48,8 +59,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from email_engine_assets.content.tracking_tokens import verify_tracking_token
 from email_engine_assets.content.unsubscribe import BadToken, verify_unsubscribe_token
 from email_engine_assets.feedback.inbox_store import store_bodies
+from email_engine_assets.feedback.tracking_hits import CONTENT_TYPE as HIT_CONTENT_TYPE
+from email_engine_assets.feedback.tracking_hits import PIXEL_GIF, hit_body, redirect_location
+from email_engine_assets.feedback.tracking_rules import TRUSTED_PROXIES_ENV, classify, client_address, trusted_networks
 from email_engine_assets.feedback.unsubscribe_store import unsubscribe
 from email_engine_assets.feedback.webhook_auth import (
     MIN_SECRET_CHARS,
@@ -71,13 +86,30 @@ from email_engine_assets.tenancy.config import (
     TenantConfig,
     read_tenant_file,
 )
-from email_engine_assets.feedback.webhook_server import InFlightLimit, WebhookLimits
+from email_engine_assets.feedback.webhook_server import InFlightLimit, WebhookLimits, peer_host
 from email_engine_assets.metrics.webhook_metrics import WebhookMetrics
 from email_engine_assets.tenancy.strict import is_slug
+from email_engine_assets.tenancy.tracking_settings import MachineRules
 
 MAX_BODY_BYTES = 1 << 20
 UNSUBSCRIBE_MAX_BODY_BYTES = 16 << 10
+# A tracking hit waits this long for its commit; then the person gets the answer anyway (the write
+# goes on, and counts as lost only if it fails).
+TRACKING_STORE_TIMEOUT_S = 3.0
+_PIXEL_HEADERS = {"Cache-Control": "no-store"}
+_CLICK_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 log = logging.getLogger("email_engine.webhooks")
+
+
+@functools.lru_cache(maxsize=8)
+def trusted_proxies(text: str) -> tuple:
+    """The networks of ``EMAIL_ENGINE_TRUSTED_PROXIES`` (read per request, parsed once per value); a
+    value that does not parse is logged and trusts nobody (``webhooks serve`` refuses it at start)."""
+    try:
+        return trusted_networks(text)
+    except ValueError as exc:
+        log.error("%s; X-Forwarded-For is ignored", exc)
+        return ()
 
 # (tenant, kind, source, body, content type) -> stored as new? The durable default is
 # :class:`GroupCommit`; the benchmark swaps in one that stores nothing to measure the cost of durability.
@@ -280,13 +312,16 @@ def build_app(
     store: StoreBody | None = None,
     clock: Callable[[], float] = time.time,
     limits: WebhookLimits = WebhookLimits(),
+    tracking_store_timeout_s: float = TRACKING_STORE_TIMEOUT_S,
 ) -> Starlette:
     """The ASGI app for the workspace at ``workspace_root`` and the application database ``engine``.
 
     ``limits`` gives the body deadline and the number of requests handled at once (the server's
     part of them is :func:`email_engine_assets.feedback.webhook_server.uvicorn_settings`).
 
-    ``signing_key`` gives the project's key for unsubscribe tokens (default
+    ``tracking_store_timeout_s``: how long a tracking hit waits for its commit before it is answered anyway.
+
+    ``signing_key`` gives the project's key for unsubscribe and tracking tokens (default
     :func:`email_engine_resources.signing_key.signing_key`, read once, on first use).
     """
     tenants = TenantFiles(workspace_root)
@@ -372,6 +407,57 @@ def build_app(
         except BadToken as exc:
             raise Refused(400, str(exc)) from None
 
+    async def machine_rules(tenant_id: str) -> MachineRules:
+        """The tenant's rules; the defaults when its file is gone or broken (the hit is still answered and kept)."""
+        try:
+            tenant = tenants.cached(tenant_id) or await run_in_threadpool(tenants.get, tenant_id)
+        except ConfigError as exc:
+            log.error("tenant file of %s is invalid (tracking hits are classed by the default rules): %s", tenant_id, exc)
+            tenant = None
+        return tenant.tracking.machines if tenant is not None else MachineRules()
+
+    def hit_lost(kind: str, tenant_id: str, job: asyncio.Future) -> None:
+        error = None if job.cancelled() else job.exception()
+        if job.cancelled() or error is not None:
+            log.error("a tracking %s hit of tenant %s was answered but not stored: %s", kind, tenant_id,
+                      type(error).__name__ if error is not None else "cancelled")
+            metrics.lost_hits.labels(kind).inc()
+
+    async def track(request: Request, kind: str) -> str | None:
+        """Verify, class and store one hit; the click's ``Location`` (None for an open)."""
+        if not key_cache:
+            await run_in_threadpool(key)
+        try:
+            hit = verify_tracking_token(key(), request.path_params["token"], kind)
+        except BadToken as exc:
+            raise Refused(400, str(exc)) from None
+        location = None
+        if kind == "click":
+            location = redirect_location(hit.url)
+            if location is None:
+                raise Refused(400, "the tracked link is not an http or https address")
+        rules = await machine_rules(hit.tenant_id)
+        client = client_address(peer_host(request.scope),
+                                request.headers.getlist("x-forwarded-for"),
+                                trusted_proxies(os.environ.get(TRUSTED_PROXIES_ENV, "")))
+        verdict = classify(kind, request.method, request.headers, client, rules)
+        body = hit_body(hit.row_token, kind, hit.link_index, hit.url, int(clock() * 1000), request.method, verdict)
+        job = asyncio.ensure_future(store(hit.tenant_id, "tracking", None, body, HIT_CONTENT_TYPE))
+        job.add_done_callback(functools.partial(hit_lost, kind, hit.tenant_id))
+        try:
+            await asyncio.wait_for(asyncio.shield(job), tracking_store_timeout_s)
+        except Exception:  # noqa: BLE001 - counted by hit_lost (or still being written): the person is answered
+            pass
+        return location
+
+    async def open_pixel(request: Request) -> Response:
+        await track(request, "open")
+        return Response(PIXEL_GIF, media_type="image/gif", headers=_PIXEL_HEADERS)
+
+    async def click(request: Request) -> Response:
+        location = await track(request, "click")
+        return Response(status_code=302, headers={"Location": location, **_CLICK_HEADERS})
+
     async def unsubscribe_page(request: Request) -> Response:
         await run_in_threadpool(token_parts, request)
         return _page(
@@ -425,6 +511,8 @@ def build_app(
         Route("/hooks/contacts/{tenant}/{source}", contacts_hook, methods=["POST"]),
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe_post, methods=["POST"]),
+        Route("/o/{token}", open_pixel, methods=["GET", "HEAD"]),
+        Route("/c/{token}", click, methods=["GET", "HEAD"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]

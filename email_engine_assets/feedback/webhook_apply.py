@@ -1,8 +1,12 @@
-"""Applying stored webhook rows of a tenant: MailWizz hits become events, contacts pushes inbox files.
+"""Applying stored webhook rows of a tenant: MailWizz and tracking hits become events, contacts
+pushes inbox files.
 
 Rows are taken in id order, in batches, ``FOR UPDATE SKIP LOCKED`` (two runs never apply the same
-row). In each batch's transaction: the events of the MailWizz rows are recorded
-(``feedback.store.record_events``, deduplicated by the row id), each contacts row is written as
+row). In each batch's transaction: the events of the MailWizz and tracking rows are recorded
+(``feedback.store.record_events``, deduplicated by the row id), the timing rules class the tracking
+hits (``feedback.store.apply_timing_rules``: too soon after the hand-off, bursts of links) and the
+bodies of the applied tracking rows are emptied (nothing personal is kept in the inbox once the
+event holds it), each contacts row is written as
 ``inbox/<tenant>/<source>/webhook-<id>.json|.ndjson`` (temporary name, fsync, rename, fsync of the
 folder) so that the inbox sensor and the importer take it like any dropped file (ledger by
 digest, accounting, rejects, provenance), and the rows are marked applied. The file is durable
@@ -29,11 +33,13 @@ from email_engine_assets.feedback.events import events_frame
 from email_engine_assets.feedback.inbox_store import (
     claim_pending,
     discard_failed,
+    empty_bodies,
     ensure_tenant,
     mark_done,
     unread_failed_rows,
 )
-from email_engine_assets.feedback.store import record_events
+from email_engine_assets.feedback.store import apply_timing_rules, record_events
+from email_engine_assets.feedback.tracking_hits import hit_event
 from email_engine_assets.feedback.webhook_payloads import (
     MalformedPayload,
     contacts_file,
@@ -116,19 +122,25 @@ def _place_contacts(workspace_root: Path, tenant: TenantConfig, row) -> Path:
 def apply_webhook_rows(engine: sa.Engine, workspace_root: Path, tenant: TenantConfig) -> dict[str, int]:
     """Apply the tenant's pending ``webhook_inbox`` rows; counts for the run's metadata:
     ``applied`` rows, ``events`` recorded (``linked`` to the ledger, ``duplicates``), ``files``
-    written, ``failed`` rows."""
-    counts = {"applied": 0, "events": 0, "linked": 0, "duplicates": 0, "files": 0, "failed": 0}
+    written, ``failed`` rows, tracking hits turned into machines by a timing rule (``too_soon``,
+    ``scanner_burst``)."""
+    counts = {"applied": 0, "events": 0, "linked": 0, "duplicates": 0, "files": 0, "failed": 0,
+              "too_soon": 0, "scanner_burst": 0}
     while True:
         with engine.begin() as conn:
             rows = claim_pending(conn, tenant.id, BATCH_ROWS)
             if not rows:
                 break
-            events, outcomes = [], []
+            events, outcomes, tracked = [], [], []
             for row in rows:
                 try:
-                    if row.kind == "mailwizz":
+                    if row.kind in ("mailwizz", "tracking"):
                         try:
-                            events.append(parse_mailwizz(row.body, tenant.id).event(row.id))
+                            if row.kind == "mailwizz":
+                                events.append(parse_mailwizz(row.body, tenant.id).event(row.id))
+                            else:
+                                events.append(hit_event(row.body, row.id))
+                                tracked.append((row.id, events[-1].dedupe_key))
                         except MalformedPayload as exc:
                             raise CannotApply(f"body not readable: {exc}") from None
                         outcomes.append((row.id, "applied", None))
@@ -141,6 +153,11 @@ def apply_webhook_rows(engine: sa.Engine, workspace_root: Path, tenant: TenantCo
             if events:
                 ensure_tenant(conn, tenant.id, tenant.name)
             recorded = record_events(conn, tenant.id, events_frame(events))
+            if tracked:
+                timing = apply_timing_rules(conn, tenant.id, [key for _, key in tracked], tenant.tracking.machines)
+                empty_bodies(conn, [row_id for row_id, _ in tracked])
+                for rule, n in timing.items():
+                    counts[rule] += n
             mark_done(conn, outcomes)
         counts["events"] += recorded["inserted"]
         counts["linked"] += recorded["linked"]

@@ -35,6 +35,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("email_engine.webhooks")
 
 LINGER_S = 2.0
+# The connection's own peer, kept in each request's scope: uvicorn's ``--proxy-headers`` replaces
+# ``scope["client"]`` with an address taken from X-Forwarded-For (by default for any request from
+# 127.0.0.1), and the tracking rules decide themselves which proxies they trust.
+PEER_EXTENSION = "email_engine.peer"
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -128,6 +132,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._request_open = True
         super().on_message_begin()
+        self.scope["extensions"] = {**(self.scope.get("extensions") or {}), PEER_EXTENSION: {"client": self.client}}
 
     def on_message_complete(self) -> None:
         self._request_open = False
@@ -197,6 +202,12 @@ def uvicorn_settings(limits: WebhookLimits) -> dict[str, Any]:
     # No websockets (an upgrade would leave the guarded protocol); no access log: MailWizz may send
     # its token as ?token=, and a URL in a log is a leaked secret.
     return {"http": protocol, "ws": "none", "access_log": False, "lifespan": "off"}
+
+
+def peer_host(scope: Scope) -> str | None:
+    """The address of the connection's peer: as the guarded protocol recorded it, else the scope's client."""
+    peer = ((scope.get("extensions") or {}).get(PEER_EXTENSION) or {}).get("client") or scope.get("client")
+    return peer[0] if peer else None
 
 
 class InFlightLimit:

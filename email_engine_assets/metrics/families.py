@@ -25,6 +25,7 @@ POWERMTA_QUEUE_READ_FAILURES = PREFIX + "powermta_queue_read_failures"
 # Figures of the webhook app's /metrics (kept in its process).
 WEBHOOK_REQUESTS = PREFIX + "webhook_requests"  # a counter: exposed as ..._total
 WEBHOOK_LATENCY = PREFIX + "webhook_request_duration_seconds"
+TRACKING_HITS_LOST = PREFIX + "tracking_hits_lost"  # a counter: exposed as ..._total
 WEBHOOK_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 HELP = {
@@ -42,6 +43,7 @@ HELP = {
     POWERMTA_QUEUE_READ_FAILURES: "Readings of the PowerMTA's queue that failed since metrics serve started (use increase()).",
     WEBHOOK_REQUESTS: "Requests answered by the webhook app, by route, method and status.",
     WEBHOOK_LATENCY: "Seconds from a request's headers to the end of its answer, by route.",
+    TRACKING_HITS_LOST: "Open and click hits answered but not stored (the database failed), by kind.",
 }
 
 

@@ -1,6 +1,6 @@
 """The webhook app's own figures and its ``/metrics`` route (the shell around ``families``,
-``access`` and ``store``): requests by route, method and status, latency per route, and the inbox
-backlog read at scrape time. Each app has a registry of its own."""
+``access`` and ``store``): requests by route, method and status, latency per route, tracking hits
+answered but not stored, and the inbox backlog read at scrape time. Each app has a registry of its own."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class WebhookMetrics:
                                 registry=self.registry)
         self.latency = Histogram(f.WEBHOOK_LATENCY, f.HELP[f.WEBHOOK_LATENCY], ("route",),
                                  buckets=f.WEBHOOK_LATENCY_BUCKETS, registry=self.registry)
+        self.lost_hits = Counter(f.TRACKING_HITS_LOST, f.HELP[f.TRACKING_HITS_LOST], ("kind",), registry=self.registry)
         self.registry.register(InboxBacklog(engine))
         self.routes: list = []  # the app's routes, set once it is built
 

@@ -29,17 +29,20 @@ class MachineRules(Strict):
 
     Request rules, decided when the hit arrives (the IP address and user agent are used then and
     never stored): ``head_requests``, ``prefetch_headers`` (``Purpose`` / ``Sec-Purpose``),
-    ``empty_user_agent``, ``apple_privacy_proxy`` (opens with the user agent exactly ``Mozilla/5.0``),
+    ``empty_user_agent``, ``gmail_prefetch`` (the fixed user agent Gmail prefetches with),
+    ``apple_privacy_proxy`` (opens with the user agent exactly ``Mozilla/5.0``),
     ``bot_user_agents`` (scanner and crawler user agents, checked after the mail proxies, which are
     people), ``networks`` (scanner networks as CIDR blocks).
     Timing rules, decided when the hits are applied: ``too_soon_s`` after the hand-off (at most 10 s:
     a longer window takes people who open at once for machines); ``burst_links`` different links of
-    one message within ``burst_window_s`` are all machines.
+    one message within ``burst_window_s`` are all machines. ``too_soon_s: 0`` or ``burst_window_s: 0``
+    turns that rule off.
     """
 
     head_requests: bool = True
     prefetch_headers: bool = True
     empty_user_agent: bool = True
+    gmail_prefetch: bool = True
     apple_privacy_proxy: bool = True
     bot_user_agents: bool = True
     networks: list[IPv4Network | IPv6Network] = Field(default_factory=list, max_length=1000)
