@@ -242,8 +242,11 @@ def _print_stats(stats: dict, as_json: bool) -> None:
         print()
         print(terminal_safe(f"{title:<20}" + "".join(f"{n[:16]:>18}" for n in names)))
         for k in COUNT_KEYS:
-            cells = "".join(f"{groups[n].get(k, 0):>9} {rate(groups[n].get(f'{k}_rate')):>8}" for n in names)
-            print(f"{k:<20}{cells}")
+            if k in humans:
+                continue
+            for key, label in ((k, k), *(((HUMAN_OF[k], "  by people"),) if k in HUMAN_OF else ())):
+                cells = "".join(f"{groups[n].get(key, 0):>9} {rate(groups[n].get(f'{key}_rate')):>8}" for n in names)
+                print(f"{label:<20}{cells}")
     links = stats.get("by_link") or {}
     if links:
         print()
