@@ -217,7 +217,7 @@ def test_opens_and_clicks_by_people_beside_the_totals(engine, summer):
     assert stats["by_language"]["en"] == en and stats["by_language"]["fr"] == fr
 
 
-def test_clicks_per_link_never_show_a_personalised_url(engine, summer):
+def test_clicks_per_link_never_show_a_personalised_url(engine, summer, capsys):
     stats, _ = stats_refresh.refresh_stats(engine, summer.root, summer.tenant, "summer", mailwizz=MailwizzResource())
     keys = ("clicked", "unique_clicked", "clicked_human", "unique_clicked_human")
 
@@ -239,6 +239,10 @@ def test_clicks_per_link_never_show_a_personalised_url(engine, summer):
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT stats FROM campaign_stats WHERE tenant_id = 'acme' AND campaign = 'summer'")).scalar_one()
     assert stored["by_link"] == stats["by_link"]
+    cli._print_stats(stats, as_json=False)  # the table of `campaign stats`
+    table = capsys.readouterr().out.splitlines()
+    assert "news_en 0 3 2 1 1 https://shop.example/sale" in [" ".join(line.split()) for line in table]
+    assert "news_fr 2 1 1 1 1 -" in [" ".join(line.split()) for line in table] and "?u=" not in "".join(table)
 
 
 def test_shown_url_needs_two_recipients_and_takes_the_whole_url_before_its_page():
