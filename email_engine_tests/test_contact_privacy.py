@@ -415,12 +415,14 @@ def test_forget_clears_tracking_urls_and_hits_and_keeps_every_count(engine, work
             """SELECT e.dedupe_key, e.email, e.contact_id, e.url, e.machine, e.link_index FROM delivery_events e
                JOIN campaign_sends s ON s.row_id = e.send_row_id WHERE s.token = 'tok-ann' ORDER BY e.dedupe_key""")).all()
         assert [tuple(r) for r in ann_events] == [
-            ("c-ann", None, None, None, None, None), ("d-ann", None, None, None, None, None), ("t-ann-c", None, None, None, False, 1), ("t-ann-o", None, None, None, True, None)]
+            ("c-ann", None, None, None, None, None), ("d-ann", None, None, None, None, None),
+            ("t-ann-c", None, None, None, False, 1), ("t-ann-o", None, None, None, True, None)]  # class and link kept
         assert conn.execute(sa.text("SELECT url FROM delivery_events WHERE dedupe_key = 't-bob-c'")).scalar_one() == SALE + "b0b"
         inbox = {r.dedupe_key: r for r in conn.execute(sa.text(
             "SELECT dedupe_key, octet_length(body) AS size, outcome, detail FROM webhook_inbox WHERE kind = 'tracking'"))}
         assert {k: (r.size, r.outcome) for k, r in inbox.items()} == {
-            "h-ann-pending": (0, "failed"), "h-ann-applied": (0, "applied"), "h-ann2-pending": (0, "failed"), "h-bob-pending": (inbox["h-bob-pending"].size, None)}
+            "h-ann-pending": (0, "failed"), "h-ann-applied": (0, "applied"), "h-ann2-pending": (0, "failed"),
+            "h-bob-pending": (inbox["h-bob-pending"].size, None)}
         assert inbox["h-bob-pending"].size > 0 and "erased person" in inbox["h-ann-pending"].detail
         assert _text_hits(conn, "c0ffee", "other") == [] and _text_hits(conn, ANN, "other") == []  # her link's id is nowhere
         # every count stays: the totals, per template, and per link (Ann's link url is gone, not her click)
