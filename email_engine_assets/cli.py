@@ -214,19 +214,26 @@ def _print_counts(data: dict, as_json: bool) -> None:
 
 
 def _print_stats(stats: dict, as_json: bool) -> None:
-    """``campaign stats``: one JSON object, or a table of counts and rates, then per language and template."""
+    """``campaign stats``: one JSON object, or a table of counts and rates (opens and clicks by people
+    beside their totals), then per language and template, then the clicks per link."""
     if as_json:
         print(json.dumps(stats, default=str), flush=True)
         return
-    from email_engine_assets.feedback.stats import COUNT_KEYS
+    from email_engine_assets.feedback.stats import COUNT_KEYS, HUMAN_OF, LINK_COUNT_KEYS
 
     def rate(value) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
+    humans = set(HUMAN_OF.values())
     print(terminal_safe(f"campaign {stats['campaign']} (rates over {stats['rates_over']}, computed {stats.get('computed_at', '')})"))
-    print(f"{'':<20}{'count':>10}{'rate':>10}")
+    print(f"{'':<20}{'count':>10}{'rate':>10}{'by people':>12}{'rate':>10}")
     for k in COUNT_KEYS:
-        print(f"{k:<20}{stats[k]:>10}{rate(stats[f'{k}_rate']):>10}")
+        if k in humans:
+            continue
+        line = f"{k:<20}{stats[k]:>10}{rate(stats[f'{k}_rate']):>10}"
+        if k in HUMAN_OF and HUMAN_OF[k] in stats:
+            line += f"{stats[HUMAN_OF[k]]:>12}{rate(stats[HUMAN_OF[k] + '_rate']):>10}"
+        print(line)
     for title in ("by_language", "by_template"):
         groups = stats.get(title) or {}
         if not groups:
@@ -235,8 +242,20 @@ def _print_stats(stats: dict, as_json: bool) -> None:
         print()
         print(terminal_safe(f"{title:<20}" + "".join(f"{n[:16]:>18}" for n in names)))
         for k in COUNT_KEYS:
-            cells = "".join(f"{groups[n][k]:>9} {rate(groups[n][f'{k}_rate']):>8}" for n in names)
-            print(f"{k:<20}{cells}")
+            if k in humans:
+                continue
+            for key, label in ((k, k), *(((HUMAN_OF[k], "  by people"),) if k in HUMAN_OF else ())):
+                cells = "".join(f"{groups[n].get(key, 0):>9} {rate(groups[n].get(f'{key}_rate')):>8}" for n in names)
+                print(f"{label:<20}{cells}")
+    links = stats.get("by_link") or {}
+    if links:
+        print()
+        heads = ("clicked", "unique", "by people", "unique people")  # LINK_COUNT_KEYS, in order
+        print(f"{'by_link':<20}{'link':>5}" + "".join(f"{h:>15}" for h in heads) + "  url")
+        for name, rows in links.items():
+            for row in rows:
+                print(terminal_safe(f"{name[:19]:<20}{row['link']:>5}" + "".join(f"{row[k]:>15}" for k in LINK_COUNT_KEYS)
+                                    + f"  {row['url'] or '-'}"))
     for name, status in ((stats.get("mailwizz") or {}).get("campaigns") or {}).items():
         print(terminal_safe(f"MailWizz campaign {name}: {status}"))
 

@@ -20,6 +20,7 @@ from email_engine_assets.feedback.stats import (
     COUNT_KEYS,
     RATE_KEYS,
     mailwizz_counts,
+    shown_url,
     with_rates,
 )
 from email_engine_assets.feedback.store import record_events
@@ -112,9 +113,12 @@ def test_stats_count_every_key_with_rates_per_language_and_template(engine, spri
     assert {k: stats[k] for k in COUNT_KEYS} == {
         "sent": 10, "delivered": 8, "deferred": 1, "bounced_hard": 1, "bounced_soft": 1, "bounced_reputation": 1,
         "complained": 1, "opened": 7, "unique_opened": 3, "clicked": 2, "unique_clicked": 1, "unsubscribed": 1,
+        # MailWizz's events are nobody's verdict (machine NULL): they count as people's
+        "opened_human": 7, "unique_opened_human": 3, "clicked_human": 2, "unique_clicked_human": 1,
     }
     assert stats["delivered_rate"] == 0.8 and stats["opened_rate"] == 0.7 and stats["unique_opened_rate"] == 0.3
     assert stats["sent_rate"] == 1.0 and set(RATE_KEYS) <= set(stats)
+    assert stats["by_link"] == {}  # MailWizz's clicks name no link
     assert stats["mailwizz"] is None  # the key is there for every transport: one shape
     en, fr = stats["by_template"]["news_en"], stats["by_template"]["news_fr"]
     assert (en["sent"], en["delivered"], en["deferred"], en["bounced_hard"], en["complained"]) == (6, 5, 1, 1, 1)
@@ -148,6 +152,115 @@ def test_the_stats_of_the_other_tenant_are_its_own(engine, spring, workspace):
     assert (stats["sent"], stats["opened"], stats["complained"], stats["delivered"]) == (1, 1, 1, 0)
     with pytest.raises(LookupError, match="no campaign 'globex.autumn'"):
         stats_refresh.refresh_stats(engine, spring.root, tenant_of(spring.root, "globex"), "autumn", mailwizz=MailwizzResource())
+
+
+# -- our own tracking: machines and people, per link ----------------------------------------------
+
+def track(engine, tenant_id: str, token: str | None, kind: str, machine: bool | None, *, link: int | None = None,
+          url: str | None = None, campaign: str = "summer", origin: str = "tracking") -> None:
+    """One open / click as the tracking routes record it: linked to the ledger row of ``token``
+    (None: unmatched), ``machine`` and the rule that decided, the link's index and target."""
+    rule = {True: "burst", False: "person", None: None}[machine]
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            """INSERT INTO delivery_events (tenant_id, event_type, origin, occurred_at, campaign, send_row_id, contact_id,
+                                           email, url, machine, classified_by, link_index, dedupe_key)
+               SELECT :t, :k, :o, :at, :c, s.row_id, s.contact_id, s.email, :u, :m, :r, :l, :d
+               FROM (SELECT 1) one LEFT JOIN campaign_sends s ON s.tenant_id = :t AND s.token = :tok"""),
+            {"t": tenant_id, "k": kind, "o": origin, "at": NOW, "c": campaign, "u": url, "m": machine, "r": rule,
+             "l": link, "d": f"trk{next(_seq)}", "tok": token})
+
+
+@pytest.fixture
+def summer(engine, workspace):
+    """acme.summer through the outbox: four rows got news_en, two news_fr; opens and clicks by people,
+    by machines and unclassified (MailWizz's), clicks on personalised links and shared ones."""
+    workspace.tenant("acme")
+    write_template(workspace.root, "news_en", "en")
+    write_template(workspace.root, "news_fr", "fr")
+    rows = [(f"a{i}@example.com", "sent", "news_en", "category_language") for i in range(4)]
+    rows += [(f"f{i}@example.com", "sent", "news_fr", "category_language") for i in range(2)]
+    tok = {e.split("@")[0]: t for e, t in ledger(engine, "acme", "summer", rows).items()}
+    sale, offre = "https://shop.example/sale?u=", "https://boutique.example/offre?u="
+    track(engine, "acme", tok["a0"], "opened", True)  # a mail proxy's prefetch
+    track(engine, "acme", tok["a0"], "opened", False)
+    track(engine, "acme", tok["a0"], "opened", False)
+    track(engine, "acme", tok["a1"], "opened", True)  # only ever a machine
+    track(engine, "acme", tok["a2"], "opened", None, origin="mailwizz")  # unclassified: counts as a person
+    track(engine, "acme", tok["f0"], "opened", False)
+    track(engine, "acme", None, "opened", None, origin="mailwizz")  # matches no row: counted, as a person's
+    track(engine, "acme", tok["a0"], "clicked", True, link=0, url=sale + "a0")  # a scanner, then the person
+    track(engine, "acme", tok["a0"], "clicked", False, link=0, url=sale + "a0")
+    track(engine, "acme", tok["a0"], "clicked", False, link=1, url="https://shop.example/help")
+    track(engine, "acme", tok["a1"], "clicked", True, link=0, url=sale + "a1")
+    track(engine, "acme", tok["a2"], "clicked", None, url=sale + "a2", origin="mailwizz")  # no link index: not in by_link
+    track(engine, "acme", tok["f0"], "clicked", False, link=0, url=offre + "f0")
+    track(engine, "acme", tok["f0"], "clicked", False, link=1, url="https://boutique.example/faq")
+    track(engine, "acme", tok["f1"], "clicked", False, link=0, url=offre + "f1")
+    track(engine, "acme", tok["f1"], "clicked", False, link=1, url="https://boutique.example/faq")
+    track(engine, "acme", tok["f1"], "clicked", False, link=2, url="https://f1:secret@boutique.example/p/f1?x=1")
+    return SimpleNamespace(root=workspace.root, tokens=tok, tenant=tenant_of(workspace.root))
+
+
+def test_opens_and_clicks_by_people_beside_the_totals(engine, summer):
+    stats, _ = stats_refresh.refresh_stats(engine, summer.root, summer.tenant, "summer", mailwizz=MailwizzResource())
+    opens_clicks = ("opened", "unique_opened", "opened_human", "unique_opened_human",
+                    "clicked", "unique_clicked", "clicked_human", "unique_clicked_human")
+    assert {k: stats[k] for k in opens_clicks} == {
+        "opened": 7, "unique_opened": 4, "opened_human": 5, "unique_opened_human": 3,
+        "clicked": 10, "unique_clicked": 5, "clicked_human": 8, "unique_clicked_human": 4}
+    assert stats["sent"] == 6 and stats["opened_human_rate"] == round(5 / 6, 6) and stats["unique_clicked_human_rate"] == round(4 / 6, 6)
+    en, fr = stats["by_template"]["news_en"], stats["by_template"]["news_fr"]
+    assert [en[k] for k in opens_clicks] == [5, 3, 3, 2, 5, 3, 3, 2]  # the unmatched open is in the totals only
+    assert [fr[k] for k in opens_clicks] == [1, 1, 1, 1, 5, 2, 5, 2]
+    assert fr["clicked_human_rate"] == 2.5 and set(RATE_KEYS) <= set(fr)
+    assert stats["by_language"]["en"] == en and stats["by_language"]["fr"] == fr
+
+
+def test_clicks_per_link_never_show_a_personalised_url(engine, summer, capsys):
+    stats, _ = stats_refresh.refresh_stats(engine, summer.root, summer.tenant, "summer", mailwizz=MailwizzResource())
+    keys = ("clicked", "unique_clicked", "clicked_human", "unique_clicked_human")
+
+    def row(link: int, url: str | None, *counts: int) -> dict:
+        return {"link": link, "url": url, **dict(zip(keys, counts))}
+
+    assert stats["by_link"] == {
+        "news_en": [
+            row(0, "https://shop.example/sale", 3, 2, 1, 1),  # ?u=a0 / ?u=a1: the page, never the query
+            row(1, None, 1, 1, 1, 1),  # one recipient alone clicked it: it may be theirs
+        ],
+        "news_fr": [
+            row(0, "https://boutique.example/offre", 2, 2, 2, 2),
+            row(1, "https://boutique.example/faq", 2, 2, 2, 2),  # the same URL for everyone: shown whole
+            row(2, None, 1, 1, 1, 1),
+        ],
+    }
+    assert "?u=" not in json.dumps(stats) and "secret" not in json.dumps(stats)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT stats FROM campaign_stats WHERE tenant_id = 'acme' AND campaign = 'summer'")).scalar_one()
+    assert stored["by_link"] == stats["by_link"]
+    cli._print_stats(stats, as_json=False)  # the table of `campaign stats`
+    table = capsys.readouterr().out.splitlines()
+    assert "news_en 0 3 2 1 1 https://shop.example/sale" in [" ".join(line.split()) for line in table]
+    assert "news_fr 2 1 1 1 1 -" in [" ".join(line.split()) for line in table] and "?u=" not in "".join(table)
+
+
+def test_shown_url_needs_two_recipients_and_takes_the_whole_url_before_its_page():
+    assert shown_url("https://x.example/a", "https://x.example/a", 1) is None
+    assert shown_url("https://x.example/a?b=1", "https://x.example/a", 2) == "https://x.example/a?b=1"
+    assert shown_url(None, "https://x.example/a", 3) == "https://x.example/a"
+    assert shown_url(None, None, 9) is None
+
+
+def test_rates_over_nothing_sent_are_null_for_people_too(engine, workspace):
+    workspace.tenant("acme")
+    tok = ledger(engine, "acme", "autumn", [("a0@example.com", "skipped_suppressed", None, None)])
+    track(engine, "acme", tok["a0@example.com"], "opened", False, campaign="autumn")
+    track(engine, "acme", None, "clicked", True, campaign="autumn", url="https://x.example/")
+    stats, _ = stats_refresh.refresh_stats(engine, workspace.root, tenant_of(workspace.root), "autumn", mailwizz=MailwizzResource())
+    assert stats["sent"] == 0 and (stats["opened_human"], stats["clicked"], stats["clicked_human"]) == (1, 1, 0)
+    assert all(stats[k] is None for k in RATE_KEYS) and stats["by_link"] == {}
+    assert stats["by_template"]["(none)"]["opened_human_rate"] is None
 
 
 # -- MailWizz -------------------------------------------------------------------------------------
@@ -197,6 +310,8 @@ def test_mailwizz_figures_are_merged_per_template_and_kept_when_mailwizz_is_down
                                       "unique_clicked", "unsubscribed")} == {
             "delivered": 3, "opened": 5, "unique_opened": 2, "complained": 1, "bounced_reputation": 1, "clicked": 3,
             "unique_clicked": 1, "unsubscribed": 1}
+        # MailWizz does not tell machines from people: its figures are people's too
+        assert (stats["opened_human"], stats["unique_opened_human"], stats["clicked_human"], stats["unique_clicked_human"]) == (5, 2, 3, 1)
         assert stats["complained_rate"] == round(1 / 3, 6)
         assert stats["by_template"]["news_en"]["opened"] == 5 and stats["by_template"]["news_fr"]["clicked"] == 3
         assert stats["by_language"]["fr"]["unsubscribed"] == 1
@@ -295,13 +410,15 @@ def cli_env(spring, scratch_database, tmp_path, monkeypatch):
 def test_cli_stats_json_prints_every_key_and_a_table_without_it(cli_env, capsys):
     assert cli.main(["campaign", "stats", "acme.spring", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(COUNT_KEYS) | set(RATE_KEYS) | {"by_language", "by_template"} <= set(data)
+    assert set(COUNT_KEYS) | set(RATE_KEYS) | {"by_language", "by_template", "by_link"} <= set(data)
     assert data["sent"] == 10 and data["unique_opened"] == 3
     assert set(data["by_language"]["en"]) == set(COUNT_KEYS) | set(RATE_KEYS)
     assert set(data["by_template"]["news_fr"]) == set(COUNT_KEYS) | set(RATE_KEYS)
     assert cli.main(["campaign", "stats", "acme.spring"]) == 0
     table = capsys.readouterr().out
     assert "unique_opened" in table and "30.00%" in table and "by_template" in table and "news_fr" in table
+    opened = next(line for line in table.splitlines() if line.startswith("opened "))
+    assert "by people" in table and opened.split() == ["opened", "7", "70.00%", "7", "70.00%"]  # people's opens beside the total
 
 
 def test_cli_stats_of_an_unknown_campaign_is_a_clear_error(cli_env, capsys):

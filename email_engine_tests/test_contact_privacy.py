@@ -334,6 +334,124 @@ def test_late_feedback_counts_but_brings_the_address_back_nowhere(engine, worksp
         assert conn.execute(sa.text("SELECT email FROM suppressions WHERE tenant_id = 'acme'")).scalars().all() == ["bob@example.com"]
 
 
+# ---------------------------------------------------------------------------------------------
+# Our own tracking: events classed machine / person, with a link index and a personalised url
+
+SALE = "https://acme.example/sale?u="  # a personalised link: an id of the person, which no address matcher sees
+
+
+def add_tracking(engine) -> None:
+    """Tracking events as the /o/ and /c/ routes record them: Ann's spring row opened by Apple's proxy and
+    clicked by her (link 1, her own ?u=); Bob's spring row clicked (link 1, his ?u=)."""
+    at = datetime(2026, 11, 20, 11, 0, tzinfo=UTC)
+    for token, kind, machine, rule, link, url, key in (
+        ("tok-ann", "opened", True, "apple_privacy_proxy", None, None, "t-ann-o"),
+        ("tok-ann", "clicked", False, "person", 1, SALE + "c0ffee", "t-ann-c"),
+        ("tok-bob", "clicked", False, "person", 1, SALE + "b0b", "t-bob-c"),
+    ):
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                """INSERT INTO delivery_events (tenant_id, event_type, origin, occurred_at, campaign, send_row_id, contact_id, email,
+                                               url, machine, classified_by, link_index, dedupe_key)
+                   SELECT 'acme', :k, 'tracking', :at, s.campaign, s.row_id, s.contact_id, s.email, :u, :m, :r, :l, :d
+                   FROM campaign_sends s WHERE s.tenant_id = 'acme' AND s.token = :tok"""),
+                {"k": kind, "at": at, "u": url, "m": machine, "r": rule, "l": link, "d": key, "tok": token})
+
+
+def tracking_hit(conn, key: str, token: str, *, applied: bool) -> None:
+    """A tracking hit in the webhook inbox (body: JSON naming the ledger row by its token, and what the hit
+    carried). The exact layout is the tracking routes' own: forget matches the token's bytes anywhere."""
+    personal = "b0b" if token == "tok-bob" else "c0ffee"
+    body = json.dumps({"row": token, "kind": "click", "link": 1, "url": SALE + personal, "ip": "203.0.113.7", "ua": "Mozilla/5.0"})
+    conn.execute(sa.text(
+        """INSERT INTO webhook_inbox (tenant_id, kind, body, dedupe_key, applied_at, outcome)
+           VALUES ('acme', 'tracking', convert_to(:b, 'UTF8'), :k, CASE WHEN :a THEN now() END, CASE WHEN :a THEN 'applied' END)"""),
+        {"b": body, "k": key, "a": applied})
+
+
+def test_export_and_explain_list_tracking_events_with_their_class_link_and_url(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    add_tracking(engine)
+    assert cli.main(["contact", "export", "acme", ANN]) == 0
+    events = {e["event_type"] + ":" + e["origin"]: e for e in _json_out(capsys)["events"]}
+    assert set(events) == {"delivered:powermta", "clicked:mailwizz", "opened:tracking", "clicked:tracking"}  # never Bob's
+    opened, clicked = events["opened:tracking"], events["clicked:tracking"]
+    assert (opened["machine"], opened["classified_by"], opened["link_index"], opened["url"]) == (True, "apple_privacy_proxy", None, None)
+    assert (clicked["machine"], clicked["classified_by"], clicked["link_index"], clicked["url"]) == (False, "person", 1, SALE + "c0ffee")
+    assert clicked["campaign"] == "spring" and clicked["send_row_id"] is not None
+    assert events["clicked:mailwizz"]["machine"] is None  # nobody classed MailWizz's click
+    assert cli.main(["contact", "explain", "acme", ANN]) == 0
+    text = capsys.readouterr().out
+    assert "opened via tracking, campaign spring (a machine by rule apple_privacy_proxy)" in text
+    assert f"clicked via tracking, campaign spring, link 1 (a person by rule person) -> {SALE}c0ffee" in text
+    assert "clicked via mailwizz, campaign spring (unclassified)" in text
+
+
+def test_forget_clears_tracking_urls_and_hits_and_keeps_every_count(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    from email_engine_assets.feedback import stats_store
+    from email_engine_assets.privacy import store as privacy_store
+    from email_engine_assets.privacy.matching import person_of
+
+    url, _ = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    add_tracking(engine)
+    with engine.begin() as conn:
+        # hits that came in after forget applied the pending rows (or were applied before): Ann's two rows, and Bob's
+        tracking_hit(conn, "h-ann-pending", "tok-ann", applied=False)
+        tracking_hit(conn, "h-ann-applied", "tok-ann", applied=True)
+        tracking_hit(conn, "h-ann2-pending", "tok-ann-2", applied=False)
+        tracking_hit(conn, "h-bob-pending", "tok-bob", applied=False)
+    with engine.connect() as conn:
+        before = stats_store.local_counts(conn, "acme", "spring")
+        links_before = stats_store.link_counts(conn, "acme", "spring")
+        events_before = _table_counts(conn)
+        assert set(_text_hits(conn, "c0ffee", "other")) == {"delivery_events.url", "webhook_inbox.body"}
+    with engine.begin() as conn:
+        counts, _ = privacy_store.erase(conn, "acme", person_of(ANN))
+    assert counts["webhook_inbox"] == 3 and counts["delivery_events"] == 4  # delivered, MailWizz click, tracking open and click
+    with engine.connect() as conn:
+        ann_events = conn.execute(sa.text(
+            """SELECT e.dedupe_key, e.email, e.contact_id, e.url, e.machine, e.link_index FROM delivery_events e
+               JOIN campaign_sends s ON s.row_id = e.send_row_id WHERE s.token = 'tok-ann' ORDER BY e.dedupe_key""")).all()
+        assert [tuple(r) for r in ann_events] == [
+            ("c-ann", None, None, None, None, None), ("d-ann", None, None, None, None, None),
+            ("t-ann-c", None, None, None, False, 1), ("t-ann-o", None, None, None, True, None)]  # class and link kept
+        assert conn.execute(sa.text("SELECT url FROM delivery_events WHERE dedupe_key = 't-bob-c'")).scalar_one() == SALE + "b0b"
+        inbox = {r.dedupe_key: r for r in conn.execute(sa.text(
+            "SELECT dedupe_key, octet_length(body) AS size, outcome, detail FROM webhook_inbox WHERE kind = 'tracking'"))}
+        assert {k: (r.size, r.outcome) for k, r in inbox.items()} == {
+            "h-ann-pending": (0, "failed"), "h-ann-applied": (0, "applied"), "h-ann2-pending": (0, "failed"),
+            "h-bob-pending": (inbox["h-bob-pending"].size, None)}
+        assert inbox["h-bob-pending"].size > 0 and "erased person" in inbox["h-ann-pending"].detail
+        assert _text_hits(conn, "c0ffee", "other") == [] and _text_hits(conn, ANN, "other") == []  # her link's id is nowhere
+        # every count stays: the totals, per template, and per link (Ann's link url is gone, not her click)
+        assert stats_store.local_counts(conn, "acme", "spring") == before and _table_counts(conn) == events_before
+        after = {(ln.template, ln.link_index): ln for ln in stats_store.link_counts(conn, "acme", "spring")}
+        assert {k: ln.counts for k, ln in after.items()} == {(ln.template, ln.link_index): ln.counts for ln in links_before}
+        assert after[("welcome", 1)].counts["unique_clicked_human"] == 2 and after[("welcome", 1)].url_rows == 1
+
+
+def test_late_tracking_events_of_an_erased_person_keep_no_url(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
+    url, _ = mailwizz
+    seed(engine, workspace, tmp_path, url)
+    assert cli.main(["contact", "forget", "acme", ANN]) == 0
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    with engine.begin() as conn:
+        recorded = record_events(conn, "acme", events_frame([
+            # a click on her link, linked by her ledger row's token only (a tracking hit names no address)
+            FeedbackEvent("clicked", "tracking", at, "late-c", token="tok-ann", url=SALE + "c0ffee"),
+            # a MailWizz click naming her address, its url an id of hers
+            FeedbackEvent("clicked", "mailwizz", at, "late-m", campaign="spring", email=ANN, url=SALE + "c0ffee"),
+            FeedbackEvent("clicked", "tracking", at, "late-b", token="tok-bob", url=SALE + "b0b"),
+        ]))
+    assert recorded == {"inserted": 3, "linked": 2, "duplicates": 0}  # her address links to no row any more
+    with engine.connect() as conn:
+        late = conn.execute(sa.text("SELECT dedupe_key, url, send_row_id IS NOT NULL FROM delivery_events WHERE occurred_at = :at ORDER BY 1"),
+                            {"at": at}).all()
+        assert [tuple(r) for r in late] == [("late-b", SALE + "b0b", True), ("late-c", None, True), ("late-m", None, False)]
+
+
 def test_a_large_later_import_rejects_the_erased_address_and_still_adds_up(engine, workspace, tmp_path, mailwizz, cli_env, capsys):
     """Past the one-statement finish: the file's repeats were flagged while staging, then its erased rows left."""
     url, _ = mailwizz

@@ -160,9 +160,11 @@ def fill(engine) -> None:
                    ('acme', 'summer', 'sent', 1, 2), ('globex', 'spring', 'failed', 1, 1)) v(t, c, s, a, b),
                    generate_series(a, b) i"""))
         conn.execute(sa.text(
-            """INSERT INTO delivery_events (tenant_id, event_type, bounce_class, origin, occurred_at, dedupe_key)
-               VALUES ('acme', 'delivered', NULL, 'powermta', now(), 'd1'), ('acme', 'delivered', NULL, 'powermta', now(), 'd2'),
-                      ('acme', 'bounced', 'hard', 'powermta', now(), 'b1'), ('globex', 'opened', NULL, 'mailwizz', now(), 'o1')"""))
+            """INSERT INTO delivery_events (tenant_id, event_type, bounce_class, origin, occurred_at, dedupe_key, machine)
+               VALUES ('acme', 'delivered', NULL, 'powermta', now(), 'd1', NULL), ('acme', 'delivered', NULL, 'powermta', now(), 'd2', NULL),
+                      ('acme', 'bounced', 'hard', 'powermta', now(), 'b1', NULL), ('globex', 'opened', NULL, 'mailwizz', now(), 'o1', NULL),
+                      ('acme', 'opened', NULL, 'tracking', now(), 'o2', true), ('acme', 'opened', NULL, 'tracking', now(), 'o3', false),
+                      ('acme', 'clicked', NULL, 'tracking', now(), 'c1', false)"""))
         conn.execute(sa.text(
             """INSERT INTO suppressions (tenant_id, email, reason) VALUES
                ('acme', 'a@example.com', 'unsubscribed'), ('acme', 'b@example.com', 'unsubscribed'),
@@ -201,9 +203,9 @@ def test_metrics_serve_answers_a_real_scrape_from_postgresql(engine, metrics_ser
             (("state", "sent"), ("tenant", "acme"), ("transport", "powermta")): 2,
             (("state", "failed"), ("tenant", "globex"), ("transport", "outbox")): 1,
         }
-        assert found[(f.DELIVERY_EVENTS, (("bounce_class", ""), ("tenant", "acme"), ("type", "delivered")))] == 2
-        assert found[(f.DELIVERY_EVENTS, (("bounce_class", "hard"), ("tenant", "acme"), ("type", "bounced")))] == 1
-        assert found[(f.DELIVERY_EVENTS, (("bounce_class", ""), ("tenant", "globex"), ("type", "opened")))] == 1
+        events = {tuple(v for _, v in k[1]): n for k, n in found.items() if k[0] == f.DELIVERY_EVENTS}  # bounce_class, classified, tenant, type
+        assert events == {("", "", "acme", "delivered"): 2, ("hard", "", "acme", "bounced"): 1, ("", "unclassified", "globex", "opened"): 1,
+                          ("", "machine", "acme", "opened"): 1, ("", "person", "acme", "opened"): 1, ("", "person", "acme", "clicked"): 1}
         assert found[(f.SUPPRESSIONS, (("reason", "unsubscribed"), ("tenant", "acme")))] == 2
         assert found[(f.SUPPRESSIONS, (("reason", "complained"), ("tenant", "globex")))] == 1
         assert found[(f.IMPORT_FILES, (("status", "failed"), ("tenant", "acme")))] == 1
@@ -217,12 +219,16 @@ def test_metrics_serve_answers_a_real_scrape_from_postgresql(engine, metrics_ser
             conn.execute(sa.text("UPDATE campaign_sends SET state = 'sent' WHERE state = 'queued' AND campaign = 'spring'"))
             conn.execute(sa.text("UPDATE suppressions SET reason = 'manual' WHERE email = 'a@example.com'"))
             conn.execute(sa.text("DELETE FROM delivery_events WHERE dedupe_key = 'd1'"))
+            conn.execute(sa.text("UPDATE delivery_events SET machine = true, classified_by = 'burst' WHERE dedupe_key = 'c1'"))
         found = samples(scrape(url, proc))
         assert found[(f.LEDGER_ROWS, (("state", "sent"), ("tenant", "acme"), ("transport", "outbox")))] == 8
         assert (f.LEDGER_ROWS, (("state", "queued"), ("tenant", "acme"), ("transport", "outbox"))) not in found
         assert found[(f.SUPPRESSIONS, (("reason", "unsubscribed"), ("tenant", "acme")))] == 1
         assert found[(f.SUPPRESSIONS, (("reason", "manual"), ("tenant", "acme")))] == 1
-        assert found[(f.DELIVERY_EVENTS, (("bounce_class", ""), ("tenant", "acme"), ("type", "delivered")))] == 1
+        assert found[(f.DELIVERY_EVENTS, (("bounce_class", ""), ("classified", ""), ("tenant", "acme"), ("type", "delivered")))] == 1
+        # a click classed a machine's after the fact (a burst) moves between the classes
+        assert found[(f.DELIVERY_EVENTS, (("bounce_class", ""), ("classified", "machine"), ("tenant", "acme"), ("type", "clicked")))] == 1
+        assert (f.DELIVERY_EVENTS, (("bounce_class", ""), ("classified", "person"), ("tenant", "acme"), ("type", "clicked"))) not in found
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=20)

@@ -49,8 +49,9 @@ FEEDBACK_WINDOW = timedelta(days=14)
     deps=[campaign_sends, dg.AssetDep(delivery_events, partition_mapping=across_tenants_and_campaigns)],
     automation_condition=AFTER_EACH_SEND,
     check_specs=[paused_in_mailwizz_spec("campaign_stats")],
-    description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked, unsubscribed, "
-                "with rates, per language and template; MailWizz's own figures merged for campaigns sent there.",
+    description="Sent, delivered, deferred, bounced (hard / soft / reputation), complained, opened, clicked (all, and by "
+                "people only), unsubscribed, with rates, per language and template, clicks per link; MailWizz's own "
+                "figures merged for campaigns sent there.",
 )
 def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, workspace: WorkspaceResource,
                    powermta: PowerMtaResource, mailwizz: MailwizzResource) -> dg.MaterializeResult:
@@ -79,6 +80,7 @@ def campaign_stats(context: dg.AssetExecutionContext, db: PostgresResource, work
         "rates_over": stats["rates_over"],
         "by_language": dg.MetadataValue.json(stats["by_language"]),
         "by_template": dg.MetadataValue.json(stats["by_template"]),
+        "by_link": dg.MetadataValue.json(stats["by_link"]),
         "feedback_applied": dg.MetadataValue.json(applied),
         **guard_metadata(context.log, guard),
     })

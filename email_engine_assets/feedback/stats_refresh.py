@@ -94,7 +94,7 @@ def refresh_stats(engine: sa.Engine, workspace_root: Path, tenant: TenantConfig,
     with engine.begin() as conn:
         totals, templates = stats_store.local_counts(conn, tenant.id, name)
         stats = campaign_stats(key, totals, templates, languages, rates_over="handed_off" if is_mailwizz else "sent",
-                               mailwizz=(figures or {}).get("templates"))
+                               mailwizz=(figures or {}).get("templates"), links=stats_store.link_counts(conn, tenant.id, name))
         stats["computed_at"] = datetime.now(timezone.utc).isoformat()
         # always there (null without MailWizz figures): the stats object has one shape
         stats["mailwizz"] = {"campaigns": figures.get("statuses", {}),

@@ -2,19 +2,23 @@
 
 One statement per campaign counts everything (``campaign_sends`` joined to its events by ledger
 row, grouped by the template each row got); the campaign's events that matched no row are counted
-by a second one. The stats object itself is built by :mod:`email_engine_assets.feedback.stats`.
+by a second one, and the clicks per template and link (``by_link``) by a third, which reads the
+campaign's click events only (index ``delivery_events_campaign``). A person's event is one with
+``machine IS NOT TRUE`` (unclassified MailWizz events count as people's: :mod:`.stats`). The stats object itself is built by :mod:`email_engine_assets.feedback.stats`.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from email_engine_assets.feedback.stats import COUNT_KEYS, TemplateCounts
+from email_engine_assets.feedback.stats import COUNT_KEYS, HUMAN_OF, LINK_COUNT_KEYS, LinkCounts, TemplateCounts
 
-# Per ledger row: which events it has (and how many opens / clicks); then per template.
+# Per ledger row: which events it has (and how many opens / clicks); then per template and rule (a
+# few groups, hashed: grouping by template alone with array_agg(DISTINCT rule) sorted every row).
 _BY_TEMPLATE = """
 WITH per_row AS (
     SELECT e.send_row_id,
@@ -26,13 +30,14 @@ WITH per_row AS (
            bool_or(e.event_type = 'complained') AS complained,
            bool_or(e.event_type = 'unsubscribed') AS unsubscribed,
            count(*) FILTER (WHERE e.event_type = 'opened') AS opens,
-           count(*) FILTER (WHERE e.event_type = 'clicked') AS clicks
+           count(*) FILTER (WHERE e.event_type = 'opened' AND e.machine IS NOT TRUE) AS opens_human,
+           count(*) FILTER (WHERE e.event_type = 'clicked') AS clicks,
+           count(*) FILTER (WHERE e.event_type = 'clicked' AND e.machine IS NOT TRUE) AS clicks_human
     FROM delivery_events e
     WHERE e.tenant_id = :t AND e.campaign = :c AND e.send_row_id IS NOT NULL
     GROUP BY e.send_row_id
 )
-SELECT s.template,
-       array_remove(array_agg(DISTINCT s.rule), NULL) AS rules,
+SELECT s.template, s.rule,
        count(*) FILTER (WHERE s.state IN ('sent', 'handed_off')) AS sent,
        count(*) FILTER (WHERE p.delivered) AS delivered,
        count(*) FILTER (WHERE p.deferred) AS deferred,
@@ -42,21 +47,51 @@ SELECT s.template,
        count(*) FILTER (WHERE p.complained) AS complained,
        coalesce(sum(p.opens), 0) AS opened,
        count(*) FILTER (WHERE p.opens > 0) AS unique_opened,
+       coalesce(sum(p.opens_human), 0) AS opened_human,
+       count(*) FILTER (WHERE p.opens_human > 0) AS unique_opened_human,
        coalesce(sum(p.clicks), 0) AS clicked,
        count(*) FILTER (WHERE p.clicks > 0) AS unique_clicked,
+       coalesce(sum(p.clicks_human), 0) AS clicked_human,
+       count(*) FILTER (WHERE p.clicks_human > 0) AS unique_clicked_human,
        count(*) FILTER (WHERE p.unsubscribed) AS unsubscribed
 FROM campaign_sends s
 LEFT JOIN per_row p ON p.send_row_id = s.row_id
 WHERE s.tenant_id = :t AND s.campaign = :c
-GROUP BY s.template
-ORDER BY s.template NULLS FIRST
+GROUP BY s.template, s.rule
+ORDER BY s.template NULLS FIRST, s.rule
 """
 
 _UNMATCHED = """
-SELECT CASE WHEN event_type = 'bounced' THEN 'bounced_' || bounce_class ELSE event_type END AS key, count(*) AS n
+SELECT CASE WHEN event_type = 'bounced' THEN 'bounced_' || bounce_class ELSE event_type END AS key, count(*) AS n,
+       count(*) FILTER (WHERE machine IS NOT TRUE) AS human
 FROM delivery_events
 WHERE tenant_id = :t AND campaign = :c AND send_row_id IS NULL
 GROUP BY 1
+"""
+
+# The part of an http(s) URL that names the page and never the person: scheme://host/path, without
+# a user, query or fragment (NULL for any other URL: mailto:, tel:). Which URL a link's stats show is
+# stats.shown_url's rule; this only gives it the candidates. split_part before the one regexp: it is
+# the cost of the statement (a regexp over the whole URL took twice as long on the benchmark).
+_URL_BASE = r"""CASE WHEN e.url ILIKE 'http://%' OR e.url ILIKE 'https://%'
+    THEN regexp_replace(split_part(split_part(e.url, '#', 1), '?', 1), '^([a-z]+://)[^/]*@', '\1', 'i') END"""
+
+_BY_LINK = f"""
+WITH clicks AS (
+    SELECT s.template, e.link_index, e.send_row_id, e.machine IS NOT TRUE AS human, e.url, {_URL_BASE} AS base
+    FROM delivery_events e JOIN campaign_sends s ON s.row_id = e.send_row_id
+    WHERE e.tenant_id = :t AND e.campaign = :c AND e.event_type = 'clicked' AND e.link_index IS NOT NULL
+)
+SELECT template, link_index,
+       count(*) AS clicked,
+       count(DISTINCT send_row_id) AS unique_clicked,
+       count(*) FILTER (WHERE human) AS clicked_human,
+       count(DISTINCT send_row_id) FILTER (WHERE human) AS unique_clicked_human,
+       CASE WHEN min(url) = max(url) THEN min(url) END AS url,
+       CASE WHEN min(base) = max(base) THEN min(base) END AS base,
+       count(DISTINCT send_row_id) FILTER (WHERE url IS NOT NULL) AS url_rows
+FROM clicks
+GROUP BY template, link_index
 """
 
 
@@ -69,23 +104,48 @@ def campaign_info(conn: sa.Connection, tenant_id: str, name: str) -> dict | None
     return dict(row) if row else None
 
 
+@contextmanager
+def _serial(conn: sa.Connection):
+    """Run the statement without parallel workers, in the caller's transaction (``SET LOCAL``, put
+    back after; a failed statement ends the transaction, which undoes it anyway). A parallel plan of
+    :data:`_BY_TEMPLATE` has every worker compute the whole per-row aggregate again under its share
+    of the ledger: three times the work, and slower (benchmarks/campaign_stats.py)."""
+    before = conn.execute(sa.text("SELECT current_setting('max_parallel_workers_per_gather')")).scalar()
+    conn.execute(sa.text("SELECT set_config('max_parallel_workers_per_gather', '0', true)"))
+    yield
+    conn.execute(sa.text("SELECT set_config('max_parallel_workers_per_gather', :v, true)"), {"v": before})
+
+
 def local_counts(conn: sa.Connection, tenant_id: str, name: str) -> tuple[dict[str, int], list[TemplateCounts]]:
-    """(the campaign's totals, the counts per template) from the ledger and the delivery events.
+    """(the campaign's totals, the counts per template and choice rule) from the ledger and the delivery events.
 
     The totals add the events of the campaign that matched no ledger row (``opened`` / ``clicked``
     and the per-message counts alike; never the unique counts, which count ledger rows).
     """
     templates = []
     totals = dict.fromkeys(COUNT_KEYS, 0)
-    for r in conn.execute(sa.text(_BY_TEMPLATE), {"t": tenant_id, "c": name}).mappings():
+    with _serial(conn):
+        rows = conn.execute(sa.text(_BY_TEMPLATE), {"t": tenant_id, "c": name}).mappings().all()
+    for r in rows:
         counts = {k: int(r[k]) for k in COUNT_KEYS}
-        templates.append(TemplateCounts(r["template"], counts, tuple(r["rules"] or ())))
+        templates.append(TemplateCounts(r["template"], counts, (r["rule"],) if r["rule"] else ()))
         for k in COUNT_KEYS:
             totals[k] += counts[k]
-    for key, n in conn.execute(sa.text(_UNMATCHED), {"t": tenant_id, "c": name}).all():
+    for key, n, human in conn.execute(sa.text(_UNMATCHED), {"t": tenant_id, "c": name}).all():
         if key in totals:
             totals[key] += int(n)
+        if key in HUMAN_OF:
+            totals[HUMAN_OF[key]] += int(human)
     return totals, templates
+
+
+def link_counts(conn: sa.Connection, tenant_id: str, name: str) -> list[LinkCounts]:
+    """The campaign's clicks per template and link index (our tracking's clicks, linked to a ledger row)."""
+    return [
+        LinkCounts(r["template"], int(r["link_index"]), {k: int(r[k]) for k in LINK_COUNT_KEYS},
+                   r["url"], r["base"], int(r["url_rows"]))
+        for r in conn.execute(sa.text(_BY_LINK), {"t": tenant_id, "c": name}).mappings()
+    ]
 
 
 def stored_mailwizz(conn: sa.Connection, tenant_id: str, name: str) -> tuple[dict | None, datetime | None]:

@@ -26,7 +26,7 @@ log = logging.getLogger("email_engine.metrics")
 STATEMENT_TIMEOUT_MS = 5000
 _DATABASE = (f.LEDGER_ROWS, f.DELIVERY_EVENTS, f.SUPPRESSIONS, f.IMPORT_FILES, f.INBOX_PENDING, f.INBOX_OLDEST_AGE)
 _DAGSTER = (f.SENSOR_TICK_AGE, f.RUNS_FAILED)
-_LABELS = {f.LEDGER_ROWS: ("tenant", "transport", "state"), f.DELIVERY_EVENTS: ("tenant", "type", "bounce_class"),
+_LABELS = {f.LEDGER_ROWS: ("tenant", "transport", "state"), f.DELIVERY_EVENTS: ("tenant", "type", "bounce_class", "classified"),
            f.SUPPRESSIONS: ("tenant", "reason"), f.IMPORT_FILES: ("tenant", "status"), f.INBOX_PENDING: ("tenant",),
            f.INBOX_OLDEST_AGE: ("tenant",), f.SENSOR_TICK_AGE: ("sensor",)}
 

@@ -43,7 +43,8 @@ def ledger_counts(conn: sa.Connection) -> list[tuple[str, str, str, int]]:
 
 
 def event_counts(conn: sa.Connection) -> list[tuple[str, str, str, int]]:
-    """Delivery events ``(tenant, event type, bounce class or '', n)``."""
+    """Delivery events ``(tenant, event type, key, n)``: the key is the bounce class of a bounce, who
+    made an open or click ('machine', 'person', '' unclassified: :func:`.families.event_labels`), else ''."""
     return [(r.tenant_id, r.k1, r.k2, int(r.n)) for r in conn.execute(sa.text(_COUNTS), {"f": "events"})]
 
 

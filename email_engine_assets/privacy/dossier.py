@@ -94,6 +94,14 @@ def _where(source: str | None, path: str | None, line: Any) -> str:
     return f"{source or '?'}/{PurePath(path).name if path else '?'}:{line}"
 
 
+def _who(event: dict) -> str:
+    """Who made an open or click, as tracking classed it (``machine``; NULL: nobody classed it)."""
+    rule = f" by rule {event['classified_by']}" if event.get("classified_by") else ""
+    if event.get("machine") is None:
+        return "unclassified"
+    return ("a machine" if event["machine"] else "a person") + rule
+
+
 def explain_lines(dossier: dict) -> list[str]:
     """A readable account of the dossier, one line per fact (not yet made terminal-safe)."""
     lines = [f"{dossier['tenant']}: {dossier['email']}"]
@@ -144,7 +152,9 @@ def explain_lines(dossier: dict) -> list[str]:
     for e in events:
         lines.append(f"    {_when(e['occurred_at'])} {e['event_type']}" + (f" ({e['bounce_class']})" if e.get("bounce_class") else "")
                      + f" via {e['origin']}" + (f", campaign {e['campaign']}" if e.get("campaign") else "")
-                     + (f": {e['detail']}" if e.get("detail") else ""))
+                     + (f", link {e['link_index']}" if e.get("link_index") is not None else "")
+                     + (f" ({_who(e)})" if e["event_type"] in ("opened", "clicked") else "")
+                     + (f": {e['detail']}" if e.get("detail") else "") + (f" -> {e['url']}" if e.get("url") else ""))
     suppression = dossier.get("suppression")
     lines.append("  suppression: " + (f"{suppression['reason']} since {_when(suppression['created_at'])}" if suppression else "-"))
     mailwizz = dossier.get("mailwizz") or []

@@ -23,12 +23,13 @@ ERASED_TABLES: dict[str, str] = {
     "staged_rows": "turned into rejected rows 'erased' without raw text (the file's counts still add up)",
     "rejected_rows": "raw text naming the address (parsed as its file's format, by key) emptied; row, line and reason kept",
     "campaign_sends": "email replaced by 'erased:<row id>', contact NULL, address removed from detail; queued rows skipped",
-    "delivery_events": "email and contact NULL, address removed from detail and url (the event still counts)",
+    "delivery_events": "email, contact and url NULL, address removed from detail (the event still counts)",
     "suppressions": "deleted: the erasure record (salted hash) takes its place",
     "mailwizz_subscribers": "contact NULL at once; deleted once MailWizz has deleted the subscriber",
     "mailwizz_suppression_pushes": "deleted with the address's suppression (cascade)",
     "accounting_kept_lines": "raw line emptied where a field names the address (file, offset and reason kept)",
-    "webhook_inbox": "body emptied where a decoded JSON value names the address (pending rows are applied first)",
+    "webhook_inbox": "body emptied where a decoded JSON value names the address (pending rows are applied first), "
+                     "and for tracking hits naming one of the person's ledger rows (pending ones closed as failed)",
     "erased_addresses": "the salted hash of the address key is added",
 }
 

@@ -5,7 +5,9 @@ texts (a reject's raw line, a webhook body, a kept accounting line) are pre-filt
 piece of the local part and of the domain (:attr:`.matching.Person.probes`) or a JSON escape, and each candidate is
 then parsed in its form and kept only when a value's email key is the person's
 (:func:`.matching.holds`): ``joann@`` is not ``ann@``, ``ann\\u0040example.com`` is. A send's or an
-event's detail and url are redacted by the same matcher (:func:`.matching.redact`).
+event's detail is redacted by the same matcher (:func:`.matching.redact`); an event's url is cleared
+(a personalised link may name the person in a way no matcher sees: an id, a hash). Tracking hits
+name the person's ledger rows by token, not the address (:data:`_TRACKING_HITS_ERASED`).
 """
 
 from __future__ import annotations
@@ -163,7 +165,8 @@ def dossier_rows(conn: sa.Connection, tenant_id: str, key: str, person: Person) 
         ),
         "events": _rows(
             conn,
-            """SELECT event_id, event_type, bounce_class, origin, occurred_at, campaign, send_row_id, detail, url
+            """SELECT event_id, event_type, bounce_class, origin, occurred_at, campaign, send_row_id, detail, url,
+                      machine, classified_by, link_index
                FROM delivery_events WHERE tenant_id = :t AND (contact_id = :c OR email = :e) ORDER BY occurred_at, event_id""",
             p,
         ),
@@ -234,6 +237,21 @@ _STAGED_TO_REJECTED = f"""
 """
 
 
+# Tracking hits (webhook_inbox kind 'tracking') name no address: their body names the ledger row by
+# its token (JSON, "row": campaign_sends.token; the body may also hold the clicked URL, the
+# client's address and user agent). Matched on the token's bytes anywhere in the body, whatever
+# its exact layout: a token is 32 random hex digits, found in no other person's hit. A pending hit
+# is closed as failed (applied, it would record an event with the URL back); an applied one keeps
+# its outcome and loses its body.
+_TRACKING_HITS_ERASED = """
+    UPDATE webhook_inbox w SET body = ''::bytea,
+           outcome = coalesce(w.outcome, 'failed'), applied_at = coalesce(w.applied_at, now()),
+           detail = CASE WHEN w.outcome IS NULL THEN 'body erased: a tracking hit of an erased person' ELSE w.detail END
+    WHERE w.tenant_id = :t AND w.kind = 'tracking' AND octet_length(w.body) > 0
+      AND EXISTS (SELECT 1 FROM unnest(CAST(:tokens AS text[])) AS tok WHERE position(convert_to(tok, 'UTF8') IN w.body) > 0)
+"""
+
+
 def _redacted(conn: sa.Connection, person: Person, sql: str, params: dict, columns: tuple[str, ...]) -> list[dict]:
     """``{"id", column: redacted text}`` for each row of ``sql`` (``id`` and ``columns``) where the person is named."""
     out = []
@@ -263,19 +281,21 @@ def erase(conn: sa.Connection, tenant_id: str, person: Person) -> tuple[dict[str
 
     counts: dict[str, int] = {}
     sends = conn.execute(
-        sa.text("SELECT row_id, campaign FROM campaign_sends WHERE tenant_id = :t AND (contact_id = :c OR email = :e) FOR UPDATE"), p
+        sa.text("SELECT row_id, campaign, token FROM campaign_sends WHERE tenant_id = :t AND (contact_id = :c OR email = :e) FOR UPDATE"), p
     ).all()
     rows = [s.row_id for s in sends]
     events = _redacted(
         conn, person,
-        """SELECT event_id AS id, detail, url FROM delivery_events
+        """SELECT event_id AS id, detail FROM delivery_events
            WHERE tenant_id = :t AND (contact_id = :c OR email = :e OR send_row_id = ANY(CAST(:rows AS bigint[]))) FOR UPDATE""",
-        {**p, "rows": rows}, ("detail", "url"),
+        {**p, "rows": rows}, ("detail",),
     )
     if events:
-        conn.execute(sa.text("UPDATE delivery_events SET detail = :detail, url = :url WHERE event_id = :id"), events)
+        conn.execute(sa.text("UPDATE delivery_events SET detail = :detail WHERE event_id = :id"), events)
+    # The events stay (they count), without the person: no address, no contact, and no url (a
+    # clicked link may be personalised: ?u=<id>, ?email=..., a path of theirs).
     counts["delivery_events"] = conn.execute(
-        sa.text("""UPDATE delivery_events SET email = NULL, contact_id = NULL
+        sa.text("""UPDATE delivery_events SET email = NULL, contact_id = NULL, url = NULL
                    WHERE tenant_id = :t AND (contact_id = :c OR email = :e OR send_row_id = ANY(CAST(:rows AS bigint[])))"""),
         {**p, "rows": rows},
     ).rowcount
@@ -319,6 +339,7 @@ def erase(conn: sa.Connection, tenant_id: str, person: Person) -> tuple[dict[str
                    WHERE id = ANY(CAST(:ids AS bigint[]))"""),
         {"ids": bodies},
     ).rowcount
+    counts["webhook_inbox"] += conn.execute(sa.text(_TRACKING_HITS_ERASED), {**p, "tokens": [s.token for s in sends]}).rowcount
     kept = [
         r.line_id for r in _streamed(
             conn, f"SELECT line_id, raw_line FROM accounting_kept_lines WHERE tenant_id = :t AND {_maybe('raw_line')}", p)
