@@ -86,7 +86,8 @@ def apply_timing_rules(conn: sa.Connection, tenant_id: str, dedupe_keys: list[st
     - ``too_soon``: a hit less than ``too_soon_s`` after its ledger row was handed off
       (``campaign_sends.settled_at`` of a ``sent`` row);
     - ``scanner_burst``: ``burst_links`` or more different links of one message clicked within
-      ``burst_window_s``: every click of such a window, also one an earlier batch applied.
+      ``burst_window_s``: every click of such a window, also one an earlier batch applied, and the
+      message's opens from ``burst_window_s`` before the burst to its end (scanners fetch the pixel too).
 
     Only events classed as people change: a request-time machine keeps its rule (never the
     reverse), and a ``too_soon`` click stays ``too_soon``. ``0`` seconds turns a rule off.
@@ -111,7 +112,7 @@ def apply_timing_rules(conn: sa.Connection, tenant_id: str, dedupe_keys: list[st
             sa.text(
                 """WITH touched AS (
                        SELECT DISTINCT send_row_id FROM delivery_events
-                       WHERE tenant_id = :t AND dedupe_key = ANY(:keys) AND event_type = 'clicked'
+                       WHERE tenant_id = :t AND dedupe_key = ANY(:keys)
                          AND origin = 'tracking' AND send_row_id IS NOT NULL
                    ), clicks AS (
                        SELECT e.event_id, e.send_row_id, e.occurred_at, e.link_index
@@ -128,6 +129,11 @@ def apply_timing_rules(conn: sa.Connection, tenant_id: str, dedupe_keys: list[st
                    ), in_burst AS (
                        SELECT DISTINCT c.event_id FROM bursts w JOIN clicks c ON c.send_row_id = w.send_row_id
                         AND c.occurred_at >= w.opened AND c.occurred_at <= w.opened + make_interval(secs => :window)
+                       UNION  -- the pixel the scanner fetched with the links, just before or during the burst
+                       SELECT o.event_id FROM bursts w JOIN delivery_events o ON o.send_row_id = w.send_row_id
+                        AND o.tenant_id = :t AND o.origin = 'tracking' AND o.event_type = 'opened'
+                        AND o.occurred_at >= w.opened - make_interval(secs => :window)
+                        AND o.occurred_at <= w.opened + make_interval(secs => :window)
                    )
                    UPDATE delivery_events e SET machine = true, classified_by = :rule
                    FROM in_burst WHERE e.event_id = in_burst.event_id AND e.machine IS FALSE"""
