@@ -39,7 +39,7 @@ import httpx  # noqa: E402
 from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
-from email_engine_tests.webhook_helpers import SIGNING_KEY, free_port  # noqa: E402
+from email_engine_tests.webhook_helpers import SIGNING_KEY, start_app_process  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench_tracking"
 TENANT_YAML = """\
@@ -132,18 +132,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start(mode: str, workspace: str, url: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", mode, "--port", str(port), "--workspace", workspace,
-                                "--database-url", url])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the {mode} server did not start")
+    return start_app_process(__file__, mode, workspace, url)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import httpx  # noqa: E402
 from email_engine_resources import postgres as database  # noqa: E402
 from email_engine_resources.migrations import upgrade  # noqa: E402
 from email_engine_resources.settings import DATABASE_URL_ENV  # noqa: E402
-from email_engine_tests.webhook_helpers import MAILWIZZ_TOKEN, TENANT_YAML, free_port  # noqa: E402
+from email_engine_tests.webhook_helpers import MAILWIZZ_TOKEN, TENANT_YAML, start_app_process  # noqa: E402
 
 BENCH_DATABASE = "email_engine_bench_webhooks"
 
@@ -90,18 +90,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start(mode: str, workspace: str, url: str, env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--serve", mode, "--port", str(port), "--workspace", workspace,
-                                "--database-url", url], env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process, port
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"the {mode} server did not start")
+    return start_app_process(__file__, mode, workspace, url, env)
 
 
 def main() -> None:

@@ -32,3 +32,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+
+
+def start_app_process(script: str, mode: str, workspace: str, url: str, env: dict | None = None):
+    """Start ``script --serve mode`` (a benchmark's own server entry) on a free port and wait for its
+    ``/health``: ``(process, port)``. The process is killed if it does not answer within 60 s."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, script, "--serve", mode, "--port", str(port), "--workspace", workspace,
+                                "--database-url", url], env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process, port
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"the {mode} server did not start")
