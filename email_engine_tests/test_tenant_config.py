@@ -235,3 +235,35 @@ def test_one_broken_tenant_file_stops_only_that_tenant(engine, workspace, capsys
         assert "tenant 'acme' has an invalid tenant file" in message and "acme.yaml: sources[0].priority = 'high'" in message
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT tenant_id, status FROM import_files")).all() == [("globex", "imported")]
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("tracking:\n  opens: true\n", ["tracking is on but has no base_url"]),
+        ("tracking:\n  clicks: true\n  base_url: http://t.acme.example\n", ["tracking.base_url", "https://"]),
+        ("tracking:\n  exclude_field: vip\n", ["tracking.exclude_field", "must be a contact field"]),
+        ("tracking:\n  exclude_tag: No Tracking\n", ["tracking.exclude_tag", "slug"]),
+        ("tracking:\n  machines:\n    too_soon_s: 30\n", ["tracking.machines.too_soon_s", "less than or equal to 10"]),
+        ("tracking:\n  machines:\n    burst_links: 1\n", ["tracking.machines.burst_links", "greater than or equal to 2"]),
+        ("tracking:\n  machines:\n    networks: [10.0.0.300/8]\n", ["tracking.machines.networks"]),
+        ("tracking:\n  machines:\n    scanners: true\n", ["tracking.machines.scanners", "unknown key"]),
+        ("tracking:\n  opens: sometimes\n", ["tracking.opens", "'sometimes'"]),
+    ],
+)
+def test_bad_tracking_settings_are_refused_naming_the_file_and_the_field(workspace, extra, expected):
+    workspace.tenant("acme", GOOD + extra)
+    message = tenant_errors(workspace)["acme"]
+    assert "tenants/acme.yaml" in message or f"tenants{os.sep}acme.yaml" in message, message
+    for part in expected:
+        assert part in message, message
+    assert "acme" not in load_workspace(workspace.root).tenants
+
+
+def test_tracking_defaults_to_off_and_its_base_url_to_the_unsubscribe_one(workspace):
+    workspace.tenant("acme", GOOD + "unsubscribe:\n  base_url: https://u.acme.example/\ntracking:\n  opens: true\n")
+    tenant = load_workspace(workspace.root).tenants["acme"]
+    assert (tenant.tracking.opens, tenant.tracking.clicks, tenant.tracking_base_url) == (True, False, "https://u.acme.example")
+    workspace.tenant("acme", GOOD)
+    tenant = load_workspace(workspace.root).tenants["acme"]
+    assert not tenant.tracking.on and tenant.tracking.machines.too_soon_s <= 10
