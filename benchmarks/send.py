@@ -16,10 +16,12 @@ a fresh process of its own (so that its peak RSS is its own):
 * **signed**: the same with a DKIM key of 2048 bits (``DkimKey``, OpenSSL);
 * **raw**: as many messages of the same size (the composed messages of a sample, cycled, with the
   ``x-job`` header the transport adds) injected by a minimal client over as many connections:
-  ``MAIL``, ``RCPT`` and ``DATA`` in one write, wait for 354, send the data, wait for 250.
+  ``MAIL``, ``RCPT`` and ``DATA`` in one write, wait for 354, send the data, wait for 250; run
+  before and after the sends, the better of the two counting (other work on a shared machine only
+  ever slows a run down).
 
 Prints messages a second for each, the ratios to raw (issue 17's goals: unsigned within 4x, signed
-within 10x) and each process's peak RSS. Scratch database ``email_engine_bench_send`` on
+within 10x), each process's own peak RSS (VmHWM) and the share of a core the sender used. Scratch database ``email_engine_bench_send`` on
 ``--database-url`` (else ``EMAIL_ENGINE_DATABASE_URL``, else the embedded server), dropped at the end.
 """
 
@@ -226,18 +228,23 @@ def main() -> None:
     try:
         with scratch_database(BENCH_DATABASE, args.database_url) as engine:
             url = engine.url.render_as_string(hide_password=False)
-            raw = _in_process("raw", _sample(engine, n), n, c, port)
+            sample = _sample(engine, n)
+            raw_before = _in_process("raw", sample, n, c, port)
             unsigned = _in_process("send", url, "unsigned", n, c, None, port)
             signed = _in_process("send", url, "signed", n, c, pem, port)
+            raw_after = _in_process("raw", sample, n, c, port)
     finally:
         control.send("stop")
         listener.join(10)
+    # the limit is the better of two raw runs, before and after the sends: on a shared machine other work only slows one down
+    raw = min(raw_before, raw_after, key=lambda r: r["seconds"])
     print(f"{n:,} recipients, {c} connections, messages of about {raw['bytes']:,} bytes on the wire, listener on loopback")
     rate = {name: n / r["seconds"] for name, r in (("raw", raw), ("unsigned", unsigned), ("signed", signed))}
     for name, r, label in (("unsigned", unsigned, "campaign send, unsigned"), ("signed", signed, "campaign send, DKIM rsa-2048"),
                            ("raw", raw, "raw pipelined injection")):
         ratio = "" if name == "raw" else f"  {rate['raw'] / rate[name]:5.1f}x raw, {r['send_cpu']:.0%} of a core"
         print(f"{label:<30} {rate[name]:>8,.0f} msg/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_kib'] / 1024:6.0f} MiB{ratio}")
+    print(f"  (raw before the sends {n / raw_before['seconds']:,.0f} msg/s, after {n / raw_after['seconds']:,.0f}: the better one counts)")
     print(f"goals (issue 17): unsigned within 4x raw ({rate['raw'] / rate['unsigned']:.1f}x), "
           f"signed within 10x raw ({rate['raw'] / rate['signed']:.1f}x); signed / unsigned {rate['signed'] / rate['unsigned']:.0%}")
 
