@@ -121,14 +121,9 @@ class DkimpyComposer:
         return dataclasses.replace(made, message=signature + made.message)
 
 
-def send(recipients: int, connections: int, database_url: str, pem: bytes) -> None:
-    """The same campaign sent unsigned, signed by us and signed by dkimpy, through the PowerMTA stand-in."""
-    from benchmarks.campaign_ledger import setup
-    from benchmarks.scratch import scratch_database
-    from benchmarks.smtp_injection import _Server
-    from email_engine_assets.campaigns.sender import send_campaign
-    from email_engine_resources.powermta import PowerMtaSmtpTransport
-
+def composer_factory():
+    """``composer(campaign, dkim_key)``: the real Composer of tenant ``acme`` with :data:`TEMPLATE`
+    (messages of about 1.5 KB), as ``campaign send`` builds it (also used by ``benchmarks/send.py``)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "templates" / "acme").mkdir(parents=True)
@@ -141,6 +136,18 @@ def send(recipients: int, connections: int, database_url: str, pem: bytes) -> No
         return Composer(templates=templates, tenant=tenant, campaign=name, category="news", from_name="Acme",
                         from_email="news@acme.example", reply_to=None, signing_key=b"k" * 32, dkim_key=key)
 
+    return composer
+
+
+def send(recipients: int, connections: int, database_url: str, pem: bytes) -> None:
+    """The same campaign sent unsigned, signed by us and signed by dkimpy, through the PowerMTA stand-in."""
+    from benchmarks.campaign_ledger import setup
+    from benchmarks.scratch import scratch_database
+    from benchmarks.smtp_injection import _Server
+    from email_engine_assets.campaigns.sender import send_campaign
+    from email_engine_resources.powermta import PowerMtaSmtpTransport
+
+    composer = composer_factory()
     mta = _Server(0.0)
     rates = {}
     try:

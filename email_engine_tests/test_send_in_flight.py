@@ -209,3 +209,53 @@ def test_an_address_suppressed_after_its_row_was_claimed_is_skipped_when_a_conne
 def test_pipeline_depth_is_a_checked_setting():
     with pytest.raises(ValueError, match="pipeline_depth must be an integer between 1 and 64"):
         PowerMtaSmtpTransport(name="pmta", host="127.0.0.1", bounce_address="b@bounce.example", pipeline_depth=0, helo_name="h.example")
+
+
+def _sessions_quit(mta, expected: int, timeout: float = 5.0) -> list:
+    """The stand-in's sessions once ``expected`` of them have ended with QUIT (it logs them from its own thread)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sessions = mta.sessions
+        if sum(s.verbs()[-1:] == ["QUIT"] for s in sessions) >= expected or time.monotonic() > deadline:
+            return sessions
+        time.sleep(0.01)
+
+
+def test_one_smtp_session_per_connection_for_the_whole_run_and_one_powermta_closes_is_reopened(engine, acme):
+    campaign = _running_campaign(engine, acme, "pool")
+    busy = acme["emails"][300]
+    with PowerMtaStandIn() as mta:
+        mta.fail("rcpt", "421 4.3.2 service shutting down, closing channel", recipient=busy, times=1)
+        report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign),
+                               _pmta(mta, retry_backoff_seconds=0), batch_size=10)
+        received = Counter(m.recipients[0] for m in mta.received)
+        sessions = _sessions_quit(mta, CONNECTIONS)
+    assert report.completed and report.outcomes["sent"] == AUDIENCE and report.batches >= AUDIENCE // 10
+    assert sorted(received) == acme["emails"] and max(received.values()) == 1
+    # 60 windows, yet one session per connection, plus the one opened again after PowerMTA's 421
+    assert len(sessions) == CONNECTIONS + 1
+    assert all(s.verbs().count("EHLO") == 1 for s in sessions)
+    assert sum(s.verbs()[-1] == "QUIT" for s in sessions) == CONNECTIONS  # the closed one had no QUIT; the others at the end
+    assert sum(s.verbs().count("MAIL") for s in sessions) == AUDIENCE + 1  # the refused recipient's second try
+
+
+def test_a_run_that_fails_midway_quits_every_connection_and_the_next_run_finishes_once_each(engine, acme):
+    campaign = _running_campaign(engine, acme, "broken")
+
+    def fail_at_the_fifth_window(windows: int) -> None:
+        if windows == 5:
+            raise RuntimeError("the guard rail's database went away")
+
+    with PowerMtaStandIn() as mta:
+        with pytest.raises(RuntimeError, match="went away"):
+            send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta), batch_size=10,
+                          between_batches=fail_at_the_fifth_window)
+        sessions = _sessions_quit(mta, CONNECTIONS)
+        assert len(sessions) == CONNECTIONS and all(s.verbs()[-1] == "QUIT" for s in sessions)
+        states = Counter(_ledger(engine, "broken").values())
+        assert states["sending"] <= BOUND and states["queued"] > 0, states
+        report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta))
+        received = Counter(m.recipients[0] for m in mta.received)
+    after = Counter(_ledger(engine, "broken").values())
+    assert report.completed and report.recovered_unknown == states["sending"]
+    assert max(received.values()) == 1 and after["sent"] + after["unknown"] == AUDIENCE, after
