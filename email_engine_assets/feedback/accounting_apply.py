@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
@@ -224,30 +225,47 @@ def _apply_file(engine: sa.Engine, tenant_id: str, transport: str, path: str, na
         else:
             offset = position.byte_offset
         totals["files"] += 1
-        while offset < size:
-            chunk = os.pread(fd, min(max(chunk_bytes, MAX_LINE_BYTES + 1), size - offset), offset)
-            if not chunk:
-                break
-            n = complete_length(chunk)
-            if n == 0:
-                if len(chunk) < MAX_LINE_BYTES:
+        # The next chunk is read and parsed (polars and hashing, mostly outside the GIL) while
+        # PostgreSQL records the current one: two chunks are in memory at most.
+        with ThreadPoolExecutor(1, thread_name_prefix="accounting-parse") as pool:
+            following = pool.submit(_read_chunk, fd, offset, size, columns, tenant_id, chunk_bytes) if offset < size else None
+            while following is not None:
+                chunk = following.result()
+                if chunk is None:
                     break  # a partial last line: it waits for the next run
-                n = _overlong_line(fd, offset, size)
-                if n == 0:
-                    break
-                parsed_events, kept = None, kept_frame([(offset, chunk[:MAX_LINE_BYTES + 1], "line_too_long")])
-                counts = {"lines": 1, "kept_with_reason": 1}
-            else:
-                parsed = parse_lines(columns, chunk[:n], base_offset=offset, tenant_id=tenant_id)
-                parsed_events, kept, counts = parsed.events, parsed.kept, dict(parsed.counts)
-            if not _record_chunk(engine, tenant_id, transport, name, offset, offset + n, size, parsed_events, kept,
-                                 counts, totals):
-                return  # another run moved this file on; it goes on from there
-            offset += n
+                n, parsed_events, kept, counts = chunk
+                following = (pool.submit(_read_chunk, fd, offset + n, size, columns, tenant_id, chunk_bytes)
+                             if offset + n < size else None)
+                if not _record_chunk(engine, tenant_id, transport, name, offset, offset + n, size, parsed_events, kept,
+                                     counts, totals):
+                    if following is not None:
+                        following.cancel()
+                    return  # another run moved this file on; it goes on from there
+                offset += n
         with engine.begin() as conn:
             store.note_size(conn, tenant_id, transport, name, size)
     finally:
         os.close(fd)
+
+
+def _read_chunk(fd: int, offset: int, size: int, columns: list[str], tenant_id: str,
+                chunk_bytes: int) -> tuple[int, pl.DataFrame | None, pl.DataFrame, dict[str, int]] | None:
+    """The complete lines from ``offset`` (at most a chunk), parsed: (their length, events, kept lines,
+    counts); ``None`` when no complete line is there yet. A line over the cap is kept whole as
+    ``line_too_long``, however long it is."""
+    chunk = os.pread(fd, min(max(chunk_bytes, MAX_LINE_BYTES + 1), size - offset), offset)
+    if not chunk:
+        return None
+    n = complete_length(chunk)
+    if n == 0:
+        if len(chunk) < MAX_LINE_BYTES:
+            return None
+        n = _overlong_line(fd, offset, size)
+        if n == 0:
+            return None
+        return n, None, kept_frame([(offset, chunk[:MAX_LINE_BYTES + 1], "line_too_long")]), {"lines": 1, "kept_with_reason": 1}
+    parsed = parse_lines(columns, chunk[:n], base_offset=offset, tenant_id=tenant_id)
+    return n, parsed.events, parsed.kept, dict(parsed.counts)
 
 
 def _replaced(fd: int, position: store.FilePosition, st: os.stat_result) -> bool:
