@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from email_engine_assets.audiences.assets import tag_assignments
 from email_engine_assets.contacts.assets import contact_imports, contacts
 from email_engine_assets.quality.assets import contact_enrichment, email_validations
-from email_engine_assets.quality.store import contact_ranges
+from email_engine_assets.quality.store import analyze_after_bulk_write, contact_ranges
 from email_engine_assets.tenancy.partitions import import_key
 from email_engine_resources.dns import DnsResolverResource
 from email_engine_resources.postgres import PostgresResource
@@ -371,3 +371,22 @@ def test_contact_ranges_cover_each_contact_of_the_tenant_once(engine):
         assert contact_ranges(conn, "nobody", 5) == []
     covered = [[i for i in ids if first <= i <= last] for first, last in ranges]
     assert [len(c) for c in covered] == [5, 5, 4] and sum(covered, []) == ids
+
+
+def test_a_bulk_write_is_analyzed_and_a_small_one_is_not(engine):
+    """Autovacuum's rule: ANALYZE once 50 rows + 10 % of the rows the statistics knew were written."""
+    def known(conn) -> float:
+        return conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST('written' AS regclass)")).scalar_one()
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TEMP TABLE written AS SELECT g AS id FROM generate_series(1, 1000) g")
+        before = known(conn)
+        assert not analyze_after_bulk_write(conn, "written", 49)
+        assert known(conn) == before != 1000
+        assert analyze_after_bulk_write(conn, "written", 1000)
+        assert known(conn) == 1000
+        conn.exec_driver_sql("INSERT INTO written SELECT g FROM generate_series(1001, 1149) g")
+        assert not analyze_after_bulk_write(conn, "written", 149)
+        assert known(conn) == 1000
+        assert analyze_after_bulk_write(conn, "written", 150)
+        assert known(conn) == 1149

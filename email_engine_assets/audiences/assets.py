@@ -19,7 +19,7 @@ from email_engine_assets.quality.assets import (
     contact_enrichment,
     email_validations,
 )
-from email_engine_assets.quality.store import contact_ranges
+from email_engine_assets.quality.store import analyze_after_bulk_write, contact_ranges
 from email_engine_assets.quality.write_behind import written_behind
 from email_engine_assets.tenancy.config import load_tenants
 from email_engine_assets.tenancy.locks import tenant_work_lock
@@ -95,6 +95,9 @@ def _assign_tags(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
             conn.commit()
         for change in changes:
             totals.update(change)
+        analyze_after_bulk_write(conn, "tag_assignments", totals["added"] + totals["removed"])
+        analyze_after_bulk_write(conn, "contacts", totals["contacts_retagged"])
+        conn.commit()
         top = store.top_tags(conn, tenant.id, 10)
     return dg.MaterializeResult(
         metadata={

@@ -85,7 +85,9 @@ def contacts_for_rules(conn: sa.Connection, tenant_id: str, ids: ContactRange) -
                                      CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL) AS flags
            FROM contacts c
            LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+                                            AND v.contact_id BETWEEN :first AND :last
            LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
+                                             AND e.contact_id BETWEEN :first AND :last
            WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last ORDER BY c.contact_id""",
         {"t": tenant_id, "first": ids[0], "last": ids[1]},
         {"contact_id": pl.Int64, "email": pl.String, "first_name": pl.String,

@@ -97,6 +97,7 @@ def _validate_tenant(
         distinct_domains += batch.domains
         probed += batch.probed
     with engine.begin() as conn:
+        store.analyze_after_bulk_write(conn, "email_validations", checked_total)
         stats = store.record_validation_run(conn, tenant.id, checked=checked_total, domains=distinct_domains, dns_lookups=lookups)
         missing = store.contacts_without_verdict(conn, tenant.id)
     previous = stats["previous_invalid_share"]
@@ -175,6 +176,8 @@ def _enrich_tenant(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
         language_rules.update(dict(enriched["language_rule"].value_counts().rows()))
         countries_found += int(enriched["country"].is_not_null().sum())
         invalid_phones += int((enriched["phone_valid"] == False).sum())  # noqa: E712
+    with engine.begin() as conn:
+        store.analyze_after_bulk_write(conn, "contact_enrichment", enriched_total)
     return dg.MaterializeResult(
         metadata={
             "enriched": enriched_total,

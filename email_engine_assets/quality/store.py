@@ -15,6 +15,29 @@ CONTACTS_PER_CHUNK = 100_000
 
 ContactRange = tuple[int, int]  # first and last contact id, inclusive
 
+# The per-range reads repeat the range on every table they join (``v.contact_id BETWEEN …`` beside
+# ``c.contact_id BETWEEN …``): PostgreSQL does not carry a range across a join, and without it a
+# chunk reads (and sorts or hashes) the tenant's whole joined table, so a run grows with the square
+# of the tenant. With it, each side is an index range scan on its (tenant_id, contact_id) key.
+
+ANALYZE_MIN_ROWS = 50
+ANALYZE_SHARE = 0.1
+
+
+def analyze_after_bulk_write(conn: sa.Connection, table: str, written: int) -> bool:
+    """ANALYZE ``table`` when ``written`` rows is large against what its statistics know.
+
+    Autovacuum may be off (it is on these machines): without this, a table filled by a run keeps
+    the statistics of its empty self and the next asset's plans treat it as empty. The rule is
+    autovacuum's own (50 rows + 10 % of the table's last counted rows), so small writes on large
+    tables cost nothing; ANALYZE samples a fixed number of rows, so it stays cheap at 10M.
+    """
+    known = conn.execute(sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}).scalar_one()
+    if written < ANALYZE_MIN_ROWS + ANALYZE_SHARE * known:
+        return False
+    conn.exec_driver_sql(f"ANALYZE {table}")
+    return True
+
 
 def contact_ranges(conn: sa.Connection, tenant_id: str, size: int = CONTACTS_PER_CHUNK) -> list[ContactRange]:
     """The tenant's contacts cut into id ranges of ``size`` contacts each, in id order.
@@ -45,6 +68,7 @@ def contacts_due_for_validation(
         conn,
         """SELECT c.contact_id, c.email FROM contacts c
            LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+                                            AND v.contact_id BETWEEN :first AND :last
            WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last
                  AND (v.contact_id IS NULL OR v.email <> c.email
                       OR v.checked_at < now() - make_interval(days => :d)
@@ -161,6 +185,7 @@ def contacts_due_for_enrichment(conn: sa.Connection, tenant_id: str, default_lan
         f"""SELECT c.contact_id, c.email AS email_key, c.language AS language_raw, c.country AS country_raw,
                    c.phone AS phone_raw, {_ENRICH_INPUTS} AS inputs_sha256
             FROM contacts c LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
+                                                        AND e.contact_id BETWEEN :first AND :last
             WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last
                   AND (e.contact_id IS NULL OR e.inputs_sha256 <> {_ENRICH_INPUTS})
             ORDER BY c.contact_id""",
