@@ -113,6 +113,11 @@ def test_feedback_and_webhook_settings_are_checked(workspace, extra, expected):
     ],
 )
 def test_bad_guard_rails_are_refused_naming_the_file_and_the_field(workspace, extra, expected):
+    assert_refused(workspace, extra, expected)
+
+
+def assert_refused(workspace, extra: str, expected: list[str]) -> None:
+    """The tenant file GOOD + ``extra`` is refused with a message naming the file and each of ``expected``."""
     workspace.tenant("acme", GOOD + extra)
     message = tenant_errors(workspace)["acme"]
     assert "tenants/acme.yaml" in message or f"tenants{os.sep}acme.yaml" in message, message
@@ -252,12 +257,7 @@ def test_one_broken_tenant_file_stops_only_that_tenant(engine, workspace, capsys
     ],
 )
 def test_bad_tracking_settings_are_refused_naming_the_file_and_the_field(workspace, extra, expected):
-    workspace.tenant("acme", GOOD + extra)
-    message = tenant_errors(workspace)["acme"]
-    assert "tenants/acme.yaml" in message or f"tenants{os.sep}acme.yaml" in message, message
-    for part in expected:
-        assert part in message, message
-    assert "acme" not in load_workspace(workspace.root).tenants
+    assert_refused(workspace, extra, expected)
 
 
 def test_tracking_defaults_to_off_and_its_base_url_to_the_unsubscribe_one(workspace):
