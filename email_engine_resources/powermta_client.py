@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ipaddress
 import re
 import socket
@@ -303,11 +304,15 @@ class _Connection:
             raise _Lost(f"connection lost: {type(exc).__name__}") from None
 
     async def quit(self) -> None:
+        """Say QUIT and read up to its 221. A run stopped mid-transaction still has replies on the
+        way; closing with them unread makes the kernel reset the connection, which can discard the
+        QUIT before the server reads it and leave PowerMTA a session that ended without one."""
         try:
             self.send(b"QUIT")
             async with asyncio.timeout(min(self.timeout, 2.0)):
                 await self.writer.drain()
-                await self.reply()
+                while (await self.reply()).code != 221:
+                    pass
         except (_Lost, OSError, TimeoutError):
             pass
         self.close()
@@ -449,8 +454,10 @@ class _Slot:
     together, sent one after another; their outcomes go back to the source (recorded) before it
     takes more. A message waiting for a retry stays held, so what is in flight never grows."""
 
-    def __init__(self, source: MessageSource, ips: list[str], refusal: str | None, config: InjectionConfig) -> None:
+    def __init__(self, source: MessageSource, ips: list[str], refusal: str | None, config: InjectionConfig,
+                 stop: asyncio.Event) -> None:
         self.source = source
+        self.stop = stop  # set once the source failed: every slot ends the transaction it is in, then QUITs
         self.ips = ips
         self.refusal = refusal
         self.config = config
@@ -463,11 +470,17 @@ class _Slot:
 
     async def run(self) -> None:
         try:
-            while True:
+            while not self.stop.is_set():
                 item = self._ready()
-                if item is None and not await self._refill():
-                    return
-                if item is not None:
+                if item is None:
+                    try:
+                        more = await self._refill()
+                    except BaseException:
+                        self.stop.set()
+                        raise
+                    if not more:
+                        return
+                else:
                     await self._send(item)
         finally:
             if self.conn is not None:
@@ -486,8 +499,10 @@ class _Slot:
             self.drained = self.drained or (want > 0 and not taken)
             for message in taken:
                 self._take(message)
-        if self.held and self._ready() is None:  # every message held waits for its retry
-            await asyncio.sleep(max(0.0, min(item.not_before for item in self.held) - self.loop.time()))
+        if self.held and self._ready() is None:  # every message held waits for its retry, or the stop
+            wait = max(0.0, min(item.not_before for item in self.held) - self.loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), wait)
         return bool(self.held or self.outcomes or not self.drained)
 
     def _take(self, message: OutgoingMessage) -> None:
@@ -594,16 +609,24 @@ async def _addresses(config: InjectionConfig) -> tuple[list[str], str | None]:
 async def deliver_from_async(source: MessageSource, config: InjectionConfig, *, slots: int | None = None) -> None:
     """Send what ``source`` hands over on ``slots`` connections (default ``config.connections``),
     each outcome given back through it; never raises for one message. An error of the source
-    itself (its database) stops every connection and is raised."""
+    itself (its database) stops every connection and the first is raised: each connection first
+    ends the transaction it is in (cutting one in DATA would leave the server half a message and no
+    QUIT), then says QUIT; what it still holds was never sent."""
     if not isinstance(config, InjectionConfig):
         raise TypeError(f"config must be an InjectionConfig, got {type(config).__name__}")
     ips, refusal = await _addresses(config)
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(slots or config.connections):
-                group.create_task(_Slot(source, ips, refusal, config).run())
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
+    stop = asyncio.Event()
+    failures: list[BaseException] = []
+
+    async def run(slot: _Slot) -> None:
+        try:
+            await slot.run()
+        except Exception as exc:
+            failures.append(exc)
+
+    await asyncio.gather(*(run(_Slot(source, ips, refusal, config, stop)) for _ in range(slots or config.connections)))
+    if failures:
+        raise failures[0]
 
 
 async def inject_async(messages: Sequence[OutgoingMessage], config: InjectionConfig) -> list[DeliveryResult]:

@@ -239,6 +239,28 @@ def test_one_smtp_session_per_connection_for_the_whole_run_and_one_powermta_clos
     assert sum(s.verbs().count("MAIL") for s in sessions) == AUDIENCE + 1  # the refused recipient's second try
 
 
+def test_a_stop_while_every_connection_waits_for_data_ends_each_message_whole_then_quits(engine, acme):
+    """Cutting a connection between DATA and the end of the data would leave PowerMTA half a message
+    and a session that never said QUIT; each connection ends its transaction first."""
+    campaign = _running_campaign(engine, acme, "stopped")
+
+    def fail_at_the_third_window(windows: int) -> None:
+        if windows == 3:
+            raise RuntimeError("the ledger's database went away")
+
+    with PowerMtaStandIn(delays={"DATA": 0.3}) as mta:
+        with pytest.raises(RuntimeError, match="went away"):
+            send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta), batch_size=10,
+                          between_batches=fail_at_the_third_window)
+        sessions = _sessions_quit(mta, CONNECTIONS)
+        received = list(mta.received)
+    assert len(sessions) == CONNECTIONS and all(s.verbs()[-1] == "QUIT" for s in sessions)
+    assert sum(s.verbs().count("DATA") for s in sessions) == len(received) > 0  # every DATA ended in a message
+    assert not any(b"QUIT" in m.data for m in received)
+    ledger = _ledger(engine, "stopped")
+    assert {ledger[m.recipients[0]] for m in received} <= {"sent", "sending"}  # never queued: not sent twice
+
+
 def test_a_run_that_fails_midway_quits_every_connection_and_the_next_run_finishes_once_each(engine, acme):
     campaign = _running_campaign(engine, acme, "broken")
 
