@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import sqlalchemy as sa
@@ -149,6 +150,22 @@ class Late:
         holder = self._holder
         part = holder[self._name] if isinstance(holder, dict) else getattr(holder, self._name)
         return getattr(part, attr)
+
+
+def campaign_env(engine: sa.Engine, workspace, home: Path, emails: list[str], campaigns: tuple[str, ...] = ()):
+    """A tenant ``acme`` with ``emails`` as contacts in segment ``vip``, ``campaigns`` written, and the
+    campaign code location on a test Dagster instance (a generator for a pytest fixture). The caller
+    sets ``EMAIL_ENGINE_HOME`` to ``home``; ``env.audience`` and ``env.composers`` can be swapped."""
+    workspace.tenant("acme")
+    ids = add_contacts(engine, "acme", emails)
+    env = SimpleNamespace(engine=engine, root=workspace.root, ids=ids, emails=emails, outbox=home / "outbox", home=home,
+                          audience=StaticAudience({"vip": ids}), composers=SimpleComposers())
+    env.defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
+    for name in campaigns:
+        write_campaign(workspace.root, "acme", name)
+    with dg.instance_for_test() as instance:
+        env.instance = instance
+        yield env
 
 
 def add_contacts(engine: sa.Engine, tenant_id: str, emails: list[str], category: str | None = None) -> list[int]:

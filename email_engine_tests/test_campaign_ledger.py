@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import dagster as dg
 import pytest
@@ -21,11 +20,10 @@ from email_engine_assets.campaigns.parts import Problem
 from email_engine_resources.settings import PROJECT_ROOT
 from email_engine_tests.campaign_parts import (
     HookedTemplateComposers,
-    Late,
     SimpleComposers,
     StaticAudience,
     add_contacts,
-    campaign_defs,
+    campaign_env,
     outbox_recipients,
     write_campaign,
     write_real_templates,
@@ -34,18 +32,8 @@ from email_engine_tests.campaign_parts import (
 
 @pytest.fixture
 def camp(engine, workspace, tmp_path, monkeypatch):
-    workspace.tenant("acme")
-    home = tmp_path / "home"
-    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(home))
-    emails = [f"p{i:02d}@example.com" for i in range(6)]
-    ids = add_contacts(engine, "acme", emails)
-    env = SimpleNamespace(engine=engine, root=workspace.root, ids=ids, emails=emails, outbox=home / "outbox", home=home,
-                          audience=StaticAudience({"vip": ids}), composers=SimpleComposers())
-    env.defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
-    write_campaign(workspace.root, "acme", "spring")
-    with dg.instance_for_test() as instance:
-        env.instance = instance
-        yield env
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    yield from campaign_env(engine, workspace, tmp_path / "home", [f"p{i:02d}@example.com" for i in range(6)], ("spring",))
 
 
 def _suppress(engine, email: str, reason: str = "unsubscribed") -> None:

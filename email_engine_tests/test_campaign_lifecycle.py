@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -14,11 +12,9 @@ from email_engine_assets.campaigns import assets as campaign_assets
 from email_engine_assets.campaigns import store
 from email_engine_assets.campaigns.lifecycle import LifecycleError, next_state
 from email_engine_tests.campaign_parts import (
-    Late,
     SimpleComposers,
     StaticAudience,
-    add_contacts,
-    campaign_defs,
+    campaign_env,
     outbox_recipients,
     write_campaign,
 )
@@ -28,16 +24,8 @@ EMAILS = [f"p{i}@example.com" for i in range(5)]
 
 @pytest.fixture
 def camp(engine, workspace, tmp_path, monkeypatch):
-    workspace.tenant("acme")
-    home = tmp_path / "home"
-    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(home))
-    ids = add_contacts(engine, "acme", EMAILS)
-    env = SimpleNamespace(engine=engine, root=workspace.root, ids=ids, outbox=home / "outbox",
-                          audience=StaticAudience({"vip": ids}), composers=SimpleComposers())
-    env.defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
-    with dg.instance_for_test() as instance:
-        env.instance = instance
-        yield env
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
+    yield from campaign_env(engine, workspace, tmp_path / "home", EMAILS)
 
 
 def _state(engine, name: str) -> str:

@@ -6,9 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from itertools import count
 from pathlib import Path
-from types import SimpleNamespace
 
-import dagster as dg
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -26,11 +24,8 @@ from email_engine_assets.tenancy.feedback_settings import FeedbackPolicy
 from email_engine_resources.transports import MailwizzResource
 from email_engine_tests.campaign_parts import (
     HookedTemplateComposers,
-    Late,
-    SimpleComposers,
-    StaticAudience,
     add_contacts,
-    campaign_defs,
+    campaign_env,
     outbox_recipients,
     write_campaign,
     write_real_templates,
@@ -227,17 +222,10 @@ def test_contact_statuses_follow_the_suppressions(engine):
 
 @pytest.fixture
 def camp(engine, workspace, tmp_path, monkeypatch):
-    workspace.tenant("acme")
-    home = tmp_path / "home"
-    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(home))
+    monkeypatch.setenv("EMAIL_ENGINE_HOME", str(tmp_path / "home"))
     emails = ["hard@example.com", "complainer@example.com", "reputation@example.com", "soft@example.com", "fine@example.com"]
-    ids = add_contacts(engine, "acme", emails)
-    env = SimpleNamespace(engine=engine, root=workspace.root, ids=dict(zip(emails, ids, strict=True)), emails=emails,
-                          outbox=home / "outbox", audience=StaticAudience({"vip": ids}), composers=SimpleComposers())
-    env.defs = campaign_defs(Late(env, "audience"), Late(env, "composers"))
-    write_campaign(workspace.root, "acme", "spring")
-    with dg.instance_for_test() as instance:
-        env.instance = instance
+    for env in campaign_env(engine, workspace, tmp_path / "home", emails, ("spring",)):
+        env.ids = dict(zip(emails, env.ids, strict=True))
         yield env
 
 
