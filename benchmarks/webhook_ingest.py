@@ -29,6 +29,7 @@ database is dropped at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -89,6 +90,13 @@ end
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``): the server's cost, steadier than
+    wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Run:
     requests_per_s: float
@@ -96,6 +104,7 @@ class Run:
     answered: int  # responses received (wrk's count)
     not_ok: int  # non-2xx answers, and socket errors
     duration_s: float
+    cpu_ms: float = 0.0  # the server's CPU per answered request
 
 
 def serve(mode: str, port: int, workspace: str, url: str) -> None:
@@ -127,11 +136,16 @@ def parse_wrk(output: str) -> Run:
     return Run(rate, p99, counts["requests"], errors, counts["duration_us"] / 1e6)
 
 
-def wrk(port: int, script: str, prefix: str, args: argparse.Namespace, duration: float) -> tuple[Run, list[str]]:
+def wrk(port: int, script: str, prefix: str, args: argparse.Namespace, duration: float,
+        pid: int | None = None) -> tuple[Run, list[str]]:
+    cpu = cpu_seconds(pid) if pid else 0.0
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--timeout", "10s",
                "--latency", "-s", script, f"http://127.0.0.1:{port}{ROUTE}", "--", prefix, MAILWIZZ_TOKEN]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return parse_wrk(done.stdout), command
+    run = parse_wrk(done.stdout)
+    if pid:
+        run = dataclasses.replace(run, cpu_ms=(cpu_seconds(pid) - cpu) * 1000 / max(run.answered, 1))
+    return run, command
 
 
 def stored_rows(url: str) -> tuple[int, int]:
@@ -183,9 +197,9 @@ def main() -> None:
             time.sleep(0.5)
             before, _ = stored_rows(url)
             for r in range(args.rounds):
-                run, _ = wrk(bare_port, str(script), f"noop{r}", args, args.duration)
+                run, _ = wrk(bare_port, str(script), f"noop{r}", args, args.duration, bare.pid)
                 noop.append(run)
-                run, command = wrk(durable_port, str(script), f"r{r}", args, args.duration)
+                run, command = wrk(durable_port, str(script), f"r{r}", args, args.duration, durable.pid)
                 time.sleep(0.5)  # the requests in flight when wrk stopped are committed by now
                 rows, distinct = stored_rows(url)
                 new, before = rows - before, rows
@@ -208,7 +222,9 @@ def main() -> None:
         rounds = ", ".join(f"{r.requests_per_s:.0f}" for r in runs)
         p99s = ", ".join(f"{r.p99_ms:.1f}" for r in runs)
         errors = sum(r.not_ok for r in runs)
-        return f"{rate:8.0f} requests/s median (rounds: {rounds}); p99 {p99:.1f} ms (rounds: {p99s}); not 200: {errors}"
+        cpu = statistics.median(r.cpu_ms for r in runs)
+        return (f"{rate:8.0f} requests/s median (rounds: {rounds}); p99 {p99:.1f} ms (rounds: {p99s}); "
+                f"server CPU {cpu:.2f} ms/request; not 200: {errors}")
 
     shown = " ".join(command[:-1] + ["<token>"])
     print(f"wrk: {args.threads} threads, {args.connections} connections, {args.duration:g} s x {args.rounds} rounds "

@@ -82,8 +82,9 @@ def store_bodies(conn: sa.Connection, items: Sequence[tuple[str, str, str | None
 
 async def store_bodies_async(conn: psycopg.AsyncConnection,
                              items: Sequence[tuple[str, str, str | None, bytes, str | None]]) -> list[bool]:
-    """:func:`store_bodies` on an asyncio psycopg connection, in its current transaction (the
-    webhook app's request path: no thread, so no wait for the interpreter lock between round trips)."""
+    """:func:`store_bodies` on an asyncio psycopg connection, in its transaction (on a connection in
+    autocommit, the statement's own: committed when this returns). The webhook app's request path:
+    no thread, so no wait for the interpreter lock between round trips."""
     if not items:
         return []
     params, keys = _bodies_params(items)

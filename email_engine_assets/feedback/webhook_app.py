@@ -238,10 +238,13 @@ class GroupCommit:
         return await asyncio.shield(future)  # a client that hangs up does not cancel its batch
 
     async def _write(self, items: list[tuple]) -> list[bool]:
-        conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(**self.connect_args)
+        """One statement in autocommit: it is its own transaction, committed by the server (WAL
+        flushed as ``synchronous_commit`` says) before its ReadyForQuery, which psycopg waits for
+        before it returns; a failed commit is an error here. One round trip instead of three
+        (BEGIN, INSERT, COMMIT)."""
+        conn = self._idle.pop() if self._idle else await psycopg.AsyncConnection.connect(autocommit=True, **self.connect_args)
         try:
             results = await store_bodies_async(conn, items)
-            await conn.commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -254,6 +257,8 @@ class GroupCommit:
             while self._queue:
                 await asyncio.sleep(0)  # one turn of the loop: bodies already read join this batch
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                if not batch:  # another writer took them during that turn
+                    break
                 try:
                     results = await self._write([item for item, _ in batch])
                 except Exception as exc:  # the requests answer 503 (or 500); the senders retry
