@@ -112,13 +112,14 @@ def serve(mode: str, port: int, workspace: str, url: str) -> None:
     import uvicorn
 
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
-    from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
+    from email_engine_assets.feedback.webhook_server import WebhookLimits, freeze_startup_heap, uvicorn_settings
 
     async def keep_nothing(tenant_id, kind, source_id, body, content_type) -> bool:
         return True
 
     engine = app_engine(url)  # what `email-engine webhooks serve` uses
     app = build_app(Path(workspace), engine, store=None if mode == "durable" else keep_nothing)
+    freeze_startup_heap()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_settings(WebhookLimits()))
 
 
@@ -146,6 +147,25 @@ def wrk(port: int, script: str, prefix: str, args: argparse.Namespace, duration:
     if pid:
         run = dataclasses.replace(run, cpu_ms=(cpu_seconds(pid) - cpu) * 1000 / max(run.answered, 1))
     return run, command
+
+
+def commit_floor(url: str, commits: int = 150) -> list[float]:
+    """Milliseconds of ``commits`` one-row INSERTs in autocommit, one after another: what the
+    PostgreSQL server gives a single commit right now (WAL flush included), the floor under any
+    durable request's latency on this machine."""
+    import psycopg
+
+    engine = database.get_engine(url)
+    _, params = engine.dialect.create_connect_args(engine.url)
+    params.pop("context", None)
+    took = []
+    with psycopg.connect(autocommit=True, **params) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
+        for _ in range(commits):
+            began = time.perf_counter()
+            conn.execute("INSERT INTO bench_commit_probe VALUES (1)")
+            took.append((time.perf_counter() - began) * 1000)
+    return took
 
 
 def stored_rows(url: str) -> tuple[int, int]:
@@ -181,6 +201,7 @@ def main() -> None:
     ours: list[Run] = []
     noop: list[Run] = []
     stored_per_s: list[float] = []
+    floor: list[float] = []
     try:
         upgrade(database.get_engine(url))
         with tempfile.TemporaryDirectory() as workspace:
@@ -199,6 +220,7 @@ def main() -> None:
             for r in range(args.rounds):
                 run, _ = wrk(bare_port, str(script), f"noop{r}", args, args.duration, bare.pid)
                 noop.append(run)
+                floor.extend(commit_floor(url))
                 run, command = wrk(durable_port, str(script), f"r{r}", args, args.duration, durable.pid)
                 time.sleep(0.5)  # the requests in flight when wrk stopped are committed by now
                 rows, distinct = stored_rows(url)
@@ -234,6 +256,9 @@ def main() -> None:
     print(f"  ours (committed before the 200):    {line(ours)}")
     print(f"  ours stored: {statistics.median(stored_per_s):8.0f} events/s median "
           f"(rounds: {', '.join(f'{x:.0f}' for x in stored_per_s)}); every 200 stored, none twice")
+    floor.sort()
+    print(f"  PostgreSQL alone, one-row commits one after another (before each round of ours): median "
+          f"{statistics.median(floor):.1f} ms, p99 {floor[int(len(floor) * 0.99)]:.1f} ms")
     ratio = statistics.median(r.requests_per_s for r in ours) / statistics.median(r.requests_per_s for r in noop)
     print(f"  ratio: ours runs at {ratio:.2f}x the no-op route (target >= 0.2x; >= 3,000 events/s, p99 < 100 ms)")
 

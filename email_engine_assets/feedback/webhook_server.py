@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from dataclasses import dataclass
@@ -222,6 +223,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_deadline()
         super().connection_lost(exc)
+
+
+def freeze_startup_heap() -> None:
+    """Put every object alive now (the imported libraries, the app) out of the garbage collector's
+    reach; called once, just before serving. A full collection otherwise walks those ~100,000
+    objects with the event loop stopped: 100-280 ms, about once a second under load, and every
+    request in flight waits for it (it was the p99). After the freeze it walks only what was
+    allocated since: a few ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def uvicorn_settings(limits: WebhookLimits) -> dict[str, Any]:
