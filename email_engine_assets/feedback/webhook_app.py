@@ -32,8 +32,9 @@ secret, and close the connection. Header deadline and cap: :mod:`webhook_server`
 
 The body is committed to ``webhook_inbox`` before the 200 (``synchronous_commit`` as the server
 is set; concurrent bodies share a commit, :class:`GroupCommit`); the ``delivery_events`` asset
-applies it later. Database calls run in Starlette's thread pool on a small connection pool, so the
-event loop keeps serving while PostgreSQL commits.
+applies it later. The inbox insert runs on asyncio psycopg connections of the group commit, on the
+event loop; other database calls (health, unsubscribe, metrics) run in Starlette's thread pool on a
+small connection pool, so the event loop keeps serving while PostgreSQL answers.
 """
 
 from __future__ import annotations
