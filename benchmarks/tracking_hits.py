@@ -65,13 +65,14 @@ def serve(mode: str, port: int, workspace: str, url: str) -> None:
     import uvicorn
 
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
-    from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
+    from email_engine_assets.feedback.webhook_server import WebhookLimits, freeze_startup_heap, uvicorn_settings
 
     async def keep_nothing(tenant_id, kind, source_id, body, content_type) -> bool:
         return True
 
     app = build_app(Path(workspace), app_engine(url), signing_key=lambda: SIGNING_KEY,
                     store=None if mode == "durable" else keep_nothing)
+    freeze_startup_heap()  # as `webhooks serve` does
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False,
                 **uvicorn_settings(WebhookLimits()))
 

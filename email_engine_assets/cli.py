@@ -408,7 +408,7 @@ def cmd_webhooks(args) -> int:
 
     from email_engine_assets.feedback.tracking_rules import TRUSTED_PROXIES_ENV, trusted_networks
     from email_engine_assets.feedback.webhook_app import app_engine, build_app
-    from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
+    from email_engine_assets.feedback.webhook_server import WebhookLimits, freeze_startup_heap, uvicorn_settings
     from email_engine_resources.postgres import application_url
 
     try:
@@ -423,6 +423,7 @@ def cmd_webhooks(args) -> int:
     app = build_app(settings.workspace_dir(), app_engine(application_url()), max_body_bytes=args.max_body_bytes, limits=limits)
     # EMAIL_ENGINE_LOG_FORMAT=json: uvicorn's loggers go to the root's JSON handler, not its own.
     logs = {"log_config": None} if getattr(args, "log_format", "text") == "json" else {}
+    freeze_startup_heap()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=args.proxy_headers,
                 forwarded_allow_ips=args.forwarded_allow_ips, **logs, **uvicorn_settings(limits))
 

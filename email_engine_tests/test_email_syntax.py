@@ -229,6 +229,23 @@ def test_edge_cases_in_one_batch_match_single_checks() -> None:
         assert check_address(address) == SyntaxVerdict(ok=key is not None, email_key=key, reason=error)
 
 
+def test_single_checks_match_the_batch_everywhere() -> None:
+    # check_address decides plain valid ASCII addresses in Python's re, not in the frame: the two
+    # must agree on every address, the ones a regex engine may treat differently included.
+    addresses = (messy_addresses(3000, seed=17) + [a for _, a, _ in CONFORMANCE_CASES]
+                 + [a for a, _, _ in EDGE_CASES]
+                 + ["john@example.com\n", "john@example.com\r", "\njohn@example.com", "john@example.local\n",
+                    "JOHN@EXAMPLE.COM", "a@b.co", "x" * 64 + "@example.com", "x" * 65 + "@example.com",
+                    "a@" + "l" * 63 + ".com", "a@" + "l" * 64 + ".com", "a@b.invalid", "a@Sub.LocalHost",
+                    "a--b@ab--cd.com", "a@xn--zz.com", "a@example.com.", "a@1.2"])
+    rows = batch(addresses)
+    plain = 0
+    for address, (key, error) in zip(addresses, rows):
+        assert check_address(address) == SyntaxVerdict(ok=key is not None, email_key=key, reason=error), address
+        plain += address.isascii() and key is not None
+    assert plain > 500
+
+
 def test_lookalike_domain_does_not_share_a_key_with_the_real_one() -> None:
     real, lookalike = check_address("john@gmail.com"), check_address("john@gmаil.com")
     assert real.ok and lookalike.ok

@@ -9,12 +9,13 @@ import socket
 import time
 
 import httpx
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns.store import claim_batch
 from email_engine_assets.content.unsubscribe import unsubscribe_token
-from email_engine_assets.feedback.webhook_app import build_app
+from email_engine_assets.feedback.webhook_app import GroupCommit, build_app
 from email_engine_assets.feedback.webhook_auth import sign
 from email_engine_assets.feedback.webhook_server import WebhookLimits, uvicorn_settings
 from email_engine_tests.http_servers import serving
@@ -262,3 +263,22 @@ def test_a_database_that_does_not_answer_is_503_so_the_sender_retries(workspace,
         health = client.get("/health")
     assert (hit.status_code, hit.json()) == (503, {"error": "the database is not available; try again later"})
     assert health.status_code == 503
+
+
+def test_a_batch_that_fails_gives_every_request_of_it_the_error_and_stores_none_of_it(engine):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE webhook_inbox RESTART IDENTITY")
+    store = GroupCommit(engine, writers=1)
+
+    async def main():
+        # Queued in one turn of the loop: one batch, whose bad tenant id breaks a CHECK constraint.
+        failed = await asyncio.gather(store("acme", "mailwizz", None, b"a", None),
+                                      store("Not A Slug", "mailwizz", None, b"b", None),
+                                      store("acme", "mailwizz", None, b"c", None), return_exceptions=True)
+        again = await asyncio.gather(store("acme", "mailwizz", None, b"a", None), store("acme", "mailwizz", None, b"a", None))
+        return failed, again
+
+    failed, again = asyncio.run(main())
+    assert [type(r) for r in failed] == [psycopg.errors.CheckViolation] * 3
+    assert again == [True, False]  # the next batch, on a new connection: stored once, the copy a duplicate
+    assert [r.body for r in stored(engine)] == [b"a"]

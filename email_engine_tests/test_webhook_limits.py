@@ -5,6 +5,7 @@ redirect built from Host, and tokens too short to guard a route."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -272,3 +273,56 @@ def test_a_refusal_before_the_body_lingers_so_the_peer_reads_it(acme):
                 time.sleep(0.05)
     assert answer.startswith(b"HTTP/1.1 401 ") and b"connection: close" in answer
     assert sent >= 100 * 4096 * 0.5
+
+
+def test_writes_of_one_loop_turn_go_out_as_one_and_a_close_sends_what_is_held_first():
+    from email_engine_assets.feedback.webhook_server import _LingeringTransport
+
+    class Transport:
+        def __init__(self):
+            self.calls = []
+
+        def write(self, data):
+            self.calls.append(("write", data))
+
+        def close(self):
+            self.calls.append(("close",))
+
+        def is_closing(self):
+            return ("close",) in self.calls
+
+        def get_write_buffer_size(self):
+            return 0
+
+    class Protocol:
+        def request_open(self):
+            return False
+
+    async def main():
+        protocol = Protocol()
+        protocol.loop = asyncio.get_running_loop()
+        raw = Transport()
+        transport = _LingeringTransport(raw, protocol)
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(b"{}")
+        assert raw.calls == [] and transport.get_write_buffer_size() == 21
+        await asyncio.sleep(0)
+        assert raw.calls == [("write", b"HTTP/1.1 200 OK\r\n\r\n{}")]
+        transport.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        transport.close()
+        await asyncio.sleep(0)
+        return raw.calls[1:]
+
+    assert asyncio.run(main()) == [("write", b"HTTP/1.1 408 Request Timeout\r\n\r\n"), ("close",)]
+
+
+def test_the_startup_heap_is_frozen_out_of_the_collectors_walks():
+    import gc
+
+    from email_engine_assets.feedback.webhook_server import freeze_startup_heap
+
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > 10_000  # the imported libraries: a full collection skips them
+    finally:
+        gc.unfreeze()

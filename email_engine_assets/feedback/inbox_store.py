@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import psycopg
 import sqlalchemy as sa
 
 from email_engine_assets.feedback.events import dedupe_digest
@@ -43,10 +44,27 @@ def store_body(conn: sa.Connection, tenant_id: str, kind: str, source_id: str | 
     return new_id, new_id is not None
 
 
+# Parameters in binary (%b): a bytea array sent as text is escaped byte by byte, three times the CPU.
 _INSERT_BODIES = """INSERT INTO webhook_inbox (tenant_id, kind, source_id, body, content_type, dedupe_key)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[])
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[])
     ON CONFLICT (tenant_id, dedupe_key) DO NOTHING
     RETURNING tenant_id, dedupe_key"""
+
+
+def _bodies_params(items: Sequence[tuple[str, str, str | None, bytes, str | None]]) -> tuple[tuple, list[str]]:
+    keys = [inbox_dedupe_key(t, k, s, b) for t, k, s, b, _ in items]
+    params = ([i[0] for i in items], [i[1] for i in items], [i[2] for i in items], [i[3] for i in items],
+              [_content_type(i[4]) for i in items], keys)
+    return params, keys
+
+
+def _new_flags(items: Sequence[tuple], keys: list[str], returned: list[tuple]) -> list[bool]:
+    new = set(returned)
+    out = []
+    for (tenant_id, *_), key in zip(items, keys):
+        out.append((tenant_id, key) in new)
+        new.discard((tenant_id, key))
+    return out
 
 
 def store_bodies(conn: sa.Connection, items: Sequence[tuple[str, str, str | None, bytes, str | None]]) -> list[bool]:
@@ -54,22 +72,25 @@ def store_bodies(conn: sa.Connection, items: Sequence[tuple[str, str, str | None
     per item, True when it is new (of byte-identical items in one call, the first is the new one)."""
     if not items:
         return []
-    keys = [inbox_dedupe_key(t, k, s, b) for t, k, s, b, _ in items]
-    # On the request path of the webhook app: the driver's own cursor with a server-side prepared
-    # statement costs about a third less CPU per commit than a SQLAlchemy text() statement.
+    params, keys = _bodies_params(items)
+    # The driver's own cursor with a server-side prepared statement costs about a third less CPU
+    # per commit than a SQLAlchemy text() statement.
     with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(
-            _INSERT_BODIES,
-            ([i[0] for i in items], [i[1] for i in items], [i[2] for i in items], [i[3] for i in items],
-             [_content_type(i[4]) for i in items], keys),
-            prepare=True,
-        )
-        new = set(cur.fetchall())
-    out = []
-    for (tenant_id, *_), key in zip(items, keys):
-        out.append((tenant_id, key) in new)
-        new.discard((tenant_id, key))
-    return out
+        cur.execute(_INSERT_BODIES, params, prepare=True)
+        return _new_flags(items, keys, cur.fetchall())
+
+
+async def store_bodies_async(conn: psycopg.AsyncConnection,
+                             items: Sequence[tuple[str, str, str | None, bytes, str | None]]) -> list[bool]:
+    """:func:`store_bodies` on an asyncio psycopg connection, in its transaction (on a connection in
+    autocommit, the statement's own: committed when this returns). The webhook app's request path:
+    no thread, so no wait for the interpreter lock between round trips."""
+    if not items:
+        return []
+    params, keys = _bodies_params(items)
+    async with conn.cursor() as cur:
+        await cur.execute(_INSERT_BODIES, params, prepare=True)
+        return _new_flags(items, keys, await cur.fetchall())
 
 
 @dataclass(frozen=True, slots=True)

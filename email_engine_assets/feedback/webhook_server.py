@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from dataclasses import dataclass
@@ -85,11 +86,17 @@ def _refusal(status: int, message: str) -> ASGIApp:
 
 
 class _LingeringTransport:
-    """The connection's transport, whose ``close`` lingers while a request is still arriving."""
+    """The connection's transport, whose ``close`` lingers while a request is still arriving.
+
+    Writes made in one turn of the event loop go out as one (uvicorn writes a response's head and
+    its body separately): one send per answer instead of two, which was a third of the app's time
+    under load on loopback. Whatever is held is written before a close or a half-close.
+    """
 
     def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpProtocol) -> None:
         self._transport, self._protocol = transport, protocol
         self.lingering = False
+        self._held: list[bytes] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -98,10 +105,32 @@ class _LingeringTransport:
         return self.lingering or self._transport.is_closing()
 
     def write(self, data: bytes) -> None:
-        if not self.lingering:  # nothing follows the answer once the half-close is sent
-            self._transport.write(data)
+        if self.lingering:  # nothing follows the answer once the half-close is sent
+            return
+        if self._held is None:
+            self._held = [data]
+            self._protocol.loop.call_soon(self._flush)
+        else:
+            self._held.append(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held or ()))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
 
     def close(self) -> None:
+        self._flush()
         if self.lingering or self._transport.is_closing():
             return  # the linger timer (or the peer's own close) ends it
         if not self._protocol.request_open() or not self._transport.can_write_eof():
@@ -194,6 +223,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_deadline()
         super().connection_lost(exc)
+
+
+def freeze_startup_heap() -> None:
+    """Put every object alive now (the imported libraries, the app) out of the garbage collector's
+    reach; called once, just before serving. A full collection otherwise walks those ~100,000
+    objects with the event loop stopped: 100-280 ms, about once a second under load, and every
+    request in flight waits for it (it was the p99). After the freeze it walks only what was
+    allocated since: a few ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def uvicorn_settings(limits: WebhookLimits) -> dict[str, Any]:

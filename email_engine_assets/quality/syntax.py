@@ -78,10 +78,31 @@ class SyntaxVerdict:
     reason: str | None
 
 
+# The fast path's "valid" test for one address in Python's re (the patterns are written for both
+# engines; ``fullmatch`` and ``\Z`` where Rust's ``$`` would not match before a final newline).
+_PLAIN_ADDRESS_RE = re.compile(PLAIN_ADDRESS)
+_SPECIAL_USE_AT_END_RE = re.compile(_SPECIAL_USE_AT_END.removesuffix("$") + r"\Z")
+
+
+def _plainly_valid(address: str) -> bool:
+    """Whether :func:`check_addresses` routes ``address`` as valid ASCII without a second look
+    (no ``--``: those rows get the R-LDH and Punycode tests there)."""
+    return (
+        address.isascii() and len(address) <= EMAIL_MAX_LENGTH and "--" not in address
+        and _PLAIN_ADDRESS_RE.fullmatch(address) is not None
+        and address.find("@") <= LOCAL_PART_MAX_LENGTH
+        and _SPECIAL_USE_AT_END_RE.search(address) is None
+    )
+
+
 def check_address(address: str | None, *, allow_smtputf8: bool = True) -> SyntaxVerdict:
-    """Check one address with the same rule (and code) as :func:`check_addresses`."""
+    """Check one address with the same rule as :func:`check_addresses`. A plain valid ASCII address
+    (the common case) is decided by the fast path's own test in Python, without building a frame
+    (the webhook app checks one address per request); any other goes through :func:`check_addresses`."""
     if address is not None and not isinstance(address, str):
         raise TypeError(f"check_address expects a str, got {type(address).__name__}")
+    if address is not None and _plainly_valid(address):
+        return SyntaxVerdict(ok=True, email_key=address.lower(), reason=None)
     frame = check_addresses(pl.Series([address], dtype=pl.String), allow_smtputf8=allow_smtputf8)
     email_key, reason = frame.row(0)
     return SyntaxVerdict(ok=reason is None, email_key=email_key, reason=reason)
