@@ -80,7 +80,7 @@ class SyntaxVerdict:
 
 # The fast path's "valid" test for one address in Python's re (the patterns are written for both
 # engines; ``fullmatch`` and ``\Z`` where Rust's ``$`` would not match before a final newline).
-_PLAIN_ADDRESS_RE = re.compile(PLAIN_ADDRESS)
+_PLAIN_ADDRESS_RE = re.compile(PLAIN_ADDRESS.removesuffix("$") + r"\Z")  # used with fullmatch; \Z all the same
 _SPECIAL_USE_AT_END_RE = re.compile(_SPECIAL_USE_AT_END.removesuffix("$") + r"\Z")
 
 
