@@ -107,7 +107,7 @@ def _listen(conn) -> None:
 # --- the senders, each in a process of its own ---------------------------------------------------
 
 
-def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | None, port: int) -> dict:
+def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | None, port: int, workers: int) -> dict:
     """``send_campaign`` of a campaign of ``recipients``, unsigned or signed with ``pem``."""
     from benchmarks.campaign_ledger import setup
     from benchmarks.dkim_sign import DOMAIN, SELECTOR, composer_factory
@@ -122,7 +122,7 @@ def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | N
     transport = PowerMtaSmtpTransport(name="pmta", host="127.0.0.1", port=port, bounce_address="b@bounce.acme.example",
                                       connections=connections, allow_private=True, helo_name="bench.example")
     cpu, started = time.process_time(), time.perf_counter()
-    report = send_campaign(engine, campaign, composer, transport)
+    report = send_campaign(engine, campaign, composer, transport, compose_workers=workers)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
     assert report.completed and report.outcomes["sent"] == recipients, report
@@ -215,7 +215,10 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--database-url", default=os.environ.get(DATABASE_URL_ENV, ""))
+    parser.add_argument("--workers", type=int, default=None, help="composing processes (default: as `campaign send`, one per core)")
     args = parser.parse_args()
+    from email_engine_assets.campaigns.composing import default_workers
+    workers = default_workers() if args.workers is None else args.workers
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
@@ -230,8 +233,8 @@ def main() -> None:
             url = engine.url.render_as_string(hide_password=False)
             sample = _sample(engine, n)
             raw_before = _in_process("raw", sample, n, c, port)
-            unsigned = _in_process("send", url, "unsigned", n, c, None, port)
-            signed = _in_process("send", url, "signed", n, c, pem, port)
+            unsigned = _in_process("send", url, "unsigned", n, c, None, port, workers)
+            signed = _in_process("send", url, "signed", n, c, pem, port, workers)
             raw_after = _in_process("raw", sample, n, c, port)
     finally:
         control.send("stop")
