@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import pickle
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -64,6 +65,16 @@ class ComposePool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def portable(composer: Any) -> bool:
+    """Whether ``composer`` can go to the workers (one patched with a closure, as some tests do, cannot:
+    it composes in the sending process)."""
+    try:
+        pickle.dumps(composer)
+    except Exception:
+        return False
+    return True
 
 
 def default_workers() -> int:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns import store
-from email_engine_assets.campaigns.composing import ComposePool
+from email_engine_assets.campaigns.composing import ComposePool, portable
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import skipped_state
 from email_engine_assets.campaigns.parts import Composer, Skipped
@@ -266,7 +266,7 @@ class LedgerFeed:
         self._pool_wanted = False
         with self.engine.connect() as conn:
             queued = store.state_counts(conn, self.campaign.tenant_id, self.campaign.name).get("queued", 0)
-        if queued >= self._pool_min_rows:
+        if queued >= self._pool_min_rows and portable(self.composer):
             self._pool = ComposePool(self.composer, self._workers)
             self._pool_ahead = 2 * self._workers
 
