@@ -1,7 +1,8 @@
 """The send ledger as a transport's connections see it: a row is in flight only once a connection holds it.
 
 A window of queued rows is claimed (an address suppressed by then is settled at once) and composed
-in memory; those rows stay ``queued`` in the database. Each time a connection slot is ready it
+in memory -- for a big send by worker processes, a few windows ahead (:mod:`.composing`); those rows
+stay ``queued`` in the database. Each time a connection slot is ready it
 calls :meth:`LedgerFeed.exchange`: in one transaction the outcomes it brings are recorded and the
 rows it takes are marked ``sending`` -- re-checking there that the campaign is still ``running``
 and that no address was suppressed meanwhile. So the rows ``sending`` in the database never exceed
