@@ -15,10 +15,13 @@ orphan composing for nobody).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import pickle
+import sys
 import threading
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,12 +62,28 @@ class ComposePool:
         self.workers = workers
         self._pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start, initargs=(composer,))
+        with _main_hidden():  # every worker started here (a submit starts one while none is idle)
+            for _ in range(workers):
+                self._pool.submit(int)
 
     def submit(self, rows: Sequence[dict]) -> concurrent.futures.Future:
         return self._pool.submit(compose_rows, [(r["contact"], r["contact_id"], r["token"]) for r in rows])
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """A spawned process first imports the parent's ``__main__`` (the ``email-engine`` script, so the
+    CLI, so Dagster: seconds and a hundred MB per worker); with a bare ``__main__`` meanwhile it
+    imports only what unpickling the composer needs."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def portable(composer: Any) -> bool:
