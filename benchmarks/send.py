@@ -107,7 +107,7 @@ def _listen(conn) -> None:
 # --- the senders, each in a process of its own ---------------------------------------------------
 
 
-def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | None, port: int) -> dict:
+def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | None, port: int, workers: int) -> dict:
     """``send_campaign`` of a campaign of ``recipients``, unsigned or signed with ``pem``."""
     from benchmarks.campaign_ledger import setup
     from benchmarks.dkim_sign import DOMAIN, SELECTOR, composer_factory
@@ -122,7 +122,7 @@ def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | N
     transport = PowerMtaSmtpTransport(name="pmta", host="127.0.0.1", port=port, bounce_address="b@bounce.acme.example",
                                       connections=connections, allow_private=True, helo_name="bench.example")
     cpu, started = time.process_time(), time.perf_counter()
-    report = send_campaign(engine, campaign, composer, transport)
+    report = send_campaign(engine, campaign, composer, transport, compose_workers=workers)
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
     assert report.completed and report.outcomes["sent"] == recipients, report
@@ -197,12 +197,134 @@ def _in_process(kind: str, *args) -> dict:
     process = context.Process(target=_child, args=(kind, args, child))
     process.start()
     try:
-        return parent.recv()
+        peak = 0
+        while not parent.poll(0.02):  # the process and the composing workers it starts, summed
+            peak = max(peak, _tree_rss_kib(process.pid))
+            if not process.is_alive():
+                break
+        result = parent.recv()
+        result["peak_rss_kib"] = max(peak, result["peak_rss_kib"])
+        return result
     except EOFError:
         process.join()
         raise SystemExit(f"the {kind} process failed (exit code {process.exitcode})") from None
     finally:
         process.join()
+
+
+# --- the CLI-timed mode: `email-engine campaign send` from its start to its exit ----------------------
+
+
+def _workspace(root: Path, recipients: int, port: int) -> None:
+    """Two tenants of ``recipients`` contacts each (one file to import), a segment of everyone, the
+    template of ``benchmarks/dkim_sign.py``, a PowerMTA transport pointed at the listener, and a draft
+    campaign each; ``acmesig`` signs with DKIM (its key in ``BENCH_DKIM_KEY``)."""
+    from benchmarks.dkim_sign import TEMPLATE
+
+    for tenant, dkim in (("acme", ""), ("acmesig", "dkim: {domain: acme.example, selector: s2026, private_key: {env: BENCH_DKIM_KEY}}\n")):
+        (root / "tenants").mkdir(parents=True, exist_ok=True)
+        (root / "tenants" / f"{tenant}.yaml").write_text(
+            f"id: {tenant}\nname: Acme Industrie\ndefault_category: news\nsources: [{{id: crm}}]\n"
+            'unsubscribe: {base_url: "https://unsubscribe.acme.example"}\n' + dkim +
+            "segments:\n  - name: everyone\n    all: [{field: email, regex: '@'}]\n"
+            f"transports:\n  - {{name: pmta, kind: powermta, host: 127.0.0.1, port: {port}, bounce_address: b@bounce.acme.example, "
+            "connections: 4, allow_private: true}\n")
+        (root / "templates" / tenant).mkdir(parents=True)
+        (root / "templates" / tenant / "news_en.yaml").write_text(TEMPLATE)
+        inbox = root / "inbox" / tenant / "crm"
+        inbox.mkdir(parents=True)
+        with (inbox / "contacts.csv").open("w") as out:
+            out.write("email,first_name,language\n")
+            out.writelines(f"u{i}@example.com,Ann{i},en\n" for i in range(recipients))
+        (root / "campaigns" / tenant).mkdir(parents=True)
+        (root / "campaigns" / tenant / "spring.yaml").write_text(
+            "segment: everyone\ncategory: news\nfrom_name: Acme\nfrom_email: news@acme.example\ntransport: pmta\n")
+
+
+def _tree_rss_kib(pid: int) -> int:
+    """The RSS of ``pid`` and of every process under it, summed."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat[1])
+        rss[int(entry)] = int(stat[21]) * (resource.getpagesize() // 1024)
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        grew = bool(more)
+        tree |= more
+    return sum(rss.get(p, 0) for p in tree)
+
+
+def _timed_cli(args: list[str], env: dict) -> dict:
+    """``email-engine <args>`` from its start to its exit, and the peak of its process tree's summed RSS
+    (sampled every 20 ms)."""
+    import subprocess
+
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "email_engine_assets.cli", *args], env=env, cwd=Path(__file__).resolve().parents[1],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, _tree_rss_kib(child.pid))
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    out, err = child.communicate()
+    if child.returncode != 0:
+        raise SystemExit(f"email-engine {' '.join(args)} failed ({child.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
+    return {"seconds": seconds, "peak_rss_kib": peak, "out": out}
+
+
+def cli_main(args, pem: bytes, port: int, workers: int | None) -> tuple[dict, dict, list[bytes]]:
+    """The two campaigns sent by ``email-engine campaign send`` in a scratch workspace and database, after
+    ``email-engine run`` imported the contacts and built the segment: (unsigned, signed, a raw sample)."""
+    import tempfile
+
+    from benchmarks.main_run import closed_port
+    from email_engine_resources import postgres as database
+    from email_engine_resources.settings import HOME_ENV, WORKSPACE_ENV
+
+    server = args.database_url or database.embedded_server_url()
+    url = database.with_database(server, BENCH_DATABASE + "_cli")
+    database.drop_database(url)
+    database.ensure_database(url)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "workspace"
+            _workspace(root, args.recipients, port)
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), DATABASE_URL_ENV: url,
+                   HOME_ENV: str(Path(tmp) / "home"), WORKSPACE_ENV: str(root), "BENCH_DKIM_KEY": pem.decode("ascii"),
+                   "EMAIL_ENGINE_DNS_NAMESERVERS": "127.0.0.1", "EMAIL_ENGINE_DNS_PORT": str(closed_port())}
+            if workers is not None:
+                env["EMAIL_ENGINE_COMPOSE_WORKERS"] = str(workers)
+            env.pop("DAGSTER_HOME", None)
+            env.pop("EMAIL_ENGINE_DAGSTER_DATABASE_URL", None)
+            _timed_cli(["db", "upgrade"], env)
+            engine = database.get_engine(url)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO dns_cache (domain, status, mx_hosts, ttl_s, expires_at) "
+                                     "VALUES ('example.com', 'mx', ARRAY['mx.example.com'], 86400, now() + interval '1 day')")
+            built = _timed_cli(["run"], env)
+            print(f"email-engine run (import, checks, segment of {args.recipients:,}): {built['seconds']:.0f} s", flush=True)
+            unsigned = _timed_cli(["campaign", "send", "acme.spring"], env)
+            signed = _timed_cli(["campaign", "send", "acmesig.spring"], env)
+            for key, result in (("acme.spring", unsigned), ("acmesig.spring", signed)):
+                with engine.connect() as conn:
+                    sent = conn.exec_driver_sql("SELECT count(*) FROM campaign_sends WHERE tenant_id || '.' || campaign = %(k)s "
+                                                "AND state = 'sent'", {"k": key}).scalar_one()
+                if sent != args.recipients:
+                    raise SystemExit(f"{key}: {sent} sent of {args.recipients}:\n{result['out'][-3000:]}")
+            sample = _sample(engine, args.recipients)
+            engine.dispose()
+    finally:
+        database.drop_database(url)
+    return unsigned, signed, sample
 
 
 def main() -> None:
@@ -215,7 +337,12 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--database-url", default=os.environ.get(DATABASE_URL_ENV, ""))
+    parser.add_argument("--cli", action="store_true", help="time `email-engine campaign send` from its start to its exit "
+                        "(after `email-engine run` built the segment), summed RSS of its process tree")
+    parser.add_argument("--workers", type=int, default=None, help="composing processes (default: as `campaign send`, one per core)")
     args = parser.parse_args()
+    from email_engine_assets.campaigns.composing import default_workers
+    workers = default_workers() if args.workers is None else args.workers
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
@@ -226,13 +353,18 @@ def main() -> None:
     port = control.recv()
     n, c = args.recipients, args.connections
     try:
-        with scratch_database(BENCH_DATABASE, args.database_url) as engine:
-            url = engine.url.render_as_string(hide_password=False)
-            sample = _sample(engine, n)
+        if args.cli:
+            unsigned, signed, sample = cli_main(args, pem, port, args.workers)
             raw_before = _in_process("raw", sample, n, c, port)
-            unsigned = _in_process("send", url, "unsigned", n, c, None, port)
-            signed = _in_process("send", url, "signed", n, c, pem, port)
             raw_after = _in_process("raw", sample, n, c, port)
+        else:
+            with scratch_database(BENCH_DATABASE, args.database_url) as engine:
+                url = engine.url.render_as_string(hide_password=False)
+                sample = _sample(engine, n)
+                raw_before = _in_process("raw", sample, n, c, port)
+                unsigned = _in_process("send", url, "unsigned", n, c, None, port, workers)
+                signed = _in_process("send", url, "signed", n, c, pem, port, workers)
+                raw_after = _in_process("raw", sample, n, c, port)
     finally:
         control.send("stop")
         listener.join(10)
@@ -242,7 +374,8 @@ def main() -> None:
     rate = {name: n / r["seconds"] for name, r in (("raw", raw), ("unsigned", unsigned), ("signed", signed))}
     for name, r, label in (("unsigned", unsigned, "campaign send, unsigned"), ("signed", signed, "campaign send, DKIM rsa-2048"),
                            ("raw", raw, "raw pipelined injection")):
-        ratio = "" if name == "raw" else f"  {rate['raw'] / rate[name]:5.1f}x raw, {r['send_cpu']:.0%} of a core"
+        ratio = "" if name == "raw" else f"  {rate['raw'] / rate[name]:5.1f}x raw" + (
+            "" if args.cli else f", {r['send_cpu']:.0%} of a core")
         print(f"{label:<30} {rate[name]:>8,.0f} msg/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_kib'] / 1024:6.0f} MiB{ratio}")
     print(f"  (raw before the sends {n / raw_before['seconds']:,.0f} msg/s, after {n / raw_after['seconds']:,.0f}: the better one counts)")
     print(f"goals (issue 17): unsigned within 4x raw ({rate['raw'] / rate['unsigned']:.1f}x), "

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import ipaddress
 import re
 import socket
@@ -77,6 +78,7 @@ _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
 _HELO_NAME = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,255}")
 _HEADER_NAME = re.compile(rb"(?im)^(x-job|x-virtual-mta|x-envid)\s*:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_XTEXT_PLAIN = re.compile(r"[!-*,-<>-~]*")  # nothing xtext encodes
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,16 @@ def _require_int(name: str, value: object, low: int, high: int | None = None) ->
 
 def _excerpt(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     """One line, control characters escaped (``\\r``, ``\\x1b``), at most ``limit`` characters."""
+    if len(text) <= limit and text.isprintable():  # the usual "250 ok": nothing to escape or cut
+        return text
     text = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def xtext(value: str) -> str:
     """RFC 3461 xtext: ``+``, ``=`` and characters outside ``!``..``~`` as ``+XX``."""
+    if _XTEXT_PLAIN.fullmatch(value):
+        return value
     out = []
     for char in value:
         code = ord(char)
@@ -187,23 +193,38 @@ def _prepare(message: OutgoingMessage, config: InjectionConfig) -> _Prepared:
     domain = domain or ""
     if not local or not domain or _UNSAFE_ADDRESS.search(recipient):
         raise _Unsendable(f"recipient {_excerpt(str(recipient), 80)!r} is not an address without spaces or '<>'")
-    try:
-        ascii_domain = idna.encode(domain.rstrip("."), uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
-        raise _Unsendable(f"recipient domain {_excerpt(domain, 80)!r} is not a valid IDNA name") from None
+    ascii_domain = _idna(domain.rstrip("."))
+    if ascii_domain is None:
+        raise _Unsendable(f"recipient domain {_excerpt(domain, 80)!r} is not a valid IDNA name")
     data = message.message
     if not isinstance(data, bytes) or not data:
         raise _Unsendable("message is empty or not bytes")
     if len(data) > config.max_message_bytes:
         raise _Unsendable(f"message is {len(data)} bytes, over the limit of {config.max_message_bytes}")
-    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    if _HEADER_NAME.search(head):
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    end = head.find(b"\n\n")
+    if _HEADER_NAME.search(head if end < 0 else head[:end]):
         raise _Unsendable("message already carries an x-job, x-virtual-mta or x-envid header")
-    data = _LINE_ENDINGS.sub(b"\r\n", data)
+    crlf = data.count(b"\r\n")  # a composed message is all CRLF already: counted, not rewritten
+    if crlf != data.count(b"\n") or crlf != data.count(b"\r"):
+        data = _LINE_ENDINGS.sub(b"\r\n", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    body = _LEADING_DOT.sub(b"..", data) + b".\r\n"
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    body = data + b".\r\n"
     return _Prepared(message, local, domain, ascii_domain, body, not data.isascii())
+
+
+@functools.lru_cache(maxsize=4096)
+def _idna(domain: str) -> str | None:
+    """The IDNA A-label form of ``domain`` (None: not a valid IDNA name); a campaign's recipients share
+    few domains, so each is encoded once."""
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return None
 
 
 # --- SMTP replies and one connection ----------------------------------------------------------
@@ -277,31 +298,53 @@ class _Connection:
 
     async def reply(self) -> Reply:
         """One (possibly multi-line) reply; over ``MAX_REPLY_LINES`` lines or a bad line is ``_Lost``."""
-        lines: list[str] = []
-        code = None
+        return (await self.replies(1))[0]
+
+    async def replies(self, count: int, data: bytes = b"", out: list[Reply] | None = None) -> list[Reply]:
+        """``data`` written (if any), then ``count`` replies (appended to ``out`` as they come, so a caller
+        knows how many came before a loss), all within one ``timeout``: one timer for the pipelined
+        ``MAIL``/``RCPT``/``DATA``, one for the message and its reply, rather than one per line."""
+        out = [] if out is None else out
+        written = not data
         try:
             async with asyncio.timeout(self.timeout):
-                while True:
-                    raw = await self.reader.readline()
-                    if not raw.endswith(b"\n"):
-                        raise _Lost("connection closed by the server")
-                    line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
-                    if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
-                        raise _Lost(f"not an SMTP reply: {_excerpt(line, 60)!r}")
-                    if code is not None and int(line[:3]) != code:
-                        raise _Lost("multi-line reply changes its code")
-                    code = int(line[:3])
-                    lines.append(line[4:])
-                    if len(lines) > MAX_REPLY_LINES:
-                        raise _Lost(f"reply longer than {MAX_REPLY_LINES} lines")
-                    if line[3:4] != "-":
-                        return Reply(code, "\n".join(lines))
+                if data:
+                    try:
+                        self.writer.write(data)
+                        await self.writer.drain()
+                    except (OSError, RuntimeError) as exc:
+                        raise _Lost(f"connection lost while writing: {type(exc).__name__}") from None
+                    written = True
+                for _ in range(count):
+                    out.append(await self._read_reply())
         except TimeoutError:
+            if not written:
+                raise _Lost("connection lost while writing: TimeoutError") from None
             raise _Lost(f"no reply within {self.timeout:g} s") from None
         except ValueError:  # readline over the stream limit
             raise _Lost(f"reply line longer than {MAX_REPLY_LINE_BYTES} bytes") from None
         except OSError as exc:
             raise _Lost(f"connection lost: {type(exc).__name__}") from None
+        return out
+
+    async def _read_reply(self) -> Reply:
+        lines: list[str] = []
+        code = None
+        while True:
+            raw = await self.reader.readline()
+            if not raw.endswith(b"\n"):
+                raise _Lost("connection closed by the server")
+            line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
+            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+                raise _Lost(f"not an SMTP reply: {_excerpt(line, 60)!r}")
+            if code is not None and int(line[:3]) != code:
+                raise _Lost("multi-line reply changes its code")
+            code = int(line[:3])
+            lines.append(line[4:])
+            if len(lines) > MAX_REPLY_LINES:
+                raise _Lost(f"reply longer than {MAX_REPLY_LINES} lines")
+            if line[3:4] != "-":
+                return Reply(code, "\n".join(lines))
 
     async def quit(self) -> None:
         """Say QUIT and read up to its 221. A run stopped mid-transaction still has replies on the
@@ -394,8 +437,7 @@ async def _transaction(conn: _Connection, item: _Prepared, config: InjectionConf
     try:
         if conn.offers("PIPELINING"):
             conn.send(mail, rcpt, b"DATA")
-            for _ in range(3):
-                replies.append(await conn.reply())
+            await conn.replies(3, out=replies)
         else:
             for line, expected in ((mail, 250), (rcpt, 250), (b"DATA", 354)):
                 conn.send(line)
@@ -411,8 +453,7 @@ async def _transaction(conn: _Connection, item: _Prepared, config: InjectionConf
         return await _abandon(conn, replies, _classify("DATA", replies[2]))
     # From here on the server may take the message: a lost connection is ``unknown``.
     try:
-        await conn.write(top + item.body)
-        final = await conn.reply()
+        [final] = await conn.replies(1, top + item.body)
     except _Lost as exc:
         return _Outcome(UNKNOWN, f"after the message data went out: {exc}", keep_connection=False)
     if 200 <= final.code < 300:

@@ -248,3 +248,31 @@ def test_a_message_without_from_or_with_a_broken_header_is_refused(key):
         key.signer.signature_header(b"To: a@example.com\r\n\r\nbody\r\n", DKIM_SIGNED_HEADERS)
     with pytest.raises(ValueError, match="not a field"):
         key.signer.signature_header(b"From: a@example.com\r\nno colon here\r\n\r\nbody\r\n", DKIM_SIGNED_HEADERS)
+
+
+def test_the_campaign_composer_composes_in_worker_processes_messages_that_verify(tmp_path, key, verify):
+    """A big send composes in worker processes: the composer (templates, signing key, DKIM key) pickles
+    there, and what they compose is what this process would, signed."""
+    from email_engine_assets.campaigns.composing import ComposePool
+    from email_engine_assets.campaigns.wiring import TemplateComposer
+    from email_engine_assets.content.composer import Composed
+    from email_engine_assets.content.templates import load_templates
+    from email_engine_assets.tenancy.config import parse_tenant
+    from email_engine_tests.campaign_parts import write_real_templates
+
+    (tmp_path / "tenants").mkdir()
+    write_real_templates(tmp_path)
+    composer = TemplateComposer(templates=load_templates(tmp_path, "acme"), tenant=parse_tenant(tmp_path / "tenants" / "acme.yaml"),
+                                campaign="spring", category="news", from_name="Acme", from_email="news@acme.example",
+                                reply_to=None, signing_key=b"k" * 32, dkim_key=key)
+    rows = [{"contact": {"email": f"u{i}@example.com", "first_name": f"Ann{i}"}, "contact_id": i, "token": f"T{i}"} for i in range(6)]
+    pool = ComposePool(composer, 2)
+    try:
+        made = pool.submit(rows).result(timeout=60)
+    finally:
+        pool.close()
+    here = [composer.compose(r["contact"], contact_id=r["contact_id"], row_token=r["token"]) for r in rows]
+    assert all(isinstance(m, Composed) for m in made), made
+    assert [(m.template, m.message_id, m.subject) for m in made] == [(m.template, m.message_id, m.subject) for m in here]
+    assert all(verify(m.message) for m in made)
+    assert [m.message.split(b"\r\n\r\n", 1)[1] for m in made] == [m.message.split(b"\r\n\r\n", 1)[1] for m in here]

@@ -281,3 +281,94 @@ def test_a_run_that_fails_midway_quits_every_connection_and_the_next_run_finishe
     after = Counter(_ledger(engine, "broken").values())
     assert report.completed and report.recovered_unknown == states["sending"]
     assert max(received.values()) == 1 and after["sent"] + after["unknown"] == AUDIENCE, after
+
+
+POOL_CHILD = CHILD.replace("transport)\n", "transport, compose_workers=2, pool_min_rows=0)\n")
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in os.listdir("/proc"):
+        if stat.isdigit():
+            try:
+                fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(stat))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_sigkill_while_worker_processes_compose_leaves_at_most_the_rows_in_flight_unknown_and_no_worker(engine, acme):
+    assert "compose_workers=2" in POOL_CHILD
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    campaign = _running_campaign(engine, acme, "poolcrash")
+    with PowerMtaStandIn() as mta:
+        child = subprocess.Popen([sys.executable, "-c", POOL_CHILD, str(acme["root"]), campaign.key, str(mta.port), str(CONNECTIONS)],
+                                 env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while len(mta.received) < AUDIENCE // 3:
+                assert child.poll() is None, child.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline
+                time.sleep(0.0005)
+            workers = _children(child.pid)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait(timeout=30)
+            child.stderr.close()
+        assert len(workers) >= 2, "the messages were composed by worker processes"
+        deadline = time.monotonic() + 10
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_alive, workers)), "a worker outlived the send it composed for"
+        time.sleep(0.05)
+        crashed = _ledger(engine, "poolcrash")
+        states = Counter(crashed.values())
+        assert states["sending"] <= BOUND, states
+        assert set(states) <= {"sent", "sending", "queued"} and states["queued"] > 0, states
+        delivered = {m.recipients[0] for m in mta.received}
+        assert {crashed[e] for e in delivered} <= {"sent", "sending"}, "a row went out before it was marked"
+
+        report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta),
+                               compose_workers=2, pool_min_rows=0)
+        received = Counter(m.recipients[0] for m in mta.received)
+    after = _ledger(engine, "poolcrash")
+    assert report.completed and report.recovered_unknown == states["sending"]
+    assert max(received.values()) == 1
+    unknown = {e for e, s in after.items() if s == "unknown"}
+    assert len(unknown) <= BOUND and {e for e, s in after.items() if s == "sent"} | unknown == set(acme["emails"])
+
+
+def test_a_pause_mid_send_with_worker_processes_composing_stops_at_the_next_marking(engine, acme):
+    """Windows are claimed and composed ahead by the workers; the pause still stops every row not yet taken."""
+    campaign = _running_campaign(engine, acme, "poolpause")
+
+    def pause(windows: int) -> None:
+        if windows == 6:  # the workers compose up to four windows ahead: some rows have gone by now
+            with engine.begin() as conn:
+                store.transition(conn, "acme", "poolpause", "pause")
+
+    with PowerMtaStandIn() as mta:
+        report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta), batch_size=50,
+                               between_batches=pause, compose_workers=2, pool_min_rows=0)
+        received = [m.recipients[0] for m in mta.received]
+    states = Counter(_ledger(engine, "poolpause").values())
+    assert not report.completed and report.batches >= 2
+    assert states["sent"] == len(received) and states["queued"] == AUDIENCE - len(received), states
+    assert 0 < len(received) <= 6 * 50, f"{len(received)} messages left: some before the pause, none of the windows after it"
+    with engine.begin() as conn:
+        store.transition(conn, "acme", "poolpause", "resume")
+    with PowerMtaStandIn() as mta:
+        report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta),
+                               compose_workers=2, pool_min_rows=0)
+        again = [m.recipients[0] for m in mta.received]
+    assert report.completed and sorted(received + again) == acme["emails"]

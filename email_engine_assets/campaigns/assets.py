@@ -29,6 +29,7 @@ from email_engine_assets.campaigns.ledger import campaign_counts
 from email_engine_assets.campaigns.lifecycle import LifecycleError, is_due
 from email_engine_assets.campaigns.parts import AudienceChanged
 from email_engine_assets.campaigns.registry import register_one
+from email_engine_assets.campaigns.composing import default_workers
 from email_engine_assets.campaigns.sender import send_campaign
 from email_engine_assets.campaigns.tenant_files import tenant_files
 from email_engine_assets.campaigns.wiring import (
@@ -307,6 +308,7 @@ def send_started(context, tenant, campaign: Campaign, *, resend_unknown: bool = 
                     engine, campaign, composer, transport, rate_per_minute=row["rate_per_minute"], resend_unknown=resend_unknown,
                     batch_size=SEND_BATCH_SIZE, on_batch=lambda n, outcomes: context.log.info(f"batch {n}: {dict(outcomes)}"),
                     between_batches=guard, held_domains=_throttling(tenant, row["transport"]),
+                    compose_workers=default_workers(),
                 )
         finally:
             if hasattr(transport, "close"):  # MailWizz: the API client's connections

@@ -1,7 +1,8 @@
 """The send ledger as a transport's connections see it: a row is in flight only once a connection holds it.
 
 A window of queued rows is claimed (an address suppressed by then is settled at once) and composed
-in memory; those rows stay ``queued`` in the database. Each time a connection slot is ready it
+in memory -- for a big send by worker processes, a few windows ahead (:mod:`.composing`); those rows
+stay ``queued`` in the database. Each time a connection slot is ready it
 calls :meth:`LedgerFeed.exchange`: in one transaction the outcomes it brings are recorded and the
 rows it takes are marked ``sending`` -- re-checking there that the campaign is still ``running``
 and that no address was suppressed meanwhile. So the rows ``sending`` in the database never exceed
@@ -18,12 +19,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns import store
+from email_engine_assets.campaigns.composing import ComposePool, portable
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import skipped_state
 from email_engine_assets.campaigns.parts import Composer, Skipped
@@ -32,6 +35,8 @@ from email_engine_resources.delivery import (
     DeliveryResult,
     OutgoingMessage,
 )
+
+POOL_MIN_ROWS = 2000  # a smaller send composes in its own process: the workers' start would cost more than they save
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ class LedgerFeed:
                  rate_per_minute: int | None = None, one_template: bool = False,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  on_window: Callable[[int], None] = lambda windows: None,
-                 held_domains: Callable[[sa.Connection], dict[str, int]] | None = None):
+                 held_domains: Callable[[sa.Connection], dict[str, int]] | None = None,
+                 compose_workers: int = 0, pool_min_rows: int = POOL_MIN_ROWS):
         self.engine, self.campaign, self.composer = engine, campaign, composer
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.outcomes = outcomes  # what was recorded, by state
@@ -86,6 +92,14 @@ class LedgerFeed:
         self._after = 0  # the last row id claimed
         self._last_window: tuple[float, int] | None = None  # (started, rows) of the last window claimed
         self._done = False  # nothing more: every row claimed, or the campaign stopped
+        self._claimed_all = False  # the last claim found nothing more queued
+        # composing in worker processes (no rate, no list transport: those go at their own pace)
+        self._workers = compose_workers
+        self._pool_min_rows = pool_min_rows
+        self._pool_wanted = compose_workers > 1 and not rate_per_minute and not one_template
+        self._pool: ComposePool | None = None
+        self._pool_ahead = 0
+        self._ahead: deque[tuple[list[dict], Future]] = deque()  # windows claimed, composing in the pool
         self._error: BaseException | None = None
         self._waiting: list[_Call] = []
         self._committing = False
@@ -154,6 +168,7 @@ class LedgerFeed:
             if not done.running:  # paused or cancelled: the rows not marked stay queued
                 self._done = True
                 self._ready.clear()
+                self._ahead.clear()
                 break
             self.outcomes["skipped_suppressed"] += done.suppressed
             ids = set(done.in_flight)
@@ -190,39 +205,84 @@ class LedgerFeed:
     def _fill(self, n: int) -> None:
         """Claim and compose windows until ``n`` rows are ready or nothing more is queued."""
         while len(self._ready) < n and not self._done:
+            if self._pool_wanted:
+                self._start_pool()
+            if self._pool is not None:
+                while len(self._ahead) < self._pool_ahead and not self._claimed_all:
+                    rows = self._claim()
+                    if rows:
+                        self._ahead.append((rows, self._pool.submit(rows)))
+                if not self._ahead:
+                    self._done = True
+                    return
+                rows, future = self._ahead.popleft()
+                self._add(zip(rows, future.result()))
+                continue
             if self._last_window is not None and self.rate:
-                started, rows = self._last_window
-                if rows == self.window:  # a full window takes window / rate minutes; a short one was the last
-                    wait = rows * 60.0 / self.rate - (self.clock() - started)
+                started, count = self._last_window
+                if count == self.window:  # a full window takes window / rate minutes; a short one was the last
+                    wait = count * 60.0 / self.rate - (self.clock() - started)
                     if wait > 0:
                         self.sleep(wait)
-            started = self.clock()
-            with self.engine.begin() as conn:
-                if self.held_domains is not None:  # a destination that throttles is not fed: its rows wait, queued
-                    self.held.update(self.held_domains(conn))
-                rows, suppressed = store.claim_batch(conn, self.campaign.tenant_id, self.campaign.name, self.window,
-                                                     after_row_id=self._after, held=sorted(self.held))
-            if not rows and not suppressed:
+            rows = self._claim()
+            if self._claimed_all:
                 self._done = True
                 return
-            if self.windows:
-                self.on_window(self.windows)  # the windows before this one: their rows are recorded or in flight
-            self.windows += 1
-            self._last_window = (started, len(rows) + suppressed)
-            self.outcomes["skipped_suppressed"] += suppressed
-            if rows:
-                self._after = rows[-1]["row_id"]
-                composed = [h for h in map(self._compose, rows) if h is not None]
-                if self.one_template:
-                    composed.sort(key=lambda h: h.template)  # stable: row order within each template
-                self._ready.extend(composed)
+            self._add((row, self._made(row)) for row in rows)
 
-    def _compose(self, row: dict) -> Handed | None:
-        row_id = row["row_id"]
+    def _claim(self) -> list[dict]:
+        """The next window's rows (suppressed ones settled); ``_claimed_all`` once nothing more is queued."""
+        started = self.clock()
+        with self.engine.begin() as conn:
+            if self.held_domains is not None:  # a destination that throttles is not fed: its rows wait, queued
+                self.held.update(self.held_domains(conn))
+            rows, suppressed = store.claim_batch(conn, self.campaign.tenant_id, self.campaign.name, self.window,
+                                                 after_row_id=self._after, held=sorted(self.held))
+        if not rows and not suppressed:
+            self._claimed_all = True
+            return []
+        if self.windows:
+            self.on_window(self.windows)  # the windows before this one: their rows are recorded, in flight or composed
+        self.windows += 1
+        self._last_window = (started, len(rows) + suppressed)
+        self.outcomes["skipped_suppressed"] += suppressed
+        if rows:
+            self._after = rows[-1]["row_id"]
+        return rows
+
+    def _made(self, row: dict):
         try:
-            made = self.composer.compose(row["contact"], contact_id=row["contact_id"], row_token=row["token"])
+            return self.composer.compose(row["contact"], contact_id=row["contact_id"], row_token=row["token"])
         except Exception as exc:  # a template error for one contact must not stop the others
-            self._skipped.append(_skip(row_id, skipped_state("render_error"), f"{type(exc).__name__}: {str(exc)[:200]}"))
+            return ("error", f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def _add(self, made: Iterable[tuple[dict, object]]) -> None:
+        composed = [h for h in (self._handed(row, m) for row, m in made) if h is not None]
+        if self.one_template:
+            composed.sort(key=lambda h: h.template)  # stable: row order within each template
+        self._ready.extend(composed)
+
+    def _start_pool(self) -> None:
+        """Compose in worker processes when the send is big enough to be worth their start."""
+        self._pool_wanted = False
+        with self.engine.connect() as conn:
+            queued = store.state_counts(conn, self.campaign.tenant_id, self.campaign.name).get("queued", 0)
+        if queued >= self._pool_min_rows and portable(self.composer):
+            self._pool = ComposePool(self.composer, self._workers)
+            self._pool_ahead = 2 * self._workers
+
+    def close(self) -> None:
+        """Stop the composing processes (the windows they still compose are dropped: those rows stay queued)."""
+        self._ahead.clear()
+        self._pool_wanted = False
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _handed(self, row: dict, made) -> Handed | None:
+        row_id = row["row_id"]
+        if isinstance(made, tuple):  # ("error", detail): the composer raised
+            self._skipped.append(_skip(row_id, skipped_state("render_error"), made[1]))
             return None
         if isinstance(made, Skipped):
             # a reason outside the ledger's vocabulary raises here, before this window's rows leave

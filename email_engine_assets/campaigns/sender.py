@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns import store
-from email_engine_assets.campaigns.feed import Handed, LedgerFeed
+from email_engine_assets.campaigns.feed import POOL_MIN_ROWS, Handed, LedgerFeed
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.parts import (
     Composer,
@@ -69,6 +69,7 @@ def send_campaign(
     on_batch: Callable[[int, Counter], None] = lambda batch, outcomes: None,
     between_batches: Callable[[int], None] = lambda batches: None,
     held_domains: Callable[[sa.Connection], dict[str, int]] | None = None,
+    compose_workers: int = 0, pool_min_rows: int = POOL_MIN_ROWS,
 ) -> SendReport:
     """Send what is queued for ``campaign`` (which must be ``running`` for anything to be claimed).
 
@@ -79,6 +80,9 @@ def send_campaign(
     guard rail applies feedback there and may pause the campaign, which the marking then sees.
     ``held_domains`` (read as each batch is claimed) names the recipient domains that throttle the
     sender: their rows are not claimed and wait, ``queued`` (``report.held``: refusals and rows waiting).
+    With ``compose_workers`` over 1, a send of at least ``pool_min_rows`` queued rows (no rate, not a
+    list transport) is composed by that many worker processes (:mod:`.composing`), windows claimed
+    ahead, while this process injects; the composer must then pickle.
     """
     t, c = campaign.tenant_id, campaign.name
     report = SendReport()
@@ -92,13 +96,16 @@ def send_campaign(
         feed = LedgerFeed(engine, campaign, composer, report.outcomes, window=size, rate_per_minute=rate_per_minute,
                           one_template=is_list, sleep=sleep, clock=clock,
                           on_window=lambda windows: (on_batch(windows, report.outcomes), between_batches(windows)),
-                          held_domains=held_domains)
-        if is_list:
-            hand_off_all(campaign, feed, composer, transport)
-        elif hasattr(transport, "deliver_from"):  # PowerMTA: each connection takes rows when it is ready
-            transport.deliver_from(feed)
-        else:
-            deliver_all(feed, transport)
+                          held_domains=held_domains, compose_workers=compose_workers, pool_min_rows=pool_min_rows)
+        try:
+            if is_list:
+                hand_off_all(campaign, feed, composer, transport)
+            elif hasattr(transport, "deliver_from"):  # PowerMTA: each connection takes rows when it is ready
+                transport.deliver_from(feed)
+            else:
+                deliver_all(feed, transport)
+        finally:
+            feed.close()
         feed.finish()
         report.batches = feed.windows
         if report.batches:

@@ -81,6 +81,13 @@ class TemplateComposer(content.Composer):
         self.list_mode = list_mode
         self._list_contents: dict[str, ListContent] = {}
 
+    def __reduce__(self):
+        """Pickled for the processes that compose a send's messages (:mod:`.composing`): as the content
+        domain's :class:`~email_engine_assets.content.composer.Composer` it is for ``compose``, so that
+        those processes import neither this module nor Dagster."""
+        state = {k: v for k, v in vars(self).items() if k not in ("list_mode", "_list_contents")}
+        return (content.restored, (state,))
+
     def list_content(self, template: str) -> ListContent:
         """``template`` (its name) for a list transport; ``KeyError`` for an unknown template, and
         :class:`~email_engine_assets.content.mailwizz_tags.MailwizzTagError` for one it cannot carry."""

@@ -227,3 +227,10 @@ class Composer:
         except RenderError as exc:
             return _problem(exc)
         return None
+
+
+def restored(state: dict) -> Composer:
+    """A :class:`Composer` from its pickled state (a subclass's own parts left behind)."""
+    composer = Composer.__new__(Composer)
+    vars(composer).update(state)
+    return composer

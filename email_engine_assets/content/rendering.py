@@ -165,6 +165,9 @@ class Renderer:
         self._compiled: dict[Template, dict[str, _Part]] = {}
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 
+    def __reduce__(self):  # the jinja environments do not pickle: another process compiles its own
+        return (Renderer, ())
+
     @property
     def inliner(self) -> css_inline.CSSInliner:
         return self._inliner
