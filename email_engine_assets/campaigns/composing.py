@@ -99,6 +99,8 @@ def portable(composer: Any) -> bool:
 def default_workers() -> int:
     """``EMAIL_ENGINE_COMPOSE_WORKERS`` if set, else one per core (0 or 1: compose in the sending process)."""
     configured = os.environ.get("EMAIL_ENGINE_COMPOSE_WORKERS", "").strip()
-    if configured:
-        return max(0, int(configured))
-    return os.cpu_count() or 1
+    if not configured:
+        return os.cpu_count() or 1
+    if not configured.isdigit() or int(configured) > 64:
+        raise ValueError(f"EMAIL_ENGINE_COMPOSE_WORKERS must be a whole number from 0 to 64, got {configured[:40]!r}")
+    return int(configured)
