@@ -305,11 +305,12 @@ def test_sql_evaluation_agrees_with_the_polars_matcher(engine, seed):
     assert sum(1 for n in sizes if 0 < n < 400) > 40  # the random segments do select, and not everyone
 
 
-@pytest.mark.parametrize("seed", [3, 2027, 90])
-def test_tag_rules_in_sql_agree_with_the_polars_evaluation(engine, seed):
-    """The tag sync's rules, run in PostgreSQL, assign exactly what evaluate_tag_rules gives on the same contacts."""
+@pytest.mark.parametrize(("seed", "count"), [(3, 25), (2027, 25), (90, 2), (41, 0)])
+def test_tag_rules_in_sql_agree_with_the_polars_evaluation(engine, seed, count):
+    """The tag sync's rules, run in PostgreSQL, assign exactly what evaluate_tag_rules gives on the same contacts
+    (with few rules, only the fields they test are computed)."""
     rng = random.Random(seed)
-    rules = parse_tag_rules(random_rules(rng, 25) + [{"name": "by_tag", "tag": "Seen", "any": [{"field": "tags", "contains": "vip"}]}])
+    rules = parse_tag_rules(random_rules(rng, count) + [{"name": "by_tag", "tag": "Seen", "any": [{"field": "tags", "contains": "vip"}]}])
     with engine.begin() as conn:
         ids = insert_contacts(conn, random_rows(rng, 300))
         manual = pl.DataFrame([(i, t, "manual") for i in ids for t in rng.sample(TAGS, rng.randint(0, 1))],
@@ -330,7 +331,7 @@ def test_tag_rules_in_sql_agree_with_the_polars_evaluation(engine, seed):
     assert {k: n for k, n in counts.items() if k.startswith("rule:") and n} == {
         "rule:" + r: n for r, n in ruled.group_by("rule").len().rows()}
     assert tags == {i: sorted({t for c, t, _ in expected if c == i}) for i in ids}
-    assert 0 < ruled.height < 25 * 300 and ruled.filter(pl.col("rule") == "by_tag").height > 0
+    assert 0 < ruled.height < len(rules) * 300 and ruled.filter(pl.col("rule") == "by_tag").height > 0
 
 
 @pytest.mark.parametrize(

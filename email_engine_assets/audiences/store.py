@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from email_engine_assets.audiences.segment_sql import regex_patterns, where_clause
 from email_engine_assets.audiences.segments import Segment
+from email_engine_assets.audiences.selection import SOURCE_FIELD
 from email_engine_assets.audiences.tag_rules import TagRule
 from email_engine_assets.quality.store import ContactRange
 from email_engine_resources.frames import copy_frame, read_frame
@@ -124,21 +125,30 @@ def sync_ruled_tags(
     params = {"t": tenant_id, "first": ids[0], "last": ids[1]}
     per_rule: dict[str, int] = {}
     if rules:
+        # Only the fields the rules test are computed, and only the tables they come from joined.
+        fields = {"sources" if cond.field == SOURCE_FIELD else cond.field
+                  for rule in rules for cond in (*rule.all, *rule.any, *rule.exclude)}
+        columns = ["c.contact_id", *(f"{e} AS {name}" for name, e in _PROFILE_EXPRESSIONS.items() if name in fields)]
+        joins = []
+        if fields & {"verdict", "flags"}:
+            joins.append("""LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+                                                           AND v.contact_id BETWEEN :first AND :last""")
+        if fields & {"phone", "language", "country"}:
+            joins.append("""LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
+                                                            AND e.contact_id BETWEEN :first AND :last""")
+        if "tags" in fields:
+            columns.append("coalesce(b.tags, '{}') AS tags")
+            # Unsorted, maybe with repeats: every tag test (containment, overlap, any element) reads it as a set.
+            joins.append("""LEFT JOIN (SELECT contact_id, array_agg(tag) AS tags FROM (
+                                SELECT contact_id, tag FROM desired_tags
+                                UNION ALL
+                                SELECT contact_id, tag FROM tag_assignments
+                                WHERE tenant_id = :t AND contact_id BETWEEN :first AND :last AND provenance = 'manual'
+                            ) base GROUP BY contact_id) b ON b.contact_id = c.contact_id""")
         conn.execute(
             sa.text(
                 f"""CREATE TEMP TABLE rule_profiles ON COMMIT DROP AS
-                    SELECT c.contact_id, {_PROFILE_FIELDS}, coalesce(b.tags, '{{}}') AS tags
-                    FROM contacts c
-                    LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
-                                                     AND v.contact_id BETWEEN :first AND :last
-                    LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
-                                                      AND e.contact_id BETWEEN :first AND :last
-                    LEFT JOIN (SELECT contact_id, array_agg(DISTINCT tag ORDER BY tag) AS tags FROM (
-                                   SELECT contact_id, tag FROM desired_tags
-                                   UNION ALL
-                                   SELECT contact_id, tag FROM tag_assignments
-                                   WHERE tenant_id = :t AND contact_id BETWEEN :first AND :last AND provenance = 'manual'
-                               ) base GROUP BY contact_id) b ON b.contact_id = c.contact_id
+                    SELECT {", ".join(columns)} FROM contacts c {" ".join(joins)}
                     WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last"""
             ),
             params,
@@ -167,8 +177,7 @@ def sync_ruled_tags(
 def _stage_desired(conn: sa.Connection, desired: pl.DataFrame, *, indexed: bool = True) -> None:
     """``desired`` into the transaction's table ``desired_tags``."""
     conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
-    # In primary-key order: the inserts below walk the index instead of jumping around it.
-    copy_frame(conn, "desired_tags", desired.unique().sort("contact_id", "tag", "provenance"), ["contact_id", "tag", "provenance"])
+    copy_frame(conn, "desired_tags", desired.unique(), ["contact_id", "tag", "provenance"])
     if indexed:
         # Indexed, so the anti-join of the DELETE stays a lookup per row whatever plan stale statistics pick.
         conn.exec_driver_sql("CREATE INDEX ON desired_tags (contact_id, tag, provenance)")
@@ -193,11 +202,12 @@ def _apply_desired(conn: sa.Connection, tenant_id: str, ids: ContactRange) -> di
         ),
         params,
     ).rowcount
+    # In primary-key order: the insert walks the index (and the foreign-key checks the contacts) instead of jumping around.
     added = conn.execute(
         sa.text(
             """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
                SELECT contact_id, :t, tag, provenance FROM desired_tags
-               WHERE contact_id BETWEEN :first AND :last
+               WHERE contact_id BETWEEN :first AND :last ORDER BY contact_id, tag, provenance
                ON CONFLICT (tenant_id, contact_id, tag, provenance) DO NOTHING"""
         ),
         params,
@@ -243,20 +253,23 @@ def top_tags(conn: sa.Connection, tenant_id: str, limit: int = 5) -> list[tuple[
 # --- segments ----------------------------------------------------------------------------
 
 _PROFILE_COLUMNS = ("email", "email_domain", "verdict", "phone", "language", "country", "category", "tags", "flags", "sources")
-# The profile's fields but ``tags`` from ``contacts c``, ``email_validations v`` and ``contact_enrichment e``,
+# The profile's fields but ``tags``, from ``contacts c``, ``email_validations v`` and ``contact_enrichment e``,
 # folded as the matcher folds them: what a segment and a tag rule test.
-_PROFILE_FIELDS = """c.email AS email,
-                     selection_fold(email_domain(c.email)) AS email_domain,
-                     selection_fold(v.verdict) AS verdict,
-                     selection_fold(coalesce(e.phone_e164, c.phone)) AS phone,
-                     selection_fold(coalesce(e.language, c.language)) AS language,
-                     selection_fold(coalesce(e.country, c.country)) AS country,
-                     selection_fold(c.category) AS category,
-                     ARRAY_REMOVE(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
-                                        CASE WHEN v.role_account THEN 'role_account' END,
-                                        CASE WHEN v.free_mail THEN 'free_mail' END,
-                                        CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL) AS flags,
-                     c.sources AS sources"""
+_PROFILE_EXPRESSIONS = {
+    "email": "c.email",
+    "email_domain": "selection_fold(email_domain(c.email))",
+    "verdict": "selection_fold(v.verdict)",
+    "phone": "selection_fold(coalesce(e.phone_e164, c.phone))",
+    "language": "selection_fold(coalesce(e.language, c.language))",
+    "country": "selection_fold(coalesce(e.country, c.country))",
+    "category": "selection_fold(c.category)",
+    "flags": """ARRAY_REMOVE(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
+                              CASE WHEN v.role_account THEN 'role_account' END,
+                              CASE WHEN v.free_mail THEN 'free_mail' END,
+                              CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL)""",
+    "sources": "c.sources",
+}
+_PROFILE_FIELDS = ", ".join(f"{expression} AS {name}" for name, expression in _PROFILE_EXPRESSIONS.items())
 
 
 def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
