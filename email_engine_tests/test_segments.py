@@ -21,8 +21,9 @@ from email_engine_assets.audiences.regex_dialect import (
 )
 from email_engine_assets.audiences.segments import Segment
 from email_engine_assets.audiences.selection import Condition
+from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
 from email_engine_assets.tenancy.config import ConfigError, parse_tenant
-from email_engine_tests.test_tag_rules import POOLS, random_condition
+from email_engine_tests.test_tag_rules import POOLS, parse_tag_rules, random_condition, random_rules
 
 # --- the regex dialect ------------------------------------------------------------------
 
@@ -302,6 +303,35 @@ def test_sql_evaluation_agrees_with_the_polars_matcher(engine, seed):
             assert sql_members(conn, segment) == expected, segment.definition()
             sizes.append(len(expected))
     assert sum(1 for n in sizes if 0 < n < 400) > 40  # the random segments do select, and not everyone
+
+
+@pytest.mark.parametrize(("seed", "count"), [(3, 25), (2027, 25), (90, 2), (41, 0)])
+def test_tag_rules_in_sql_agree_with_the_polars_evaluation(engine, seed, count):
+    """The tag sync's rules, run in PostgreSQL, assign exactly what evaluate_tag_rules gives on the same contacts
+    (with few rules, only the fields they test are computed)."""
+    rng = random.Random(seed)
+    rules = parse_tag_rules(random_rules(rng, count) + [{"name": "by_tag", "tag": "Seen", "any": [{"field": "tags", "contains": "vip"}]}])
+    with engine.begin() as conn:
+        ids = insert_contacts(conn, random_rows(rng, 300))
+        manual = pl.DataFrame([(i, t, "manual") for i in ids for t in rng.sample(TAGS, rng.randint(0, 1))],
+                              schema=store.ASSIGNMENT_SCHEMA, orient="row")
+        imported = pl.DataFrame([(i, t, "import:crm") for i in ids for t in rng.sample(TAGS, rng.randint(0, 2))],
+                                schema=store.ASSIGNMENT_SCHEMA, orient="row")
+        conn.execute(sa.text("INSERT INTO tag_assignments (tenant_id, contact_id, tag, provenance) VALUES ('acme', :c, :t, :p)"),
+                     [{"c": c, "t": t, "p": p} for c, t, p in manual.rows()])
+        fields = store.contacts_for_rules(conn, "acme", (ids[0], ids[-1]))
+        base = pl.concat([imported, manual]).group_by("contact_id").agg(tags=pl.col("tag").unique().sort())
+        fields = fields.join(base, on="contact_id", how="left").with_columns(pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))))
+        ruled = evaluate_tag_rules(fields, rules)
+        counts = store.sync_ruled_tags(conn, "acme", imported, rules, (ids[0], ids[-1]))
+        stored = set(conn.execute(sa.text("SELECT contact_id, tag, provenance FROM tag_assignments")).all())
+        tags = dict(conn.execute(sa.text("SELECT contact_id, tags FROM contacts")).all())
+    expected = {(c, t, "rule:" + r) for c, t, r in ruled.rows()} | set(imported.rows()) | set(manual.rows())
+    assert stored == expected
+    assert {k: n for k, n in counts.items() if k.startswith("rule:") and n} == {
+        "rule:" + r: n for r, n in ruled.group_by("rule").len().rows()}
+    assert tags == {i: sorted({t for c, t, _ in expected if c == i}) for i in ids}
+    assert 0 < ruled.height < len(rules) * 300 and ruled.filter(pl.col("rule") == "by_tag").height > 0
 
 
 @pytest.mark.parametrize(

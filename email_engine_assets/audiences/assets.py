@@ -3,7 +3,6 @@
 from collections import Counter
 
 import dagster as dg
-import polars as pl
 
 from email_engine_assets.audiences import store
 from email_engine_assets.audiences.segment_build import (
@@ -11,7 +10,6 @@ from email_engine_assets.audiences.segment_build import (
     build_tenant_segments,
 )
 from email_engine_assets.audiences.segments import segments_digest
-from email_engine_assets.audiences.tag_rules import evaluate_tag_rules
 from email_engine_assets.quality.assets import (
     CONTACTS,
     EAGER,
@@ -71,30 +69,33 @@ def _assign_tags(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
     changes: list[dict[str, int]] = []
 
     def write(chunk) -> None:
-        ids, desired = chunk[0], chunk[3]
+        ids, imported = chunk
         with engine.begin() as conn:
-            changes.append(store.sync_tag_assignments(conn, tenant.id, desired, ids))
+            changes.append(store.sync_ruled_tags(conn, tenant.id, imported, tenant.tag_rules, ids))
 
     with engine.connect() as conn:
         ranges = contact_ranges(conn, tenant.id, config.contacts_per_chunk)
         store.stage_import_tags(conn, tenant.id)
         conn.commit()
 
-        def desired_ranges():
+        def import_ranges():
+            # Read on this connection (it holds the staged import tags); the rules run where the sync is written.
             for ids in ranges:
-                yield ids, *_desired_tags(conn, tenant, ids)
+                yield ids, store.import_tag_assignments(conn, ids)
                 conn.commit()
 
         try:
-            for _, imported, ruled, _ in written_behind(desired_ranges(), write, config.chunk_writers):
-                totals.update({"import_assignments": imported.height, "rule_assignments": ruled.height})
-                per_rule.update(dict(ruled.group_by("provenance").len().rows()))
+            for _, imported in written_behind(import_ranges(), write, config.chunk_writers):
+                totals["import_assignments"] += imported.height
         finally:
             conn.rollback()
             store.drop_import_tags(conn)
             conn.commit()
         for change in changes:
-            totals.update(change)
+            ruled = {k: n for k, n in change.items() if k.startswith("rule:")}
+            per_rule.update(ruled)
+            totals["rule_assignments"] += sum(ruled.values())
+            totals.update({k: n for k, n in change.items() if k not in ruled})
         analyze_after_bulk_write(conn, "tag_assignments", totals["added"] + totals["removed"])
         analyze_after_bulk_write(conn, "contacts", totals["contacts_retagged"])
         conn.commit()
@@ -102,28 +103,10 @@ def _assign_tags(tenant, engine, config: ChunkConfig) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             **{k: totals[k] for k in ("added", "removed", "contacts_retagged", "import_assignments", "rule_assignments")},
-            "per_rule": dg.MetadataValue.json(dict(per_rule)),
+            "per_rule": dg.MetadataValue.json({k: n for k, n in per_rule.items() if n}),
             "top_tags": dg.MetadataValue.json(dict(top)),
         }
     )
-
-
-def _desired_tags(conn, tenant, ids) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """The import tags, rule tags and all desired (import + rule) assignments of one id range.
-
-    Read on the caller's connection (it holds the staged import tags); the sync is written on another.
-    """
-    imported = store.import_tag_assignments(conn, ids)
-    manual = store.manual_tag_assignments(conn, tenant.id, ids)
-    fields = store.contacts_for_rules(conn, tenant.id, ids)
-    # Rules see import and manual tags, never other rules' tags: no rule depends on rule order.
-    base_tags = pl.concat([imported, manual]).group_by("contact_id").agg(tags=pl.col("tag").unique().sort())
-    fields = fields.join(base_tags, on="contact_id", how="left").with_columns(pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))))
-    ruled = evaluate_tag_rules(fields, tenant.tag_rules).select(
-        "contact_id", "tag", provenance=pl.lit("rule:") + pl.col("rule")
-    )
-    desired = pl.concat([imported, ruled.cast(store.ASSIGNMENT_SCHEMA)]).unique()
-    return imported, ruled, desired
 
 
 @dg.asset(

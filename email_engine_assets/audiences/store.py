@@ -12,6 +12,8 @@ import sqlalchemy as sa
 
 from email_engine_assets.audiences.segment_sql import regex_patterns, where_clause
 from email_engine_assets.audiences.segments import Segment
+from email_engine_assets.audiences.selection import SOURCE_FIELD
+from email_engine_assets.audiences.tag_rules import TagRule
 from email_engine_assets.quality.store import ContactRange
 from email_engine_resources.frames import copy_frame, read_frame
 
@@ -102,17 +104,94 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
 
     Then rewrite ``contacts.tags`` of the range from the assignments where it differs. Exact per
     range: an assignment of the range that ``desired`` lacks is removed, whatever rule made it.
-    Set-based and robust to stale statistics: ``desired`` is copied once in key order and inserted
-    with no join against ``tag_assignments`` (whose statistics may still say it is empty: a join
-    then picks a nested loop and turns quadratic); each contact's tag list is read through the
-    primary key, and only the range's contacts whose list differs are written.
     """
-    conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
-    # In primary-key order: the inserts below walk the index instead of jumping around it.
-    copy_frame(conn, "desired_tags", desired.unique().sort("contact_id", "tag", "provenance"), ["contact_id", "tag", "provenance"])
-    # Indexed, so the anti-join of the DELETE stays a lookup per row whatever plan stale statistics pick.
+    _stage_desired(conn, desired)
+    return _apply_desired(conn, tenant_id, ids)
+
+
+def sync_ruled_tags(
+    conn: sa.Connection, tenant_id: str, imported: pl.DataFrame, rules: Sequence[TagRule], ids: ContactRange
+) -> dict[str, int]:
+    """:func:`sync_tag_assignments` with the rule tags computed here, in PostgreSQL.
+
+    ``imported`` holds the range's import assignments (from :func:`import_tag_assignments`). Each
+    rule is one ``INSERT … SELECT`` over the range's rule fields, its conditions translated by
+    :func:`~email_engine_assets.audiences.segment_sql.where_clause` (the matcher's semantics, held
+    to :func:`~email_engine_assets.audiences.tag_rules.evaluate_tag_rules` by a differential test):
+    no contact row travels to Python and back. Rules see the import and manual tags, never other
+    rules' tags. Returns the sync's counts plus ``rule:<name>`` -> assignments made by that rule.
+    """
+    _stage_desired(conn, imported, indexed=False)
+    params = {"t": tenant_id, "first": ids[0], "last": ids[1]}
+    per_rule: dict[str, int] = {}
+    if rules:
+        # Only the fields the rules test are computed, and only the tables they come from joined.
+        fields = {"sources" if cond.field == SOURCE_FIELD else cond.field
+                  for rule in rules for cond in (*rule.all, *rule.any, *rule.exclude)}
+        columns = ["c.contact_id", *(f"{e} AS {name}" for name, e in _PROFILE_EXPRESSIONS.items() if name in fields)]
+        joins = []
+        if fields & {"verdict", "flags"}:
+            joins.append("""LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
+                                                           AND v.contact_id BETWEEN :first AND :last""")
+        if fields & {"phone", "language", "country"}:
+            joins.append("""LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
+                                                            AND e.contact_id BETWEEN :first AND :last""")
+        if "tags" in fields:
+            columns.append("coalesce(b.tags, '{}') AS tags")
+            # Unsorted, maybe with repeats: every tag test (containment, overlap, any element) reads it as a set.
+            joins.append("""LEFT JOIN (SELECT contact_id, array_agg(tag) AS tags FROM (
+                                SELECT contact_id, tag FROM desired_tags
+                                UNION ALL
+                                SELECT contact_id, tag FROM tag_assignments
+                                WHERE tenant_id = :t AND contact_id BETWEEN :first AND :last AND provenance = 'manual'
+                            ) base GROUP BY contact_id) b ON b.contact_id = c.contact_id""")
+        conn.execute(
+            sa.text(
+                f"""CREATE TEMP TABLE rule_profiles ON COMMIT DROP AS
+                    SELECT {", ".join(columns)} FROM contacts c {" ".join(joins)}
+                    WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last"""
+            ),
+            params,
+        )
+        for number, rule in enumerate(rules):
+            where = where_clause(rule.all, rule.any, rule.exclude, param_prefix=f"r{number}_")
+            join = (
+                " JOIN contacts c ON c.tenant_id = :t AND c.contact_id = p.contact_id AND c.contact_id BETWEEN :first AND :last"
+                if where.needs_contacts else ""
+            )
+            provenance = f"rule:{rule.name}"
+            per_rule[provenance] = conn.execute(
+                sa.text(
+                    f"""INSERT INTO desired_tags (contact_id, tag, provenance)
+                        SELECT p.contact_id, CAST(:rule_tag AS text), CAST(:rule_provenance AS text)
+                        FROM rule_profiles p{join} WHERE {where.sql}"""
+                ),
+                {**params, **where.params, "rule_tag": rule.tag, "rule_provenance": provenance},
+            ).rowcount
+        conn.exec_driver_sql("DROP TABLE rule_profiles")
     conn.exec_driver_sql("CREATE INDEX ON desired_tags (contact_id, tag, provenance)")
     conn.exec_driver_sql("ANALYZE desired_tags")
+    return {**_apply_desired(conn, tenant_id, ids), **per_rule}
+
+
+def _stage_desired(conn: sa.Connection, desired: pl.DataFrame, *, indexed: bool = True) -> None:
+    """``desired`` into the transaction's table ``desired_tags``."""
+    conn.exec_driver_sql("CREATE TEMP TABLE desired_tags (contact_id bigint, tag text, provenance text) ON COMMIT DROP")
+    copy_frame(conn, "desired_tags", desired.unique(), ["contact_id", "tag", "provenance"])
+    if indexed:
+        # Indexed, so the anti-join of the DELETE stays a lookup per row whatever plan stale statistics pick.
+        conn.exec_driver_sql("CREATE INDEX ON desired_tags (contact_id, tag, provenance)")
+        conn.exec_driver_sql("ANALYZE desired_tags")
+
+
+def _apply_desired(conn: sa.Connection, tenant_id: str, ids: ContactRange) -> dict[str, int]:
+    """The range's import and rule assignments made equal to ``desired_tags``, then ``contacts.tags`` rewritten where it differs.
+
+    Set-based and robust to stale statistics (``tag_assignments`` may still be described as empty
+    on a first run): every statement bounds ``tag_assignments`` by the range, so whatever join a
+    plan picks (a hash of the range, or a primary-key lookup per row) reads the range, never the
+    tenant; only the range's contacts whose list differs are written.
+    """
     params = {"t": tenant_id, "first": ids[0], "last": ids[1]}
     removed = conn.execute(
         sa.text(
@@ -123,27 +202,46 @@ def sync_tag_assignments(conn: sa.Connection, tenant_id: str, desired: pl.DataFr
         ),
         params,
     ).rowcount
+    # Only the missing rows, found by an anti-join bounded by the range on both sides, and a plain
+    # INSERT: ON CONFLICT DO NOTHING inserts each row speculatively (about a third more per row on a
+    # first run). No other writer makes import or rule assignments: the caller holds the tenant's
+    # tag_assignments lock, and manual tags have their own provenance. In primary-key order: the
+    # insert walks the index (and the foreign-key checks the contacts) instead of jumping around.
     added = conn.execute(
         sa.text(
             """INSERT INTO tag_assignments (contact_id, tenant_id, tag, provenance)
-               SELECT contact_id, :t, tag, provenance FROM desired_tags
-               WHERE contact_id BETWEEN :first AND :last
-               ON CONFLICT (tenant_id, contact_id, tag, provenance) DO NOTHING"""
+               SELECT d.contact_id, :t, d.tag, d.provenance FROM desired_tags d
+               WHERE d.contact_id BETWEEN :first AND :last
+                     AND NOT EXISTS (SELECT 1 FROM tag_assignments a
+                                     WHERE a.tenant_id = :t AND a.contact_id BETWEEN :first AND :last
+                                           AND a.contact_id = d.contact_id AND a.tag = d.tag AND a.provenance = d.provenance)
+               ORDER BY d.contact_id, d.tag, d.provenance"""
         ),
         params,
     ).rowcount
+    # Each contact's sorted tag list in one ordered pass over the range's assignments (the primary
+    # key's order), analyzed so that the UPDATE below hashes it whatever the statistics of
+    # tag_assignments say; one lookup subquery per contact costs far more at 100k contacts a range.
+    conn.execute(
+        sa.text(
+            """CREATE TEMP TABLE synced_tags ON COMMIT DROP AS
+               SELECT contact_id, array_agg(DISTINCT tag ORDER BY tag) AS tags FROM tag_assignments
+               WHERE tenant_id = :t AND contact_id BETWEEN :first AND :last GROUP BY contact_id"""
+        ),
+        params,
+    )
+    conn.exec_driver_sql("ANALYZE synced_tags")
     changed = conn.execute(
         sa.text(
-            """UPDATE contacts c SET tags = n.tags, updated_at = now()
-               FROM (SELECT r.contact_id,
-                            coalesce((SELECT array_agg(DISTINCT a.tag ORDER BY a.tag) FROM tag_assignments a
-                                      WHERE a.tenant_id = r.tenant_id AND a.contact_id = r.contact_id), '{}') AS tags
-                     FROM contacts r WHERE r.tenant_id = :t AND r.contact_id BETWEEN :first AND :last) n
-               WHERE c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last AND c.contact_id = n.contact_id
-                     AND c.tags IS DISTINCT FROM n.tags"""
+            """UPDATE contacts c SET tags = coalesce(n.tags, '{}'), updated_at = now()
+               FROM contacts r LEFT JOIN synced_tags n ON n.contact_id = r.contact_id
+               WHERE r.tenant_id = :t AND r.contact_id BETWEEN :first AND :last
+                     AND c.tenant_id = :t AND c.contact_id BETWEEN :first AND :last AND c.contact_id = r.contact_id
+                     AND c.tags IS DISTINCT FROM coalesce(n.tags, '{}')"""
         ),
         params,
     ).rowcount
+    conn.exec_driver_sql("DROP TABLE synced_tags")
     conn.exec_driver_sql("DROP TABLE desired_tags")
     return {"added": added, "removed": removed, "contacts_retagged": changed}
 
@@ -162,6 +260,23 @@ def top_tags(conn: sa.Connection, tenant_id: str, limit: int = 5) -> list[tuple[
 # --- segments ----------------------------------------------------------------------------
 
 _PROFILE_COLUMNS = ("email", "email_domain", "verdict", "phone", "language", "country", "category", "tags", "flags", "sources")
+# The profile's fields but ``tags``, from ``contacts c``, ``email_validations v`` and ``contact_enrichment e``,
+# folded as the matcher folds them: what a segment and a tag rule test.
+_PROFILE_EXPRESSIONS = {
+    "email": "c.email",
+    "email_domain": "selection_fold(email_domain(c.email))",
+    "verdict": "selection_fold(v.verdict)",
+    "phone": "selection_fold(coalesce(e.phone_e164, c.phone))",
+    "language": "selection_fold(coalesce(e.language, c.language))",
+    "country": "selection_fold(coalesce(e.country, c.country))",
+    "category": "selection_fold(c.category)",
+    "flags": """ARRAY_REMOVE(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
+                              CASE WHEN v.role_account THEN 'role_account' END,
+                              CASE WHEN v.free_mail THEN 'free_mail' END,
+                              CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL)""",
+    "sources": "c.sources",
+}
+_PROFILE_FIELDS = ", ".join(f"{expression} AS {name}" for name, expression in _PROFILE_EXPRESSIONS.items())
 
 
 def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
@@ -176,10 +291,6 @@ def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
     sets = ", ".join(f"{name} = EXCLUDED.{name}" for name in _PROFILE_COLUMNS)
     old = ", ".join(f"p.{name}" for name in _PROFILE_COLUMNS)
     new = ", ".join(f"f.{name}" for name in _PROFILE_COLUMNS)
-    flags = """ARRAY_REMOVE(ARRAY[CASE WHEN v.disposable THEN 'disposable' END,
-                                  CASE WHEN v.role_account THEN 'role_account' END,
-                                  CASE WHEN v.free_mail THEN 'free_mail' END,
-                                  CASE WHEN v.typo_suggestion IS NOT NULL THEN 'typo' END], NULL)"""
     # The difference is found first, by one join (the profile's primary key serves it whatever the
     # statistics say) in a CREATE TABLE AS, which PostgreSQL may run with parallel workers (an INSERT
     # ... SELECT never is); only changed rows reach the upsert, which locks and writes each row it touches.
@@ -188,14 +299,7 @@ def refresh_segment_profiles(conn: sa.Connection, tenant_id: str) -> int:
         sa.text(
             f"""CREATE TEMPORARY TABLE changed_profiles ON COMMIT DROP AS
                 WITH fresh AS (
-                    SELECT c.tenant_id, c.contact_id, c.email AS email,
-                           selection_fold(email_domain(c.email)) AS email_domain,
-                           selection_fold(v.verdict) AS verdict,
-                           selection_fold(coalesce(e.phone_e164, c.phone)) AS phone,
-                           selection_fold(coalesce(e.language, c.language)) AS language,
-                           selection_fold(coalesce(e.country, c.country)) AS country,
-                           selection_fold(c.category) AS category,
-                           c.tags AS tags, {flags} AS flags, c.sources AS sources
+                    SELECT c.tenant_id, c.contact_id, {_PROFILE_FIELDS}, c.tags AS tags
                     FROM contacts c
                     LEFT JOIN email_validations v ON v.tenant_id = c.tenant_id AND v.contact_id = c.contact_id
                     LEFT JOIN contact_enrichment e ON e.tenant_id = c.tenant_id AND e.contact_id = c.contact_id
