@@ -1,6 +1,6 @@
 """A campaign's send against the speed of the MTA's listener (issue 17, §5).
 
-    python benchmarks/send.py [--recipients 100000] [--connections 4] [--database-url URL]
+    python benchmarks/send.py [--recipients 100000] [--connections 4] [--pipeline-depth N] [--cli] [--database-url URL]
 
 A minimal pipelining SMTP listener runs on loopback in a process of its own (asyncio; it parses
 only what it needs to answer: ``EHLO`` offers ``PIPELINING``, ``8BITMIME`` and ``DSN``; ``MAIL``,
@@ -107,7 +107,8 @@ def _listen(conn) -> None:
 # --- the senders, each in a process of its own ---------------------------------------------------
 
 
-def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | None, port: int, workers: int) -> dict:
+def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | None, port: int, workers: int,
+          depth: int | None = None) -> dict:
     """``send_campaign`` of a campaign of ``recipients``, unsigned or signed with ``pem``."""
     from benchmarks.campaign_ledger import setup
     from benchmarks.dkim_sign import DOMAIN, SELECTOR, composer_factory
@@ -120,7 +121,8 @@ def _send(url: str, name: str, recipients: int, connections: int, pem: bytes | N
     campaign = setup(engine, name, recipients)
     composer = composer_factory()(name, DkimKey(DOMAIN, SELECTOR, pem) if pem else None)
     transport = PowerMtaSmtpTransport(name="pmta", host="127.0.0.1", port=port, bounce_address="b@bounce.acme.example",
-                                      connections=connections, allow_private=True, helo_name="bench.example")
+                                      connections=connections, allow_private=True, helo_name="bench.example",
+                                      **({"pipeline_depth": depth} if depth else {}))
     cpu, started = time.process_time(), time.perf_counter()
     report = send_campaign(engine, campaign, composer, transport, compose_workers=workers)
     elapsed = time.perf_counter() - started
@@ -215,7 +217,7 @@ def _in_process(kind: str, *args) -> dict:
 # --- the CLI-timed mode: `email-engine campaign send` from its start to its exit ----------------------
 
 
-def _workspace(root: Path, recipients: int, port: int) -> None:
+def _workspace(root: Path, recipients: int, port: int, depth: int | None = None) -> None:
     """Two tenants of ``recipients`` contacts each (one file to import), a segment of everyone, the
     template of ``benchmarks/dkim_sign.py``, a PowerMTA transport pointed at the listener, and a draft
     campaign each; ``acmesig`` signs with DKIM (its key in ``BENCH_DKIM_KEY``)."""
@@ -228,7 +230,7 @@ def _workspace(root: Path, recipients: int, port: int) -> None:
             'unsubscribe: {base_url: "https://unsubscribe.acme.example"}\n' + dkim +
             "segments:\n  - name: everyone\n    all: [{field: email, regex: '@'}]\n"
             f"transports:\n  - {{name: pmta, kind: powermta, host: 127.0.0.1, port: {port}, bounce_address: b@bounce.acme.example, "
-            "connections: 4, allow_private: true}\n")
+            "connections: 4, allow_private: true" + (f", pipeline_depth: {depth}" if depth else "") + "}\n")
         (root / "templates" / tenant).mkdir(parents=True)
         (root / "templates" / tenant / "news_en.yaml").write_text(TEMPLATE)
         inbox = root / "inbox" / tenant / "crm"
@@ -297,7 +299,7 @@ def cli_main(args, pem: bytes, port: int, workers: int | None) -> tuple[dict, di
     try:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "workspace"
-            _workspace(root, args.recipients, port)
+            _workspace(root, args.recipients, port, args.pipeline_depth)
             env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), DATABASE_URL_ENV: url,
                    HOME_ENV: str(Path(tmp) / "home"), WORKSPACE_ENV: str(root), "BENCH_DKIM_KEY": pem.decode("ascii"),
                    "EMAIL_ENGINE_DNS_NAMESERVERS": "127.0.0.1", "EMAIL_ENGINE_DNS_PORT": str(closed_port())}
@@ -340,6 +342,8 @@ def main() -> None:
     parser.add_argument("--cli", action="store_true", help="time `email-engine campaign send` from its start to its exit "
                         "(after `email-engine run` built the segment), summed RSS of its process tree")
     parser.add_argument("--workers", type=int, default=None, help="composing processes (default: as `campaign send`, one per core)")
+    parser.add_argument("--pipeline-depth", type=int, default=None, help="messages a connection takes at a time (the transport's "
+                        "pipeline_depth; default 4)")
     args = parser.parse_args()
     from email_engine_assets.campaigns.composing import default_workers
     workers = default_workers() if args.workers is None else args.workers
@@ -362,15 +366,16 @@ def main() -> None:
                 url = engine.url.render_as_string(hide_password=False)
                 sample = _sample(engine, n)
                 raw_before = _in_process("raw", sample, n, c, port)
-                unsigned = _in_process("send", url, "unsigned", n, c, None, port, workers)
-                signed = _in_process("send", url, "signed", n, c, pem, port, workers)
+                unsigned = _in_process("send", url, "unsigned", n, c, None, port, workers, args.pipeline_depth)
+                signed = _in_process("send", url, "signed", n, c, pem, port, workers, args.pipeline_depth)
                 raw_after = _in_process("raw", sample, n, c, port)
     finally:
         control.send("stop")
         listener.join(10)
     # the limit is the better of two raw runs, before and after the sends: on a shared machine other work only slows one down
     raw = min(raw_before, raw_after, key=lambda r: r["seconds"])
-    print(f"{n:,} recipients, {c} connections, messages of about {raw['bytes']:,} bytes on the wire, listener on loopback")
+    depth = f" (pipeline depth {args.pipeline_depth})" if args.pipeline_depth else ""
+    print(f"{n:,} recipients, {c} connections{depth}, messages of about {raw['bytes']:,} bytes on the wire, listener on loopback")
     rate = {name: n / r["seconds"] for name, r in (("raw", raw), ("unsigned", unsigned), ("signed", signed))}
     for name, r, label in (("unsigned", unsigned, "campaign send, unsigned"), ("signed", signed, "campaign send, DKIM rsa-2048"),
                            ("raw", raw, "raw pipelined injection")):

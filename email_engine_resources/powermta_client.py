@@ -507,23 +507,28 @@ class _Slot:
         self.drained = False
         self.conn: _Connection | None = None
         self.busy = 0  # 421s in a row: the backoff before reconnecting doubles with each
+        self.exchanging: asyncio.Future | None = None  # the exchange with the source under way, if any
         self.loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
         try:
             while not self.stop.is_set():
+                self._start_exchange()
                 item = self._ready()
-                if item is None:
-                    try:
-                        more = await self._refill()
-                    except BaseException:
-                        self.stop.set()
-                        raise
-                    if not more:
-                        return
-                else:
+                if item is not None:
                     await self._send(item)
+                elif self.exchanging is not None:
+                    await self._end_exchange()
+                elif self.held:  # every message held waits for its retry, or the stop
+                    wait = max(0.0, min(held.not_before for held in self.held) - self.loop.time())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), wait)
+                elif self.drained and not self.outcomes:
+                    return
         finally:
+            if self.exchanging is not None:  # the source is told what it handed over came to, even on the stop
+                with contextlib.suppress(Exception):
+                    await self._end_exchange()
             if self.conn is not None:
                 await self.conn.quit()
 
@@ -531,20 +536,32 @@ class _Slot:
         now = self.loop.time()
         return next((item for item in self.held if item.not_before <= now), None)
 
-    async def _refill(self) -> bool:
-        """Give back the outcomes and take what the connection has room for; False once it is all done."""
-        want = 0 if self.drained else self.config.pipeline_depth - len(self.held)
-        if self.outcomes or want:
-            outcomes, self.outcomes = self.outcomes, []
-            taken = await asyncio.to_thread(self.source.exchange, outcomes, want)
-            self.drained = self.drained or (want > 0 and not taken)
-            for message in taken:
-                self._take(message)
-        if self.held and self._ready() is None:  # every message held waits for its retry, or the stop
-            wait = max(0.0, min(item.not_before for item in self.held) - self.loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), wait)
-        return bool(self.held or self.outcomes or not self.drained)
+    def _start_exchange(self) -> None:
+        """Give back the outcomes and take what the connection has room for, in the background: the
+        connection goes on sending what it holds meanwhile. One exchange at a time, so what is held
+        plus what it takes stays within ``pipeline_depth``. It starts once half the depth is free
+        (fewer, larger exchanges), or when nothing is left to send until it returns."""
+        if self.exchanging is not None:
+            return
+        room = 0 if self.drained else self.config.pipeline_depth - len(self.held)
+        idle = self._ready() is None
+        if not (room >= max(1, self.config.pipeline_depth // 2) or (idle and (room or self.outcomes))):
+            return
+        outcomes, self.outcomes = self.outcomes, []
+        self.exchanging = asyncio.ensure_future(asyncio.to_thread(self.source.exchange, outcomes, room))
+        self.exchanging.want = room  # type: ignore[attr-defined]
+
+    async def _end_exchange(self) -> None:
+        task, self.exchanging = self.exchanging, None
+        try:
+            taken = await task
+        except BaseException:
+            self.stop.set()
+            raise
+        want = task.want  # type: ignore[attr-defined]
+        self.drained = self.drained or (want > 0 and not taken)
+        for message in taken:
+            self._take(message)
 
     def _take(self, message: OutgoingMessage) -> None:
         try:

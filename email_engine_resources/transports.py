@@ -83,7 +83,8 @@ class PowerMtaResource(dg.ConfigurableResource):
             name=config.name, host=config.host, port=config.port, bounce_address=config.bounce_address,
             virtual_mta=config.virtual_mta, connections=config.connections, timeout_seconds=config.timeout_seconds,
             retries=config.retries, allow_private=config.allow_private, x_envid_header=x_envid_header,
-            helo_name=self.helo_name, retry_backoff_seconds=self.retry_backoff_seconds, pipeline_depth=self.pipeline_depth,
+            helo_name=self.helo_name, retry_backoff_seconds=self.retry_backoff_seconds,
+            pipeline_depth=config.pipeline_depth or self.pipeline_depth,
         )
 
     def config_file(self, config) -> PowerMtaConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -356,3 +357,40 @@ def test_a_421_backs_the_connection_off_before_it_reconnects():
     assert {r.status for r in results.values()} == {"sent"}
     # message 2 was ready at once, yet the new session waited out the backoff (PowerMTA said it was full)
     assert second.opened_at - first.opened_at >= 0.45
+
+
+class _SlowLedger:
+    """A ledger whose every exchange, once a connection holds messages, lasts until the server has
+    received one more message: only a connection that goes on sending what it holds while its
+    outcomes are being recorded lets such an exchange end before its timeout."""
+
+    def __init__(self, mta, messages: list[OutgoingMessage]) -> None:
+        self.mta, self.pending = mta, list(messages)
+        self.results, self.overlapped, self.waited_out = [], 0, 0
+        self.lock = threading.Lock()
+
+    def exchange(self, results, want):
+        with self.lock:
+            self.results.extend(results)
+            first = not self.results and len(self.pending) == 20
+            taken, self.pending = self.pending[:want], self.pending[want:]
+        if want and not first and self.pending:
+            seen = len(self.mta.received)
+            deadline = time.monotonic() + 2.0
+            while len(self.mta.received) == seen and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if len(self.mta.received) > seen:
+                self.overlapped += 1
+            else:
+                self.waited_out += 1
+        return taken
+
+
+def test_a_connection_sends_what_it_holds_while_its_outcomes_are_recorded():
+    with PowerMtaStandIn() as mta:
+        ledger = _SlowLedger(mta, [message(i) for i in range(20)])
+        transport(mta, connections=1, pipeline_depth=4).deliver_from(ledger)
+        assert Counter(r.status for r in ledger.results) == {"sent": 20}
+        assert len(mta.received) == 20
+    assert ledger.waited_out == 0, "an exchange waited for a message the connection held but did not send"
+    assert ledger.overlapped >= 4

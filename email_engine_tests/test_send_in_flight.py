@@ -372,3 +372,32 @@ def test_a_pause_mid_send_with_worker_processes_composing_stops_at_the_next_mark
                                compose_workers=2, pool_min_rows=0)
         again = [m.recipients[0] for m in mta.received]
     assert report.completed and sorted(received + again) == acme["emails"]
+
+
+def test_a_claim_that_fails_in_the_claiming_thread_of_a_pooled_send_fails_the_run_and_the_next_finishes_once_each(engine, acme):
+    """A pooled send claims its windows ahead in a thread of its own; an error there (its database) is
+    raised by the send, every connection QUITs, and the next run sends the rest once each."""
+    campaign = _running_campaign(engine, acme, "poolclaim")
+    reads = []
+
+    def throttling(conn) -> dict[str, int]:  # read with each window's claim, in the claiming thread
+        reads.append(threading.current_thread().name)
+        if len(reads) == 5:
+            raise RuntimeError("the claim's database went away")
+        return {}
+
+    with PowerMtaStandIn() as mta:
+        with pytest.raises(RuntimeError, match="claim's database went away"):
+            send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta), batch_size=50,
+                          held_domains=throttling, compose_workers=2, pool_min_rows=0)
+        sessions = _sessions_quit(mta, CONNECTIONS)
+        assert all(s.verbs()[-1] == "QUIT" for s in sessions)
+        states = Counter(_ledger(engine, "poolclaim").values())
+        assert states["sending"] <= BOUND and states["queued"] > 0, states
+        report = send_campaign(engine, campaign, SimpleComposers().composer(None, campaign), _pmta(mta),
+                               compose_workers=2, pool_min_rows=0)
+        received = Counter(m.recipients[0] for m in mta.received)
+    assert set(reads[:5]) == {"ledger-claim"}
+    after = Counter(_ledger(engine, "poolclaim").values())
+    assert report.completed and report.recovered_unknown == states["sending"]
+    assert max(received.values()) == 1 and after["sent"] + after["unknown"] == AUDIENCE, after

@@ -267,3 +267,29 @@ def test_tracking_defaults_to_off_and_its_base_url_to_the_unsubscribe_one(worksp
     workspace.tenant("acme", GOOD)
     tenant = load_workspace(workspace.root).tenants["acme"]
     assert not tenant.tracking.on and tenant.tracking.machines.too_soon_s <= 10
+
+
+PMTA = "transports:\n  - {name: pmta, kind: powermta, host: pmta.example, bounce_address: b@bounce.acme.example, %s}\n"
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("pipeline_depth: 0", ["transports[0].powermta.pipeline_depth", "greater than or equal to 1"]),
+        ("pipeline_depth: 65", ["transports[0].powermta.pipeline_depth", "less than or equal to 64"]),
+        ("pipeline_depth: deep", ["transports[0].powermta.pipeline_depth", "'deep'", "integer"]),
+    ],
+)
+def test_a_bad_pipeline_depth_is_refused_naming_the_file_and_the_field(workspace, setting, expected):
+    assert_refused(workspace, PMTA % setting, expected)
+
+
+def test_a_transport_pipeline_depth_sets_what_each_connection_holds(workspace):
+    from email_engine_resources.transports import PowerMtaResource
+
+    workspace.tenant("acme", GOOD + PMTA % "pipeline_depth: 16")
+    config = load_workspace(workspace.root).tenants["acme"].transports[0]
+    assert PowerMtaResource().injection(config).config().pipeline_depth == 16
+    workspace.tenant("acme", GOOD + PMTA % "connections: 2")
+    config = load_workspace(workspace.root).tenants["acme"].transports[0]
+    assert config.pipeline_depth is None and PowerMtaResource().injection(config).config().pipeline_depth == 4

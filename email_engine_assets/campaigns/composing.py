@@ -46,13 +46,16 @@ def _exit_with(parent) -> None:
 def compose_rows(rows: Sequence[tuple[Any, Any, str]]) -> list[Composed | Skipped | tuple[str, str]]:
     """Each row ``(contact, contact_id, token)`` composed: a :class:`Composed`, a :class:`Skipped`, or
     ``("error", detail)`` when the composer raised (a template error for one contact stops no other)."""
-    out: list[Composed | Skipped | tuple[str, str]] = []
-    for contact, contact_id, token in rows:
-        try:
-            out.append(_composer.compose(contact, contact_id=contact_id, row_token=token))
-        except Exception as exc:
-            out.append(("error", f"{type(exc).__name__}: {str(exc)[:200]}"))
-    return out
+    return [compose_one(_composer, contact, contact_id, token) for contact, contact_id, token in rows]
+
+
+def compose_one(composer: Any, contact: Any, contact_id: Any, token: str) -> Composed | Skipped | tuple[str, str]:
+    """One row composed, or ``("error", detail)`` when the composer raised: a template error for one
+    contact must not stop the others."""
+    try:
+        return composer.compose(contact, contact_id=contact_id, row_token=token)
+    except Exception as exc:
+        return ("error", f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
 class ComposePool:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from email_engine_assets.campaigns import store
-from email_engine_assets.campaigns.composing import ComposePool, portable
+from email_engine_assets.campaigns.composing import ComposePool, compose_one, portable
 from email_engine_assets.campaigns.files import Campaign
 from email_engine_assets.campaigns.ledger import skipped_state
 from email_engine_assets.campaigns.parts import Composer, Skipped
@@ -92,14 +92,19 @@ class LedgerFeed:
         self._after = 0  # the last row id claimed
         self._last_window: tuple[float, int] | None = None  # (started, rows) of the last window claimed
         self._done = False  # nothing more: every row claimed, or the campaign stopped
-        self._claimed_all = False  # the last claim found nothing more queued
         # composing in worker processes (no rate, no list transport: those go at their own pace)
         self._workers = compose_workers
         self._pool_min_rows = pool_min_rows
         self._pool_wanted = compose_workers > 1 and not rate_per_minute and not one_template
         self._pool: ComposePool | None = None
         self._pool_ahead = 0
-        self._ahead: deque[tuple[list[dict], Future]] = deque()  # windows claimed, composing in the pool
+        # windows claimed ahead by the claiming thread, composing in the pool: (rows, suppressed, started, future)
+        self._ahead: deque[tuple[list[dict], int, float, Future | None]] = deque()
+        self._ahead_changed = threading.Condition()
+        self._claimer: threading.Thread | None = None
+        self._claim_error: BaseException | None = None
+        self._stopping = False
+        self._conn: sa.Connection | None = None  # the exchanges' own autocommit connection (one committer at a time)
         self._error: BaseException | None = None
         self._waiting: list[_Call] = []
         self._committing = False
@@ -137,7 +142,10 @@ class LedgerFeed:
     def finish(self) -> None:
         """Record what is still to be recorded once the transport is done: composer skips, and rows a
         transport handed no result for (``unknown``: whether they left is not known)."""
-        self.exchange([DeliveryResult(row_id, "unknown", "the transport returned no result") for row_id in list(self.handed)], 0)
+        try:
+            self.exchange([DeliveryResult(row_id, "unknown", "the transport returned no result") for row_id in list(self.handed)], 0)
+        finally:
+            self._close_connection()
 
     # --- one commit for every waiting caller ------------------------------------------------------
 
@@ -157,18 +165,22 @@ class LedgerFeed:
                 break
             suppress = [r for r in results if r.get("suppress")]
             # One statement, its own transaction (one round trip); a suppression to write joins it in one transaction.
-            with (self.engine.begin() if suppress else self._autocommit.connect()) as conn:
-                done = store.record_and_mark(conn, self.campaign.tenant_id, self.campaign.name, results + skipped,
-                                             [h.row["row_id"] for h in candidates])
-                for r in suppress:  # MailWizz holds the address as unsubscribed or blacklisted: suppression wins
-                    store.suppress(conn, self.campaign.tenant_id, r["email"], r["suppress"],
-                                   f"{r['detail'][:200]} (campaign {self.campaign.name})")
+            marking = [h.row["row_id"] for h in candidates]
+            if suppress:
+                with self.engine.begin() as conn:
+                    done = store.record_and_mark(conn, self.campaign.tenant_id, self.campaign.name, results + skipped, marking)
+                    for r in suppress:  # MailWizz holds the address as unsubscribed or blacklisted: suppression wins
+                        store.suppress(conn, self.campaign.tenant_id, r["email"], r["suppress"],
+                                       f"{r['detail'][:200]} (campaign {self.campaign.name})")
+            else:
+                done = store.record_and_mark(self._connection(), self.campaign.tenant_id, self.campaign.name,
+                                             results + skipped, marking)
             self.outcomes.update(r["state"] for r in results + skipped)
             results, first = [], False
             if not done.running:  # paused or cancelled: the rows not marked stay queued
                 self._done = True
                 self._ready.clear()
-                self._ahead.clear()
+                self._stop_claiming()
                 break
             self.outcomes["skipped_suppressed"] += done.suppressed
             ids = set(done.in_flight)
@@ -208,15 +220,19 @@ class LedgerFeed:
             if self._pool_wanted:
                 self._start_pool()
             if self._pool is not None:
-                while len(self._ahead) < self._pool_ahead and not self._claimed_all:
-                    rows = self._claim()
-                    if rows:
-                        self._ahead.append((rows, self._pool.submit(rows)))
-                if not self._ahead:
-                    self._done = True
-                    return
-                rows, future = self._ahead.popleft()
-                self._add(zip(rows, future.result()))
+                with self._ahead_changed:
+                    while not self._ahead and self._claimer is not None and self._claim_error is None:
+                        self._ahead_changed.wait()
+                    if self._claim_error is not None:
+                        raise self._claim_error
+                    if not self._ahead:
+                        self._done = True
+                        return
+                    rows, suppressed, started, future = self._ahead.popleft()
+                    self._ahead_changed.notify_all()
+                self._count_window(rows, suppressed, started)
+                if future is not None:
+                    self._add(zip(rows, future.result()))
                 continue
             if self._last_window is not None and self.rate:
                 started, count = self._last_window
@@ -224,37 +240,81 @@ class LedgerFeed:
                     wait = count * 60.0 / self.rate - (self.clock() - started)
                     if wait > 0:
                         self.sleep(wait)
-            rows = self._claim()
-            if self._claimed_all:
+            started = self.clock()
+            claimed = self._claim()
+            if claimed is None:
                 self._done = True
                 return
-            self._add((row, self._made(row)) for row in rows)
+            self._count_window(*claimed, started)
+            self._add((row, compose_one(self.composer, row["contact"], row["contact_id"], row["token"])) for row in claimed[0])
 
-    def _claim(self) -> list[dict]:
-        """The next window's rows (suppressed ones settled); ``_claimed_all`` once nothing more is queued."""
-        started = self.clock()
+    def _claim(self) -> tuple[list[dict], int] | None:
+        """The next window: its rows and how many were settled as suppressed; None once nothing more is queued."""
         with self.engine.begin() as conn:
             if self.held_domains is not None:  # a destination that throttles is not fed: its rows wait, queued
                 self.held.update(self.held_domains(conn))
             rows, suppressed = store.claim_batch(conn, self.campaign.tenant_id, self.campaign.name, self.window,
                                                  after_row_id=self._after, held=sorted(self.held))
         if not rows and not suppressed:
-            self._claimed_all = True
-            return []
+            return None
+        if rows:
+            self._after = rows[-1]["row_id"]
+        return rows, suppressed
+
+    def _count_window(self, rows: list[dict], suppressed: int, started: float) -> None:
+        """A window's rows are taken up: ``on_window`` (the guard rail) runs before any of them is marked."""
         if self.windows:
             self.on_window(self.windows)  # the windows before this one: their rows are recorded, in flight or composed
         self.windows += 1
         self._last_window = (started, len(rows) + suppressed)
         self.outcomes["skipped_suppressed"] += suppressed
-        if rows:
-            self._after = rows[-1]["row_id"]
-        return rows
 
-    def _made(self, row: dict):
+    def _claim_ahead(self) -> None:
+        """The claiming thread of a pooled send: keeps ``_pool_ahead`` windows claimed and composing, so
+        that neither the claim nor the composition is on the exchanges' path. The rows stay ``queued``."""
         try:
-            return self.composer.compose(row["contact"], contact_id=row["contact_id"], row_token=row["token"])
-        except Exception as exc:  # a template error for one contact must not stop the others
-            return ("error", f"{type(exc).__name__}: {str(exc)[:200]}")
+            while True:
+                with self._ahead_changed:
+                    while not self._stopping and len(self._ahead) >= self._pool_ahead:
+                        self._ahead_changed.wait()
+                    if self._stopping:
+                        return
+                started = self.clock()
+                claimed = self._claim()
+                with self._ahead_changed:
+                    if self._stopping:
+                        return
+                    if claimed is None:
+                        self._claimer = None
+                    else:
+                        rows, suppressed = claimed
+                        self._ahead.append((rows, suppressed, started, self._pool.submit(rows) if rows else None))
+                    self._ahead_changed.notify_all()
+                    if claimed is None:
+                        return
+        except BaseException as exc:  # the exchange that waits for a window raises it
+            with self._ahead_changed:
+                self._claim_error = exc
+                self._ahead_changed.notify_all()
+
+    def _stop_claiming(self) -> None:
+        with self._ahead_changed:
+            self._stopping = True
+            self._ahead.clear()
+            claimer, self._claimer = self._claimer, None
+            self._ahead_changed.notify_all()
+        if claimer is not None and claimer is not threading.current_thread():
+            claimer.join()
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None:
+            self._conn = self._autocommit.connect()
+        return self._conn
+
+    def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _add(self, made: Iterable[tuple[dict, object]]) -> None:
         composed = [h for h in (self._handed(row, m) for row, m in made) if h is not None]
@@ -270,11 +330,14 @@ class LedgerFeed:
         if queued >= self._pool_min_rows and portable(self.composer):
             self._pool = ComposePool(self.composer, self._workers)
             self._pool_ahead = 2 * self._workers
+            self._claimer = threading.Thread(target=self._claim_ahead, name="ledger-claim", daemon=True)
+            self._claimer.start()
 
     def close(self) -> None:
         """Stop the composing processes (the windows they still compose are dropped: those rows stay queued)."""
-        self._ahead.clear()
+        self._stop_claiming()
         self._pool_wanted = False
+        self._close_connection()
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -75,6 +75,9 @@ class PowerMtaTransport(Strict):
     virtual_mta: str | None = None
     bounce_address: str
     connections: int = Field(default=4, ge=1, le=64)
+    pipeline_depth: int | None = Field(default=None, ge=1, le=64, description=(
+        "messages each connection takes from the ledger at a time (default: the powermta resource's, 4); "
+        "more is faster, and a crash leaves up to connections x this many rows unknown"))
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     retries: int = Field(default=3, ge=0, le=10, description="4xx replies retried this often, with backoff")
     allow_private: bool = False
