@@ -13,7 +13,7 @@ points at a closed port: a cache miss would show as ``unknown``), then materiali
 
 Each side starts from no verdict, enrichment or tag and runs in a child process whose peak RSS is
 reported. Prints seconds per asset, the total, peak RSS, and reference/ours.
-Targets (BRIEF §4): < 60 s in all on 1M contacts, peak RSS <= 1 GiB.
+Targets (BRIEF §4): < 60 s in all on 1M contacts, and linear above (< 600 s on 10M), peak RSS <= 1 GiB.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ def main() -> None:
         print_side("reference (1 chunk)", reference)
         print(f"reference / ours     {sum(reference['seconds'].values()) / total:8.2f}   "
               f"(RSS {reference['peak_rss_bytes'] / ours['peak_rss_bytes']:.1f}x)")
-    print(f"ours total           {total:8.1f} s  (target < {TARGETS['total_seconds']:.0f} s)")
+    target = TARGETS["total_seconds"] * max(1.0, args.contacts / 1_000_000)  # linear above 1M
+    print(f"ours total           {total:8.1f} s  (target < {target:.0f} s)")
     print(f"ours peak RSS        {ours['peak_rss_bytes'] / 2**20:8.0f} MiB (target <= {TARGETS['peak_rss_bytes'] / 2**20:.0f} MiB)")
     checked = ours["metadata"]["email_validations"]
     print(f"verdicts             checked {checked.get('checked', 0):,}, dns lookups {checked.get('dns_lookups', 0):,}, "

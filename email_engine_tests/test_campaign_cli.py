@@ -106,3 +106,14 @@ def test_suppress_and_unsuppress_by_the_address_key(cli_camp, capsys, engine):
     assert cli.main(["unsuppress", "acme", "bob@example.com"], definitions=cli_camp["defs"]) == 0  # an erasure is not lifted
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT email FROM suppressions")).scalars().all() == ["bob@example.com"]
+
+
+@pytest.mark.parametrize("workers", ["many", "-1", "65", "2.5"])
+def test_a_bad_compose_workers_setting_fails_the_send_naming_it_before_any_row_leaves(cli_camp, capsys, engine, monkeypatch, workers):
+    monkeypatch.setenv("EMAIL_ENGINE_COMPOSE_WORKERS", workers)
+    assert cli.main(["campaign", "send", "acme.spring", "--json"], definitions=cli_camp["defs"]) != 0
+    captured = capsys.readouterr()
+    assert "EMAIL_ENGINE_COMPOSE_WORKERS must be a whole number from 0 to 64" in captured.out + captured.err
+    with engine.connect() as conn:
+        states = dict(conn.execute(sa.text("SELECT state, count(*) FROM campaign_sends WHERE campaign = 'spring' GROUP BY state")).all())
+    assert "sent" not in states and "sending" not in states, states

@@ -434,3 +434,17 @@ def test_a_dkim_key_that_cannot_sign_stops_every_send_even_overridden_before_any
     with LoopbackDnsServer(zone) as server:
         lookup = txt_lookup(server)
         assert len(files) == 4 and all(dkim.verify(path.read_bytes(), dnsfunc=lookup) for path in files)
+
+
+def test_a_sends_progress_is_logged_at_most_every_ten_seconds_and_the_last_batch_always():
+    from email_engine_assets.campaigns.assets import _Progress
+
+    lines, now = [], [0.0]
+    progress = _Progress(lines.append, clock=lambda: now[0])
+    for batch in range(1, 31):  # a window every second
+        progress(batch, {"sent": batch * 200})
+        now[0] += 1.0
+    progress.last()
+    assert lines == ["batch 1: {'sent': 200}", "batch 11: {'sent': 2200}", "batch 21: {'sent': 4200}", "batch 30: {'sent': 6000}"]
+    progress.last()  # nothing new: nothing logged twice
+    assert len(lines) == 4
