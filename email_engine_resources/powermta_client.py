@@ -507,7 +507,7 @@ class _Slot:
         self.drained = False
         self.conn: _Connection | None = None
         self.busy = 0  # 421s in a row: the backoff before reconnecting doubles with each
-        self.exchanging: asyncio.Future | None = None  # the exchange with the source under way, if any
+        self.exchanging: tuple[asyncio.Future, int] | None = None  # the exchange under way, and how many it asked for
         self.loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
@@ -548,17 +548,15 @@ class _Slot:
         if not (room >= max(1, self.config.pipeline_depth // 2) or (idle and (room or self.outcomes))):
             return
         outcomes, self.outcomes = self.outcomes, []
-        self.exchanging = asyncio.ensure_future(asyncio.to_thread(self.source.exchange, outcomes, room))
-        self.exchanging.want = room  # type: ignore[attr-defined]
+        self.exchanging = (asyncio.ensure_future(asyncio.to_thread(self.source.exchange, outcomes, room)), room)
 
     async def _end_exchange(self) -> None:
-        task, self.exchanging = self.exchanging, None
+        (task, want), self.exchanging = self.exchanging, None
         try:
             taken = await task
         except BaseException:
             self.stop.set()
             raise
-        want = task.want  # type: ignore[attr-defined]
         self.drained = self.drained or (want > 0 and not taken)
         for message in taken:
             self._take(message)

@@ -366,13 +366,14 @@ class _SlowLedger:
 
     def __init__(self, mta, messages: list[OutgoingMessage]) -> None:
         self.mta, self.pending = mta, list(messages)
-        self.results, self.overlapped, self.waited_out = [], 0, 0
+        self.results, self.calls, self.overlapped, self.waited_out = [], 0, 0, 0
         self.lock = threading.Lock()
 
     def exchange(self, results, want):
         with self.lock:
             self.results.extend(results)
-            first = not self.results and len(self.pending) == 20
+            self.calls += 1
+            first = self.calls == 1  # the connection holds nothing yet
             taken, self.pending = self.pending[:want], self.pending[want:]
         if want and not first and self.pending:
             seen = len(self.mta.received)

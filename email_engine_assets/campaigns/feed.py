@@ -98,8 +98,8 @@ class LedgerFeed:
         self._pool_wanted = compose_workers > 1 and not rate_per_minute and not one_template
         self._pool: ComposePool | None = None
         self._pool_ahead = 0
-        # windows claimed ahead by the claiming thread, composing in the pool: (rows, suppressed, started, future)
-        self._ahead: deque[tuple[list[dict], int, float, Future | None]] = deque()
+        # windows claimed ahead by the claiming thread, composing in the pool: (rows, suppressed, future)
+        self._ahead: deque[tuple[list[dict], int, Future | None]] = deque()
         self._ahead_changed = threading.Condition()
         self._claimer: threading.Thread | None = None
         self._claim_error: BaseException | None = None
@@ -228,9 +228,9 @@ class LedgerFeed:
                     if not self._ahead:
                         self._done = True
                         return
-                    rows, suppressed, started, future = self._ahead.popleft()
+                    rows, suppressed, future = self._ahead.popleft()
                     self._ahead_changed.notify_all()
-                self._count_window(rows, suppressed, started)
+                self._count_window(rows, suppressed, self.clock())  # no rate on this path: the time is not waited on
                 if future is not None:
                     self._add(zip(rows, future.result()))
                 continue
@@ -279,7 +279,6 @@ class LedgerFeed:
                         self._ahead_changed.wait()
                     if self._stopping:
                         return
-                started = self.clock()
                 claimed = self._claim()
                 with self._ahead_changed:
                     if self._stopping:
@@ -288,7 +287,7 @@ class LedgerFeed:
                         self._claimer = None
                     else:
                         rows, suppressed = claimed
-                        self._ahead.append((rows, suppressed, started, self._pool.submit(rows) if rows else None))
+                        self._ahead.append((rows, suppressed, self._pool.submit(rows) if rows else None))
                     self._ahead_changed.notify_all()
                     if claimed is None:
                         return
